@@ -1,0 +1,20 @@
+//! The Membership Service's shared core: identifiers and time, the wire
+//! format, the RPC layer, the deterministic simulator and the runtime that
+//! runs the protocol cores under actix.
+//!
+//! Layers, bottom-up (DESIGN.md section 2):
+//!
+//! - [`time`], [`id`]: our own `Instant` and the identifiers every layer uses;
+//! - [`wire`]: the packet header, bounded bodies, authentication (seed 000 DNP);
+//! - [`sansio`]: the contract every protocol core follows;
+//! - [`rpc`]: BLAST, CHAN and SELECT (seed 004, section 5.3);
+//! - [`sim`]: the deterministic simulator that runs the cores on virtual time;
+//! - [`runtime`]: the only I/O in this crate, the actix socket actor, the
+//!   interceptor pipeline and the generic core driver.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod id;
+pub mod sansio;
+pub mod time;
+pub mod wire;
