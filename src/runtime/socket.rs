@@ -48,7 +48,7 @@ use crate::time::Instant;
 use crate::wire::{AuthConfig, DecodeError, DropCounters, Header, KeyRing, WireCodec, HEADER_LEN};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -66,8 +66,8 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Default bound on datagrams held back by interceptor delays.
 pub const DEFAULT_MAX_DELAYED: usize = 10_000;
-/// Bound on sends waiting for a full send buffer to drain.
-const MAX_PENDING_SENDS: usize = 1024;
+/// Bound on datagrams waiting for a full send buffer to drain.
+const MAX_BACKLOG: usize = 1024;
 /// Receive buffer: larger than the largest UDP payload.
 const RECV_BUF: usize = 65_536;
 
@@ -444,7 +444,9 @@ pub struct SocketActor {
     queue_capacity: usize,
     max_delayed: usize,
     delayed: usize,
-    pending_sends: usize,
+    /// Datagrams waiting for the send buffer, in order (see `send_now`).
+    backlog: VecDeque<(ProtocolId, Vec<u8>, SocketAddr)>,
+    flushing: bool,
     drops: DropCounters,
     per_protocol: BTreeMap<ProtocolId, ProtocolStats>,
     datagrams_received: u64,
@@ -541,7 +543,8 @@ impl SocketActor {
             queue_capacity: options.queue_capacity,
             max_delayed: options.max_delayed,
             delayed: 0,
-            pending_sends: 0,
+            backlog: VecDeque::new(),
+            flushing: false,
             drops: DropCounters::default(),
             per_protocol: BTreeMap::new(),
             datagrams_received: 0,
@@ -794,6 +797,15 @@ impl SocketActor {
         }
     }
 
+    /// Sends one datagram now, or queues it behind earlier ones waiting for
+    /// the send buffer, so that datagrams leave in the order they were
+    /// handed over.
+    ///
+    /// The first attempt is a plain non-blocking `sendto` (through
+    /// socket2), not tokio's `try_send_to`: the latter answers `WouldBlock`
+    /// without trying until the reactor has reported the socket writable
+    /// once, which would push every datagram sent right after binding onto
+    /// the slow path.
     fn send_now(
         &mut self,
         protocol: ProtocolId,
@@ -801,31 +813,66 @@ impl SocketActor {
         to: SocketAddr,
         ctx: &mut Context<Self>,
     ) {
-        match self.socket.try_send_to(datagram, to) {
+        if !self.backlog.is_empty() {
+            self.push_backlog(protocol, datagram.to_vec(), to, ctx);
+            return;
+        }
+        match socket2::SockRef::from(&*self.socket).send_to(datagram, &to.into()) {
             Ok(n) => self.count_sent(protocol, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The send buffer is full: wait for it, a bounded number of
-                // times; beyond that, drop as UDP would.
-                if self.pending_sends >= MAX_PENDING_SENDS {
-                    self.drop_packet("send_backlog");
-                    return;
-                }
-                self.pending_sends += 1;
-                let socket = self.socket.clone();
-                let datagram = datagram.to_vec();
-                ctx.spawn(
-                    async move { socket.send_to(&datagram, to).await }
-                        .into_actor(self)
-                        .map(move |res, act, _| {
-                            act.pending_sends -= 1;
-                            match res {
-                                Ok(n) => act.count_sent(protocol, n),
-                                Err(e) => act.send_failed(to, &e),
-                            }
-                        }),
-                );
+                self.push_backlog(protocol, datagram.to_vec(), to, ctx)
             }
             Err(e) => self.send_failed(to, &e),
+        }
+    }
+
+    fn push_backlog(
+        &mut self,
+        protocol: ProtocolId,
+        datagram: Vec<u8>,
+        to: SocketAddr,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.backlog.len() >= MAX_BACKLOG {
+            // As a full UDP send buffer would.
+            self.drop_packet("send_backlog");
+            return;
+        }
+        self.backlog.push_back((protocol, datagram, to));
+        self.wait_writable(ctx);
+    }
+
+    /// Drains the backlog once the socket is writable again.
+    fn wait_writable(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        self.flushing = true;
+        let socket = self.socket.clone();
+        ctx.spawn(
+            async move { socket.writable().await }
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.flushing = false;
+                    act.flush_backlog(ctx);
+                }),
+        );
+    }
+
+    fn flush_backlog(&mut self, ctx: &mut Context<Self>) {
+        while let Some((protocol, datagram, to)) = self.backlog.front() {
+            let (protocol, to) = (*protocol, *to);
+            // tokio's own call here, so that a real `WouldBlock` clears its
+            // readiness and `writable()` waits for the kernel.
+            match self.socket.try_send_to(datagram, to) {
+                Ok(n) => self.count_sent(protocol, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_writable(ctx);
+                    return;
+                }
+                Err(e) => self.send_failed(to, &e),
+            }
+            self.backlog.pop_front();
         }
     }
 }
