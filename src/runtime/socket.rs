@@ -173,7 +173,10 @@ pub enum RelayPacket {
     /// (`"relay_bad_header"`).
     Sealed(Vec<u8>),
     /// A header (normally with `relayed = true` and the original `source`)
-    /// and a body, sealed by this socket's codec.
+    /// and a body, sealed by this socket's codec. With authentication,
+    /// prefer [`RelayPacket::Sealed`]: receivers keep one replay window per
+    /// header source, and this socket's counter is not the source's, so
+    /// mixing the two can make receivers drop packets as `"replayed"`.
     Unsealed {
         /// The header to send, as is.
         header: Header,
