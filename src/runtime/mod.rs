@@ -1,0 +1,191 @@
+//! The runtime: the only real I/O in this crate (DESIGN.md section 4).
+//!
+//! The protocol cores are sans-IO state machines ([`crate::sansio`]); this
+//! module runs them for real, under actix (0.13, on the actix-rt/tokio
+//! runtime):
+//!
+//! - [`clock`]: maps `std::time::Instant` to the cores' [`Instant`] and back,
+//!   and mints incarnations. With the daemons, the only code that reads a
+//!   clock.
+//! - [`socket`]: [`SocketActor`], one per UDP socket. Inbound datagrams are
+//!   checked by the wire codec (rejects are dropped, counted and logged at a
+//!   limited rate), passed through the inbound interceptors and
+//!   demultiplexed by [`ProtocolId`] into bounded queues that never block the
+//!   receiver: when a queue is full its **oldest** entry is dropped and
+//!   counted as `"queue_full"` (seed 000, section 1.2; [`queue`]). Outbound
+//!   [`Transmit`](crate::sansio::Transmit)s get our header, pass the outbound
+//!   interceptors, are sealed and sent.
+//! - [`interceptor`]: the interceptor pipelines (seed 001, section 5.6): a
+//!   traffic counter, a filter (firewall), and the fault injector (loss,
+//!   delay, duplication, `block`, one-way `block_in`) that tests and
+//!   `msctl fault` switch at run time with [`SetFaults`].
+//! - [`driver`]: [`CoreDriver`], a generic actor that runs any [`Core`] on a
+//!   socket: inputs in, `poll_transmit` to the socket, `poll_event` to the
+//!   owner, one timer at `poll_timeout`. No protocol logic.
+//! - [`multicast`]: joining IPv4 groups and [`probe_multicast`] for
+//!   `--multicast auto`.
+//!
+//! # Running a core
+//!
+//! Inside an actix system (`#[actix_rt::main]`, `#[actix_rt::test]`, or
+//! `actix::System::new().block_on(..)`):
+//!
+//! ```no_run
+//! # use membership::runtime::*;
+//! # use membership::id::ProtocolId;
+//! # use membership::sansio::{Core, Incoming, Transmit};
+//! # use membership::time::Instant;
+//! # struct Echo;
+//! # impl Core for Echo {
+//! #     type Event = u32;
+//! #     fn handle_packet(&mut self, _: Instant, _: Incoming<'_>) {}
+//! #     fn handle_timeout(&mut self, _: Instant) {}
+//! #     fn poll_transmit(&mut self) -> Option<Transmit> { None }
+//! #     fn poll_event(&mut self) -> Option<u32> { None }
+//! #     fn poll_timeout(&self) -> Option<Instant> { None }
+//! # }
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let SpawnedCore { handle, mut events } =
+//!     spawn_core(SocketOptions::localhost(), &[ProtocolId::Test], |_ctx| Echo)?;
+//! // A command: a closure run on the core, its result returned.
+//! let answer = handle.with_core(|_core, _now| 42).await?;
+//! // Faults at run time.
+//! handle.set_faults(FaultConfig::clear().with_drop_pct(20.0)).await?;
+//! // Events.
+//! let first = events.recv().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Several cores can share one socket (distinct protocols): start the first
+//! with [`spawn_core`], the others with [`CoreDriver::start_on`].
+
+pub mod clock;
+pub mod driver;
+pub mod interceptor;
+pub mod multicast;
+pub mod queue;
+pub mod socket;
+
+pub use clock::{new_incarnation, Clock};
+pub use driver::{
+    CoreDriver, CoreEvent, CoreHandle, DriverStats, EventSink, GetDriverStats, NodeUnreachable,
+    StopDriver, WithCore,
+};
+pub use interceptor::{
+    Direction, FaultConfig, FaultConfigError, FaultInjector, Filter, FilterConfig, Interceptor,
+    PacketInfo, Pipeline, TrafficCounter, TrafficCounts, TrafficSnapshot, Verdict,
+};
+pub use multicast::{probe_multicast, MulticastCapability, MulticastOptions};
+pub use queue::{BoundedQueue, InboundPacket, PacketQueue};
+pub use socket::{
+    AddInterceptor, GetFaults, GetFilter, GetLocal, GetStats, JoinMulticast, LeaveMulticast,
+    LocalInfo, PacketsReady, ProtocolStats, RelayPacket, RelaySend, SendPackets, SetFaults,
+    SetFilter, SetIncarnation, SetKeyRing, SocketActor, SocketOptions, SocketStats, StopSocket,
+    Subscribe, Unsubscribe,
+};
+
+use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::sansio::Core;
+use crate::time::Instant;
+use actix::prelude::*;
+use std::io;
+use tokio::sync::mpsc;
+
+/// Errors of the runtime's convenience calls.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The actor is gone (stopped) or did not answer.
+    #[error("actor mailbox: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// A fault configuration was refused.
+    #[error(transparent)]
+    Faults(#[from] FaultConfigError),
+    /// A socket call failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// What a core factory gets to build its core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreContext {
+    /// This node's id (the address in its headers).
+    pub local: NodeId,
+    /// This node's incarnation.
+    pub incarnation: Incarnation,
+    /// The current time.
+    pub now: Instant,
+}
+
+/// A core started by [`spawn_core`]: its handle and its events.
+#[derive(Debug)]
+pub struct SpawnedCore<C>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+{
+    /// Addresses of the driver and the socket.
+    pub handle: CoreHandle<C>,
+    /// The core's events, in order.
+    pub events: mpsc::UnboundedReceiver<C::Event>,
+}
+
+/// Binds a socket as `options` say, builds a core with `factory` (which
+/// learns the bound address and the incarnation), and starts a
+/// [`CoreDriver`] for it subscribed to `protocols`. Events arrive on the
+/// returned channel. Must be called inside a running actix system.
+pub fn spawn_core<C, F>(
+    options: SocketOptions,
+    protocols: &[ProtocolId],
+    factory: F,
+) -> io::Result<SpawnedCore<C>>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+    F: FnOnce(CoreContext) -> C,
+{
+    let (sink, events) = EventSink::channel();
+    let handle = spawn_core_with(options, protocols, sink, factory)?;
+    Ok(SpawnedCore { handle, events })
+}
+
+/// [`spawn_core`] with an explicit [`EventSink`] (e.g. an actor's
+/// [`Recipient`] of [`CoreEvent`]).
+pub fn spawn_core_with<C, F>(
+    options: SocketOptions,
+    protocols: &[ProtocolId],
+    events: EventSink<C::Event>,
+    factory: F,
+) -> io::Result<CoreHandle<C>>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+    F: FnOnce(CoreContext) -> C,
+{
+    let mut socket = SocketActor::bind(options)?;
+    let local = socket.local();
+    // The driver's address exists before the driver runs, so the queues are
+    // registered before the socket starts receiving: nothing is missed.
+    let ctx: Context<CoreDriver<C>> = Context::new();
+    let driver_addr = ctx.address();
+    let mut seen = Vec::new();
+    let mut queues = Vec::new();
+    for &p in protocols {
+        if !seen.contains(&p) {
+            seen.push(p);
+            queues.push(socket.subscribe(p, None, driver_addr.clone().recipient()));
+        }
+    }
+    let socket = socket.start();
+    let core = factory(CoreContext {
+        local: local.node,
+        incarnation: local.incarnation,
+        now: Clock::now(),
+    });
+    let driver = ctx.run(CoreDriver::new(core, socket.clone(), queues, events));
+    Ok(CoreHandle::new(
+        driver,
+        socket,
+        local.node,
+        local.incarnation,
+    ))
+}
