@@ -16,5 +16,6 @@
 
 pub mod id;
 pub mod sansio;
+pub mod sim;
 pub mod time;
 pub mod wire;
