@@ -393,7 +393,10 @@ impl<C: Core> Simulator<C> {
     /// If the default link model is invalid.
     pub fn new(config: SimConfig, factory: impl FnMut(NodeSpawn) -> C + 'static) -> Self {
         if let Err(e) = config.default_link.validate() {
-            panic!("invalid default link: {e}\n{}", config.replay.line(config.seed));
+            panic!(
+                "invalid default link: {e}\n{}",
+                config.replay.line(config.seed)
+            );
         }
         let mut trace = Trace::new(config.trace_tail);
         trace.mix(&[b"seed", &config.seed.to_be_bytes()]);
@@ -648,7 +651,8 @@ impl<C: Core> Simulator<C> {
         let node = self.nodes.get_mut(&id).filter(|n| n.is_running())?;
         let core = node.core.as_mut()?;
         let r = f(core, now);
-        self.trace.mix(&[b"cmd", &now.as_micros().to_be_bytes(), &node_bytes(id)]);
+        self.trace
+            .mix(&[b"cmd", &now.as_micros().to_be_bytes(), &node_bytes(id)]);
         self.trace.line(now, || format!("command {id}"));
         self.after_input(id);
         self.run_checkers();
@@ -664,7 +668,9 @@ impl<C: Core> Simulator<C> {
     /// If `group` is not a multicast address.
     pub fn join_group(&mut self, node: NodeId, group: NodeId) {
         if !is_group(group) {
-            self.fail(format!("join_group({node}, {group}): not a multicast address"));
+            self.fail(format!(
+                "join_group({node}, {group}): not a multicast address"
+            ));
         }
         self.net.join_group(node, group);
     }
@@ -719,7 +725,8 @@ impl<C: Core> Simulator<C> {
         if let Err(e) = self.net.partition(sets) {
             self.fail(e);
         }
-        self.trace.mix(&[b"partition", format!("{sets:?}").as_bytes()]);
+        self.trace
+            .mix(&[b"partition", format!("{sets:?}").as_bytes()]);
     }
 
     /// Drops every datagram from `from` to `to` (the other direction is
@@ -982,11 +989,8 @@ impl<C: Core> Simulator<C> {
             ));
         }
         self.steps += 1;
-        self.trace.mix(&[
-            b"P",
-            &s.at.as_micros().to_be_bytes(),
-            &s.seq.to_be_bytes(),
-        ]);
+        self.trace
+            .mix(&[b"P", &s.at.as_micros().to_be_bytes(), &s.seq.to_be_bytes()]);
         match s.ev {
             Ev::Deliver {
                 from,
@@ -1138,11 +1142,7 @@ impl<C: Core> Simulator<C> {
 
     fn resume_inner(&mut self, id: NodeId) -> bool {
         let now = self.now;
-        let Some(node) = self
-            .nodes
-            .get_mut(&id)
-            .filter(|n| n.is_up() && n.paused)
-        else {
+        let Some(node) = self.nodes.get_mut(&id).filter(|n| n.is_up() && n.paused) else {
             return false;
         };
         node.paused = false;
@@ -1352,8 +1352,9 @@ impl<C: Core> Simulator<C> {
                 .group_members(dest)
                 .filter(|m| *m != from)
                 .collect();
-            self.trace
-                .line(self.now, || format!("send {from} -> group {dest} {members:?}"));
+            self.trace.line(self.now, || {
+                format!("send {from} -> group {dest} {members:?}")
+            });
             for m in members {
                 self.send_copy(from, m, bytes.clone(), false);
             }

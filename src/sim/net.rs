@@ -345,7 +345,11 @@ mod tests {
     fn sampling_stays_in_bounds() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..1000 {
-            let d = uniform(&mut rng, Duration::from_micros(10), Duration::from_micros(20));
+            let d = uniform(
+                &mut rng,
+                Duration::from_micros(10),
+                Duration::from_micros(20),
+            );
             assert!((10..=20).contains(&d.as_micros()));
             let mut v = vec![0u8; 7];
             truncate(&mut rng, &mut v);

@@ -145,7 +145,10 @@ mod tests {
         );
         assert_eq!(seeds_from(Some("42"), Some("9"), None, 3).unwrap(), 42..43);
         assert_eq!(seeds_from(Some("0x10"), None, None, 3).unwrap(), 16..17);
-        assert_eq!(seeds_from(None, Some("5"), Some("100"), 3).unwrap(), 100..105);
+        assert_eq!(
+            seeds_from(None, Some("5"), Some("100"), 3).unwrap(),
+            100..105
+        );
         assert!(seeds_from(Some("x"), None, None, 3).is_err());
         assert!(seeds_from(None, Some("-1"), None, 3).is_err());
     }

@@ -65,7 +65,12 @@ fn chaos_run(seed: u64) -> ([u8; 32], Stats, usize) {
     );
     let mut sim = Simulator::new(cfg, {
         let ids = ids.clone();
-        move |s| Toy::new(&s, ToyConfig::pinging(ids.clone(), Duration::from_millis(50)))
+        move |s| {
+            Toy::new(
+                &s,
+                ToyConfig::pinging(ids.clone(), Duration::from_millis(50)),
+            )
+        }
     });
     for id in &ids {
         sim.add_node(*id);
@@ -98,7 +103,10 @@ fn same_seed_same_trace_different_seed_different_trace() {
 
 #[test]
 fn heap_jumps_to_events_and_time_is_virtual() {
-    let mut sim = passive(config(1, "sim::tests::heap_jumps_to_events_and_time_is_virtual"));
+    let mut sim = passive(config(
+        1,
+        "sim::tests::heap_jumps_to_events_and_time_is_virtual",
+    ));
     sim.add_node(n(1));
     sim.add_node(n(2));
     assert_eq!(sim.now(), Instant::ZERO);
@@ -140,7 +148,8 @@ fn periodic_timers_fire_on_schedule() {
 #[test]
 fn total_loss_delivers_nothing() {
     let mut sim = pinging(
-        config(5, "sim::tests::total_loss_delivers_nothing").with_link(LinkConfig::lan().with_loss(1.0)),
+        config(5, "sim::tests::total_loss_delivers_nothing")
+            .with_link(LinkConfig::lan().with_loss(1.0)),
         vec![n(1), n(2), n(3)],
         Duration::from_millis(50),
     );
@@ -152,15 +161,15 @@ fn total_loss_delivers_nothing() {
     assert_eq!(s.totals.delivered, 0);
     assert!(s.totals.sent > 50);
     assert_eq!(s.totals.lost, s.totals.sent);
-    assert!(sim
-        .events()
-        .iter()
-        .all(|(_, _, e)| *e == ToyEvent::Tick));
+    assert!(sim.events().iter().all(|(_, _, e)| *e == ToyEvent::Tick));
 }
 
 #[test]
 fn partition_blocks_both_ways_and_heal_restores() {
-    let mut sim = passive(config(7, "sim::tests::partition_blocks_both_ways_and_heal_restores"));
+    let mut sim = passive(config(
+        7,
+        "sim::tests::partition_blocks_both_ways_and_heal_restores",
+    ));
     for i in 1..=4 {
         sim.add_node(n(i));
     }
@@ -202,7 +211,10 @@ fn partition_blocks_both_ways_and_heal_restores() {
 
 #[test]
 fn one_way_block_blocks_exactly_one_direction() {
-    let mut sim = passive(config(9, "sim::tests::one_way_block_blocks_exactly_one_direction"));
+    let mut sim = passive(config(
+        9,
+        "sim::tests::one_way_block_blocks_exactly_one_direction",
+    ));
     sim.add_node(n(1));
     sim.add_node(n(2));
     sim.block_one_way(n(1), n(2));
@@ -226,7 +238,10 @@ fn one_way_block_blocks_exactly_one_direction() {
 #[test]
 fn crash_stops_node_and_sender_gets_unreachable() {
     let mut sim = pinging(
-        config(11, "sim::tests::crash_stops_node_and_sender_gets_unreachable"),
+        config(
+            11,
+            "sim::tests::crash_stops_node_and_sender_gets_unreachable",
+        ),
         vec![n(1), n(2)],
         Duration::from_millis(100),
     );
@@ -272,8 +287,11 @@ fn crash_stops_node_and_sender_gets_unreachable() {
 fn no_unreachable_when_disabled_paused_or_partitioned() {
     let mk = |on: bool| {
         let mut sim = passive(
-            config(13, "sim::tests::no_unreachable_when_disabled_paused_or_partitioned")
-                .with_unreachable(on),
+            config(
+                13,
+                "sim::tests::no_unreachable_when_disabled_paused_or_partitioned",
+            )
+            .with_unreachable(on),
         );
         for i in 1..=4 {
             sim.add_node(n(i));
@@ -309,7 +327,10 @@ fn no_unreachable_when_disabled_paused_or_partitioned() {
 #[test]
 fn restart_gives_new_incarnation_and_fresh_core() {
     let mut sim = pinging(
-        config(15, "sim::tests::restart_gives_new_incarnation_and_fresh_core"),
+        config(
+            15,
+            "sim::tests::restart_gives_new_incarnation_and_fresh_core",
+        ),
         vec![n(1), n(2)],
         Duration::from_millis(100),
     );
@@ -363,8 +384,11 @@ fn pause_queues_packets_and_fires_overdue_timer_at_resume() {
         (ResumeOrder::TimerFirst, true),
     ] {
         let mut sim = Simulator::new(
-            config(19, "sim::tests::pause_queues_packets_and_fires_overdue_timer_at_resume")
-                .with_resume_order(order),
+            config(
+                19,
+                "sim::tests::pause_queues_packets_and_fires_overdue_timer_at_resume",
+            )
+            .with_resume_order(order),
             |s| {
                 if s.id == n(1) {
                     let mut c = ToyConfig::pinging(vec![], Duration::from_millis(100));
@@ -449,7 +473,11 @@ fn paused_socket_buffer_is_bounded() {
 #[test]
 fn corruption_and_truncation_are_counted_decoder_drops() {
     let mut sim = pinging(
-        config(23, "sim::tests::corruption_and_truncation_are_counted_decoder_drops").with_link(
+        config(
+            23,
+            "sim::tests::corruption_and_truncation_are_counted_decoder_drops",
+        )
+        .with_link(
             LinkConfig::lan()
                 .with_corrupt(0.3)
                 .with_truncate(0.3)
@@ -479,8 +507,11 @@ fn corruption_and_truncation_are_counted_decoder_drops() {
 
     // Everything corrupted: nothing reaches a core.
     let mut sim = passive(
-        config(23, "sim::tests::corruption_and_truncation_are_counted_decoder_drops")
-            .with_link(LinkConfig::lan().with_corrupt(1.0)),
+        config(
+            23,
+            "sim::tests::corruption_and_truncation_are_counted_decoder_drops",
+        )
+        .with_link(LinkConfig::lan().with_corrupt(1.0)),
     );
     sim.add_node(n(1));
     sim.add_node(n(2));
@@ -499,7 +530,10 @@ fn corruption_and_truncation_are_counted_decoder_drops() {
 
 #[test]
 fn garbage_bodies_reach_the_core_which_rejects_them() {
-    let mut sim = passive(config(24, "sim::tests::garbage_bodies_reach_the_core_which_rejects_them"));
+    let mut sim = passive(config(
+        24,
+        "sim::tests::garbage_bodies_reach_the_core_which_rejects_them",
+    ));
     sim.add_node(n(1));
     sim.add_node(n(2));
     sim.with_core(n(1), |c, _| c.send_raw(n(2), vec![0xFF; 9]));
@@ -511,8 +545,11 @@ fn garbage_bodies_reach_the_core_which_rejects_them() {
 #[test]
 fn duplication_delivers_copies_and_auth_rejects_them() {
     let mut sim = passive(
-        config(25, "sim::tests::duplication_delivers_copies_and_auth_rejects_them")
-            .with_link(LinkConfig::lan().with_duplicate(1.0)),
+        config(
+            25,
+            "sim::tests::duplication_delivers_copies_and_auth_rejects_them",
+        )
+        .with_link(LinkConfig::lan().with_duplicate(1.0)),
     );
     sim.add_node(n(1));
     sim.add_node(n(2));
@@ -524,9 +561,12 @@ fn duplication_delivers_copies_and_auth_rejects_them() {
 
     let ring = KeyRing::new(vec![ClusterKey::new(1, [7u8; 32]).unwrap()]).unwrap();
     let mut sim = passive(
-        config(25, "sim::tests::duplication_delivers_copies_and_auth_rejects_them")
-            .with_link(LinkConfig::lan().with_duplicate(1.0))
-            .with_auth(ring),
+        config(
+            25,
+            "sim::tests::duplication_delivers_copies_and_auth_rejects_them",
+        )
+        .with_link(LinkConfig::lan().with_duplicate(1.0))
+        .with_auth(ring),
     );
     sim.add_node(n(1));
     sim.add_node(n(2));
@@ -540,7 +580,10 @@ fn duplication_delivers_copies_and_auth_rejects_them() {
 
 #[test]
 fn multicast_reaches_joined_nodes_only() {
-    let mut sim = passive(config(27, "sim::tests::multicast_reaches_joined_nodes_only"));
+    let mut sim = passive(config(
+        27,
+        "sim::tests::multicast_reaches_joined_nodes_only",
+    ));
     for i in 1..=4 {
         sim.add_node(n(i));
     }
@@ -607,7 +650,10 @@ fn clog_holds_traffic_until_it_ends() {
 
 #[test]
 fn scheduled_faults_and_actions_run_at_their_time() {
-    let mut sim = passive(config(31, "sim::tests::scheduled_faults_and_actions_run_at_their_time"));
+    let mut sim = passive(config(
+        31,
+        "sim::tests::scheduled_faults_and_actions_run_at_their_time",
+    ));
     sim.add_node(n(1));
     sim.add_node(n(2));
     sim.schedule_fault(Instant::from_millis(100), Fault::Crash(n(1)));
@@ -646,7 +692,11 @@ fn run_until_condition_stops_when_it_holds() {
 #[test]
 fn checkers_run_after_every_step_and_see_new_events() {
     let mut sim = pinging(
-        config(35, "sim::tests::checkers_run_after_every_step_and_see_new_events").with_keep_events(false),
+        config(
+            35,
+            "sim::tests::checkers_run_after_every_step_and_see_new_events",
+        )
+        .with_keep_events(false),
         vec![n(1), n(2)],
         Duration::from_millis(100),
     );
@@ -678,7 +728,11 @@ fn checkers_run_after_every_step_and_see_new_events() {
 #[test]
 fn failing_checker_panics_with_the_replay_line() {
     let mut sim = pinging(
-        config(4242, "sim::tests::failing_checker_panics_with_the_replay_line").with_trace_tail(5),
+        config(
+            4242,
+            "sim::tests::failing_checker_panics_with_the_replay_line",
+        )
+        .with_trace_tail(5),
         vec![n(1), n(2)],
         Duration::from_millis(100),
     );
@@ -698,10 +752,7 @@ fn failing_checker_panics_with_the_replay_line() {
         sim.run_for(Duration::from_secs(1));
     }))
     .expect_err("the checker must fail the run");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("invariant `no pongs` violated"), "{msg}");
     assert!(msg.contains("last trace lines:"), "{msg}");
     assert!(
@@ -741,9 +792,12 @@ fn livelocks_are_reported_with_the_replay_line() {
         (Duration::ZERO, "zero-delay loop"),
         (Duration::from_micros(1), "livelock?"),
     ] {
-        let cfg = config(99, "sim::tests::livelocks_are_reported_with_the_replay_line")
-            .with_max_events_per_instant(1000)
-            .with_max_events_per_run(10_000);
+        let cfg = config(
+            99,
+            "sim::tests::livelocks_are_reported_with_the_replay_line",
+        )
+        .with_max_events_per_instant(1000)
+        .with_max_events_per_run(10_000);
         let mut sim = Simulator::new(cfg, move |s| Spinner { step, now: s.now });
         sim.add_node(n(1));
         let err = catch_unwind(AssertUnwindSafe(|| {
@@ -752,13 +806,19 @@ fn livelocks_are_reported_with_the_replay_line() {
         .expect_err("must be reported");
         let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains(what), "{msg}");
-        assert!(msg.contains("replay: SIM_SEED=99 cargo test --lib"), "{msg}");
+        assert!(
+            msg.contains("replay: SIM_SEED=99 cargo test --lib"),
+            "{msg}"
+        );
     }
 }
 
 #[test]
 fn with_core_drains_transmits_and_events() {
-    let mut sim = passive(config(37, "sim::tests::with_core_drains_transmits_and_events"));
+    let mut sim = passive(config(
+        37,
+        "sim::tests::with_core_drains_transmits_and_events",
+    ));
     sim.add_node(n(1));
     sim.add_node(n(2));
     let now = sim.with_core(n(1), |c, now| {
@@ -813,7 +873,9 @@ fn trace_hash_covers_event_content() {
 }
 
 #[test]
-#[should_panic(expected = "replay: SIM_SEED=43 cargo test --lib -- sim::tests::bad_calls_fail_with_replay")]
+#[should_panic(
+    expected = "replay: SIM_SEED=43 cargo test --lib -- sim::tests::bad_calls_fail_with_replay"
+)]
 fn bad_calls_fail_with_replay() {
     let mut sim = passive(config(43, "sim::tests::bad_calls_fail_with_replay"));
     sim.add_node(n(1));
