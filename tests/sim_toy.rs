@@ -179,3 +179,31 @@ fn chaos_is_deterministic() {
         assert_ne!(a, c);
     });
 }
+
+#[test]
+fn thousand_nodes_on_a_ring() {
+    let n = 1000u16;
+    let id = |i: u16| NodeId::v4(10, (i / 250) as u8, (i % 250) as u8 + 1, 1, 7000);
+    let neighbours = move |i: u16| (1..=4).map(move |k| id((i + k) % n));
+    let cfg = SimConfig::new(7, sim_replay!("thousand_nodes_on_a_ring"))
+        .with_link(LinkConfig::lan().with_loss(0.01))
+        .with_keep_events(false);
+    let index: BTreeMap<NodeId, u16> = (0..n).map(|i| (id(i), i)).collect();
+    let mut sim = Simulator::new(cfg, move |spawn| {
+        let peers = neighbours(index[&spawn.id]).collect();
+        Toy::new(&spawn, ToyConfig::pinging(peers, INTERVAL))
+    });
+    for i in 0..n {
+        sim.add_node(id(i));
+    }
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..n {
+        let core = sim.core(id(i)).expect("up");
+        for p in neighbours(i) {
+            if core.last_pong(p).is_none() {
+                sim.fail(format!("{} never heard from {p}", id(i)));
+            }
+        }
+    }
+    assert!(sim.stats().totals.delivered > 70_000);
+}

@@ -323,8 +323,8 @@ enum Ev {
     Unreachable { to: NodeId, dest: NodeId },
     /// The timer entry of `node`, valid while its generation is `gen`.
     Timer { node: NodeId, gen: u64 },
-    /// A scheduled fault.
-    Fault(Fault),
+    /// A scheduled fault (boxed: keeps heap entries small).
+    Fault(Box<Fault>),
     /// A scheduled user action (by id in `Simulator::actions`).
     Action(u64),
 }
@@ -659,6 +659,16 @@ impl<C: Core> Simulator<C> {
         Some(r)
     }
 
+    /// The wire codec of the current life of `id` (e.g. to rotate its key
+    /// ring with `auth_mut().set_ring(..)`). A restart gives the node a fresh
+    /// codec built from [`SimConfig::auth`] again.
+    pub fn codec_mut(&mut self, id: NodeId) -> Option<&mut WireCodec> {
+        self.nodes
+            .get_mut(&id)
+            .filter(|n| n.is_up())
+            .map(|n| &mut n.codec)
+    }
+
     // ----- network -------------------------------------------------------
 
     /// Makes `node` a member of the multicast group `group`.
@@ -782,7 +792,7 @@ impl<C: Core> Simulator<C> {
     pub fn schedule_fault(&mut self, at: Instant, fault: Fault) {
         self.pending_scheduled += 1;
         let at = at.max(self.now);
-        self.push(at, Ev::Fault(fault));
+        self.push(at, Ev::Fault(Box::new(fault)));
     }
 
     /// Runs `action` at virtual time `at` (now, if `at` has passed), as a
@@ -1003,7 +1013,7 @@ impl<C: Core> Simulator<C> {
             Ev::Fault(f) => {
                 self.pending_scheduled -= 1;
                 self.trace.line(self.now, || format!("fault {f:?}"));
-                self.apply_inner(f);
+                self.apply_inner(*f);
             }
             Ev::Action(id) => {
                 self.pending_scheduled -= 1;

@@ -881,3 +881,28 @@ fn bad_calls_fail_with_replay() {
     sim.add_node(n(1));
     sim.add_node(n(1));
 }
+
+#[test]
+fn codec_access_allows_key_rotation() {
+    let ring = |id: u8| KeyRing::new(vec![ClusterKey::new(id, [id; 32]).unwrap()]).unwrap();
+    let mut sim =
+        passive(config(45, "sim::tests::codec_access_allows_key_rotation").with_auth(ring(1)));
+    sim.add_node(n(1));
+    sim.add_node(n(2));
+    ping(&mut sim, n(1), n(2));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(sim.core(n(1)).unwrap().counters().pongs, 1);
+    sim.codec_mut(n(1))
+        .and_then(|c| c.auth_mut())
+        .unwrap()
+        .set_ring(ring(2));
+    ping(&mut sim, n(1), n(2));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(sim.node_stats(n(2)).unwrap().decoder.get("unknown_key"), 1);
+    // A restart gets the configured ring back.
+    sim.restart(n(1));
+    ping(&mut sim, n(1), n(2));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(sim.core(n(1)).unwrap().counters().pongs, 1);
+    assert!(sim.codec_mut(n(9)).is_none());
+}

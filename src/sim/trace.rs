@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 /// The running hash and the optional tail of the readable log.
 pub(crate) struct Trace {
     hasher: Sha256,
+    /// A record is assembled here and hashed with one update.
+    scratch: Vec<u8>,
     tail: VecDeque<String>,
     tail_capacity: usize,
 }
@@ -18,6 +20,7 @@ impl Trace {
     pub(crate) fn new(tail_capacity: usize) -> Self {
         Trace {
             hasher: Sha256::new(),
+            scratch: Vec::with_capacity(256),
             tail: VecDeque::with_capacity(tail_capacity.min(1024)),
             tail_capacity,
         }
@@ -26,11 +29,15 @@ impl Trace {
     /// Mixes a record of several fields into the hash; every field is
     /// length-prefixed so that records cannot be confused.
     pub(crate) fn mix(&mut self, fields: &[&[u8]]) {
-        self.hasher.update((fields.len() as u32).to_be_bytes());
+        self.scratch.clear();
+        self.scratch
+            .extend_from_slice(&(fields.len() as u32).to_be_bytes());
         for f in fields {
-            self.hasher.update((f.len() as u32).to_be_bytes());
-            self.hasher.update(f);
+            self.scratch
+                .extend_from_slice(&(f.len() as u32).to_be_bytes());
+            self.scratch.extend_from_slice(f);
         }
+        self.hasher.update(&self.scratch);
     }
 
     /// Appends a readable line to the tail, if the tail is enabled; the line
