@@ -83,7 +83,7 @@ impl<'a, C: Core> CheckView<'a, C> {
     /// Every node ever added, in address order.
     pub fn nodes(&self) -> impl Iterator<Item = NodeView<'a, C>> + 'a {
         let sim: &'a Simulator<C> = self.sim;
-        sim.node_ids().map(move |id| NodeView {
+        sim.nodes().map(move |id| NodeView {
             id,
             incarnation: sim.incarnation(id),
             paused: sim.is_paused(id),

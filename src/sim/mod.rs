@@ -452,11 +452,6 @@ impl<C: Core> Simulator<C> {
         self.nodes.keys().copied()
     }
 
-    /// Same as [`Simulator::nodes`].
-    pub(crate) fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.nodes.keys().copied()
-    }
-
     /// Nodes that are up (running or paused), in address order.
     pub fn up_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes
@@ -683,11 +678,13 @@ impl<C: Core> Simulator<C> {
             ));
         }
         self.net.join_group(node, group);
+        self.note_net("join", &[node, group]);
     }
 
     /// Removes `node` from the multicast group `group`.
     pub fn leave_group(&mut self, node: NodeId, group: NodeId) {
         self.net.leave_group(node, group);
+        self.note_net("leave", &[node, group]);
     }
 
     /// The members of `group`, in address order.
@@ -704,6 +701,8 @@ impl<C: Core> Simulator<C> {
         if let Err(e) = link.validate() {
             self.fail(e);
         }
+        self.trace
+            .mix(&[b"net", b"default_link", format!("{link:?}").as_bytes()]);
         self.net.default_link = link;
     }
 
@@ -716,12 +715,20 @@ impl<C: Core> Simulator<C> {
         if let Err(e) = link.validate() {
             self.fail(e);
         }
+        self.trace.mix(&[
+            b"net",
+            b"link",
+            &node_bytes(from),
+            &node_bytes(to),
+            format!("{link:?}").as_bytes(),
+        ]);
         self.net.set_link(from, to, link);
     }
 
     /// Makes `from -> to` use the default model again.
     pub fn clear_link(&mut self, from: NodeId, to: NodeId) {
         self.net.clear_link(from, to);
+        self.note_net("clear_link", &[from, to]);
     }
 
     /// Partitions the network into `sets`: two nodes can talk iff they are
@@ -736,24 +743,27 @@ impl<C: Core> Simulator<C> {
             self.fail(e);
         }
         self.trace
-            .mix(&[b"partition", format!("{sets:?}").as_bytes()]);
+            .mix(&[b"net", b"partition", format!("{sets:?}").as_bytes()]);
     }
 
     /// Drops every datagram from `from` to `to` (the other direction is
     /// untouched) until [`Simulator::heal`] or [`Simulator::unblock_one_way`].
     pub fn block_one_way(&mut self, from: NodeId, to: NodeId) {
         self.net.block_one_way(from, to);
+        self.note_net("block", &[from, to]);
     }
 
     /// Removes the one-way block `from -> to`.
     pub fn unblock_one_way(&mut self, from: NodeId, to: NodeId) {
         self.net.unblock_one_way(from, to);
+        self.note_net("unblock", &[from, to]);
     }
 
     /// Removes the partition, every one-way block and every clog. (Link
     /// models stay; reset them with [`Simulator::set_default_link`].)
     pub fn heal(&mut self) {
         self.net.heal();
+        self.note_net("heal", &[]);
     }
 
     /// Holds all traffic into and out of `node` until `until`: datagrams
@@ -761,12 +771,16 @@ impl<C: Core> Simulator<C> {
     /// the clog ends. A new clog of the same node replaces the old one.
     pub fn clog(&mut self, node: NodeId, until: Instant) {
         self.net.clog(node, until);
+        self.note_net("clog", &[node]);
+        self.trace
+            .mix(&[b"until", &until.as_micros().to_be_bytes()]);
     }
 
     /// Ends the clog of `node` (datagrams already held keep the delivery
     /// time they were given).
     pub fn unclog(&mut self, node: NodeId) {
         self.net.unclog(node);
+        self.note_net("unclog", &[node]);
     }
 
     /// Whether partitions and one-way blocks let datagrams from `from`
@@ -907,6 +921,22 @@ impl<C: Core> Simulator<C> {
     }
 
     // ----- internals: heap --------------------------------------------------
+
+    /// Mixes a network change into the trace (and the readable tail).
+    fn note_net(&mut self, what: &'static str, nodes: &[NodeId]) {
+        let now = self.now;
+        let mut record = Vec::with_capacity(nodes.len() * NodeId::WIRE_LEN);
+        for n in nodes {
+            record.extend_from_slice(&node_bytes(*n));
+        }
+        self.trace.mix(&[
+            b"net",
+            what.as_bytes(),
+            &now.as_micros().to_be_bytes(),
+            &record,
+        ]);
+        self.trace.line(now, || format!("{what} {nodes:?}"));
+    }
 
     fn advance_to(&mut self, t: Instant) {
         if t > self.now {
