@@ -906,3 +906,31 @@ fn codec_access_allows_key_rotation() {
     assert_eq!(sim.core(n(1)).unwrap().counters().pongs, 1);
     assert!(sim.codec_mut(n(9)).is_none());
 }
+
+#[test]
+fn unreachable_reports_queue_while_the_sender_is_paused() {
+    let mut sim = passive(
+        config(
+            47,
+            "sim::tests::unreachable_reports_queue_while_the_sender_is_paused",
+        )
+        .with_link(LinkConfig::fixed(Duration::from_millis(5))),
+    );
+    sim.add_node(n(1));
+    sim.add_node(n(2));
+    sim.crash(n(2));
+    ping(&mut sim, n(1), n(2));
+    sim.run_for(Duration::from_millis(7)); // arrived, report on its way back
+    sim.pause(n(1));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(sim.node_stats(n(1)).unwrap().unreachable_received, 0);
+    sim.resume(n(1));
+    let evs = events_of(sim.events(), n(1));
+    assert_eq!(
+        evs,
+        vec![(
+            Instant::from_millis(17),
+            ToyEvent::Unreachable { node: n(2) }
+        )]
+    );
+}
