@@ -17,5 +17,6 @@
 pub mod id;
 pub mod runtime;
 pub mod sansio;
+pub mod sim;
 pub mod time;
 pub mod wire;
