@@ -1,0 +1,76 @@
+//! `msbench`: the Membership Service's benchmark programs (DESIGN.md
+//! section 10). Each scenario measures the stack and, in the same run, the
+//! matching raw baseline, and prints one JSON object with the figures and
+//! their ratio (`--json`), or a readable summary.
+//!
+//! Scenarios so far: `rpc` (RPC round trip and BLAST throughput over loopback
+//! UDP through the full actix stack, against raw UDP). Later issues add
+//! `mcast`, `membership`, `partition` and `app`.
+
+mod raw;
+mod rpc;
+mod stats;
+
+use clap::{Parser, Subcommand};
+use std::net::{SocketAddr, UdpSocket};
+
+/// Benchmarks of the Membership Service; every run measures its raw baseline too.
+#[derive(Parser, Debug)]
+#[command(name = "msbench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// RPC round trip (p50/p99) and BLAST throughput over loopback UDP through
+    /// the full actix stack, with raw UDP ping-pong and raw UDP transfer of
+    /// the same bytes measured in the same run.
+    Rpc(rpc::RpcArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::Rpc(args) => rpc::run(&args),
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("msbench: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A std UDP socket on `addr` with 4 MiB kernel buffers requested (the
+/// kernel may grant less), as the runtime's sockets have.
+pub fn socket_with_buffers(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Facts about the machine, recorded with every result.
+pub fn machine() -> serde_json::Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    serde_json::json!({ "cpus": cpus, "cpu_model": model, "kernel": kernel })
+}
