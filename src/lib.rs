@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod id;
+pub mod rpc;
 pub mod sansio;
 pub mod time;
 pub mod wire;

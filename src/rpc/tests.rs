@@ -1,0 +1,1 @@
+//! Multi-endpoint tests (filled below).
