@@ -1037,14 +1037,15 @@ impl Chan {
             return;
         };
         let eligible = !c.retransmitted
-            && match c.phase {
-                Phase::Resolving | Phase::Sending { transfer: None } => true,
-                Phase::Waiting {
-                    probe_outstanding: true,
-                    attempts: 0,
-                } => true,
-                _ => false,
-            };
+            && matches!(
+                c.phase,
+                Phase::Resolving
+                    | Phase::Sending { transfer: None }
+                    | Phase::Waiting {
+                        probe_outstanding: true,
+                        attempts: 0,
+                    }
+            );
         if !eligible {
             return;
         }
@@ -1610,10 +1611,7 @@ impl Chan {
 
     fn enforce_saved_bounds(&mut self, node: NodeId) {
         let per_client = self.config.max_saved_replies_per_client;
-        loop {
-            let Some(s) = self.clients.get(&node) else {
-                break;
-            };
+        while let Some(s) = self.clients.get(&node) {
             if s.saved <= per_client {
                 break;
             }
@@ -1787,18 +1785,17 @@ impl Chan {
                         self.enter_waiting(now, call);
                     }
                 }
-                Some(Transfer::Reply(node, inc, call)) => {
-                    // The whole reply arrived: as good as the client's ack.
+                // The whole reply arrived: as good as the client's ack.
+                Some(Transfer::Reply(node, inc, call))
                     if self
                         .clients
                         .get(&node)
-                        .is_some_and(|s| s.incarnation == inc)
-                    {
-                        self.clear_reply_transfer(node, call);
-                        self.mark_done(node, call);
-                    }
+                        .is_some_and(|s| s.incarnation == inc) =>
+                {
+                    self.clear_reply_transfer(node, call);
+                    self.mark_done(node, call);
                 }
-                None => {}
+                _ => {}
             },
             BlastEvent::Abandoned { mid, .. } => match self.transfers.remove(&mid) {
                 Some(Transfer::Request(call)) => {
