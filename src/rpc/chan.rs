@@ -42,8 +42,13 @@
 //! kept). A request is executed only if its id is in neither. The watermark
 //! rises with the client's `done_below` (the smallest id it still waits
 //! for) and when the table exceeds its bound. Saved replies are freed when
-//! acknowledged, after [`ChanConfig::reply_retention`], or when over the
-//! per-client or total bounds (oldest first); the id stays as "done". A
+//! acknowledged, when they expire, or when over the per-client or total
+//! bounds (soonest to expire first); the id stays as "done". A saved reply
+//! expires [`ChanConfig::reply_retention`] after it was sent or last asked
+//! for, or later if the client's *patience* (carried by every request and
+//! probe: how much longer the call may go on, at most
+//! [`ChanConfig::max_reply_retention`]) says it may still ask: so a live
+//! client never finds its reply gone unless memory bounds forced it. A
 //! client's whole table is dropped only after [`ChanConfig::client_retention`]
 //! of silence, which assumes no datagram survives in the network that long
 //! (the book assumes 60 s; the default is 120 s).
@@ -169,8 +174,13 @@ pub struct ChanConfig {
     /// How long a reply's acknowledgement waits for a request to ride on
     /// before it is sent alone. Default 20 ms.
     pub ack_delay: Duration,
-    /// Saved replies are freed this long after they were sent. Default 30 s.
+    /// A saved reply is kept at least this long after it was sent (and
+    /// after each duplicate request or probe asking for it). Default 30 s.
     pub reply_retention: Duration,
+    /// Requests and probes carry the client's *patience* (how much longer
+    /// it may ask for the reply); a saved reply is kept that long, up to
+    /// this cap. Default 10 min.
+    pub max_reply_retention: Duration,
     /// A client's duplicate table is dropped after this much silence.
     /// Default 120 s.
     pub client_retention: Duration,
@@ -203,6 +213,7 @@ impl Default for ChanConfig {
             probe_interval: Duration::from_secs(1),
             ack_delay: Duration::from_millis(20),
             reply_retention: Duration::from_secs(30),
+            max_reply_retention: Duration::from_secs(600),
             client_retention: Duration::from_secs(120),
             max_clients: 4096,
             max_saved_replies_per_client: 256,
@@ -240,6 +251,8 @@ pub struct Request {
     pub done_below: u64,
     /// Replies received (at most [`MAX_ACKS`]).
     pub acks: Vec<u64>,
+    /// How much longer (ms) the client may ask for the reply.
+    pub patience_ms: u32,
     /// The argument.
     pub body: Bytes,
 }
@@ -285,6 +298,8 @@ pub enum ChanMessage {
         client: Incarnation,
         /// The server incarnation the call is for.
         server: Incarnation,
+        /// As in [`Request::patience_ms`].
+        patience_ms: u32,
     },
     /// Server: never received request `mid` (the client resends it).
     Unknown {
@@ -507,10 +522,14 @@ struct Peer {
 
 #[derive(Debug)]
 enum Entry {
-    Executing(RequestToken),
+    Executing {
+        token: RequestToken,
+        /// Keep the reply at least until then (the client's patience).
+        keep_until: Instant,
+    },
     Replied {
         message: Arc<[u8]>,
-        saved_at: Instant,
+        expires: Instant,
         transfer: Option<u64>,
     },
     Done,
@@ -554,6 +573,7 @@ pub struct Chan {
     peers: BTreeMap<NodeId, Peer>,
     clients: BTreeMap<NodeId, ClientState>,
     tokens: BTreeMap<RequestToken, (NodeId, Incarnation, u64)>,
+    /// Saved replies by expiry.
     saved_index: BTreeSet<(Instant, NodeId, u64)>,
     saved_bytes: usize,
     transfers: BTreeMap<u64, Transfer>,
@@ -875,6 +895,7 @@ impl Chan {
         let body = c.body.take().unwrap_or_default();
         let procedure = c.procedure;
         let (acks, done_below) = self.take_acks(node);
+        let patience_ms = self.patience_ms(now, mid);
         let msg = ChanMessage::Request(Request {
             mid,
             client: self.incarnation,
@@ -882,6 +903,7 @@ impl Chan {
             procedure,
             done_below,
             acks,
+            patience_ms,
             body: Bytes(body),
         });
         let encoded = match wire::encode_body(&msg) {
@@ -895,6 +917,21 @@ impl Chan {
             c.request = Some(Arc::from(encoded));
         }
         self.send_request(now, mid);
+    }
+
+    /// How much longer call `mid` may ask for its reply, in milliseconds:
+    /// until its deadline, and at most what its retries can take.
+    fn patience_ms(&self, now: Instant, mid: u64) -> u32 {
+        let Some(c) = self.calls.get(&mid) else {
+            return 0;
+        };
+        let retries = self
+            .config
+            .max_rto
+            .saturating_mul(c.max_retries.saturating_add(2))
+            .saturating_add(self.config.probe_interval);
+        let left = (c.deadline - now).min(retries);
+        u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
     }
 
     /// Acknowledgements for `node` to piggyback, and its `done_below`.
@@ -965,6 +1002,7 @@ impl Chan {
             c.next_action = now + rto;
         }
         self.stats.probes_sent += 1;
+        let patience_ms = self.patience_ms(now, mid);
         self.send_message(
             now,
             node,
@@ -972,6 +1010,7 @@ impl Chan {
                 mid,
                 client: self.incarnation,
                 server,
+                patience_ms,
             },
         );
         self.arm_call(mid);
@@ -1274,10 +1313,12 @@ impl Chan {
         }
         self.raise_low(from, req.done_below);
         let mid = req.mid;
+        let keep_until = self.keep_until(now, req.patience_ms);
+        self.extend(from, mid, keep_until);
         let state = self.clients.get(&from);
         let entry = state.and_then(|s| s.entries.get(&mid));
         match entry {
-            Some(Entry::Executing(_)) => {
+            Some(Entry::Executing { .. }) => {
                 self.stats.duplicates_while_executing += 1;
                 self.send_ack(now, from, mid);
             }
@@ -1292,7 +1333,7 @@ impl Chan {
                 let token = RequestToken(self.next_token);
                 self.next_token += 1;
                 if let Some(s) = self.clients.get_mut(&from) {
-                    s.entries.insert(mid, Entry::Executing(token));
+                    s.entries.insert(mid, Entry::Executing { token, keep_until });
                 }
                 self.tokens.insert(token, (from, req.client, mid));
                 self.stats.executions += 1;
@@ -1304,6 +1345,30 @@ impl Chan {
                     body: req.body.0,
                 });
             }
+        }
+    }
+
+    /// Until when a reply asked for now with `patience_ms` must be kept.
+    fn keep_until(&self, now: Instant, patience_ms: u32) -> Instant {
+        let patience = Duration::from_millis(u64::from(patience_ms))
+            .min(self.config.max_reply_retention)
+            .max(self.config.reply_retention);
+        now + patience
+    }
+
+    /// The client asked for `(node, mid)` again: keep it until `until`.
+    fn extend(&mut self, node: NodeId, mid: u64, until: Instant) {
+        let Some(e) = self.clients.get_mut(&node).and_then(|s| s.entries.get_mut(&mid)) else {
+            return;
+        };
+        match e {
+            Entry::Executing { keep_until, .. } => *keep_until = (*keep_until).max(until),
+            Entry::Replied { expires, .. } if *expires < until => {
+                self.saved_index.remove(&(*expires, node, mid));
+                *expires = until;
+                self.saved_index.insert((until, node, mid));
+            }
+            _ => {}
         }
     }
 
@@ -1329,7 +1394,7 @@ impl Chan {
                         .iter()
                         .filter(|(_, s)| {
                             now - s.last_activity >= retention
-                                && !s.entries.values().any(|e| matches!(e, Entry::Executing(_)))
+                                && !s.entries.values().any(|e| matches!(e, Entry::Executing { .. }))
                         })
                         .min_by_key(|(n, s)| (s.last_activity, **n))
                         .map(|(n, _)| *n);
@@ -1381,12 +1446,12 @@ impl Chan {
         for (mid, e) in s.entries {
             if let Entry::Replied {
                 message,
-                saved_at,
+                expires,
                 transfer,
             } = e
             {
                 self.saved_bytes = self.saved_bytes.saturating_sub(message.len());
-                self.saved_index.remove(&(saved_at, node, mid));
+                self.saved_index.remove(&(expires, node, mid));
                 if let Some(b) = transfer {
                     self.transfers.remove(&b);
                     self.blast.cancel(b);
@@ -1395,7 +1460,10 @@ impl Chan {
         }
     }
 
-    /// Frees the saved reply of `(node, mid)`, keeping the id as done.
+    /// Frees the saved reply of `(node, mid)`, keeping the id as done. A
+    /// BLAST transfer of the reply still under way goes on (BLAST holds its
+    /// own reference and its own DONE bound): evicting a saved reply must
+    /// not destroy the copy that is about to arrive.
     fn mark_done(&mut self, node: NodeId, mid: u64) {
         let Some(s) = self.clients.get_mut(&node) else {
             return;
@@ -1408,18 +1476,12 @@ impl Chan {
             return;
         }
         if let Entry::Replied {
-            message,
-            saved_at,
-            transfer,
+            message, expires, ..
         } = std::mem::replace(e, Entry::Done)
         {
             s.saved = s.saved.saturating_sub(1);
             self.saved_bytes = self.saved_bytes.saturating_sub(message.len());
-            self.saved_index.remove(&(saved_at, node, mid));
-            if let Some(b) = transfer {
-                self.transfers.remove(&b);
-                self.blast.cancel(b);
-            }
+            self.saved_index.remove(&(expires, node, mid));
         }
     }
 
@@ -1431,7 +1493,7 @@ impl Chan {
         let below: Vec<u64> = s
             .entries
             .range(..low)
-            .filter(|(_, e)| !matches!(e, Entry::Executing(_)))
+            .filter(|(_, e)| !matches!(e, Entry::Executing { .. }))
             .map(|(m, _)| *m)
             .collect();
         for m in below {
@@ -1451,7 +1513,7 @@ impl Chan {
             let finished = s
                 .entries
                 .values()
-                .filter(|e| !matches!(e, Entry::Executing(_)))
+                .filter(|e| !matches!(e, Entry::Executing { .. }))
                 .count();
             if finished <= max_done {
                 return;
@@ -1459,7 +1521,7 @@ impl Chan {
             let Some(m) = s
                 .entries
                 .iter()
-                .find(|(_, e)| !matches!(e, Entry::Executing(_)))
+                .find(|(_, e)| !matches!(e, Entry::Executing { .. }))
                 .map(|(m, _)| *m)
             else {
                 return;
@@ -1557,7 +1619,8 @@ impl Chan {
             return false;
         };
         let live = self.clients.get(&node).is_some_and(|s| {
-            s.incarnation == inc && matches!(s.entries.get(&mid), Some(Entry::Executing(t)) if *t == token)
+            s.incarnation == inc
+                && matches!(s.entries.get(&mid), Some(Entry::Executing { token: t, .. }) if *t == token)
         });
         if !live {
             self.stats.replies_discarded += 1;
@@ -1591,19 +1654,23 @@ impl Chan {
             return true;
         };
         let message: Arc<[u8]> = Arc::from(encoded);
+        let mut expires = now + self.config.reply_retention;
         if let Some(s) = self.clients.get_mut(&node) {
+            if let Some(Entry::Executing { keep_until, .. }) = s.entries.get(&mid) {
+                expires = expires.max(*keep_until);
+            }
             s.entries.insert(
                 mid,
                 Entry::Replied {
                     message: message.clone(),
-                    saved_at: now,
+                    expires,
                     transfer: None,
                 },
             );
             s.saved += 1;
         }
         self.saved_bytes += message.len();
-        self.saved_index.insert((now, node, mid));
+        self.saved_index.insert((expires, node, mid));
         self.transmit_reply(now, node, mid, message);
         self.enforce_saved_bounds(node);
         true
@@ -1619,7 +1686,7 @@ impl Chan {
                 .entries
                 .iter()
                 .filter_map(|(m, e)| match e {
-                    Entry::Replied { saved_at, .. } => Some((*saved_at, *m)),
+                    Entry::Replied { expires, .. } => Some((*expires, *m)),
                     _ => None,
                 })
                 .min();
@@ -1640,7 +1707,15 @@ impl Chan {
         }
     }
 
-    fn on_probe(&mut self, now: Instant, from: NodeId, mid: u64, client: Incarnation, server: Incarnation) {
+    fn on_probe(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        mid: u64,
+        client: Incarnation,
+        server: Incarnation,
+        patience_ms: u32,
+    ) {
         if server != self.incarnation {
             self.stats.restarted_answers += 1;
             let msg = ChanMessage::Restarted {
@@ -1666,9 +1741,11 @@ impl Chan {
         if let Some(s) = self.clients.get_mut(&from) {
             s.last_activity = now;
         }
+        let keep_until = self.keep_until(now, patience_ms);
+        self.extend(from, mid, keep_until);
         let state = self.clients.get(&from);
         match state.and_then(|s| s.entries.get(&mid)) {
-            Some(Entry::Executing(_)) => self.send_ack(now, from, mid),
+            Some(Entry::Executing { .. }) => self.send_ack(now, from, mid),
             Some(Entry::Replied { .. }) => self.resend_reply(now, from, mid),
             Some(Entry::Done) => self.send_forgotten(now, from, mid),
             None if state.is_some_and(|s| mid < s.low) => self.send_forgotten(now, from, mid),
@@ -1684,9 +1761,8 @@ impl Chan {
     }
 
     fn on_sweep(&mut self, now: Instant) {
-        let retention = self.config.reply_retention;
         while let Some(&(at, n, m)) = self.saved_index.first() {
-            if now - at < retention {
+            if at > now {
                 break;
             }
             self.stats.saved_replies_expired += 1;
@@ -1699,7 +1775,7 @@ impl Chan {
             .iter()
             .filter(|(_, s)| {
                 now - s.last_activity >= client_retention
-                    && !s.entries.values().any(|e| matches!(e, Entry::Executing(_)))
+                    && !s.entries.values().any(|e| matches!(e, Entry::Executing { .. }))
             })
             .map(|(n, _)| *n)
             .collect();
@@ -1738,7 +1814,8 @@ impl Chan {
                 mid,
                 client,
                 server,
-            } => self.on_probe(now, from, mid, client, server),
+                patience_ms,
+            } => self.on_probe(now, from, mid, client, server, patience_ms),
             ChanMessage::ReplyAck {
                 client,
                 server,
