@@ -760,8 +760,7 @@ impl Blast {
         }
         match self.incoming.get(&key) {
             Some(r) => {
-                if r.count != f.count || r.frag_size != f.frag_size || r.total_len != f.total_len
-                {
+                if r.count != f.count || r.frag_size != f.frag_size || r.total_len != f.total_len {
                     self.stats.drops.record_kind("inconsistent_fragment");
                     return;
                 }
@@ -936,7 +935,10 @@ impl Blast {
                 Some(FragState::InFlight) if got => out.set_state(i, FragState::Acked),
                 Some(FragState::InFlight)
                     if s.stalled
-                        || out.last_seq.get(i as usize).is_some_and(|&q| q < s.seen_seq) =>
+                        || out
+                            .last_seq
+                            .get(i as usize)
+                            .is_some_and(|&q| q < s.seen_seq) =>
                 {
                     resend.push(i);
                 }
@@ -1201,7 +1203,13 @@ mod tests {
                 assert!(a_events.is_empty());
                 assert_eq!(b.stats().srrs_sent, 0, "one fragment needs no SRR");
             } else {
-                assert_eq!(a_events, vec![BlastEvent::Acked { to: B, mid: info.mid }]);
+                assert_eq!(
+                    a_events,
+                    vec![BlastEvent::Acked {
+                        to: B,
+                        mid: info.mid
+                    }]
+                );
                 assert_eq!(a.stats().fragments_retransmitted, 0);
             }
             assert_eq!(a.outgoing_len(), 0);
@@ -1325,8 +1333,12 @@ mod tests {
     fn retry_gives_up_after_three_and_frees() {
         let cfg = BlastConfig::default();
         let (mut a, mut b) = pair(cfg.clone());
-        a.send(Instant::ZERO, B, Arc::from(payload(10 * DEFAULT_FRAGMENT_PAYLOAD, 1)))
-            .unwrap();
+        a.send(
+            Instant::ZERO,
+            B,
+            Arc::from(payload(10 * DEFAULT_FRAGMENT_PAYLOAD, 1)),
+        )
+        .unwrap();
         for t in drain(&mut a).iter().take(5) {
             deliver(Instant::ZERO, &mut b, A, inc(1), t);
         }
@@ -1371,7 +1383,10 @@ mod tests {
         assert!(a.stats().polls_sent >= 2);
         assert_eq!(
             events(&mut a),
-            vec![BlastEvent::Abandoned { to: B, mid: info.mid }]
+            vec![BlastEvent::Abandoned {
+                to: B,
+                mid: info.mid
+            }]
         );
         assert_eq!(a.outgoing_len(), 0);
         assert!(!a.is_sending(info.mid));
@@ -1404,7 +1419,8 @@ mod tests {
     #[test]
     fn duplicate_of_completed_message_gets_complete_srr() {
         let (mut a, mut b) = pair(BlastConfig::default());
-        a.send(Instant::ZERO, B, Arc::from(payload(3000, 5))).unwrap();
+        a.send(Instant::ZERO, B, Arc::from(payload(3000, 5)))
+            .unwrap();
         let frags = drain(&mut a);
         for t in &frags {
             deliver(Instant::ZERO, &mut b, A, inc(1), t);
@@ -1415,7 +1431,10 @@ mod tests {
         deliver(Instant::ZERO, &mut b, A, inc(1), last);
         let out = drain(&mut b);
         assert_eq!(out.len(), 1);
-        assert!(matches!(decode(&out[0]), BlastPacket::Srr(Srr { complete: true, .. })));
+        assert!(matches!(
+            decode(&out[0]),
+            BlastPacket::Srr(Srr { complete: true, .. })
+        ));
         assert_eq!(b.reassemblies_len(), 0, "no new reassembly");
         assert!(events(&mut b).is_empty(), "not delivered twice");
     }
@@ -1461,16 +1480,25 @@ mod tests {
         // Many fake peers, one first fragment each.
         for i in 0..1000u16 {
             let peer = NodeId::v4(10, 1, (i >> 8) as u8, i as u8, 9000);
-            inject(&mut b, Instant::from_micros(u64::from(i)), peer, &first_fragment(1, 100));
+            inject(
+                &mut b,
+                Instant::from_micros(u64::from(i)),
+                peer,
+                &first_fragment(1, 100),
+            );
             assert!(b.reassemblies_len() <= 32);
             assert!(b.buffered_bytes() <= 100_000);
         }
         assert!(b.stats().reassemblies_evicted >= 1000 - 32);
         // One peer, many messages.
-        let mut b = Blast::new(inc(2), BlastConfig {
-            max_reassemblies_per_peer: 4,
-            ..BlastConfig::default()
-        }, 0);
+        let mut b = Blast::new(
+            inc(2),
+            BlastConfig {
+                max_reassemblies_per_peer: 4,
+                ..BlastConfig::default()
+            },
+            0,
+        );
         for mid in 0..100 {
             inject(&mut b, Instant::ZERO, A, &first_fragment(mid, 10));
             assert!(b.reassemblies_len() <= 4);
@@ -1537,27 +1565,87 @@ mod tests {
             data: Bytes(vec![0; 512]),
         };
         let cases: Vec<(Fragment, &str)> = vec![
-            (Fragment { count: 0, ..good.clone() }, "absurd_fragment_index"),
-            (Fragment { index: 4, ..good.clone() }, "absurd_fragment_index"),
             (
-                Fragment { count: MAX_FRAGMENTS + 1, total_len: 512 * (MAX_FRAGMENTS + 1), ..good.clone() },
+                Fragment {
+                    count: 0,
+                    ..good.clone()
+                },
+                "absurd_fragment_index",
+            ),
+            (
+                Fragment {
+                    index: 4,
+                    ..good.clone()
+                },
+                "absurd_fragment_index",
+            ),
+            (
+                Fragment {
+                    count: MAX_FRAGMENTS + 1,
+                    total_len: 512 * (MAX_FRAGMENTS + 1),
+                    ..good.clone()
+                },
                 "fragment_message_too_large",
             ),
             (
-                Fragment { index: u32::MAX, count: u32::MAX, ..good.clone() },
+                Fragment {
+                    index: u32::MAX,
+                    count: u32::MAX,
+                    ..good.clone()
+                },
                 "absurd_fragment_index",
             ),
-            (Fragment { frag_size: 0, ..good.clone() }, "absurd_fragment_size"),
             (
-                Fragment { frag_size: 100, count: 20, total_len: 2000, data: Bytes(vec![0; 100]), ..good.clone() },
+                Fragment {
+                    frag_size: 0,
+                    ..good.clone()
+                },
                 "absurd_fragment_size",
             ),
-            (Fragment { frag_size: u32::MAX, ..good.clone() }, "absurd_fragment_size"),
-            (Fragment { count: 5, ..good.clone() }, "absurd_fragment_count"),
-            (Fragment { total_len: u32::MAX, ..good.clone() }, "fragment_message_too_large"),
-            (Fragment { data: Bytes(vec![0; 511]), ..good.clone() }, "absurd_fragment_length"),
             (
-                Fragment { index: 3, data: Bytes(vec![0; 512]), ..good.clone() },
+                Fragment {
+                    frag_size: 100,
+                    count: 20,
+                    total_len: 2000,
+                    data: Bytes(vec![0; 100]),
+                    ..good.clone()
+                },
+                "absurd_fragment_size",
+            ),
+            (
+                Fragment {
+                    frag_size: u32::MAX,
+                    ..good.clone()
+                },
+                "absurd_fragment_size",
+            ),
+            (
+                Fragment {
+                    count: 5,
+                    ..good.clone()
+                },
+                "absurd_fragment_count",
+            ),
+            (
+                Fragment {
+                    total_len: u32::MAX,
+                    ..good.clone()
+                },
+                "fragment_message_too_large",
+            ),
+            (
+                Fragment {
+                    data: Bytes(vec![0; 511]),
+                    ..good.clone()
+                },
+                "absurd_fragment_length",
+            ),
+            (
+                Fragment {
+                    index: 3,
+                    data: Bytes(vec![0; 512]),
+                    ..good.clone()
+                },
                 "absurd_fragment_length",
             ),
         ];
@@ -1572,10 +1660,25 @@ mod tests {
         assert!(drain(&mut b).is_empty());
         assert!(events(&mut b).is_empty());
         // The good one is accepted; an inconsistent follow-up is not.
-        inject(&mut b, Instant::ZERO, A, &wire::encode_body(&BlastPacket::Fragment(good.clone())).unwrap());
+        inject(
+            &mut b,
+            Instant::ZERO,
+            A,
+            &wire::encode_body(&BlastPacket::Fragment(good.clone())).unwrap(),
+        );
         assert_eq!(b.reassemblies_len(), 1);
-        let odd = Fragment { index: 1, total_len: 1800, count: 4, ..good };
-        inject(&mut b, Instant::ZERO, A, &wire::encode_body(&BlastPacket::Fragment(odd)).unwrap());
+        let odd = Fragment {
+            index: 1,
+            total_len: 1800,
+            count: 4,
+            ..good
+        };
+        inject(
+            &mut b,
+            Instant::ZERO,
+            A,
+            &wire::encode_body(&BlastPacket::Fragment(odd)).unwrap(),
+        );
         assert_eq!(b.stats().drops.get("inconsistent_fragment"), 1);
         // Garbage and a wrong protocol.
         inject(&mut b, Instant::ZERO, A, &[0xff, 0x00, 0x13]);
@@ -1585,7 +1688,9 @@ mod tests {
     #[test]
     fn malformed_or_foreign_srrs_are_ignored() {
         let (mut a, _) = pair(BlastConfig::default());
-        let info = a.send(Instant::ZERO, B, Arc::from(payload(5000, 1))).unwrap();
+        let info = a
+            .send(Instant::ZERO, B, Arc::from(payload(5000, 1)))
+            .unwrap();
         drain(&mut a);
         let srr = |sender, prefix, upto, bits: usize| {
             wire::encode_body(&BlastPacket::Srr(Srr {
@@ -1624,7 +1729,13 @@ mod tests {
         assert!(a.is_sending(info.mid));
         feed(&mut a, B, &srr(inc(1), 4, 4, 0));
         assert!(!a.is_sending(info.mid));
-        assert_eq!(events(&mut a), vec![BlastEvent::Acked { to: B, mid: info.mid }]);
+        assert_eq!(
+            events(&mut a),
+            vec![BlastEvent::Acked {
+                to: B,
+                mid: info.mid
+            }]
+        );
     }
 
     /// Random sizes over a lossy, duplicating, reordering link: every
@@ -1640,7 +1751,11 @@ mod tests {
             });
             let mut sent = Vec::new();
             for k in 0..3 {
-                let len = if k == 0 { 300_000 } else { rng.random_range(1..50_000) };
+                let len = if k == 0 {
+                    300_000
+                } else {
+                    rng.random_range(1..50_000)
+                };
                 let msg = payload(len, seed * 10 + k);
                 a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
                 sent.push(msg);
@@ -1695,8 +1810,15 @@ mod tests {
                 }
             }
             assert_eq!(a.outgoing_len(), 0, "seed {seed}: sender ended");
-            let multi = sent.iter().filter(|m| m.len() > DEFAULT_FRAGMENT_PAYLOAD).count();
-            assert_eq!(ended.len(), multi, "seed {seed}: one Acked/Abandoned per message");
+            let multi = sent
+                .iter()
+                .filter(|m| m.len() > DEFAULT_FRAGMENT_PAYLOAD)
+                .count();
+            assert_eq!(
+                ended.len(),
+                multi,
+                "seed {seed}: one Acked/Abandoned per message"
+            );
             for m in &delivered {
                 assert!(sent.contains(m), "seed {seed}: corrupted delivery");
                 if m.len() > DEFAULT_FRAGMENT_PAYLOAD {
@@ -1709,7 +1831,10 @@ mod tests {
             for e in &ended {
                 if let BlastEvent::Acked { mid, .. } = e {
                     let k = (mid - 100) as usize;
-                    assert!(delivered.contains(&sent[k]), "seed {seed}: acked, not delivered");
+                    assert!(
+                        delivered.contains(&sent[k]),
+                        "seed {seed}: acked, not delivered"
+                    );
                 }
             }
             total_delivered += delivered.len();

@@ -489,7 +489,10 @@ enum Phase {
     /// and still moving.
     Sending { transfer: Option<u64> },
     /// Acknowledged; probing.
-    Waiting { probe_outstanding: bool, attempts: u32 },
+    Waiting {
+        probe_outstanding: bool,
+        attempts: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -851,7 +854,11 @@ impl Chan {
             .map(|p| p.calls.iter().copied().collect())
             .unwrap_or_default();
         for m in resolving {
-            if self.calls.get(&m).is_some_and(|c| c.phase == Phase::Resolving) {
+            if self
+                .calls
+                .get(&m)
+                .is_some_and(|c| c.phase == Phase::Resolving)
+            {
                 self.pin_and_send(now, m, inc);
             }
         }
@@ -1275,9 +1282,10 @@ impl Chan {
                 }
             }
             ChanMessage::Restarted { mid, server } => {
-                let newer = self.calls.get(&mid).is_some_and(|c| {
-                    c.node == from && c.pinned.is_some_and(|p| p < server)
-                });
+                let newer = self
+                    .calls
+                    .get(&mid)
+                    .is_some_and(|c| c.node == from && c.pinned.is_some_and(|p| p < server));
                 if newer {
                     // `learn` fails every call pinned to an older life.
                     self.learn(now, from, server);
@@ -1333,7 +1341,8 @@ impl Chan {
                 let token = RequestToken(self.next_token);
                 self.next_token += 1;
                 if let Some(s) = self.clients.get_mut(&from) {
-                    s.entries.insert(mid, Entry::Executing { token, keep_until });
+                    s.entries
+                        .insert(mid, Entry::Executing { token, keep_until });
                 }
                 self.tokens.insert(token, (from, req.client, mid));
                 self.stats.executions += 1;
@@ -1358,7 +1367,11 @@ impl Chan {
 
     /// The client asked for `(node, mid)` again: keep it until `until`.
     fn extend(&mut self, node: NodeId, mid: u64, until: Instant) {
-        let Some(e) = self.clients.get_mut(&node).and_then(|s| s.entries.get_mut(&mid)) else {
+        let Some(e) = self
+            .clients
+            .get_mut(&node)
+            .and_then(|s| s.entries.get_mut(&mid))
+        else {
             return;
         };
         match e {
@@ -1394,7 +1407,10 @@ impl Chan {
                         .iter()
                         .filter(|(_, s)| {
                             now - s.last_activity >= retention
-                                && !s.entries.values().any(|e| matches!(e, Entry::Executing { .. }))
+                                && !s
+                                    .entries
+                                    .values()
+                                    .any(|e| matches!(e, Entry::Executing { .. }))
                         })
                         .min_by_key(|(n, s)| (s.last_activity, **n))
                         .map(|(n, _)| *n);
@@ -1430,13 +1446,18 @@ impl Chan {
             },
         );
         if self.timers.get(&TimerKey::Sweep).is_none() {
-            self.timers.set(TimerKey::Sweep, now + self.sweep_interval());
+            self.timers
+                .set(TimerKey::Sweep, now + self.sweep_interval());
         }
     }
 
     fn sweep_interval(&self) -> Duration {
-        (self.config.reply_retention.min(self.config.client_retention) / 4)
-            .max(Duration::from_millis(10))
+        (self
+            .config
+            .reply_retention
+            .min(self.config.client_retention)
+            / 4)
+        .max(Duration::from_millis(10))
     }
 
     fn drop_client(&mut self, node: NodeId) {
@@ -1775,7 +1796,10 @@ impl Chan {
             .iter()
             .filter(|(_, s)| {
                 now - s.last_activity >= client_retention
-                    && !s.entries.values().any(|e| matches!(e, Entry::Executing { .. }))
+                    && !s
+                        .entries
+                        .values()
+                        .any(|e| matches!(e, Entry::Executing { .. }))
             })
             .map(|(n, _)| *n)
             .collect();
@@ -1784,7 +1808,8 @@ impl Chan {
             self.drop_client(n);
         }
         if !self.clients.is_empty() {
-            self.timers.set(TimerKey::Sweep, now + self.sweep_interval());
+            self.timers
+                .set(TimerKey::Sweep, now + self.sweep_interval());
         }
     }
 
@@ -1850,9 +1875,10 @@ impl Chan {
             BlastEvent::Acked { mid, .. } => match self.transfers.remove(&mid) {
                 Some(Transfer::Request(call)) => {
                     let sending = self.calls.get(&call).is_some_and(|c| {
-                        c.phase == Phase::Sending {
-                            transfer: Some(mid),
-                        }
+                        c.phase
+                            == Phase::Sending {
+                                transfer: Some(mid),
+                            }
                     });
                     if sending {
                         if let Some(c) = self.calls.get_mut(&call) {
@@ -1877,9 +1903,10 @@ impl Chan {
             BlastEvent::Abandoned { mid, .. } => match self.transfers.remove(&mid) {
                 Some(Transfer::Request(call)) => {
                     let sending = self.calls.get(&call).is_some_and(|c| {
-                        c.phase == Phase::Sending {
-                            transfer: Some(mid),
-                        }
+                        c.phase
+                            == Phase::Sending {
+                                transfer: Some(mid),
+                            }
                     });
                     if sending {
                         // Did the request get there? Ask (a probe is small);

@@ -169,7 +169,10 @@ mod tests {
             Box::new(|_, b| HandlerResult::Reply(b.iter().rev().copied().collect())),
         );
         s.register(Procedure(2), Box::new(|_, _| HandlerResult::Deferred));
-        assert_eq!(s.dispatch(&ctx(1), b"abc"), Dispatch::Reply(b"cba".to_vec()));
+        assert_eq!(
+            s.dispatch(&ctx(1), b"abc"),
+            Dispatch::Reply(b"cba".to_vec())
+        );
         assert_eq!(s.dispatch(&ctx(2), b""), Dispatch::Deferred);
         assert_eq!(s.dispatch(&ctx(3), b""), Dispatch::NoSuchProcedure);
         assert_eq!(s.stats().dispatched, 2);

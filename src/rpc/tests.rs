@@ -84,7 +84,8 @@ impl Net {
         if let Some(m) = &msg {
             self.trace.push((now, d.from, d.to, kind(m)));
             if std::env::var("RPC_DEBUG").is_ok() {
-                self.debug.push(format!("{now:?} {:?}->{:?} {m:?}", d.from, d.to));
+                self.debug
+                    .push(format!("{now:?} {:?}->{:?} {m:?}", d.from, d.to));
             }
         }
         if let Some(f) = &mut self.filter {
@@ -138,7 +139,12 @@ impl World {
     fn new(n: u8, config: RpcConfig, seed: u64, setup: Setup) -> World {
         let mut hosts = BTreeMap::new();
         for i in 1..=n {
-            let mut rpc = Rpc::new(node(i), inc(0, i), config.clone(), seed * 100 + u64::from(i));
+            let mut rpc = Rpc::new(
+                node(i),
+                inc(0, i),
+                config.clone(),
+                seed * 100 + u64::from(i),
+            );
             setup(node(i), 0, &mut rpc);
             hosts.insert(
                 node(i),
@@ -412,14 +418,18 @@ fn executions(log: &ExecLog, tag: u64) -> u32 {
 fn first_contact_costs_one_round_trip_then_is_cached() {
     let (mut w, log) = world(2, RpcConfig::default());
     let now = w.now;
-    let c1 = w.rpc(1).call(now, node(2), ECHO, tagged(1, 100), CallOptions::default());
+    let c1 = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(1, 100), CallOptions::default());
     let (r, _) = w.await_call(1, c1);
     assert_eq!(r, Ok(expected_reply(&tagged(1, 100))));
     let kinds: Vec<_> = w.net.trace.iter().map(|t| t.3).collect();
     assert_eq!(kinds, vec!["Hello", "Iam", "Request", "Reply"]);
     assert_eq!(w.rpc(1).known_incarnation(node(2)), Some(inc(0, 2)));
     let now = w.now;
-    let c2 = w.rpc(1).call(now, node(2), ECHO, tagged(2, 100), CallOptions::default());
+    let c2 = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(2, 100), CallOptions::default());
     assert!(w.await_call(1, c2).0.is_ok());
     let kinds: Vec<_> = w.net.trace.iter().map(|t| t.3).collect();
     assert_eq!(kinds[4..], ["Request", "Reply"], "no Hello the second time");
@@ -438,7 +448,9 @@ fn learn_incarnation_skips_the_hello() {
     let (mut w, _) = world(2, RpcConfig::default());
     let now = w.now;
     w.rpc(1).learn_incarnation(now, node(2), inc(0, 2));
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
     assert!(w.await_call(1, c).0.is_ok());
     assert!(w.net.sent("Hello").is_empty());
 }
@@ -455,7 +467,9 @@ fn lost_reply_is_answered_from_the_cache_and_the_handler_runs_once() {
         true
     }));
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(7, 50), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(7, 50), CallOptions::default());
     let (r, _) = w.await_call(1, c);
     assert_eq!(r, Ok(expected_reply(&tagged(7, 50))));
     assert_eq!(executions(&log, 7), 1);
@@ -476,7 +490,8 @@ fn duplicated_and_reordered_datagrams_execute_each_call_once() {
     let ids: Vec<_> = (0..30u64)
         .map(|t| {
             let len = if t % 7 == 0 { 40_000 } else { 30 };
-            w.rpc(1).call(now, node(2), ECHO, tagged(t, len), CallOptions::default())
+            w.rpc(1)
+                .call(now, node(2), ECHO, tagged(t, len), CallOptions::default())
         })
         .collect();
     for (t, id) in ids.into_iter().enumerate() {
@@ -508,13 +523,20 @@ fn a_probe_keeps_a_long_deferred_call_alive() {
     assert_eq!(reqs.len(), 1);
     let now = w.now;
     assert!(w.rpc(2).respond(now, reqs[0].0, b"done".to_vec()));
-    assert!(!w.rpc(2).respond(now, reqs[0].0, b"again".to_vec()), "a token answers once");
+    assert!(
+        !w.rpc(2).respond(now, reqs[0].0, b"again".to_vec()),
+        "a token answers once"
+    );
     let (r, _) = w.await_call(1, c);
     assert_eq!(r, Ok(b"done".to_vec()));
     assert_eq!(executions(&log, 3), 1);
     let probes = w.net.sent("Probe");
     assert!((9..=11).contains(&probes.len()), "{} probes", probes.len());
-    assert_eq!(w.net.sent("Request").len(), 1, "acked at once, never retransmitted");
+    assert_eq!(
+        w.net.sent("Request").len(),
+        1,
+        "acked at once, never retransmitted"
+    );
     assert!(w.net.sent("Ack").len() >= 10);
 }
 
@@ -523,10 +545,17 @@ fn a_dead_server_times_out_with_exponential_backoff() {
     let (mut w, _) = world(2, RpcConfig::default());
     w.crash(2);
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
     let (r, at) = w.await_call(1, c);
     assert_eq!(r, Err(CallError::Timeout));
-    let sent: Vec<u64> = w.net.sent("Hello").iter().map(|t| t.as_micros() / 1000).collect();
+    let sent: Vec<u64> = w
+        .net
+        .sent("Hello")
+        .iter()
+        .map(|t| t.as_micros() / 1000)
+        .collect();
     // Initial RTO 100 ms, doubling: 0, 100, 300, 700, 1500, 3100; the
     // fifth retransmission's timer (3.2 s) expires at 6.3 s.
     assert_eq!(sent, vec![0, 100, 300, 700, 1500, 3100]);
@@ -536,7 +565,8 @@ fn a_dead_server_times_out_with_exponential_backoff() {
     // Karn: the back-off persists for the next call until a valid sample.
     assert_eq!(w.rpc(1).rto(node(2)), ms(100));
     let now = w.now;
-    w.rpc(1).call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
+    w.rpc(1)
+        .call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
     w.run_for(ms(1));
     w.run_for(Duration::from_secs(4));
     let later: Vec<u64> = w.net.sent("Hello")[6..]
@@ -609,7 +639,9 @@ fn rto_adapts_to_the_measured_rtt_and_karn_skips_retransmissions() {
     assert_eq!(w.rpc(1).rto(node(2)), ms(100), "initial RTO");
     for t in 0..20 {
         let now = w.now;
-        let c = w.rpc(1).call(now, node(2), ECHO, tagged(t, 10), CallOptions::default());
+        let c = w
+            .rpc(1)
+            .call(now, node(2), ECHO, tagged(t, 10), CallOptions::default());
         assert!(w.await_call(1, c).0.is_ok());
     }
     let rto = w.rpc(1).rto(node(2));
@@ -626,7 +658,9 @@ fn rto_adapts_to_the_measured_rtt_and_karn_skips_retransmissions() {
         true
     }));
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(99, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(99, 10), CallOptions::default());
     assert!(w.await_call(1, c).0.is_ok());
     assert_eq!(w.rpc(1).stats().chan.rtt_samples, samples);
     assert_eq!(w.rpc(1).stats().chan.retransmissions, 1);
@@ -636,19 +670,26 @@ fn rto_adapts_to_the_measured_rtt_and_karn_skips_retransmissions() {
 fn a_restarted_server_fails_pending_calls_with_peer_restarted() {
     let (mut w, log) = world(2, RpcConfig::default());
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), SLOW, tagged(4, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), SLOW, tagged(4, 10), CallOptions::default());
     w.run_for(Duration::from_millis(500));
     assert_eq!(executions(&log, 4), 1);
     w.crash(2);
     w.restart(2, 77);
     let (r, at) = w.await_call(1, c);
     assert_eq!(r, Err(CallError::PeerRestarted));
-    assert!(at < Instant::from_millis(1600), "the first probe found out: {at:?}");
+    assert!(
+        at < Instant::from_millis(1600),
+        "the first probe found out: {at:?}"
+    );
     assert_eq!(executions(&log, 4), 1, "never executed again");
     assert_eq!(w.rpc(1).known_incarnation(node(2)), Some(inc(1, 2)));
     // The next call goes to the new life without another Hello.
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(8, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(8, 10), CallOptions::default());
     assert!(w.await_call(1, c).0.is_ok());
     assert_eq!(w.net.sent("Hello").len(), 1);
 }
@@ -661,7 +702,9 @@ fn a_request_for_an_old_incarnation_is_never_executed() {
     w.rpc(1).learn_incarnation(now, node(2), inc(0, 2));
     w.crash(2);
     w.restart(2, 5);
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(9, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(9, 10), CallOptions::default());
     let (r, _) = w.await_call(1, c);
     assert_eq!(r, Err(CallError::PeerRestarted));
     assert_eq!(executions(&log, 9), 0);
@@ -676,11 +719,17 @@ fn a_request_for_an_old_incarnation_is_never_executed() {
 fn learning_a_newer_incarnation_fails_calls_pinned_to_the_old_one() {
     let (mut w, _) = world(2, RpcConfig::default());
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), SLOW, tagged(1, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), SLOW, tagged(1, 10), CallOptions::default());
     w.run_for(ms(50));
     let now = w.now;
     w.rpc(1).learn_incarnation(now, node(2), inc(9, 2));
-    assert_eq!(w.completion(1, c), None, "events are drained on the next step");
+    assert_eq!(
+        w.completion(1, c),
+        None,
+        "events are drained on the next step"
+    );
     w.flush();
     assert_eq!(w.completion(1, c), Some((Err(CallError::PeerRestarted), 1)));
 }
@@ -689,12 +738,15 @@ fn learning_a_newer_incarnation_fails_calls_pinned_to_the_old_one() {
 fn a_restarted_client_gets_a_fresh_table_and_its_old_life_is_ignored() {
     let (mut w, log) = world(2, RpcConfig::default());
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
     assert!(w.await_call(1, c).0.is_ok());
     // Capture a request of the old life, restart the client, replay it.
     let old_request = {
         let now = w.now;
-        w.rpc(1).call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
+        w.rpc(1)
+            .call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
         let mut t = None;
         while let Some(x) = w.rpc(1).poll_transmit() {
             t = Some(x);
@@ -704,7 +756,9 @@ fn a_restarted_client_gets_a_fresh_table_and_its_old_life_is_ignored() {
     w.crash(1);
     w.restart(1, 3);
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, tagged(3, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(3, 10), CallOptions::default());
     assert!(w.await_call(1, c).0.is_ok());
     let now = w.now;
     w.rpc(2).handle_packet(
@@ -726,7 +780,9 @@ fn a_restarted_client_gets_a_fresh_table_and_its_old_life_is_ignored() {
 fn an_unknown_procedure_fails_fast_with_no_such_procedure() {
     let (mut w, _) = world(2, RpcConfig::default());
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), 999u16, vec![1, 2, 3], CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), 999u16, vec![1, 2, 3], CallOptions::default());
     let (r, at) = w.await_call(1, c);
     assert_eq!(r, Err(CallError::NoSuchProcedure));
     assert!(at <= Instant::from_millis(10));
@@ -743,9 +799,12 @@ fn too_large_requests_and_replies_fail_with_too_large() {
         ..RpcConfig::default()
     };
     let (mut w, _) = world(2, config);
-    w.rpc(2).register(10u16, |_, _| HandlerResult::Reply(vec![0; 200_000]));
+    w.rpc(2)
+        .register(10u16, |_, _| HandlerResult::Reply(vec![0; 200_000]));
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), ECHO, vec![0; 100_000], CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, vec![0; 100_000], CallOptions::default());
     assert_eq!(
         w.rpc(1).poll_event(),
         Some(RpcEvent::CallCompleted {
@@ -755,7 +814,9 @@ fn too_large_requests_and_replies_fail_with_too_large() {
         }),
         "at once"
     );
-    let c = w.rpc(1).call(now, node(2), 10u16, vec![], CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), 10u16, vec![], CallOptions::default());
     assert_eq!(w.await_call(1, c).0, Err(CallError::TooLarge));
 }
 
@@ -763,7 +824,9 @@ fn too_large_requests_and_replies_fail_with_too_large() {
 fn cancel_completes_once() {
     let (mut w, _) = world(2, RpcConfig::default());
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), SLOW, tagged(1, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), SLOW, tagged(1, 10), CallOptions::default());
     w.run_for(ms(10));
     assert!(w.rpc(1).cancel(c));
     assert!(!w.rpc(1).cancel(c));
@@ -820,13 +883,17 @@ fn call_all_reports_replies_and_non_responders() {
     );
     // An empty set completes at once; cancel_all cancels the rest.
     let now = w.now;
-    let g2 = w.rpc(1).call_all(now, [], ECHO, vec![], CallOptions::default());
+    let g2 = w
+        .rpc(1)
+        .call_all(now, [], ECHO, vec![], CallOptions::default());
     assert!(matches!(
         w.rpc(1).poll_event(),
         Some(RpcEvent::CallAllCompleted { id, ref replies, ref unanswered, .. })
             if id == g2 && replies.is_empty() && unanswered.is_empty()
     ));
-    let g3 = w.rpc(1).call_all(now, [node(4)], ECHO, vec![], CallOptions::default());
+    let g3 = w
+        .rpc(1)
+        .call_all(now, [node(4)], ECHO, vec![], CallOptions::default());
     assert!(w.rpc(1).cancel_all(g3));
     assert!(matches!(
         w.rpc(1).poll_event(),
@@ -841,8 +908,12 @@ fn unreachable_retransmits_once_then_fails_fast() {
     let (mut w, _) = world(2, RpcConfig::default());
     w.crash(2);
     let now = w.now;
-    let c1 = w.rpc(1).call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
-    let c2 = w.rpc(1).call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
+    let c1 = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
+    let c2 = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
     w.flush();
     assert_eq!(w.net.sent("Hello").len(), 2);
     w.rpc(1).handle_unreachable(now, node(2));
@@ -856,7 +927,9 @@ fn unreachable_retransmits_once_then_fails_fast() {
     // An answer in between resets the count.
     let (mut w, _) = world(2, RpcConfig::default());
     let now = w.now;
-    let c = w.rpc(1).call(now, node(2), SLOW, tagged(3, 10), CallOptions::default());
+    let c = w
+        .rpc(1)
+        .call(now, node(2), SLOW, tagged(3, 10), CallOptions::default());
     w.run_for(ms(10));
     let now = w.now;
     w.rpc(1).handle_unreachable(now, node(2));
@@ -864,7 +937,11 @@ fn unreachable_retransmits_once_then_fails_fast() {
     let now = w.now;
     w.rpc(1).handle_unreachable(now, node(2));
     w.flush();
-    assert_eq!(w.completion(1, c), None, "the probe's answer came in between");
+    assert_eq!(
+        w.completion(1, c),
+        None,
+        "the probe's answer came in between"
+    );
     // Unreachable for an unrelated node is ignored.
     w.rpc(1).handle_unreachable(now, node(9));
 }
@@ -881,13 +958,20 @@ fn saved_replies_stay_within_their_bounds() {
     };
     let (mut w, log) = world(2, config);
     // No acknowledgement ever reaches the server.
-    w.net.filter = Some(Box::new(|_, _, m| !matches!(m, Some(ChanMessage::ReplyAck { .. }))));
+    w.net.filter = Some(Box::new(|_, _, m| {
+        !matches!(m, Some(ChanMessage::ReplyAck { .. }))
+    }));
     let mut max_saved = 0;
     let now = w.now;
     let ids: Vec<_> = (0..40u64)
         .map(|t| {
-            w.rpc(1)
-                .call(now, node(2), ECHO, tagged(t * 10 + 1, 30), CallOptions::default())
+            w.rpc(1).call(
+                now,
+                node(2),
+                ECHO,
+                tagged(t * 10 + 1, 30),
+                CallOptions::default(),
+            )
         })
         .collect();
     while w.step(now + Duration::from_secs(5)) {
@@ -896,7 +980,16 @@ fn saved_replies_stay_within_their_bounds() {
     }
     for id in ids {
         let c = w.completion(1, id);
-        assert!(c.as_ref().is_some_and(|(r, n)| r.is_ok() && *n == 1), "{c:?} {:?}", w.net.trace.iter().map(|t| (t.0, t.3)).filter(|t| t.1 != "Hello" && t.1 != "Iam").collect::<Vec<_>>());
+        assert!(
+            c.as_ref().is_some_and(|(r, n)| r.is_ok() && *n == 1),
+            "{c:?} {:?}",
+            w.net
+                .trace
+                .iter()
+                .map(|t| (t.0, t.3))
+                .filter(|t| t.1 != "Hello" && t.1 != "Iam")
+                .collect::<Vec<_>>()
+        );
     }
     assert!(max_saved > 0);
     assert!(w.rpc(2).stats().chan.saved_replies_evicted > 0);
@@ -913,7 +1006,9 @@ fn one_mebibyte_each_way_over_a_lossy_link() {
     w.net.dup = 0.1;
     w.net.max_delay = ms(10);
     let body = tagged(1, 1 << 20);
-    w.rpc(2).register(20u16, |_, b| HandlerResult::Reply(b.iter().rev().copied().collect()));
+    w.rpc(2).register(20u16, |_, b| {
+        HandlerResult::Reply(b.iter().rev().copied().collect())
+    });
     let now = w.now;
     let opts = CallOptions::default().with_max_retries(10);
     let c = w.rpc(1).call(now, node(2), 20u16, body.clone(), opts);
@@ -924,6 +1019,97 @@ fn one_mebibyte_each_way_over_a_lossy_link() {
     assert!(log.borrow().is_empty());
     let s = w.rpc(1).stats();
     assert!(s.blast.fragments_retransmitted > 0);
+}
+
+#[test]
+fn a_full_client_table_drops_new_clients_until_one_expires() {
+    let config = RpcConfig {
+        chan: ChanConfig {
+            max_clients: 2,
+            client_retention: Duration::from_secs(20),
+            ..ChanConfig::default()
+        },
+        ..RpcConfig::default()
+    };
+    let (mut w, log) = world(4, config);
+    let opts = CallOptions::default().with_max_retries(2);
+    for (client, tag) in [(2u8, 2u64), (3, 3)] {
+        let now = w.now;
+        let c = w
+            .rpc(client)
+            .call(now, node(1), ECHO, tagged(tag, 10), opts);
+        assert!(w.await_call(client, c).0.is_ok());
+    }
+    let now = w.now;
+    let c = w.rpc(4).call(now, node(1), ECHO, tagged(4, 10), opts);
+    assert_eq!(w.await_call(4, c).0, Err(CallError::Timeout));
+    assert_eq!(executions(&log, 4), 0);
+    assert!(w.rpc(1).stats().chan.drops.get("client_table_full") >= 1);
+    // After client_retention of silence the old tables go.
+    w.run_for(Duration::from_secs(30));
+    let now = w.now;
+    let c = w.rpc(4).call(now, node(1), ECHO, tagged(5, 10), opts);
+    assert!(w.await_call(4, c).0.is_ok());
+    assert!(w.rpc(1).stats().chan.clients_expired >= 1);
+}
+
+#[test]
+fn too_many_running_requests_are_dropped_until_one_ends() {
+    let config = RpcConfig {
+        chan: ChanConfig {
+            max_executing: 1,
+            ..ChanConfig::default()
+        },
+        ..RpcConfig::default()
+    };
+    let (mut w, log) = world(2, config);
+    let now = w.now;
+    let opts = CallOptions::default().with_max_retries(10);
+    let c1 = w.rpc(1).call(now, node(2), SLOW, tagged(1, 10), opts);
+    let c2 = w.rpc(1).call(now, node(2), SLOW, tagged(2, 10), opts);
+    w.run_for(ms(300));
+    assert_eq!(executions(&log, 1) + executions(&log, 2), 1);
+    assert!(w.rpc(2).stats().chan.drops.get("server_busy") >= 1);
+    let reqs = w.take_requests(2);
+    let now = w.now;
+    w.rpc(2).respond(now, reqs[0].0, b"one".to_vec());
+    w.run_for(Duration::from_secs(3));
+    let reqs = w.take_requests(2);
+    assert_eq!(reqs.len(), 1, "the other one ran once the first ended");
+    let now = w.now;
+    w.rpc(2).respond(now, reqs[0].0, b"two".to_vec());
+    assert!(w.await_call(1, c1).0.is_ok());
+    assert!(w.await_call(1, c2).0.is_ok());
+    assert_eq!(executions(&log, 1), 1);
+    assert_eq!(executions(&log, 2), 1);
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let trace = |seed: u64| {
+        let log: ExecLog = Rc::default();
+        let mut w = World::new(3, RpcConfig::default(), seed, standard_setup(log));
+        w.net.loss = 0.3;
+        w.net.dup = 0.1;
+        w.net.max_delay = ms(20);
+        let now = w.now;
+        for t in 0..10u64 {
+            let from = (t % 3) as u8 + 1;
+            let to = from % 3 + 1;
+            let len = if t == 3 { 200_000 } else { 100 + t as usize };
+            w.rpc(from)
+                .call(now, node(to), ECHO, tagged(t, len), CallOptions::default());
+        }
+        w.run_for(Duration::from_secs(60));
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for (at, from, to, kind) in &w.net.trace {
+            let line = format!("{at:?}{from}{to}{kind}");
+            h = fnv(line.as_bytes()) ^ h.rotate_left(7);
+        }
+        (h, w.net.trace.len())
+    };
+    assert_eq!(trace(5), trace(5));
+    assert_ne!(trace(5), trace(6));
 }
 
 // ------------------------------------------------------------ random runs
@@ -957,6 +1143,9 @@ fn random_lossy_runs_keep_at_most_once() {
     );
 }
 
+/// A call in a random run: the calling host, its life, the call id.
+type CallKey = (u8, u64, CallId);
+
 fn random_run(seed: u64) -> (u64, u64, u64) {
     let config = RpcConfig {
         blast: BlastConfig {
@@ -981,8 +1170,19 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
 
     #[derive(Debug)]
     enum Action {
-        Call { from: u8, to: u8, procedure: u16, tag: u64, len: usize },
-        Respond { host: u8, life: u64, token: RequestToken, body: Vec<u8> },
+        Call {
+            from: u8,
+            to: u8,
+            procedure: u16,
+            tag: u64,
+            len: usize,
+        },
+        Respond {
+            host: u8,
+            life: u64,
+            token: RequestToken,
+            body: Vec<u8>,
+        },
         Crash(u8),
         Restart(u8),
     }
@@ -1006,7 +1206,17 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
         let procedure = if rng.random_bool(0.3) { DEFER } else { ECHO };
         let at = Instant::from_micros(rng.random_range(0..3_000_000));
         let tag = seed * 1000 + k;
-        schedule(&mut actions, at, Action::Call { from, to, procedure, tag, len });
+        schedule(
+            &mut actions,
+            at,
+            Action::Call {
+                from,
+                to,
+                procedure,
+                tag,
+                len,
+            },
+        );
     }
     let mut restarts = 0;
     if rng.random_bool(0.5) {
@@ -1019,7 +1229,7 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
     }
 
     // Calls we expect a completion for: (host, life, id) -> (tag, body).
-    let mut expected: BTreeMap<(u8, u64, CallId), (u64, Vec<u8>, u16)> = BTreeMap::new();
+    let mut expected: BTreeMap<CallKey, (u64, Vec<u8>, u16)> = BTreeMap::new();
     let mut completed: BTreeSet<(u8, u64, CallId)> = BTreeSet::new();
     let (mut ok, mut failed) = (0u64, 0u64);
     let limit = Instant::from_millis(900_000);
@@ -1032,9 +1242,13 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
                 match e {
                     RpcEvent::CallCompleted { id, result, .. } => {
                         let key = (n, life, id);
-                        assert!(completed.insert(key), "seed {seed}: {key:?} completed twice");
-                        let (tag, body, procedure) =
-                            expected.remove(&key).expect("completion of an unknown call");
+                        assert!(
+                            completed.insert(key),
+                            "seed {seed}: {key:?} completed twice"
+                        );
+                        let (tag, body, procedure) = expected
+                            .remove(&key)
+                            .expect("completion of an unknown call");
                         match result {
                             Ok(reply) => {
                                 let want = if procedure == ECHO {
@@ -1059,7 +1273,16 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
                         let delay = Duration::from_micros(rng.random_range(0..3_000_000));
                         let reply = expected_reply(&tagged(tag_of(&body), 20));
                         let at = w.now + delay;
-                        schedule(&mut actions, at, Action::Respond { host: n, life, token, body: reply });
+                        schedule(
+                            &mut actions,
+                            at,
+                            Action::Respond {
+                                host: n,
+                                life,
+                                token,
+                                body: reply,
+                            },
+                        );
                     }
                     RpcEvent::CallAllCompleted { .. } => panic!("no call_all here"),
                 }
@@ -1083,15 +1306,32 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
             w.now = w.now.max(at);
             let now = w.now;
             match a {
-                Action::Call { from, to, procedure, tag, len } => {
+                Action::Call {
+                    from,
+                    to,
+                    procedure,
+                    tag,
+                    len,
+                } => {
                     let h = w.hosts.get_mut(&node(from)).unwrap();
                     if h.up {
                         let body = tagged(tag, len);
-                        let id = h.rpc.call(now, node(to), procedure, body.clone(), CallOptions::default());
+                        let id = h.rpc.call(
+                            now,
+                            node(to),
+                            procedure,
+                            body.clone(),
+                            CallOptions::default(),
+                        );
                         expected.insert((from, h.life, id), (tag, body, procedure));
                     }
                 }
-                Action::Respond { host, life, token, body } => {
+                Action::Respond {
+                    host,
+                    life,
+                    token,
+                    body,
+                } => {
                     let h = w.hosts.get_mut(&node(host)).unwrap();
                     if h.up && h.life == life {
                         h.rpc.respond(now, token, body);
@@ -1110,7 +1350,10 @@ fn random_run(seed: u64) -> (u64, u64, u64) {
             break;
         }
     }
-    assert!(expected.is_empty(), "seed {seed}: calls never completed: {expected:?}");
+    assert!(
+        expected.is_empty(),
+        "seed {seed}: calls never completed: {expected:?}"
+    );
     for n in 1..=3u8 {
         assert_eq!(w.hosts[&node(n)].rpc.pending_calls(), 0);
     }
@@ -1140,19 +1383,21 @@ fn arb_blast() -> impl Strategy<Value = BlastPacket> {
             any::<bool>(),
             arb_bytes(3000)
         )
-            .prop_map(|(mid, index, count, frag_size, total_len, window, seq, poll, data)| {
-                BlastPacket::Fragment(blast::Fragment {
-                    mid,
-                    index,
-                    count,
-                    frag_size,
-                    total_len,
-                    window,
-                    seq,
-                    poll,
-                    data,
-                })
-            }),
+            .prop_map(
+                |(mid, index, count, frag_size, total_len, window, seq, poll, data)| {
+                    BlastPacket::Fragment(blast::Fragment {
+                        mid,
+                        index,
+                        count,
+                        frag_size,
+                        total_len,
+                        window,
+                        seq,
+                        poll,
+                        data,
+                    })
+                }
+            ),
         (
             any::<u64>(),
             arb_inc(),
@@ -1163,18 +1408,20 @@ fn arb_blast() -> impl Strategy<Value = BlastPacket> {
             any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(mid, sender, prefix, upto, received, seen_seq, complete, stalled)| {
-                BlastPacket::Srr(blast::Srr {
-                    mid,
-                    sender,
-                    prefix,
-                    upto,
-                    received,
-                    seen_seq,
-                    complete,
-                    stalled,
-                })
-            }),
+            .prop_map(
+                |(mid, sender, prefix, upto, received, seen_seq, complete, stalled)| {
+                    BlastPacket::Srr(blast::Srr {
+                        mid,
+                        sender,
+                        prefix,
+                        upto,
+                        received,
+                        seen_seq,
+                        complete,
+                        stalled,
+                    })
+                }
+            ),
     ]
 }
 
@@ -1189,10 +1436,8 @@ fn arb_outcome() -> impl Strategy<Value = Outcome> {
 fn arb_chan() -> impl Strategy<Value = ChanMessage> {
     prop_oneof![
         any::<u64>().prop_map(|nonce| ChanMessage::Hello { nonce }),
-        (any::<u64>(), arb_inc()).prop_map(|(nonce, incarnation)| ChanMessage::Iam {
-            nonce,
-            incarnation
-        }),
+        (any::<u64>(), arb_inc())
+            .prop_map(|(nonce, incarnation)| ChanMessage::Iam { nonce, incarnation }),
         (
             any::<u64>(),
             arb_inc(),
@@ -1203,18 +1448,20 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
             any::<u32>(),
             arb_bytes(2000)
         )
-            .prop_map(|(mid, client, server, procedure, done_below, acks, patience_ms, body)| {
-                ChanMessage::Request(Request {
-                    mid,
-                    client,
-                    server,
-                    procedure,
-                    done_below,
-                    acks,
-                    patience_ms,
-                    body,
-                })
-            }),
+            .prop_map(
+                |(mid, client, server, procedure, done_below, acks, patience_ms, body)| {
+                    ChanMessage::Request(Request {
+                        mid,
+                        client,
+                        server,
+                        procedure,
+                        done_below,
+                        acks,
+                        patience_ms,
+                        body,
+                    })
+                }
+            ),
         (any::<u64>(), arb_inc(), arb_outcome()).prop_map(|(mid, server, outcome)| {
             ChanMessage::Reply {
                 mid,
@@ -1271,9 +1518,21 @@ fn victim() -> Rpc {
     rpc.register(ECHO, |_, b| HandlerResult::Reply(b.to_vec()));
     rpc.register(DEFER, |_, _| HandlerResult::Deferred);
     // Some client state to poke at, too.
-    rpc.call(Instant::ZERO, node(2), ECHO, vec![1], CallOptions::default());
+    rpc.call(
+        Instant::ZERO,
+        node(2),
+        ECHO,
+        vec![1],
+        CallOptions::default(),
+    );
     rpc.learn_incarnation(Instant::ZERO, node(3), inc(0, 3));
-    rpc.call(Instant::ZERO, node(3), ECHO, vec![2], CallOptions::default());
+    rpc.call(
+        Instant::ZERO,
+        node(3),
+        ECHO,
+        vec![2],
+        CallOptions::default(),
+    );
     rpc
 }
 
