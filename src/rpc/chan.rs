@@ -1116,7 +1116,7 @@ impl Chan {
             return;
         }
         let (node, phase, max_retries) = (c.node, c.phase, c.max_retries);
-        let retries = c.retries + 1;
+        let retries = c.retries.saturating_add(1);
         match phase {
             Phase::Resolving | Phase::Sending { transfer: None } => {
                 if retries > max_retries {
@@ -1143,7 +1143,7 @@ impl Chan {
                 attempts,
             } => {
                 if probe_outstanding {
-                    let attempts = attempts + 1;
+                    let attempts = attempts.saturating_add(1);
                     if attempts > max_retries {
                         self.finish_call(mid, Err(CallError::Timeout));
                         return;
@@ -1268,7 +1268,7 @@ impl Chan {
                 if !matches!(c.phase, Phase::Waiting { .. }) {
                     return;
                 }
-                c.retries += 1;
+                c.retries = c.retries.saturating_add(1);
                 if c.retries > c.max_retries {
                     self.finish_call(mid, Err(CallError::Timeout));
                     return;
@@ -1912,7 +1912,11 @@ impl Chan {
                         // Did the request get there? Ask (a probe is small);
                         // `Unknown` makes us resend it.
                         let max = self.calls.get(&call).map_or(0, |c| c.max_retries);
-                        let retries = self.calls.get(&call).map_or(0, |c| c.retries) + 1;
+                        let retries = self
+                            .calls
+                            .get(&call)
+                            .map_or(0, |c| c.retries)
+                            .saturating_add(1);
                         if retries > max {
                             self.finish_call(call, Err(CallError::Timeout));
                             return;
@@ -1959,7 +1963,7 @@ impl Chan {
         if peer.calls.is_empty() {
             return;
         }
-        peer.unreachable_strikes += 1;
+        peer.unreachable_strikes = peer.unreachable_strikes.saturating_add(1);
         let strikes = peer.unreachable_strikes;
         let calls: Vec<u64> = peer.calls.iter().copied().collect();
         if strikes >= 2 {
