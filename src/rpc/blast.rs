@@ -34,8 +34,12 @@
 //!   the range after it (at most [`MAX_FRAGMENTS`] bits, 1 KiB), plus the
 //!   highest per-transmission sequence number seen, so the sender resends a
 //!   missing fragment only if something it sent *later* arrived (no duplicate
-//!   resends when two SRRs cross a retransmission). An SRR sent by a timer is
-//!   marked `stalled`: then every unacknowledged fragment is resent.
+//!   resends when two SRRs cross a retransmission). An SRR sent by a timer
+//!   (or in answer to a POLL) is marked `stalled`: then every missing
+//!   fragment sent more than about one round trip ago is resent (the sender
+//!   measures the round trip from the transmission an SRR reports last), so
+//!   a LAST_FRAG that fires early on a long path does not resend fragments
+//!   still on their way.
 //! - **POLL.** When no SRR arrives for [`BlastConfig::poll_timeout`] (the
 //!   last SRR or the whole tail of the window was lost), the sender resends
 //!   its lowest unacknowledged fragment flagged `poll`, which the receiver
@@ -354,8 +358,11 @@ struct Outgoing {
     /// Fragments below `next_new` that are `Unsent` again.
     requeued: BTreeSet<u32>,
     last_seq: Vec<u32>,
+    last_sent: Vec<Instant>,
     next_seq: u32,
     max_reported_seq: Option<u32>,
+    /// Smoothed time from sending a fragment to an SRR reporting it.
+    srtt: Option<Duration>,
     polls: u32,
     poll_at: Instant,
     done_at: Instant,
@@ -565,18 +572,20 @@ impl Blast {
             next_new: 0,
             requeued: BTreeSet::new(),
             last_seq: vec![0; count as usize],
+            last_sent: vec![now; count as usize],
             next_seq: 0,
             max_reported_seq: None,
+            srtt: None,
             polls: 0,
             poll_at: now + self.config.poll_timeout,
             done_at: now + self.config.done_timeout,
         };
         if count == 1 {
             self.stats.single_fragment_messages += 1;
-            self.emit_fragment(mid, &mut out, 0, false);
+            self.emit_fragment(now, mid, &mut out, 0, false);
             return Ok(SendInfo { mid, fragments: 1 });
         }
-        self.fill_window(mid, &mut out);
+        self.fill_window(now, mid, &mut out);
         self.timers
             .set(TimerKey::Sender(mid), out.poll_at.min(out.done_at));
         self.outgoing.insert(mid, out);
@@ -604,7 +613,14 @@ impl Blast {
         }
     }
 
-    fn emit_fragment(&mut self, mid: u64, out: &mut Outgoing, index: u32, poll: bool) {
+    fn emit_fragment(
+        &mut self,
+        now: Instant,
+        mid: u64,
+        out: &mut Outgoing,
+        index: u32,
+        poll: bool,
+    ) {
         let fs = out.frag_size as usize;
         let start = (index as usize).saturating_mul(fs).min(out.data.len());
         let end = start.saturating_add(fs).min(out.data.len());
@@ -612,6 +628,9 @@ impl Blast {
         out.next_seq = out.next_seq.saturating_add(1);
         if let Some(s) = out.last_seq.get_mut(index as usize) {
             *s = seq;
+        }
+        if let Some(t) = out.last_sent.get_mut(index as usize) {
+            *t = now;
         }
         let packet = BlastPacket::Fragment(Fragment {
             mid,
@@ -917,6 +936,22 @@ impl Blast {
         if out.max_reported_seq.map_or(true, |m| s.seen_seq >= m) {
             out.max_reported_seq = Some(s.seen_seq);
         }
+        // The transmission the receiver saw last gives an RTT sample (a
+        // sequence number names one transmission: no Karn ambiguity).
+        if let Some(i) = out.last_seq.iter().position(|&q| q == s.seen_seq) {
+            if i < out.next_new as usize && !s.complete {
+                let sample = now - out.last_sent.get(i).copied().unwrap_or(now);
+                out.srtt = Some(match out.srtt {
+                    Some(r) => (r * 7 + sample) / 8,
+                    None => sample,
+                });
+            }
+        }
+        // A stalled SRR reports everything the receiver got; fragments sent
+        // more than about one round trip ago and not in it are lost, more
+        // recent ones may still be on their way. Without an RTT sample yet,
+        // every missing fragment is resent.
+        let settled = out.srtt.map(|r| r + r / 4);
         let acked_before = out.acked_count;
         let mut resend = Vec::new();
         for i in 0..out.next_new {
@@ -934,11 +969,14 @@ impl Blast {
                 }
                 Some(FragState::InFlight) if got => out.set_state(i, FragState::Acked),
                 Some(FragState::InFlight)
-                    if s.stalled
-                        || out
-                            .last_seq
-                            .get(i as usize)
-                            .is_some_and(|&q| q < s.seen_seq) =>
+                    if out
+                        .last_seq
+                        .get(i as usize)
+                        .is_some_and(|&q| q < s.seen_seq)
+                        || (s.stalled
+                            && settled.map_or(true, |r| {
+                                now - out.last_sent.get(i as usize).copied().unwrap_or(now) >= r
+                            })) =>
                 {
                     resend.push(i);
                 }
@@ -951,9 +989,9 @@ impl Blast {
         }
         for i in resend {
             self.stats.fragments_retransmitted += 1;
-            self.emit_fragment(s.mid, &mut out, i, false);
+            self.emit_fragment(now, s.mid, &mut out, i, false);
         }
-        self.fill_window(s.mid, &mut out);
+        self.fill_window(now, s.mid, &mut out);
         out.polls = 0;
         out.poll_at = now + self.config.poll_timeout;
         if out.acked_count > acked_before {
@@ -968,13 +1006,13 @@ impl Blast {
     }
 
     /// Sends fragments while the window admits them.
-    fn fill_window(&mut self, mid: u64, out: &mut Outgoing) {
+    fn fill_window(&mut self, now: Instant, mid: u64, out: &mut Outgoing) {
         while out.in_flight() < self.config.window {
             let Some(i) = out.next_unsent() else {
                 break;
             };
             out.set_state(i, FragState::InFlight);
-            self.emit_fragment(mid, out, i, false);
+            self.emit_fragment(now, mid, out, i, false);
         }
     }
 
@@ -1005,7 +1043,7 @@ impl Blast {
                 .or(out.count.checked_sub(1));
             if let Some(i) = lowest {
                 self.stats.polls_sent += 1;
-                self.emit_fragment(mid, &mut out, i, true);
+                self.emit_fragment(now, mid, &mut out, i, true);
             }
             out.polls = out.polls.saturating_add(1);
             let backoff = 1u32 << out.polls.min(6);
@@ -1327,6 +1365,71 @@ mod tests {
         }
         let (delivered, _, _) = run(&mut a, &mut b, Instant::ZERO, |_, _| rng.random_bool(0.8));
         assert_eq!(delivered, vec![msg]);
+    }
+
+    #[test]
+    fn stalled_srr_spares_fragments_sent_less_than_a_round_trip_ago() {
+        let (mut a, _) = pair(BlastConfig {
+            window: 16,
+            ..BlastConfig::default()
+        });
+        let msg = payload(64 * DEFAULT_FRAGMENT_PAYLOAD, 8);
+        let info = a.send(Instant::ZERO, B, Arc::from(msg)).unwrap();
+        assert_eq!(drain(&mut a).len(), 16);
+        let srr = |prefix: u32, upto: u32, missing: &[u32], seen_seq: u32, stalled: bool| {
+            let mut bits = vec![0u8; bitmap_len(upto - prefix)];
+            for i in prefix..upto {
+                if !missing.contains(&i) {
+                    bits[((i - prefix) / 8) as usize] |= 1 << ((i - prefix) % 8);
+                }
+            }
+            Transmit {
+                destination: A,
+                protocol: ProtocolId::Rpc,
+                body: wire::encode_body(&BlastPacket::Srr(Srr {
+                    mid: info.mid,
+                    sender: inc(1),
+                    prefix,
+                    upto,
+                    received: Bytes(bits),
+                    seen_seq,
+                    complete: false,
+                    stalled,
+                }))
+                .unwrap(),
+            }
+        };
+        let indices = |ts: Vec<Transmit>| -> Vec<u32> {
+            ts.iter()
+                .map(|t| match decode(t) {
+                    BlastPacket::Fragment(f) => f.index,
+                    BlastPacket::Srr(_) => panic!(),
+                })
+                .collect()
+        };
+        // A progress SRR 20 ms after the first window: an RTT sample of 20 ms.
+        deliver(
+            Instant::from_millis(20),
+            &mut a,
+            B,
+            inc(2),
+            &srr(8, 8, &[], 7, false),
+        );
+        assert_eq!(indices(drain(&mut a)), (16..24).collect::<Vec<_>>());
+        // 5 ms later a stalled SRR (12 missing): 12 is resent, 16..24 (sent
+        // 5 ms ago, less than a round trip) are not; the 7 acknowledged
+        // slide the window (24..31).
+        let stalled = srr(8, 16, &[12], 15, true);
+        deliver(Instant::from_millis(25), &mut a, B, inc(2), &stalled);
+        let mut want = vec![12];
+        want.extend(24..31);
+        assert_eq!(indices(drain(&mut a)), want);
+        // Much later the same report: now everything missing is overdue.
+        deliver(Instant::from_millis(80), &mut a, B, inc(2), &stalled);
+        let mut want = vec![12];
+        want.extend(16..31);
+        assert_eq!(indices(drain(&mut a)), want);
+        assert!(a.outgoing.values().all(|o| o.in_flight() <= 16));
     }
 
     #[test]
