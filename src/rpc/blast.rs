@@ -47,6 +47,12 @@
 //!   the message). Without it, losing the final "complete" SRR of a 1 MiB
 //!   message would cost a DONE timeout and a retransmission of the whole
 //!   message by CHAN. Polls back off exponentially; DONE still bounds them.
+//! - **Long paths.** The sender measures the round trip (from the
+//!   transmission an SRR reports last) and sends its estimate in every
+//!   fragment; the receiver stretches LAST_FRAG and RETRY to at least twice
+//!   it, and the sender its POLL, so a path whose round trip exceeds the
+//!   configured timers (the window makes the receiver wait one round trip
+//!   per window) is not mistaken for a stalled one.
 //! - **One-fragment messages** carry no state on either side and are never
 //!   acknowledged by BLAST (CHAN's reply or ACK is the acknowledgement).
 //!
@@ -93,6 +99,10 @@ pub const MAX_FRAGMENTS: u32 = (MAX_MESSAGE / MIN_FRAGMENT_PAYLOAD) as u32;
 /// (at most 36 B in practice) and IPv6 + UDP headers (48 B) fits a 1500-byte
 /// Ethernet MTU (1476 B worst case).
 pub const DEFAULT_FRAGMENT_PAYLOAD: usize = 1300;
+
+/// Largest round-trip hint a receiver honours (10 s): an absurd hint cannot
+/// pin a reassembly for longer than a few times this.
+pub const MAX_RTT_HINT: Duration = Duration::from_secs(10);
 
 /// Default window: fragments sent but not yet acknowledged by an SRR.
 pub const DEFAULT_WINDOW: u32 = 128;
@@ -200,6 +210,10 @@ pub struct Fragment {
     pub seq: u32,
     /// "Answer with an SRR now" (the sender's POLL).
     pub poll: bool,
+    /// The sender's round-trip estimate in milliseconds (0: none yet); the
+    /// receiver stretches LAST_FRAG and RETRY to twice it (at most
+    /// [`MAX_RTT_HINT`]) so that a long path does not look stalled.
+    pub rtt_hint_ms: u32,
     /// The payload.
     pub data: Bytes,
 }
@@ -415,6 +429,8 @@ struct Reassembly {
     upto: u32,
     seen_seq: u32,
     new_since_srr: u32,
+    /// The sender's round-trip hint (clamped).
+    rtt_hint: Duration,
     /// RETRY is armed (instead of LAST_FRAG).
     retrying: bool,
     retry_expirations: u32,
@@ -549,6 +565,19 @@ impl Blast {
         dest: NodeId,
         message: Arc<[u8]>,
     ) -> Result<SendInfo, BlastError> {
+        self.send_with_rtt_hint(now, dest, message, None)
+    }
+
+    /// [`Blast::send`], with the round trip to `dest` as the layer above
+    /// knows it: until BLAST has measured its own, it uses this for POLL and
+    /// tells the receiver (see [`Fragment::rtt_hint_ms`]).
+    pub fn send_with_rtt_hint(
+        &mut self,
+        now: Instant,
+        dest: NodeId,
+        message: Arc<[u8]>,
+        rtt_hint: Option<Duration>,
+    ) -> Result<SendInfo, BlastError> {
         let len = message.len();
         if len > self.config.max_message {
             return Err(BlastError::TooLarge {
@@ -575,9 +604,9 @@ impl Blast {
             last_sent: vec![now; count as usize],
             next_seq: 0,
             max_reported_seq: None,
-            srtt: None,
+            srtt: rtt_hint.map(|r| r.min(MAX_RTT_HINT)),
             polls: 0,
-            poll_at: now + self.config.poll_timeout,
+            poll_at: now,
             done_at: now + self.config.done_timeout,
         };
         if count == 1 {
@@ -585,6 +614,8 @@ impl Blast {
             self.emit_fragment(now, mid, &mut out, 0, false);
             return Ok(SendInfo { mid, fragments: 1 });
         }
+        out.poll_at = now + Self::poll_timeout_for(&self.config, &out);
+        out.done_at = now + Self::done_timeout_for(&self.config, &out);
         self.fill_window(now, mid, &mut out);
         self.timers
             .set(TimerKey::Sender(mid), out.poll_at.min(out.done_at));
@@ -641,6 +672,9 @@ impl Blast {
             window: self.config.window,
             seq,
             poll,
+            rtt_hint_ms: out.srtt.map_or(0, |r| {
+                u32::try_from(r.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
             data: Bytes(out.data.get(start..end).unwrap_or_default().to_vec()),
         });
         self.stats.fragments_sent += 1;
@@ -807,6 +841,7 @@ impl Blast {
                         upto: 0,
                         seen_seq: 0,
                         new_since_srr: 0,
+                        rtt_hint: Duration::ZERO,
                         retrying: false,
                         retry_expirations: 0,
                         last_activity: now,
@@ -835,6 +870,9 @@ impl Blast {
         };
         r.seen_seq = r.seen_seq.max(f.seq);
         r.last_activity = now;
+        r.rtt_hint = Duration::from_millis(u64::from(f.rtt_hint_ms)).min(MAX_RTT_HINT);
+        let last_frag_timeout = self.config.last_frag_timeout.max(r.rtt_hint * 2);
+        let retry_timeout = self.config.retry_timeout.max(r.rtt_hint * 2);
         if is_new {
             r.frags.insert(f.index, f.data.0);
             r.bytes += len;
@@ -859,18 +897,18 @@ impl Blast {
         if f.poll || last {
             r.new_since_srr = 0;
             r.retrying = true;
-            timer_at = now + self.config.retry_timeout;
+            timer_at = now + retry_timeout;
         } else if progress {
             r.new_since_srr = 0;
-            timer_at = now + self.config.last_frag_timeout;
+            timer_at = now + last_frag_timeout;
         } else {
             timer_at = if r.retrying && !is_new {
                 // A duplicate does not postpone a running RETRY.
                 self.timers
                     .get(&TimerKey::Receiver(key))
-                    .unwrap_or(now + self.config.retry_timeout)
+                    .unwrap_or(now + retry_timeout)
             } else {
-                now + self.config.last_frag_timeout
+                now + last_frag_timeout
             };
         }
         self.timers.set(TimerKey::Receiver(key), timer_at);
@@ -993,16 +1031,30 @@ impl Blast {
         }
         self.fill_window(now, s.mid, &mut out);
         out.polls = 0;
-        out.poll_at = now + self.config.poll_timeout;
+        out.poll_at = now + Self::poll_timeout_for(&self.config, &out);
         if out.acked_count > acked_before {
             // DONE measures silence *without progress*: an SRR that
             // acknowledges nothing new does not postpone it, so a path that
             // loses every data fragment still ends in a give-up.
-            out.done_at = now + self.config.done_timeout;
+            out.done_at = now + Self::done_timeout_for(&self.config, &out);
         }
         self.timers
             .set(TimerKey::Sender(s.mid), out.poll_at.min(out.done_at));
         self.outgoing.insert(s.mid, out);
+    }
+
+    /// POLL: the configured time, or twice the round trip if longer.
+    fn poll_timeout_for(config: &BlastConfig, out: &Outgoing) -> Duration {
+        config
+            .poll_timeout
+            .max(out.srtt.map_or(Duration::ZERO, |r| r * 2))
+    }
+
+    /// DONE: the configured time, or four round trips if longer.
+    fn done_timeout_for(config: &BlastConfig, out: &Outgoing) -> Duration {
+        config
+            .done_timeout
+            .max(out.srtt.map_or(Duration::ZERO, |r| r * 4))
     }
 
     /// Sends fragments while the window admits them.
@@ -1047,7 +1099,7 @@ impl Blast {
             }
             out.polls = out.polls.saturating_add(1);
             let backoff = 1u32 << out.polls.min(6);
-            out.poll_at = now + self.config.poll_timeout.saturating_mul(backoff);
+            out.poll_at = now + Self::poll_timeout_for(&self.config, &out).saturating_mul(backoff);
         }
         self.timers
             .set(TimerKey::Sender(mid), out.poll_at.min(out.done_at));
@@ -1072,8 +1124,9 @@ impl Blast {
             r.retry_expirations = 0;
         }
         r.new_since_srr = 0;
+        let retry_timeout = self.config.retry_timeout.max(r.rtt_hint * 2);
         self.timers
-            .set(TimerKey::Receiver(key), now + self.config.retry_timeout);
+            .set(TimerKey::Receiver(key), now + retry_timeout);
         self.send_srr(&key, true);
     }
 }
@@ -1278,6 +1331,7 @@ mod tests {
             window: MAX_FRAGMENTS,
             seq: u32::MAX,
             poll: true,
+            rtt_hint_ms: u32::MAX,
             data: Bytes(vec![0; DEFAULT_FRAGMENT_PAYLOAD]),
         });
         let body = wire::encode_body(&f).unwrap();
@@ -1552,6 +1606,7 @@ mod tests {
             window: 128,
             seq: 0,
             poll: false,
+            rtt_hint_ms: 0,
             data: Bytes(vec![7; 512]),
         }))
         .unwrap()
@@ -1665,6 +1720,7 @@ mod tests {
             window: 128,
             seq: 0,
             poll: false,
+            rtt_hint_ms: 3,
             data: Bytes(vec![0; 512]),
         };
         let cases: Vec<(Fragment, &str)> = vec![

@@ -253,6 +253,9 @@ pub struct Request {
     pub acks: Vec<u64>,
     /// How much longer (ms) the client may ask for the reply.
     pub patience_ms: u32,
+    /// The client's round-trip estimate to the server in ms (0: none), for
+    /// the BLAST transfer of a large reply.
+    pub rtt_hint_ms: u32,
     /// The argument.
     pub body: Bytes,
 }
@@ -541,6 +544,8 @@ enum Entry {
 #[derive(Debug)]
 struct ClientState {
     incarnation: Incarnation,
+    /// The client's round-trip estimate (clamped), if it sent one.
+    rtt_hint: Option<Duration>,
     low: u64,
     entries: BTreeMap<u64, Entry>,
     saved: usize,
@@ -709,9 +714,25 @@ impl Chan {
         self.send_bytes(now, to, Arc::from(bytes))
     }
 
+    /// Our idea of the round trip to `node`, for BLAST (whose first window
+    /// waits on it): the estimate if there is one, else the current
+    /// (backed-off) RTO as a client, else what the client told us in its
+    /// last request as a server.
+    fn rtt_hint(&self, node: NodeId) -> Option<Duration> {
+        match self.peers.get(&node) {
+            Some(p) => Some(
+                p.rtt
+                    .estimated()
+                    .unwrap_or_else(|| self.backed_off_rto(node, 0)),
+            ),
+            None => self.clients.get(&node).and_then(|c| c.rtt_hint),
+        }
+    }
+
     /// Sends an encoded message; returns the BLAST id if it is multi-fragment.
     fn send_bytes(&mut self, now: Instant, to: NodeId, bytes: Arc<[u8]>) -> Option<u64> {
-        match self.blast.send(now, to, bytes) {
+        let hint = self.rtt_hint(to);
+        match self.blast.send_with_rtt_hint(now, to, bytes, hint) {
             Ok(info) if info.fragments > 1 => Some(info.mid),
             Ok(_) => None,
             Err(_) => {
@@ -903,6 +924,9 @@ impl Chan {
         let procedure = c.procedure;
         let (acks, done_below) = self.take_acks(node);
         let patience_ms = self.patience_ms(now, mid);
+        let rtt_hint_ms = self
+            .rtt_hint(node)
+            .map_or(0, |r| u32::try_from(r.as_millis()).unwrap_or(u32::MAX));
         let msg = ChanMessage::Request(Request {
             mid,
             client: self.incarnation,
@@ -911,6 +935,7 @@ impl Chan {
             done_below,
             acks,
             patience_ms,
+            rtt_hint_ms,
             body: Bytes(body),
         });
         let encoded = match wire::encode_body(&msg) {
@@ -1316,6 +1341,14 @@ impl Chan {
         if !self.client_state(now, from, req.client) {
             return;
         }
+        if let Some(s) = self.clients.get_mut(&from) {
+            if req.rtt_hint_ms > 0 {
+                s.rtt_hint = Some(
+                    Duration::from_millis(u64::from(req.rtt_hint_ms))
+                        .min(super::blast::MAX_RTT_HINT),
+                );
+            }
+        }
         for &m in &req.acks {
             self.mark_done(from, m);
         }
@@ -1439,6 +1472,7 @@ impl Chan {
             from,
             ClientState {
                 incarnation: client,
+                rtt_hint: None,
                 low: 0,
                 entries: BTreeMap::new(),
                 saved: 0,

@@ -1112,6 +1112,56 @@ fn same_seed_same_trace() {
     assert_ne!(trace(5), trace(6));
 }
 
+#[test]
+fn a_long_lossless_path_causes_no_spurious_retransmissions() {
+    let (mut w, _) = world(2, RpcConfig::default());
+    w.net.min_delay = ms(80);
+    w.net.max_delay = ms(80);
+    w.rpc(2)
+        .register(20u16, |_, b| HandlerResult::Reply(b.to_vec()));
+    let now = w.now;
+    let body = tagged(1, 1 << 20);
+    let c = w
+        .rpc(1)
+        .call(now, node(2), 20u16, body.clone(), CallOptions::default());
+    let (r, at) = w.await_call(1, c);
+    assert_eq!(r, Ok(body));
+    // Hello/Iam, then about 7 windows of 128 fragments each way.
+    assert!(at < Instant::from_millis(2500), "{at:?}");
+    let (s1, s2) = (w.rpc(1).stats(), w.rpc(2).stats());
+    assert_eq!(s1.blast.fragments_retransmitted, 0);
+    assert_eq!(s2.blast.fragments_retransmitted, 0);
+    assert_eq!(s1.blast.polls_sent + s2.blast.polls_sent, 0);
+    // Only the first Hello, whose initial RTO (100 ms) is below this
+    // path's round trip (160 ms).
+    assert_eq!(s1.chan.retransmissions, 1);
+    assert_eq!(w.net.sent("Hello").len(), 2);
+}
+
+#[test]
+fn a_path_longer_than_the_blast_timers_still_carries_a_mebibyte() {
+    // One-way 400 ms: the receiver waits 800 ms between windows, more than
+    // LAST_FRAG plus three RETRYs (350 ms) with the default timers.
+    let (mut w, _) = world(2, RpcConfig::default());
+    w.net.min_delay = ms(400);
+    w.net.max_delay = ms(400);
+    w.rpc(2)
+        .register(20u16, |_, b| HandlerResult::Reply(b.to_vec()));
+    let now = w.now;
+    let body = tagged(1, 1 << 20);
+    let c = w
+        .rpc(1)
+        .call(now, node(2), 20u16, body.clone(), CallOptions::default());
+    let (r, _) = w.await_call(1, c);
+    assert_eq!(r, Ok(body));
+    let (s1, s2) = (w.rpc(1).stats(), w.rpc(2).stats());
+    for s in [&s1, &s2] {
+        assert_eq!(s.blast.reassemblies_given_up, 0);
+        assert_eq!(s.blast.reassemblies_started, 1);
+        assert_eq!(s.blast.fragments_retransmitted, 0);
+    }
+}
+
 // ------------------------------------------------------------ random runs
 
 /// Many seeds, three endpoints, 30% loss, 10% duplication, reordering,
@@ -1381,10 +1431,22 @@ fn arb_blast() -> impl Strategy<Value = BlastPacket> {
             any::<u32>(),
             any::<u32>(),
             any::<bool>(),
+            any::<u32>(),
             arb_bytes(3000)
         )
             .prop_map(
-                |(mid, index, count, frag_size, total_len, window, seq, poll, data)| {
+                |(
+                    mid,
+                    index,
+                    count,
+                    frag_size,
+                    total_len,
+                    window,
+                    seq,
+                    poll,
+                    rtt_hint_ms,
+                    data,
+                )| {
                     BlastPacket::Fragment(blast::Fragment {
                         mid,
                         index,
@@ -1394,6 +1456,7 @@ fn arb_blast() -> impl Strategy<Value = BlastPacket> {
                         window,
                         seq,
                         poll,
+                        rtt_hint_ms,
                         data,
                     })
                 }
@@ -1446,10 +1509,21 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
             any::<u64>(),
             prop::collection::vec(any::<u64>(), 0..80),
             any::<u32>(),
+            any::<u32>(),
             arb_bytes(2000)
         )
             .prop_map(
-                |(mid, client, server, procedure, done_below, acks, patience_ms, body)| {
+                |(
+                    mid,
+                    client,
+                    server,
+                    procedure,
+                    done_below,
+                    acks,
+                    patience_ms,
+                    rtt_hint_ms,
+                    body,
+                )| {
                     ChanMessage::Request(Request {
                         mid,
                         client,
@@ -1458,6 +1532,7 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
                         done_below,
                         acks,
                         patience_ms,
+                        rtt_hint_ms,
                         body,
                     })
                 }
@@ -1508,6 +1583,7 @@ fn wrap(m: &ChanMessage) -> Vec<u8> {
         window: 128,
         seq: 0,
         poll: false,
+        rtt_hint_ms: 0,
         data: Bytes(data),
     }))
     .unwrap()
