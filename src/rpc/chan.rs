@@ -126,8 +126,10 @@ pub struct RequestToken(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CallOptions {
     /// Overall time limit counted from the call (default
-    /// [`ChanConfig::call_timeout`]); `Some(Duration::MAX)` for none, in
-    /// which case only the retry counts (and probes) bound the call.
+    /// [`ChanConfig::call_timeout`]); `Some(Duration::MAX)` for none: then
+    /// the retry counts bound an unanswered call, but a call whose server
+    /// keeps answering probes (a deferred handler that has not responded
+    /// yet) lasts as long as that.
     pub timeout: Option<Duration>,
     /// An absolute deadline; the earlier of this and `timeout` applies.
     pub deadline: Option<Instant>,
