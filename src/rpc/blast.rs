@@ -1,0 +1,2005 @@
+//! BLAST: fragmentation, reassembly and selective retransmission of messages
+//! larger than one datagram (seed 004, section 5.3.1, "BLAST Algorithm" and
+//! "BLAST Message Format").
+//!
+//! A message of up to [`BlastConfig::max_message`] bytes (at most
+//! [`wire::MAX_MESSAGE`], 4 MiB) is cut into fragments of
+//! [`BlastConfig::fragment_payload`] bytes; every fragment is one datagram
+//! whose body is a [`BlastPacket::Fragment`]. The receiver answers with
+//! selective retransmission requests ([`BlastPacket::Srr`]) that say which
+//! fragments arrived; the sender retransmits exactly the missing ones.
+//!
+//! Timers, as in the book:
+//!
+//! - receiver, **LAST_FRAG**: re-armed by every new fragment; when it expires
+//!   the receiver sends an SRR and arms RETRY;
+//! - receiver, **RETRY**: armed by the LAST_FRAG SRR and by the SRR sent when
+//!   the last fragment arrives with others missing; the first
+//!   `max_srr_retries - 1` expirations resend the SRR, the next one gives up
+//!   and frees the fragments (with the default of 3: "at most 3 times");
+//! - sender, **DONE**: re-armed by every SRR that acknowledges something
+//!   new; when it expires the sender gives up and frees its copy
+//!   ([`BlastEvent::Abandoned`]).
+//!
+//! Deviations from the book, and why:
+//!
+//! - **Window.** The book sends all fragments back to back; a 1 MiB message
+//!   is ~800 datagrams, more than a ~200 KB kernel socket buffer holds. The
+//!   sender keeps at most [`BlastConfig::window`] fragments sent but not yet
+//!   acknowledged, and the receiver sends a progress SRR every `window / 2`
+//!   new fragments (the window travels in every fragment header), besides
+//!   the book's SRRs on the last fragment and on LAST_FRAG.
+//! - **SRR format.** The book's 32-bit `FragMask` limits a message to 32
+//!   fragments. An [`Srr`] carries a contiguous prefix count and a bitmap of
+//!   the range after it (at most [`MAX_FRAGMENTS`] bits, 1 KiB), plus the
+//!   highest per-transmission sequence number seen, so the sender resends a
+//!   missing fragment only if something it sent *later* arrived (no duplicate
+//!   resends when two SRRs cross a retransmission). An SRR sent by a timer
+//!   (or in answer to a POLL) is marked `stalled`: then every missing
+//!   fragment sent more than about one round trip ago is resent (the sender
+//!   measures the round trip from the transmission an SRR reports last), so
+//!   a LAST_FRAG that fires early on a long path does not resend fragments
+//!   still on their way.
+//! - **POLL.** When no SRR arrives for [`BlastConfig::poll_timeout`] (the
+//!   last SRR or the whole tail of the window was lost), the sender resends
+//!   its lowest unacknowledged fragment flagged `poll`, which the receiver
+//!   answers with an SRR at once (a "complete" SRR if it already delivered
+//!   the message). Without it, losing the final "complete" SRR of a 1 MiB
+//!   message would cost a DONE timeout and a retransmission of the whole
+//!   message by CHAN. Polls back off exponentially; DONE still bounds them.
+//! - **Long paths.** The sender measures the round trip (from the
+//!   transmission an SRR reports last) and sends its estimate in every
+//!   fragment; the receiver stretches LAST_FRAG and RETRY to at least twice
+//!   it, and the sender its POLL, so a path whose round trip exceeds the
+//!   configured timers (the window makes the receiver wait one round trip
+//!   per window) is not mistaken for a stalled one.
+//! - **One-fragment messages** carry no state on either side and are never
+//!   acknowledged by BLAST (CHAN's reply or ACK is the acknowledgement).
+//!
+//! Bounds on the receiver (all in [`BlastConfig`]): concurrent reassemblies
+//! per peer and in total, and buffered bytes in total; when a new reassembly
+//! or fragment does not fit, the least recently active *other* reassembly is
+//! evicted (counted in [`BlastStats::reassemblies_evicted`]), so a flood of
+//! first fragments from many fake peers displaces idle entries, not the
+//! transfers that are making progress. Fragment headers with impossible
+//! counts, sizes, offsets or lengths are dropped and counted by kind. The
+//! ids of recently completed messages are remembered (a bounded number per
+//! peer, for a bounded number of peers) so that a late fragment of a
+//! delivered message is answered with a "complete" SRR instead of starting a
+//! new reassembly.
+
+use super::bytes::Bytes;
+use super::timers::Timers;
+use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::sansio::{Core, Incoming, Transmit};
+use crate::time::Instant;
+use crate::wire::{self, DropCounters, MAX_BODY, MAX_MESSAGE};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Upper bound on the bytes an encoded [`BlastPacket::Fragment`] adds to its
+/// payload (enum tag, varint header fields, the payload's length prefix).
+pub const FRAGMENT_OVERHEAD: usize = 48;
+
+/// Smallest fragment payload for a message of more than one fragment. It
+/// bounds the number of fragments of a message to [`MAX_FRAGMENTS`].
+pub const MIN_FRAGMENT_PAYLOAD: usize = 512;
+
+/// Largest fragment payload: a fragment must fit in one datagram body.
+pub const MAX_FRAGMENT_PAYLOAD: usize = MAX_BODY - FRAGMENT_OVERHEAD;
+
+/// Largest number of fragments of one message (4 MiB / 512 B = 8192).
+pub const MAX_FRAGMENTS: u32 = (MAX_MESSAGE / MIN_FRAGMENT_PAYLOAD) as u32;
+
+/// Default fragment payload: 1300 bytes, so that a fragment with the wire
+/// header (68 B), the authentication trailer (24 B), the fragment header
+/// (at most 36 B in practice) and IPv6 + UDP headers (48 B) fits a 1500-byte
+/// Ethernet MTU (1476 B worst case).
+pub const DEFAULT_FRAGMENT_PAYLOAD: usize = 1300;
+
+/// Largest round-trip hint a receiver honours (10 s): an absurd hint cannot
+/// pin a reassembly for longer than a few times this.
+pub const MAX_RTT_HINT: Duration = Duration::from_secs(10);
+
+/// Default window: fragments sent but not yet acknowledged by an SRR.
+pub const DEFAULT_WINDOW: u32 = 128;
+
+/// BLAST settings. Every field has a documented default
+/// ([`BlastConfig::default`]); out-of-range values are clamped when the
+/// core is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlastConfig {
+    /// Payload bytes per fragment. Default [`DEFAULT_FRAGMENT_PAYLOAD`]
+    /// (1300); clamped to [`MIN_FRAGMENT_PAYLOAD`]..=[`MAX_FRAGMENT_PAYLOAD`].
+    pub fragment_payload: usize,
+    /// Most fragments in flight (sent, not acknowledged) per message.
+    /// Default [`DEFAULT_WINDOW`] (128); clamped to 2..=[`MAX_FRAGMENTS`].
+    pub window: u32,
+    /// Receiver LAST_FRAG timer: silence after the last fragment before an
+    /// SRR is sent. Default 50 ms.
+    pub last_frag_timeout: Duration,
+    /// Receiver RETRY timer: between SRRs once stalled. Default 100 ms.
+    pub retry_timeout: Duration,
+    /// Receiver: RETRY expirations before giving up (the last one gives up).
+    /// Default 3.
+    pub max_srr_retries: u32,
+    /// Sender POLL timer: silence before soliciting an SRR. Default 200 ms,
+    /// doubling after every unanswered poll.
+    pub poll_timeout: Duration,
+    /// Sender DONE timer: silence (no SRR) before giving up. Default 2 s.
+    pub done_timeout: Duration,
+    /// Largest message sent or reassembled. Default and maximum
+    /// [`wire::MAX_MESSAGE`] (4 MiB).
+    pub max_message: usize,
+    /// Most concurrent reassemblies from one peer. Default 16.
+    pub max_reassemblies_per_peer: usize,
+    /// Most concurrent reassemblies in total. Default 128.
+    pub max_reassemblies: usize,
+    /// Most fragment bytes buffered by all reassemblies. Default 32 MiB.
+    pub max_reassembly_bytes: usize,
+    /// Completed message ids remembered per peer. Default 64.
+    pub completed_per_peer: usize,
+    /// Peers whose completed message ids are remembered. Default 1024.
+    pub max_completed_peers: usize,
+}
+
+impl Default for BlastConfig {
+    fn default() -> Self {
+        BlastConfig {
+            fragment_payload: DEFAULT_FRAGMENT_PAYLOAD,
+            window: DEFAULT_WINDOW,
+            last_frag_timeout: Duration::from_millis(50),
+            retry_timeout: Duration::from_millis(100),
+            max_srr_retries: 3,
+            poll_timeout: Duration::from_millis(200),
+            done_timeout: Duration::from_secs(2),
+            max_message: MAX_MESSAGE,
+            max_reassemblies_per_peer: 16,
+            max_reassemblies: 128,
+            max_reassembly_bytes: 32 * 1024 * 1024,
+            completed_per_peer: 64,
+            max_completed_peers: 1024,
+        }
+    }
+}
+
+impl BlastConfig {
+    /// This configuration with every field clamped to its valid range.
+    pub fn sanitized(&self) -> BlastConfig {
+        let ms1 = Duration::from_millis(1);
+        BlastConfig {
+            fragment_payload: self
+                .fragment_payload
+                .clamp(MIN_FRAGMENT_PAYLOAD, MAX_FRAGMENT_PAYLOAD),
+            window: self.window.clamp(2, MAX_FRAGMENTS),
+            last_frag_timeout: self.last_frag_timeout.max(ms1),
+            retry_timeout: self.retry_timeout.max(ms1),
+            max_srr_retries: self.max_srr_retries.max(1),
+            poll_timeout: self.poll_timeout.max(ms1),
+            done_timeout: self.done_timeout.max(ms1),
+            max_message: self.max_message.min(MAX_MESSAGE),
+            max_reassemblies_per_peer: self.max_reassemblies_per_peer.max(1),
+            max_reassemblies: self.max_reassemblies.max(1),
+            max_reassembly_bytes: self.max_reassembly_bytes.max(MAX_FRAGMENT_PAYLOAD),
+            completed_per_peer: self.completed_per_peer.max(1),
+            max_completed_peers: self.max_completed_peers.max(1),
+        }
+    }
+}
+
+/// One fragment of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragment {
+    /// The message id, unique per sender incarnation (the book's MID).
+    pub mid: u64,
+    /// Which fragment, `0..count`.
+    pub index: u32,
+    /// Fragments in the message (the book's NumFrags).
+    pub count: u32,
+    /// Payload bytes of every fragment but the last.
+    pub frag_size: u32,
+    /// Bytes in the whole message.
+    pub total_len: u32,
+    /// The sender's window: the receiver sends a progress SRR every
+    /// `window / 2` new fragments.
+    pub window: u32,
+    /// Per-message transmission counter (every send and resend gets the next).
+    pub seq: u32,
+    /// "Answer with an SRR now" (the sender's POLL).
+    pub poll: bool,
+    /// The sender's round-trip estimate in milliseconds (0: none yet); the
+    /// receiver stretches LAST_FRAG and RETRY to twice it (at most
+    /// [`MAX_RTT_HINT`]) so that a long path does not look stalled.
+    pub rtt_hint_ms: u32,
+    /// The payload.
+    pub data: Bytes,
+}
+
+/// A selective retransmission request: which fragments of `mid` arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Srr {
+    /// The message.
+    pub mid: u64,
+    /// The sender's incarnation as the receiver saw it, so a restarted
+    /// sender never takes an SRR for its previous life's message.
+    pub sender: Incarnation,
+    /// Fragments `0..prefix` all arrived.
+    pub prefix: u32,
+    /// The bitmap covers `prefix..upto`; nothing at or above `upto` arrived.
+    pub upto: u32,
+    /// Bit `i` (LSB first) set: fragment `prefix + i` arrived.
+    pub received: Bytes,
+    /// The highest fragment `seq` the receiver has seen.
+    pub seen_seq: u32,
+    /// All fragments arrived: the message was delivered.
+    pub complete: bool,
+    /// Sent by a receiver timer (LAST_FRAG, RETRY) or in answer to a POLL:
+    /// resend every unacknowledged fragment.
+    pub stalled: bool,
+}
+
+/// The body of every datagram with protocol [`ProtocolId::Rpc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlastPacket {
+    /// Data (the book's `Type = DATA`).
+    Fragment(Fragment),
+    /// A selective retransmission request (the book's `Type = SRR`).
+    Srr(Srr),
+}
+
+/// What BLAST reports to the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlastEvent {
+    /// A whole message arrived.
+    Delivered {
+        /// The sender.
+        from: NodeId,
+        /// The sender's incarnation (from the packet header).
+        from_incarnation: Incarnation,
+        /// The reassembled message.
+        message: Vec<u8>,
+    },
+    /// The receiver confirmed every fragment of a multi-fragment message.
+    Acked {
+        /// The destination.
+        to: NodeId,
+        /// The message id returned by [`Blast::send`].
+        mid: u64,
+    },
+    /// DONE expired: the sender gave up on a multi-fragment message.
+    Abandoned {
+        /// The destination.
+        to: NodeId,
+        /// The message id returned by [`Blast::send`].
+        mid: u64,
+    },
+}
+
+/// Why [`Blast::send`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BlastError {
+    /// Larger than [`BlastConfig::max_message`].
+    #[error("message of {len} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// Bytes allowed.
+        limit: usize,
+    },
+}
+
+/// What [`Blast::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendInfo {
+    /// The message id (appears in [`BlastEvent::Acked`] / `Abandoned`).
+    pub mid: u64,
+    /// Number of fragments; 1 means no state was kept and no event follows.
+    pub fragments: u32,
+}
+
+/// BLAST counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlastStats {
+    /// Messages handed to [`Blast::send`].
+    pub messages_sent: u64,
+    /// Of which fit in one fragment.
+    pub single_fragment_messages: u64,
+    /// Fragment datagrams transmitted (first sends, resends and polls).
+    pub fragments_sent: u64,
+    /// Of which were resends requested by an SRR.
+    pub fragments_retransmitted: u64,
+    /// Of which were POLLs.
+    pub polls_sent: u64,
+    /// Multi-fragment messages fully acknowledged.
+    pub messages_acked: u64,
+    /// Multi-fragment messages given up by DONE.
+    pub messages_abandoned: u64,
+    /// SRRs transmitted.
+    pub srrs_sent: u64,
+    /// SRRs accepted.
+    pub srrs_received: u64,
+    /// SRRs for messages no longer (or never) held (e.g. duplicates).
+    pub srrs_unknown: u64,
+    /// Messages delivered up.
+    pub messages_delivered: u64,
+    /// Reassemblies begun.
+    pub reassemblies_started: u64,
+    /// Reassemblies completed.
+    pub reassemblies_completed: u64,
+    /// Reassemblies freed after the last RETRY.
+    pub reassemblies_given_up: u64,
+    /// Reassemblies evicted to admit another (limits).
+    pub reassemblies_evicted: u64,
+    /// Fragments already held, or of an already delivered message.
+    pub duplicate_fragments: u64,
+    /// Dropped datagrams and fragments, by kind.
+    pub drops: DropCounters,
+}
+
+type ReasmKey = (NodeId, Incarnation, u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Sender(u64),
+    Receiver(ReasmKey),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FragState {
+    /// Not sent yet, or to be sent again because the receiver lost it after
+    /// acknowledging it.
+    Unsent,
+    /// Sent, not acknowledged: counts against the window.
+    InFlight,
+    /// Acknowledged by an SRR.
+    Acked,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    dest: NodeId,
+    data: Arc<[u8]>,
+    count: u32,
+    frag_size: u32,
+    state: Vec<FragState>,
+    in_flight: u32,
+    acked_count: u32,
+    /// Fragments `0..next_new` have been sent at least once.
+    next_new: u32,
+    /// Fragments below `next_new` that are `Unsent` again.
+    requeued: BTreeSet<u32>,
+    last_seq: Vec<u32>,
+    last_sent: Vec<Instant>,
+    next_seq: u32,
+    max_reported_seq: Option<u32>,
+    /// Smoothed time from sending a fragment to an SRR reporting it.
+    srtt: Option<Duration>,
+    polls: u32,
+    poll_at: Instant,
+    done_at: Instant,
+}
+
+impl Outgoing {
+    fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// The next fragment the window may admit.
+    fn next_unsent(&mut self) -> Option<u32> {
+        if let Some(i) = self.requeued.pop_first() {
+            return Some(i);
+        }
+        if self.next_new < self.count {
+            self.next_new += 1;
+            return Some(self.next_new - 1);
+        }
+        None
+    }
+
+    fn set_state(&mut self, i: u32, new: FragState) {
+        let Some(st) = self.state.get_mut(i as usize) else {
+            return;
+        };
+        let old = std::mem::replace(st, new);
+        match old {
+            FragState::InFlight => self.in_flight = self.in_flight.saturating_sub(1),
+            FragState::Acked => self.acked_count = self.acked_count.saturating_sub(1),
+            FragState::Unsent => {}
+        }
+        match new {
+            FragState::InFlight => self.in_flight += 1,
+            FragState::Acked => self.acked_count += 1,
+            FragState::Unsent => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reassembly {
+    count: u32,
+    frag_size: u32,
+    total_len: u32,
+    window: u32,
+    frags: BTreeMap<u32, Vec<u8>>,
+    bytes: usize,
+    prefix: u32,
+    upto: u32,
+    seen_seq: u32,
+    new_since_srr: u32,
+    /// The sender's round-trip hint (clamped).
+    rtt_hint: Duration,
+    /// RETRY is armed (instead of LAST_FRAG).
+    retrying: bool,
+    retry_expirations: u32,
+    last_activity: Instant,
+}
+
+#[derive(Debug, Default)]
+struct CompletedPeer {
+    last_used: u64,
+    recent: VecDeque<(Incarnation, u64)>,
+}
+
+/// The BLAST core. It implements [`Core`] on its own (for tests and for
+/// protocols that want bare fragmentation); CHAN drives one inside.
+#[derive(Debug)]
+pub struct Blast {
+    incarnation: Incarnation,
+    config: BlastConfig,
+    next_mid: u64,
+    outgoing: BTreeMap<u64, Outgoing>,
+    incoming: BTreeMap<ReasmKey, Reassembly>,
+    per_peer: BTreeMap<NodeId, usize>,
+    buffered: usize,
+    completed: BTreeMap<NodeId, CompletedPeer>,
+    completed_clock: u64,
+    timers: Timers<TimerKey>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<BlastEvent>,
+    stats: BlastStats,
+}
+
+fn bitmap_len(bits: u32) -> usize {
+    (bits as usize).div_ceil(8)
+}
+
+fn bit(bitmap: &[u8], i: u32) -> bool {
+    bitmap
+        .get((i / 8) as usize)
+        .is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
+
+/// Why a fragment header is impossible, as a drop-counter kind.
+fn check_fragment(f: &Fragment, max_message: usize) -> Result<(), &'static str> {
+    let total = u64::from(f.total_len);
+    if total > max_message as u64 {
+        return Err("fragment_message_too_large");
+    }
+    if f.count == 0 || f.count > MAX_FRAGMENTS || f.index >= f.count {
+        return Err("absurd_fragment_index");
+    }
+    let fs = u64::from(f.frag_size);
+    if fs == 0 || fs > MAX_FRAGMENT_PAYLOAD as u64 {
+        return Err("absurd_fragment_size");
+    }
+    if f.count > 1 && fs < MIN_FRAGMENT_PAYLOAD as u64 {
+        return Err("absurd_fragment_size");
+    }
+    let expected_count = if total == 0 { 1 } else { total.div_ceil(fs) };
+    if expected_count != u64::from(f.count) {
+        return Err("absurd_fragment_count");
+    }
+    let start = u64::from(f.index) * fs;
+    let len = fs.min(total.saturating_sub(start));
+    if f.data.len() as u64 != len {
+        return Err("absurd_fragment_length");
+    }
+    Ok(())
+}
+
+impl Blast {
+    /// A BLAST endpoint for this node's `incarnation`. `initial_mid` seeds
+    /// the message-id counter (drawn from the owner's seeded RNG).
+    pub fn new(incarnation: Incarnation, config: BlastConfig, initial_mid: u64) -> Self {
+        Blast {
+            incarnation,
+            config: config.sanitized(),
+            next_mid: initial_mid,
+            outgoing: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            per_peer: BTreeMap::new(),
+            buffered: 0,
+            completed: BTreeMap::new(),
+            completed_clock: 0,
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: BlastStats::default(),
+        }
+    }
+
+    /// The (sanitized) configuration.
+    pub fn config(&self) -> &BlastConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &BlastStats {
+        &self.stats
+    }
+
+    /// Fragments a message would take with this configuration.
+    pub fn fragments_for(&self, len: usize) -> u32 {
+        let n = len.div_ceil(self.config.fragment_payload).max(1);
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Multi-fragment messages still held by the sender.
+    pub fn outgoing_len(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Reassemblies in progress.
+    pub fn reassemblies_len(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Fragment bytes buffered by reassemblies.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// Whether the sender still holds multi-fragment message `mid`.
+    pub fn is_sending(&self, mid: u64) -> bool {
+        self.outgoing.contains_key(&mid)
+    }
+
+    /// Sends `message` to `dest`: fragments it and transmits the first
+    /// window. A one-fragment message is sent and forgotten.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        dest: NodeId,
+        message: Arc<[u8]>,
+    ) -> Result<SendInfo, BlastError> {
+        self.send_with_rtt_hint(now, dest, message, None)
+    }
+
+    /// [`Blast::send`], with the round trip to `dest` as the layer above
+    /// knows it: until BLAST has measured its own, it uses this for POLL and
+    /// tells the receiver (see [`Fragment::rtt_hint_ms`]).
+    pub fn send_with_rtt_hint(
+        &mut self,
+        now: Instant,
+        dest: NodeId,
+        message: Arc<[u8]>,
+        rtt_hint: Option<Duration>,
+    ) -> Result<SendInfo, BlastError> {
+        let len = message.len();
+        if len > self.config.max_message {
+            return Err(BlastError::TooLarge {
+                len,
+                limit: self.config.max_message,
+            });
+        }
+        let count = self.fragments_for(len);
+        let mid = self.next_mid;
+        self.next_mid = self.next_mid.wrapping_add(1);
+        self.stats.messages_sent += 1;
+        let frag_size = self.config.fragment_payload as u32;
+        let mut out = Outgoing {
+            dest,
+            data: message,
+            count,
+            frag_size,
+            state: vec![FragState::Unsent; count as usize],
+            in_flight: 0,
+            acked_count: 0,
+            next_new: 0,
+            requeued: BTreeSet::new(),
+            last_seq: vec![0; count as usize],
+            last_sent: vec![now; count as usize],
+            next_seq: 0,
+            max_reported_seq: None,
+            srtt: rtt_hint.map(|r| r.min(MAX_RTT_HINT)),
+            polls: 0,
+            poll_at: now,
+            done_at: now + self.config.done_timeout,
+        };
+        if count == 1 {
+            self.stats.single_fragment_messages += 1;
+            self.emit_fragment(now, mid, &mut out, 0, false);
+            return Ok(SendInfo { mid, fragments: 1 });
+        }
+        out.poll_at = now + Self::poll_timeout_for(&self.config, &out);
+        out.done_at = now + Self::done_timeout_for(&self.config, &out);
+        self.fill_window(now, mid, &mut out);
+        self.timers
+            .set(TimerKey::Sender(mid), out.poll_at.min(out.done_at));
+        self.outgoing.insert(mid, out);
+        Ok(SendInfo {
+            mid,
+            fragments: count,
+        })
+    }
+
+    /// Stops sending `mid` (no event follows). Returns whether it was held.
+    pub fn cancel(&mut self, mid: u64) -> bool {
+        self.timers.cancel(&TimerKey::Sender(mid));
+        self.outgoing.remove(&mid).is_some()
+    }
+
+    fn push_packet(&mut self, dest: NodeId, packet: &BlastPacket) {
+        match wire::encode_body(packet) {
+            Ok(body) if body.len() <= MAX_BODY => self.transmits.push_back(Transmit {
+                destination: dest,
+                protocol: ProtocolId::Rpc,
+                body,
+            }),
+            // Unreachable with sanitized limits; counted rather than panicking.
+            _ => self.stats.drops.record_kind("encode_failed"),
+        }
+    }
+
+    fn emit_fragment(
+        &mut self,
+        now: Instant,
+        mid: u64,
+        out: &mut Outgoing,
+        index: u32,
+        poll: bool,
+    ) {
+        let fs = out.frag_size as usize;
+        let start = (index as usize).saturating_mul(fs).min(out.data.len());
+        let end = start.saturating_add(fs).min(out.data.len());
+        let seq = out.next_seq;
+        out.next_seq = out.next_seq.saturating_add(1);
+        if let Some(s) = out.last_seq.get_mut(index as usize) {
+            *s = seq;
+        }
+        if let Some(t) = out.last_sent.get_mut(index as usize) {
+            *t = now;
+        }
+        let packet = BlastPacket::Fragment(Fragment {
+            mid,
+            index,
+            count: out.count,
+            frag_size: out.frag_size,
+            total_len: out.data.len() as u32,
+            window: self.config.window,
+            seq,
+            poll,
+            rtt_hint_ms: out.srtt.map_or(0, |r| {
+                u32::try_from(r.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
+            data: Bytes(out.data.get(start..end).unwrap_or_default().to_vec()),
+        });
+        self.stats.fragments_sent += 1;
+        self.push_packet(out.dest, &packet);
+    }
+
+    fn send_srr(&mut self, key: &ReasmKey, stalled: bool) {
+        let Some(r) = self.incoming.get(key) else {
+            return;
+        };
+        let bits = r.upto.saturating_sub(r.prefix);
+        let mut bitmap = vec![0u8; bitmap_len(bits)];
+        for (&i, _) in r.frags.range(r.prefix..r.upto) {
+            let off = i - r.prefix;
+            if let Some(b) = bitmap.get_mut((off / 8) as usize) {
+                *b |= 1 << (off % 8);
+            }
+        }
+        let srr = Srr {
+            mid: key.2,
+            sender: key.1,
+            prefix: r.prefix,
+            upto: r.upto,
+            received: Bytes(bitmap),
+            seen_seq: r.seen_seq,
+            complete: false,
+            stalled,
+        };
+        self.stats.srrs_sent += 1;
+        self.push_packet(key.0, &BlastPacket::Srr(srr));
+    }
+
+    fn send_complete_srr(&mut self, to: NodeId, sender: Incarnation, mid: u64, count: u32) {
+        let srr = Srr {
+            mid,
+            sender,
+            prefix: count,
+            upto: count,
+            received: Bytes::default(),
+            seen_seq: u32::MAX,
+            complete: true,
+            stalled: false,
+        };
+        self.stats.srrs_sent += 1;
+        self.push_packet(to, &BlastPacket::Srr(srr));
+    }
+
+    fn remove_reassembly(&mut self, key: &ReasmKey) -> Option<Reassembly> {
+        let r = self.incoming.remove(key)?;
+        self.buffered = self.buffered.saturating_sub(r.bytes);
+        if let Some(n) = self.per_peer.get_mut(&key.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&key.0);
+            }
+        }
+        self.timers.cancel(&TimerKey::Receiver(*key));
+        Some(r)
+    }
+
+    /// Evicts the least recently active reassembly (of `peer`, if given),
+    /// never `keep`. Returns whether one was evicted.
+    fn evict_one(&mut self, peer: Option<NodeId>, keep: Option<&ReasmKey>) -> bool {
+        let victim = self
+            .incoming
+            .iter()
+            .filter(|(k, _)| peer.map_or(true, |p| k.0 == p) && Some(*k) != keep)
+            .min_by_key(|(k, r)| (r.last_activity, **k))
+            .map(|(k, _)| *k);
+        match victim {
+            Some(k) => {
+                self.remove_reassembly(&k);
+                self.stats.reassemblies_evicted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_completed(&mut self, from: NodeId, inc: Incarnation, mid: u64) -> bool {
+        self.completed_clock += 1;
+        let clock = self.completed_clock;
+        match self.completed.get_mut(&from) {
+            Some(p) if p.recent.contains(&(inc, mid)) => {
+                p.last_used = clock;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remember_completed(&mut self, from: NodeId, inc: Incarnation, mid: u64) {
+        self.completed_clock += 1;
+        let clock = self.completed_clock;
+        if !self.completed.contains_key(&from)
+            && self.completed.len() >= self.config.max_completed_peers
+        {
+            let oldest = self
+                .completed
+                .iter()
+                .min_by_key(|(n, p)| (p.last_used, **n))
+                .map(|(n, _)| *n);
+            if let Some(n) = oldest {
+                self.completed.remove(&n);
+            }
+        }
+        let p = self.completed.entry(from).or_default();
+        p.last_used = clock;
+        if p.recent.len() >= self.config.completed_per_peer {
+            p.recent.pop_front();
+        }
+        p.recent.push_back((inc, mid));
+    }
+
+    fn on_fragment(&mut self, now: Instant, from: NodeId, from_inc: Incarnation, f: Fragment) {
+        if let Err(kind) = check_fragment(&f, self.config.max_message) {
+            self.stats.drops.record_kind(kind);
+            return;
+        }
+        if f.count == 1 {
+            self.stats.messages_delivered += 1;
+            self.events.push_back(BlastEvent::Delivered {
+                from,
+                from_incarnation: from_inc,
+                message: f.data.0,
+            });
+            return;
+        }
+        let key = (from, from_inc, f.mid);
+        if self.is_completed(from, from_inc, f.mid) {
+            self.stats.duplicate_fragments += 1;
+            if f.poll || f.index + 1 == f.count {
+                self.send_complete_srr(from, from_inc, f.mid, f.count);
+            }
+            return;
+        }
+        match self.incoming.get(&key) {
+            Some(r) => {
+                if r.count != f.count || r.frag_size != f.frag_size || r.total_len != f.total_len {
+                    self.stats.drops.record_kind("inconsistent_fragment");
+                    return;
+                }
+            }
+            None => {
+                let peer_count = self.per_peer.get(&from).copied().unwrap_or(0);
+                if peer_count >= self.config.max_reassemblies_per_peer {
+                    self.evict_one(Some(from), None);
+                }
+                if self.incoming.len() >= self.config.max_reassemblies {
+                    self.evict_one(None, None);
+                }
+                self.stats.reassemblies_started += 1;
+                *self.per_peer.entry(from).or_insert(0) += 1;
+                self.incoming.insert(
+                    key,
+                    Reassembly {
+                        count: f.count,
+                        frag_size: f.frag_size,
+                        total_len: f.total_len,
+                        window: f.window.clamp(2, MAX_FRAGMENTS),
+                        frags: BTreeMap::new(),
+                        bytes: 0,
+                        prefix: 0,
+                        upto: 0,
+                        seen_seq: 0,
+                        new_since_srr: 0,
+                        rtt_hint: Duration::ZERO,
+                        retrying: false,
+                        retry_expirations: 0,
+                        last_activity: now,
+                    },
+                );
+            }
+        }
+        let len = f.data.len();
+        let is_new = self
+            .incoming
+            .get(&key)
+            .is_some_and(|r| !r.frags.contains_key(&f.index));
+        if is_new {
+            while self.buffered.saturating_add(len) > self.config.max_reassembly_bytes {
+                if !self.evict_one(None, Some(&key)) {
+                    break;
+                }
+            }
+            if self.buffered.saturating_add(len) > self.config.max_reassembly_bytes {
+                self.stats.drops.record_kind("reassembly_bytes_full");
+                return;
+            }
+        }
+        let Some(r) = self.incoming.get_mut(&key) else {
+            return;
+        };
+        r.seen_seq = r.seen_seq.max(f.seq);
+        r.last_activity = now;
+        r.rtt_hint = Duration::from_millis(u64::from(f.rtt_hint_ms)).min(MAX_RTT_HINT);
+        let last_frag_timeout = self.config.last_frag_timeout.max(r.rtt_hint * 2);
+        let retry_timeout = self.config.retry_timeout.max(r.rtt_hint * 2);
+        if is_new {
+            r.frags.insert(f.index, f.data.0);
+            r.bytes += len;
+            self.buffered += len;
+            while r.frags.contains_key(&r.prefix) {
+                r.prefix += 1;
+            }
+            r.upto = r.upto.max(f.index + 1);
+            r.new_since_srr += 1;
+            r.retrying = false;
+            r.retry_expirations = 0;
+        } else {
+            self.stats.duplicate_fragments += 1;
+        }
+        if r.frags.len() as u32 == r.count {
+            self.complete(key);
+            return;
+        }
+        let last = f.index + 1 == r.count;
+        let progress = r.new_since_srr >= (r.window / 2).max(1);
+        let timer_at;
+        if f.poll || last {
+            r.new_since_srr = 0;
+            r.retrying = true;
+            timer_at = now + retry_timeout;
+        } else if progress {
+            r.new_since_srr = 0;
+            timer_at = now + last_frag_timeout;
+        } else {
+            timer_at = if r.retrying && !is_new {
+                // A duplicate does not postpone a running RETRY.
+                self.timers
+                    .get(&TimerKey::Receiver(key))
+                    .unwrap_or(now + retry_timeout)
+            } else {
+                now + last_frag_timeout
+            };
+        }
+        self.timers.set(TimerKey::Receiver(key), timer_at);
+        if f.poll {
+            self.send_srr(&key, true);
+        } else if last || progress {
+            self.send_srr(&key, false);
+        }
+    }
+
+    fn complete(&mut self, key: ReasmKey) {
+        let Some(r) = self.remove_reassembly(&key) else {
+            return;
+        };
+        let mut message = Vec::with_capacity(r.total_len as usize);
+        for (_, frag) in r.frags {
+            message.extend_from_slice(&frag);
+        }
+        self.stats.reassemblies_completed += 1;
+        self.stats.messages_delivered += 1;
+        self.remember_completed(key.0, key.1, key.2);
+        self.send_complete_srr(key.0, key.1, key.2, r.count);
+        self.events.push_back(BlastEvent::Delivered {
+            from: key.0,
+            from_incarnation: key.1,
+            message,
+        });
+    }
+
+    fn on_srr(&mut self, now: Instant, from: NodeId, s: Srr) {
+        if s.sender != self.incarnation {
+            self.stats.drops.record_kind("srr_wrong_incarnation");
+            return;
+        }
+        let Some(mut out) = self.outgoing.remove(&s.mid) else {
+            self.stats.srrs_unknown += 1;
+            return;
+        };
+        if out.dest != from
+            || s.prefix > s.upto
+            || s.upto > out.count
+            || s.received.len() != bitmap_len(s.upto - s.prefix)
+        {
+            self.stats.drops.record_kind(if out.dest != from {
+                "srr_wrong_source"
+            } else {
+                "malformed_srr"
+            });
+            self.outgoing.insert(s.mid, out);
+            return;
+        }
+        self.stats.srrs_received += 1;
+        if s.complete {
+            self.finish(s.mid, out.dest);
+            return;
+        }
+        // A receiver's state only grows while its reassembly lives, so an
+        // SRR with a higher `seen_seq` than any before that lacks an
+        // acknowledged fragment means the receiver started over (it gave up
+        // or was evicted): those fragments are queued again. Only a
+        // `complete` SRR ends the transfer.
+        let newer = out.max_reported_seq.map_or(true, |m| s.seen_seq > m);
+        if out.max_reported_seq.map_or(true, |m| s.seen_seq >= m) {
+            out.max_reported_seq = Some(s.seen_seq);
+        }
+        // The transmission the receiver saw last gives an RTT sample (a
+        // sequence number names one transmission: no Karn ambiguity).
+        if let Some(i) = out.last_seq.iter().position(|&q| q == s.seen_seq) {
+            if i < out.next_new as usize && !s.complete {
+                let sample = now - out.last_sent.get(i).copied().unwrap_or(now);
+                out.srtt = Some(match out.srtt {
+                    Some(r) => (r * 7 + sample) / 8,
+                    None => sample,
+                });
+            }
+        }
+        // A stalled SRR reports everything the receiver got; fragments sent
+        // more than about one round trip ago and not in it are lost, more
+        // recent ones may still be on their way. Without an RTT sample yet,
+        // every missing fragment is resent.
+        let settled = out.srtt.map(|r| r + r / 4);
+        let acked_before = out.acked_count;
+        let mut resend = Vec::new();
+        for i in 0..out.next_new {
+            let got = if i < s.prefix {
+                true
+            } else if i < s.upto {
+                bit(&s.received.0, i - s.prefix)
+            } else {
+                false
+            };
+            match out.state.get(i as usize).copied() {
+                Some(FragState::Acked) if !got && newer => {
+                    out.set_state(i, FragState::Unsent);
+                    out.requeued.insert(i);
+                }
+                Some(FragState::InFlight) if got => out.set_state(i, FragState::Acked),
+                Some(FragState::InFlight)
+                    if out
+                        .last_seq
+                        .get(i as usize)
+                        .is_some_and(|&q| q < s.seen_seq)
+                        || (s.stalled
+                            && settled.map_or(true, |r| {
+                                now - out.last_sent.get(i as usize).copied().unwrap_or(now) >= r
+                            })) =>
+                {
+                    resend.push(i);
+                }
+                Some(FragState::Unsent) if got => {
+                    out.requeued.remove(&i);
+                    out.set_state(i, FragState::Acked);
+                }
+                _ => {}
+            }
+        }
+        for i in resend {
+            self.stats.fragments_retransmitted += 1;
+            self.emit_fragment(now, s.mid, &mut out, i, false);
+        }
+        self.fill_window(now, s.mid, &mut out);
+        out.polls = 0;
+        out.poll_at = now + Self::poll_timeout_for(&self.config, &out);
+        if out.acked_count > acked_before {
+            // DONE measures silence *without progress*: an SRR that
+            // acknowledges nothing new does not postpone it, so a path that
+            // loses every data fragment still ends in a give-up.
+            out.done_at = now + Self::done_timeout_for(&self.config, &out);
+        }
+        self.timers
+            .set(TimerKey::Sender(s.mid), out.poll_at.min(out.done_at));
+        self.outgoing.insert(s.mid, out);
+    }
+
+    /// POLL: the configured time, or twice the round trip if longer.
+    fn poll_timeout_for(config: &BlastConfig, out: &Outgoing) -> Duration {
+        config
+            .poll_timeout
+            .max(out.srtt.map_or(Duration::ZERO, |r| r * 2))
+    }
+
+    /// DONE: the configured time, or four round trips if longer.
+    fn done_timeout_for(config: &BlastConfig, out: &Outgoing) -> Duration {
+        config
+            .done_timeout
+            .max(out.srtt.map_or(Duration::ZERO, |r| r * 4))
+    }
+
+    /// Sends fragments while the window admits them.
+    fn fill_window(&mut self, now: Instant, mid: u64, out: &mut Outgoing) {
+        while out.in_flight() < self.config.window {
+            let Some(i) = out.next_unsent() else {
+                break;
+            };
+            out.set_state(i, FragState::InFlight);
+            self.emit_fragment(now, mid, out, i, false);
+        }
+    }
+
+    fn finish(&mut self, mid: u64, to: NodeId) {
+        self.timers.cancel(&TimerKey::Sender(mid));
+        self.stats.messages_acked += 1;
+        self.events.push_back(BlastEvent::Acked { to, mid });
+    }
+
+    fn on_sender_timer(&mut self, now: Instant, mid: u64) {
+        let Some(mut out) = self.outgoing.remove(&mid) else {
+            return;
+        };
+        if now >= out.done_at {
+            self.stats.messages_abandoned += 1;
+            self.events
+                .push_back(BlastEvent::Abandoned { to: out.dest, mid });
+            return;
+        }
+        if now >= out.poll_at {
+            // The lowest fragment in flight; if every fragment is
+            // acknowledged but no `complete` SRR came, the last one.
+            let lowest = out
+                .state
+                .iter()
+                .position(|&st| st == FragState::InFlight)
+                .map(|i| i as u32)
+                .or(out.count.checked_sub(1));
+            if let Some(i) = lowest {
+                self.stats.polls_sent += 1;
+                self.emit_fragment(now, mid, &mut out, i, true);
+            }
+            out.polls = out.polls.saturating_add(1);
+            let backoff = 1u32 << out.polls.min(6);
+            out.poll_at = now + Self::poll_timeout_for(&self.config, &out).saturating_mul(backoff);
+        }
+        self.timers
+            .set(TimerKey::Sender(mid), out.poll_at.min(out.done_at));
+        self.outgoing.insert(mid, out);
+    }
+
+    fn on_receiver_timer(&mut self, now: Instant, key: ReasmKey) {
+        let max = self.config.max_srr_retries;
+        let Some(r) = self.incoming.get_mut(&key) else {
+            return;
+        };
+        if r.retrying {
+            r.retry_expirations += 1;
+            if r.retry_expirations >= max {
+                self.remove_reassembly(&key);
+                self.stats.reassemblies_given_up += 1;
+                return;
+            }
+        } else {
+            // LAST_FRAG expired.
+            r.retrying = true;
+            r.retry_expirations = 0;
+        }
+        r.new_since_srr = 0;
+        let retry_timeout = self.config.retry_timeout.max(r.rtt_hint * 2);
+        self.timers
+            .set(TimerKey::Receiver(key), now + retry_timeout);
+        self.send_srr(&key, true);
+    }
+}
+
+impl Core for Blast {
+    type Event = BlastEvent;
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        if packet.protocol != ProtocolId::Rpc {
+            self.stats.drops.record_kind("wrong_protocol");
+            return;
+        }
+        match wire::decode_body::<BlastPacket>(packet.body) {
+            Ok(BlastPacket::Fragment(f)) => {
+                self.on_fragment(now, packet.source, packet.source_incarnation, f)
+            }
+            Ok(BlastPacket::Srr(s)) => self.on_srr(now, packet.source, s),
+            Err(_) => self.stats.drops.record_kind("malformed_packet"),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Sender(mid) => self.on_sender_timer(now, mid),
+                TimerKey::Receiver(k) => self.on_receiver_timer(now, k),
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<BlastEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    const A: NodeId = NodeId::v4(10, 0, 0, 1, 7000);
+    const B: NodeId = NodeId::v4(10, 0, 0, 2, 7000);
+
+    fn inc(n: u8) -> Incarnation {
+        Incarnation::from_parts(1_000 + u64::from(n), [n; 10])
+    }
+
+    fn pair(config: BlastConfig) -> (Blast, Blast) {
+        (
+            Blast::new(inc(1), config.clone(), 100),
+            Blast::new(inc(2), config, 5_000),
+        )
+    }
+
+    fn payload(len: usize, seed: u64) -> Vec<u8> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random()).collect()
+    }
+
+    fn decode(t: &Transmit) -> BlastPacket {
+        wire::decode_body(&t.body).expect("own packets decode")
+    }
+
+    fn drain(b: &mut Blast) -> Vec<Transmit> {
+        std::iter::from_fn(|| b.poll_transmit()).collect()
+    }
+
+    fn events(b: &mut Blast) -> Vec<BlastEvent> {
+        std::iter::from_fn(|| b.poll_event()).collect()
+    }
+
+    fn deliver(now: Instant, to: &mut Blast, from: NodeId, from_inc: Incarnation, t: &Transmit) {
+        to.handle_packet(
+            now,
+            Incoming {
+                source: from,
+                source_incarnation: from_inc,
+                destination: t.destination,
+                protocol: ProtocolId::Rpc,
+                relayed: false,
+                body: &t.body,
+            },
+        );
+    }
+
+    /// Runs a transfer A -> B with `keep(packet, from_a)` deciding delivery,
+    /// checking the window after every step. Returns B's delivered messages
+    /// and A's events.
+    fn run(
+        a: &mut Blast,
+        b: &mut Blast,
+        mut now: Instant,
+        mut keep: impl FnMut(&BlastPacket, bool) -> bool,
+    ) -> (Vec<Vec<u8>>, Vec<BlastEvent>, Instant) {
+        let mut delivered = Vec::new();
+        let mut a_events = Vec::new();
+        for _ in 0..100_000 {
+            let mut progressed = false;
+            for t in drain(a) {
+                progressed = true;
+                if keep(&decode(&t), true) {
+                    deliver(now, b, A, inc(1), &t);
+                }
+            }
+            for t in drain(b) {
+                progressed = true;
+                if keep(&decode(&t), false) {
+                    deliver(now, a, B, inc(2), &t);
+                }
+            }
+            for out in a.outgoing.values() {
+                assert!(out.in_flight() <= a.config.window, "window exceeded");
+            }
+            for e in events(b) {
+                if let BlastEvent::Delivered { message, .. } = e {
+                    delivered.push(message);
+                }
+            }
+            a_events.extend(events(a));
+            if progressed {
+                continue;
+            }
+            match crate::time::earliest(a.poll_timeout(), b.poll_timeout()) {
+                Some(t) => {
+                    now = now.max(t);
+                    a.handle_timeout(now);
+                    b.handle_timeout(now);
+                }
+                None => break,
+            }
+        }
+        (delivered, a_events, now)
+    }
+
+    #[test]
+    fn sizes_roundtrip_losslessly() {
+        let cfg = BlastConfig::default();
+        let fs = cfg.fragment_payload;
+        for (len, frags) in [
+            (0, 1),
+            (1, 1),
+            (fs - 1, 1),
+            (fs, 1),
+            (fs + 1, 2),
+            (64 * 1024, (64 * 1024usize).div_ceil(fs) as u32),
+            (1 << 20, (1usize << 20).div_ceil(fs) as u32),
+            (MAX_MESSAGE, MAX_MESSAGE.div_ceil(fs) as u32),
+        ] {
+            let (mut a, mut b) = pair(cfg.clone());
+            let msg = payload(len, len as u64);
+            let info = a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
+            assert_eq!(info.fragments, frags, "len {len}");
+            let (delivered, a_events, _) = run(&mut a, &mut b, Instant::ZERO, |_, _| true);
+            assert_eq!(delivered, vec![msg], "len {len}");
+            if frags == 1 {
+                assert!(a_events.is_empty());
+                assert_eq!(b.stats().srrs_sent, 0, "one fragment needs no SRR");
+            } else {
+                assert_eq!(
+                    a_events,
+                    vec![BlastEvent::Acked {
+                        to: B,
+                        mid: info.mid
+                    }]
+                );
+                assert_eq!(a.stats().fragments_retransmitted, 0);
+            }
+            assert_eq!(a.outgoing_len(), 0);
+            assert_eq!(b.reassemblies_len(), 0);
+            assert_eq!(b.buffered_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn too_large_refused() {
+        let (mut a, _) = pair(BlastConfig::default());
+        let err = a
+            .send(Instant::ZERO, B, Arc::from(vec![0u8; MAX_MESSAGE + 1]))
+            .unwrap_err();
+        assert!(matches!(err, BlastError::TooLarge { .. }));
+        assert!(a.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn default_fragment_fits_ethernet_mtu() {
+        // Worst-case header values for a maximal message.
+        let f = BlastPacket::Fragment(Fragment {
+            mid: u64::MAX,
+            index: MAX_FRAGMENTS - 1,
+            count: MAX_FRAGMENTS,
+            frag_size: DEFAULT_FRAGMENT_PAYLOAD as u32,
+            total_len: MAX_MESSAGE as u32,
+            window: MAX_FRAGMENTS,
+            seq: u32::MAX,
+            poll: true,
+            rtt_hint_ms: u32::MAX,
+            data: Bytes(vec![0; DEFAULT_FRAGMENT_PAYLOAD]),
+        });
+        let body = wire::encode_body(&f).unwrap();
+        assert!(body.len() - DEFAULT_FRAGMENT_PAYLOAD <= FRAGMENT_OVERHEAD);
+        let ip_udp = 48; // IPv6 + UDP
+        let datagram = wire::HEADER_LEN + body.len() + wire::AUTH_TRAILER_LEN;
+        assert!(ip_udp + datagram <= 1500, "{}", ip_udp + datagram);
+        // And the largest payload still fits a datagram body.
+        let g = BlastPacket::Fragment(Fragment {
+            data: Bytes(vec![0; MAX_FRAGMENT_PAYLOAD]),
+            frag_size: MAX_FRAGMENT_PAYLOAD as u32,
+            ..match f {
+                BlastPacket::Fragment(f) => f,
+                BlastPacket::Srr(_) => unreachable!(),
+            }
+        });
+        assert!(wire::encode_body(&g).unwrap().len() <= MAX_BODY);
+    }
+
+    #[test]
+    fn srr_retransmits_exactly_the_missing_fragments() {
+        let (mut a, mut b) = pair(BlastConfig::default());
+        let msg = payload(10 * DEFAULT_FRAGMENT_PAYLOAD, 7);
+        a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
+        let first = drain(&mut a);
+        assert_eq!(first.len(), 10);
+        for t in &first {
+            let BlastPacket::Fragment(f) = decode(t) else {
+                panic!()
+            };
+            if f.index != 3 && f.index != 7 {
+                deliver(Instant::ZERO, &mut b, A, inc(1), t);
+            }
+        }
+        // The last fragment arrived with 3 and 7 missing: one SRR.
+        let srrs = drain(&mut b);
+        assert_eq!(srrs.len(), 1);
+        let BlastPacket::Srr(s) = decode(&srrs[0]) else {
+            panic!()
+        };
+        assert!(!s.complete && !s.stalled);
+        assert_eq!((s.prefix, s.upto), (3, 10));
+        deliver(Instant::ZERO, &mut a, B, inc(2), &srrs[0]);
+        let resent: Vec<u32> = drain(&mut a)
+            .iter()
+            .map(|t| match decode(t) {
+                BlastPacket::Fragment(f) => f.index,
+                BlastPacket::Srr(_) => panic!(),
+            })
+            .collect();
+        assert_eq!(resent, vec![3, 7]);
+        assert_eq!(a.stats().fragments_retransmitted, 2);
+        // A duplicate of the same SRR does not resend them again.
+        deliver(Instant::ZERO, &mut a, B, inc(2), &srrs[0]);
+        assert!(drain(&mut a).is_empty());
+    }
+
+    #[test]
+    fn window_is_never_exceeded_and_progress_srrs_slide_it() {
+        let cfg = BlastConfig {
+            window: 16,
+            ..BlastConfig::default()
+        };
+        let (mut a, mut b) = pair(cfg);
+        let msg = payload(1 << 20, 3);
+        a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
+        let first = drain(&mut a);
+        assert_eq!(first.len(), 16, "exactly one window");
+        for t in &first[..8] {
+            deliver(Instant::ZERO, &mut b, A, inc(1), t);
+        }
+        let srr = drain(&mut b);
+        assert_eq!(srr.len(), 1, "progress SRR after window/2");
+        deliver(Instant::ZERO, &mut a, B, inc(2), &srr[0]);
+        let next = drain(&mut a);
+        assert_eq!(next.len(), 8, "the window slid by the 8 acknowledged");
+        // The rest, with 20% loss in both directions: the window check runs
+        // after every step.
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for t in &first[8..] {
+            deliver(Instant::ZERO, &mut b, A, inc(1), t);
+        }
+        for t in &next {
+            deliver(Instant::ZERO, &mut b, A, inc(1), t);
+        }
+        let (delivered, _, _) = run(&mut a, &mut b, Instant::ZERO, |_, _| rng.random_bool(0.8));
+        assert_eq!(delivered, vec![msg]);
+    }
+
+    #[test]
+    fn stalled_srr_spares_fragments_sent_less_than_a_round_trip_ago() {
+        let (mut a, _) = pair(BlastConfig {
+            window: 16,
+            ..BlastConfig::default()
+        });
+        let msg = payload(64 * DEFAULT_FRAGMENT_PAYLOAD, 8);
+        let info = a.send(Instant::ZERO, B, Arc::from(msg)).unwrap();
+        assert_eq!(drain(&mut a).len(), 16);
+        let srr = |prefix: u32, upto: u32, missing: &[u32], seen_seq: u32, stalled: bool| {
+            let mut bits = vec![0u8; bitmap_len(upto - prefix)];
+            for i in prefix..upto {
+                if !missing.contains(&i) {
+                    bits[((i - prefix) / 8) as usize] |= 1 << ((i - prefix) % 8);
+                }
+            }
+            Transmit {
+                destination: A,
+                protocol: ProtocolId::Rpc,
+                body: wire::encode_body(&BlastPacket::Srr(Srr {
+                    mid: info.mid,
+                    sender: inc(1),
+                    prefix,
+                    upto,
+                    received: Bytes(bits),
+                    seen_seq,
+                    complete: false,
+                    stalled,
+                }))
+                .unwrap(),
+            }
+        };
+        let indices = |ts: Vec<Transmit>| -> Vec<u32> {
+            ts.iter()
+                .map(|t| match decode(t) {
+                    BlastPacket::Fragment(f) => f.index,
+                    BlastPacket::Srr(_) => panic!(),
+                })
+                .collect()
+        };
+        // A progress SRR 20 ms after the first window: an RTT sample of 20 ms.
+        deliver(
+            Instant::from_millis(20),
+            &mut a,
+            B,
+            inc(2),
+            &srr(8, 8, &[], 7, false),
+        );
+        assert_eq!(indices(drain(&mut a)), (16..24).collect::<Vec<_>>());
+        // 5 ms later a stalled SRR (12 missing): 12 is resent, 16..24 (sent
+        // 5 ms ago, less than a round trip) are not; the 7 acknowledged
+        // slide the window (24..31).
+        let stalled = srr(8, 16, &[12], 15, true);
+        deliver(Instant::from_millis(25), &mut a, B, inc(2), &stalled);
+        let mut want = vec![12];
+        want.extend(24..31);
+        assert_eq!(indices(drain(&mut a)), want);
+        // Much later the same report: now everything missing is overdue.
+        deliver(Instant::from_millis(80), &mut a, B, inc(2), &stalled);
+        let mut want = vec![12];
+        want.extend(16..31);
+        assert_eq!(indices(drain(&mut a)), want);
+        assert!(a.outgoing.values().all(|o| o.in_flight() <= 16));
+    }
+
+    #[test]
+    fn retry_gives_up_after_three_and_frees() {
+        let cfg = BlastConfig::default();
+        let (mut a, mut b) = pair(cfg.clone());
+        a.send(
+            Instant::ZERO,
+            B,
+            Arc::from(payload(10 * DEFAULT_FRAGMENT_PAYLOAD, 1)),
+        )
+        .unwrap();
+        for t in drain(&mut a).iter().take(5) {
+            deliver(Instant::ZERO, &mut b, A, inc(1), t);
+        }
+        assert_eq!(b.reassemblies_len(), 1);
+        assert!(b.buffered_bytes() > 0);
+        assert!(drain(&mut b).is_empty(), "no SRR before LAST_FRAG");
+        let mut srr_times = Vec::new();
+        while let Some(t) = b.poll_timeout() {
+            b.handle_timeout(t);
+            for p in drain(&mut b) {
+                let BlastPacket::Srr(s) = decode(&p) else {
+                    panic!()
+                };
+                assert!(s.stalled);
+                assert_eq!(s.prefix, 5);
+                srr_times.push(t.as_micros() / 1000);
+            }
+        }
+        // LAST_FRAG at 50 ms, then RETRY at 150 and 250; the third RETRY
+        // expiry (350 ms) gives up.
+        assert_eq!(srr_times, vec![50, 150, 250]);
+        assert_eq!(b.stats().reassemblies_given_up, 1);
+        assert_eq!(b.reassemblies_len(), 0);
+        assert_eq!(b.buffered_bytes(), 0);
+        assert!(events(&mut b).is_empty());
+    }
+
+    #[test]
+    fn done_frees_the_sender_after_polls() {
+        let (mut a, _) = pair(BlastConfig::default());
+        let info = a
+            .send(Instant::ZERO, B, Arc::from(payload(5000, 2)))
+            .unwrap();
+        drain(&mut a);
+        let mut last = Instant::ZERO;
+        while let Some(t) = a.poll_timeout() {
+            a.handle_timeout(t);
+            last = t;
+            drain(&mut a);
+        }
+        assert_eq!(last, Instant::from_millis(2000), "DONE");
+        assert!(a.stats().polls_sent >= 2);
+        assert_eq!(
+            events(&mut a),
+            vec![BlastEvent::Abandoned {
+                to: B,
+                mid: info.mid
+            }]
+        );
+        assert_eq!(a.outgoing_len(), 0);
+        assert!(!a.is_sending(info.mid));
+    }
+
+    #[test]
+    fn poll_recovers_a_lost_complete_srr() {
+        let (mut a, mut b) = pair(BlastConfig::default());
+        let msg = payload(3000, 5);
+        a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
+        let mut lost_complete = false;
+        let (delivered, a_events, end) = run(&mut a, &mut b, Instant::ZERO, |p, _| {
+            if let BlastPacket::Srr(s) = p {
+                if s.complete && !lost_complete {
+                    lost_complete = true;
+                    return false;
+                }
+            }
+            true
+        });
+        assert!(lost_complete);
+        assert_eq!(delivered, vec![msg], "delivered once");
+        assert!(matches!(a_events[..], [BlastEvent::Acked { .. }]));
+        assert_eq!(end, Instant::from_millis(200), "one POLL");
+        assert_eq!(a.stats().polls_sent, 1);
+        assert_eq!(b.stats().duplicate_fragments, 1);
+        assert_eq!(b.reassemblies_len(), 0);
+    }
+
+    #[test]
+    fn duplicate_of_completed_message_gets_complete_srr() {
+        let (mut a, mut b) = pair(BlastConfig::default());
+        a.send(Instant::ZERO, B, Arc::from(payload(3000, 5)))
+            .unwrap();
+        let frags = drain(&mut a);
+        for t in &frags {
+            deliver(Instant::ZERO, &mut b, A, inc(1), t);
+        }
+        assert_eq!(events(&mut b).len(), 1);
+        drain(&mut b);
+        let last = frags.last().unwrap();
+        deliver(Instant::ZERO, &mut b, A, inc(1), last);
+        let out = drain(&mut b);
+        assert_eq!(out.len(), 1);
+        assert!(matches!(
+            decode(&out[0]),
+            BlastPacket::Srr(Srr { complete: true, .. })
+        ));
+        assert_eq!(b.reassemblies_len(), 0, "no new reassembly");
+        assert!(events(&mut b).is_empty(), "not delivered twice");
+    }
+
+    fn first_fragment(mid: u64, count: u32) -> Vec<u8> {
+        wire::encode_body(&BlastPacket::Fragment(Fragment {
+            mid,
+            index: 0,
+            count,
+            frag_size: 512,
+            total_len: 512 * count,
+            window: 128,
+            seq: 0,
+            poll: false,
+            rtt_hint_ms: 0,
+            data: Bytes(vec![7; 512]),
+        }))
+        .unwrap()
+    }
+
+    fn inject(b: &mut Blast, now: Instant, from: NodeId, body: &[u8]) {
+        b.handle_packet(
+            now,
+            Incoming {
+                source: from,
+                source_incarnation: inc(9),
+                destination: B,
+                protocol: ProtocolId::Rpc,
+                relayed: false,
+                body,
+            },
+        );
+    }
+
+    #[test]
+    fn reassemblies_stay_bounded_under_a_flood() {
+        let cfg = BlastConfig {
+            max_reassemblies_per_peer: 4,
+            max_reassemblies: 32,
+            max_reassembly_bytes: 100_000,
+            ..BlastConfig::default()
+        };
+        let mut b = Blast::new(inc(2), cfg, 0);
+        // Many fake peers, one first fragment each.
+        for i in 0..1000u16 {
+            let peer = NodeId::v4(10, 1, (i >> 8) as u8, i as u8, 9000);
+            inject(
+                &mut b,
+                Instant::from_micros(u64::from(i)),
+                peer,
+                &first_fragment(1, 100),
+            );
+            assert!(b.reassemblies_len() <= 32);
+            assert!(b.buffered_bytes() <= 100_000);
+        }
+        assert!(b.stats().reassemblies_evicted >= 1000 - 32);
+        // One peer, many messages.
+        let mut b = Blast::new(
+            inc(2),
+            BlastConfig {
+                max_reassemblies_per_peer: 4,
+                ..BlastConfig::default()
+            },
+            0,
+        );
+        for mid in 0..100 {
+            inject(&mut b, Instant::ZERO, A, &first_fragment(mid, 10));
+            assert!(b.reassemblies_len() <= 4);
+        }
+        assert_eq!(b.stats().reassemblies_evicted, 96);
+    }
+
+    #[test]
+    fn busy_transfer_survives_a_flood_of_idle_ones() {
+        let cfg = BlastConfig {
+            max_reassemblies: 8,
+            ..BlastConfig::default()
+        };
+        let (mut a, mut b) = pair(cfg);
+        let msg = payload(200 * DEFAULT_FRAGMENT_PAYLOAD, 11);
+        a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
+        let mut now = Instant::ZERO;
+        let mut pending: VecDeque<Transmit> = VecDeque::new();
+        let mut got = Vec::new();
+        for round in 0..100_000u32 {
+            // A fake peer's first fragment, then one real fragment.
+            let peer = NodeId::v4(10, 2, (round >> 8) as u8, round as u8, 1);
+            inject(&mut b, now, peer, &first_fragment(u64::from(round), 50));
+            assert!(b.reassemblies_len() <= 8);
+            pending.extend(drain(&mut a));
+            if let Some(t) = pending.pop_front() {
+                deliver(now, &mut b, A, inc(1), &t);
+            }
+            for t in drain(&mut b) {
+                if t.destination == A {
+                    deliver(now, &mut a, B, inc(2), &t);
+                }
+            }
+            for e in events(&mut b) {
+                if let BlastEvent::Delivered { message, .. } = e {
+                    got.push(message);
+                }
+            }
+            if !got.is_empty() {
+                break;
+            }
+            now += Duration::from_micros(10);
+            if pending.is_empty() {
+                now = now.max(a.poll_timeout().unwrap_or(now));
+                a.handle_timeout(now);
+            }
+        }
+        assert_eq!(got, vec![msg], "the active transfer was never evicted");
+        assert!(b.stats().reassemblies_evicted >= 190);
+        assert_eq!(a.stats().fragments_retransmitted, 0);
+    }
+
+    #[test]
+    fn absurd_headers_are_dropped_and_counted() {
+        let good = Fragment {
+            mid: 1,
+            index: 0,
+            count: 4,
+            frag_size: 512,
+            total_len: 2000,
+            window: 128,
+            seq: 0,
+            poll: false,
+            rtt_hint_ms: 3,
+            data: Bytes(vec![0; 512]),
+        };
+        let cases: Vec<(Fragment, &str)> = vec![
+            (
+                Fragment {
+                    count: 0,
+                    ..good.clone()
+                },
+                "absurd_fragment_index",
+            ),
+            (
+                Fragment {
+                    index: 4,
+                    ..good.clone()
+                },
+                "absurd_fragment_index",
+            ),
+            (
+                Fragment {
+                    count: MAX_FRAGMENTS + 1,
+                    total_len: 512 * (MAX_FRAGMENTS + 1),
+                    ..good.clone()
+                },
+                "fragment_message_too_large",
+            ),
+            (
+                Fragment {
+                    index: u32::MAX,
+                    count: u32::MAX,
+                    ..good.clone()
+                },
+                "absurd_fragment_index",
+            ),
+            (
+                Fragment {
+                    frag_size: 0,
+                    ..good.clone()
+                },
+                "absurd_fragment_size",
+            ),
+            (
+                Fragment {
+                    frag_size: 100,
+                    count: 20,
+                    total_len: 2000,
+                    data: Bytes(vec![0; 100]),
+                    ..good.clone()
+                },
+                "absurd_fragment_size",
+            ),
+            (
+                Fragment {
+                    frag_size: u32::MAX,
+                    ..good.clone()
+                },
+                "absurd_fragment_size",
+            ),
+            (
+                Fragment {
+                    count: 5,
+                    ..good.clone()
+                },
+                "absurd_fragment_count",
+            ),
+            (
+                Fragment {
+                    total_len: u32::MAX,
+                    ..good.clone()
+                },
+                "fragment_message_too_large",
+            ),
+            (
+                Fragment {
+                    data: Bytes(vec![0; 511]),
+                    ..good.clone()
+                },
+                "absurd_fragment_length",
+            ),
+            (
+                Fragment {
+                    index: 3,
+                    data: Bytes(vec![0; 512]),
+                    ..good.clone()
+                },
+                "absurd_fragment_length",
+            ),
+        ];
+        let mut b = Blast::new(inc(2), BlastConfig::default(), 0);
+        for (i, (f, kind)) in cases.into_iter().enumerate() {
+            let before = b.stats().drops.get(kind);
+            let body = wire::encode_body(&BlastPacket::Fragment(f)).unwrap();
+            inject(&mut b, Instant::ZERO, A, &body);
+            assert_eq!(b.stats().drops.get(kind), before + 1, "case {i}: {kind}");
+        }
+        assert_eq!(b.reassemblies_len(), 0);
+        assert!(drain(&mut b).is_empty());
+        assert!(events(&mut b).is_empty());
+        // The good one is accepted; an inconsistent follow-up is not.
+        inject(
+            &mut b,
+            Instant::ZERO,
+            A,
+            &wire::encode_body(&BlastPacket::Fragment(good.clone())).unwrap(),
+        );
+        assert_eq!(b.reassemblies_len(), 1);
+        let odd = Fragment {
+            index: 1,
+            total_len: 1800,
+            count: 4,
+            ..good
+        };
+        inject(
+            &mut b,
+            Instant::ZERO,
+            A,
+            &wire::encode_body(&BlastPacket::Fragment(odd)).unwrap(),
+        );
+        assert_eq!(b.stats().drops.get("inconsistent_fragment"), 1);
+        // Garbage and a wrong protocol.
+        inject(&mut b, Instant::ZERO, A, &[0xff, 0x00, 0x13]);
+        assert_eq!(b.stats().drops.get("malformed_packet"), 1);
+    }
+
+    #[test]
+    fn malformed_or_foreign_srrs_are_ignored() {
+        let (mut a, _) = pair(BlastConfig::default());
+        let info = a
+            .send(Instant::ZERO, B, Arc::from(payload(5000, 1)))
+            .unwrap();
+        drain(&mut a);
+        let srr = |sender, prefix, upto, bits: usize| {
+            wire::encode_body(&BlastPacket::Srr(Srr {
+                mid: info.mid,
+                sender,
+                prefix,
+                upto,
+                received: Bytes(vec![0xff; bits]),
+                seen_seq: 0,
+                complete: true,
+                stalled: false,
+            }))
+            .unwrap()
+        };
+        let feed = |a: &mut Blast, from: NodeId, body: &[u8]| {
+            a.handle_packet(
+                Instant::ZERO,
+                Incoming {
+                    source: from,
+                    source_incarnation: inc(2),
+                    destination: A,
+                    protocol: ProtocolId::Rpc,
+                    relayed: false,
+                    body,
+                },
+            )
+        };
+        feed(&mut a, B, &srr(inc(7), 0, 0, 0));
+        feed(&mut a, NodeId::v4(1, 2, 3, 4, 5), &srr(inc(1), 0, 0, 0));
+        feed(&mut a, B, &srr(inc(1), 3, 2, 0));
+        feed(&mut a, B, &srr(inc(1), 0, 99, 13));
+        feed(&mut a, B, &srr(inc(1), 0, 4, 9));
+        assert_eq!(a.stats().drops.get("srr_wrong_incarnation"), 1);
+        assert_eq!(a.stats().drops.get("srr_wrong_source"), 1);
+        assert_eq!(a.stats().drops.get("malformed_srr"), 3);
+        assert!(a.is_sending(info.mid));
+        feed(&mut a, B, &srr(inc(1), 4, 4, 0));
+        assert!(!a.is_sending(info.mid));
+        assert_eq!(
+            events(&mut a),
+            vec![BlastEvent::Acked {
+                to: B,
+                mid: info.mid
+            }]
+        );
+    }
+
+    /// Random sizes over a lossy, duplicating, reordering link: every
+    /// message arrives intact or not at all, and the sender always ends.
+    #[test]
+    fn lossy_link_intact_or_nothing() {
+        let mut total_delivered = 0;
+        for seed in 0..40u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (mut a, mut b) = pair(BlastConfig {
+                window: 32,
+                ..BlastConfig::default()
+            });
+            let mut sent = Vec::new();
+            for k in 0..3 {
+                let len = if k == 0 {
+                    300_000
+                } else {
+                    rng.random_range(1..50_000)
+                };
+                let msg = payload(len, seed * 10 + k);
+                a.send(Instant::ZERO, B, Arc::from(msg.clone())).unwrap();
+                sent.push(msg);
+            }
+            // A queue with random delays gives reordering; duplicates too.
+            let mut queue: BTreeMap<(Instant, u64), (bool, Transmit)> = BTreeMap::new();
+            let mut seq = 0u64;
+            let mut now = Instant::ZERO;
+            let mut delivered = Vec::new();
+            let mut ended = Vec::new();
+            for _ in 0..1_000_000 {
+                for (to_b, t) in drain(&mut a)
+                    .into_iter()
+                    .map(|t| (true, t))
+                    .chain(drain(&mut b).into_iter().map(|t| (false, t)))
+                {
+                    for _ in 0..if rng.random_bool(0.1) { 2 } else { 1 } {
+                        if rng.random_bool(0.3) {
+                            continue;
+                        }
+                        let at = now + Duration::from_micros(rng.random_range(100..5_000));
+                        seq += 1;
+                        queue.insert((at, seq), (to_b, t.clone()));
+                    }
+                }
+                for out in a.outgoing.values() {
+                    assert!(out.in_flight() <= a.config.window);
+                }
+                for e in events(&mut b) {
+                    if let BlastEvent::Delivered { message, .. } = e {
+                        delivered.push(message);
+                    }
+                }
+                ended.extend(events(&mut a));
+                let next_pkt = queue.keys().next().map(|k| k.0);
+                let next = crate::time::earliest(
+                    next_pkt,
+                    crate::time::earliest(a.poll_timeout(), b.poll_timeout()),
+                );
+                let Some(next) = next else { break };
+                now = now.max(next);
+                if next_pkt == Some(next) {
+                    let (_, (to_b, t)) = queue.pop_first().unwrap();
+                    if to_b {
+                        deliver(now, &mut b, A, inc(1), &t);
+                    } else {
+                        deliver(now, &mut a, B, inc(2), &t);
+                    }
+                } else {
+                    a.handle_timeout(now);
+                    b.handle_timeout(now);
+                }
+            }
+            assert_eq!(a.outgoing_len(), 0, "seed {seed}: sender ended");
+            let multi = sent
+                .iter()
+                .filter(|m| m.len() > DEFAULT_FRAGMENT_PAYLOAD)
+                .count();
+            assert_eq!(
+                ended.len(),
+                multi,
+                "seed {seed}: one Acked/Abandoned per message"
+            );
+            for m in &delivered {
+                assert!(sent.contains(m), "seed {seed}: corrupted delivery");
+                if m.len() > DEFAULT_FRAGMENT_PAYLOAD {
+                    // (One-fragment messages carry no state: a duplicated
+                    // datagram is delivered twice, and CHAN sorts it out.)
+                    let n = delivered.iter().filter(|d| *d == m).count();
+                    assert_eq!(n, 1, "seed {seed}: twice");
+                }
+            }
+            for e in &ended {
+                if let BlastEvent::Acked { mid, .. } = e {
+                    let k = (mid - 100) as usize;
+                    assert!(
+                        delivered.contains(&sent[k]),
+                        "seed {seed}: acked, not delivered"
+                    );
+                }
+            }
+            total_delivered += delivered.len();
+            assert_eq!(b.reassemblies_len(), 0);
+            assert_eq!(b.buffered_bytes(), 0);
+        }
+        assert!(total_delivered >= 108, "{total_delivered} of 120");
+    }
+}
