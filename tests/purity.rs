@@ -57,7 +57,11 @@ fn cores_are_pure() {
     assert!(files.len() > 5, "expected to find the core sources");
     let mut violations = Vec::new();
     for f in &files {
-        let rel = f.strip_prefix(root).unwrap_or(f).to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .replace('\\', "/");
         if IMPURE_ALLOWED.iter().any(|a| rel.starts_with(a)) {
             continue;
         }
@@ -66,7 +70,11 @@ fn cores_are_pure() {
             let code = line.split("//").next().unwrap_or("");
             for bad in FORBIDDEN {
                 if code.contains(bad) {
-                    violations.push(format!("{rel}:{}: `{bad}` in a sans-IO core: {}", n + 1, line.trim()));
+                    violations.push(format!(
+                        "{rel}:{}: `{bad}` in a sans-IO core: {}",
+                        n + 1,
+                        line.trim()
+                    ));
                 }
             }
         }

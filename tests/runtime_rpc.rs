@@ -71,15 +71,36 @@ async fn echo_call_all_and_unknown_procedure() {
     let s2 = server(SocketOptions::localhost(), execs.clone());
     let mut c = client();
 
-    let reply = call(&mut c, s1.handle.local, ECHO, b"hello".to_vec(), CallOptions::default()).await;
+    let reply = call(
+        &mut c,
+        s1.handle.local,
+        ECHO,
+        b"hello".to_vec(),
+        CallOptions::default(),
+    )
+    .await;
     assert_eq!(reply.as_deref(), Ok(&b"hello"[..]));
 
     // A large message goes through BLAST.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let reply = call(&mut c, s2.handle.local, ECHO, big.clone(), CallOptions::default()).await;
+    let reply = call(
+        &mut c,
+        s2.handle.local,
+        ECHO,
+        big.clone(),
+        CallOptions::default(),
+    )
+    .await;
     assert_eq!(reply.as_deref(), Ok(&big[..]));
 
-    let e = call(&mut c, s1.handle.local, 999, vec![1], CallOptions::default()).await;
+    let e = call(
+        &mut c,
+        s1.handle.local,
+        999,
+        vec![1],
+        CallOptions::default(),
+    )
+    .await;
     assert_eq!(e, Err(CallError::NoSuchProcedure));
 
     // call_all with one address where nothing listens.
@@ -105,7 +126,12 @@ async fn echo_call_all_and_unknown_procedure() {
             .await
             .expect("call_all completes")
             .expect("channel open");
-        if let RpcEvent::CallAllCompleted { replies, unanswered, .. } = ev {
+        if let RpcEvent::CallAllCompleted {
+            replies,
+            unanswered,
+            ..
+        } = ev
+        {
             break (replies, unanswered);
         }
     };
@@ -137,14 +163,27 @@ async fn twenty_percent_loss_each_way_still_exactly_once() {
         let len = if i % 10 == 0 { 200 * 1024 } else { 100 };
         // At 20% loss each way a round trip fails 36% of the time; give the
         // call enough retries that giving up is practically impossible.
-        let patient = CallOptions::default().with_max_retries(30).with_timeout(Duration::from_secs(60));
+        let patient = CallOptions::default()
+            .with_max_retries(30)
+            .with_timeout(Duration::from_secs(60));
         let r = call(&mut c, s.handle.local, COUNT, vec![7; len], patient).await;
         assert_eq!(r, Ok((len as u64).to_le_bytes().to_vec()), "call {i}");
         ok += 1;
     }
-    assert_eq!(execs.load(Ordering::SeqCst), ok, "each call executed exactly once");
-    let stats = c.handle.with_core(|rpc: &mut Rpc, _| rpc.stats()).await.expect("alive");
-    assert!(stats.chan.retransmissions + stats.blast.fragments_retransmitted > 0, "loss forced retransmissions");
+    assert_eq!(
+        execs.load(Ordering::SeqCst),
+        ok,
+        "each call executed exactly once"
+    );
+    let stats = c
+        .handle
+        .with_core(|rpc: &mut Rpc, _| rpc.stats())
+        .await
+        .expect("alive");
+    assert!(
+        stats.chan.retransmissions + stats.blast.fragments_retransmitted > 0,
+        "loss forced retransmissions"
+    );
     let socket = s.handle.socket_stats().await.expect("alive");
     let fault_drops: u64 = socket
         .drops
@@ -152,7 +191,11 @@ async fn twenty_percent_loss_each_way_still_exactly_once() {
         .filter(|(k, _)| k.starts_with("fault_"))
         .map(|(_, v)| *v)
         .sum();
-    assert!(fault_drops > 0, "the interceptor dropped packets: {:?}", socket.drops);
+    assert!(
+        fault_drops > 0,
+        "the interceptor dropped packets: {:?}",
+        socket.drops
+    );
 }
 
 #[actix_rt::test]
@@ -161,7 +204,9 @@ async fn server_restart_fails_pending_with_peer_restarted_then_recovers() {
     let s = server(SocketOptions::localhost(), execs.clone());
     let addr = s.handle.local;
     let mut c = client();
-    assert!(call(&mut c, addr, COUNT, vec![1], CallOptions::default()).await.is_ok());
+    assert!(call(&mut c, addr, COUNT, vec![1], CallOptions::default())
+        .await
+        .is_ok());
 
     // Restart: a new life on the same address.
     s.handle.stop();
@@ -169,14 +214,18 @@ async fn server_restart_fails_pending_with_peer_restarted_then_recovers() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let execs = execs.clone();
-        let spawned = spawn_core(SocketOptions::new(addr.addr()), &[ProtocolId::Rpc], move |ctx| {
-            let mut rpc = Rpc::new(ctx.local, ctx.incarnation, RpcConfig::default(), 12);
-            rpc.register(COUNT, move |_, b: &[u8]| {
-                execs.fetch_add(1, Ordering::SeqCst);
-                HandlerResult::Reply((b.len() as u64).to_le_bytes().to_vec())
-            });
-            rpc
-        });
+        let spawned = spawn_core(
+            SocketOptions::new(addr.addr()),
+            &[ProtocolId::Rpc],
+            move |ctx| {
+                let mut rpc = Rpc::new(ctx.local, ctx.incarnation, RpcConfig::default(), 12);
+                rpc.register(COUNT, move |_, b: &[u8]| {
+                    execs.fetch_add(1, Ordering::SeqCst);
+                    HandlerResult::Reply((b.len() as u64).to_le_bytes().to_vec())
+                });
+                rpc
+            },
+        );
         if let Ok(x) = spawned {
             s2 = Some(x);
             break;

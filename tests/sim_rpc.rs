@@ -23,7 +23,9 @@
 //! `SIM_SEED=N cargo test --test sim_rpc -- rpc_many_seeds` replays one.
 
 use membership::id::NodeId;
-use membership::rpc::{CallAllId, CallError, CallId, CallOptions, HandlerResult, Rpc, RpcConfig, RpcEvent};
+use membership::rpc::{
+    CallAllId, CallError, CallId, CallOptions, HandlerResult, Rpc, RpcConfig, RpcEvent,
+};
 use membership::sim::{self, Fault, LinkConfig, SimConfig, Simulator};
 use membership::sim_replay;
 use membership::time::Instant;
@@ -103,7 +105,10 @@ fn options() -> CallOptions {
 fn run(seed: u64, test: &str) -> String {
     let mut plan = ChaCha8Rng::seed_from_u64(seed ^ 0x52_50_43);
     let link = LinkConfig::lan()
-        .with_latency(Duration::from_micros(50), Duration::from_micros(plan.random_range(100..3000)))
+        .with_latency(
+            Duration::from_micros(50),
+            Duration::from_micros(plan.random_range(100..3000)),
+        )
         .with_loss(plan.random_range(0.0..=0.30))
         .with_duplicate(plan.random_range(0.0..=0.10))
         .with_reorder(plan.random_range(0.0..=0.20), Duration::from_millis(3))
@@ -117,19 +122,30 @@ fn run(seed: u64, test: &str) -> String {
 
     let handler_book = book.clone();
     let mut sim = Simulator::new(cfg, move |spawn| {
-        let mut rpc = Rpc::new(spawn.id, spawn.incarnation, RpcConfig::default(), spawn.seed);
+        let mut rpc = Rpc::new(
+            spawn.id,
+            spawn.incarnation,
+            RpcConfig::default(),
+            spawn.seed,
+        );
         let book = handler_book.clone();
         let me = spawn.id;
         rpc.register(PROC_WORK, move |_ctx, body: &[u8]| {
             let mut b = book.borrow_mut();
             if body.len() < 12 {
-                b.violations.push(format!("short request of {} bytes", body.len()));
+                b.violations
+                    .push(format!("short request of {} bytes", body.len()));
                 return HandlerResult::Reply(Vec::new());
             }
             let token = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
             let reply_len = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
-            if body[12..].iter().enumerate().any(|(i, x)| *x != pattern(token, i)) {
-                b.violations.push(format!("request {token} arrived corrupted"));
+            if body[12..]
+                .iter()
+                .enumerate()
+                .any(|(i, x)| *x != pattern(token, i))
+            {
+                b.violations
+                    .push(format!("request {token} arrived corrupted"));
             }
             let n = {
                 let n = b.executions.entry((me, token)).or_insert(0);
@@ -137,7 +153,8 @@ fn run(seed: u64, test: &str) -> String {
                 *n
             };
             if n > 1 {
-                b.violations.push(format!("request {token} executed {n} times"));
+                b.violations
+                    .push(format!("request {token} executed {n} times"));
             }
             HandlerResult::Reply(reply(token, reply_len))
         });
@@ -153,7 +170,11 @@ fn run(seed: u64, test: &str) -> String {
         }
         for (_, node, event) in view.new_events() {
             match event {
-                RpcEvent::CallCompleted { id, node: server, result } => {
+                RpcEvent::CallCompleted {
+                    id,
+                    node: server,
+                    result,
+                } => {
                     let key = (*node, *id);
                     let Some(&(token, reply_len)) = b.issued.get(&key) else {
                         return Err(format!("{node}: completion of unknown call {id:?}"));
@@ -165,15 +186,25 @@ fn run(seed: u64, test: &str) -> String {
                     match result {
                         Ok(r) => {
                             if *r != reply(token, reply_len) {
-                                return Err(format!("call {token}: wrong reply ({} bytes)", r.len()));
+                                return Err(format!(
+                                    "call {token}: wrong reply ({} bytes)",
+                                    r.len()
+                                ));
                             }
                             if execs != 1 {
-                                return Err(format!("call {token} succeeded with {execs} executions"));
+                                return Err(format!(
+                                    "call {token} succeeded with {execs} executions"
+                                ));
                             }
                             b.successes += 1;
                         }
                         Err(e) => {
-                            if !matches!(e, CallError::Timeout | CallError::PeerRestarted | CallError::Unreachable) {
+                            if !matches!(
+                                e,
+                                CallError::Timeout
+                                    | CallError::PeerRestarted
+                                    | CallError::Unreachable
+                            ) {
                                 return Err(format!("call {token} failed with unexpected {e:?}"));
                             }
                             if execs > 1 {
@@ -183,7 +214,12 @@ fn run(seed: u64, test: &str) -> String {
                         }
                     }
                 }
-                RpcEvent::CallAllCompleted { id, replies, unanswered, errors } => {
+                RpcEvent::CallAllCompleted {
+                    id,
+                    replies,
+                    unanswered,
+                    errors,
+                } => {
                     let key = (*node, *id);
                     let Some(&base) = b.call_alls.get(&key) else {
                         return Err(format!("{node}: completion of unknown call_all {id:?}"));
@@ -194,7 +230,9 @@ fn run(seed: u64, test: &str) -> String {
                     let mut seen: BTreeSet<NodeId> = replies.iter().map(|(n, _)| *n).collect();
                     for n in unanswered {
                         if !seen.insert(*n) {
-                            return Err(format!("call_all {id:?}: {n} both replied and unanswered"));
+                            return Err(format!(
+                                "call_all {id:?}: {n} both replied and unanswered"
+                            ));
                         }
                     }
                     if seen != all_servers {
@@ -230,17 +268,33 @@ fn run(seed: u64, test: &str) -> String {
         let client = clients()[plan.random_range(0..2)];
         let server = servers()[plan.random_range(0..3)];
         // One seed in fifty sends exactly 1 MiB once.
-        let size = if i == 0 && seed % 50 == 0 { 1 << 20 } else { pick_size(&mut plan) };
-        let reply_len = if plan.random_bool(0.2) { pick_size(&mut plan) as u32 } else { 16 };
+        let size = if i == 0 && seed % 50 == 0 {
+            1 << 20
+        } else {
+            pick_size(&mut plan)
+        };
+        let reply_len = if plan.random_bool(0.2) {
+            pick_size(&mut plan) as u32
+        } else {
+            16
+        };
         let token = next_token;
         next_token += 1;
         let book = book.clone();
         sim.schedule(at, move |sim| {
             let id = sim.with_core(client, |rpc: &mut Rpc, now| {
-                rpc.call(now, server, PROC_WORK, request(token, size, reply_len), options())
+                rpc.call(
+                    now,
+                    server,
+                    PROC_WORK,
+                    request(token, size, reply_len),
+                    options(),
+                )
             });
             if let Some(id) = id {
-                book.borrow_mut().issued.insert((client, id), (token, reply_len));
+                book.borrow_mut()
+                    .issued
+                    .insert((client, id), (token, reply_len));
             }
         });
     }
@@ -273,7 +327,10 @@ fn run(seed: u64, test: &str) -> String {
             1 => Fault::Restart(s),
             2 => Fault::Pause(s),
             3 => Fault::Resume(s),
-            _ => Fault::Clog { node: s, until: at + Duration::from_millis(plan.random_range(1..500)) },
+            _ => Fault::Clog {
+                node: s,
+                until: at + Duration::from_millis(plan.random_range(1..500)),
+            },
         };
         sim.schedule_fault(at, fault);
     }
@@ -315,7 +372,12 @@ fn run(seed: u64, test: &str) -> String {
                 let token = next_token;
                 next_token += 1;
                 let before = book.borrow().successes;
-                let restarted_before = book.borrow().failures.get("PeerRestarted").copied().unwrap_or(0);
+                let restarted_before = book
+                    .borrow()
+                    .failures
+                    .get("PeerRestarted")
+                    .copied()
+                    .unwrap_or(0);
                 let id = sim.with_core(c, |rpc: &mut Rpc, now| {
                     rpc.call(now, *s, PROC_WORK, request(token, 3000, 16), options())
                 });
@@ -334,14 +396,21 @@ fn run(seed: u64, test: &str) -> String {
                     succeeded = true;
                     break;
                 }
-                let restarted_after = book.borrow().failures.get("PeerRestarted").copied().unwrap_or(0);
+                let restarted_after = book
+                    .borrow()
+                    .failures
+                    .get("PeerRestarted")
+                    .copied()
+                    .unwrap_or(0);
                 if attempt > 0 || restarted_after == restarted_before {
                     break;
                 }
             }
             if !succeeded {
                 let f = book.borrow().failures.clone();
-                sim.fail(format!("healed phase: {c} cannot call {s} (failures so far: {f:?})"));
+                sim.fail(format!(
+                    "healed phase: {c} cannot call {s} (failures so far: {f:?})"
+                ));
             }
         }
     }

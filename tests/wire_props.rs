@@ -45,16 +45,21 @@ fn header() -> impl Strategy<Value = Header> {
 }
 
 fn auth() -> AuthConfig {
-    let ring = KeyRing::new(vec![ClusterKey::new(7, [0x5a; 32]).expect("valid key")])
-        .expect("valid ring");
+    let ring =
+        KeyRing::new(vec![ClusterKey::new(7, [0x5a; 32]).expect("valid key")]).expect("valid ring");
     AuthConfig::new(ring)
 }
 
 /// A body type with the shapes real protocol messages have.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 enum Msg {
-    Ping { seq: u64 },
-    Join { name: String, members: Vec<(u32, u64)> },
+    Ping {
+        seq: u64,
+    },
+    Join {
+        name: String,
+        members: Vec<(u32, u64)>,
+    },
     Data(Vec<u8>),
     Nothing,
 }

@@ -81,7 +81,11 @@ impl RawTransfer {
 /// for the receiver's one-byte acknowledgement (or 200 ms), as a request/reply
 /// caller would; losses are not repaired (this is the no-protocol baseline).
 #[allow(clippy::disallowed_methods)] // the benchmark owns the clock
-pub fn transfer(message_bytes: usize, fragment: usize, messages: usize) -> std::io::Result<RawTransfer> {
+pub fn transfer(
+    message_bytes: usize,
+    fragment: usize,
+    messages: usize,
+) -> std::io::Result<RawTransfer> {
     let rx = super::socket_with_buffers("127.0.0.1:0".parse().expect("literal"))?;
     let tx = super::socket_with_buffers("127.0.0.1:0".parse().expect("literal"))?;
     let rx_addr = rx.local_addr()?;

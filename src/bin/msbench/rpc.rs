@@ -47,7 +47,9 @@ fn server_thread(ready: std_mpsc::Sender<NodeId>, stop: std_mpsc::Receiver<()>) 
     system.block_on(async move {
         let spawned = spawn_core(SocketOptions::localhost(), &[ProtocolId::Rpc], |ctx| {
             let mut rpc = Rpc::new(ctx.local, ctx.incarnation, RpcConfig::default(), 1);
-            rpc.register(PROC_ECHO, |_, body: &[u8]| HandlerResult::Reply(body.to_vec()));
+            rpc.register(PROC_ECHO, |_, body: &[u8]| {
+                HandlerResult::Reply(body.to_vec())
+            });
             rpc.register(PROC_SINK, |_, body: &[u8]| {
                 HandlerResult::Reply((body.len() as u64).to_le_bytes().to_vec())
             });
@@ -74,7 +76,8 @@ pub fn run(args: &RpcArgs) -> anyhow::Result<()> {
         bail!("--size must be at most 60000 bytes (one datagram)");
     }
     // Raw baselines first, while nothing else runs.
-    let raw_rtt = raw::ping_pong(args.size, args.warmup, args.rounds).context("raw UDP ping-pong")?;
+    let raw_rtt =
+        raw::ping_pong(args.size, args.warmup, args.rounds).context("raw UDP ping-pong")?;
     let fragment = RpcConfig::default().blast.fragment_payload;
     let small_n = args.bulk_messages.max(5);
     let big_n = (args.bulk_messages / 10).max(5);
@@ -127,7 +130,11 @@ pub fn run(args: &RpcArgs) -> anyhow::Result<()> {
             let reply = wait_reply(&mut client.events).await?;
             let dt = t0.elapsed();
             if reply.len() != body.len() {
-                bail!("echo returned {} bytes, expected {}", reply.len(), body.len());
+                bail!(
+                    "echo returned {} bytes, expected {}",
+                    reply.len(),
+                    body.len()
+                );
             }
             if i >= args.warmup {
                 rtt.push(dt);
@@ -150,7 +157,10 @@ pub fn run(args: &RpcArgs) -> anyhow::Result<()> {
             }
             bulk.push((size, n, t0.elapsed().as_secs_f64()));
         }
-        let stats = client.handle.with_core(|rpc: &mut Rpc, _| rpc.stats()).await?;
+        let stats = client
+            .handle
+            .with_core(|rpc: &mut Rpc, _| rpc.stats())
+            .await?;
         client.handle.stop();
         Ok::<_, anyhow::Error>((rtt, bulk, stats))
     });
@@ -191,9 +201,19 @@ pub fn run(args: &RpcArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{out}");
     } else {
-        println!("RPC round trip ({} B, {} samples): p50 {:.1} us, p99 {:.1} us", args.size, rtt.len(), rpc_p50, rpc_p99);
+        println!(
+            "RPC round trip ({} B, {} samples): p50 {:.1} us, p99 {:.1} us",
+            args.size,
+            rtt.len(),
+            rpc_p50,
+            rpc_p99
+        );
         println!("raw UDP ping-pong:                 p50 {raw_p50:.1} us, p99 {raw_p99:.1} us");
-        println!("ratio p50 {:.2} (target <= 1.5), p99 {:.2}", ratio(rpc_p50, raw_p50), ratio(rpc_p99, raw_p99));
+        println!(
+            "ratio p50 {:.2} (target <= 1.5), p99 {:.2}",
+            ratio(rpc_p50, raw_p50),
+            ratio(rpc_p99, raw_p99)
+        );
         for b in out["blast"].as_array().into_iter().flatten() {
             println!(
                 "BLAST {:>8} B x {:>4}: {:>8.1} MB/s   raw UDP {:>8.1} MB/s (delivered {:.0}%)   ratio {:.2}",
