@@ -78,6 +78,9 @@ struct Book {
     violations: Vec<String>,
     /// Calls issued: (client, call) -> (token, reply length).
     issued: BTreeMap<(NodeId, CallId), (u64, u32)>,
+    /// Tokens of requests of at least 100 KiB.
+    large: BTreeSet<u64>,
+    large_successes: u64,
     /// Calls completed.
     completed: BTreeSet<(NodeId, CallId)>,
     /// call_alls issued: (client, id) -> (token base per server).
@@ -101,8 +104,17 @@ fn options() -> CallOptions {
     CallOptions::default().with_timeout(Duration::from_secs(8))
 }
 
-/// One run; returns the trace hash.
-fn run(seed: u64, test: &str) -> String {
+/// What one run exercised, summed over seeds to show the test is not vacuous.
+#[derive(Default, Debug)]
+struct Tally {
+    successes: u64,
+    failures: BTreeMap<String, u64>,
+    large_successes: u64,
+    restarts_or_crashes: u64,
+}
+
+/// One run; returns the trace hash and what it exercised.
+fn run(seed: u64, test: &str) -> (String, Tally) {
     let mut plan = ChaCha8Rng::seed_from_u64(seed ^ 0x52_50_43);
     let link = LinkConfig::lan()
         .with_latency(
@@ -197,6 +209,9 @@ fn run(seed: u64, test: &str) -> String {
                                 ));
                             }
                             b.successes += 1;
+                            if b.large.contains(&token) {
+                                b.large_successes += 1;
+                            }
                         }
                         Err(e) => {
                             if !matches!(
@@ -292,9 +307,11 @@ fn run(seed: u64, test: &str) -> String {
                 )
             });
             if let Some(id) = id {
-                book.borrow_mut()
-                    .issued
-                    .insert((client, id), (token, reply_len));
+                let mut b = book.borrow_mut();
+                b.issued.insert((client, id), (token, reply_len));
+                if size >= 100 * 1024 {
+                    b.large.insert(token);
+                }
             }
         });
     }
@@ -306,8 +323,8 @@ fn run(seed: u64, test: &str) -> String {
         let book = book.clone();
         let targets = server_set.clone();
         sim.schedule(at, move |sim| {
-            // Register before issuing: an empty or instant outcome would
-            // otherwise complete before we know the id.
+            // A call_all to a non-empty set never completes synchronously,
+            // so recording its id after issuing it is safe.
             let id = sim.with_core(client, |rpc: &mut Rpc, now| {
                 rpc.call_all(now, targets, PROC_WORK, request(token, 100, 16), options())
             });
@@ -319,12 +336,19 @@ fn run(seed: u64, test: &str) -> String {
 
     // Server faults.
     let servers_v = servers();
+    let mut restarts_or_crashes = 0;
     for _ in 0..plan.random_range(0..=5) {
         let at = Instant::from_micros(plan.random_range(0..CHAOS.as_micros() as u64));
         let s = servers_v[plan.random_range(0..3)];
         let fault = match plan.random_range(0..5) {
-            0 => Fault::Crash(s),
-            1 => Fault::Restart(s),
+            0 => {
+                restarts_or_crashes += 1;
+                Fault::Crash(s)
+            }
+            1 => {
+                restarts_or_crashes += 1;
+                Fault::Restart(s)
+            }
             2 => Fault::Pause(s),
             3 => Fault::Resume(s),
             _ => Fault::Clog {
@@ -414,24 +438,65 @@ fn run(seed: u64, test: &str) -> String {
             }
         }
     }
-    sim.trace_hex()
+    let b = book.borrow();
+    let tally = Tally {
+        successes: b.successes,
+        failures: b.failures.clone(),
+        large_successes: b.large_successes,
+        restarts_or_crashes,
+    };
+    (sim.trace_hex(), tally)
 }
 
 #[test]
 fn rpc_many_seeds() {
     let replay = sim_replay!("rpc_many_seeds");
+    let mut total = Tally::default();
+    let mut seeds = 0u64;
     sim::run_seeds(&replay, 1000, |seed| {
-        run(seed, "rpc_many_seeds");
+        let (_, t) = run(seed, "rpc_many_seeds");
+        seeds += 1;
+        total.successes += t.successes;
+        total.large_successes += t.large_successes;
+        total.restarts_or_crashes += t.restarts_or_crashes;
+        for (k, v) in t.failures {
+            *total.failures.entry(k).or_insert(0) += v;
+        }
     });
+    eprintln!("rpc_many_seeds: {seeds} seeds, {total:?}");
+    // Not vacuous: with the default 1,000 seeds the faults must have bitten
+    // (a single replayed seed proves nothing either way).
+    if seeds >= 500 {
+        assert!(
+            total.successes >= seeds * 5,
+            "too few successful calls: {total:?}"
+        );
+        assert!(
+            total.large_successes >= seeds / 20,
+            "too few large messages: {total:?}"
+        );
+        assert!(
+            total.restarts_or_crashes >= seeds / 2,
+            "too few server faults: {total:?}"
+        );
+        assert!(
+            total.failures.get("PeerRestarted").copied().unwrap_or(0) > 0,
+            "{total:?}"
+        );
+        assert!(
+            total.failures.get("Timeout").copied().unwrap_or(0) > 0,
+            "{total:?}"
+        );
+    }
 }
 
 #[test]
 fn rpc_sim_is_deterministic() {
     let replay = sim_replay!("rpc_sim_is_deterministic");
     sim::run_seeds(&replay, 3, |seed| {
-        let a = run(seed, "rpc_sim_is_deterministic");
-        let b = run(seed, "rpc_sim_is_deterministic");
+        let a = run(seed, "rpc_sim_is_deterministic").0;
+        let b = run(seed, "rpc_sim_is_deterministic").0;
         assert_eq!(a, b, "seed {seed}: same seed, different traces");
-        assert_ne!(a, run(seed + 7777, "rpc_sim_is_deterministic"));
+        assert_ne!(a, run(seed + 7777, "rpc_sim_is_deterministic").0);
     });
 }
