@@ -1,6 +1,8 @@
 //! CHAN: request/reply with at-most-once execution (seed 004, section
 //! 5.3.2), over [`Blast`], with the adaptive retransmission timeout of
-//! section 5.2.6 (Jacobson/Karels, Karn/Partridge).
+//! section 5.2.6 (Jacobson/Karels), its samples made unambiguous by echoed
+//! attempt numbers (the idea of TCP's timestamps, RFC 7323) instead of
+//! Karn/Partridge's rule.
 //!
 //! Every CHAN message ([`ChanMessage`]) travels as one BLAST message; small
 //! ones are a single fragment. The book's fields map as follows:
@@ -55,15 +57,38 @@
 //!
 //! Timers (every one with a count and a give-up): the client's RETRANSMIT
 //! timer (for `Hello` and single-fragment requests) starts at the peer's RTO
-//! and doubles per retransmission (exponential back-off, also remembered per
-//! peer until a valid RTT sample, Karn); after `max_retries` unanswered
-//! retransmissions the call fails with [`CallError::Timeout`]. Multi-fragment
-//! requests are not retransmitted while BLAST still moves them: BLAST's
-//! acknowledgement counts as CHAN's ACK; its DONE give-up sends a probe. The
-//! PROBE timer has the same retry count. Every call also has an overall
-//! deadline. RTT samples come only from messages sent once (Karn's rule):
-//! `Hello`/`Iam`, a single-fragment request and its first answer, and a
-//! probe and its answer.
+//! and doubles per retransmission (exponential back-off) up to
+//! [`ChanConfig::max_rto`]; after `max_retries` unanswered retransmissions
+//! the call fails with [`CallError::Timeout`]. Multi-fragment requests are
+//! not retransmitted while BLAST still moves them: BLAST's acknowledgement
+//! counts as CHAN's ACK; its DONE give-up sends a probe. The PROBE timer has
+//! the same retry count and back-off. Every call also has an overall
+//! deadline.
+//!
+//! RTT samples: every transmission of a `Hello`, a single-fragment request
+//! or a probe carries a fresh per-call `attempt` number, and every answer
+//! echoes the attempt it answers (see [`ChanMessage`]); the client keeps the
+//! send times of its last [`SENT_HISTORY`] attempts per call and takes the
+//! sample `now − sent_at[echo]` from the first answer to each, whether it
+//! was a first transmission or a retransmission. So Karn's ambiguity is
+//! gone and samples keep coming through loss streaks, as a Reply answered
+//! from the server's duplicate cache echoes the retransmission that asked
+//! for it. An answer echoing an attempt never sent, one too old to be kept,
+//! or one already answered is no sample. Answers that do not answer a
+//! transmission at once echo 0 and are no samples: a deferred handler's
+//! reply (the handler's time is no part of the round trip) and a
+//! multi-fragment reply or request (the transfer time is not either; the
+//! server sends an `Ack` carrying the echo ahead of a multi-fragment reply).
+//!
+//! Back-off memory: retransmissions raise the peer's back-off (the RTO's
+//! doublings), and any valid sample clears it. A new call, and a new phase
+//! of a call (the request after `Iam`, probing after `Ack`), inherits at most
+//! [`ChanConfig::max_inherited_backoff`] doublings of it (default 2, so at
+//! most 4 × the base RTO) and doubles from there on each retransmission.
+//! With the default `max_rto` of 2 s this bounds what one loss streak costs
+//! the calls after it: on a LAN a lost first transmission costs a few base
+//! RTOs, not the seconds that an unbounded remembered back-off would, while
+//! a dead or congested peer still sees exponentially fewer retransmissions.
 
 use super::blast::{Blast, BlastConfig, BlastEvent};
 use super::bytes::Bytes;
@@ -165,8 +190,24 @@ pub struct ChanConfig {
     pub initial_rto: Duration,
     /// Lower clamp of the RTO. Default 5 ms.
     pub min_rto: Duration,
-    /// Upper clamp of the RTO, also after back-off. Default 10 s.
+    /// Upper clamp of the RTO, also after back-off. Default 2 s: CHAN serves
+    /// a membership service on a LAN, where round trips are milliseconds;
+    /// as answers to retransmissions are RTT samples too (see
+    /// [`ChanMessage`]), a long back-off is only ever needed against a dead
+    /// or badly congested peer, and there a 2 s retransmission period is
+    /// gentle enough, while a longer one (the 10 s of WAN-minded stacks)
+    /// makes a single lost datagram cost that long. Raise it for long or
+    /// slow paths.
     pub max_rto: Duration,
+    /// Most doublings of the RTO that a *new* call (and each new phase of a
+    /// call: request after `Hello`, probing after `Ack`) inherits from the
+    /// peer's remembered back-off. Default 2: after a loss streak or a
+    /// timeout the next call starts at most at 4 × the base RTO instead of
+    /// at `max_rto`, so one bad streak does not make every following call
+    /// wait seconds for its first retransmission; the call itself still
+    /// backs off exponentially from there up to `max_rto`. Any valid RTT
+    /// sample clears the peer's back-off.
+    pub max_inherited_backoff: u32,
     /// Default retry count of a call. Default 5 (the book gives up after 4).
     pub max_retries: u32,
     /// Default overall call timeout. Default 30 s.
@@ -209,7 +250,8 @@ impl Default for ChanConfig {
         ChanConfig {
             initial_rto: Duration::from_millis(100),
             min_rto: Duration::from_millis(5),
-            max_rto: Duration::from_secs(10),
+            max_rto: Duration::from_secs(2),
+            max_inherited_backoff: 2,
             max_retries: 5,
             call_timeout: Duration::from_secs(30),
             probe_interval: Duration::from_secs(1),
@@ -255,6 +297,9 @@ pub struct Request {
     pub acks: Vec<u64>,
     /// How much longer (ms) the client may ask for the reply.
     pub patience_ms: u32,
+    /// Which transmission of this call this is (see [`ChanMessage`]); 0 for
+    /// a multi-fragment request, which asks for no echo.
+    pub attempt: u32,
     /// The client's round-trip estimate to the server in ms (0: none), for
     /// the BLAST transfer of a large reply.
     pub rtt_hint_ms: u32,
@@ -263,12 +308,23 @@ pub struct Request {
 }
 
 /// A CHAN message: the payload of one BLAST message.
+///
+/// RTT measurement (the idea of TCP's timestamps, RFC 7323 RTTM): every
+/// transmission of a call's `Hello`, `Request` or `Probe` carries a fresh
+/// `attempt` number (1, 2, ... per call; 0 asks for no echo), and every
+/// answer (`Iam`, `Reply`, `Ack`, `Unknown`, `Forgotten`, `Restarted`)
+/// carries in `echo` the attempt of the transmission it answers, or 0 when it
+/// answers none at once (a deferred handler's reply, a multi-fragment
+/// reply). The client thus knows which transmission an answer belongs to,
+/// retransmission or not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChanMessage {
     /// Client: "which incarnation are you?" (first contact).
     Hello {
-        /// Echoed in the answer.
+        /// Echoed in the answer (the call id).
         nonce: u64,
+        /// Which transmission of the call this is.
+        attempt: u32,
     },
     /// Server: the answer to `Hello`.
     Iam {
@@ -276,6 +332,8 @@ pub enum ChanMessage {
         nonce: u64,
         /// The server's incarnation.
         incarnation: Incarnation,
+        /// The `Hello`'s attempt.
+        echo: u32,
     },
     /// Client: a call.
     Request(Request),
@@ -285,6 +343,8 @@ pub enum ChanMessage {
         mid: u64,
         /// The server's incarnation.
         server: Incarnation,
+        /// The attempt answered at once (0: none).
+        echo: u32,
         /// The outcome.
         outcome: Outcome,
     },
@@ -294,6 +354,8 @@ pub enum ChanMessage {
         mid: u64,
         /// The server's incarnation.
         server: Incarnation,
+        /// The attempt answered (0: none).
+        echo: u32,
     },
     /// Client: "are you alive, and still working on `mid`?"
     Probe {
@@ -305,6 +367,8 @@ pub enum ChanMessage {
         server: Incarnation,
         /// As in [`Request::patience_ms`].
         patience_ms: u32,
+        /// Which transmission of the call this is.
+        attempt: u32,
     },
     /// Server: never received request `mid` (the client resends it).
     Unknown {
@@ -312,6 +376,8 @@ pub enum ChanMessage {
         mid: u64,
         /// The server's incarnation.
         server: Incarnation,
+        /// The attempt answered.
+        echo: u32,
     },
     /// Server: call `mid` is finished here but its reply is gone.
     Forgotten {
@@ -319,6 +385,8 @@ pub enum ChanMessage {
         mid: u64,
         /// The server's incarnation.
         server: Incarnation,
+        /// The attempt answered.
+        echo: u32,
     },
     /// Server: the request was addressed to another incarnation of mine.
     Restarted {
@@ -326,6 +394,8 @@ pub enum ChanMessage {
         mid: u64,
         /// The server's (current) incarnation.
         server: Incarnation,
+        /// The attempt answered.
+        echo: u32,
     },
     /// Client: these replies arrived.
     ReplyAck {
@@ -496,8 +566,22 @@ enum Phase {
     /// Acknowledged; probing.
     Waiting {
         probe_outstanding: bool,
-        attempts: u32,
+        probe_retries: u32,
     },
+}
+
+/// Send times kept per call for RTT samples: the last this many attempts.
+/// An answer echoing an older attempt (or one never sent) is no sample.
+pub const SENT_HISTORY: usize = 4;
+
+/// A request as the call keeps it for (re)transmission.
+#[derive(Debug)]
+enum Encoded {
+    /// One fragment: re-encoded per transmission with its attempt number.
+    Small(Request),
+    /// Several fragments (BLAST), encoded once with attempt 0: the transfer
+    /// gives no RTT sample, so it asks for no echo.
+    Large(Arc<[u8]>),
 }
 
 #[derive(Debug)]
@@ -506,21 +590,56 @@ struct Call {
     node: NodeId,
     procedure: u16,
     body: Option<Vec<u8>>,
-    request: Option<Arc<[u8]>>,
+    request: Option<Encoded>,
     pinned: Option<Incarnation>,
     phase: Phase,
     retries: u32,
     max_retries: u32,
     deadline: Instant,
     next_action: Instant,
-    sent_at: Instant,
-    retransmitted: bool,
+    /// The last attempt number used (0: none yet).
+    attempt: u32,
+    /// `(attempt, sent at)` of recent sampleable transmissions, in slot
+    /// `attempt % SENT_HISTORY`; an entry is taken by its first answer.
+    sent: [Option<(u32, Instant)>; SENT_HISTORY],
+    /// Doublings inherited from the peer at the start of the current phase
+    /// (at most [`ChanConfig::max_inherited_backoff`]); the phase's
+    /// retransmissions add theirs on top.
+    inherited: u32,
+}
+
+impl Call {
+    /// A fresh attempt number; recorded for sampling (sent at `now`) if
+    /// `sampleable`.
+    fn next_attempt(&mut self, now: Instant, sampleable: bool) -> u32 {
+        self.attempt = self.attempt.checked_add(1).unwrap_or(1);
+        let slot = self.attempt as usize % SENT_HISTORY;
+        self.sent[slot] = sampleable.then_some((self.attempt, now));
+        self.attempt
+    }
+
+    /// The send time of `attempt` if it is recent and unanswered; takes it.
+    fn take_sent(&mut self, attempt: u32) -> Option<Instant> {
+        if attempt == 0 {
+            return None;
+        }
+        let slot = &mut self.sent[attempt as usize % SENT_HISTORY];
+        match *slot {
+            Some((a, at)) if a == attempt => {
+                *slot = None;
+                Some(at)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Peer {
     incarnation: Option<Incarnation>,
     rtt: RttEstimator,
+    /// Doublings of the RTO remembered from retransmissions since the last
+    /// valid RTT sample.
     backoff: u32,
     calls: BTreeSet<u64>,
     pending_acks: BTreeSet<u64>,
@@ -534,6 +653,9 @@ enum Entry {
         token: RequestToken,
         /// Keep the reply at least until then (the client's patience).
         keep_until: Instant,
+        /// The attempt of the latest request or probe for it, and when it
+        /// arrived: an answer sent at that same instant echoes it.
+        asked: (u32, Instant),
     },
     Replied {
         message: Arc<[u8]>,
@@ -680,6 +802,19 @@ impl Chan {
         self.peers.get(&node).map(|p| &p.rtt)
     }
 
+    /// The back-off (doublings of the RTO) remembered for `node` since its
+    /// last valid RTT sample, if it is in the peer table. A new call
+    /// inherits at most [`ChanConfig::max_inherited_backoff`] of it.
+    pub fn backoff(&self, node: NodeId) -> Option<u32> {
+        self.peers.get(&node).map(|p| p.backoff)
+    }
+
+    /// The first retransmission timeout a new call to `node` would use: the
+    /// RTO with the inherited part of the peer's back-off.
+    pub fn initial_call_rto(&self, node: NodeId) -> Duration {
+        self.rto_with_shift(node, self.inherited_shift(node))
+    }
+
     /// The incarnation of `node` this side believes current.
     pub fn known_incarnation(&self, node: NodeId) -> Option<Incarnation> {
         self.peers.get(&node).and_then(|p| p.incarnation)
@@ -691,12 +826,39 @@ impl Chan {
             .clamp(self.config.min_rto, self.config.max_rto)
     }
 
-    fn backed_off_rto(&self, node: NodeId, shift: u32) -> Duration {
-        let peer = self.peers.get(&node);
-        let shift = shift.max(peer.map_or(0, |p| p.backoff)).min(20);
-        self.base_rto(peer)
-            .saturating_mul(1u32 << shift)
+    /// The RTO towards `node` doubled `shift` times, at most `max_rto`.
+    fn rto_with_shift(&self, node: NodeId, shift: u32) -> Duration {
+        self.base_rto(self.peers.get(&node))
+            .saturating_mul(1u32 << shift.min(20))
             .min(self.config.max_rto)
+    }
+
+    /// The doublings a new call (or phase) to `node` starts with.
+    fn inherited_shift(&self, node: NodeId) -> u32 {
+        self.peers
+            .get(&node)
+            .map_or(0, |p| p.backoff.min(self.config.max_inherited_backoff))
+    }
+
+    /// The RTO of call `mid`'s transmission after `retries` retransmissions
+    /// in its current phase.
+    fn call_rto(&self, mid: u64, retries: u32) -> Duration {
+        match self.calls.get(&mid) {
+            Some(c) => self.rto_with_shift(c.node, c.inherited.saturating_add(retries)),
+            None => self.config.max_rto,
+        }
+    }
+
+    /// Remembers for the peer of call `mid` that its RTO was doubled for the
+    /// `retries`-th retransmission.
+    fn note_backoff(&mut self, mid: u64, retries: u32) {
+        let Some(c) = self.calls.get(&mid) else {
+            return;
+        };
+        let shift = c.inherited.saturating_add(retries);
+        if let Some(p) = self.peers.get_mut(&c.node) {
+            p.backoff = p.backoff.max(shift);
+        }
     }
 
     fn max_body(&self) -> usize {
@@ -725,7 +887,7 @@ impl Chan {
             Some(p) => Some(
                 p.rtt
                     .estimated()
-                    .unwrap_or_else(|| self.backed_off_rto(node, 0)),
+                    .unwrap_or_else(|| self.initial_call_rto(node)),
             ),
             None => self.clients.get(&node).and_then(|c| c.rtt_hint),
         }
@@ -798,6 +960,7 @@ impl Chan {
             p.incarnation
         });
         self.call_ids.insert(id, mid);
+        let inherited = self.inherited_shift(node);
         self.calls.insert(
             mid,
             Call {
@@ -812,8 +975,9 @@ impl Chan {
                 max_retries: options.max_retries.unwrap_or(self.config.max_retries),
                 deadline,
                 next_action: now,
-                sent_at: now,
-                retransmitted: false,
+                attempt: 0,
+                sent: [None; SENT_HISTORY],
+                inherited,
             },
         );
         match known {
@@ -903,14 +1067,22 @@ impl Chan {
             return;
         };
         let (node, retries) = (c.node, c.retries);
-        let rto = self.backed_off_rto(node, retries);
-        if let Some(c) = self.calls.get_mut(&mid) {
-            c.phase = Phase::Resolving;
-            c.sent_at = now;
-            c.next_action = now + rto;
-        }
+        let rto = self.call_rto(mid, retries);
+        let Some(c) = self.calls.get_mut(&mid) else {
+            return;
+        };
+        c.phase = Phase::Resolving;
+        c.next_action = now + rto;
+        let attempt = c.next_attempt(now, true);
         self.stats.hellos_sent += 1;
-        self.send_message(now, node, &ChanMessage::Hello { nonce: mid });
+        self.send_message(
+            now,
+            node,
+            &ChanMessage::Hello {
+                nonce: mid,
+                attempt,
+            },
+        );
         self.arm_call(mid);
     }
 
@@ -920,7 +1092,6 @@ impl Chan {
         };
         c.pinned = Some(inc);
         c.retries = 0;
-        c.retransmitted = false;
         let node = c.node;
         let body = c.body.take().unwrap_or_default();
         let procedure = c.procedure;
@@ -937,6 +1108,7 @@ impl Chan {
             done_below,
             acks,
             patience_ms,
+            attempt: 0,
             rtt_hint_ms,
             body: Bytes(body),
         });
@@ -947,8 +1119,22 @@ impl Chan {
                 return;
             }
         };
+        // An attempt number adds at most 4 bytes to the encoding (varints).
+        let stamped_len = encoded.len() + 4;
+        let request = if self.blast.fragments_for(stamped_len) > 1
+            || stamped_len > self.blast.config().max_message
+        {
+            Encoded::Large(Arc::from(encoded))
+        } else {
+            match msg {
+                ChanMessage::Request(r) => Encoded::Small(r),
+                _ => return,
+            }
+        };
+        let inherited = self.inherited_shift(node);
         if let Some(c) = self.calls.get_mut(&mid) {
-            c.request = Some(Arc::from(encoded));
+            c.request = Some(request);
+            c.inherited = inherited;
         }
         self.send_request(now, mid);
     }
@@ -993,18 +1179,37 @@ impl Chan {
             return;
         };
         let (node, retries) = (c.node, c.retries);
-        let Some(request) = c.request.clone() else {
+        let rto = self.call_rto(mid, retries);
+        let Some(c) = self.calls.get_mut(&mid) else {
             return;
         };
-        let rto = self.backed_off_rto(node, retries);
+        let (bytes, small) = match &c.request {
+            Some(Encoded::Large(b)) => (b.clone(), false),
+            Some(Encoded::Small(r)) => {
+                // One fragment at most: copying it to stamp it is cheap.
+                let mut r = r.clone();
+                r.attempt = c.next_attempt(now, true);
+                match wire::encode_body(&ChanMessage::Request(r)) {
+                    Ok(b) => (Arc::from(b), true),
+                    Err(_) => {
+                        self.stats.drops.record_kind("encode_failed");
+                        return;
+                    }
+                }
+            }
+            None => return,
+        };
         self.stats.requests_sent += 1;
-        let transfer = self.send_bytes(now, node, request);
+        let transfer = self.send_bytes(now, node, bytes);
         if let Some(b) = transfer {
             self.transfers.insert(b, Transfer::Request(mid));
         }
         if let Some(c) = self.calls.get_mut(&mid) {
+            if small && transfer.is_some() {
+                // Against expectation more than one fragment: no sample.
+                c.sent[c.attempt as usize % SENT_HISTORY] = None;
+            }
             c.phase = Phase::Sending { transfer };
-            c.sent_at = now;
             c.next_action = if transfer.is_some() {
                 Instant::MAX
             } else {
@@ -1019,24 +1224,25 @@ impl Chan {
             return;
         };
         let (node, pinned) = (c.node, c.pinned);
-        let attempts = match c.phase {
-            Phase::Waiting { attempts, .. } => attempts,
+        let probe_retries = match c.phase {
+            Phase::Waiting { probe_retries, .. } => probe_retries,
             _ => 0,
         };
         let Some(server) = pinned else {
             return;
         };
-        let rto = self.backed_off_rto(node, attempts);
-        if let Some(c) = self.calls.get_mut(&mid) {
-            c.phase = Phase::Waiting {
-                probe_outstanding: true,
-                attempts,
-            };
-            c.sent_at = now;
-            c.next_action = now + rto;
-        }
-        self.stats.probes_sent += 1;
+        let rto = self.call_rto(mid, probe_retries);
         let patience_ms = self.patience_ms(now, mid);
+        let Some(c) = self.calls.get_mut(&mid) else {
+            return;
+        };
+        c.phase = Phase::Waiting {
+            probe_outstanding: true,
+            probe_retries,
+        };
+        c.next_action = now + rto;
+        let attempt = c.next_attempt(now, true);
+        self.stats.probes_sent += 1;
         self.send_message(
             now,
             node,
@@ -1045,6 +1251,7 @@ impl Chan {
                 client: self.incarnation,
                 server,
                 patience_ms,
+                attempt,
             },
         );
         self.arm_call(mid);
@@ -1052,6 +1259,10 @@ impl Chan {
 
     fn enter_waiting(&mut self, now: Instant, mid: u64) {
         let probe_at = now + self.config.probe_interval;
+        let inherited = self
+            .calls
+            .get(&mid)
+            .map_or(0, |c| self.inherited_shift(c.node));
         if let Some(c) = self.calls.get_mut(&mid) {
             if let Phase::Sending {
                 transfer: Some(b), ..
@@ -1062,10 +1273,10 @@ impl Chan {
             }
             c.phase = Phase::Waiting {
                 probe_outstanding: false,
-                attempts: 0,
+                probe_retries: 0,
             };
             c.retries = 0;
-            c.retransmitted = false;
+            c.inherited = inherited;
             c.next_action = probe_at;
         }
         self.arm_call(mid);
@@ -1104,27 +1315,23 @@ impl Chan {
         });
     }
 
-    /// Takes an RTT sample for `mid` if its last message was sent once.
-    fn sample(&mut self, now: Instant, mid: u64) {
-        let Some(c) = self.calls.get(&mid) else {
+    /// Takes an RTT sample from `from`'s answer to call `mid` echoing
+    /// `echo`: if that attempt is among the call's recent sampleable
+    /// transmissions and not answered before, the sample is `now` minus its
+    /// send time, unambiguous even for a retransmission. A valid sample
+    /// clears the peer's back-off.
+    fn sample_echo(&mut self, now: Instant, from: NodeId, mid: u64, echo: u32) {
+        let Some(c) = self.calls.get_mut(&mid) else {
             return;
         };
-        let eligible = !c.retransmitted
-            && matches!(
-                c.phase,
-                Phase::Resolving
-                    | Phase::Sending { transfer: None }
-                    | Phase::Waiting {
-                        probe_outstanding: true,
-                        attempts: 0,
-                    }
-            );
-        if !eligible {
+        if c.node != from {
             return;
         }
-        let rtt = now - c.sent_at;
-        if let Some(p) = self.peers.get_mut(&c.node) {
-            p.rtt.sample(rtt);
+        let Some(sent_at) = c.take_sent(echo) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.rtt.sample(now - sent_at);
             p.backoff = 0;
             self.stats.rtt_samples += 1;
         }
@@ -1142,7 +1349,7 @@ impl Chan {
             self.arm_call(mid);
             return;
         }
-        let (node, phase, max_retries) = (c.node, c.phase, c.max_retries);
+        let (phase, max_retries) = (c.phase, c.max_retries);
         let retries = c.retries.saturating_add(1);
         match phase {
             Phase::Resolving | Phase::Sending { transfer: None } => {
@@ -1152,11 +1359,8 @@ impl Chan {
                 }
                 if let Some(c) = self.calls.get_mut(&mid) {
                     c.retries = retries;
-                    c.retransmitted = true;
                 }
-                if let Some(p) = self.peers.get_mut(&node) {
-                    p.backoff = p.backoff.max(retries);
-                }
+                self.note_backoff(mid, retries);
                 self.stats.retransmissions += 1;
                 if phase == Phase::Resolving {
                     self.send_hello(now, mid);
@@ -1167,21 +1371,19 @@ impl Chan {
             Phase::Sending { transfer: Some(_) } => self.arm_call(mid),
             Phase::Waiting {
                 probe_outstanding,
-                attempts,
+                probe_retries,
             } => {
                 if probe_outstanding {
-                    let attempts = attempts.saturating_add(1);
-                    if attempts > max_retries {
+                    let probe_retries = probe_retries.saturating_add(1);
+                    if probe_retries > max_retries {
                         self.finish_call(mid, Err(CallError::Timeout));
                         return;
                     }
-                    if let Some(p) = self.peers.get_mut(&node) {
-                        p.backoff = p.backoff.max(attempts);
-                    }
+                    self.note_backoff(mid, probe_retries);
                     if let Some(c) = self.calls.get_mut(&mid) {
                         c.phase = Phase::Waiting {
                             probe_outstanding: true,
-                            attempts,
+                            probe_retries,
                         };
                     }
                 }
@@ -1244,14 +1446,12 @@ impl Chan {
 
     fn on_client_message(&mut self, now: Instant, from: NodeId, msg: ChanMessage) {
         match msg {
-            ChanMessage::Iam { nonce, incarnation } => {
-                if self
-                    .calls
-                    .get(&nonce)
-                    .is_some_and(|c| c.node == from && c.phase == Phase::Resolving)
-                {
-                    self.sample(now, nonce);
-                }
+            ChanMessage::Iam {
+                nonce,
+                incarnation,
+                echo,
+            } => {
+                self.sample_echo(now, from, nonce, echo);
                 if self.peers.contains_key(&from) {
                     self.learn(now, from, incarnation);
                 }
@@ -1259,10 +1459,11 @@ impl Chan {
             ChanMessage::Reply {
                 mid,
                 server,
+                echo,
                 outcome,
             } => {
                 if self.answered_call(from, mid, server) {
-                    self.sample(now, mid);
+                    self.sample_echo(now, from, mid, echo);
                     let result = match outcome {
                         Outcome::Ok(b) => Ok(b.0),
                         Outcome::NoSuchProcedure => Err(CallError::NoSuchProcedure),
@@ -1278,17 +1479,18 @@ impl Chan {
                     self.queue_reply_ack(now, from, mid);
                 }
             }
-            ChanMessage::Ack { mid, server } => {
+            ChanMessage::Ack { mid, server, echo } => {
                 if !self.answered_call(from, mid, server) {
                     return;
                 }
-                self.sample(now, mid);
+                self.sample_echo(now, from, mid, echo);
                 self.enter_waiting(now, mid);
             }
-            ChanMessage::Unknown { mid, server } => {
+            ChanMessage::Unknown { mid, server, echo } => {
                 if !self.answered_call(from, mid, server) {
                     return;
                 }
+                self.sample_echo(now, from, mid, echo);
                 let Some(c) = self.calls.get_mut(&mid) else {
                     return;
                 };
@@ -1303,17 +1505,20 @@ impl Chan {
                 self.stats.retransmissions += 1;
                 self.send_request(now, mid);
             }
-            ChanMessage::Forgotten { mid, server } => {
+            ChanMessage::Forgotten { mid, server, echo } => {
                 if self.answered_call(from, mid, server) {
+                    self.sample_echo(now, from, mid, echo);
                     self.finish_call(mid, Err(CallError::ReplyLost));
                 }
             }
-            ChanMessage::Restarted { mid, server } => {
+            ChanMessage::Restarted { mid, server, echo } => {
                 let newer = self
                     .calls
                     .get(&mid)
                     .is_some_and(|c| c.node == from && c.pinned.is_some_and(|p| p < server));
                 if newer {
+                    // The path's round trip, whichever life answered.
+                    self.sample_echo(now, from, mid, echo);
                     // `learn` fails every call pinned to an older life.
                     self.learn(now, from, server);
                 }
@@ -1327,11 +1532,13 @@ impl Chan {
     /// Executes-or-answers request `req` from `from`.
     fn on_request(&mut self, now: Instant, from: NodeId, req: Request) {
         self.stats.requests_received += 1;
+        let echo = req.attempt;
         if req.server != self.incarnation {
             self.stats.restarted_answers += 1;
             let msg = ChanMessage::Restarted {
                 mid: req.mid,
                 server: self.incarnation,
+                echo,
             };
             self.send_message(now, from, &msg);
             return;
@@ -1357,17 +1564,17 @@ impl Chan {
         self.raise_low(from, req.done_below);
         let mid = req.mid;
         let keep_until = self.keep_until(now, req.patience_ms);
-        self.extend(from, mid, keep_until);
+        self.extend(from, mid, keep_until, (echo, now));
         let state = self.clients.get(&from);
         let entry = state.and_then(|s| s.entries.get(&mid));
         match entry {
             Some(Entry::Executing { .. }) => {
                 self.stats.duplicates_while_executing += 1;
-                self.send_ack(now, from, mid);
+                self.send_ack(now, from, mid, echo);
             }
-            Some(Entry::Replied { .. }) => self.resend_reply(now, from, mid),
-            Some(Entry::Done) => self.send_forgotten(now, from, mid),
-            None if state.is_some_and(|s| mid < s.low) => self.send_forgotten(now, from, mid),
+            Some(Entry::Replied { .. }) => self.resend_reply(now, from, mid, echo),
+            Some(Entry::Done) => self.send_forgotten(now, from, mid, echo),
+            None if state.is_some_and(|s| mid < s.low) => self.send_forgotten(now, from, mid, echo),
             None => {
                 if self.tokens.len() >= self.config.max_executing {
                     self.stats.drops.record_kind("server_busy");
@@ -1376,8 +1583,14 @@ impl Chan {
                 let token = RequestToken(self.next_token);
                 self.next_token += 1;
                 if let Some(s) = self.clients.get_mut(&from) {
-                    s.entries
-                        .insert(mid, Entry::Executing { token, keep_until });
+                    s.entries.insert(
+                        mid,
+                        Entry::Executing {
+                            token,
+                            keep_until,
+                            asked: (echo, now),
+                        },
+                    );
                 }
                 self.tokens.insert(token, (from, req.client, mid));
                 self.stats.executions += 1;
@@ -1400,8 +1613,9 @@ impl Chan {
         now + patience
     }
 
-    /// The client asked for `(node, mid)` again: keep it until `until`.
-    fn extend(&mut self, node: NodeId, mid: u64, until: Instant) {
+    /// The client asked for `(node, mid)` again (with attempt `asked.0`, at
+    /// `asked.1`): keep it until `until`.
+    fn extend(&mut self, node: NodeId, mid: u64, until: Instant, asked: (u32, Instant)) {
         let Some(e) = self
             .clients
             .get_mut(&node)
@@ -1410,7 +1624,14 @@ impl Chan {
             return;
         };
         match e {
-            Entry::Executing { keep_until, .. } => *keep_until = (*keep_until).max(until),
+            Entry::Executing {
+                keep_until,
+                asked: a,
+                ..
+            } => {
+                *keep_until = (*keep_until).max(until);
+                *a = asked;
+            }
             Entry::Replied { expires, .. } if *expires < until => {
                 self.saved_index.remove(&(*expires, node, mid));
                 *expires = until;
@@ -1594,25 +1815,28 @@ impl Chan {
         }
     }
 
-    fn send_ack(&mut self, now: Instant, to: NodeId, mid: u64) {
+    fn send_ack(&mut self, now: Instant, to: NodeId, mid: u64, echo: u32) {
         let msg = ChanMessage::Ack {
             mid,
             server: self.incarnation,
+            echo,
         };
         self.send_message(now, to, &msg);
     }
 
-    fn send_forgotten(&mut self, now: Instant, to: NodeId, mid: u64) {
+    fn send_forgotten(&mut self, now: Instant, to: NodeId, mid: u64, echo: u32) {
         self.stats.forgotten_answers += 1;
         let msg = ChanMessage::Forgotten {
             mid,
             server: self.incarnation,
+            echo,
         };
         self.send_message(now, to, &msg);
     }
 
-    /// Answers a duplicate request or a probe for a call with a saved reply.
-    fn resend_reply(&mut self, now: Instant, to: NodeId, mid: u64) {
+    /// Answers a duplicate request or a probe (attempt `echo`) for a call
+    /// with a saved reply.
+    fn resend_reply(&mut self, now: Instant, to: NodeId, mid: u64, echo: u32) {
         let Some(Entry::Replied {
             message, transfer, ..
         }) = self.clients.get(&to).and_then(|s| s.entries.get(&mid))
@@ -1622,22 +1846,41 @@ impl Chan {
         if transfer.is_some() {
             // The reply is still on its way (multi-fragment): just ACK.
             self.stats.duplicates_while_executing += 1;
-            self.send_ack(now, to, mid);
+            self.send_ack(now, to, mid, echo);
             return;
         }
         let message = message.clone();
         self.stats.duplicates_answered_from_cache += 1;
-        self.transmit_reply(now, to, mid, message);
+        self.transmit_reply(now, to, mid, message, echo);
     }
 
-    fn transmit_reply(&mut self, now: Instant, to: NodeId, mid: u64, message: Arc<[u8]>) {
+    /// Sends the saved reply `message` (encoded with echo 0) of `(to, mid)`
+    /// in answer to attempt `echo` (0: to none). A one-fragment reply is
+    /// re-encoded carrying `echo`; a multi-fragment one is preceded by an
+    /// `Ack` carrying it and itself echoes nothing (its transfer time is no
+    /// round trip).
+    fn transmit_reply(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        mid: u64,
+        message: Arc<[u8]>,
+        echo: u32,
+    ) {
         let Some(inc) = self.clients.get(&to).map(|s| s.incarnation) else {
             return;
         };
-        if self.blast.fragments_for(message.len()) > 1 {
+        // An echo adds at most 4 bytes to the encoding (varints).
+        let stamped_len = message.len() + 4;
+        let message = if self.blast.fragments_for(stamped_len) > 1 {
             // Tell the client its request is in hand before a long transfer.
-            self.send_ack(now, to, mid);
-        }
+            self.send_ack(now, to, mid, echo);
+            message
+        } else if stamped_len <= self.blast.config().max_message {
+            stamp_reply(message, echo)
+        } else {
+            message
+        };
         self.stats.replies_sent += 1;
         let transfer = self.send_bytes(now, to, message);
         if let Some(b) = transfer {
@@ -1664,9 +1907,24 @@ impl Chan {
             .get(&node)
             .is_some_and(|s| s.incarnation == inc)
         {
-            self.send_ack(now, node, mid);
+            let echo = self.immediate_echo(now, node, mid);
+            self.send_ack(now, node, mid, echo);
         }
         true
+    }
+
+    /// The attempt an answer to running call `(node, mid)` sent at `now`
+    /// echoes: that of the request or probe that arrived at this very
+    /// instant, if any. An answer sent later (a deferred handler's) echoes
+    /// nothing, as the wait is no part of the round trip.
+    fn immediate_echo(&self, now: Instant, node: NodeId, mid: u64) -> u32 {
+        match self.clients.get(&node).and_then(|s| s.entries.get(&mid)) {
+            Some(Entry::Executing {
+                asked: (attempt, at),
+                ..
+            }) if *at == now => *attempt,
+            _ => 0,
+        }
     }
 
     /// Answers request `token`. Returns whether the token was pending (a
@@ -1692,9 +1950,12 @@ impl Chan {
             self.stats.replies_discarded += 1;
             return true;
         }
+        let echo = self.immediate_echo(now, node, mid);
+        // Saved with echo 0; `transmit_reply` stamps each transmission.
         let mut encoded = wire::encode_body(&ChanMessage::Reply {
             mid,
             server: self.incarnation,
+            echo: 0,
             outcome,
         })
         .ok()
@@ -1703,6 +1964,7 @@ impl Chan {
             encoded = wire::encode_body(&ChanMessage::Reply {
                 mid,
                 server: self.incarnation,
+                echo: 0,
                 outcome: Outcome::TooLarge,
             })
             .ok();
@@ -1728,7 +1990,7 @@ impl Chan {
         }
         self.saved_bytes += message.len();
         self.saved_index.insert((expires, node, mid));
-        self.transmit_reply(now, node, mid, message);
+        self.transmit_reply(now, node, mid, message, echo);
         self.enforce_saved_bounds(node);
         true
     }
@@ -1764,20 +2026,20 @@ impl Chan {
         }
     }
 
-    fn on_probe(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        mid: u64,
-        client: Incarnation,
-        server: Incarnation,
-        patience_ms: u32,
-    ) {
+    fn on_probe(&mut self, now: Instant, from: NodeId, probe: ProbeIn) {
+        let ProbeIn {
+            mid,
+            client,
+            server,
+            patience_ms,
+            attempt: echo,
+        } = probe;
         if server != self.incarnation {
             self.stats.restarted_answers += 1;
             let msg = ChanMessage::Restarted {
                 mid,
                 server: self.incarnation,
+                echo,
             };
             self.send_message(now, from, &msg);
             return;
@@ -1791,6 +2053,7 @@ impl Chan {
             let msg = ChanMessage::Unknown {
                 mid,
                 server: self.incarnation,
+                echo,
             };
             self.send_message(now, from, &msg);
             return;
@@ -1799,18 +2062,19 @@ impl Chan {
             s.last_activity = now;
         }
         let keep_until = self.keep_until(now, patience_ms);
-        self.extend(from, mid, keep_until);
+        self.extend(from, mid, keep_until, (echo, now));
         let state = self.clients.get(&from);
         match state.and_then(|s| s.entries.get(&mid)) {
-            Some(Entry::Executing { .. }) => self.send_ack(now, from, mid),
-            Some(Entry::Replied { .. }) => self.resend_reply(now, from, mid),
-            Some(Entry::Done) => self.send_forgotten(now, from, mid),
-            None if state.is_some_and(|s| mid < s.low) => self.send_forgotten(now, from, mid),
+            Some(Entry::Executing { .. }) => self.send_ack(now, from, mid, echo),
+            Some(Entry::Replied { .. }) => self.resend_reply(now, from, mid, echo),
+            Some(Entry::Done) => self.send_forgotten(now, from, mid, echo),
+            None if state.is_some_and(|s| mid < s.low) => self.send_forgotten(now, from, mid, echo),
             None => {
                 self.stats.unknown_answers += 1;
                 let msg = ChanMessage::Unknown {
                     mid,
                     server: self.incarnation,
+                    echo,
                 };
                 self.send_message(now, from, &msg);
             }
@@ -1863,10 +2127,11 @@ impl Chan {
             p.unreachable_strikes = 0;
         }
         match msg {
-            ChanMessage::Hello { nonce } => {
+            ChanMessage::Hello { nonce, attempt } => {
                 let msg = ChanMessage::Iam {
                     nonce,
                     incarnation: self.incarnation,
+                    echo: attempt,
                 };
                 self.send_message(now, from, &msg);
             }
@@ -1876,7 +2141,18 @@ impl Chan {
                 client,
                 server,
                 patience_ms,
-            } => self.on_probe(now, from, mid, client, server, patience_ms),
+                attempt,
+            } => self.on_probe(
+                now,
+                from,
+                ProbeIn {
+                    mid,
+                    client,
+                    server,
+                    patience_ms,
+                    attempt,
+                },
+            ),
             ChanMessage::ReplyAck {
                 client,
                 server,
@@ -1961,7 +2237,7 @@ impl Chan {
                             c.retries = retries;
                             c.phase = Phase::Waiting {
                                 probe_outstanding: false,
-                                attempts: 0,
+                                probe_retries: 0,
                             };
                         }
                         self.send_probe(now, call);
@@ -2015,7 +2291,6 @@ impl Chan {
             let Some(c) = self.calls.get_mut(&m) else {
                 continue;
             };
-            c.retransmitted = true;
             match c.phase {
                 Phase::Resolving => {
                     self.stats.retransmissions += 1;
@@ -2029,6 +2304,38 @@ impl Chan {
                 Phase::Waiting { .. } => self.send_probe(now, m),
             }
         }
+    }
+}
+
+/// The fields of a received [`ChanMessage::Probe`].
+struct ProbeIn {
+    mid: u64,
+    client: Incarnation,
+    server: Incarnation,
+    patience_ms: u32,
+    attempt: u32,
+}
+
+/// `message` (an encoded [`ChanMessage::Reply`]) carrying `echo` instead.
+/// Only for one-fragment replies: it decodes and re-encodes.
+fn stamp_reply(message: Arc<[u8]>, echo: u32) -> Arc<[u8]> {
+    if echo == 0 {
+        return message;
+    }
+    match wire::decode_message::<ChanMessage>(&message) {
+        Ok(ChanMessage::Reply {
+            mid,
+            server,
+            outcome,
+            ..
+        }) => wire::encode_body(&ChanMessage::Reply {
+            mid,
+            server,
+            echo,
+            outcome,
+        })
+        .map_or(message, Arc::from),
+        _ => message,
     }
 }
 

@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// RPC settings: BLAST's and CHAN's (defaults documented field by field in
 /// [`BlastConfig`] and [`ChanConfig`]; in short: 1300-byte fragments, a
 /// window of 128, LAST_FRAG 50 ms, RETRY 100 ms × 3, POLL 200 ms, DONE 2 s,
-/// initial RTO 100 ms clamped to 5 ms..10 s, 5 retries, 30 s call timeout,
+/// initial RTO 100 ms clamped to 5 ms..2 s, 5 retries, 30 s call timeout,
 /// probes every 1 s, 4 MiB messages).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RpcConfig {

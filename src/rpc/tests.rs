@@ -479,6 +479,15 @@ fn lost_reply_is_answered_from_the_cache_and_the_handler_runs_once() {
     assert_eq!(s.chan.executions, 1);
     assert_eq!(s.select.dispatched, 1);
     assert_eq!(w.rpc(1).stats().chan.retransmissions, 1);
+    // The cached reply echoed the retransmission: a 2 ms sample (after the
+    // Iam's), and the back-off the retransmission left is cleared.
+    assert_eq!(w.rpc(1).stats().chan.rtt_samples, 2);
+    assert_eq!(w.rpc(1).chan.backoff(node(2)), Some(0));
+    assert_eq!(
+        w.rpc(1).chan.rtt(node(2)).unwrap().estimated(),
+        Some(ms(2)),
+        "both samples 2 ms"
+    );
 }
 
 #[test]
@@ -538,6 +547,10 @@ fn a_probe_keeps_a_long_deferred_call_alive() {
         "acked at once, never retransmitted"
     );
     assert!(w.net.sent("Ack").len() >= 10);
+    // Samples came from Iam and the Acks to the request and the probes;
+    // the reply, sent 10 s after its request, echoed nothing.
+    let est = w.rpc(1).chan.rtt(node(2)).unwrap().estimated().unwrap();
+    assert_eq!(est, ms(2));
 }
 
 #[test]
@@ -557,23 +570,68 @@ fn a_dead_server_times_out_with_exponential_backoff() {
         .map(|t| t.as_micros() / 1000)
         .collect();
     // Initial RTO 100 ms, doubling: 0, 100, 300, 700, 1500, 3100; the
-    // fifth retransmission's timer (3.2 s) expires at 6.3 s.
+    // fifth retransmission's timer (3.2 s, clamped to max_rto 2 s) expires
+    // at 5.1 s.
     assert_eq!(sent, vec![0, 100, 300, 700, 1500, 3100]);
-    assert_eq!(at, Instant::from_millis(6300));
+    assert_eq!(at, Instant::from_millis(5100));
     let s = w.rpc(1).stats().chan;
     assert_eq!((s.retransmissions, s.timeouts, s.rtt_samples), (5, 1, 0));
-    // Karn: the back-off persists for the next call until a valid sample.
+    // The back-off is remembered for the peer until a valid sample, but a
+    // new call inherits at most two doublings of it: 4 × the base RTO.
     assert_eq!(w.rpc(1).rto(node(2)), ms(100));
+    assert_eq!(w.rpc(1).chan.backoff(node(2)), Some(5));
+    assert_eq!(w.rpc(1).chan.initial_call_rto(node(2)), ms(400));
     let now = w.now;
-    w.rpc(1)
+    let c = w
+        .rpc(1)
         .call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
-    w.run_for(ms(1));
-    w.run_for(Duration::from_secs(4));
+    let (r, at) = w.await_call(1, c);
+    assert_eq!(r, Err(CallError::Timeout));
     let later: Vec<u64> = w.net.sent("Hello")[6..]
         .iter()
-        .map(|t| t.as_micros() / 1000 - 6300)
+        .map(|t| t.as_micros() / 1000 - 5100)
         .collect();
-    assert_eq!(later[..2], [0, 3200], "starts at the backed-off RTO");
+    // 400, 800, 1600 ms, then clamped at 2 s: still exponential per call.
+    assert_eq!(later, [0, 400, 1200, 2800, 4800, 6800]);
+    assert_eq!(at, Instant::from_millis(5100 + 8800));
+}
+
+#[test]
+fn after_a_loss_streak_the_next_call_starts_at_most_four_times_the_base_rto() {
+    let (mut w, log) = world(2, RpcConfig::default());
+    let now = w.now;
+    w.rpc(1).learn_incarnation(now, node(2), inc(0, 2));
+    // Every request is lost for 10 s: the first call times out.
+    w.net.filter = Some(Box::new(|at, _, m| {
+        !(matches!(m, Some(ChanMessage::Request(_))) && at < Instant::from_millis(10_000))
+    }));
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
+    assert_eq!(w.await_call(1, c).0, Err(CallError::Timeout));
+    assert_eq!(w.rpc(1).chan.backoff(node(2)), Some(5));
+    // The next call's first request is lost too; its retransmission goes
+    // after 4 × the base RTO (100 ms, no sample yet), not after 2^5 × it.
+    w.run_until(Instant::from_millis(9_900));
+    let now = w.now;
+    let c = w
+        .rpc(1)
+        .call(now, node(2), ECHO, tagged(2, 10), CallOptions::default());
+    let (r, _) = w.await_call(1, c);
+    assert_eq!(r, Ok(expected_reply(&tagged(2, 10))));
+    let reqs = w.net.sent("Request");
+    let n = reqs.len();
+    assert_eq!(reqs[n - 2], Instant::from_millis(9_900));
+    assert_eq!(reqs[n - 1], Instant::from_millis(10_300));
+    // Its reply answered the retransmission: a sample, and the back-off
+    // is gone for the call after.
+    assert_eq!(w.rpc(1).stats().chan.rtt_samples, 1);
+    assert_eq!(w.rpc(1).chan.backoff(node(2)), Some(0));
+    assert_eq!(
+        w.rpc(1).chan.initial_call_rto(node(2)),
+        w.rpc(1).rto(node(2))
+    );
+    assert_eq!(executions(&log, 2), 1);
 }
 
 #[test]
@@ -632,7 +690,7 @@ fn rtt_estimator_follows_jacobson_karels() {
 }
 
 #[test]
-fn rto_adapts_to_the_measured_rtt_and_karn_skips_retransmissions() {
+fn rto_adapts_to_the_measured_rtt_and_a_retransmission_is_sampled_by_its_echo() {
     let (mut w, _) = world(2, RpcConfig::default());
     w.net.min_delay = ms(20);
     w.net.max_delay = ms(20);
@@ -648,7 +706,11 @@ fn rto_adapts_to_the_measured_rtt_and_karn_skips_retransmissions() {
     assert!(rto >= ms(40) && rto < ms(60), "{rto:?}");
     let samples = w.rpc(1).stats().chan.rtt_samples;
     assert_eq!(samples, 21, "Iam + 20 replies");
-    // Lose the next request once: its reply is no sample (Karn).
+    let est = w.rpc(1).chan.rtt(node(2)).unwrap().estimated().unwrap();
+    assert!(est >= ms(40) && est < ms(41), "{est:?}");
+    // Lose the next request once: the reply echoes the retransmission, so
+    // it is a sample of 40 ms (not of the RTO plus 40 ms, as it would be if
+    // matched to the first transmission), and it clears the back-off.
     let mut dropped = false;
     w.net.filter = Some(Box::new(move |_, _, m| {
         if matches!(m, Some(ChanMessage::Request(_))) && !dropped {
@@ -662,8 +724,98 @@ fn rto_adapts_to_the_measured_rtt_and_karn_skips_retransmissions() {
         .rpc(1)
         .call(now, node(2), ECHO, tagged(99, 10), CallOptions::default());
     assert!(w.await_call(1, c).0.is_ok());
-    assert_eq!(w.rpc(1).stats().chan.rtt_samples, samples);
+    assert_eq!(w.rpc(1).stats().chan.rtt_samples, samples + 1);
     assert_eq!(w.rpc(1).stats().chan.retransmissions, 1);
+    let est = w.rpc(1).chan.rtt(node(2)).unwrap().estimated().unwrap();
+    assert!(est >= ms(40) && est < ms(41), "{est:?}");
+    assert_eq!(w.rpc(1).chan.backoff(node(2)), Some(0));
+}
+
+/// Drives `rpc` (client node 1, calling node 2 whose incarnation it knows)
+/// through `retransmissions` timer expiries; returns the call's mid.
+fn client_with_retransmissions(rpc: &mut Rpc, retransmissions: u32) -> (u64, Instant) {
+    let mut now = Instant::ZERO;
+    rpc.learn_incarnation(now, node(2), inc(0, 2));
+    rpc.call(now, node(2), ECHO, tagged(1, 10), CallOptions::default());
+    let mut attempts = Vec::new();
+    loop {
+        while let Some(t) = rpc.poll_transmit() {
+            if let Some(ChanMessage::Request(r)) = chan_of(&t.body) {
+                attempts.push((r.mid, r.attempt));
+            }
+        }
+        if attempts.len() as u32 > retransmissions {
+            break;
+        }
+        now = rpc.poll_timeout().unwrap();
+        rpc.handle_timeout(now);
+    }
+    let want: Vec<u32> = (1..=retransmissions + 1).collect();
+    assert_eq!(attempts.iter().map(|a| a.1).collect::<Vec<_>>(), want);
+    (attempts[0].0, now)
+}
+
+#[test]
+fn an_answer_to_any_recent_attempt_is_a_sample_and_clears_the_backoff() {
+    let mut rpc = Rpc::new(node(1), inc(0, 1), RpcConfig::default(), 3);
+    let (mid, sent) = client_with_retransmissions(&mut rpc, 3);
+    assert_eq!(rpc.chan.backoff(node(2)), Some(3));
+    // The Ack answers attempt 3 (sent 300 ms ago), not the last one.
+    let now = sent + ms(300);
+    let ack = |echo| ChanMessage::Ack {
+        mid,
+        server: inc(0, 2),
+        echo,
+    };
+    feed_mid(&mut rpc, now, 2, &ack(3), 10);
+    assert_eq!(rpc.stats().chan.rtt_samples, 1);
+    assert_eq!(rpc.chan.backoff(node(2)), Some(0));
+    // Attempt 3 was sent at 300 ms, the Ack came at 700 + 300 ms.
+    assert_eq!(rpc.chan.rtt(node(2)).unwrap().estimated(), Some(ms(700)));
+    // A duplicate of the same answer is no second sample.
+    feed_mid(&mut rpc, now + ms(5), 2, &ack(3), 11);
+    assert_eq!(rpc.stats().chan.rtt_samples, 1);
+}
+
+#[test]
+fn a_stale_or_unknown_echo_is_no_sample() {
+    let mut rpc = Rpc::new(node(1), inc(0, 1), RpcConfig::default(), 3);
+    // Attempts 1..=6: only the last SENT_HISTORY (3..=6) are kept.
+    let (mid, sent) = client_with_retransmissions(&mut rpc, 5);
+    assert_eq!(chan::SENT_HISTORY, 4);
+    let now = sent + ms(1);
+    let reply = |echo| ChanMessage::Reply {
+        mid,
+        server: inc(0, 2),
+        echo,
+        outcome: Outcome::Ok(Bytes(b"x".to_vec())),
+    };
+    let ack = |echo| ChanMessage::Ack {
+        mid,
+        server: inc(0, 2),
+        echo,
+    };
+    let mut blast_mid = 100;
+    for (from, m) in [
+        (2, ack(0)),        // echoes nothing
+        (2, ack(1)),        // too old: evicted
+        (2, ack(2)),        // too old: evicted
+        (2, ack(7)),        // never sent
+        (2, ack(u32::MAX)), // never sent
+        (3, ack(6)),        // from another node
+        (3, reply(6)),      // from another node
+    ] {
+        blast_mid += 1;
+        feed_mid(&mut rpc, now, from, &m, blast_mid);
+        assert_eq!(rpc.stats().chan.rtt_samples, 0, "{m:?} from {from}");
+        assert_eq!(rpc.chan.backoff(node(2)), Some(5));
+    }
+    // The newest attempt still counts (sent at `sent`, answered 1 ms later).
+    feed_mid(&mut rpc, now, 2, &reply(6), 200);
+    assert_eq!(rpc.stats().chan.rtt_samples, 1);
+    assert_eq!(rpc.chan.rtt(node(2)).unwrap().estimated(), Some(ms(1)));
+    assert_eq!(rpc.chan.backoff(node(2)), Some(0));
+    assert_eq!(rpc.pending_calls(), 0);
 }
 
 #[test]
@@ -1136,6 +1288,13 @@ fn a_long_lossless_path_causes_no_spurious_retransmissions() {
     // path's round trip (160 ms).
     assert_eq!(s1.chan.retransmissions, 1);
     assert_eq!(w.net.sent("Hello").len(), 2);
+    // Both Iams are samples of 160 ms (the echo tells which Hello each
+    // answers); the multi-fragment transfers are none.
+    assert_eq!(s1.chan.rtt_samples, 2);
+    assert_eq!(
+        w.rpc(1).chan.rtt(node(2)).unwrap().estimated(),
+        Some(ms(160))
+    );
 }
 
 #[test]
@@ -1498,9 +1657,15 @@ fn arb_outcome() -> impl Strategy<Value = Outcome> {
 
 fn arb_chan() -> impl Strategy<Value = ChanMessage> {
     prop_oneof![
-        any::<u64>().prop_map(|nonce| ChanMessage::Hello { nonce }),
-        (any::<u64>(), arb_inc())
-            .prop_map(|(nonce, incarnation)| ChanMessage::Iam { nonce, incarnation }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(nonce, attempt)| ChanMessage::Hello { nonce, attempt }),
+        (any::<u64>(), arb_inc(), any::<u32>()).prop_map(|(nonce, incarnation, echo)| {
+            ChanMessage::Iam {
+                nonce,
+                incarnation,
+                echo,
+            }
+        }),
         (
             any::<u64>(),
             arb_inc(),
@@ -1508,6 +1673,7 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
             any::<u16>(),
             any::<u64>(),
             prop::collection::vec(any::<u64>(), 0..80),
+            any::<u32>(),
             any::<u32>(),
             any::<u32>(),
             arb_bytes(2000)
@@ -1521,6 +1687,7 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
                     done_below,
                     acks,
                     patience_ms,
+                    attempt,
                     rtt_hint_ms,
                     body,
                 )| {
@@ -1532,30 +1699,47 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
                         done_below,
                         acks,
                         patience_ms,
+                        attempt,
                         rtt_hint_ms,
                         body,
                     })
                 }
             ),
-        (any::<u64>(), arb_inc(), arb_outcome()).prop_map(|(mid, server, outcome)| {
-            ChanMessage::Reply {
+        (any::<u64>(), arb_inc(), any::<u32>(), arb_outcome()).prop_map(
+            |(mid, server, echo, outcome)| ChanMessage::Reply {
                 mid,
                 server,
+                echo,
                 outcome,
             }
-        }),
-        (any::<u64>(), arb_inc()).prop_map(|(mid, server)| ChanMessage::Ack { mid, server }),
-        (any::<u64>(), arb_inc(), arb_inc(), any::<u32>()).prop_map(
-            |(mid, client, server, patience_ms)| ChanMessage::Probe {
-                mid,
-                client,
-                server,
-                patience_ms,
-            }
         ),
-        (any::<u64>(), arb_inc()).prop_map(|(mid, server)| ChanMessage::Unknown { mid, server }),
-        (any::<u64>(), arb_inc()).prop_map(|(mid, server)| ChanMessage::Forgotten { mid, server }),
-        (any::<u64>(), arb_inc()).prop_map(|(mid, server)| ChanMessage::Restarted { mid, server }),
+        (any::<u64>(), arb_inc(), any::<u32>()).prop_map(|(mid, server, echo)| ChanMessage::Ack {
+            mid,
+            server,
+            echo
+        }),
+        (
+            any::<u64>(),
+            arb_inc(),
+            arb_inc(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(mid, client, server, patience_ms, attempt)| ChanMessage::Probe {
+                    mid,
+                    client,
+                    server,
+                    patience_ms,
+                    attempt,
+                }
+            ),
+        (any::<u64>(), arb_inc(), any::<u32>())
+            .prop_map(|(mid, server, echo)| ChanMessage::Unknown { mid, server, echo }),
+        (any::<u64>(), arb_inc(), any::<u32>())
+            .prop_map(|(mid, server, echo)| ChanMessage::Forgotten { mid, server, echo }),
+        (any::<u64>(), arb_inc(), any::<u32>())
+            .prop_map(|(mid, server, echo)| ChanMessage::Restarted { mid, server, echo }),
         (
             arb_inc(),
             arb_inc(),
@@ -1573,9 +1757,14 @@ fn arb_chan() -> impl Strategy<Value = ChanMessage> {
 
 /// A one-fragment datagram carrying `m` (whatever its size claims).
 fn wrap(m: &ChanMessage) -> Vec<u8> {
+    wrap_mid(m, 1)
+}
+
+/// As [`wrap`], as BLAST message `blast_mid`.
+fn wrap_mid(m: &ChanMessage, blast_mid: u64) -> Vec<u8> {
     let data = wire::encode_body(m).unwrap();
     wire::encode_body(&BlastPacket::Fragment(blast::Fragment {
-        mid: 1,
+        mid: blast_mid,
         index: 0,
         count: 1,
         frag_size: data.len().max(1) as u32,
@@ -1626,6 +1815,11 @@ fn feed(rpc: &mut Rpc, now: Instant, from: u8, body: &[u8]) {
     );
     while rpc.poll_transmit().is_some() {}
     while rpc.poll_event().is_some() {}
+}
+
+/// Feeds `m` from node `from` to `rpc` as BLAST message `blast_mid`.
+fn feed_mid(rpc: &mut Rpc, now: Instant, from: u8, m: &ChanMessage, blast_mid: u64) {
+    feed(rpc, now, from, &wrap_mid(m, blast_mid));
 }
 
 proptest! {
