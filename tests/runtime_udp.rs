@@ -1,7 +1,10 @@
 //! The runtime over real UDP sockets on 127.0.0.1 (ephemeral ports only):
 //! a toy echo core driven by `CoreDriver` on `SocketActor`s, the fault
 //! injector switched at run time, garbage datagrams, drop-oldest queues,
-//! timers, commands, relays, authentication and the multicast probe.
+//! timers (and a deadline that moves), commands, relays, authentication, the
+//! multicast probe, and the two paths to a core (direct for the primary
+//! driver, queued for cores added later) with what happens when either the
+//! driver or the socket stops.
 //!
 //! Every wait is bounded in count and time; nothing asserts on wall-clock
 //! durations. Waits for "nothing arrived" are sequenced on counters (e.g.
@@ -423,6 +426,11 @@ async fn duplicates_and_delays() {
     let sb = stats(&b).await;
     assert_eq!(sb.delayed, 0);
     assert_eq!(sb.drops_total, 0, "{:?}", sb.drops);
+    // Undelayed packets went straight to b's core; the delayed ones came
+    // back through its queue.
+    let d = b.driver_stats().await.unwrap();
+    assert!(d.queue_wakeups >= 1, "{d:?}");
+    assert_eq!(d.packets, 30);
 }
 
 #[actix_rt::test]
@@ -737,6 +745,100 @@ async fn two_cores_share_one_socket_by_protocol() {
             == 3
     })
     .await;
+    // The core added later gets its packets through its queue; the primary
+    // driver, which read them off the socket, never needed its own.
+    let rpc_stats = rpc_handle.driver_stats().await.unwrap();
+    assert!(rpc_stats.queue_wakeups >= 1, "{rpc_stats:?}");
+    assert_eq!(rpc_stats.batches, 0);
+    let primary = b.driver_stats().await.unwrap();
+    assert_eq!((primary.packets, primary.queue_wakeups), (0, 0));
+    assert!(primary.batches >= 1, "{primary:?}");
+    // Both cores sent through the socket: the primary directly, the other
+    // with `SendPackets`.
+    assert_eq!(stats(&b).await.protocol(ProtocolId::Rpc).sent, 3);
+}
+
+#[actix_rt::test]
+async fn the_primary_driver_delivers_directly() {
+    let SpawnedCore { handle: a, .. } = echo();
+    let SpawnedCore { handle: b, .. } = echo();
+    ping(&a, b.local, 0..50).await;
+    eventually("50 pongs", || async { counts(&a).await.1 == 50 }).await;
+    for h in [&a, &b] {
+        let d = h.driver_stats().await.unwrap();
+        assert_eq!(d.packets, 50, "{d:?}");
+        assert_eq!(d.queue_wakeups, 0, "{d:?}");
+        // Datagrams that are ready together are handled in one batch.
+        assert!((1..=50).contains(&d.batches), "{d:?}");
+        let s = stats(h).await;
+        assert_eq!(s.protocol(ProtocolId::Test).received, 50);
+        assert_eq!(s.protocol(ProtocolId::Test).queue_len, 0);
+    }
+}
+
+#[actix_rt::test]
+async fn when_the_primary_driver_stops_the_socket_receives_for_the_others() {
+    let SpawnedCore { handle: a, .. } = echo();
+    let SpawnedCore { handle: b, .. } = echo();
+    let b_rpc = CoreDriver::start_on(
+        b.socket.clone(),
+        &[ProtocolId::Rpc],
+        Echo::new(b.local, ProtocolId::Rpc),
+        EventSink::Discard,
+    )
+    .await
+    .unwrap();
+    b.driver.send(StopDriver).await.unwrap();
+    // The stopped driver's protocol is dropped as unsubscribed; the other
+    // core still gets its packets, now read by the socket actor.
+    ping(&a, b.local, 0..3).await;
+    let a_rpc = CoreDriver::start_on(
+        a.socket.clone(),
+        &[ProtocolId::Rpc],
+        Echo::new(a.local, ProtocolId::Rpc),
+        EventSink::Discard,
+    )
+    .await
+    .unwrap();
+    let to = b.local;
+    a_rpc
+        .send(WithCore::new(move |c: &mut Echo, _| c.ping(to, 0..4)))
+        .await
+        .unwrap();
+    eventually("4 rpc pings at b", || async {
+        b_rpc
+            .send(WithCore::new(|c: &mut Echo, _| c.pings))
+            .await
+            .unwrap()
+            == 4
+    })
+    .await;
+    received_at_least(&b, 7).await;
+    assert_eq!(stats(&b).await.drops("no_subscriber"), 3);
+}
+
+#[actix_rt::test]
+async fn stopping_the_socket_ends_the_drivers_receive_loop() {
+    let SpawnedCore { handle: b, .. } = echo();
+    let addr = b.local.addr();
+    b.socket.do_send(StopSocket);
+    // The socket is closed although the driver (which read from it) runs
+    // on: its address can be bound again.
+    let mut rebound = None;
+    for _ in 0..1000 {
+        if let Ok(s) = StdUdpSocket::bind(addr) {
+            rebound = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rebound = rebound.expect("the stopped socket's address is free again");
+    // The driver still runs commands; what its core sends goes nowhere.
+    let raw_id = NodeId::new(rebound.local_addr().unwrap());
+    ping(&b, raw_id, 0..2).await;
+    assert_eq!(counts(&b).await, (0, 0));
+    assert!(b.socket_stats().await.is_err(), "the socket actor is gone");
+    b.stop();
 }
 
 #[actix_rt::test]
@@ -832,4 +934,84 @@ async fn set_incarnation_changes_the_header() {
     assert_eq!(local.incarnation, next);
     round_trip(&a, &b).await;
     assert_eq!(b.with_core(|c, _| c.last.unwrap().1).await.unwrap(), next);
+}
+
+// ---------------------------------------------------------------------------
+// A core whose deadline is set by commands, to check how the driver follows
+// a deadline that moves.
+
+#[derive(Default)]
+struct Alarm {
+    deadline: Option<Instant>,
+    calls: Vec<(Instant, Option<Instant>)>,
+    rang: VecDeque<Instant>,
+}
+
+impl Core for Alarm {
+    type Event = Instant;
+    fn handle_packet(&mut self, _: Instant, _: Incoming<'_>) {}
+    fn handle_timeout(&mut self, now: Instant) {
+        self.calls.push((now, self.deadline));
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.deadline = None;
+            self.rang.push_back(now);
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
+    fn poll_event(&mut self) -> Option<Instant> {
+        self.rang.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+#[actix_rt::test]
+async fn the_timer_follows_a_deadline_that_moves() {
+    let SpawnedCore { handle, mut events } =
+        spawn_core(options(), &[ProtocolId::Test], |_| Alarm::default()).unwrap();
+    let set = |after: Option<Duration>| {
+        handle.with_core(move |c: &mut Alarm, now| {
+            c.deadline = after.map(|a| now + a);
+            c.deadline
+        })
+    };
+    // Far, then nearer: the nearer one rings.
+    set(Some(Duration::from_secs(3600))).await.unwrap();
+    let near = set(Some(Duration::from_millis(20))).await.unwrap().unwrap();
+    let rang = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("the nearer deadline rings")
+        .unwrap();
+    assert!(rang >= near);
+
+    // Near, then cancelled, then later: the core is called once, at the
+    // later deadline (the sleep armed for the first one wakes early and
+    // sleeps again without calling the core). 200 ms is far enough for the
+    // next two commands to come first even on a busy machine.
+    set(Some(Duration::from_millis(200))).await.unwrap();
+    set(None).await.unwrap();
+    let later = set(Some(Duration::from_millis(250)))
+        .await
+        .unwrap()
+        .unwrap();
+    let rang = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("the later deadline rings")
+        .unwrap();
+    assert!(rang >= later);
+    let calls = handle
+        .with_core(|c: &mut Alarm, _| c.calls.clone())
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls.iter().all(|(now, d)| d.is_some_and(|d| *now >= d)),
+        "{calls:?}"
+    );
+    let d = handle.driver_stats().await.unwrap();
+    assert_eq!(d.timeouts, 2, "{d:?}");
+    handle.stop();
 }

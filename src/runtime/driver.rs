@@ -1,24 +1,61 @@
 //! The generic driver: one actix actor that runs any sans-IO [`Core`]
 //! (DESIGN.md section 3).
 //!
-//! [`CoreDriver<C>`] subscribes to the queues of its core's protocols on a
-//! [`SocketActor`] and follows the contract of [`crate::sansio`]:
+//! [`CoreDriver<C>`] runs its core on a [`SocketActor`] and follows the
+//! contract of [`crate::sansio`]:
 //!
 //! 1. an input, always with `now` from [`Clock::now`]:
-//!    - a [`PacketsReady`] from the socket: every waiting packet goes to
-//!      [`Core::handle_packet`];
+//!    - datagrams for its protocols (see below): [`Core::handle_packet`];
 //!    - its single timer: [`Core::handle_timeout`];
 //!    - a [`NodeUnreachable`] message: [`Core::handle_unreachable`];
 //!    - a [`WithCore`] message: a closure run on the core (commands such as
 //!      `rpc.call(..)`, or queries), whose result goes back to the caller;
-//! 2. drain [`Core::poll_transmit`] into [`SendPackets`] on the socket actor
-//!    (one message per batch of inputs, in order);
+//! 2. drain [`Core::poll_transmit`] to the socket (in order, once per batch
+//!    of inputs);
 //! 3. drain [`Core::poll_event`] into the [`EventSink`];
-//! 4. re-arm its one timer at [`Core::poll_timeout`] (the previous timer is
-//!    cancelled when the deadline changes; `None`: no timer).
+//! 4. re-arm its one timer at [`Core::poll_timeout`] (`None`: no timer).
+//!    The timer is one tokio sleep, reset rather than replaced; it moves
+//!    earlier at once, and later lazily (when it wakes before the core's
+//!    current deadline it sleeps again, without calling the core), so a
+//!    deadline that changes with every call and reply costs little.
 //!
 //! The driver has no protocol logic: it never looks at what a packet, event
 //! or deadline means.
+//!
+//! **Two ways to the socket.** The *primary* driver, started by
+//! [`crate::runtime::spawn_core`] together with its socket on the same
+//! thread, shares the socket's I/O state (see [`crate::runtime::socket`]),
+//! and its hot path has no actor hop:
+//!
+//! - it owns the socket's receive loop (a future on its own context): each
+//!   wake-up reads every datagram that is ready (up to a batch of 64, then it
+//!   yields to its mailbox), runs each through the socket's inbound path
+//!   (codec, drop counters, interceptors), hands packets of its own
+//!   protocols straight to its core and pushes the others into their
+//!   subscribers' bounded queues. What the core sends in answer leaves at
+//!   once (there is no `sendmmsg` to batch into, so waiting would only put
+//!   the read that finds the socket empty before the reply); the timer is
+//!   re-armed once per batch. When a datagram produced events, the loop
+//!   lets the event receiver run (tokio's `yield_now`) before that last
+//!   read, once per batch;
+//! - it sends its core's datagrams itself, synchronously, through the
+//!   socket's outbound path (header, interceptors, seal, non-blocking
+//!   `sendto`, the backlog when the kernel's buffer is full); only what
+//!   needs a timer (interceptor delays, waiting for a full send buffer) goes
+//!   to the socket actor as a message.
+//!
+//! A driver started with [`CoreDriver::start_on`] (or [`CoreDriver::new`])
+//! on a running socket uses messages: the socket wakes it with
+//! [`PacketsReady`] when its bounded queues have packets (drop-oldest, see
+//! [`crate::runtime::queue`]), and it sends with [`SendPackets`]. The
+//! primary driver also drains its queues on [`PacketsReady`]: they receive
+//! the packets an interceptor delayed.
+//!
+//! A slow primary core slows the receive loop; datagrams then wait in the
+//! kernel's receive buffer, which is bounded and drops what does not fit,
+//! so memory never grows and senders never block. When the socket stops,
+//! the receive loop ends; when the primary driver stops, the socket actor
+//! takes the receive loop back for its other subscribers.
 //!
 //! **Events.** They reach the owner through an [`EventSink`]: by default an
 //! unbounded tokio mpsc channel (what [`crate::runtime::spawn_core`] returns;
@@ -30,13 +67,21 @@
 
 use super::clock::Clock;
 use super::queue::PacketQueue;
-use super::socket::{PacketsReady, SendPackets, SocketActor, Subscribe};
+use super::socket::{
+    PacketsReady, ResumeReceiving, RunDeferred, SendPackets, SocketActor, Subscribe,
+};
+use super::socket_io::{Deferred, Receiver, RecvOwner, SocketIo, Step, RECV_BATCH};
 use crate::id::{NodeId, ProtocolId};
-use crate::sansio::{Core, Transmit};
+use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use tokio::sync::mpsc;
 
 /// An event from a core, for owners that are actors.
@@ -136,8 +181,13 @@ pub struct StopDriver;
 /// What a driver has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriverStats {
-    /// Packets handed to the core.
+    /// Packets handed to the core (directly or from its queues).
     pub packets: u64,
+    /// Receive batches the driver read from the socket itself (primary
+    /// driver only; each is one wake-up of the receive loop).
+    pub batches: u64,
+    /// [`PacketsReady`] wake-ups handled (packets taken from its queues).
+    pub queue_wakeups: u64,
     /// Timer expiries handed to the core.
     pub timeouts: u64,
     /// Commands ([`WithCore`]) run.
@@ -152,6 +202,33 @@ pub struct DriverStats {
     pub timer_arms: u64,
 }
 
+/// The driver's one timer: a tokio `Sleep` that is reset rather than
+/// replaced. It only moves *earlier* eagerly; when the core's deadline
+/// moves later, the sleep is left alone and, when it wakes early, re-armed
+/// at the current deadline without bothering the core. A request/reply core
+/// that arms a retransmission timer per call and cancels it on the reply
+/// thus costs the timer wheel nothing per call.
+#[derive(Default)]
+struct Timer {
+    /// The core's deadline, as last polled.
+    deadline: Option<Instant>,
+    /// The sleep's deadline, while it is armed (not yet seen to fire).
+    armed: Option<Instant>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Timer {
+    /// Arms the sleep at `at`.
+    fn arm(&mut self, at: Instant) {
+        let when = tokio::time::Instant::from_std(Clock::to_std(at));
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(when),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(when))),
+        }
+        self.armed = Some(at);
+    }
+}
+
 /// Runs a core `C` on a [`SocketActor`]; see the module docs.
 pub struct CoreDriver<C: Core>
 where
@@ -159,10 +236,16 @@ where
 {
     core: C,
     socket: Addr<SocketActor>,
+    /// The socket's shared I/O state (primary driver only): sends and the
+    /// receive loop without messages.
+    io: Option<Rc<RefCell<SocketIo>>>,
     queues: Vec<Arc<PacketQueue>>,
     events: EventSink<C::Event>,
-    timer: Option<(Instant, SpawnHandle)>,
+    timer: Timer,
+    /// A [`DriverIo`] future runs on the context.
+    io_running: bool,
     outbox: Vec<Transmit>,
+    deferred: Vec<Deferred>,
     stats: DriverStats,
 }
 
@@ -172,7 +255,8 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CoreDriver")
-            .field("timer", &self.timer.as_ref().map(|t| t.0))
+            .field("timer", &self.timer.deadline)
+            .field("primary", &self.io.is_some())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -185,7 +269,8 @@ where
 {
     /// A driver for `core` that has already subscribed to its `queues` on
     /// `socket` (see [`SocketActor::subscribe`]); start it with
-    /// `Context::run` on the context whose address the queues wake.
+    /// `Context::run` on the context whose address the queues wake. It
+    /// sends with [`SendPackets`].
     pub fn new(
         core: C,
         socket: Addr<SocketActor>,
@@ -195,12 +280,30 @@ where
         CoreDriver {
             core,
             socket,
+            io: None,
             queues,
             events,
-            timer: None,
+            timer: Timer::default(),
+            io_running: false,
             outbox: Vec::new(),
+            deferred: Vec::new(),
             stats: DriverStats::default(),
         }
+    }
+
+    /// The primary driver of a socket not started yet, on this thread:
+    /// `io` is the socket's shared state, whose receive loop this driver
+    /// owns (see [`SocketActor::attach_primary`]).
+    pub(crate) fn primary(
+        core: C,
+        socket: Addr<SocketActor>,
+        io: Rc<RefCell<SocketIo>>,
+        queues: Vec<Arc<PacketQueue>>,
+        events: EventSink<C::Event>,
+    ) -> Self {
+        let mut driver = CoreDriver::new(core, socket, queues, events);
+        driver.io = Some(io);
+        driver
     }
 
     /// Starts a driver for `core` on a running socket actor, subscribed to
@@ -248,30 +351,88 @@ where
         }
     }
 
+    /// Sends the outbox: straight through the socket's outbound path for
+    /// the primary driver, with [`SendPackets`] otherwise.
     fn flush(&mut self) {
-        if !self.outbox.is_empty() {
-            self.socket
-                .do_send(SendPackets(std::mem::take(&mut self.outbox)));
+        if self.outbox.is_empty() {
+            return;
+        }
+        match &self.io {
+            Some(io) => {
+                let mut io = io.borrow_mut();
+                for t in self.outbox.drain(..) {
+                    io.send_transmit(&t, &mut self.deferred);
+                }
+                drop(io);
+                self.forward_deferred();
+            }
+            None => self
+                .socket
+                .do_send(SendPackets(std::mem::take(&mut self.outbox))),
         }
     }
 
+    /// Hands work that needs a timer to the socket actor (rare).
+    fn forward_deferred(&mut self) {
+        for d in self.deferred.drain(..) {
+            self.socket.do_send(RunDeferred(d));
+        }
+    }
+
+    /// Step 4: follows the core's deadline (see [`Timer`]). The sleep is
+    /// polled by the [`DriverIo`] future, which runs after every message
+    /// and every other input, so a sleep reset here is registered before
+    /// the task parks.
     fn rearm(&mut self, ctx: &mut Context<Self>) {
         let next = self.core.poll_timeout();
-        if self.timer.as_ref().map(|t| t.0) == next {
+        self.timer.deadline = next;
+        let Some(deadline) = next else {
             return;
-        }
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
-        if let Some(deadline) = next {
+        };
+        let earlier = match self.timer.armed {
+            Some(armed) => deadline < armed,
+            None => true,
+        };
+        if earlier {
+            self.timer.arm(deadline);
             self.stats.timer_arms += 1;
-            let handle = ctx.run_later(Clock::until(deadline), |act, ctx| {
-                act.timer = None;
-                act.stats.timeouts += 1;
-                act.core.handle_timeout(Clock::now());
-                act.after_input(ctx);
+        }
+        if !self.io_running {
+            self.io_running = true;
+            ctx.spawn(DriverIo {
+                receiver: None,
+                deferred: Vec::new(),
+                yielding: None,
+                may_yield: true,
             });
-            self.timer = Some((deadline, handle));
+        }
+    }
+
+    /// Polls the sleep; when it fires at the core's deadline, runs
+    /// [`Core::handle_timeout`] (and the rest of the contract), as often as
+    /// the new deadlines have passed too. Answers whether a sleep is still
+    /// armed.
+    fn poll_timer(&mut self, ctx: &mut Context<Self>, task: &mut TaskContext<'_>) -> bool {
+        loop {
+            let (Some(armed), Some(sleep)) = (self.timer.armed, &mut self.timer.sleep) else {
+                return false;
+            };
+            if sleep.as_mut().poll(task).is_pending() {
+                return true;
+            }
+            self.timer.armed = None;
+            match self.timer.deadline {
+                // The deadline moved later since the sleep was armed.
+                Some(deadline) if deadline > armed => {
+                    self.timer.arm(deadline);
+                }
+                Some(_) => {
+                    self.stats.timeouts += 1;
+                    self.core.handle_timeout(Clock::now());
+                    self.after_input(ctx);
+                }
+                None => return false,
+            }
         }
     }
 }
@@ -284,8 +445,152 @@ where
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(io) = &self.io {
+            self.io_running = true;
+            ctx.spawn(DriverIo {
+                receiver: Some(Receiver::new(io.clone())),
+                deferred: Vec::new(),
+                yielding: None,
+                may_yield: true,
+            });
+        }
         // A fresh core may already have datagrams, events or a deadline.
         self.after_input(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Give the receive loop back, so that the socket's other
+        // subscribers keep receiving.
+        if let Some(io) = self.io.take() {
+            let mut io = io.borrow_mut();
+            if io.is_open() && io.recv_owner() == RecvOwner::Driver {
+                io.set_recv_owner(RecvOwner::Nobody);
+                self.socket.do_send(ResumeReceiving);
+            }
+        }
+    }
+}
+
+/// The driver's I/O future: the socket's receive loop (primary driver
+/// only; see the module docs) and the timer. Polled after every message the
+/// driver handles. Ends when there is neither (the socket closed, no timer
+/// armed), so that an unreferenced driver can stop; [`CoreDriver::rearm`]
+/// starts a new one when needed.
+struct DriverIo {
+    receiver: Option<Receiver>,
+    deferred: Vec<Deferred>,
+    /// Letting the event receiver run before reading again (see `receive`).
+    yielding: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// No yield since the socket was last found empty.
+    may_yield: bool,
+}
+
+impl DriverIo {
+    /// One batch of the receive loop: reads and handles every datagram that
+    /// is ready, at most [`RECV_BATCH`] (then it wakes its task and
+    /// yields); what the core sends goes out at once, the timer is re-armed
+    /// once per batch. Answers `false` once the socket is closed.
+    fn receive<C>(
+        &mut self,
+        act: &mut CoreDriver<C>,
+        ctx: &mut Context<CoreDriver<C>>,
+        task: &mut TaskContext<'_>,
+    ) -> bool
+    where
+        C: Core + Unpin + 'static,
+        C::Event: Send + 'static,
+    {
+        let Some(receiver) = &mut self.receiver else {
+            return false;
+        };
+        if let Some(y) = &mut self.yielding {
+            if y.as_mut().poll(task).is_pending() {
+                return true;
+            }
+            self.yielding = None;
+        }
+        let mut handled = 0;
+        let closed = loop {
+            if handled == RECV_BATCH {
+                task.waker().wake_by_ref();
+                break false;
+            }
+            let events_before = act.stats.events;
+            let step = {
+                let mut deliver = |now: Instant, packet: Incoming<'_>| {
+                    act.stats.packets += 1;
+                    act.core.handle_packet(now, packet);
+                    act.drain();
+                };
+                receiver.poll_step(task, Some(&mut deliver), &mut self.deferred)
+            };
+            match step {
+                Step::Handled => {
+                    handled += 1;
+                    // Send what the core produced now: holding it back to
+                    // the end of the batch would save no system call, and
+                    // would put the read that finds the socket empty on the
+                    // reply's critical path.
+                    act.flush();
+                    // Likewise, let whoever receives the events run before
+                    // that read (once per drain of the socket, so that
+                    // bursts still come in batches): tokio's `yield_now`
+                    // wakes this task again once the scheduler has run the
+                    // others and polled the reactor.
+                    if act.stats.events != events_before && self.may_yield {
+                        self.may_yield = false;
+                        let mut y: Pin<Box<dyn Future<Output = ()>>> =
+                            Box::pin(tokio::task::yield_now());
+                        if y.as_mut().poll(task).is_pending() {
+                            self.yielding = Some(y);
+                            break false;
+                        }
+                    }
+                }
+                Step::Pending => {
+                    self.may_yield = true;
+                    break false;
+                }
+                Step::Closed => break true,
+            }
+        };
+        for d in self.deferred.drain(..) {
+            act.socket.do_send(RunDeferred(d));
+        }
+        if handled > 0 {
+            act.stats.batches += 1;
+            act.rearm(ctx);
+        }
+        if closed {
+            tracing::debug!("socket closed; the driver's receive loop ends");
+            self.receiver = None;
+        }
+        !closed
+    }
+}
+
+impl<C> ActorFuture<CoreDriver<C>> for DriverIo
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+{
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut CoreDriver<C>,
+        ctx: &mut Context<CoreDriver<C>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        let receiving = this.receive(act, ctx, task);
+        let timing = act.poll_timer(ctx, task);
+        if receiving || timing {
+            Poll::Pending
+        } else {
+            act.io_running = false;
+            Poll::Ready(())
+        }
     }
 }
 
@@ -297,6 +602,7 @@ where
     type Result = ();
 
     fn handle(&mut self, _: PacketsReady, ctx: &mut Self::Context) {
+        self.stats.queue_wakeups += 1;
         // Any wake-up drains every queue of this core; later wake-ups for
         // queues already drained find them empty.
         for i in 0..self.queues.len() {

@@ -7,14 +7,13 @@
 //! - [`clock`]: maps `std::time::Instant` to the cores' [`Instant`] and back,
 //!   and mints incarnations. With the daemons, the only code that reads a
 //!   clock.
-//! - [`socket`]: [`SocketActor`], one per UDP socket. Inbound datagrams are
-//!   checked by the wire codec (rejects are dropped, counted and logged at a
-//!   limited rate), passed through the inbound interceptors and
-//!   demultiplexed by [`ProtocolId`] into bounded queues that never block the
-//!   receiver: when a queue is full its **oldest** entry is dropped and
-//!   counted as `"queue_full"` (seed 000, section 1.2; [`queue`]). Outbound
-//!   [`Transmit`](crate::sansio::Transmit)s get our header, pass the outbound
-//!   interceptors, are sealed and sent.
+//! - [`socket`]: [`SocketActor`], one per UDP socket, the owner of the
+//!   socket, the wire codec, the interceptor pipeline, the protocol queues
+//!   and the counters. Inbound datagrams are checked by the wire codec
+//!   (rejects are dropped, counted and logged at a limited rate), passed
+//!   through the inbound interceptors and demultiplexed by [`ProtocolId`].
+//!   Outbound [`Transmit`](crate::sansio::Transmit)s get our header, pass
+//!   the outbound interceptors, are sealed and sent.
 //! - [`interceptor`]: the interceptor pipelines (seed 001, section 5.6): a
 //!   traffic counter, a filter (firewall), and the fault injector (loss,
 //!   delay, duplication, `block`, one-way `block_in`) that tests and
@@ -22,6 +21,8 @@
 //! - [`driver`]: [`CoreDriver`], a generic actor that runs any [`Core`] on a
 //!   socket: inputs in, `poll_transmit` to the socket, `poll_event` to the
 //!   owner, one timer at `poll_timeout`. No protocol logic.
+//! - [`queue`]: the bounded drop-oldest queues between the socket and the
+//!   cores added with [`CoreDriver::start_on`].
 //! - [`multicast`]: joining IPv4 groups and [`probe_multicast`] for
 //!   `--multicast auto`.
 //!
@@ -58,6 +59,57 @@
 //!
 //! Several cores can share one socket (distinct protocols): start the first
 //! with [`spawn_core`], the others with [`CoreDriver::start_on`].
+//!
+//! # The hot path
+//!
+//! [`spawn_core`] starts the socket actor and its *primary* driver on the
+//! same thread (the current arbiter), sharing the socket's state (a plain
+//! struct behind `Rc<RefCell<..>>`: the socket, codec, interceptors, queues,
+//! backlog and counters), so that a datagram needs no actor message on its
+//! way in or out:
+//!
+//! - **out**: the driver drains its core's transmits and calls the socket's
+//!   outbound path itself (header, outbound interceptors, seal, a
+//!   non-blocking `sendto`; when the kernel's send buffer is full, a backlog
+//!   of at most 1024 datagrams in order, beyond which they are dropped as
+//!   `"send_backlog"`);
+//! - **in**: the driver owns the socket's receive loop. One wake-up reads
+//!   every datagram that is ready (at most 64, then it yields to its
+//!   mailbox), runs each through the inbound path (codec, drop counters,
+//!   inbound interceptors), hands packets of its own protocols straight to
+//!   its core and sends what the core answers at once; packets of other
+//!   protocols go into their subscribers' bounded queues, with one
+//!   [`PacketsReady`] wake-up per batch. The timer is re-armed once per
+//!   batch.
+//!
+//! Only what needs a timer goes through the socket actor: interceptor
+//! delays (a delayed inbound packet then reaches even the primary core
+//! through its queue) and waiting for a full send buffer to drain. The
+//! control messages ([`SetFaults`], [`GetStats`], [`Subscribe`],
+//! [`RelaySend`], [`JoinMulticast`], [`StopSocket`], ...) still go to the
+//! socket actor and act on the same shared state. Cores added with
+//! [`CoreDriver::start_on`] (possibly from another thread) use messages both
+//! ways: [`PacketsReady`] and their queue in, [`SendPackets`] out.
+//!
+//! # Bounds
+//!
+//! Nothing between the kernel and a core grows without bound, and the
+//! receive loop never waits for a core other than the primary one. Queued
+//! protocols are bounded by their queue (drop-oldest, counted as
+//! `"queue_full"`, seed 000 section 1.2). The primary core has no queue: it
+//! runs inside the receive loop, so a slow primary core slows reading, and
+//! datagrams then wait in the kernel's receive buffer (`SO_RCVBUF`,
+//! [`SocketOptions::recv_buffer`], 4 MiB requested by default), which drops
+//! what does not fit (counted by the kernel, not here) and never blocks a
+//! sender. Interceptor delays are bounded by [`SocketOptions::max_delayed`].
+//!
+//! # Stopping
+//!
+//! [`CoreHandle::stop`] stops both actors. [`StopSocket`] alone closes the
+//! socket at once and ends the receive loop wherever it runs (the driver's
+//! later sends are dropped as `"socket_stopped"`); [`StopDriver`] alone on
+//! the primary driver hands the receive loop back to the socket actor, so
+//! that the other cores on the socket keep receiving.
 
 pub mod clock;
 pub mod driver;
@@ -65,6 +117,7 @@ pub mod interceptor;
 pub mod multicast;
 pub mod queue;
 pub mod socket;
+mod socket_io;
 
 pub use clock::{new_incarnation, Clock};
 pub use driver::{
@@ -163,25 +216,24 @@ where
 {
     let mut socket = SocketActor::bind(options)?;
     let local = socket.local();
-    // The driver's address exists before the driver runs, so the queues are
-    // registered before the socket starts receiving: nothing is missed.
+    // The driver's address exists before the driver runs, so its queues are
+    // registered and the receive loop is its own before the socket starts:
+    // nothing is missed.
     let ctx: Context<CoreDriver<C>> = Context::new();
-    let driver_addr = ctx.address();
-    let mut seen = Vec::new();
-    let mut queues = Vec::new();
-    for &p in protocols {
-        if !seen.contains(&p) {
-            seen.push(p);
-            queues.push(socket.subscribe(p, None, driver_addr.clone().recipient()));
-        }
-    }
+    let (queues, io) = socket.attach_primary(protocols, ctx.address().recipient());
     let socket = socket.start();
     let core = factory(CoreContext {
         local: local.node,
         incarnation: local.incarnation,
         now: Clock::now(),
     });
-    let driver = ctx.run(CoreDriver::new(core, socket.clone(), queues, events));
+    let driver = ctx.run(CoreDriver::primary(
+        core,
+        socket.clone(),
+        io,
+        queues,
+        events,
+    ));
     Ok(CoreHandle::new(
         driver,
         socket,

@@ -3,11 +3,17 @@
 //! entry to make room, and the drop is counted (`"queue_full"`).
 //!
 //! [`BoundedQueue`] is the plain data structure. [`PacketQueue`] wraps it
-//! for sharing between the socket actor (the producer) and one driver (the
-//! consumer): a mutex (never held across an await, uncontended in practice
-//! since both actors usually run on the same thread) and a "notified" flag
-//! so that the producer sends at most one wake-up per batch, however many
-//! packets arrive before the consumer runs.
+//! for sharing between the socket's receive loop (the producer: the socket
+//! actor, or the primary driver that reads the socket itself) and one
+//! driver (the consumer, possibly on another thread): a mutex (never held
+//! across an await, uncontended in practice since the actors usually run on
+//! the same thread) and a "notified" flag so that the producer sends at
+//! most one wake-up per batch, however many packets arrive before the
+//! consumer runs.
+//!
+//! The primary driver's own protocols are delivered to its core directly,
+//! without a queue (see [`crate::runtime`]); their queues only carry
+//! packets that an interceptor delayed.
 
 use crate::id::NodeId;
 use crate::sansio::Incoming;

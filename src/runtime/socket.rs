@@ -1,29 +1,59 @@
-//! The UDP socket actor: the only place in `src/` that sends and receives
-//! datagrams (DESIGN.md section 4).
+//! The UDP socket actor: with its I/O state (`socket_io.rs`), the only place
+//! in `src/` that sends and receives datagrams (DESIGN.md section 4).
 //!
 //! One [`SocketActor`] owns one UDP socket, the node's [`NodeId`] and
-//! [`Incarnation`], a [`WireCodec`] (optionally authenticating) and the
-//! interceptor [`Pipeline`].
+//! [`Incarnation`], a [`WireCodec`](crate::wire::WireCodec) (optionally
+//! authenticating) and the interceptor [`Pipeline`]. That state and both
+//! I/O paths live in a plain struct (`SocketIo`) which the actor shares with
+//! the driver that [`spawn_core`](super::spawn_core) starts with it on the
+//! same thread, so that the hot path is plain function calls rather than
+//! actor messages. The actor answers the control messages below
+//! ([`SetFaults`], [`GetStats`], [`Subscribe`], ...) on that same state, and
+//! runs what needs a timer.
 //!
-//! **Receive path.** A stream over the socket (registered with
-//! `ctx.add_stream`) hands each datagram to the actor, which opens it with
-//! [`WireCodec::open_counted`] (a reject is dropped, counted by kind and
-//! logged at a limited rate), runs it through the inbound interceptors, and
-//! pushes it into the bounded queue of its protocol ([`PacketQueue`]: the
-//! oldest entry is dropped and counted as `"queue_full"` when full), waking
-//! the subscriber with one [`PacketsReady`] per batch. Receive errors (e.g.
-//! `ECONNREFUSED`) are counted and logged; the loop goes on.
+//! **Receive path.** The receive loop belongs to the primary driver (the one
+//! started by [`spawn_core`](super::spawn_core)) or, when there is none (a
+//! socket bound and started alone) or once it has stopped, to this actor. It
+//! reads every datagram that is ready (up to a batch of 64, then yields),
+//! opens each with the codec ([`WireCodec::open_counted`]: a reject is
+//! dropped, counted by kind and logged at a limited rate) and runs it
+//! through the inbound interceptors. A packet of one of the primary
+//! driver's own protocols goes straight to its core; any other goes into
+//! the bounded queue of its protocol ([`PacketQueue`]: the oldest entry is
+//! dropped and counted as `"queue_full"` when full), and the queue's
+//! subscriber is woken with one [`PacketsReady`] per batch. Receive errors
+//! (e.g. `ECONNREFUSED`) are counted and logged; the loop goes on.
 //!
-//! **Send path.** [`SendPackets`] carries [`Transmit`]s from a core: the
-//! actor adds the header (its own id and incarnation as source), seals it,
-//! runs it through the outbound interceptors and sends it. [`RelaySend`]
-//! sends a datagram on behalf of another node (the mcaster): either
-//! pre-sealed, or a header with `relayed = true` and a foreign source that
-//! this actor seals.
+//! **Bounds.** Nothing between the kernel and a core grows without bound.
+//! Queued protocols are bounded by their queue's capacity (drop-oldest).
+//! Direct delivery has no queue at all: the primary core runs inside the
+//! receive loop, so a slow primary core slows reading, and datagrams then
+//! wait in the kernel's receive buffer (`SO_RCVBUF`, see
+//! [`SocketStats::recv_buffer`]), which drops what does not fit (counted by
+//! the kernel, not here) and never blocks the sender. The loop yields after
+//! each batch, so commands and the control messages still get their turn.
 //!
-//! Delays asked for by interceptors are timers on this actor, at most
-//! [`SocketOptions::max_delayed`] at a time (beyond that, packets are dropped
-//! as `"delay_overflow"`).
+//! **Send path.** The primary driver hands its core's [`Transmit`]s to the
+//! shared state directly; [`SendPackets`] does the same for anyone else
+//! (e.g. cores added later with [`CoreDriver::start_on`]).
+//! Each datagram gets our header (our id and incarnation as source), is
+//! sealed, passes the outbound interceptors and goes to a non-blocking
+//! `sendto`; when the kernel's send buffer is full it waits, in order, in a
+//! backlog of at most 1024 datagrams (beyond that: `"send_backlog"` drops)
+//! that this actor drains once the socket is writable. [`RelaySend`] sends a
+//! datagram on behalf of another node (the mcaster): either pre-sealed, or a
+//! header with `relayed = true` and a foreign source that this actor seals.
+//!
+//! Delays asked for by interceptors (either direction) are timers on this
+//! actor, at most [`SocketOptions::max_delayed`] at a time (beyond that,
+//! packets are dropped as `"delay_overflow"`); a delayed inbound packet
+//! goes to its protocol's queue, even for the primary driver.
+//!
+//! **Stopping.** [`StopSocket`] stops the actor and closes the socket at
+//! once (the shared state drops it): the receive loop ends, wherever it
+//! runs, and later sends from a driver are dropped (`"socket_stopped"`). If
+//! the primary driver stops first, this actor takes the receive loop back,
+//! so that the other subscribers keep receiving.
 //!
 //! **Unreachable destinations.** On Linux an unconnected UDP socket only
 //! learns of ICMP port-unreachable errors with `IP_RECVERR` set, and then has
@@ -34,30 +64,29 @@
 //! [`crate::runtime::NodeUnreachable`] by itself. The driver handles that
 //! message, so a future socket (or a daemon with another source of the
 //! information) can feed it.
+//!
+//! [`WireCodec::open_counted`]: crate::wire::WireCodec::open_counted
+//! [`CoreDriver::start_on`]: super::CoreDriver::start_on
 
-use super::clock::{new_incarnation, Clock};
 use super::interceptor::{
-    Direction, FaultConfig, FaultConfigError, FilterConfig, Interceptor, PacketInfo, Pipeline,
-    TrafficSnapshot, Verdict,
+    FaultConfig, FaultConfigError, FilterConfig, Interceptor, Pipeline, TrafficSnapshot,
 };
-use super::multicast::{self, MulticastOptions};
-use super::queue::{InboundPacket, PacketQueue};
+use super::multicast::MulticastOptions;
+use super::queue::PacketQueue;
+use super::socket_io::{Deferred, Receiver, RecvOwner, SocketIo, Step, RECV_BATCH};
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::Transmit;
-use crate::time::Instant;
-use crate::wire::{AuthConfig, DecodeError, DropCounters, Header, KeyRing, WireCodec, HEADER_LEN};
+use crate::wire::{AuthConfig, Header, KeyRing};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
+use std::cell::{RefCell, RefMut};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
 
 /// Default capacity of each protocol queue, in packets.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -66,10 +95,6 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Default bound on datagrams held back by interceptor delays.
 pub const DEFAULT_MAX_DELAYED: usize = 10_000;
-/// Bound on datagrams waiting for a full send buffer to drain.
-const MAX_BACKLOG: usize = 1024;
-/// Receive buffer: larger than the largest UDP payload.
-const RECV_BUF: usize = 65_536;
 
 /// How to bind and run a [`SocketActor`].
 #[derive(Debug, Clone)]
@@ -282,9 +307,10 @@ pub struct ProtocolStats {
     pub sent: u64,
     /// Bytes sent.
     pub bytes_sent: u64,
-    /// Datagrams delivered to the protocol's queue (after the interceptors).
+    /// Datagrams delivered to the protocol's core (direct) or queue, after
+    /// the interceptors (each duplicate counts).
     pub received: u64,
-    /// Bytes delivered to the protocol's queue.
+    /// Body bytes delivered to the protocol's core or queue.
     pub bytes_received: u64,
     /// Packets waiting in the queue now.
     pub queue_len: usize,
@@ -309,10 +335,11 @@ pub struct SocketStats {
     pub recv_errors: u64,
     /// Per protocol.
     pub per_protocol: BTreeMap<ProtocolId, ProtocolStats>,
-    /// Dropped datagrams by kind: the wire rejects ([`DecodeError::kind`]),
+    /// Dropped datagrams by kind: the wire rejects ([`DecodeError::kind`](crate::wire::DecodeError::kind)),
     /// `queue_full`, `no_subscriber`, interceptor drops (`filter_in`,
     /// `fault_drop_out`, `fault_block_in`, ...), `delay_overflow`,
-    /// `send_error`, `send_backlog`, `encode_error`, `relay_bad_header`.
+    /// `send_error`, `send_backlog`, `encode_error`, `relay_bad_header`,
+    /// `socket_stopped`.
     pub drops: BTreeMap<String, u64>,
     /// Every drop.
     pub drops_total: u64,
@@ -341,136 +368,73 @@ impl SocketStats {
     }
 }
 
-/// Lets through a bounded number of log lines per window and says how many
-/// it held back.
-#[derive(Debug)]
-pub(crate) struct LogLimiter {
-    window_start: Option<Instant>,
-    in_window: u32,
-    suppressed: u64,
+/// Runs [`Deferred`] work of a driver that shares this socket's state (an
+/// interceptor delay, or a full send buffer): the rare paths that need a
+/// timer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct RunDeferred(pub(crate) Deferred);
+
+/// The primary driver stopped: the socket actor takes the receive loop
+/// back.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct ResumeReceiving;
+
+/// The receive loop when the socket actor owns it: every packet goes to a
+/// queue.
+struct SocketReceive {
+    receiver: Receiver,
+    deferred: Vec<Deferred>,
 }
 
-impl LogLimiter {
-    const PER_WINDOW: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(10);
+impl ActorFuture<SocketActor> for SocketReceive {
+    type Output = ();
 
-    pub(crate) const fn new() -> Self {
-        LogLimiter {
-            window_start: None,
-            in_window: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(n)`: log now, mentioning `n` lines suppressed since the last
-    /// one; `None`: stay quiet.
-    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
-        let fresh = match self.window_start {
-            Some(start) => now.saturating_duration_since(start) >= Self::WINDOW,
-            None => true,
-        };
-        if fresh {
-            self.window_start = Some(now);
-            self.in_window = 0;
-        }
-        if self.in_window < Self::PER_WINDOW {
-            self.in_window += 1;
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
-}
-
-/// One item of the receive stream.
-#[derive(Debug)]
-pub enum RecvEvent {
-    /// A datagram and where it came from.
-    Datagram(Vec<u8>, SocketAddr),
-    /// A receive error (the stream goes on).
-    Error(io::Error),
-}
-
-/// The receive loop as a stream: never ends; after a run of errors it backs
-/// off for a millisecond so that a persistent error cannot spin the thread.
-struct RecvStream {
-    socket: Arc<UdpSocket>,
-    buf: Vec<u8>,
-    consecutive_errors: u32,
-    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Stream for RecvStream {
-    type Item = RecvEvent;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<RecvEvent>> {
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut SocketActor,
+        ctx: &mut Context<SocketActor>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
         let this = self.get_mut();
-        if let Some(sleep) = &mut this.backoff {
-            std::task::ready!(sleep.as_mut().poll(cx));
-            this.backoff = None;
+        let mut handled = 0;
+        let closed = loop {
+            if handled == RECV_BATCH {
+                // Let the mailbox and the other futures run.
+                task.waker().wake_by_ref();
+                break false;
+            }
+            match this.receiver.poll_step(task, None, &mut this.deferred) {
+                Step::Handled => handled += 1,
+                Step::Pending => break false,
+                Step::Closed => break true,
+            }
+        };
+        for d in this.deferred.drain(..) {
+            act.run_deferred(d, ctx);
         }
-        let mut rb = ReadBuf::new(&mut this.buf);
-        match this.socket.poll_recv_from(cx, &mut rb) {
-            Poll::Ready(Ok(from)) => {
-                this.consecutive_errors = 0;
-                Poll::Ready(Some(RecvEvent::Datagram(rb.filled().to_vec(), from)))
-            }
-            Poll::Ready(Err(e)) => {
-                this.consecutive_errors = this.consecutive_errors.saturating_add(1);
-                if this.consecutive_errors > 8 {
-                    this.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(1))));
-                }
-                Poll::Ready(Some(RecvEvent::Error(e)))
-            }
-            Poll::Pending => Poll::Pending,
+        if closed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
-}
-
-struct Subscriber {
-    queue: Arc<PacketQueue>,
-    waker: Recipient<PacketsReady>,
 }
 
 /// The UDP socket actor. Create it with [`SocketActor::bind`] (inside an
 /// actix system), optionally [`SocketActor::subscribe`] before starting it,
-/// then `start()` it.
+/// then `start()` it. It is not `Send`: it shares its state with drivers on
+/// its own thread.
 pub struct SocketActor {
-    socket: Arc<UdpSocket>,
-    local: NodeId,
-    bound: SocketAddr,
-    incarnation: Incarnation,
-    codec: WireCodec,
-    pipeline: Pipeline,
-    subscribers: BTreeMap<ProtocolId, Subscriber>,
-    queue_capacity: usize,
-    max_delayed: usize,
-    delayed: usize,
-    /// Datagrams waiting for the send buffer, in order (see `send_now`).
-    backlog: VecDeque<(ProtocolId, Vec<u8>, SocketAddr)>,
-    flushing: bool,
-    drops: DropCounters,
-    per_protocol: BTreeMap<ProtocolId, ProtocolStats>,
-    datagrams_received: u64,
-    bytes_received: u64,
-    datagrams_sent: u64,
-    bytes_sent: u64,
-    recv_errors: u64,
-    recv_buffer: usize,
-    send_buffer: usize,
-    drop_log: LogLimiter,
-    error_log: LogLimiter,
+    io: Rc<RefCell<SocketIo>>,
 }
 
 impl std::fmt::Debug for SocketActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketActor")
-            .field("local", &self.local)
-            .field("bound", &self.bound)
-            .field("incarnation", &self.incarnation)
-            .field("protocols", &self.subscribers.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
+            .field("io", &*self.io.borrow())
+            .finish()
     }
 }
 
@@ -479,96 +443,14 @@ impl SocketActor {
     /// runtime (e.g. in an actix system), since the socket registers with
     /// its reactor.
     pub fn bind(options: SocketOptions) -> io::Result<SocketActor> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(
-            Domain::for_address(options.bind),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )?;
-        if options.reuse_address {
-            s.set_reuse_address(true)?;
-        }
-        if options.recv_buffer > 0 {
-            if let Err(e) = s.set_recv_buffer_size(options.recv_buffer) {
-                tracing::warn!(error = %e, "could not set SO_RCVBUF");
-            }
-        }
-        if options.send_buffer > 0 {
-            if let Err(e) = s.set_send_buffer_size(options.send_buffer) {
-                tracing::warn!(error = %e, "could not set SO_SNDBUF");
-            }
-        }
-        s.set_nonblocking(true)?;
-        s.bind(&options.bind.into())?;
-        let recv_buffer = s.recv_buffer_size().unwrap_or(0);
-        let send_buffer = s.send_buffer_size().unwrap_or(0);
-        let socket = UdpSocket::from_std(s.into())?;
-        let bound = socket.local_addr()?;
-        let local = match options.advertise {
-            Some(n) => n,
-            None if bound.ip().is_unspecified() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("bound to {bound}: an unspecified address needs `advertise`"),
-                ))
-            }
-            None => NodeId::new(bound),
-        };
-        if let Some(m) = &options.multicast {
-            multicast::join(&socket, m)?;
-        }
-        tracing::info!(
-            %bound,
-            node = %local,
-            requested_rcvbuf = options.recv_buffer,
-            granted_rcvbuf = recv_buffer,
-            requested_sndbuf = options.send_buffer,
-            granted_sndbuf = send_buffer,
-            "UDP socket bound"
-        );
-        let mut pipeline = Pipeline::new(options.fault_seed);
-        pipeline
-            .faults
-            .set_config(options.faults)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        pipeline.filter.set_config(options.filter);
         Ok(SocketActor {
-            socket: Arc::new(socket),
-            local,
-            bound,
-            incarnation: options.incarnation.unwrap_or_else(new_incarnation),
-            codec: match options.auth {
-                Some(a) => WireCodec::with_auth(a),
-                None => WireCodec::new(),
-            },
-            pipeline,
-            subscribers: BTreeMap::new(),
-            queue_capacity: options.queue_capacity,
-            max_delayed: options.max_delayed,
-            delayed: 0,
-            backlog: VecDeque::new(),
-            flushing: false,
-            drops: DropCounters::default(),
-            per_protocol: BTreeMap::new(),
-            datagrams_received: 0,
-            bytes_received: 0,
-            datagrams_sent: 0,
-            bytes_sent: 0,
-            recv_errors: 0,
-            recv_buffer,
-            send_buffer,
-            drop_log: LogLimiter::new(),
-            error_log: LogLimiter::new(),
+            io: Rc::new(RefCell::new(SocketIo::bind(options)?)),
         })
     }
 
     /// Who this socket is.
     pub fn local(&self) -> LocalInfo {
-        LocalInfo {
-            node: self.local,
-            incarnation: self.incarnation,
-            bound: self.bound,
-        }
+        self.io.borrow().local()
     }
 
     /// Registers (or replaces) the queue of `protocol`, as [`Subscribe`]
@@ -579,303 +461,97 @@ impl SocketActor {
         capacity: Option<usize>,
         waker: Recipient<PacketsReady>,
     ) -> Arc<PacketQueue> {
-        let queue = Arc::new(PacketQueue::new(capacity.unwrap_or(self.queue_capacity)));
-        let old = self.subscribers.insert(
-            protocol,
-            Subscriber {
-                queue: queue.clone(),
-                waker,
-            },
-        );
-        if old.is_some() {
-            tracing::debug!(?protocol, "protocol queue replaced by a new subscriber");
+        self.io
+            .borrow_mut()
+            .subscribe(protocol, capacity, waker, false)
+    }
+
+    /// Before starting: makes a driver on this thread the owner of the
+    /// receive loop, with direct delivery for `protocols` (each also gets a
+    /// queue, woken through `waker`, for packets an interceptor delayed).
+    /// Answers the queues and the shared state for
+    /// [`CoreDriver::primary`](super::CoreDriver).
+    pub(crate) fn attach_primary(
+        &mut self,
+        protocols: &[ProtocolId],
+        waker: Recipient<PacketsReady>,
+    ) -> (Vec<Arc<PacketQueue>>, Rc<RefCell<SocketIo>>) {
+        let mut io = self.io.borrow_mut();
+        let mut seen = Vec::new();
+        let mut queues = Vec::new();
+        for &p in protocols {
+            if !seen.contains(&p) {
+                seen.push(p);
+                queues.push(io.subscribe(p, None, waker.clone(), true));
+            }
         }
-        queue
+        io.set_recv_owner(RecvOwner::Driver);
+        drop(io);
+        (queues, self.io.clone())
     }
 
     /// The interceptor pipeline (e.g. to configure it before starting).
-    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
-        &mut self.pipeline
+    pub fn pipeline_mut(&mut self) -> RefMut<'_, Pipeline> {
+        RefMut::map(self.io.borrow_mut(), SocketIo::pipeline_mut)
     }
 
-    fn stats(&self) -> SocketStats {
-        let mut per_protocol = self.per_protocol.clone();
-        let mut drops: BTreeMap<String, u64> = BTreeMap::new();
-        for (k, v) in self.codec.drops().iter().chain(self.drops.iter()) {
-            *drops.entry(k.to_string()).or_insert(0) += v;
-        }
-        for (p, s) in &self.subscribers {
-            per_protocol.entry(*p).or_default().queue_len = s.queue.len();
-        }
-        SocketStats {
-            local: self.local(),
-            datagrams_received: self.datagrams_received,
-            bytes_received: self.bytes_received,
-            datagrams_sent: self.datagrams_sent,
-            bytes_sent: self.bytes_sent,
-            recv_errors: self.recv_errors,
-            per_protocol,
-            drops_total: self.codec.drops().total() + self.drops.total(),
-            drops,
-            delayed: self.delayed,
-            traffic: self.pipeline.counter.snapshot().clone(),
-            recv_buffer: self.recv_buffer,
-            send_buffer: self.send_buffer,
-        }
-    }
-
-    fn drop_packet(&mut self, kind: &'static str) {
-        self.drops.record_kind(kind);
-    }
-
-    // ---- receive path ----------------------------------------------------
-
-    fn on_datagram(&mut self, data: Vec<u8>, from: SocketAddr, ctx: &mut Context<Self>) {
-        self.datagrams_received += 1;
-        self.bytes_received += data.len() as u64;
-        let now = Clock::now();
-        let (header, body_len) = match self.codec.open_counted(&data) {
-            Ok(p) => (p.header, p.body.len()),
-            Err(e) => {
-                self.log_reject(now, from, &e);
-                return;
-            }
-        };
-        let verdict = self.pipeline.inbound(&PacketInfo {
-            direction: Direction::Inbound,
-            header: &header,
-            len: data.len(),
-            peer: from,
-        });
-        if let Some(kind) = verdict.drop {
-            self.drop_packet(kind);
-            return;
-        }
-        let packet = InboundPacket::new(header, from, now, data, HEADER_LEN..HEADER_LEN + body_len);
-        let copies = 1 + verdict.extra_copies as usize;
-        if verdict.delay.is_zero() {
-            for _ in 1..copies {
-                self.enqueue(packet.clone());
-            }
-            self.enqueue(packet);
-        } else if self.delayed + copies > self.max_delayed {
-            self.drop_packet("delay_overflow");
-        } else {
-            self.delayed += copies;
-            ctx.run_later(verdict.delay, move |act, _| {
-                act.delayed -= copies;
-                for _ in 1..copies {
-                    act.enqueue(packet.clone());
-                }
-                act.enqueue(packet);
+    fn start_receiving(&mut self, ctx: &mut Context<Self>) {
+        let mut io = self.io.borrow_mut();
+        if io.recv_owner() == RecvOwner::Nobody && io.is_open() {
+            io.set_recv_owner(RecvOwner::Socket);
+            drop(io);
+            ctx.spawn(SocketReceive {
+                receiver: Receiver::new(self.io.clone()),
+                deferred: Vec::new(),
             });
         }
     }
 
-    fn log_reject(&mut self, now: Instant, from: SocketAddr, e: &DecodeError) {
-        if let Some(suppressed) = self.drop_log.allow(now) {
-            tracing::warn!(%from, kind = e.kind(), error = %e, suppressed, "dropped inbound datagram");
-        }
-    }
-
-    fn enqueue(&mut self, packet: InboundPacket) {
-        let protocol = packet.header.protocol;
-        let connected = match self.subscribers.get(&protocol) {
-            None => {
-                self.drop_packet("no_subscriber");
-                return;
+    /// Schedules work that needs a timer or a future.
+    fn run_deferred(&mut self, d: Deferred, ctx: &mut Context<Self>) {
+        match d {
+            Deferred::SendLater {
+                protocol,
+                datagram,
+                to,
+                copies,
+                delay,
+            } => {
+                ctx.run_later(delay, move |act, ctx| {
+                    let mut more = Vec::new();
+                    act.io
+                        .borrow_mut()
+                        .send_delayed(protocol, &datagram, to, copies, &mut more);
+                    act.run_all(more, ctx);
+                });
             }
-            Some(s) => s.waker.connected(),
-        };
-        if !connected {
-            tracing::debug!(?protocol, "subscriber gone; removing its queue");
-            self.subscribers.remove(&protocol);
-            self.drop_packet("no_subscriber");
-            return;
-        }
-        let len = packet.body().len() as u64;
-        let Some(sub) = self.subscribers.get(&protocol) else {
-            return;
-        };
-        let outcome = sub.queue.push(packet);
-        if outcome.wake {
-            sub.waker.do_send(PacketsReady { protocol });
-        }
-        let stats = self.per_protocol.entry(protocol).or_default();
-        stats.received += 1;
-        stats.bytes_received += len;
-        if outcome.evicted {
-            stats.queue_full += 1;
-            self.drop_packet("queue_full");
-        }
-    }
-
-    // ---- send path -------------------------------------------------------
-
-    fn send_transmit(&mut self, t: Transmit, ctx: &mut Context<Self>) {
-        let header = Header {
-            protocol: t.protocol,
-            relayed: false,
-            source: self.local,
-            source_incarnation: self.incarnation,
-            destination: t.destination,
-        };
-        self.seal_and_send(header, &t.body, t.destination.addr(), ctx);
-    }
-
-    fn seal_and_send(
-        &mut self,
-        header: Header,
-        body: &[u8],
-        to: SocketAddr,
-        ctx: &mut Context<Self>,
-    ) {
-        let mut datagram = Vec::with_capacity(HEADER_LEN + body.len() + 32);
-        if let Err(e) = self.codec.seal(&header, body, &mut datagram) {
-            self.drop_packet("encode_error");
-            if let Some(suppressed) = self.error_log.allow(Clock::now()) {
-                tracing::warn!(%to, protocol = ?header.protocol, error = %e, suppressed, "could not seal datagram");
+            Deferred::DeliverLater {
+                packet,
+                copies,
+                delay,
+            } => {
+                ctx.run_later(delay, move |act, _| {
+                    act.io.borrow_mut().deliver_delayed(packet, copies);
+                });
             }
-            return;
-        }
-        self.dispatch(header, datagram, to, ctx);
-    }
-
-    fn send_sealed(&mut self, datagram: Vec<u8>, to: SocketAddr, ctx: &mut Context<Self>) {
-        match Header::parse(&datagram) {
-            Ok(raw) => self.dispatch(raw.header, datagram, to, ctx),
-            Err(_) => self.drop_packet("relay_bad_header"),
-        }
-    }
-
-    /// Outbound interceptors, then send (now, later, and/or twice).
-    fn dispatch(
-        &mut self,
-        header: Header,
-        datagram: Vec<u8>,
-        to: SocketAddr,
-        ctx: &mut Context<Self>,
-    ) {
-        let verdict: Verdict = self.pipeline.outbound(&PacketInfo {
-            direction: Direction::Outbound,
-            header: &header,
-            len: datagram.len(),
-            peer: to,
-        });
-        if let Some(kind) = verdict.drop {
-            self.drop_packet(kind);
-            return;
-        }
-        let copies = 1 + verdict.extra_copies as usize;
-        let protocol = header.protocol;
-        if verdict.delay.is_zero() {
-            for _ in 0..copies {
-                self.send_now(protocol, &datagram, to, ctx);
-            }
-        } else if self.delayed + copies > self.max_delayed {
-            self.drop_packet("delay_overflow");
-        } else {
-            self.delayed += copies;
-            ctx.run_later(verdict.delay, move |act, ctx| {
-                act.delayed -= copies;
-                for _ in 0..copies {
-                    act.send_now(protocol, &datagram, to, ctx);
-                }
-            });
-        }
-    }
-
-    fn count_sent(&mut self, protocol: ProtocolId, n: usize) {
-        self.datagrams_sent += 1;
-        self.bytes_sent += n as u64;
-        let s = self.per_protocol.entry(protocol).or_default();
-        s.sent += 1;
-        s.bytes_sent += n as u64;
-    }
-
-    fn send_failed(&mut self, to: SocketAddr, e: &io::Error) {
-        self.drop_packet("send_error");
-        if let Some(suppressed) = self.error_log.allow(Clock::now()) {
-            tracing::warn!(%to, error = %e, suppressed, "send failed");
-        }
-    }
-
-    /// Sends one datagram now, or queues it behind earlier ones waiting for
-    /// the send buffer, so that datagrams leave in the order they were
-    /// handed over.
-    ///
-    /// The first attempt is a plain non-blocking `sendto` (through
-    /// socket2), not tokio's `try_send_to`: the latter answers `WouldBlock`
-    /// without trying until the reactor has reported the socket writable
-    /// once, which would push every datagram sent right after binding onto
-    /// the slow path.
-    fn send_now(
-        &mut self,
-        protocol: ProtocolId,
-        datagram: &[u8],
-        to: SocketAddr,
-        ctx: &mut Context<Self>,
-    ) {
-        if !self.backlog.is_empty() {
-            self.push_backlog(protocol, datagram.to_vec(), to, ctx);
-            return;
-        }
-        match socket2::SockRef::from(&*self.socket).send_to(datagram, &to.into()) {
-            Ok(n) => self.count_sent(protocol, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.push_backlog(protocol, datagram.to_vec(), to, ctx)
-            }
-            Err(e) => self.send_failed(to, &e),
-        }
-    }
-
-    fn push_backlog(
-        &mut self,
-        protocol: ProtocolId,
-        datagram: Vec<u8>,
-        to: SocketAddr,
-        ctx: &mut Context<Self>,
-    ) {
-        if self.backlog.len() >= MAX_BACKLOG {
-            // As a full UDP send buffer would.
-            self.drop_packet("send_backlog");
-            return;
-        }
-        self.backlog.push_back((protocol, datagram, to));
-        self.wait_writable(ctx);
-    }
-
-    /// Drains the backlog once the socket is writable again.
-    fn wait_writable(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing {
-            return;
-        }
-        self.flushing = true;
-        let socket = self.socket.clone();
-        ctx.spawn(
-            async move { socket.writable().await }
-                .into_actor(self)
-                .map(|_, act, ctx| {
-                    act.flushing = false;
-                    act.flush_backlog(ctx);
-                }),
-        );
-    }
-
-    fn flush_backlog(&mut self, ctx: &mut Context<Self>) {
-        while let Some((protocol, datagram, to)) = self.backlog.front() {
-            let (protocol, to) = (*protocol, *to);
-            // tokio's own call here, so that a real `WouldBlock` clears its
-            // readiness and `writable()` waits for the kernel.
-            match self.socket.try_send_to(datagram, to) {
-                Ok(n) => self.count_sent(protocol, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait_writable(ctx);
+            Deferred::WaitWritable => {
+                let Ok(socket) = self.io.borrow().socket().cloned() else {
                     return;
-                }
-                Err(e) => self.send_failed(to, &e),
+                };
+                ctx.spawn(async move { socket.writable().await }.into_actor(self).map(
+                    |_, act, ctx| {
+                        if act.io.borrow_mut().flush_backlog() {
+                            act.run_deferred(Deferred::WaitWritable, ctx);
+                        }
+                    },
+                ));
             }
-            self.backlog.pop_front();
+        }
+    }
+
+    fn run_all(&mut self, deferred: Vec<Deferred>, ctx: &mut Context<Self>) {
+        for d in deferred {
+            self.run_deferred(d, ctx);
         }
     }
 }
@@ -884,38 +560,28 @@ impl Actor for SocketActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.add_stream(RecvStream {
-            socket: self.socket.clone(),
-            buf: vec![0u8; RECV_BUF],
-            consecutive_errors: 0,
-            backoff: None,
-        });
+        // Unless a primary driver has taken it.
+        self.start_receiving(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::debug!(node = %self.local, "socket actor stopped");
+        let mut io = self.io.borrow_mut();
+        io.close();
+        tracing::debug!(node = %io.local().node, "socket actor stopped");
     }
 }
 
-impl StreamHandler<RecvEvent> for SocketActor {
-    fn handle(&mut self, item: RecvEvent, ctx: &mut Self::Context) {
-        match item {
-            RecvEvent::Datagram(data, from) => self.on_datagram(data, from, ctx),
-            RecvEvent::Error(e) => {
-                // E.g. ECONNREFUSED after an ICMP port unreachable: not
-                // attributable to a destination here (see the module docs).
-                self.recv_errors += 1;
-                if let Some(suppressed) = self.error_log.allow(Clock::now()) {
-                    tracing::warn!(error = %e, suppressed, "receive error (ignored)");
-                }
-            }
-        }
+impl Handler<RunDeferred> for SocketActor {
+    type Result = ();
+    fn handle(&mut self, msg: RunDeferred, ctx: &mut Self::Context) {
+        self.run_deferred(msg.0, ctx);
     }
+}
 
-    fn finished(&mut self, _: &mut Self::Context) {
-        // The receive stream never ends; if it somehow did, keep the actor
-        // alive for sending rather than stopping it.
-        tracing::error!(node = %self.local, "receive stream ended");
+impl Handler<ResumeReceiving> for SocketActor {
+    type Result = ();
+    fn handle(&mut self, _: ResumeReceiving, ctx: &mut Self::Context) {
+        self.start_receiving(ctx);
     }
 }
 
@@ -929,40 +595,53 @@ impl Handler<Subscribe> for SocketActor {
 impl Handler<Unsubscribe> for SocketActor {
     type Result = bool;
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) -> bool {
-        self.subscribers.remove(&msg.0).is_some()
+        self.io.borrow_mut().unsubscribe(msg.0)
     }
 }
 
 impl Handler<SendPackets> for SocketActor {
     type Result = ();
     fn handle(&mut self, msg: SendPackets, ctx: &mut Self::Context) {
-        for t in msg.0 {
-            self.send_transmit(t, ctx);
+        let mut deferred = Vec::new();
+        {
+            let mut io = self.io.borrow_mut();
+            for t in &msg.0 {
+                io.send_transmit(t, &mut deferred);
+            }
         }
+        self.run_all(deferred, ctx);
     }
 }
 
 impl Handler<RelaySend> for SocketActor {
     type Result = ();
     fn handle(&mut self, msg: RelaySend, ctx: &mut Self::Context) {
-        match msg.packet {
-            RelayPacket::Sealed(datagram) => self.send_sealed(datagram, msg.to, ctx),
-            RelayPacket::Unsealed { header, body } => {
-                self.seal_and_send(header, &body, msg.to, ctx)
+        let mut deferred = Vec::new();
+        {
+            let mut io = self.io.borrow_mut();
+            match msg.packet {
+                RelayPacket::Sealed(datagram) => io.send_sealed(&datagram, msg.to, &mut deferred),
+                RelayPacket::Unsealed { header, body } => {
+                    io.seal_and_send(header, &body, msg.to, &mut deferred)
+                }
             }
         }
+        self.run_all(deferred, ctx);
     }
 }
 
 impl Handler<SetFaults> for SocketActor {
     type Result = Result<FaultConfig, FaultConfigError>;
     fn handle(&mut self, msg: SetFaults, _: &mut Self::Context) -> Self::Result {
-        let r = self.pipeline.faults.set_config(msg.0);
+        let mut io = self.io.borrow_mut();
+        let node = io.local().node;
+        let faults = &mut io.pipeline_mut().faults;
+        let r = faults.set_config(msg.0);
         match &r {
             Ok(_) => {
-                tracing::info!(node = %self.local, faults = ?self.pipeline.faults.config(), "fault injection changed")
+                tracing::info!(%node, faults = ?faults.config(), "fault injection changed")
             }
-            Err(e) => tracing::warn!(node = %self.local, error = %e, "fault config refused"),
+            Err(e) => tracing::warn!(%node, error = %e, "fault config refused"),
         }
         r
     }
@@ -971,15 +650,17 @@ impl Handler<SetFaults> for SocketActor {
 impl Handler<GetFaults> for SocketActor {
     type Result = MessageResult<GetFaults>;
     fn handle(&mut self, _: GetFaults, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.pipeline.faults.config().clone())
+        MessageResult(self.io.borrow().pipeline().faults.config().clone())
     }
 }
 
 impl Handler<SetFilter> for SocketActor {
     type Result = MessageResult<SetFilter>;
     fn handle(&mut self, msg: SetFilter, _: &mut Self::Context) -> Self::Result {
-        let old = self.pipeline.filter.config().clone();
-        self.pipeline.filter.set_config(msg.0);
+        let mut io = self.io.borrow_mut();
+        let filter = &mut io.pipeline_mut().filter;
+        let old = filter.config().clone();
+        filter.set_config(msg.0);
         MessageResult(old)
     }
 }
@@ -987,14 +668,14 @@ impl Handler<SetFilter> for SocketActor {
 impl Handler<GetFilter> for SocketActor {
     type Result = MessageResult<GetFilter>;
     fn handle(&mut self, _: GetFilter, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.pipeline.filter.config().clone())
+        MessageResult(self.io.borrow().pipeline().filter.config().clone())
     }
 }
 
 impl Handler<AddInterceptor> for SocketActor {
     type Result = ();
     fn handle(&mut self, msg: AddInterceptor, _: &mut Self::Context) {
-        self.pipeline.push(msg.0);
+        self.io.borrow_mut().pipeline_mut().push(msg.0);
     }
 }
 
@@ -1008,14 +689,14 @@ impl Handler<GetLocal> for SocketActor {
 impl Handler<SetIncarnation> for SocketActor {
     type Result = ();
     fn handle(&mut self, msg: SetIncarnation, _: &mut Self::Context) {
-        self.incarnation = msg.0;
+        self.io.borrow_mut().set_incarnation(msg.0);
     }
 }
 
 impl Handler<SetKeyRing> for SocketActor {
     type Result = bool;
     fn handle(&mut self, msg: SetKeyRing, _: &mut Self::Context) -> bool {
-        match self.codec.auth_mut() {
+        match self.io.borrow_mut().codec_mut().auth_mut() {
             Some(a) => {
                 a.set_ring(msg.0);
                 true
@@ -1028,21 +709,21 @@ impl Handler<SetKeyRing> for SocketActor {
 impl Handler<JoinMulticast> for SocketActor {
     type Result = io::Result<()>;
     fn handle(&mut self, msg: JoinMulticast, _: &mut Self::Context) -> io::Result<()> {
-        multicast::join(&self.socket, &msg.0)
+        self.io.borrow().join_multicast(&msg.0)
     }
 }
 
 impl Handler<LeaveMulticast> for SocketActor {
     type Result = io::Result<()>;
     fn handle(&mut self, msg: LeaveMulticast, _: &mut Self::Context) -> io::Result<()> {
-        multicast::leave(&self.socket, msg.group, msg.interface)
+        self.io.borrow().leave_multicast(msg.group, msg.interface)
     }
 }
 
 impl Handler<GetStats> for SocketActor {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.stats())
+        MessageResult(self.io.borrow().stats())
     }
 }
 
@@ -1056,17 +737,6 @@ impl Handler<StopSocket> for SocketActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_limiter_limits_per_window() {
-        let mut l = LogLimiter::new();
-        let t0 = Instant::from_millis(1);
-        let allowed = (0..100).filter(|_| l.allow(t0).is_some()).count();
-        assert_eq!(allowed, LogLimiter::PER_WINDOW as usize);
-        // The next window reports what was held back.
-        assert_eq!(l.allow(t0 + LogLimiter::WINDOW), Some(90));
-        assert_eq!(l.allow(t0 + LogLimiter::WINDOW), Some(0));
-    }
 
     #[actix_rt::test]
     async fn unspecified_bind_needs_advertise() {
