@@ -50,6 +50,15 @@ fn auth() -> AuthConfig {
     AuthConfig::new(ring)
 }
 
+/// A sender's and a receiver's codec, both authenticated or both not.
+fn codec_pair(authed: bool) -> (WireCodec, WireCodec) {
+    if authed {
+        (WireCodec::with_auth(auth()), WireCodec::with_auth(auth()))
+    } else {
+        (WireCodec::new(), WireCodec::new())
+    }
+}
+
 /// A body type with the shapes real protocol messages have.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 enum Msg {
@@ -80,11 +89,7 @@ proptest! {
     #[test]
     fn seal_open_roundtrip(h in header(), m in msg(), authed in any::<bool>()) {
         let body = encode_body(&m).expect("encodes");
-        let (mut tx, mut rx) = if authed {
-            (WireCodec::with_auth(auth()), WireCodec::with_auth(auth()))
-        } else {
-            (WireCodec::new(), WireCodec::new())
-        };
+        let (mut tx, mut rx) = codec_pair(authed);
         let mut out = Vec::new();
         tx.seal(&h, &body, &mut out).expect("seals");
         let p = rx.open(&out).expect("opens");
@@ -102,11 +107,7 @@ proptest! {
         cut in prop::option::of(any::<prop::sample::Index>()),
     ) {
         let body = encode_body(&m).expect("encodes");
-        let (mut tx, mut rx) = if authed {
-            (WireCodec::with_auth(auth()), WireCodec::with_auth(auth()))
-        } else {
-            (WireCodec::new(), WireCodec::new())
-        };
+        let (mut tx, mut rx) = codec_pair(authed);
         let mut out = Vec::new();
         tx.seal(&h, &body, &mut out).expect("seals");
         let mut mutated = out.clone();
