@@ -4,11 +4,13 @@
 //! their ratio (`--json`), or a readable summary.
 //!
 //! Scenarios so far: `rpc` (RPC round trip and BLAST throughput over loopback
-//! UDP through the full actix stack, against raw UDP). Later issues add
+//! UDP through the full actix stack, against raw UDP) and `rpc-core` (the RPC
+//! core alone, for instruction counts under callgrind). Later issues add
 //! `mcast`, `membership`, `partition` and `app`.
 
 mod raw;
 mod rpc;
+mod rpc_core;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -28,12 +30,17 @@ enum Scenario {
     /// the full actix stack, with raw UDP ping-pong and raw UDP transfer of
     /// the same bytes measured in the same run.
     Rpc(rpc::RpcArgs),
+    /// The RPC core alone (two endpoints, virtual time, no I/O): the protocol
+    /// logic's own cost per round trip. Run under callgrind for repeatable
+    /// instruction counts.
+    RpcCore(rpc_core::RpcCoreArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.scenario {
         Scenario::Rpc(args) => rpc::run(&args),
+        Scenario::RpcCore(args) => rpc_core::run(&args),
     };
     match result {
         Ok(()) => {}
