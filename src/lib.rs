@@ -8,6 +8,8 @@
 //! - [`wire`]: the packet header, bounded bodies, authentication (seed 000 DNP);
 //! - [`sansio`]: the contract every protocol core follows;
 //! - [`rpc`]: BLAST, CHAN and SELECT (seed 004, section 5.3);
+//! - [`relay`]: the multicast emulator (mcaster) and its member side (seed
+//!   003, section IV.A);
 //! - [`sim`]: the deterministic simulator that runs the cores on virtual time;
 //! - [`runtime`]: the only I/O in this crate, the actix socket actor, the
 //!   interceptor pipeline and the generic core driver.
@@ -15,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod id;
+pub mod relay;
 pub mod rpc;
 pub mod runtime;
 pub mod sansio;

@@ -34,22 +34,116 @@ pub struct Incoming<'a> {
     pub destination: NodeId,
     /// The protocol the body belongs to.
     pub protocol: ProtocolId,
-    /// Relayed by an mcaster.
+    /// Relayed by an mcaster: the header says so, or the datagram came from
+    /// a UDP peer other than `source` (the mcaster forwards byte-for-byte,
+    /// so its copies name the original sender).
     pub relayed: bool,
     /// The encoded body.
     pub body: &'a [u8],
+    /// The UDP address the datagram came from: `source` when it came
+    /// straight from its sender, the relay (an mcaster) when relayed.
+    pub peer: NodeId,
+    /// The whole datagram as received (header, body, authentication
+    /// trailer), for a relay that forwards it unchanged
+    /// ([`Transmit::forward`]). Cores that only read `body` ignore it; a
+    /// driver that has no datagram (a unit test) may leave it empty.
+    pub datagram: &'a [u8],
 }
 
-/// A datagram a core wants sent. The driver adds the header (its own
-/// address and incarnation as source) and seals it.
+impl<'a> Incoming<'a> {
+    /// A datagram received straight from `source` (peer = source, no
+    /// datagram bytes): a convenience for tests and hand-written drivers.
+    pub fn direct(
+        source: NodeId,
+        source_incarnation: Incarnation,
+        destination: NodeId,
+        protocol: ProtocolId,
+        body: &'a [u8],
+    ) -> Self {
+        Incoming {
+            source,
+            source_incarnation,
+            destination,
+            protocol,
+            relayed: false,
+            body,
+            peer: source,
+            datagram: &[],
+        }
+    }
+}
+
+/// A datagram a core wants sent.
+///
+/// Normally ([`Transmit::new`]) the driver adds the header (its own address
+/// and incarnation as source, `destination` as destination), seals it, and
+/// sends it by UDP to `via` if set, else to `destination` (a node, or a
+/// multicast group address). The runtime may route group destinations to
+/// an mcaster (`SocketOptions::mcaster`).
+///
+/// A *forward* ([`Transmit::forward`]) carries a datagram sealed elsewhere
+/// in `body`: the driver sends those bytes unchanged to `destination`
+/// (a node or a group address), without header, sealing or routing. This
+/// is how the mcaster relays (seed 003, section IV.A): the datagram keeps
+/// naming its original sender, and its authentication tag stays valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// A node or a multicast group address.
+    /// A node or a multicast group address (for a forward: the UDP address
+    /// to send the bytes to).
     pub destination: NodeId,
-    /// The protocol of the body.
+    /// The protocol of the body (for a forward: of the datagram, for the
+    /// counters).
     pub protocol: ProtocolId,
-    /// The encoded body (at most [`crate::wire::MAX_BODY`] bytes).
+    /// The encoded body (at most [`crate::wire::MAX_BODY`] bytes); for a
+    /// forward, the whole sealed datagram.
     pub body: Vec<u8>,
+    /// The UDP next hop when it is not `destination` (e.g. a packet whose
+    /// header names a group, sent by unicast to an mcaster). Ignored for a
+    /// forward.
+    pub via: Option<NodeId>,
+    /// `body` is a whole datagram sealed elsewhere, to send unchanged.
+    pub sealed: bool,
+}
+
+impl Transmit {
+    /// A body for `destination`, sealed by the driver.
+    pub fn new(destination: NodeId, protocol: ProtocolId, body: Vec<u8>) -> Self {
+        Transmit {
+            destination,
+            protocol,
+            body,
+            via: None,
+            sealed: false,
+        }
+    }
+
+    /// A datagram sealed elsewhere, sent unchanged by UDP to `to`.
+    pub fn forward(to: NodeId, protocol: ProtocolId, datagram: Vec<u8>) -> Self {
+        Transmit {
+            destination: to,
+            protocol,
+            body: datagram,
+            via: None,
+            sealed: true,
+        }
+    }
+
+    /// The same transmit, sent by UDP to `hop` (its header still names
+    /// `destination`).
+    pub fn with_via(mut self, hop: NodeId) -> Self {
+        self.via = Some(hop);
+        self
+    }
+
+    /// Where the UDP datagram goes, unless the runtime routes groups to an
+    /// mcaster: `destination` for a forward, else `via` or `destination`.
+    pub fn next_hop(&self) -> NodeId {
+        if self.sealed {
+            self.destination
+        } else {
+            self.via.unwrap_or(self.destination)
+        }
+    }
 }
 
 /// A sans-IO protocol state machine.

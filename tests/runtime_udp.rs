@@ -83,11 +83,7 @@ impl Echo {
     fn send(&mut self, to: NodeId, kind: u8, seq: u32) {
         let mut body = vec![kind];
         body.extend_from_slice(&seq.to_be_bytes());
-        self.out.push_back(Transmit {
-            destination: to,
-            protocol: self.protocol,
-            body,
-        });
+        self.out.push_back(Transmit::new(to, self.protocol, body));
     }
 
     fn ping(&mut self, to: NodeId, seqs: std::ops::Range<u32>) {

@@ -634,11 +634,10 @@ impl Blast {
 
     fn push_packet(&mut self, dest: NodeId, packet: &BlastPacket) {
         match wire::encode_body(packet) {
-            Ok(body) if body.len() <= MAX_BODY => self.transmits.push_back(Transmit {
-                destination: dest,
-                protocol: ProtocolId::Rpc,
-                body,
-            }),
+            Ok(body) if body.len() <= MAX_BODY => {
+                self.transmits
+                    .push_back(Transmit::new(dest, ProtocolId::Rpc, body))
+            }
             // Unreachable with sanitized limits; counted rather than panicking.
             _ => self.stats.drops.record_kind("encode_failed"),
         }
@@ -1217,6 +1216,8 @@ mod tests {
                 protocol: ProtocolId::Rpc,
                 relayed: false,
                 body: &t.body,
+                peer: from,
+                datagram: &[],
             },
         );
     }
@@ -1437,10 +1438,10 @@ mod tests {
                     bits[((i - prefix) / 8) as usize] |= 1 << ((i - prefix) % 8);
                 }
             }
-            Transmit {
-                destination: A,
-                protocol: ProtocolId::Rpc,
-                body: wire::encode_body(&BlastPacket::Srr(Srr {
+            Transmit::new(
+                A,
+                ProtocolId::Rpc,
+                wire::encode_body(&BlastPacket::Srr(Srr {
                     mid: info.mid,
                     sender: inc(1),
                     prefix,
@@ -1451,7 +1452,7 @@ mod tests {
                     stalled,
                 }))
                 .unwrap(),
-            }
+            )
         };
         let indices = |ts: Vec<Transmit>| -> Vec<u32> {
             ts.iter()
@@ -1622,6 +1623,8 @@ mod tests {
                 protocol: ProtocolId::Rpc,
                 relayed: false,
                 body,
+                peer: from,
+                datagram: &[],
             },
         );
     }
@@ -1874,6 +1877,8 @@ mod tests {
                     protocol: ProtocolId::Rpc,
                     relayed: false,
                     body,
+                    peer: from,
+                    datagram: &[],
                 },
             )
         };

@@ -238,6 +238,8 @@ impl World {
                             protocol: ProtocolId::Rpc,
                             relayed: false,
                             body: &d.body,
+                            peer: d.from,
+                            datagram: &[],
                         },
                     );
                 }
@@ -922,6 +924,8 @@ fn a_restarted_client_gets_a_fresh_table_and_its_old_life_is_ignored() {
             protocol: ProtocolId::Rpc,
             relayed: false,
             body: &old_request.body,
+            peer: node(1),
+            datagram: &[],
         },
     );
     assert_eq!(executions(&log, 2), 0, "the old life's request is dropped");
@@ -1811,6 +1815,8 @@ fn feed(rpc: &mut Rpc, now: Instant, from: u8, body: &[u8]) {
             protocol: ProtocolId::Rpc,
             relayed: false,
             body,
+            peer: node(from),
+            datagram: &[],
         },
     );
     while rpc.poll_transmit().is_some() {}

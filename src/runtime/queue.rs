@@ -141,13 +141,16 @@ impl InboundPacket {
 
     /// The view a core gets in [`crate::sansio::Core::handle_packet`].
     pub fn incoming(&self) -> Incoming<'_> {
+        let peer = NodeId::new(self.from);
         Incoming {
             source: self.header.source,
             source_incarnation: self.header.source_incarnation,
             destination: self.header.destination,
             protocol: self.header.protocol,
-            relayed: self.header.relayed,
+            relayed: self.header.relayed || peer != self.header.source,
             body: self.body(),
+            peer,
+            datagram: &self.datagram,
         }
     }
 }

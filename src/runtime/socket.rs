@@ -126,6 +126,12 @@ pub struct SocketOptions {
     pub queue_capacity: usize,
     /// Most datagrams held back by interceptor delays at once.
     pub max_delayed: usize,
+    /// An mcaster (seed 003, section IV.A) for a unicast-only host: a
+    /// transmit addressed to a multicast group, without an explicit `via`,
+    /// goes by unicast to this address instead of the class D address (its
+    /// header still names the group, and the mcaster relays it). `None`:
+    /// groups are sent to by IP multicast.
+    pub mcaster: Option<SocketAddr>,
 }
 
 impl SocketOptions {
@@ -145,6 +151,7 @@ impl SocketOptions {
             filter: FilterConfig::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_delayed: DEFAULT_MAX_DELAYED,
+            mcaster: None,
         }
     }
 

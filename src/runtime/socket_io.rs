@@ -184,6 +184,9 @@ pub(crate) struct SocketIo {
     drop_log: LogLimiter,
     error_log: LogLimiter,
     recv_owner: RecvOwner,
+    /// Where datagrams to multicast groups go (see
+    /// [`SocketOptions::mcaster`]).
+    mcaster: Option<SocketAddr>,
     /// The receive loop's task, to wake when the socket closes.
     recv_waker: Option<Waker>,
     /// Reused buffer for sealing.
@@ -290,6 +293,7 @@ impl SocketIo {
             drop_log: LogLimiter::new(),
             error_log: LogLimiter::new(),
             recv_owner: RecvOwner::Nobody,
+            mcaster: options.mcaster,
             recv_waker: None,
             scratch: Vec::new(),
         })
@@ -490,13 +494,16 @@ impl SocketIo {
                 let stats = self.per_protocol.entry(protocol).or_default();
                 stats.received += copies as u64;
                 stats.bytes_received += (copies * body.len()) as u64;
+                let peer = NodeId::new(from);
                 let incoming = Incoming {
                     source: header.source,
                     source_incarnation: header.source_incarnation,
                     destination: header.destination,
                     protocol,
-                    relayed: header.relayed,
+                    relayed: header.relayed || peer != header.source,
                     body,
+                    peer,
+                    datagram: data,
                 };
                 for _ in 0..copies {
                     deliver(now, incoming);
@@ -563,7 +570,17 @@ impl SocketIo {
 
     /// Sends a core's datagram: our header, seal, outbound interceptors,
     /// `sendto` (or the backlog).
+    ///
+    /// A forward ([`Transmit::forward`]) is sent unchanged to its
+    /// destination. Otherwise the UDP next hop is `via` if the core set one,
+    /// else the mcaster ([`SocketOptions::mcaster`]) when the destination
+    /// is a multicast group and an mcaster is configured, else the
+    /// destination itself.
     pub(crate) fn send_transmit(&mut self, t: &Transmit, deferred: &mut Vec<Deferred>) {
+        if t.sealed {
+            self.send_sealed(&t.body, t.destination.addr(), deferred);
+            return;
+        }
         let header = Header {
             protocol: t.protocol,
             relayed: false,
@@ -571,7 +588,12 @@ impl SocketIo {
             source_incarnation: self.incarnation,
             destination: t.destination,
         };
-        self.seal_and_send(header, &t.body, t.destination.addr(), deferred);
+        let to = match (t.via, self.mcaster) {
+            (Some(hop), _) => hop.addr(),
+            (None, Some(mcaster)) if t.destination.addr().ip().is_multicast() => mcaster,
+            (None, _) => t.destination.addr(),
+        };
+        self.seal_and_send(header, &t.body, to, deferred);
     }
 
     /// Seals `body` under `header` with this socket's codec and sends it.

@@ -52,6 +52,11 @@
 //! [`Simulator::block_one_way`], [`Simulator::clog`]). A
 //! destination whose IP is multicast goes to every node that joined the group
 //! ([`Simulator::join_group`]) except the sender, each copy independently.
+//! A transmit with a `via` goes by UDP to that hop (its header still naming
+//! the destination), and a forward ([`crate::sansio::Transmit::forward`],
+//! an mcaster relaying) leaves with its bytes unchanged. The receiver's
+//! [`Incoming`] names the UDP peer the copy came from and carries the whole
+//! datagram.
 //! On arrival the bytes go through the receiver's
 //! [`WireCodec::open_counted`], so corrupted and truncated datagrams exercise
 //! the real decoder and are counted, never seen by the core.
@@ -1206,7 +1211,7 @@ impl<C: Core> Simulator<C> {
         }
         for item in queued {
             match item {
-                Buffered::Datagram(bytes) => self.deliver_now(id, &bytes),
+                Buffered::Datagram(peer, bytes) => self.deliver_now(id, peer, &bytes),
                 Buffered::Unreachable(dest) => self.unreachable_now(id, dest),
             }
         }
@@ -1350,6 +1355,14 @@ impl<C: Core> Simulator<C> {
         let incarnation = node.incarnation.unwrap_or(Incarnation::NIL);
         let mut sealed = Vec::with_capacity(transmits.len());
         for t in transmits {
+            if t.sealed {
+                // A forward (a relay): the bytes go out unchanged.
+                node.stats.sent += 1;
+                node.stats.sent_bytes += t.body.len() as u64;
+                sealed.push((t.destination, t.body));
+                continue;
+            }
+            let hop = t.next_hop();
             let header = Header {
                 protocol: t.protocol,
                 relayed: false,
@@ -1362,7 +1375,7 @@ impl<C: Core> Simulator<C> {
                 Ok(()) => {
                     node.stats.sent += 1;
                     node.stats.sent_bytes += out.len() as u64;
-                    sealed.push((t.destination, out));
+                    sealed.push((hop, out));
                 }
                 Err(_) => node.stats.encode_errors += 1,
             }
@@ -1488,10 +1501,10 @@ impl<C: Core> Simulator<C> {
             return;
         }
         match self.nodes.get(&to).map(|n| (n.is_up(), n.paused)) {
-            Some((true, false)) => self.deliver_now(to, &bytes),
+            Some((true, false)) => self.deliver_now(to, from, &bytes),
             Some((true, true)) => {
                 let cost = bytes.len();
-                self.buffer(to, Buffered::Datagram(bytes), cost);
+                self.buffer(to, Buffered::Datagram(from, bytes), cost);
             }
             None | Some((false, _)) => {
                 self.stats_mut(to).vanished += 1;
@@ -1545,7 +1558,7 @@ impl<C: Core> Simulator<C> {
     }
 
     /// Hands a datagram to a running node: decoder, then core.
-    fn deliver_now(&mut self, to: NodeId, bytes: &[u8]) {
+    fn deliver_now(&mut self, to: NodeId, peer: NodeId, bytes: &[u8]) {
         let now = self.now;
         let Some(node) = self.nodes.get_mut(&to) else {
             return;
@@ -1569,8 +1582,10 @@ impl<C: Core> Simulator<C> {
                         source_incarnation: h.source_incarnation,
                         destination: h.destination,
                         protocol: h.protocol,
-                        relayed: h.relayed,
+                        relayed: h.relayed || peer != h.source,
                         body: packet.body,
+                        peer,
+                        datagram: bytes,
                     },
                 );
                 self.trace.line(now, || {

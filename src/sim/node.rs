@@ -130,7 +130,8 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) enum Buffered {
     /// A datagram, still sealed.
-    Datagram(Vec<u8>),
+    /// The bytes and the UDP peer they came from.
+    Datagram(NodeId, Vec<u8>),
     /// A "port unreachable" report about `dest`.
     Unreachable(NodeId),
 }

@@ -200,21 +200,15 @@ impl Toy {
     /// A command: send arbitrary body bytes to `to` (e.g. garbage, to test
     /// the receiver's body decoding).
     pub fn send_raw(&mut self, to: NodeId, body: Vec<u8>) {
-        self.out.push_back(Transmit {
-            destination: to,
-            protocol: ProtocolId::Test,
-            body,
-        });
+        self.out
+            .push_back(Transmit::new(to, ProtocolId::Test, body));
     }
 
     fn send(&mut self, to: NodeId, msg: &ToyMsg) {
         // A toy message always encodes.
         if let Ok(body) = encode_body(msg) {
-            self.out.push_back(Transmit {
-                destination: to,
-                protocol: ProtocolId::Test,
-                body,
-            });
+            self.out
+                .push_back(Transmit::new(to, ProtocolId::Test, body));
         }
     }
 

@@ -1,0 +1,257 @@
+//! The mcaster's settings (DESIGN.md section 7): built-in defaults < TOML
+//! file (`--config`) < environment (`MS_*`) < command-line flags.
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Whether the mcaster uses IP multicast itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MulticastMode {
+    /// Probe at startup: use multicast if a probe datagram comes back.
+    Auto,
+    /// Use multicast without probing (a group that cannot be joined is logged).
+    On,
+    /// Unicast only: multicast members are refused with `NEG_JOIN`.
+    Off,
+}
+
+/// Log format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `mcaster`: the Membership Service's multicast emulator.
+///
+/// Members on hosts or LANs without IP multicast register their groups
+/// with JOIN_GROUP (refreshed every second) and send group traffic to the
+/// mcaster, which relays every datagram unchanged to the other members
+/// (seed 003, section IV.A). Settings: built-in defaults < TOML file
+/// (--config) < environment (MS_LISTEN, MS_MEMBER_TTL_MS, ...) < flags.
+#[derive(Debug, Parser)]
+#[command(name = "mcaster", version)]
+pub struct Cli {
+    /// UDP address to listen on, where members send [default: 127.0.0.1:7100].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A TOML file with any of the settings below (keys as the long flags,
+    /// with `_` for `-`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The address in our headers when --listen is 0.0.0.0.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+    /// Use IP multicast: probe at startup (auto), always (on), never (off)
+    /// [default: auto].
+    #[arg(long, value_enum)]
+    pub multicast: Option<MulticastMode>,
+    /// Interface address for multicast (0.0.0.0: the kernel's choice)
+    /// [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    pub multicast_interface: Option<Ipv4Addr>,
+    /// A member not refreshed for this long is removed [default: 3000].
+    #[arg(long, value_name = "MS")]
+    pub member_ttl_ms: Option<u64>,
+    /// Most groups served [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<usize>,
+    /// Most members of one group [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_members: Option<usize>,
+    /// Seconds between two counter summaries in the log (0: none)
+    /// [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub summary_interval_secs: Option<u64>,
+    /// Log format [default: human].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing's EnvFilter syntax; RUST_LOG wins if set)
+    /// [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// The merged settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The address in our headers when `listen` is unspecified.
+    pub advertise: Option<SocketAddr>,
+    /// Multicast use.
+    pub multicast: MulticastMode,
+    /// Interface for multicast.
+    pub multicast_interface: Ipv4Addr,
+    /// Member expiry, in milliseconds.
+    pub member_ttl_ms: u64,
+    /// Bound on groups.
+    pub max_groups: usize,
+    /// Bound on members per group.
+    pub max_members: usize,
+    /// Seconds between summaries (0: none).
+    pub summary_interval_secs: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7100)),
+            advertise: None,
+            multicast: MulticastMode::Auto,
+            multicast_interface: Ipv4Addr::UNSPECIFIED,
+            member_ttl_ms: 3000,
+            max_groups: membership::relay::DEFAULT_MAX_GROUPS,
+            max_members: membership::relay::DEFAULT_MAX_MEMBERS,
+            summary_interval_secs: 10,
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Merges defaults, the file, the environment `env` (the `MS_*`
+    /// variables; pass `None` for the process environment) and the flags.
+    pub fn load(cli: &Cli, env: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
+        let defaults =
+            config::Config::try_from(&Settings::default()).context("built-in defaults")?;
+        let mut b = config::Config::builder().add_source(defaults);
+        if let Some(path) = &cli.config {
+            if !path.is_file() {
+                bail!("config file {} not found", path.display());
+            }
+            b = b.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("MS")
+                .try_parsing(true)
+                .source(env),
+        );
+        let mut set = |key: &str, v: Option<String>| -> anyhow::Result<()> {
+            if let Some(v) = v {
+                b = std::mem::take(&mut b).set_override(key, v)?;
+            }
+            Ok(())
+        };
+        set("listen", cli.listen.map(|a| a.to_string()))?;
+        set("advertise", cli.advertise.map(|a| a.to_string()))?;
+        set("multicast", cli.multicast.map(|m| enum_name(&m)))?;
+        set(
+            "multicast_interface",
+            cli.multicast_interface.map(|a| a.to_string()),
+        )?;
+        set("member_ttl_ms", cli.member_ttl_ms.map(|v| v.to_string()))?;
+        set("max_groups", cli.max_groups.map(|v| v.to_string()))?;
+        set("max_members", cli.max_members.map(|v| v.to_string()))?;
+        set(
+            "summary_interval_secs",
+            cli.summary_interval_secs.map(|v| v.to_string()),
+        )?;
+        set("log_format", cli.log_format.map(|m| enum_name(&m)))?;
+        set("log_level", cli.log_level.clone())?;
+        let merged = b.build().context("reading the settings")?;
+        let s: Settings = merged.try_deserialize().context("invalid settings")?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.member_ttl_ms == 0 {
+            bail!("member_ttl_ms must be at least 1");
+        }
+        if self.max_groups == 0 || self.max_members == 0 {
+            bail!("max_groups and max_members must be at least 1");
+        }
+        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+            bail!(
+                "listen address {} is unspecified: give --advertise with the address members use",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
+fn enum_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["mcaster"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_alone() {
+        let s = Settings::load(&cli(&[]), env(&[])).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn layers_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("mcaster-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(
+            f,
+            "listen = \"127.0.0.9:7200\"\nmember_ttl_ms = 5000\nmax_groups = 7\nmulticast = \"off\""
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let s = Settings::load(&cli(&["--config", p]), env(&[])).unwrap();
+        assert_eq!(s.listen, "127.0.0.9:7200".parse().unwrap());
+        assert_eq!(s.member_ttl_ms, 5000);
+        assert_eq!(s.multicast, MulticastMode::Off);
+        // Environment over file.
+        let e = env(&[("MS_MEMBER_TTL_MS", "4000"), ("MS_MAX_GROUPS", "9")]);
+        let s = Settings::load(&cli(&["--config", p]), e.clone()).unwrap();
+        assert_eq!((s.member_ttl_ms, s.max_groups), (4000, 9));
+        // Flags over environment.
+        let s = Settings::load(&cli(&["--config", p, "--member-ttl-ms", "2000"]), e).unwrap();
+        assert_eq!((s.member_ttl_ms, s.max_groups), (2000, 9));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(Settings::load(&cli(&["--config", "/nonexistent/x.toml"]), env(&[])).is_err());
+        assert!(Settings::load(&cli(&[]), env(&[("MS_MAX_GROUPS", "many")])).is_err());
+        assert!(Settings::load(&cli(&["--member-ttl-ms", "0"]), env(&[])).is_err());
+        assert!(Settings::load(&cli(&["--listen", "0.0.0.0:7100"]), env(&[])).is_err());
+        assert!(Cli::try_parse_from(["mcaster", "--listen", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! The `mcaster` binary as a real process (DESIGN.md section 9), with four
+//! unicast-only endpoints on 127.0.0.2-5 driven from this test through the
+//! runtime (`spawn_core`, `SocketOptions::mcaster` routing their group
+//! traffic to the mcaster) and the member registration.
+//!
+//! Checked: a group message from one endpoint reaches the other three
+//! naming its original sender (the mcaster only as UDP peer); a stopped
+//! endpoint expires (its address then gets no more copies); after SIGKILL
+//! and a restart of the mcaster, traffic flows again without restarting
+//! any endpoint; `--help`, bad flags (exit 2) and SIGTERM (graceful, final
+//! counter summary). Only loopback addresses; every wait is bounded.
+
+use membership::id::{NodeId, ProtocolId};
+use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::runtime::{spawn_core, CoreHandle, SocketOptions, SpawnedCore};
+use membership::sansio::{Core, Incoming, Transmit};
+use membership::time::Instant;
+use std::collections::{BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const GROUP: NodeId = NodeId::v4(239, 77, 0, 1, 7000);
+const MEMBER_TTL_MS: u64 = 1500;
+/// Generous bound on every wait (never a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Reg(RegistrationEvent),
+    Got {
+        from: NodeId,
+        peer: NodeId,
+        seq: u64,
+    },
+}
+
+/// A test endpoint: the registration plus group messages.
+struct Endpoint {
+    reg: Registration,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Ev>,
+    seq: u64,
+}
+
+impl Endpoint {
+    fn drain_reg(&mut self) {
+        while let Some(t) = self.reg.poll_transmit() {
+            self.out.push_back(t);
+        }
+        while let Some(e) = self.reg.poll_event() {
+            self.events.push_back(Ev::Reg(e));
+        }
+    }
+
+    /// Sends one group message (the runtime routes it to the mcaster).
+    fn send(&mut self) {
+        self.seq += 1;
+        self.out.push_back(Transmit::new(
+            GROUP,
+            ProtocolId::Test,
+            self.seq.to_be_bytes().to_vec(),
+        ));
+    }
+}
+
+impl Core for Endpoint {
+    type Event = Ev;
+
+    fn handle_packet(&mut self, now: Instant, p: Incoming<'_>) {
+        if !self.reg.handle(now, &p) && p.protocol == ProtocolId::Test {
+            if let Ok(b) = <[u8; 8]>::try_from(p.body) {
+                self.events.push_back(Ev::Got {
+                    from: p.source,
+                    peer: p.peer,
+                    seq: u64::from_be_bytes(b),
+                });
+            }
+        }
+        self.drain_reg();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.reg.handle_timeout(now);
+        self.drain_reg();
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<Ev> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.reg.poll_timeout()
+    }
+}
+
+/// Kills the mcaster when dropped (also when a test fails).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdUdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port on 127.0.0.1")
+}
+
+fn start_mcaster(listen: SocketAddr) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_mcaster"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--multicast",
+            "off",
+            "--member-ttl-ms",
+            &MEMBER_TTL_MS.to_string(),
+            "--summary-interval-secs",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mcaster");
+    Daemon(child)
+}
+
+struct Ep {
+    handle: CoreHandle<Endpoint>,
+    events: UnboundedReceiver<Ev>,
+}
+
+fn start_endpoint(i: u8, mcaster: SocketAddr) -> Ep {
+    let mut o = SocketOptions::new(SocketAddr::from((Ipv4Addr::new(127, 0, 0, i), 0)));
+    o.mcaster = Some(mcaster);
+    let SpawnedCore { handle, events } =
+        spawn_core(o, &[ProtocolId::Mcaster, ProtocolId::Test], |ctx| {
+            let mut reg = Registration::new(RegistrationConfig::new(
+                NodeId::new(mcaster),
+                MemberKind::Uc,
+            ));
+            reg.join(ctx.now, GROUP, "process-test");
+            let mut e = Endpoint {
+                reg,
+                out: VecDeque::new(),
+                events: VecDeque::new(),
+                seq: 0,
+            };
+            e.drain_reg();
+            e
+        })
+        .expect("bind an endpoint");
+    Ep { handle, events }
+}
+
+/// Waits (bounded) for an event matching `f` on `ep`.
+async fn wait_for(ep: &mut Ep, what: &str, mut f: impl FnMut(&Ev) -> bool) {
+    let r = tokio::time::timeout(PATIENCE, async {
+        while let Some(e) = ep.events.recv().await {
+            if f(&e) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(r, Ok(true)), "{}: no {what}", ep.handle.local);
+}
+
+/// `sender` sends every 100 ms until each of `receivers` got one of its
+/// messages, relayed by `mcaster` and naming `sender` as the source.
+async fn flows(sender: &Ep, receivers: &mut [&mut Ep], mcaster: NodeId) {
+    let from = sender.handle.local;
+    let mut waiting: BTreeSet<usize> = (0..receivers.len()).collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !waiting.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no relayed message from {from} at {:?}",
+            waiting
+                .iter()
+                .map(|i| receivers[*i].handle.local)
+                .collect::<Vec<_>>()
+        );
+        sender
+            .handle
+            .with_core(|e, _| e.send())
+            .await
+            .expect("sender alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (i, r) in receivers.iter_mut().enumerate() {
+            while let Ok(e) = r.events.try_recv() {
+                if let Ev::Got { from: f, peer, .. } = e {
+                    assert_ne!(f, r.handle.local, "received its own message");
+                    assert_eq!(peer, mcaster, "copies come from the mcaster");
+                    if f == from {
+                        waiting.remove(&i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn relays_expires_and_survives_a_restart() {
+    let mcaster = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mcaster_id = NodeId::new(mcaster);
+    let mut daemon = start_mcaster(mcaster);
+    let mut eps: Vec<Ep> = (2..=5).map(|i| start_endpoint(i, mcaster)).collect();
+    for ep in &mut eps {
+        wait_for(ep, "registration", |e| {
+            matches!(e, Ev::Reg(RegistrationEvent::Registered { .. }))
+        })
+        .await;
+    }
+
+    // One message reaches the other three, naming its original sender.
+    {
+        let (first, rest) = eps.split_at_mut(1);
+        let mut others: Vec<&mut Ep> = rest.iter_mut().collect();
+        flows(&first[0], &mut others, mcaster_id).await;
+    }
+
+    // Stop the last endpoint: once it expired, its address gets nothing.
+    let gone = eps.pop().expect("four endpoints");
+    let gone_addr = gone.handle.local.addr();
+    gone.handle.stop();
+    drop(gone);
+    let mut raw = None;
+    for _ in 0..100 {
+        if let Ok(s) = StdUdpSocket::bind(gone_addr) {
+            raw = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let raw = raw.expect("rebind the stopped endpoint's address");
+    raw.set_nonblocking(true).expect("non-blocking");
+    tokio::time::sleep(Duration::from_millis(MEMBER_TTL_MS + 1500)).await;
+    let mut buf = [0u8; 2048];
+    while raw.recv_from(&mut buf).is_ok() {}
+    {
+        let (first, rest) = eps.split_at_mut(1);
+        let mut others: Vec<&mut Ep> = rest.iter_mut().collect();
+        flows(&first[0], &mut others, mcaster_id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        raw.recv_from(&mut buf).is_err(),
+        "the stopped endpoint still gets copies: it did not expire"
+    );
+
+    // SIGKILL the mcaster and start a new one on the same address: the
+    // endpoints' refreshes teach it the group again.
+    daemon.0.kill().expect("kill the mcaster");
+    let _ = daemon.0.wait();
+    drop(daemon);
+    let _daemon = start_mcaster(mcaster);
+    let (first, rest) = eps.split_at_mut(1);
+    let mut others: Vec<&mut Ep> = rest.iter_mut().collect();
+    flows(&first[0], &mut others, mcaster_id).await;
+    let (last, before) = eps.split_last_mut().expect("endpoints");
+    let mut others: Vec<&mut Ep> = before.iter_mut().collect();
+    flows(last, &mut others, mcaster_id).await;
+    for ep in &eps {
+        ep.handle.stop();
+    }
+}
+
+#[test]
+fn help_bad_flags_and_sigterm() {
+    let bin = env!("CARGO_BIN_EXE_mcaster");
+    let help = Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("--listen") && text.contains("--config"),
+        "{text}"
+    );
+
+    let bad = Command::new(bin)
+        .args(["--max-groups", "many"])
+        .output()
+        .expect("run with a bad flag");
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = Command::new(bin)
+        .args(["--config", "/nonexistent/mcaster.toml"])
+        .output()
+        .expect("run with a missing config");
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let mut child = Command::new(bin)
+        .args(["--listen", &listen.to_string(), "--multicast", "off"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcaster");
+    // Read its log on a thread; wait (bounded) until it runs.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("mcaster did not start: {log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("mcaster running") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let mut waited = 0;
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        waited += 1;
+        assert!(waited < 500, "mcaster ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    log.extend(rx.try_iter().map(|l| l + "\n"));
+    assert!(exit.success(), "{exit:?}: {log}");
+    assert!(
+        log.contains("SIGTERM") && log.contains("final summary"),
+        "{log}"
+    );
+}

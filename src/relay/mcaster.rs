@@ -1,0 +1,476 @@
+//! The mcaster's sans-IO core: group lists, `JOIN_GROUP` / `LEAVE_GROUP`,
+//! soft-state expiry and the propagation rules of figure 8 (seed 003,
+//! section IV.A). See the module docs of [`crate::relay`].
+
+use super::msg::{Answer, McasterMsg, MemberKind, MAX_NAME_LEN};
+use crate::id::{NodeId, ProtocolId};
+use crate::sansio::{Core, Incoming, Transmit};
+use crate::time::Instant;
+use crate::wire::{decode_body, encode_body, DropCounters};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// Default time after its last `JOIN_GROUP` at which a member that stopped
+/// refreshing is removed: three refresh intervals of one second.
+pub const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(3);
+/// Default bound on the number of groups one mcaster serves.
+pub const DEFAULT_MAX_GROUPS: usize = 1024;
+/// Default bound on the number of members of one group.
+pub const DEFAULT_MAX_MEMBERS: usize = 256;
+/// Bound on the transmits and events waiting to be drained; beyond it the
+/// newest are dropped and counted (`"outbox_full"`, `"events_full"`), so a
+/// driver that never drains cannot make the core grow.
+pub const MAX_PENDING: usize = 65_536;
+
+/// Settings of a [`Relay`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// A member not refreshed for this long is removed.
+    pub member_ttl: Duration,
+    /// Most groups served at once (further new groups get `NEG_JOIN`).
+    pub max_groups: usize,
+    /// Most members of one group (further members get `NEG_JOIN`).
+    pub max_members: usize,
+    /// This mcaster can send to and receive from class D addresses (the
+    /// daemon's probe said so). Without it, multicast members are refused
+    /// with `NEG_JOIN` and every copy goes by unicast.
+    pub multicast: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            member_ttl: DEFAULT_MEMBER_TTL,
+            max_groups: DEFAULT_MAX_GROUPS,
+            max_members: DEFAULT_MAX_MEMBERS,
+            multicast: false,
+        }
+    }
+}
+
+/// What the relay reports to its daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A group was created by its first `JOIN_GROUP`: a multicast-capable
+    /// daemon joins its class D address.
+    GroupCreated {
+        /// The group's address.
+        group: NodeId,
+        /// Its name.
+        name: String,
+    },
+    /// A group lost its last member and was deleted: a multicast-capable
+    /// daemon leaves its class D address.
+    GroupDeleted {
+        /// The group's address.
+        group: NodeId,
+        /// Its name.
+        name: String,
+    },
+    /// A member was added.
+    MemberJoined {
+        /// The group.
+        group: NodeId,
+        /// The member.
+        member: NodeId,
+        /// How it receives.
+        kind: MemberKind,
+    },
+    /// A member left with `LEAVE_GROUP`.
+    MemberLeft {
+        /// The group.
+        group: NodeId,
+        /// The member.
+        member: NodeId,
+    },
+    /// A member stopped refreshing and was removed.
+    MemberExpired {
+        /// The group.
+        group: NodeId,
+        /// The member.
+        member: NodeId,
+    },
+}
+
+/// The relay's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// Group datagrams accepted for relaying.
+    pub relayed: u64,
+    /// Copies sent for them (unicast copies plus class D copies).
+    pub copies: u64,
+    /// Of which class D copies.
+    pub multicast_copies: u64,
+    /// Relayed datagrams that had nobody to go to (the sender was alone).
+    pub no_receivers: u64,
+    /// Control messages handled (`JOIN_GROUP`, `LEAVE_GROUP`).
+    pub control: u64,
+    /// Answers sent, by thesis name.
+    pub answers: BTreeMap<&'static str, u64>,
+    /// Members removed because they stopped refreshing.
+    pub expired: u64,
+    /// Dropped datagrams by kind: `malformed_control`, `relayed_control`,
+    /// `unexpected_reply`, `own_echo`, `not_group`, `no_datagram`,
+    /// `unknown_group`, `not_member`, `relayed_data`, `outbox_full`,
+    /// `events_full`.
+    pub dropped: DropCounters,
+}
+
+/// One member of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Member {
+    kind: MemberKind,
+    expires: Instant,
+}
+
+/// One group (figure 11's `struct group`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Group {
+    name: String,
+    members: BTreeMap<NodeId, Member>,
+}
+
+/// A read-only view of one group, for status output and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's address.
+    pub group: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its members, in address order, with their kind.
+    pub members: Vec<(NodeId, MemberKind)>,
+}
+
+/// The mcaster's protocol core; see [`crate::relay`].
+#[derive(Debug)]
+pub struct Relay {
+    local: NodeId,
+    config: RelayConfig,
+    groups: BTreeMap<NodeId, Group>,
+    /// Name to address, so that one name names one group.
+    names: BTreeMap<String, NodeId>,
+    /// (expiry, group, member) of every member: the next expiry is first.
+    expiry: BTreeSet<(Instant, NodeId, NodeId)>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<RelayEvent>,
+    counters: RelayCounters,
+}
+
+impl Relay {
+    /// A relay at `local` (the address members send to) with `config`.
+    pub fn new(local: NodeId, config: RelayConfig) -> Self {
+        Relay {
+            local,
+            config,
+            groups: BTreeMap::new(),
+            names: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: RelayCounters::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &RelayCounters {
+        &self.counters
+    }
+
+    /// Number of groups served.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Number of members over all groups.
+    pub fn member_count(&self) -> usize {
+        self.expiry.len()
+    }
+
+    /// One group, if served.
+    pub fn group(&self, group: NodeId) -> Option<GroupInfo> {
+        self.groups.get(&group).map(|g| GroupInfo {
+            group,
+            name: g.name.clone(),
+            members: g.members.iter().map(|(m, i)| (*m, i.kind)).collect(),
+        })
+    }
+
+    /// Every group, in address order.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.groups.keys().filter_map(|g| self.group(*g)).collect()
+    }
+
+    fn push_out(&mut self, t: Transmit) {
+        if self.out.len() >= MAX_PENDING {
+            self.counters.dropped.record_kind("outbox_full");
+        } else {
+            self.out.push_back(t);
+        }
+    }
+
+    fn push_event(&mut self, e: RelayEvent) {
+        if self.events.len() >= MAX_PENDING {
+            self.counters.dropped.record_kind("events_full");
+        } else {
+            self.events.push_back(e);
+        }
+    }
+
+    fn reply(&mut self, to: NodeId, group: NodeId, answer: Answer) {
+        *self.counters.answers.entry(answer.name()).or_insert(0) += 1;
+        if let Ok(body) = encode_body(&McasterMsg::Reply { group, answer }) {
+            self.push_out(Transmit::new(to, ProtocolId::Mcaster, body));
+        }
+    }
+
+    fn handle_control(&mut self, now: Instant, p: &Incoming<'_>) {
+        let msg = match decode_body::<McasterMsg>(p.body) {
+            Ok(m) => m,
+            Err(_) => {
+                self.counters.dropped.record_kind("malformed_control");
+                return;
+            }
+        };
+        // The member's address is where its copies go: it must be the
+        // address the request came from (a header naming someone else is
+        // forged, or came through another relay).
+        if p.peer != p.source || is_group(p.source) {
+            self.counters.dropped.record_kind("relayed_control");
+            return;
+        }
+        match msg {
+            McasterMsg::JoinGroup { group, name, kind } => {
+                self.counters.control += 1;
+                let answer = self.join(now, p.source, group, name, kind);
+                self.reply(p.source, group, answer);
+            }
+            McasterMsg::LeaveGroup { group } => {
+                self.counters.control += 1;
+                let answer = self.leave(p.source, group);
+                self.reply(p.source, group, answer);
+            }
+            McasterMsg::Reply { .. } => self.counters.dropped.record_kind("unexpected_reply"),
+        }
+    }
+
+    /// Figure 7, lines 9-17, with soft state: a join of a listed member
+    /// refreshes it.
+    fn join(
+        &mut self,
+        now: Instant,
+        member: NodeId,
+        group: NodeId,
+        name: String,
+        kind: MemberKind,
+    ) -> Answer {
+        if !is_group(group) || name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Answer::NegJoin;
+        }
+        if kind == MemberKind::Mc && !self.config.multicast {
+            return Answer::NegJoin;
+        }
+        let expires = now.saturating_add(self.config.member_ttl);
+        let max_members = self.config.max_members;
+        if let Some(g) = self.groups.get_mut(&group) {
+            if g.name != name {
+                return Answer::GroupExists;
+            }
+            if let Some(m) = g.members.get_mut(&member) {
+                self.expiry.remove(&(m.expires, group, member));
+                m.expires = expires;
+                m.kind = kind;
+                self.expiry.insert((expires, group, member));
+                return Answer::DupMember;
+            }
+            if g.members.len() >= max_members {
+                return Answer::NegJoin;
+            }
+            g.members.insert(member, Member { kind, expires });
+        } else {
+            if self.names.contains_key(&name) {
+                return Answer::GroupExists;
+            }
+            if self.groups.len() >= self.config.max_groups || max_members == 0 {
+                return Answer::NegJoin;
+            }
+            let mut members = BTreeMap::new();
+            members.insert(member, Member { kind, expires });
+            self.names.insert(name.clone(), group);
+            self.groups.insert(
+                group,
+                Group {
+                    name: name.clone(),
+                    members,
+                },
+            );
+            self.push_event(RelayEvent::GroupCreated { group, name });
+        }
+        self.expiry.insert((expires, group, member));
+        self.push_event(RelayEvent::MemberJoined {
+            group,
+            member,
+            kind,
+        });
+        Answer::JoinAck
+    }
+
+    /// Figure 7, lines 18-23.
+    fn leave(&mut self, member: NodeId, group: NodeId) -> Answer {
+        if !is_group(group) {
+            return Answer::NegLeave;
+        }
+        let Some(g) = self.groups.get(&group) else {
+            return Answer::NoGroup;
+        };
+        if !g.members.contains_key(&member) {
+            return Answer::NoMember;
+        }
+        self.remove_member(group, member);
+        self.push_event(RelayEvent::MemberLeft { group, member });
+        self.delete_if_empty(group);
+        Answer::LeaveAck
+    }
+
+    fn remove_member(&mut self, group: NodeId, member: NodeId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            if let Some(m) = g.members.remove(&member) {
+                self.expiry.remove(&(m.expires, group, member));
+            }
+        }
+    }
+
+    /// A group disappears with its last member.
+    fn delete_if_empty(&mut self, group: NodeId) {
+        if self
+            .groups
+            .get(&group)
+            .is_some_and(|g| g.members.is_empty())
+        {
+            if let Some(g) = self.groups.remove(&group) {
+                self.names.remove(&g.name);
+                self.push_event(RelayEvent::GroupDeleted {
+                    group,
+                    name: g.name,
+                });
+            }
+        }
+    }
+
+    /// Figure 8: `mcast(msg, sender)`.
+    fn relay(&mut self, p: &Incoming<'_>) {
+        if p.peer == self.local {
+            // Our own class D copy, looped back to us.
+            self.counters.dropped.record_kind("own_echo");
+            return;
+        }
+        if !is_group(p.destination) {
+            self.counters.dropped.record_kind("not_group");
+            return;
+        }
+        if p.peer != p.source {
+            // Already relayed (by another mcaster): relaying it again could
+            // loop; and a header naming another sender than the UDP peer
+            // is not ours to believe.
+            self.counters.dropped.record_kind("relayed_data");
+            return;
+        }
+        if p.datagram.is_empty() {
+            self.counters.dropped.record_kind("no_datagram");
+            return;
+        }
+        let Some(g) = self.groups.get(&p.destination) else {
+            self.counters.dropped.record_kind("unknown_group");
+            return;
+        };
+        let Some(sender) = g.members.get(&p.source) else {
+            self.counters.dropped.record_kind("not_member");
+            return;
+        };
+        let mut targets: Vec<NodeId> = Vec::new();
+        let mut class_d = false;
+        for (addr, m) in &g.members {
+            if *addr == p.source {
+                continue;
+            }
+            match (sender.kind, m.kind) {
+                // A multicast sender already reached the mc members.
+                (MemberKind::Mc, MemberKind::Mc) => {}
+                // One class D copy for all mc members (`mcflag`).
+                (MemberKind::Uc, MemberKind::Mc) => class_d = true,
+                (_, MemberKind::Uc) => targets.push(*addr),
+            }
+        }
+        let class_d = class_d && self.config.multicast;
+        self.counters.relayed += 1;
+        let copies = targets.len() as u64 + u64::from(class_d);
+        if copies == 0 {
+            self.counters.no_receivers += 1;
+        }
+        self.counters.copies += copies;
+        if class_d {
+            self.counters.multicast_copies += 1;
+            self.push_out(Transmit::forward(
+                p.destination,
+                p.protocol,
+                p.datagram.to_vec(),
+            ));
+        }
+        for t in targets {
+            self.push_out(Transmit::forward(t, p.protocol, p.datagram.to_vec()));
+        }
+    }
+}
+
+/// Whether `id` is a multicast group address.
+fn is_group(id: NodeId) -> bool {
+    id.addr().ip().is_multicast()
+}
+
+impl Core for Relay {
+    type Event = RelayEvent;
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        if packet.protocol == ProtocolId::Mcaster {
+            self.handle_control(now, &packet);
+        } else {
+            self.relay(&packet);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, group, member)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_first();
+            let live = self
+                .groups
+                .get(&group)
+                .and_then(|g| g.members.get(&member))
+                .is_some_and(|m| m.expires == at);
+            if live {
+                self.remove_member(group, member);
+                self.counters.expired += 1;
+                self.push_event(RelayEvent::MemberExpired { group, member });
+                self.delete_if_empty(group);
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.expiry.first().map(|(at, _, _)| *at)
+    }
+}

@@ -1,0 +1,390 @@
+//! The member side of the mcaster (seed 003, section IV.A, restriction 3:
+//! "each member of the group must register itself into mcaster's internal
+//! list of groups"), with GMP's soft state (seed 000, section 4): joins are
+//! refreshed every interval, so an mcaster that restarted relearns every
+//! group within one interval, and a member that died stops refreshing and
+//! expires at the mcaster.
+//!
+//! [`Registration`] is a small sans-IO component that a daemon core embeds
+//! (it also implements [`Core`] on its own): call [`Registration::join`] /
+//! [`Registration::leave`], feed it the packets of
+//! [`ProtocolId::Mcaster`] with [`Registration::handle`], call
+//! [`Registration::handle_timeout`] at [`Registration::poll_timeout`], and
+//! drain its transmits and events with the embedding core's. For group
+//! traffic of a unicast-only member, [`Registration::route`] sends a
+//! transmit addressed to a group by unicast to the mcaster.
+
+use super::msg::{Answer, McasterMsg, MemberKind};
+use crate::id::{NodeId, ProtocolId};
+use crate::sansio::{Core, Incoming, Transmit};
+use crate::time::{earliest, Instant};
+use crate::wire::{decode_body, encode_body};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Default interval between two `JOIN_GROUP` refreshes (GMP: one second).
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// `LEAVE_GROUP` is sent at most this many times (one per interval) before
+/// the member gives up waiting for an answer; the mcaster then expires it.
+pub const LEAVE_ATTEMPTS: u8 = 3;
+/// Most groups one member registers at once (further joins are refused
+/// locally with [`RegistrationEvent::Refused`] and `NEG_JOIN`).
+pub const MAX_REGISTERED_GROUPS: usize = 256;
+
+/// Settings of a [`Registration`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationConfig {
+    /// The mcaster's address.
+    pub mcaster: NodeId,
+    /// How this member receives group traffic.
+    pub kind: MemberKind,
+    /// Interval between refreshes (default one second).
+    pub refresh_interval: Duration,
+}
+
+impl RegistrationConfig {
+    /// A member of `kind` registering with the mcaster at `mcaster`,
+    /// refreshing every second.
+    pub fn new(mcaster: NodeId, kind: MemberKind) -> Self {
+        RegistrationConfig {
+            mcaster,
+            kind,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        }
+    }
+}
+
+/// What the registration reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationEvent {
+    /// The mcaster listed us in `group` (`JOIN_ACK` or `DUP_MEMBER` to our
+    /// first join, or after a refusal).
+    Registered {
+        /// The group.
+        group: NodeId,
+    },
+    /// We were listed, and a refresh was answered `JOIN_ACK`: the mcaster
+    /// had forgotten us (it restarted, or expired us) and relearned us.
+    Relearned {
+        /// The group.
+        group: NodeId,
+    },
+    /// The mcaster refused the join (`NEG_JOIN`, `GROUP_EXISTS`); the
+    /// registration keeps retrying at every refresh.
+    Refused {
+        /// The group.
+        group: NodeId,
+        /// The answer.
+        answer: Answer,
+    },
+    /// The leave is over (answered, or given up after
+    /// [`LEAVE_ATTEMPTS`]); the group is forgotten here.
+    Left {
+        /// The group.
+        group: NodeId,
+        /// The mcaster's answer, if one came.
+        answer: Option<Answer>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Join sent, no positive answer yet.
+    Joining,
+    /// Listed at the mcaster.
+    Joined,
+    /// Refused; retried at every refresh.
+    Refused(Answer),
+    /// Leave sent this many times.
+    Leaving(u8),
+}
+
+#[derive(Clone, Debug)]
+struct Reg {
+    name: String,
+    state: State,
+}
+
+/// Counters of a [`Registration`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistrationCounters {
+    /// `JOIN_GROUP`s sent (first joins and refreshes).
+    pub joins_sent: u64,
+    /// `LEAVE_GROUP`s sent.
+    pub leaves_sent: u64,
+    /// Answers received from the mcaster.
+    pub answers: u64,
+    /// Times the mcaster relearned us ([`RegistrationEvent::Relearned`]).
+    pub relearned: u64,
+    /// Mcaster packets ignored: not from our mcaster, malformed, or about a
+    /// group we do not know.
+    pub ignored: u64,
+}
+
+/// The member side of the mcaster; see the module docs.
+#[derive(Debug)]
+pub struct Registration {
+    config: RegistrationConfig,
+    groups: BTreeMap<NodeId, Reg>,
+    next_refresh: Option<Instant>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<RegistrationEvent>,
+    counters: RegistrationCounters,
+}
+
+impl Registration {
+    /// A registration with no group yet.
+    pub fn new(config: RegistrationConfig) -> Self {
+        Registration {
+            config,
+            groups: BTreeMap::new(),
+            next_refresh: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: RegistrationCounters::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RegistrationConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &RegistrationCounters {
+        &self.counters
+    }
+
+    /// Whether the mcaster has listed us in `group` (as far as we know).
+    pub fn is_registered(&self, group: NodeId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|r| r.state == State::Joined)
+    }
+
+    /// The groups we are (or are becoming) a member of.
+    pub fn groups(&self) -> Vec<NodeId> {
+        self.groups
+            .iter()
+            .filter(|(_, r)| !matches!(r.state, State::Leaving(_)))
+            .map(|(g, _)| *g)
+            .collect()
+    }
+
+    /// Registers in `group` (named `name`) now and at every refresh until
+    /// [`Registration::leave`]. Joining a group already joined changes
+    /// nothing.
+    pub fn join(&mut self, now: Instant, group: NodeId, name: &str) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            if matches!(r.state, State::Leaving(_)) {
+                r.state = State::Joining;
+                r.name = name.to_string();
+                self.send_join(group);
+            }
+            return;
+        }
+        if self.groups.len() >= MAX_REGISTERED_GROUPS {
+            self.events.push_back(RegistrationEvent::Refused {
+                group,
+                answer: Answer::NegJoin,
+            });
+            return;
+        }
+        self.groups.insert(
+            group,
+            Reg {
+                name: name.to_string(),
+                state: State::Joining,
+            },
+        );
+        self.send_join(group);
+        if self.next_refresh.is_none() {
+            self.next_refresh = Some(now.saturating_add(self.config.refresh_interval));
+        }
+    }
+
+    /// Leaves `group`: sends `LEAVE_GROUP` until it is answered, at most
+    /// [`LEAVE_ATTEMPTS`] times.
+    pub fn leave(&mut self, now: Instant, group: NodeId) {
+        let Some(r) = self.groups.get_mut(&group) else {
+            return;
+        };
+        if matches!(r.state, State::Leaving(_)) {
+            return;
+        }
+        r.state = State::Leaving(1);
+        self.send_leave(group);
+        if self.next_refresh.is_none() {
+            self.next_refresh = Some(now.saturating_add(self.config.refresh_interval));
+        }
+    }
+
+    /// For a unicast-only member: a transmit addressed to a multicast group
+    /// goes by unicast to the mcaster (its header still names the group).
+    /// Other transmits, and every transmit of a multicast member, are
+    /// returned unchanged.
+    pub fn route(&self, t: Transmit) -> Transmit {
+        let group = t.destination.addr().ip().is_multicast();
+        if self.config.kind == MemberKind::Uc && group && !t.sealed && t.via.is_none() {
+            t.with_via(self.config.mcaster)
+        } else {
+            t
+        }
+    }
+
+    /// Handles a packet; answers `true` if it was an mcaster packet (for
+    /// this component, whether or not it was useful), `false` if it belongs
+    /// to the embedding core.
+    pub fn handle(&mut self, _now: Instant, p: &Incoming<'_>) -> bool {
+        if p.protocol != ProtocolId::Mcaster {
+            return false;
+        }
+        if p.source != self.config.mcaster {
+            self.counters.ignored += 1;
+            return true;
+        }
+        let Ok(McasterMsg::Reply { group, answer }) = decode_body::<McasterMsg>(p.body) else {
+            self.counters.ignored += 1;
+            return true;
+        };
+        let Some(r) = self.groups.get_mut(&group) else {
+            self.counters.ignored += 1;
+            return true;
+        };
+        self.counters.answers += 1;
+        match (r.state, answer) {
+            (State::Leaving(_), Answer::LeaveAck | Answer::NoMember | Answer::NoGroup) => {
+                self.groups.remove(&group);
+                self.events.push_back(RegistrationEvent::Left {
+                    group,
+                    answer: Some(answer),
+                });
+            }
+            (State::Leaving(_), _) => {}
+            (State::Joined, Answer::JoinAck) => {
+                self.counters.relearned += 1;
+                self.events
+                    .push_back(RegistrationEvent::Relearned { group });
+            }
+            (State::Joined, Answer::DupMember) => {}
+            (State::Joining | State::Refused(_), a) if a.is_registered() => {
+                r.state = State::Joined;
+                self.events
+                    .push_back(RegistrationEvent::Registered { group });
+            }
+            (_, Answer::NegJoin | Answer::GroupExists) if r.state != State::Refused(answer) => {
+                r.state = State::Refused(answer);
+                self.events
+                    .push_back(RegistrationEvent::Refused { group, answer });
+            }
+            // Leave answers while not leaving: stale, ignore.
+            _ => {}
+        }
+        true
+    }
+
+    /// The refresh timer: every group is refreshed (or its leave repeated).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(at) = self.next_refresh else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        let groups: Vec<NodeId> = self.groups.keys().copied().collect();
+        for g in groups {
+            let Some(r) = self.groups.get_mut(&g) else {
+                continue;
+            };
+            match r.state {
+                State::Leaving(n) if n >= LEAVE_ATTEMPTS => {
+                    self.groups.remove(&g);
+                    self.events.push_back(RegistrationEvent::Left {
+                        group: g,
+                        answer: None,
+                    });
+                }
+                State::Leaving(n) => {
+                    r.state = State::Leaving(n + 1);
+                    self.send_leave(g);
+                }
+                _ => self.send_join(g),
+            }
+        }
+        self.next_refresh = if self.groups.is_empty() {
+            None
+        } else {
+            // From `now`, so a late timer does not cause a burst.
+            Some(now.saturating_add(self.config.refresh_interval))
+        };
+    }
+
+    /// The next refresh.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_refresh
+    }
+
+    /// The next transmit (to the mcaster).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<RegistrationEvent> {
+        self.events.pop_front()
+    }
+
+    fn send_join(&mut self, group: NodeId) {
+        let Some(r) = self.groups.get(&group) else {
+            return;
+        };
+        let msg = McasterMsg::JoinGroup {
+            group,
+            name: r.name.clone(),
+            kind: self.config.kind,
+        };
+        if let Ok(body) = encode_body(&msg) {
+            self.counters.joins_sent += 1;
+            self.out.push_back(Transmit::new(
+                self.config.mcaster,
+                ProtocolId::Mcaster,
+                body,
+            ));
+        }
+    }
+
+    fn send_leave(&mut self, group: NodeId) {
+        if let Ok(body) = encode_body(&McasterMsg::LeaveGroup { group }) {
+            self.counters.leaves_sent += 1;
+            self.out.push_back(Transmit::new(
+                self.config.mcaster,
+                ProtocolId::Mcaster,
+                body,
+            ));
+        }
+    }
+}
+
+impl Core for Registration {
+    type Event = RegistrationEvent;
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        self.handle(now, &packet);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Registration::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Registration::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<RegistrationEvent> {
+        Registration::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        earliest(Registration::poll_timeout(self), None)
+    }
+}

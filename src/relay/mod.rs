@@ -1,0 +1,58 @@
+//! The multicast emulator ("mcaster") as sans-IO cores (seed 003, section
+//! IV.A, figures 6-12; DESIGN.md sections 1 and 4).
+//!
+//! Where a LAN or host has no IP multicast, members send their group
+//! traffic to an **mcaster**, which copies it to every member of the group.
+//! This module holds its protocol logic; the `mcaster` daemon only owns the
+//! socket, the timer and the command line.
+//!
+//! - [`Relay`] (the mcaster's core) keeps the **group lists** of figure 11:
+//!   per group (a class D address and port, and a name) its members and
+//!   their kind, [`MemberKind::Uc`] or [`MemberKind::Mc`]. Members manage
+//!   them with [`McasterMsg::JoinGroup`] and [`McasterMsg::LeaveGroup`],
+//!   answered as in figure 12 ([`Answer`]: `JOIN_ACK`, `DUP_MEMBER`,
+//!   `NEG_JOIN`, `LEAVE_ACK`, `NO_GROUP`, `NO_MEMBER`, `NEG_LEAVE`,
+//!   `GROUP_EXISTS`). A group is created by its first join and disappears
+//!   with its last member.
+//! - **Soft state** (seed 000, section 4, GMP): members repeat
+//!   `JOIN_GROUP` every refresh interval (1 s); a member not refreshed for
+//!   [`RelayConfig::member_ttl`] (3 s) is removed. So a member that died
+//!   without `LEAVE_GROUP` expires, and a restarted mcaster relearns every
+//!   group within one interval. The member side is [`Registration`].
+//! - **Relaying** (figure 8): every other packet whose header names a
+//!   group is relayed to that group's members. From a uc sender, one copy
+//!   goes to the class D address if any member is mc (the thesis's
+//!   `mcflag`), and one by unicast to every other uc member; from an mc
+//!   sender (whose packet the mc members already got), one copy to every uc
+//!   member. The sender must be a member of the group.
+//! - **The original sender is preserved.** Where the thesis adds an
+//!   extended header, this mcaster forwards the datagram byte-for-byte
+//!   ([`crate::sansio::Transmit::forward`]): its header already names the
+//!   original sender and the group, so receivers never take the mcaster for
+//!   the sender, and an authentication tag stays valid (the mcaster cannot
+//!   forge one). Receivers see the mcaster as the UDP peer
+//!   ([`crate::sansio::Incoming::peer`]) and `relayed = true`.
+//!
+//! Bad input never panics and never grows memory without bound: malformed
+//! control messages, relay packets for unknown groups or from non-members,
+//! packets already relayed, and our own class D copies looped back are
+//! dropped and counted ([`RelayCounters::dropped`]); groups, members per
+//! group and group names are bounded ([`RelayConfig`], [`MAX_NAME_LEN`]),
+//! and joins beyond a bound are answered `NEG_JOIN`.
+
+mod mcaster;
+pub mod member;
+mod msg;
+
+#[cfg(test)]
+mod tests;
+
+pub use mcaster::{
+    GroupInfo, Relay, RelayConfig, RelayCounters, RelayEvent, DEFAULT_MAX_GROUPS,
+    DEFAULT_MAX_MEMBERS, DEFAULT_MEMBER_TTL, MAX_PENDING,
+};
+pub use member::{
+    Registration, RegistrationConfig, RegistrationCounters, RegistrationEvent,
+    DEFAULT_REFRESH_INTERVAL,
+};
+pub use msg::{Answer, McasterMsg, MemberKind, MAX_NAME_LEN};
