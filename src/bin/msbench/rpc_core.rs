@@ -35,14 +35,7 @@ pub struct RpcCoreArgs {
 fn deliver(to: &mut Rpc, from: NodeId, from_inc: Incarnation, t: &Transmit, now: Instant) {
     to.handle_packet(
         now,
-        Incoming {
-            source: from,
-            source_incarnation: from_inc,
-            destination: t.destination,
-            protocol: ProtocolId::Rpc,
-            relayed: false,
-            body: &t.body,
-        },
+        Incoming::direct(from, from_inc, t.destination, ProtocolId::Rpc, &t.body),
     );
 }
 
