@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod id;
+pub mod rmcast;
 pub mod rpc;
 pub mod runtime;
 pub mod sansio;
