@@ -587,8 +587,7 @@ impl Rmcast {
             self.ctx.stats.stream_resets += 1;
         }
         self.members = members;
-        self.sender
-            .set_receivers(now, &self.members, &mut self.ctx);
+        self.sender.set_receivers(now, &self.members, &mut self.ctx);
     }
 
     /// Sends `payload` to the group in mode `mode`; returns its parcel id.
@@ -681,13 +680,9 @@ impl Core for Rmcast {
                 if let Err(kind) = d.check(max_parcel) {
                     return drops(self, kind);
                 }
-                if let Some(s) = stream_for(
-                    &mut self.streams,
-                    &self.members,
-                    &mut self.ctx,
-                    source,
-                    inc,
-                ) {
+                if let Some(s) =
+                    stream_for(&mut self.streams, &self.members, &mut self.ctx, source, inc)
+                {
                     s.on_data(now, source, d, &mut self.ctx);
                 }
             }
@@ -695,24 +690,16 @@ impl Core for Rmcast {
                 if let Err(kind) = f.check(max_parcel) {
                     return drops(self, kind);
                 }
-                if let Some(s) = stream_for(
-                    &mut self.streams,
-                    &self.members,
-                    &mut self.ctx,
-                    source,
-                    inc,
-                ) {
+                if let Some(s) =
+                    stream_for(&mut self.streams, &self.members, &mut self.ctx, source, inc)
+                {
                     s.on_best_effort(now, source, f, &mut self.be_memory, &mut self.ctx);
                 }
             }
             RmcastPacket::Sync(y) => {
-                if let Some(s) = stream_for(
-                    &mut self.streams,
-                    &self.members,
-                    &mut self.ctx,
-                    source,
-                    inc,
-                ) {
+                if let Some(s) =
+                    stream_for(&mut self.streams, &self.members, &mut self.ctx, source, inc)
+                {
                     s.on_sync(now, source, y, &mut self.ctx);
                 }
             }
@@ -720,13 +707,9 @@ impl Core for Rmcast {
                 if o.from >= o.to {
                     return drops(self, "malformed_obsolete");
                 }
-                if let Some(s) = stream_for(
-                    &mut self.streams,
-                    &self.members,
-                    &mut self.ctx,
-                    source,
-                    inc,
-                ) {
+                if let Some(s) =
+                    stream_for(&mut self.streams, &self.members, &mut self.ctx, source, inc)
+                {
                     s.on_obsolete(now, source, o, &mut self.ctx);
                 }
             }

@@ -431,9 +431,18 @@ mod tests {
     fn fragment_checks() {
         let max = 1 << 20;
         assert_eq!(check_fragment(0, 1, 10, 10, max), Ok(()));
-        assert_eq!(check_fragment(0, 1, 10, 9, max), Err("absurd_fragment_size"));
-        assert_eq!(check_fragment(1, 1, 10, 10, max), Err("absurd_fragment_index"));
-        assert_eq!(check_fragment(0, 0, 10, 10, max), Err("absurd_fragment_index"));
+        assert_eq!(
+            check_fragment(0, 1, 10, 9, max),
+            Err("absurd_fragment_size")
+        );
+        assert_eq!(
+            check_fragment(1, 1, 10, 10, max),
+            Err("absurd_fragment_index")
+        );
+        assert_eq!(
+            check_fragment(0, 0, 10, 10, max),
+            Err("absurd_fragment_index")
+        );
         assert_eq!(
             check_fragment(0, 3, 1000, 500, max),
             Err("absurd_fragment_count")
@@ -475,8 +484,17 @@ mod tests {
             Some(vec![1, 2, 3])
         );
         assert_eq!(assemble(3, 2, [(0, 2, 3, a)].into_iter()), None);
-        assert_eq!(assemble(3, 2, [(0, 2, 3, a), (1, 2, 4, b)].into_iter()), None);
-        assert_eq!(assemble(4, 2, [(0, 2, 4, a), (1, 2, 4, b)].into_iter()), None);
-        assert_eq!(assemble(3, 2, [(1, 2, 3, a), (0, 2, 3, b)].into_iter()), None);
+        assert_eq!(
+            assemble(3, 2, [(0, 2, 3, a), (1, 2, 4, b)].into_iter()),
+            None
+        );
+        assert_eq!(
+            assemble(4, 2, [(0, 2, 4, a), (1, 2, 4, b)].into_iter()),
+            None
+        );
+        assert_eq!(
+            assemble(3, 2, [(1, 2, 3, a), (0, 2, 3, b)].into_iter()),
+            None
+        );
     }
 }

@@ -47,7 +47,11 @@ impl Ranges {
     /// Forgets everything below `x` (an interval straddling `x` is cut).
     pub(crate) fn remove_below(&mut self, x: u64) {
         let keep = self.map.split_off(&x);
-        let straddling = self.map.last_key_value().map(|(_, &e)| e).filter(|&e| e > x);
+        let straddling = self
+            .map
+            .last_key_value()
+            .map(|(_, &e)| e)
+            .filter(|&e| e > x);
         self.map = keep;
         if let Some(e) = straddling {
             self.insert(x, e);
@@ -70,7 +74,6 @@ impl Ranges {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.map.iter().map(|(&s, &e)| (s, e))
     }
-
 }
 
 #[cfg(test)]

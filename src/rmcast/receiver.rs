@@ -772,11 +772,7 @@ impl Stream {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let mut t = self
-            .be
-            .values()
-            .map(|p| p.last + self.be_timeout)
-            .min();
+        let mut t = self.be.values().map(|p| p.last + self.be_timeout).min();
         if let Some(st) = &self.seq {
             t = earliest(t, st.timed_due.first().map(|(d, _)| *d));
             t = earliest(t, st.nack_due.first().map(|(d, _)| *d));

@@ -517,15 +517,18 @@ mod tests {
         // Another loss of 8; the entry times out (20 ms) and the next NACK
         // goes upstream again (6.1: the receivers re-NACK).
         assert_eq!(
-            r.handle(ms(10), member(1), inc(), &nack(vec![(8, 9)])).forward,
+            r.handle(ms(10), member(1), inc(), &nack(vec![(8, 9)]))
+                .forward,
             Forward::Unchanged
         );
         assert_eq!(
-            r.handle(ms(29), member(1), inc(), &nack(vec![(8, 9)])).forward,
+            r.handle(ms(29), member(1), inc(), &nack(vec![(8, 9)]))
+                .forward,
             Forward::Drop
         );
         assert_eq!(
-            r.handle(ms(31), member(1), inc(), &nack(vec![(8, 9)])).forward,
+            r.handle(ms(31), member(1), inc(), &nack(vec![(8, 9)]))
+                .forward,
             Forward::Unchanged
         );
         assert_eq!(r.stats().nacks_forwarded, 3);

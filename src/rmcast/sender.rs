@@ -26,7 +26,9 @@ struct OutParcel {
 
 impl OutParcel {
     fn fragment(&self, index: u32) -> &[u8] {
-        let start = (index as usize).saturating_mul(self.frag).min(self.data.len());
+        let start = (index as usize)
+            .saturating_mul(self.frag)
+            .min(self.data.len());
         let end = start.saturating_add(self.frag).min(self.data.len());
         self.data.get(start..end).unwrap_or_default()
     }
@@ -44,6 +46,8 @@ struct Peer {
     /// Since when it has had data outstanding (the current episode).
     waiting_since: Option<Instant>,
     suspected: bool,
+    /// A Sync went out since it began blocking the window unheard.
+    announced: bool,
 }
 
 impl Peer {
@@ -57,6 +61,7 @@ impl Peer {
             heard_at: None,
             waiting_since: None,
             suspected: false,
+            announced: false,
         }
     }
 
@@ -96,8 +101,6 @@ pub(super) struct Sender {
     receivers: BTreeMap<NodeId, Peer>,
     sync_at: Option<Instant>,
     sync_backoff: Duration,
-    /// A Sync for receivers never heard from was sent in this episode.
-    synced_unheard: bool,
     queue_full: bool,
 }
 
@@ -117,7 +120,6 @@ impl Sender {
             receivers: BTreeMap::new(),
             sync_at: None,
             sync_backoff: Duration::ZERO,
-            synced_unheard: false,
             queue_full: false,
         }
     }
@@ -360,13 +362,16 @@ impl Sender {
         self.advance_base(ctx);
         let (next_tx, next_seq) = (self.next_tx, self.next_seq);
         let mut any = false;
-        let mut blocked_unheard = false;
+        let mut announce = false;
         for p in self.receivers.values_mut() {
             let blocking = next_tx < next_seq && p.mab <= next_tx;
             if p.acked < next_tx || blocking {
                 any = true;
                 p.waiting_since.get_or_insert(now);
-                blocked_unheard |= blocking && p.heard_at.is_none();
+                if blocking && p.heard_at.is_none() && !p.announced {
+                    p.announced = true;
+                    announce = true;
+                }
             } else {
                 p.waiting_since = None;
             }
@@ -374,17 +379,12 @@ impl Sender {
         if !any {
             self.sync_at = None;
             self.sync_backoff = ctx.config.sync_interval;
-            self.synced_unheard = false;
-        } else {
-            if self.sync_at.is_none() {
-                self.sync_at = Some(now + ctx.config.sync_interval);
-            }
-            if blocked_unheard && !self.synced_unheard {
-                // A receiver that never spoke holds the window at its start:
-                // announce the stream at once so it says hello.
-                self.synced_unheard = true;
-                self.sync_at = Some(now);
-            }
+        } else if announce {
+            // A receiver that never spoke holds the window at its start:
+            // announce the stream at once so that it says hello.
+            self.sync_at = Some(now);
+        } else if self.sync_at.is_none() {
+            self.sync_at = Some(now + ctx.config.sync_interval);
         }
         if self.queue_full
             && self.held_bytes <= ctx.config.send_buffer_bytes / 2
@@ -396,13 +396,7 @@ impl Sender {
     }
 
     /// Matches a receiver's incarnation and epoch with what is known.
-    fn admit(
-        &mut self,
-        from: NodeId,
-        from_inc: Incarnation,
-        epoch: u64,
-        ctx: &mut Ctx,
-    ) -> Admit {
+    fn admit(&mut self, from: NodeId, from_inc: Incarnation, epoch: u64, ctx: &mut Ctx) -> Admit {
         let next_seq = self.next_seq;
         let Some(p) = self.receivers.get_mut(&from) else {
             ctx.stats.drops.record_kind("from_non_member");
