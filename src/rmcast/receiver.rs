@@ -153,9 +153,10 @@ impl SeqState {
         self.known = self.known.max(to);
     }
 
-    /// Accepts a fragment; false (counted) if it is a duplicate, not owed,
-    /// or beyond the window.
-    fn insert(&mut self, now: Instant, d: Data, window: u64, ctx: &mut Ctx) -> bool {
+    /// Accepts a fragment that arrived at `arrived` (a timed parcel's local
+    /// deadline counts from then); false (counted) if it is a duplicate, not
+    /// owed, or beyond the window.
+    fn insert(&mut self, arrived: Instant, d: Data, window: u64, ctx: &mut Ctx) -> bool {
         if d.seq < self.next
             || d.first() < self.deliver_base
             || self.held.contains_key(&d.seq)
@@ -169,7 +170,7 @@ impl SeqState {
             return false;
         }
         if let Some(ttl) = d.ttl_ms {
-            let deadline = now + Duration::from_millis(u64::from(ttl));
+            let deadline = arrived + Duration::from_millis(u64::from(ttl));
             let (first, end) = (d.first(), d.end());
             match self.timed.get(&first).copied() {
                 Some((old, _)) if old <= deadline => {}
@@ -333,8 +334,9 @@ pub(super) struct Stream {
     window: u64,
     /// `None` until the sender answered the handshake with a `Start`.
     seq: Option<SeqState>,
-    /// Data that arrived before the `Start` (at most `window` fragments).
-    pending: BTreeMap<u64, Data>,
+    /// Data that arrived before the `Start` (at most `window` fragments),
+    /// with its arrival time.
+    pending: BTreeMap<u64, (Instant, Data)>,
     hello_at: Instant,
     hello_backoff: Duration,
     be: BTreeMap<u64, BePartial>,
@@ -450,7 +452,7 @@ impl Stream {
             } else if self.pending.len() as u64 >= window {
                 ctx.stats.drops.record_kind("pending_full");
             } else {
-                self.pending.insert(d.seq, d);
+                self.pending.insert(d.seq, (now, d));
             }
             self.maybe_hello(now, from, ctx);
             return;
@@ -494,11 +496,11 @@ impl Stream {
         match self.seq.as_mut() {
             None => {
                 let mut st = SeqState::new(s.start, s.next, window);
-                for (_, d) in std::mem::take(&mut self.pending) {
+                for (_, (arrived, d)) in std::mem::take(&mut self.pending) {
                     if d.seq < s.start {
                         ctx.stats.duplicates += 1;
                     } else {
-                        st.insert(now, d, window, ctx);
+                        st.insert(arrived, d, window, ctx);
                     }
                 }
                 self.seq = Some(st);

@@ -48,6 +48,8 @@ struct Peer {
     suspected: bool,
     /// A Sync went out since it began blocking the window unheard.
     announced: bool,
+    /// The last `Start` sent to resynchronize it.
+    last_resync: Option<Instant>,
 }
 
 impl Peer {
@@ -62,6 +64,7 @@ impl Peer {
             waiting_since: None,
             suspected: false,
             announced: false,
+            last_resync: None,
         }
     }
 
@@ -502,10 +505,6 @@ impl Sender {
             ctx.stats.drops.record_kind("malformed_status");
             return;
         }
-        if s.next > self.next_tx {
-            ctx.stats.drops.record_kind("status_beyond_sent");
-            return;
-        }
         match self.admit(from, from_inc, s.epoch, ctx) {
             Admit::Drop => return,
             Admit::Adopted => {
@@ -518,6 +517,10 @@ impl Sender {
         }
         ctx.stats.statuses_received += 1;
         self.heard(now, from);
+        // A receiver may purge an expired timed parcel (and skip sequences
+        // not transmitted yet) slightly before the sender does: never count
+        // acknowledgements beyond what was sent.
+        let acked = s.next.min(self.next_tx);
         let window = u64::from(ctx.config.window);
         let mut resync = false;
         let mut progress = false;
@@ -525,14 +528,14 @@ impl Sender {
             if s.next < p.start {
                 resync = true;
             } else {
-                let mab = s.mab.min(s.next.saturating_add(window));
-                progress = s.next > p.acked || mab > p.mab;
-                p.acked = p.acked.max(s.next);
+                let mab = s.mab.min(acked.saturating_add(window));
+                progress = acked > p.acked || mab > p.mab;
+                p.acked = p.acked.max(acked);
                 p.mab = p.mab.max(mab);
             }
         }
         if resync {
-            self.send_start(from, ctx);
+            self.resync(now, from, ctx);
         }
         if progress {
             // Things move: postpone the Sync and reset its back-off.
@@ -582,6 +585,9 @@ impl Sender {
             let hi = b.min(self.next_tx);
             while x < hi {
                 if let Some(end) = self.obsolete.end_of(x) {
+                    // Only what was transmitted (or skipped) so far: a
+                    // receiver must never get ahead of `next_tx`.
+                    let end = end.min(self.next_tx);
                     let key = x;
                     let recent = self
                         .last_rtx
@@ -612,8 +618,24 @@ impl Sender {
             ctx.stats.drops.record_kind("nack_never_sent");
         }
         if resync {
-            self.send_start(from, ctx);
+            self.resync(now, from, ctx);
         }
+    }
+
+    /// Tells a receiver that is behind its start where it starts, at most
+    /// once per Sync interval (answers to Hellos are not limited: receivers
+    /// back their Hellos off).
+    fn resync(&mut self, now: Instant, to: NodeId, ctx: &mut Ctx) {
+        let Some(p) = self.receivers.get_mut(&to) else {
+            return;
+        };
+        if p.last_resync
+            .is_some_and(|t| now.saturating_duration_since(t) < ctx.config.sync_interval)
+        {
+            return;
+        }
+        p.last_resync = Some(now);
+        self.send_start(to, ctx);
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx) {
