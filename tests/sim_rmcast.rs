@@ -8,7 +8,7 @@
 //! group before the view includes them), leave gracefully, or crash and
 //! are removed a little later; a removed receiver may restart and rejoin;
 //! a receiver may be paused (SIGSTOP) for up to 1.5 s. Senders send
-//! reliable, timed and best-effort parcels of 0 B to 400 KB (one seed in
+//! reliable, timed and best-effort parcels of 0 B to 200 KB (one seed in
 //! fifty also 1 MiB). Checked after every step:
 //!
 //! - every delivered parcel was sent, in the mode it was sent, intact;
@@ -73,8 +73,8 @@ enum Mode {
 }
 
 struct Parcel {
-    tag: u64,
-    len: usize,
+    /// The bytes sent.
+    bytes: Rc<[u8]>,
     mode: Mode,
     sent_at: Instant,
     ttl: Duration,
@@ -240,11 +240,11 @@ fn check_events(b: &mut Book, view: &sim::CheckView<'_, Rmcast>) -> Result<(), S
                         p.mode
                     ));
                 }
-                if payload.len() != p.len || *payload != pattern(p.tag, p.len) {
+                if payload[..] != p.bytes[..] {
                     return Err(format!(
                         "{at}: {key:?} delivered damaged ({} of {} bytes)",
                         payload.len(),
-                        p.len
+                        p.bytes.len()
                     ));
                 }
                 let Some(rinc) = view.incarnation(at) else {
@@ -338,7 +338,11 @@ fn check_events(b: &mut Book, view: &sim::CheckView<'_, Rmcast>) -> Result<(), S
 /// The MAB rule, from both sides: no sender transmitted at or above its
 /// limit, and the MAB it holds for a receiver is one that receiver
 /// advertised.
-fn check_mab(view: &sim::CheckView<'_, Rmcast>, senders: &[NodeId]) -> Result<(), String> {
+fn check_mab(
+    view: &sim::CheckView<'_, Rmcast>,
+    senders: &[NodeId],
+    cross: bool,
+) -> Result<(), String> {
     for &s in senders {
         let Some(c) = view.core(s) else {
             continue;
@@ -351,6 +355,9 @@ fn check_mab(view: &sim::CheckView<'_, Rmcast>, senders: &[NodeId]) -> Result<()
                     i.limit
                 ));
             }
+        }
+        if !cross {
+            continue;
         }
         for r in c.receivers() {
             let Some(ri) = c.receiver_info(*r) else {
@@ -385,11 +392,11 @@ fn check_mab(view: &sim::CheckView<'_, Rmcast>, senders: &[NodeId]) -> Result<()
 }
 
 fn pick_size(plan: &mut ChaCha8Rng) -> usize {
-    match plan.random_range(0..100) {
-        0..=64 => plan.random_range(0..1200),
-        65..=89 => plan.random_range(1200..20_000),
-        90..=97 => plan.random_range(20_000..100_000),
-        _ => plan.random_range(100_000..400_000),
+    match plan.random_range(0..1000) {
+        0..=749 => plan.random_range(0..1200),
+        750..=949 => plan.random_range(1200..12_000),
+        950..=989 => plan.random_range(12_000..64_000),
+        _ => plan.random_range(64_000..200_000),
     }
 }
 
@@ -442,10 +449,15 @@ fn run(seed: u64, test: &str) -> (String, Tally) {
     });
     let checker_book = book.clone();
     let checked_senders = senders.clone();
+    let mut steps = 0u64;
     sim.add_checker("rmcast delivery and flow control", move |view| {
         let mut b = checker_book.borrow_mut();
         check_events(&mut b, view)?;
-        check_mab(view, &checked_senders)
+        // The limit after every step; the cross-check with what receivers
+        // advertised every 8th (a MAB only grows, so a violation persists
+        // until the next check).
+        steps += 1;
+        check_mab(view, &checked_senders, steps % 8 == 0)
     });
 
     for n in senders.iter().chain(receivers.iter()) {
@@ -550,7 +562,7 @@ fn run(seed: u64, test: &str) -> (String, Tally) {
 
     // Traffic.
     for &s in &senders {
-        let count = plan.random_range(6..=20);
+        let count = plan.random_range(5..=14);
         for k in 0..count {
             let at = Instant::from_micros(plan.random_range(0..CHAOS.as_micros() as u64));
             let burst = if plan.random_bool(0.1) { 4 } else { 1 };
@@ -581,17 +593,17 @@ fn run(seed: u64, test: &str) -> (String, Tally) {
                         let mut b = b3.borrow_mut();
                         let receivers: BTreeSet<NodeId> =
                             b.view.iter().filter(|n| **n != s).copied().collect();
-                        match c.send(now, pattern(tag, len), delivery) {
+                        let bytes: Rc<[u8]> = pattern(tag, len).into();
+                        match c.send(now, bytes.to_vec(), delivery) {
                             Ok(id) => {
                                 *b.tally.sent.entry(mode).or_insert(0) += 1;
-                                if len >= 100_000 {
+                                if len >= 64_000 {
                                     b.tally.large += 1;
                                 }
                                 b.parcels.insert(
                                     (s, c.incarnation(), id.0),
                                     Parcel {
-                                        tag,
-                                        len,
+                                        bytes,
                                         mode,
                                         sent_at: now,
                                         ttl,
@@ -723,17 +735,18 @@ fn rmcast_many_seeds() {
                 "{mode:?} delivered: {total:#?}"
             );
         }
-        assert!(total.owed_checked >= s * 20, "{total:#?}");
+        // About half of what the default 1,000 seeds exercise.
+        assert!(total.owed_checked >= s * 25, "{total:#?}");
         assert!(total.large >= s / 10, "{total:#?}");
         assert!(total.lost >= s * 100, "{total:#?}");
-        assert!(total.duplicated >= s * 10, "{total:#?}");
-        assert!(total.reordered >= s * 10, "{total:#?}");
-        assert!(total.retransmitted >= s * 50, "{total:#?}");
-        assert!(total.nacks_suppressed >= s, "{total:#?}");
-        assert!(total.syncs >= s, "{total:#?}");
-        assert!(total.expired >= s / 4, "{total:#?}");
-        assert!(total.timed_purged > 0, "{total:#?}");
-        assert!(total.best_effort_abandoned > 0, "{total:#?}");
+        assert!(total.duplicated >= s * 20, "{total:#?}");
+        assert!(total.reordered >= s * 50, "{total:#?}");
+        assert!(total.retransmitted >= s * 20, "{total:#?}");
+        assert!(total.nacks_suppressed >= s * 5, "{total:#?}");
+        assert!(total.syncs >= s * 10, "{total:#?}");
+        assert!(total.expired >= s, "{total:#?}");
+        assert!(total.timed_purged >= s / 2, "{total:#?}");
+        assert!(total.best_effort_abandoned >= s, "{total:#?}");
         assert!(total.joins >= s / 2, "{total:#?}");
         assert!(total.leaves >= s / 2, "{total:#?}");
         assert!(total.crashes >= s / 5, "{total:#?}");

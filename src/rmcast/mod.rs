@@ -293,7 +293,7 @@ pub enum RmcastEvent {
 impl fmt::Debug for RmcastEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // Never print a megabyte: the length and a short checksum.
+            // Never print a megabyte: the length and the first bytes.
             RmcastEvent::Delivered {
                 from,
                 from_incarnation,
@@ -301,15 +301,16 @@ impl fmt::Debug for RmcastEvent {
                 mode,
                 payload,
             } => {
-                let sum = payload
-                    .iter()
-                    .fold(0u32, |a, &b| a.rotate_left(5) ^ u32::from(b));
                 write!(
                     f,
                     "Delivered {{ from: {from:?}, from_incarnation: {from_incarnation:?}, \
-                     parcel: {parcel:?}, mode: {mode:?}, payload: {} bytes #{sum:08x} }}",
+                     parcel: {parcel:?}, mode: {mode:?}, payload: {} bytes ",
                     payload.len()
-                )
+                )?;
+                for b in payload.iter().take(8) {
+                    write!(f, "{b:02x}")?;
+                }
+                write!(f, " }}")
             }
             RmcastEvent::Acknowledged { parcel } => write!(f, "Acknowledged({parcel:?})"),
             RmcastEvent::Expired { parcel } => write!(f, "Expired({parcel:?})"),
