@@ -436,6 +436,8 @@ pub struct StreamInfo {
     pub buffered_fragments: usize,
     /// Sequences waiting to be NACKed or re-NACKed.
     pub missing: usize,
+    /// Obsolete ranges remembered ahead of the delivery point.
+    pub skipped_ranges: usize,
     /// Incomplete best-effort parcels.
     pub best_effort_partials: usize,
     /// Their bytes.

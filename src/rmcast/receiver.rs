@@ -367,6 +367,7 @@ impl Stream {
             synced: self.seq.as_ref().map(|s| (s.start, s.next, s.max_mab)),
             buffered_fragments: self.pending.len() + self.seq.as_ref().map_or(0, |s| s.held.len()),
             missing: self.seq.as_ref().map_or(0, |s| s.missing.len()),
+            skipped_ranges: self.seq.as_ref().map_or(0, |s| s.skip.len()),
             best_effort_partials: self.be.len(),
             best_effort_bytes: self.be_bytes,
         }
@@ -423,6 +424,7 @@ impl Stream {
                 break;
             }
         }
+        st.skip.remove_below(st.deliver_base);
         while let Some((&x, _)) = st.missing.first_key_value() {
             if x >= st.next {
                 break;

@@ -1284,3 +1284,39 @@ fn config_is_sanitized() {
     assert_eq!(c.sync_max, c.sync_interval);
     assert_eq!(RmcastConfig::default().sanitized(), RmcastConfig::default());
 }
+
+#[test]
+fn state_stays_bounded_over_many_expired_parcels() {
+    let mut net = Net::new(3, small_window());
+    // Node 3 never gets fragment 1 of any multi-fragment parcel, so every
+    // timed one expires at the sender and is skipped there.
+    net.filter = Box::new(|_, to, p| !(to == n(3) && is_data(p).is_some_and(|d| d.index == 1)));
+    for i in 0..200 {
+        let mode = if i % 2 == 0 {
+            Delivery::Timed(ms(15))
+        } else {
+            Delivery::Reliable
+        };
+        let len = if i % 2 == 0 { 2000 } else { 10 };
+        net.send(n(1), payload(i, len), mode).unwrap();
+        net.run_for(ms(7));
+        let s = net.nodes[&n(1)].sender_info();
+        assert!(s.held_parcels <= 8 && s.obsolete_ranges <= 8, "{s:?}");
+        for r in [n(2), n(3)] {
+            let info = net.nodes[&r].stream_info(n(1)).unwrap();
+            assert!(info.skipped_ranges <= 8 && info.missing <= 8, "{info:?}");
+            assert!(info.buffered_fragments <= 8, "{info:?}");
+        }
+    }
+    net.run_for(ms(500));
+    let odd: Vec<u64> = (0..200).filter(|i| i % 2 == 1).collect();
+    assert_eq!(
+        net.ids(n(3), n(1)),
+        odd,
+        "every reliable parcel, no timed one"
+    );
+    assert_eq!(net.ids(n(2), n(1)), (0..200).collect::<Vec<_>>());
+    assert_eq!(net.stats(n(1)).parcels_expired, 100);
+    let s = net.nodes[&n(1)].sender_info();
+    assert_eq!((s.held_parcels, s.obsolete_ranges), (0, 0), "{s:?}");
+}
