@@ -646,11 +646,11 @@ fn stream_for<'a>(
         }
         _ => {}
     }
-    if !streams.contains_key(&source) {
-        let epoch = ctx.new_epoch();
-        streams.insert(source, Stream::new(inc, epoch, &ctx.config));
-    }
-    streams.get_mut(&source)
+    Some(
+        streams
+            .entry(source)
+            .or_insert_with(|| Stream::new(inc, ctx.new_epoch(), &ctx.config)),
+    )
 }
 
 impl Core for Rmcast {
