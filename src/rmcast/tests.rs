@@ -1320,3 +1320,151 @@ fn state_stays_bounded_over_many_expired_parcels() {
     let s = net.nodes[&n(1)].sender_info();
     assert_eq!((s.held_parcels, s.obsolete_ranges), (0, 0), "{s:?}");
 }
+
+#[test]
+fn random_hostile_packets_never_panic_and_stay_bounded() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let mut net = Net::new(3, small_window());
+    net.start(n(9));
+    let w = 8u64;
+    let pick_seq = |rng: &mut rand_chacha::ChaCha8Rng| -> u64 {
+        match rng.random_range(0..4) {
+            0 => rng.random_range(0..32),
+            1 => u64::MAX - rng.random_range(0..4),
+            2 => rng.random_range(0..1 << 20),
+            _ => rng.random(),
+        }
+    };
+    for step in 0..20_000u32 {
+        // Real traffic now and then, so that state exists to be attacked.
+        if step % 50 == 0 {
+            let mode = [
+                Delivery::Reliable,
+                Delivery::Timed(ms(30)),
+                Delivery::BestEffort,
+            ][rng.random_range(0..3)];
+            let _ = net.send(
+                n(1),
+                payload(u64::from(step), rng.random_range(0..5000)),
+                mode,
+            );
+        }
+        let from = n([1, 2, 3, 9][rng.random_range(0..4)]);
+        let to = n([1, 2, 3][rng.random_range(0..3)]);
+        if from == to {
+            continue;
+        }
+        let from_inc = if rng.random_bool(0.9) {
+            net.inc_of(from)
+        } else {
+            inc(from, rng.random_range(0..3))
+        };
+        let any_inc = |rng: &mut rand_chacha::ChaCha8Rng, node: NodeId, net: &Net| {
+            if rng.random_bool(0.8) {
+                net.inc_of(node)
+            } else {
+                inc(node, rng.random_range(0..3))
+            }
+        };
+        let count = rng
+            .random_range(0..6u32)
+            .max(if rng.random_bool(0.1) { 9000 } else { 0 });
+        let len = rng.random_range(0..6000u32);
+        let data = Bytes(vec![7; rng.random_range(0..1400)]);
+        let packet = match rng.random_range(0..10) {
+            0 | 1 => RmcastPacket::Data(Data {
+                seq: pick_seq(&mut rng),
+                parcel: rng.random_range(0..100),
+                index: rng.random_range(0..count.max(1) + 1),
+                count,
+                len,
+                ttl_ms: rng.random_bool(0.3).then(|| rng.random_range(0..100)),
+                retransmission: rng.random(),
+                data,
+            }),
+            2 => RmcastPacket::BestEffort(BestEffortFragment {
+                parcel: rng.random_range(0..100),
+                index: rng.random_range(0..count.max(1)),
+                count,
+                len,
+                data,
+            }),
+            3 => RmcastPacket::Sync(Sync {
+                next: pick_seq(&mut rng),
+            }),
+            4 => {
+                let a = pick_seq(&mut rng);
+                RmcastPacket::Obsolete(Obsolete {
+                    from: a,
+                    to: a.saturating_add(rng.random_range(0..20)),
+                })
+            }
+            5 => {
+                let a = pick_seq(&mut rng);
+                RmcastPacket::Nack(Nack {
+                    sender: to,
+                    sender_incarnation: any_inc(&mut rng, to, &net),
+                    epoch: rng.random_range(0..4),
+                    ranges: vec![(a, a.saturating_add(rng.random_range(0..3000)))],
+                })
+            }
+            6 => RmcastPacket::Hello(Hello {
+                sender_incarnation: any_inc(&mut rng, to, &net),
+                epoch: rng.random_range(0..4),
+                window: rng.random(),
+            }),
+            7 => {
+                let next = pick_seq(&mut rng);
+                RmcastPacket::Status(Status {
+                    sender_incarnation: any_inc(&mut rng, to, &net),
+                    epoch: rng.random_range(0..4),
+                    next,
+                    mab: next.saturating_add(rng.random_range(0..1 << 20)),
+                })
+            }
+            8 => RmcastPacket::Start(Start {
+                receiver_incarnation: any_inc(&mut rng, to, &net),
+                epoch: rng.random_range(0..4),
+                start: pick_seq(&mut rng),
+                next: pick_seq(&mut rng),
+            }),
+            _ => RmcastPacket::NotReceiver(NotReceiver {
+                receiver_incarnation: any_inc(&mut rng, to, &net),
+                epoch: rng.random_range(0..4),
+            }),
+        };
+        let dest = if rng.random_bool(0.5) { group() } else { to };
+        if rng.random_bool(0.05) {
+            let garbage: Vec<u8> = (0..rng.random_range(0..200))
+                .map(|_| rng.random())
+                .collect();
+            net.inject_raw(from, from_inc, to, dest, &garbage);
+        } else {
+            net.inject(from, from_inc, to, dest, packet);
+        }
+        if step % 10 == 0 {
+            net.run_for(Duration::from_micros(rng.random_range(0..20_000)));
+        }
+        for id in [n(1), n(2), n(3)] {
+            let c = &net.nodes[&id];
+            let s = c.sender_info();
+            assert!(s.held_parcels <= c.config().send_buffer_parcels, "{s:?}");
+            assert!(s.held_bytes <= c.config().send_buffer_bytes, "{s:?}");
+            for src in [n(1), n(2), n(3)] {
+                if let Some(i) = c.stream_info(src) {
+                    // Head parcel (a forged one may claim 2048 fragments)
+                    // plus a window.
+                    assert!(i.buffered_fragments as u64 <= 2048 + w, "{id} {i:?}");
+                    assert!(
+                        i.missing as u64 <= w && i.skipped_ranges as u64 <= w + 1,
+                        "{i:?}"
+                    );
+                    assert!(i.best_effort_partials <= 4, "{i:?}");
+                    assert!(i.best_effort_bytes <= 2 << 20, "{i:?}");
+                }
+            }
+        }
+    }
+    assert!(net.stats(n(2)).drops.total() > 1000);
+}
