@@ -18,6 +18,7 @@
 
 pub mod id;
 pub mod relay;
+pub mod rmcast;
 pub mod rpc;
 pub mod runtime;
 pub mod sansio;
