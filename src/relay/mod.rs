@@ -45,6 +45,8 @@ pub mod member;
 mod msg;
 
 #[cfg(test)]
+mod nack_tests;
+#[cfg(test)]
 mod tests;
 
 pub use mcaster::{
