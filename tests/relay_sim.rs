@@ -93,7 +93,9 @@ impl Member {
     }
 }
 
-/// The two kinds of node in one simulator.
+/// The two kinds of node in one simulator (one relay per simulation, so
+/// its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Node {
     Relay(Relay),
     Member(Member),

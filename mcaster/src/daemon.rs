@@ -46,6 +46,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         max_groups: s.max_groups,
         max_members: s.max_members,
         multicast,
+        ..RelayConfig::default()
     };
     let SpawnedCore { handle, mut events } = spawn_core(options, &ProtocolId::ALL, move |ctx| {
         Relay::new(ctx.local, config)
@@ -171,6 +172,11 @@ async fn log_summary(handle: &CoreHandle<Relay>, what: &'static str) {
         no_receivers = c.no_receivers,
         control = c.control,
         expired = c.expired,
+        nacks_answered = c.nacks_answered,
+        nack_resends = c.nack_resends,
+        nacks_forwarded = c.nacks_forwarded,
+        nacks_suppressed = c.nacks_suppressed,
+        rmcast_malformed = c.rmcast_malformed,
         dropped = c.dropped.total() + sock.drops_total,
         dropped_by_kind = %dropped.join(" "),
         answers = %answers.join(" "),

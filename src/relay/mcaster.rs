@@ -3,7 +3,9 @@
 //! section IV.A). See the module docs of [`crate::relay`].
 
 use super::msg::{Answer, McasterMsg, MemberKind, MAX_NAME_LEN};
-use crate::id::{NodeId, ProtocolId};
+use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::rmcast::relay::{Forward, RelayCache, RelayConfig as CacheConfig};
+use crate::rmcast::{Envelope, RmcastPacket};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
 use crate::wire::{decode_body, encode_body, DropCounters};
@@ -35,6 +37,12 @@ pub struct RelayConfig {
     /// daemon's probe said so). Without it, multicast members are refused
     /// with `NEG_JOIN` and every copy goes by unicast.
     pub multicast: bool,
+    /// Bounds and timing of the rmcast NACK aggregation (seed 000, section
+    /// 6.1): the retransmission cache (`cache_packets`, `cache_bytes`,
+    /// which also bound the cached raw datagrams), the NACK table
+    /// (`nack_entries`, `waiters_per_entry`) and its lifetime
+    /// (`nack_timeout`). See `docs/mcaster.md`, "NACK aggregation".
+    pub nack_cache: CacheConfig,
 }
 
 impl Default for RelayConfig {
@@ -44,6 +52,7 @@ impl Default for RelayConfig {
             max_groups: DEFAULT_MAX_GROUPS,
             max_members: DEFAULT_MAX_MEMBERS,
             multicast: false,
+            nack_cache: CacheConfig::default(),
         }
     }
 }
@@ -114,6 +123,20 @@ pub struct RelayCounters {
     /// `unknown_group`, `not_member`, `relayed_data`, `outbox_full`,
     /// `events_full`.
     pub dropped: DropCounters,
+    /// Rmcast NACKs from uc members answered (wholly or partly) from the
+    /// cache.
+    pub nacks_answered: u64,
+    /// Cached datagrams resent (unchanged) to NACKers.
+    pub nack_resends: u64,
+    /// Rmcast NACKs from uc members forwarded to the group (unchanged).
+    pub nacks_forwarded: u64,
+    /// Rmcast NACKs from uc members not forwarded: fully answered from the
+    /// cache, or aggregated with an earlier NACK still in the NACK table.
+    pub nacks_suppressed: u64,
+    /// Rmcast datagrams whose body is not a well-formed envelope (does not
+    /// decode, names another group than the header, or an ill-formed
+    /// NACK): forwarded unchanged, not fed to the cache.
+    pub rmcast_malformed: u64,
 }
 
 /// One member of a group.
@@ -154,6 +177,11 @@ pub struct Relay {
     out: VecDeque<Transmit>,
     events: VecDeque<RelayEvent>,
     counters: RelayCounters,
+    /// NACK aggregation and the retransmission cache (decoded packets).
+    nack_cache: RelayCache,
+    /// The original sealed datagrams of cached data packets, resent
+    /// unchanged.
+    raw: RawCache,
 }
 
 impl Relay {
@@ -161,13 +189,18 @@ impl Relay {
     pub fn new(local: NodeId, config: RelayConfig) -> Self {
         Relay {
             local,
-            config,
             groups: BTreeMap::new(),
             names: BTreeMap::new(),
             expiry: BTreeSet::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: RelayCounters::default(),
+            nack_cache: RelayCache::new(config.nack_cache.clone()),
+            raw: RawCache::new(
+                config.nack_cache.cache_packets,
+                config.nack_cache.cache_bytes,
+            ),
+            config,
         }
     }
 
@@ -179,6 +212,17 @@ impl Relay {
     /// The counters.
     pub fn counters(&self) -> &RelayCounters {
         &self.counters
+    }
+
+    /// The rmcast NACK aggregation state (its own stats, cache and
+    /// NACK-table sizes).
+    pub fn nack_cache(&self) -> &RelayCache {
+        &self.nack_cache
+    }
+
+    /// Raw datagrams kept for resending, and their bytes.
+    pub fn raw_cached(&self) -> (usize, usize) {
+        (self.raw.map.len(), self.raw.bytes)
     }
 
     /// Number of groups served.
@@ -362,7 +406,7 @@ impl Relay {
     }
 
     /// Figure 8: `mcast(msg, sender)`.
-    fn relay(&mut self, p: &Incoming<'_>) {
+    fn relay(&mut self, now: Instant, p: &Incoming<'_>) {
         if p.peer == self.local {
             // Our own class D copy, looped back to us.
             self.counters.dropped.record_kind("own_echo");
@@ -405,7 +449,11 @@ impl Relay {
                 (_, MemberKind::Uc) => targets.push(*addr),
             }
         }
+        let sender_kind = sender.kind;
         let class_d = class_d && self.config.multicast;
+        if p.protocol == ProtocolId::Rmcast && !self.rmcast(now, p, sender_kind) {
+            return;
+        }
         self.counters.relayed += 1;
         let copies = targets.len() as u64 + u64::from(class_d);
         if copies == 0 {
@@ -426,6 +474,138 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// An rmcast datagram about to be relayed (sender checked): feeds the
+    /// NACK aggregation, resends cached datagrams to a uc NACKer. Returns
+    /// whether to relay the datagram as usual.
+    fn rmcast(&mut self, now: Instant, p: &Incoming<'_>, sender_kind: MemberKind) -> bool {
+        let Ok(env) = Envelope::decode(p.body) else {
+            self.counters.rmcast_malformed += 1;
+            return true;
+        };
+        if env.group != p.destination {
+            self.counters.rmcast_malformed += 1;
+            return true;
+        }
+        match &env.packet {
+            RmcastPacket::Nack(n) if !n.is_well_formed() => {
+                self.counters.rmcast_malformed += 1;
+                return true;
+            }
+            // An mc member's NACK already reached the mc members and (if
+            // mc) the sender by multicast: relay it to the uc members as
+            // before, without answering it.
+            RmcastPacket::Nack(_) if sender_kind != MemberKind::Uc => return true,
+            // Only reliable data is kept raw: the original bytes of a timed
+            // fragment carry the time-to-live it had when first sent, and
+            // resending them later would stretch its life.
+            RmcastPacket::Data(d) if d.ttl_ms.is_none() => {
+                let key = (env.group, p.source, p.source_incarnation, d.seq);
+                self.raw.insert(key, p.datagram);
+            }
+            _ => {}
+        }
+        let decision = self
+            .nack_cache
+            .handle(now, p.source, p.source_incarnation, &env);
+        if !matches!(env.packet, RmcastPacket::Nack(_)) {
+            return true;
+        }
+        let mut all_served = true;
+        let mut resends = 0u64;
+        for r in &decision.resend {
+            let RmcastPacket::Data(d) = &r.packet.packet else {
+                all_served = false;
+                continue;
+            };
+            let key = (r.packet.group, r.from, r.from_incarnation, d.seq);
+            match self.raw.get(&key) {
+                Some(bytes) => {
+                    let t = Transmit::forward(r.to, ProtocolId::Rmcast, bytes.to_vec());
+                    self.push_out(t);
+                    resends += 1;
+                }
+                None => all_served = false,
+            }
+        }
+        self.counters.nack_resends += resends;
+        if resends > 0 {
+            self.counters.nacks_answered += 1;
+        }
+        // `Replace` would need a re-sealed (trimmed) NACK, which only its
+        // sender can make: the original goes instead. A `Drop` stands only
+        // if every cached answer could be resent unchanged.
+        let forward = !(decision.forward == Forward::Drop && all_served);
+        if forward {
+            self.counters.nacks_forwarded += 1;
+        } else {
+            self.counters.nacks_suppressed += 1;
+        }
+        forward
+    }
+}
+
+/// (group, sender, sender incarnation, sequence).
+type RawKey = (NodeId, NodeId, Incarnation, u64);
+
+/// The original sealed datagrams of cached rmcast data packets, bounded by
+/// packets and bytes (whole datagrams), oldest evicted first.
+#[derive(Debug)]
+struct RawCache {
+    max_packets: usize,
+    max_bytes: usize,
+    map: BTreeMap<RawKey, (u64, Vec<u8>)>,
+    order: BTreeMap<u64, RawKey>,
+    next: u64,
+    bytes: usize,
+}
+
+impl RawCache {
+    fn new(max_packets: usize, max_bytes: usize) -> Self {
+        RawCache {
+            max_packets,
+            max_bytes,
+            map: BTreeMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+            bytes: 0,
+        }
+    }
+
+    fn get(&self, key: &RawKey) -> Option<&[u8]> {
+        self.map.get(key).map(|(_, b)| b.as_slice())
+    }
+
+    fn remove(&mut self, key: &RawKey) {
+        if let Some((order, b)) = self.map.remove(key) {
+            self.order.remove(&order);
+            self.bytes = self.bytes.saturating_sub(b.len());
+        }
+    }
+
+    fn insert(&mut self, key: RawKey, datagram: &[u8]) {
+        self.remove(&key);
+        let len = datagram.len();
+        if len == 0 || len > self.max_bytes || self.max_packets == 0 {
+            return;
+        }
+        while self.map.len() >= self.max_packets || self.bytes.saturating_add(len) > self.max_bytes
+        {
+            let Some((_, victim)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, b)) = self.map.remove(&victim) {
+                self.bytes = self.bytes.saturating_sub(b.len());
+            }
+        }
+        let order = self.next;
+        self.next += 1;
+        self.order.insert(order, key);
+        self.bytes += len;
+        self.map.insert(key, (order, datagram.to_vec()));
+    }
+}
+
 /// Whether `id` is a multicast group address.
 fn is_group(id: NodeId) -> bool {
     id.addr().ip().is_multicast()
@@ -438,7 +618,7 @@ impl Core for Relay {
         if packet.protocol == ProtocolId::Mcaster {
             self.handle_control(now, &packet);
         } else {
-            self.relay(&packet);
+            self.relay(now, &packet);
         }
     }
 

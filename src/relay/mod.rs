@@ -32,6 +32,13 @@
 //!   the sender, and an authentication tag stays valid (the mcaster cannot
 //!   forge one). Receivers see the mcaster as the UDP peer
 //!   ([`crate::sansio::Incoming::peer`]) and `relayed = true`.
+//! - **NACK aggregation** (seed 000, section 6.1): relayed rmcast
+//!   datagrams feed a bounded [`crate::rmcast::relay::RelayCache`]
+//!   ([`RelayConfig::nack_cache`]). A uc member's NACK is answered from the
+//!   cache by forwarding the cached original sealed data datagrams to it
+//!   alone (never re-sealed), and relayed unchanged unless fully answered
+//!   or aggregated with a live NACK-table entry (then suppressed). See
+//!   `docs/mcaster.md`, "NACK aggregation".
 //!
 //! Bad input never panics and never grows memory without bound: malformed
 //! control messages, relay packets for unknown groups or from non-members,
@@ -44,6 +51,8 @@ mod mcaster;
 pub mod member;
 mod msg;
 
+#[cfg(test)]
+mod nack_tests;
 #[cfg(test)]
 mod tests;
 
