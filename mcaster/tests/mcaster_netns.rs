@@ -1,0 +1,614 @@
+//! The `mcaster` binary with REAL IP multicast, in network namespaces: a
+//! mixed LAN as in seed 003, section IV.A, figure 6.
+//!
+//! Six namespaces named `ms-nt-<pid>-*`: a "switch" (`sw`, one bridge with
+//! multicast snooping off) and five hosts joined to it by veth pairs, with
+//! addresses from 10.231.7.0/24 that exist only inside these namespaces,
+//! multicast on and a route for 224.0.0.0/4 on each host's `eth0`:
+//!
+//! - `m`: the mcaster (`--multicast auto`: its probe must say yes, so it
+//!   joins the group's class D address);
+//! - `a`, `b`: multicast-capable members (`mc`): they join the class D
+//!   address themselves and send to it;
+//! - `c`, `d`: unicast-only members (`uc`): they send through the mcaster.
+//!
+//! The members are this test binary re-executed inside their namespace
+//! (`ip netns exec NS <this binary> --exact netns_member_role`, with
+//! `MS_NETNS_ROLE=member`); the role function returns at once otherwise.
+//! A member prints `READY` once registered, takes `SEND <seq>` and `QUIT`
+//! on stdin, and prints `RECV from=<addr> seq=<n> peer=<addr>`; it exits
+//! on its own after `MEMBER_LIFETIME`.
+//!
+//! Checked: a message from a uc member reaches both mc members exactly
+//! once (the mcaster's single class D copy) and the other uc member exactly
+//! once (unicast from the mcaster); a message from an mc member reaches the
+//! other mc member exactly once (straight IP multicast) and both uc members
+//! exactly once (via the mcaster); every receiver sees the original sender
+//! in the header, never the mcaster.
+//!
+//! Needs root and `ip`; otherwise it prints `SKIPPED: <reason>` and passes,
+//! unless `CI=true` and root, where a skip fails. All namespaces (and so all
+//! links) are deleted by a drop guard, also on failure or panic, and stale
+//! ones of dead test processes are deleted at start.
+
+use membership::id::{NodeId, ProtocolId};
+use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::runtime::{spawn_core, MulticastOptions, SocketOptions, SpawnedCore};
+use membership::sansio::{Core, Incoming, Transmit};
+use membership::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const GROUP_IP: Ipv4Addr = Ipv4Addr::new(239, 77, 0, 1);
+const GROUP_PORT: u16 = 7000;
+const GROUP: NodeId = NodeId::v4(239, 77, 0, 1, GROUP_PORT);
+const MCASTER_PORT: u16 = 7100;
+const PREFIX: &str = "ms-nt-";
+/// Generous bound on every wait (never a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(15);
+/// A member process exits on its own after this long.
+const MEMBER_LIFETIME: Duration = Duration::from_secs(40);
+/// How long we keep listening for duplicates after a message arrived.
+const QUIET: Duration = Duration::from_millis(1000);
+
+fn host_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 231, 7, i)
+}
+
+// ---------------------------------------------------------------- member
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Reg(RegistrationEvent),
+    Got {
+        from: NodeId,
+        peer: NodeId,
+        seq: u64,
+    },
+}
+
+struct Member {
+    local: NodeId,
+    reg: Registration,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Ev>,
+}
+
+impl Member {
+    fn drain_reg(&mut self) {
+        while let Some(t) = self.reg.poll_transmit() {
+            self.out.push_back(t);
+        }
+        while let Some(e) = self.reg.poll_event() {
+            self.events.push_back(Ev::Reg(e));
+        }
+    }
+}
+
+impl Core for Member {
+    type Event = Ev;
+
+    fn handle_packet(&mut self, now: Instant, p: Incoming<'_>) {
+        if !self.reg.handle(now, &p) && p.protocol == ProtocolId::Test {
+            // Our own class D datagrams loop back: not a reception.
+            if p.source == self.local {
+                return;
+            }
+            if let Ok(b) = <[u8; 8]>::try_from(p.body) {
+                self.events.push_back(Ev::Got {
+                    from: p.source,
+                    peer: p.peer,
+                    seq: u64::from_be_bytes(b),
+                });
+            }
+        }
+        self.drain_reg();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.reg.handle_timeout(now);
+        self.drain_reg();
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<Ev> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.reg.poll_timeout()
+    }
+}
+
+/// The member role: does nothing unless `MS_NETNS_ROLE=member` (set only
+/// by `mixed_lan_in_network_namespaces` for the processes it starts).
+#[test]
+fn netns_member_role() {
+    if std::env::var("MS_NETNS_ROLE").as_deref() != Ok("member") {
+        return;
+    }
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let kind = match var("MS_NETNS_KIND").as_str() {
+        "mc" => MemberKind::Mc,
+        _ => MemberKind::Uc,
+    };
+    let ip: Ipv4Addr = var("MS_NETNS_ADDR").parse().expect("MS_NETNS_ADDR");
+    let mcaster: SocketAddr = var("MS_NETNS_MCASTER").parse().expect("MS_NETNS_MCASTER");
+    actix_rt::System::new().block_on(run_member(kind, ip, mcaster));
+}
+
+async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr) {
+    let local = NodeId::new(SocketAddr::from((ip, GROUP_PORT)));
+    let options = if kind == MemberKind::Mc {
+        // One socket on 0.0.0.0:GROUP_PORT joined to the group receives
+        // both the class D datagrams and unicast to ip:GROUP_PORT; group
+        // traffic is sent to the class D address itself.
+        let mut o = SocketOptions::new(SocketAddr::from((Ipv4Addr::UNSPECIFIED, GROUP_PORT)));
+        o.advertise = Some(local);
+        o.multicast = Some(MulticastOptions::new(GROUP_IP, ip));
+        o
+    } else {
+        let mut o = SocketOptions::new(local.addr());
+        o.mcaster = Some(mcaster);
+        o
+    };
+    let SpawnedCore { handle, mut events } =
+        spawn_core(options, &[ProtocolId::Mcaster, ProtocolId::Test], |ctx| {
+            let mut reg = Registration::new(RegistrationConfig::new(NodeId::new(mcaster), kind));
+            reg.join(ctx.now, GROUP, "netns-test");
+            let mut m = Member {
+                local,
+                reg,
+                out: VecDeque::new(),
+                events: VecDeque::new(),
+            };
+            m.drain_reg();
+            m
+        })
+        .expect("bind the member socket");
+
+    // Commands from stdin, read on a thread (it ends with stdin).
+    let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().take(1000) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let out = |s: String| {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{s}");
+        let _ = o.flush();
+    };
+    let deadline = tokio::time::sleep(MEMBER_LIFETIME);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            e = events.recv() => match e {
+                Some(Ev::Reg(RegistrationEvent::Registered { .. })) => out("READY".into()),
+                Some(Ev::Reg(e)) => out(format!("REG {e:?}")),
+                Some(Ev::Got { from, peer, seq }) => {
+                    out(format!("RECV from={from} seq={seq} peer={peer}"))
+                }
+                None => break,
+            },
+            c = commands.recv() => match c.as_deref().map(str::split_whitespace).map(|mut w| (w.next(), w.next())) {
+                Some((Some("SEND"), Some(n))) => {
+                    let seq: u64 = n.parse().expect("SEND <seq>");
+                    let _ = handle
+                        .with_core(move |m, _| {
+                            m.out.push_back(Transmit::new(
+                                GROUP,
+                                ProtocolId::Test,
+                                seq.to_be_bytes().to_vec(),
+                            ))
+                        })
+                        .await;
+                    out(format!("SENT seq={seq}"));
+                }
+                Some(_) => break,
+                None => break,
+            },
+        }
+    }
+    handle.stop();
+}
+
+// ---------------------------------------------------------- orchestrator
+
+/// Runs `ip ARGS`; an error names the command and its stderr.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+fn netns_list() -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deletes namespaces `ms-nt-<pid>-*` left by test processes that are gone.
+fn delete_stale() {
+    for ns in netns_list() {
+        let Some(rest) = ns.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Deletes its namespaces (and with them every veth and the bridge) when
+/// dropped, also on panic.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// Kills a child process when dropped (before the namespaces go).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The hosts: (name, last address byte, role).
+const HOSTS: [(&str, u8, &str); 5] = [
+    ("m", 1, "mcaster"),
+    ("a", 2, "mc"),
+    ("b", 3, "mc"),
+    ("c", 4, "uc"),
+    ("d", 5, "uc"),
+];
+
+/// Builds the switch and the hosts; `guard` gets every namespace as soon
+/// as it exists.
+fn build_lan(pid: u32, guard: &mut Namespaces) -> Result<(), String> {
+    let sw = format!("{PREFIX}{pid}-sw");
+    ip(&["netns", "add", &sw])?;
+    guard.0.push(sw.clone());
+    ip(&["-n", &sw, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n",
+        &sw,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ])?;
+    ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+    for (name, i, _) in HOSTS {
+        let ns = format!("{PREFIX}{pid}-{name}");
+        ip(&["netns", "add", &ns])?;
+        guard.0.push(ns.clone());
+        let port = format!("p{name}");
+        ip(&[
+            "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&["-n", &sw, "link", "set", &port, "master", "br0"])?;
+        ip(&["-n", &sw, "link", "set", &port, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        let addr = format!("{}/24", host_ip(i));
+        ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+    }
+    Ok(())
+}
+
+/// Skips (prints why and returns), or fails under `CI=true` as root.
+fn skip(reason: &str) {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    assert!(
+        !(ci && is_root()),
+        "CI=true and root, but the netns test could not run: {reason}"
+    );
+    println!("SKIPPED: {reason}");
+}
+
+/// One line from a child: (host name, line); `None` at its EOF.
+type Line = (&'static str, Option<String>);
+
+fn read_lines<R: std::io::Read + Send + 'static>(host: &'static str, r: R, tx: mpsc::Sender<Line>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((host, Some(line))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send((host, None));
+    });
+}
+
+/// A message: (sender, seq, [(receiver, the UDP peer it must come from)]).
+type Case = (&'static str, u64, [(&'static str, String); 3]);
+
+/// A RECV line: (from, seq, peer).
+fn parse_recv(line: &str) -> Option<(String, u64, String)> {
+    // libtest may print "test netns_member_role ... " before the first line.
+    let rest = &line[line.find("RECV ")? + 5..];
+    let mut from = None;
+    let mut seq = None;
+    let mut peer = None;
+    for w in rest.split_whitespace() {
+        if let Some(v) = w.strip_prefix("from=") {
+            from = Some(v.to_owned());
+        } else if let Some(v) = w.strip_prefix("seq=") {
+            seq = v.parse().ok();
+        } else if let Some(v) = w.strip_prefix("peer=") {
+            peer = Some(v.to_owned());
+        }
+    }
+    Some((from?, seq?, peer?))
+}
+
+struct Lan {
+    rx: mpsc::Receiver<Line>,
+    /// (receiver host, from, seq) -> peers it came from.
+    got: BTreeMap<(&'static str, String, u64), Vec<String>>,
+    log: String,
+}
+
+impl Lan {
+    /// Takes lines until `done` holds or about `limit` passes (counted in
+    /// 20 ms slices without a line, so without reading the clock); false
+    /// on timeout.
+    fn pump(&mut self, limit: Duration, mut done: impl FnMut(&Lan) -> bool) -> bool {
+        const SLICE: Duration = Duration::from_millis(20);
+        let mut idle = limit.as_millis() / SLICE.as_millis();
+        for _ in 0..100_000 {
+            if done(self) {
+                return true;
+            }
+            match self.rx.recv_timeout(SLICE) {
+                Ok((host, Some(line))) => {
+                    self.log.push_str(&format!("{host}: {line}\n"));
+                    if let Some((from, seq, peer)) = parse_recv(&line) {
+                        self.got.entry((host, from, seq)).or_default().push(peer);
+                    }
+                }
+                Ok((host, None)) => self.log.push_str(&format!("{host}: <eof>\n")),
+                Err(mpsc::RecvTimeoutError::Timeout) if idle > 0 => idle -= 1,
+                Err(_) => return done(self),
+            }
+        }
+        done(self)
+    }
+
+    fn ready_count(&self) -> usize {
+        self.log.lines().filter(|l| l.ends_with("READY")).count()
+    }
+}
+
+#[test]
+fn mixed_lan_in_network_namespaces() {
+    if std::env::var("MS_NETNS_ROLE").is_ok() {
+        return; // a member process runs only the role function
+    }
+    if !is_root() {
+        return skip("not root (network namespaces need CAP_SYS_ADMIN)");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return skip("`ip` (iproute2) not found");
+    }
+    delete_stale();
+    let pid = std::process::id();
+    let mut guard = Namespaces(Vec::new());
+    if let Err(e) = build_lan(pid, &mut guard) {
+        drop(guard);
+        return skip(&format!("cannot build the namespaces: {e}"));
+    }
+    let ns = |name: &str| format!("{PREFIX}{pid}-{name}");
+    let mcaster = SocketAddr::from((host_ip(1), MCASTER_PORT));
+    let (tx, rx) = mpsc::channel::<Line>();
+
+    // The mcaster in `m`, probing multicast itself.
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &ns("m"), env!("CARGO_BIN_EXE_mcaster")])
+        .args([
+            "--listen",
+            &mcaster.to_string(),
+            "--multicast",
+            "auto",
+            "--multicast-interface",
+            &host_ip(1).to_string(),
+            "--summary-interval-secs",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the mcaster");
+    read_lines("m", daemon.stderr.take().expect("piped"), tx.clone());
+    let _daemon = Proc(daemon);
+
+    // The members: this binary, re-executed in its namespace.
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut members: Vec<(&'static str, Proc, ChildStdin)> = Vec::new();
+    for (name, i, role) in HOSTS.iter().skip(1) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns(name)])
+            .arg(&exe)
+            .args([
+                "--exact",
+                "netns_member_role",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("MS_NETNS_ROLE", "member")
+            .env("MS_NETNS_KIND", role)
+            .env("MS_NETNS_ADDR", host_ip(*i).to_string())
+            .env("MS_NETNS_MCASTER", mcaster.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a member");
+        read_lines(name, child.stdout.take().expect("piped"), tx.clone());
+        let stdin = child.stdin.take().expect("piped");
+        members.push((name, Proc(child), stdin));
+    }
+    drop(tx);
+    let mut lan = Lan {
+        rx,
+        got: BTreeMap::new(),
+        log: String::new(),
+    };
+
+    let probed = lan.pump(PATIENCE, |l| {
+        l.log
+            .lines()
+            .any(|x| x.contains("mcaster running") && x.contains("\"multicast\":true"))
+    });
+    assert!(
+        probed,
+        "the mcaster did not start with a usable multicast probe:\n{}",
+        lan.log
+    );
+    let ready = lan.pump(PATIENCE, |l| l.ready_count() >= 4);
+    assert!(ready, "not every member registered:\n{}", lan.log);
+    // Let the mcaster's class D join (on the first JOIN_GROUP) settle.
+    lan.pump(QUIET, |_| false);
+
+    let addr = |name: &str| {
+        let i = HOSTS.iter().find(|h| h.0 == name).expect("host").1;
+        SocketAddr::from((host_ip(i), GROUP_PORT)).to_string()
+    };
+    let mc_str = mcaster.to_string();
+    let mut send = |name: &str, seq: u64| {
+        let (_, _, stdin) = members.iter_mut().find(|m| m.0 == name).expect("member");
+        writeln!(stdin, "SEND {seq}").expect("write SEND");
+        stdin.flush().expect("flush");
+    };
+
+    // Each case: (sender, seq, [(receiver, expected UDP peer)]).
+    let cases: [Case; 2] = [
+        // uc -> mcaster: one class D copy to a and b, unicast to d.
+        (
+            "c",
+            1,
+            [
+                ("a", mc_str.clone()),
+                ("b", mc_str.clone()),
+                ("d", mc_str.clone()),
+            ],
+        ),
+        // mc -> class D: b straight from a, c and d via the mcaster.
+        (
+            "a",
+            2,
+            [
+                ("b", addr("a")),
+                ("c", mc_str.clone()),
+                ("d", mc_str.clone()),
+            ],
+        ),
+    ];
+    for (sender, seq, receivers) in &cases {
+        send(sender, *seq);
+        let from = addr(sender);
+        let all = lan.pump(PATIENCE, |l| {
+            receivers
+                .iter()
+                .all(|(r, _)| l.got.contains_key(&(*r, from.clone(), *seq)))
+        });
+        assert!(
+            all,
+            "message {seq} from {sender} not received by all:\n{}",
+            lan.log
+        );
+        // Any duplicate would arrive right after.
+        lan.pump(QUIET, |_| false);
+    }
+    for (_, _, stdin) in &mut members {
+        let _ = writeln!(stdin, "QUIT");
+    }
+    let mut eofs = 0;
+    lan.pump(PATIENCE, |l| {
+        eofs = l.log.lines().filter(|x| x.ends_with(": <eof>")).count();
+        eofs >= 4
+    });
+
+    // Exactly once, from the original sender, through the expected peer;
+    // nothing else received at all.
+    let mut expected = BTreeMap::new();
+    for (sender, seq, receivers) in &cases {
+        for (r, peer) in receivers {
+            expected.insert((*r, addr(sender), *seq), vec![peer.clone()]);
+        }
+    }
+    assert_eq!(lan.got, expected, "receptions differ:\n{}", lan.log);
+    assert!(
+        !lan.got.keys().any(|(_, from, _)| *from == mc_str),
+        "the mcaster named as a sender"
+    );
+    drop(members);
+    drop(_daemon);
+    drop(guard);
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{PREFIX}{pid}-")))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    println!("netns mixed LAN ok (pid {pid})");
+}
