@@ -31,12 +31,13 @@
 //! links) are deleted by a drop guard, also on failure or panic, and stale
 //! ones of dead test processes are deleted at start.
 
+mod common;
+
+use common::{Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::relay::{MemberKind, RegistrationEvent};
 use membership::runtime::{spawn_core, MulticastOptions, SocketOptions, SpawnedCore};
-use membership::sansio::{Core, Incoming, Transmit};
-use membership::time::Instant;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -60,72 +61,6 @@ fn host_ip(i: u8) -> Ipv4Addr {
 }
 
 // ---------------------------------------------------------------- member
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ev {
-    Reg(RegistrationEvent),
-    Got {
-        from: NodeId,
-        peer: NodeId,
-        seq: u64,
-    },
-}
-
-struct Member {
-    local: NodeId,
-    reg: Registration,
-    out: VecDeque<Transmit>,
-    events: VecDeque<Ev>,
-}
-
-impl Member {
-    fn drain_reg(&mut self) {
-        while let Some(t) = self.reg.poll_transmit() {
-            self.out.push_back(t);
-        }
-        while let Some(e) = self.reg.poll_event() {
-            self.events.push_back(Ev::Reg(e));
-        }
-    }
-}
-
-impl Core for Member {
-    type Event = Ev;
-
-    fn handle_packet(&mut self, now: Instant, p: Incoming<'_>) {
-        if !self.reg.handle(now, &p) && p.protocol == ProtocolId::Test {
-            // Our own class D datagrams loop back: not a reception.
-            if p.source == self.local {
-                return;
-            }
-            if let Ok(b) = <[u8; 8]>::try_from(p.body) {
-                self.events.push_back(Ev::Got {
-                    from: p.source,
-                    peer: p.peer,
-                    seq: u64::from_be_bytes(b),
-                });
-            }
-        }
-        self.drain_reg();
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.reg.handle_timeout(now);
-        self.drain_reg();
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
-    }
-
-    fn poll_event(&mut self) -> Option<Ev> {
-        self.events.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.reg.poll_timeout()
-    }
-}
 
 /// The member role: does nothing unless `MS_NETNS_ROLE=member` (set only
 /// by `mixed_lan_in_network_namespaces` for the processes it starts).
@@ -161,16 +96,7 @@ async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr) {
     };
     let SpawnedCore { handle, mut events } =
         spawn_core(options, &[ProtocolId::Mcaster, ProtocolId::Test], |ctx| {
-            let mut reg = Registration::new(RegistrationConfig::new(NodeId::new(mcaster), kind));
-            reg.join(ctx.now, GROUP, "netns-test");
-            let mut m = Member {
-                local,
-                reg,
-                out: VecDeque::new(),
-                events: VecDeque::new(),
-            };
-            m.drain_reg();
-            m
+            TestMember::new(ctx.now, local, mcaster, kind, GROUP, "netns-test")
         })
         .expect("bind the member socket");
 
@@ -206,13 +132,7 @@ async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr) {
                 Some((Some("SEND"), Some(n))) => {
                     let seq: u64 = n.parse().expect("SEND <seq>");
                     let _ = handle
-                        .with_core(move |m, _| {
-                            m.out.push_back(Transmit::new(
-                                GROUP,
-                                ProtocolId::Test,
-                                seq.to_be_bytes().to_vec(),
-                            ))
-                        })
+                        .with_core(move |m: &mut TestMember, _| m.send(GROUP, seq))
                         .await;
                     out(format!("SENT seq={seq}"));
                 }

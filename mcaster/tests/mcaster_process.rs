@@ -10,12 +10,13 @@
 //! any endpoint; `--help`, bad flags (exit 2) and SIGTERM (graceful, final
 //! counter summary). Only loopback addresses; every wait is bounded.
 
+mod common;
+
+use common::{Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::relay::{MemberKind, RegistrationEvent};
 use membership::runtime::{spawn_core, CoreHandle, SocketOptions, SpawnedCore};
-use membership::sansio::{Core, Incoming, Transmit};
-use membership::time::Instant;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -25,79 +26,6 @@ const GROUP: NodeId = NodeId::v4(239, 77, 0, 1, 7000);
 const MEMBER_TTL_MS: u64 = 1500;
 /// Generous bound on every wait (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ev {
-    Reg(RegistrationEvent),
-    Got {
-        from: NodeId,
-        peer: NodeId,
-        seq: u64,
-    },
-}
-
-/// A test endpoint: the registration plus group messages.
-struct Endpoint {
-    reg: Registration,
-    out: VecDeque<Transmit>,
-    events: VecDeque<Ev>,
-    seq: u64,
-}
-
-impl Endpoint {
-    fn drain_reg(&mut self) {
-        while let Some(t) = self.reg.poll_transmit() {
-            self.out.push_back(t);
-        }
-        while let Some(e) = self.reg.poll_event() {
-            self.events.push_back(Ev::Reg(e));
-        }
-    }
-
-    /// Sends one group message (the runtime routes it to the mcaster).
-    fn send(&mut self) {
-        self.seq += 1;
-        self.out.push_back(Transmit::new(
-            GROUP,
-            ProtocolId::Test,
-            self.seq.to_be_bytes().to_vec(),
-        ));
-    }
-}
-
-impl Core for Endpoint {
-    type Event = Ev;
-
-    fn handle_packet(&mut self, now: Instant, p: Incoming<'_>) {
-        if !self.reg.handle(now, &p) && p.protocol == ProtocolId::Test {
-            if let Ok(b) = <[u8; 8]>::try_from(p.body) {
-                self.events.push_back(Ev::Got {
-                    from: p.source,
-                    peer: p.peer,
-                    seq: u64::from_be_bytes(b),
-                });
-            }
-        }
-        self.drain_reg();
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.reg.handle_timeout(now);
-        self.drain_reg();
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
-    }
-
-    fn poll_event(&mut self) -> Option<Ev> {
-        self.events.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.reg.poll_timeout()
-    }
-}
 
 /// Kills the mcaster when dropped (also when a test fails).
 struct Daemon(Child);
@@ -137,7 +65,7 @@ fn start_mcaster(listen: SocketAddr) -> Daemon {
 }
 
 struct Ep {
-    handle: CoreHandle<Endpoint>,
+    handle: CoreHandle<TestMember>,
     events: UnboundedReceiver<Ev>,
 }
 
@@ -146,19 +74,14 @@ fn start_endpoint(i: u8, mcaster: SocketAddr) -> Ep {
     o.mcaster = Some(mcaster);
     let SpawnedCore { handle, events } =
         spawn_core(o, &[ProtocolId::Mcaster, ProtocolId::Test], |ctx| {
-            let mut reg = Registration::new(RegistrationConfig::new(
-                NodeId::new(mcaster),
+            TestMember::new(
+                ctx.now,
+                ctx.local,
+                mcaster,
                 MemberKind::Uc,
-            ));
-            reg.join(ctx.now, GROUP, "process-test");
-            let mut e = Endpoint {
-                reg,
-                out: VecDeque::new(),
-                events: VecDeque::new(),
-                seq: 0,
-            };
-            e.drain_reg();
-            e
+                GROUP,
+                "process-test",
+            )
         })
         .expect("bind an endpoint");
     Ep { handle, events }
@@ -195,7 +118,7 @@ async fn flows(sender: &Ep, receivers: &mut [&mut Ep], mcaster: NodeId) {
         );
         sender
             .handle
-            .with_core(|e, _| e.send())
+            .with_core(|e: &mut TestMember, _| e.send_next(GROUP))
             .await
             .expect("sender alive");
         tokio::time::sleep(Duration::from_millis(100)).await;
