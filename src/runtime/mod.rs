@@ -25,6 +25,9 @@
 //!   cores added with [`CoreDriver::start_on`].
 //! - [`multicast`]: joining IPv4 groups and [`probe_multicast`] for
 //!   `--multicast auto`.
+//! - [`watch`]: [`CrashWatch`] and [`CrashWatchListener`], idle TCP
+//!   connections that turn a watched process's death into an immediate
+//!   [`NodeUnreachable`] hint.
 //!
 //! # Running a core
 //!
@@ -118,6 +121,7 @@ pub mod multicast;
 pub mod queue;
 pub mod socket;
 mod socket_io;
+pub mod watch;
 
 pub use clock::{new_incarnation, Clock};
 pub use driver::{
@@ -136,6 +140,7 @@ pub use socket::{
     SetFilter, SetIncarnation, SetKeyRing, SocketActor, SocketOptions, SocketStats, StopSocket,
     Subscribe, Unsubscribe,
 };
+pub use watch::{CrashWatch, CrashWatchListener};
 
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::Core;
