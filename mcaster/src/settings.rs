@@ -351,7 +351,8 @@ mod tests {
         // Flags replace the environment's list.
         let s = Settings::load(&cli(&["--cluster-key", K1]), e).unwrap();
         assert_eq!((ids(&s), signing(&s)), (vec![1], Some(1)));
-        let s = Settings::load(&cli(&["--cluster-key", K1, "--cluster-key", K2]), env(&[])).unwrap();
+        let s =
+            Settings::load(&cli(&["--cluster-key", K1, "--cluster-key", K2]), env(&[])).unwrap();
         assert_eq!((ids(&s), signing(&s)), (vec![1, 2], Some(1)));
         // The file: a TOML array.
         let dir = std::env::temp_dir().join(format!("mcaster-keys-{}", std::process::id()));
@@ -369,7 +370,7 @@ mod tests {
     #[test]
     fn bad_cluster_keys_are_errors_without_secrets() {
         for bad in [
-            "1:5e5e",                              // too short
+            "1:5e5e",                             // too short
             "0:5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", // id 0
             "x:5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", // not an id
             "1:zz5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", // not hex
@@ -383,8 +384,11 @@ mod tests {
             .unwrap_err();
         assert!(format!("{e:#}").contains("twice"), "{e:#}");
         assert!(Settings::load(&cli(&["--multicast-ttl", "0"]), env(&[])).is_err());
-        let s = Settings::load(&cli(&["--multicast-ttl", "4", "--multicast-loop", "false"]), env(&[]))
-            .unwrap();
+        let s = Settings::load(
+            &cli(&["--multicast-ttl", "4", "--multicast-loop", "false"]),
+            env(&[]),
+        )
+        .unwrap();
         assert_eq!((s.multicast_ttl, s.multicast_loop), (4, false));
     }
 

@@ -7,7 +7,12 @@
 //! multicast on and a route for 224.0.0.0/4 on each host's `eth0`:
 //!
 //! - `m`: the mcaster (`--multicast auto`: its probe must say yes, so it
-//!   joins the group's class D address);
+//!   joins the group's class D address). Its host also has a decoy
+//!   interface (`decoy0`, a veth pair going nowhere) that its routing table
+//!   prefers for 224.0.0.0/4; it listens on `0.0.0.0` (so the kernel does
+//!   not take the outgoing interface from a bound source address), and its
+//!   class D copies reach the LAN only because `--multicast-interface` sets
+//!   their outgoing interface;
 //! - `a`, `b`: multicast-capable members (`mc`): they join the class D
 //!   address themselves and send to it;
 //! - `c`, `d`: unicast-only members (`uc`): they send through the mcaster.
@@ -265,7 +270,44 @@ fn build_lan(pid: u32, guard: &mut Namespaces) -> Result<(), String> {
         ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        if name == "m" {
+            // The mcaster's host has a second interface, a decoy, that the
+            // routing table prefers for multicast: its class D copies reach
+            // the LAN only if `--multicast-interface` picks eth0 for them
+            // too (IP_MULTICAST_IF), not just for the joins.
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "eth0",
+                "metric",
+                "100",
+            ])?;
+            ip(&[
+                "-n", &ns, "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1",
+            ])?;
+            ip(&["-n", &ns, "addr", "add", "10.232.7.1/24", "dev", "decoy0"])?;
+            for dev in ["decoy0", "decoy1"] {
+                ip(&["-n", &ns, "link", "set", dev, "multicast", "on"])?;
+                ip(&["-n", &ns, "link", "set", dev, "up"])?;
+            }
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "decoy0",
+                "metric",
+                "10",
+            ])?;
+        } else {
+            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        }
     }
     Ok(())
 }
@@ -381,7 +423,11 @@ fn mixed_lan_in_network_namespaces() {
     let mut daemon = Command::new("ip")
         .args(["netns", "exec", &ns("m"), env!("CARGO_BIN_EXE_mcaster")])
         .args([
+            // On every interface, as on a real host: the kernel does not
+            // pick the outgoing interface from a bound source address then.
             "--listen",
+            &format!("0.0.0.0:{MCASTER_PORT}"),
+            "--advertise",
             &mcaster.to_string(),
             "--multicast",
             "auto",

@@ -321,7 +321,9 @@ fn unsigned_and_signed_traffic_with_mismatched_configuration() {
     assert_eq!(bare.codec.drops().get("unexpected_auth"), 1);
     assert_eq!(bare.relay.group_count(), 0);
     assert_eq!(bare.join(&mut plain, MemberKind::Uc), Answer::JoinAck);
-    let answer = bare.ingest(t(2), n(7), &plain.join(MemberKind::Uc)).unwrap();
+    let answer = bare
+        .ingest(t(2), n(7), &plain.join(MemberKind::Uc))
+        .unwrap();
     assert_eq!(
         keyed.receive(MCASTER, &answer[0].1),
         Err(DecodeError::MissingAuth)
