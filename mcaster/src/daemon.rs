@@ -16,9 +16,9 @@ use actix::prelude::*;
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{Relay, RelayConfig, RelayEvent};
 use membership::runtime::{
-    probe_multicast, spawn_core, CoreDriver, CoreHandle, GetStats, MulticastOptions,
-    MulticastSend, PacketQueue, PacketsReady, SetKeyRing, SocketActor, SocketOptions,
-    SpawnedCore, StopSocket, WithCore,
+    probe_multicast, spawn_core, CoreDriver, CoreHandle, GetStats, MulticastOptions, MulticastSend,
+    PacketQueue, PacketsReady, SetKeyRing, SocketActor, SocketOptions, SpawnedCore, StopSocket,
+    WithCore,
 };
 use membership::sansio::Core;
 use membership::wire::{AuthConfig, KeyRing};
@@ -52,10 +52,7 @@ const UNEXPECTED_AUTH: &str = "unexpected_auth";
 
 /// Runs the mcaster until SIGTERM or SIGINT; SIGHUP calls `reload` and
 /// applies the cluster key ring it answers.
-pub async fn run(
-    s: Settings,
-    reload: impl Fn() -> anyhow::Result<Settings>,
-) -> anyhow::Result<()> {
+pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> anyhow::Result<()> {
     let multicast = match s.multicast {
         MulticastMode::Off => false,
         MulticastMode::On => true,
@@ -271,7 +268,11 @@ impl Daemon {
                     .await
                     .unwrap_or(false);
                 for g in self.groups.values() {
-                    applied &= g.socket.send(SetKeyRing(ring.clone())).await.unwrap_or(false);
+                    applied &= g
+                        .socket
+                        .send(SetKeyRing(ring.clone()))
+                        .await
+                        .unwrap_or(false);
                 }
                 tracing::info!(
                     authentication = %describe(Some(&ring)),
