@@ -104,6 +104,7 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         "mcaster running"
     );
     let mut d = Daemon {
+        settings: s.clone(),
         watch: AuthWatch::new(ring.is_some()),
         handle,
         groups: BTreeMap::new(),
@@ -182,6 +183,8 @@ fn describe(ring: Option<&KeyRing>) -> String {
 
 /// The daemon's state: the relay's handle and the class D sockets.
 struct Daemon {
+    /// The settings it started with.
+    settings: Settings,
     handle: CoreHandle<Relay>,
     groups: BTreeMap<NodeId, GroupSocket>,
     multicast: bool,
@@ -252,13 +255,22 @@ impl Daemon {
 
     /// SIGHUP: applies the reloaded key ring to every socket.
     async fn reload_keys(&mut self, reloaded: anyhow::Result<Settings>) {
-        let ring = match reloaded.and_then(|s| s.key_ring()) {
+        let (ring, reloaded) = match reloaded.and_then(|s| Ok((s.key_ring()?, s))) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "SIGHUP: settings not reloaded; the key ring is unchanged");
                 return;
             }
         };
+        let without_keys = |s: &Settings| Settings {
+            cluster_keys: Vec::new(),
+            ..s.clone()
+        };
+        if without_keys(&reloaded) != without_keys(&self.settings) {
+            tracing::info!(
+                "SIGHUP: only the cluster key ring is reloaded; the other changed settings take effect at the next start"
+            );
+        }
         match (&self.ring, ring) {
             (Some(_), Some(ring)) => {
                 let mut applied = self

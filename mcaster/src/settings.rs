@@ -188,6 +188,7 @@ impl Settings {
         b = b.add_source(
             config::Environment::with_prefix("MS")
                 .try_parsing(true)
+                .ignore_empty(true)
                 .list_separator(",")
                 .with_list_parse_key("cluster_keys")
                 .source(env),
@@ -345,6 +346,9 @@ mod tests {
         let e = env(&[("MS_CLUSTER_KEYS", &format!("{K2},{K1}"))]);
         let s = Settings::load(&cli(&[]), e.clone()).unwrap();
         assert_eq!((ids(&s), signing(&s)), (vec![1, 2], Some(2)));
+        // An empty variable is no variable.
+        let s = Settings::load(&cli(&[]), env(&[("MS_CLUSTER_KEYS", "")])).unwrap();
+        assert_eq!(s.key_ring().unwrap(), None);
         // A single key in the environment is a list of one.
         let s = Settings::load(&cli(&[]), env(&[("MS_CLUSTER_KEYS", K1)])).unwrap();
         assert_eq!((ids(&s), signing(&s)), (vec![1], Some(1)));
