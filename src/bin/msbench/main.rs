@@ -8,6 +8,7 @@
 //! core alone, for instruction counts under callgrind). Later issues add
 //! `mcast`, `membership`, `partition` and `app`.
 
+mod peer;
 mod raw;
 mod rpc;
 mod rpc_core;
@@ -34,6 +35,12 @@ enum Scenario {
     /// logic's own cost per round trip. Run under callgrind for repeatable
     /// instruction counts.
     RpcCore(rpc_core::RpcCoreArgs),
+    /// One rmcast member as a process (for tests and `mcast`): a
+    /// GroupEndpoint in one group over IP multicast and/or an mcaster,
+    /// sending a planned stream of parcels and printing every event as a
+    /// JSON line.
+    #[command(name = "mcast-peer", hide = true)]
+    McastPeer(Box<peer::PeerArgs>),
 }
 
 fn main() {
@@ -41,6 +48,7 @@ fn main() {
     let result = match cli.scenario {
         Scenario::Rpc(args) => rpc::run(&args),
         Scenario::RpcCore(args) => rpc_core::run(&args),
+        Scenario::McastPeer(args) => peer::run(&args),
     };
     match result {
         Ok(()) => {}
