@@ -6,7 +6,8 @@
 //!
 //! - `all_parcels_once_in_order`: 300 reliable parcels (every tenth
 //!   64 KiB) reach all four receivers exactly once, in order, intact; the
-//!   sender sees every one acknowledged; SIGTERM ends every peer cleanly.
+//!   sender sees every one acknowledged; SIGTERM ends every peer cleanly
+//!   (it leaves the group at the mcaster, answered `LEAVE_ACK`).
 //! - `killed_receiver_is_suspected_not_dropped`: a receiver SIGKILLed
 //!   mid-stream is reported by the sender as `suspect` (the window waits
 //!   for it until then, so the stream cannot finish before), the sender
@@ -192,6 +193,16 @@ fn all_parcels_once_in_order() {
     let exit = lines.events(net.sender(), "exit").next().expect("exit");
     assert_eq!(exit["settled"], n, "every parcel acknowledged: {exit}");
     assert_eq!(exit["suspects"], 0, "{exit}");
+    // A graceful exit leaves the group at the mcaster.
+    for p in &net.peers {
+        let left = lines.events(p, "left").next();
+        assert_eq!(
+            left.map(|v| v["answer"].clone()),
+            Some("LEAVE_ACK".into()),
+            "{p} did not leave the group:\n{}",
+            lines.tail(20)
+        );
+    }
     for r in net.receivers() {
         let e = lines.events(r, "exit").next().expect("exit");
         let from = &e["from"][net.sender()];

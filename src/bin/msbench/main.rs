@@ -4,10 +4,14 @@
 //! their ratio (`--json`), or a readable summary.
 //!
 //! Scenarios so far: `rpc` (RPC round trip and BLAST throughput over loopback
-//! UDP through the full actix stack, against raw UDP) and `rpc-core` (the RPC
-//! core alone, for instruction counts under callgrind). Later issues add
-//! `mcast`, `membership`, `partition` and `app`.
+//! UDP through the full actix stack, against raw UDP), `rpc-core` (the RPC
+//! core alone, for instruction counts under callgrind) and `mcast` (reliable
+//! multicast throughput through the mcaster and over IP multicast, against
+//! raw UDP fan-out; its member processes are the hidden `mcast-peer` and
+//! `mcast-raw`). Later issues add `membership`, `partition` and `app`.
 
+mod mcast;
+mod netns;
 mod peer;
 mod raw;
 mod rpc;
@@ -41,6 +45,14 @@ enum Scenario {
     /// JSON line.
     #[command(name = "mcast-peer", hide = true)]
     McastPeer(Box<peer::PeerArgs>),
+    /// Reliable multicast throughput (1 KiB and 64 KiB parcels) through the
+    /// mcaster on loopback and over real IP multicast in network
+    /// namespaces, with a raw UDP fan-out baseline measured in the same
+    /// run, and again with injected loss.
+    Mcast(mcast::McastArgs),
+    /// The raw UDP fan-out baseline's processes (for `mcast`).
+    #[command(name = "mcast-raw", hide = true)]
+    McastRaw(mcast::McastRawArgs),
 }
 
 fn main() {
@@ -49,6 +61,8 @@ fn main() {
         Scenario::Rpc(args) => rpc::run(&args),
         Scenario::RpcCore(args) => rpc_core::run(&args),
         Scenario::McastPeer(args) => peer::run(&args),
+        Scenario::Mcast(args) => mcast::run(&args),
+        Scenario::McastRaw(args) => mcast::run_raw(&args),
     };
     match result {
         Ok(()) => {}

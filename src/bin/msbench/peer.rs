@@ -17,7 +17,8 @@
 //! `--expect` parcels from one sender), `plan_sent`, `plan_done` (every
 //! parcel acknowledged or expired, with the throughput seen by the
 //! sender), and `exit` with the counters, after SIGTERM or SIGINT (exit
-//! code 0) or `--max-runtime-secs`. `--quiet` leaves out the per-parcel
+//! code 0; the member then leaves the group at the mcaster, and prints
+//! `left` once the mcaster answered) or `--max-runtime-secs`. `--quiet` leaves out the per-parcel
 //! lines (`delivered`, `acknowledged`, `send_window_open`); problems
 //! (damaged, duplicate or out-of-order parcels) are counted and reported in
 //! `complete` and `exit` either way.
@@ -415,6 +416,25 @@ async fn peer(args: PeerArgs, mode: Delivery) -> anyhow::Result<()> {
         }
     };
     let stats = final_stats(&handle, group).await;
+    // A graceful exit leaves the group at the mcaster (LEAVE_GROUP), so it
+    // stops sending us copies at once rather than at our expiry.
+    if args.mcaster.is_some() && reason != "max_runtime" {
+        let _ = handle
+            .with_core(move |ep: &mut GroupEndpoint, now| ep.remove_group(now, group))
+            .await;
+        let left = tokio::time::timeout(Duration::from_millis(300), async {
+            while let Some(e) = events.recv().await {
+                if let EndpointEvent::Registration(r @ RegistrationEvent::Left { .. }) = e {
+                    return Some(r);
+                }
+            }
+            None
+        })
+        .await;
+        if let Ok(Some(r)) = left {
+            emit(registration_json(&r));
+        }
+    }
     let from_json: BTreeMap<String, Value> = from
         .iter()
         .map(|(k, v)| (k.to_string(), v.json()))
