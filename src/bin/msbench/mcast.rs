@@ -81,6 +81,10 @@ pub struct McastArgs {
     /// Only the loopback (mcaster) transport.
     #[arg(long)]
     no_netns: bool,
+    /// Extra flags for every `mcast-peer` (whitespace-separated), e.g.
+    /// "--nack-delay-us 2000" to study the rmcast timers.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    peer_args: String,
 }
 
 /// Options of `msbench mcast-raw` (the baseline's processes).
@@ -432,6 +436,7 @@ fn rmcast_case(
             ]
             .map(String::from),
         );
+        v.extend(args.peer_args.split_whitespace().map(String::from));
         v
     };
     let mut receivers = Vec::new();
@@ -648,6 +653,7 @@ pub fn run(args: &McastArgs) -> anyhow::Result<()> {
         "receivers": args.receivers,
         "window": args.window,
         "fragment_payload": args.fragment_payload,
+        "peer_args": args.peer_args,
         "members": "processes (msbench mcast-peer), one per member",
         "through_mcaster": through_mcaster,
         "ip_multicast": ip_multicast,

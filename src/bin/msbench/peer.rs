@@ -121,6 +121,15 @@ pub struct PeerArgs {
     /// rmcast: send buffer in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub send_buffer_bytes: usize,
+    /// rmcast: a new gap is NACKed after a random delay up to this (us).
+    #[arg(long, default_value_t = 10_000)]
+    pub nack_delay_us: u64,
+    /// rmcast: wait before NACKing a sequence again (us; doubles).
+    #[arg(long, default_value_t = 20_000)]
+    pub nack_retry_us: u64,
+    /// rmcast: small progress is acknowledged after this delay (us).
+    #[arg(long, default_value_t = 5_000)]
+    pub ack_delay_us: u64,
     /// Interval of the JOIN_GROUP refreshes at the mcaster.
     #[arg(long, default_value_t = 1000)]
     pub refresh_ms: u64,
@@ -278,6 +287,9 @@ async fn peer(args: PeerArgs, mode: Delivery) -> anyhow::Result<()> {
         fragment_payload: args.fragment_payload,
         send_buffer_bytes: args.send_buffer_bytes,
         suspect_after: Duration::from_millis(args.suspect_after_ms),
+        nack_delay: Duration::from_micros(args.nack_delay_us),
+        nack_retry: Duration::from_micros(args.nack_retry_us),
+        ack_delay: Duration::from_micros(args.ack_delay_us),
         ..RmcastConfig::default()
     };
     let name = args.group_name.clone();
