@@ -96,8 +96,8 @@ pub struct PeerArgs {
     /// buffer allow).
     #[arg(long, default_value_t = 0)]
     pub interval_ms: u64,
-    /// Wait this long before the first parcel (after registering, with an
-    /// mcaster).
+    /// Wait this long before the first parcel (with an mcaster: after its
+    /// answer to our registration).
     #[arg(long, default_value_t = 0)]
     pub start_delay_ms: u64,
     /// Receiver: report `complete` once this many parcels came from a sender.
@@ -359,7 +359,13 @@ async fn peer(args: PeerArgs, mode: Delivery) -> anyhow::Result<()> {
                 let Some(e) = e else { break "core_stopped" };
                 match e {
                     EndpointEvent::Registration(r) => {
-                        if matches!(r, RegistrationEvent::Registered { .. }) && !plan.armed && !plan.done {
+                        // Answered either way: an mc member refused by an
+                        // mcaster that cannot multicast still multicasts.
+                        let answered = matches!(
+                            r,
+                            RegistrationEvent::Registered { .. } | RegistrationEvent::Refused { .. }
+                        );
+                        if answered && !plan.armed && !plan.done {
                             plan.armed = true;
                             next_pump = tokio::time::Instant::now() + start_delay;
                         }
