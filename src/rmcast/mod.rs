@@ -45,6 +45,7 @@
 //! stale, from non-members or out of window are dropped and counted in
 //! [`RmcastStats::drops`], never a panic.
 
+pub mod endpoint;
 mod packet;
 mod ranges;
 mod receiver;
@@ -54,6 +55,9 @@ mod sender;
 #[cfg(test)]
 mod tests;
 
+pub use endpoint::{
+    EndpointConfig, EndpointError, EndpointEvent, EndpointStats, GroupEndpoint, Transport,
+};
 pub use packet::{
     BestEffortFragment, Data, Envelope, Hello, Nack, NotReceiver, Obsolete, RmcastPacket, Start,
     Status, Sync, DATA_OVERHEAD, MAX_FRAGMENT_PAYLOAD, MAX_NACK_RANGES,

@@ -54,6 +54,21 @@ impl Envelope {
     pub fn decode(body: &[u8]) -> Result<Envelope, BodyError> {
         wire::decode_body(body)
     }
+
+    /// The group an encoded envelope names, read from the front of `body`
+    /// without decoding (or copying) the packet: how a node in several
+    /// groups picks the core for a datagram. `None` if `body` is longer
+    /// than [`MAX_BODY`] or does not start with a valid address; the rest
+    /// is left for the core's full decode to check.
+    pub fn peek_group(body: &[u8]) -> Option<NodeId> {
+        if body.len() > MAX_BODY {
+            return None;
+        }
+        let config = bincode::config::standard().with_limit::<MAX_BODY>();
+        bincode::serde::decode_from_slice::<NodeId, _>(body, config)
+            .ok()
+            .map(|(group, _)| group)
+    }
 }
 
 /// One rmcast packet. Who sends it to whom:
@@ -425,6 +440,23 @@ mod tests {
             assert_eq!(Envelope::decode(&body).unwrap(), env);
         }
         assert!(Envelope::decode(&[0xff; 7]).is_err());
+    }
+
+    #[test]
+    fn peek_group_reads_the_front_only() {
+        let group = NodeId::v4(239, 1, 2, 3, 7000);
+        let env = Envelope {
+            group,
+            packet: RmcastPacket::Sync(Sync { next: 9 }),
+        };
+        let body = env.encode().unwrap();
+        assert_eq!(Envelope::peek_group(&body), Some(group));
+        // A truncated packet still names its group; the core's decode
+        // rejects it later.
+        assert_eq!(Envelope::peek_group(&body[..body.len() - 1]), Some(group));
+        assert_eq!(Envelope::peek_group(&[]), None);
+        assert_eq!(Envelope::peek_group(&[0xff; 3]), None);
+        assert_eq!(Envelope::peek_group(&vec![0u8; MAX_BODY + 1]), None);
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! their ratio (`--json`), or a readable summary.
 //!
 //! Scenarios so far: `rpc` (RPC round trip and BLAST throughput over loopback
-//! UDP through the full actix stack, against raw UDP) and `rpc-core` (the RPC
-//! core alone, for instruction counts under callgrind). Later issues add
-//! `mcast`, `membership`, `partition` and `app`.
+//! UDP through the full actix stack, against raw UDP), `rpc-core` (the RPC
+//! core alone, for instruction counts under callgrind) and `mcast` (reliable
+//! multicast throughput through the mcaster and over IP multicast, against
+//! raw UDP fan-out; its member processes are the hidden `mcast-peer` and
+//! `mcast-raw`). Later issues add `membership`, `partition` and `app`.
 
+mod mcast;
+mod netns;
+mod peer;
 mod raw;
 mod rpc;
 mod rpc_core;
@@ -34,6 +39,20 @@ enum Scenario {
     /// logic's own cost per round trip. Run under callgrind for repeatable
     /// instruction counts.
     RpcCore(rpc_core::RpcCoreArgs),
+    /// One rmcast member as a process (for tests and `mcast`): a
+    /// GroupEndpoint in one group over IP multicast and/or an mcaster,
+    /// sending a planned stream of parcels and printing every event as a
+    /// JSON line.
+    #[command(name = "mcast-peer", hide = true)]
+    McastPeer(Box<peer::PeerArgs>),
+    /// Reliable multicast throughput (1 KiB and 64 KiB parcels) through the
+    /// mcaster on loopback and over real IP multicast in network
+    /// namespaces, with a raw UDP fan-out baseline measured in the same
+    /// run, and again with injected loss.
+    Mcast(mcast::McastArgs),
+    /// The raw UDP fan-out baseline's processes (for `mcast`).
+    #[command(name = "mcast-raw", hide = true)]
+    McastRaw(mcast::McastRawArgs),
 }
 
 fn main() {
@@ -41,6 +60,9 @@ fn main() {
     let result = match cli.scenario {
         Scenario::Rpc(args) => rpc::run(&args),
         Scenario::RpcCore(args) => rpc_core::run(&args),
+        Scenario::McastPeer(args) => peer::run(&args),
+        Scenario::Mcast(args) => mcast::run(&args),
+        Scenario::McastRaw(args) => mcast::run_raw(&args),
     };
     match result {
         Ok(()) => {}
