@@ -108,6 +108,9 @@ pub(crate) struct Monitor {
 pub(crate) struct Probe {
     pub(crate) addr: NodeId,
     pub(crate) deadline: Instant,
+    /// A sweep probe (no hint yet): silence ends it without accusing;
+    /// proposals wait for it.
+    pub(crate) soft: bool,
 }
 
 /// The state of a member of a view.
@@ -156,7 +159,7 @@ impl Joined {
             lock: None,
             drive: None,
             originated: None,
-            retry_after: now,
+            retry_after: Instant::ZERO,
             aborted: VecDeque::new(),
             seen_drivers: BTreeSet::new(),
             monitor: Monitor {
@@ -295,7 +298,7 @@ impl Joined {
         self.lock = None;
         self.drive = None;
         self.originated = None;
-        self.retry_after = now;
+        self.retry_after = Instant::ZERO;
         self.aborted.clear();
         self.seen_drivers.clear();
         let table = &self.table;
@@ -481,7 +484,7 @@ impl Joined {
         // restarted neighbour may be the one telling us.
         if let (Msg::NotMember, Some(r)) = (&msg, row) {
             if incarnation >= r.incarnation {
-                self.on_not_member(now, cx, io, leave, view);
+                self.on_not_member(now, cx, io, leave, r, view);
                 return;
             }
         }
@@ -503,7 +506,7 @@ impl Joined {
             }
             Sender::Member(r) => {
                 // Alive: whatever it sends answers a pending probe.
-                self.probes.remove(&r.rank);
+                let swept = self.probes.remove(&r.rank).is_some_and(|p| p.soft);
                 // A member already in the view our held change installs:
                 // that change committed, and its COMMIT was lost to us.
                 if let Some(p) = self.held() {
@@ -529,6 +532,9 @@ impl Joined {
                     }
                 }
                 self.on_member(now, cx, io, leave, r, view, msg);
+                if swept {
+                    self.maybe_propose(now, cx, io, leave);
+                }
             }
         }
     }
@@ -629,7 +635,7 @@ impl Joined {
             ),
             Msg::Query => self.on_query(io, r),
             Msg::Reply { .. } => self.on_reply(now, cx, r),
-            Msg::NotMember => self.on_not_member(now, cx, io, leave, view),
+            Msg::NotMember => self.on_not_member(now, cx, io, leave, r, view),
             Msg::Announce { size } => self.on_member_announce(now, cx, io, leave, r, view, size),
         }
     }
@@ -664,7 +670,7 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
         view: ViewId,
-        dissolve: bool,
+        dissolve: Option<NodeId>,
     ) {
         if self.held().is_some_and(|p| p.view == view) {
             io.stats.inferred_commits += 1;
