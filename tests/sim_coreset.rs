@@ -31,9 +31,7 @@
 //! one seed.
 
 use membership::coreset::invariants::{self, SequenceReport};
-use membership::coreset::{
-    ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, Member,
-};
+use membership::coreset::{ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, Member};
 use membership::id::NodeId;
 use membership::sansio::Core;
 use membership::sim::{self, LinkConfig, SimConfig, Simulator};
@@ -95,7 +93,11 @@ impl Harness {
         }
         let s = setup.clone();
         let mut sim = Simulator::new(config, move |spawn| {
-            let g = s.group_of.get(&spawn.id).copied().unwrap_or_else(group_addr);
+            let g = s
+                .group_of
+                .get(&spawn.id)
+                .copied()
+                .unwrap_or_else(group_addr);
             let mut c = CoreSetConfig::new(spawn.id, spawn.incarnation, GROUP, g);
             c.commit_delay = s.commit_delay.get(&spawn.id).copied();
             match CoreSet::new(c, spawn.now, spawn.seed) {
@@ -122,7 +124,11 @@ impl Harness {
     }
 
     fn group_of(&self, n: NodeId) -> NodeId {
-        self.setup.group_of.get(&n).copied().unwrap_or_else(group_addr)
+        self.setup
+            .group_of
+            .get(&n)
+            .copied()
+            .unwrap_or_else(group_addr)
     }
 
     /// Starts `n` (a new node, or a new life of a crashed or exited one).
@@ -346,7 +352,12 @@ fn members_are(m: &[Member], nodes: &[NodeId]) -> bool {
 fn form_group(h: &mut Harness, nodes: &[NodeId]) {
     for &n in nodes {
         h.start(n);
-        let upto: Vec<NodeId> = nodes.iter().copied().take_while(|x| *x != n).chain([n]).collect();
+        let upto: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .take_while(|x| *x != n)
+            .chain([n])
+            .collect();
         let ok = h.run_until(Duration::from_secs(5), |h| h.one_view_of(&upto));
         assert!(ok, "{n} did not join {upto:?}");
     }
@@ -372,7 +383,9 @@ struct Tally {
     lossy_seeds: u64,
     max_members: usize,
     max_heal: Duration,
+    max_heal_seed: u64,
     forks: u64,
+    fork_seed: u64,
     stats: CoreSetStats,
 }
 
@@ -430,7 +443,7 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
     }
     let emulate_watch = rng.random_bool(0.5);
     let mut h = Harness::new(seed, test, link.clone(), setup, emulate_watch);
-    h.keep_log = false;
+    h.keep_log = std::env::var("DBG_SEED").is_ok();
     tally.seeds += 1;
     tally.max_members = tally.max_members.max(nodes.len());
     if loss > 0.0 {
@@ -577,16 +590,30 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
     for (n, _) in paused.drain(..) {
         h.sim.resume(n);
     }
-    if h.live().is_empty() {
-        h.start(nodes[0]);
-    }
     let healed_from = h.sim.now();
-    let ok = h.run_until(HEAL_BOUND, |h| h.converged());
+    let deadline = healed_from + HEAL_BOUND;
+    let mut ok = false;
+    while h.sim.now() < deadline {
+        if h.live().is_empty() {
+            // Everyone left or crashed: an operator starts one again.
+            h.start(nodes[0]);
+        }
+        let left = deadline - h.sim.now();
+        ok = h.run_until(left, |h| h.converged() || h.live().is_empty());
+        if ok && h.converged() {
+            break;
+        }
+        ok = false;
+    }
     if !ok {
         let mut s = String::new();
         for n in h.sim.up_nodes() {
             if let Some(c) = h.sim.core(n) {
-                s.push_str(&format!("\n  {n}: {:?} role {:?}", c.snapshot(), c.change_role()));
+                s.push_str(&format!(
+                    "\n  {n}: {:?} role {:?}",
+                    c.snapshot(),
+                    c.change_role()
+                ));
             }
         }
         h.sim.fail(format!(
@@ -594,14 +621,37 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
             h.live()
         ));
     }
-    tally.max_heal = tally.max_heal.max(h.sim.now() - healed_from);
+    let heal = h.sim.now() - healed_from;
+    if std::env::var("DBG_SEED").is_ok() {
+        for (t, n, e) in &h.log {
+            if *t + Duration::from_millis(1500) >= healed_from {
+                eprintln!("{t:?} {n} {e:?}");
+            }
+        }
+        eprintln!("healed from {healed_from:?}");
+        for f in h.report.first_forks() {
+            eprintln!("fork {f:?}");
+        }
+        if let Ok(f) = std::env::var("DBG_TRACE") {
+            let lines: Vec<&str> = h.sim.trace_tail().collect();
+            std::fs::write(f, lines.join("\n")).unwrap();
+        }
+    }
+    if heal > tally.max_heal {
+        tally.max_heal = heal;
+        tally.max_heal_seed = seed;
+    }
     // Let forks with a dead side resolve, then none may be open.
     h.run_for(Duration::from_millis(50));
     let open = h.report.open_forks();
     if !open.is_empty() {
-        h.sim.fail(format!("forks still open after healing: {open:?}"));
+        h.sim
+            .fail(format!("forks still open after healing: {open:?}"));
     }
     tally.forks += h.report.forks_seen();
+    if h.report.forks_seen() > 0 && tally.fork_seed == 0 {
+        tally.fork_seed = seed;
+    }
     add_stats(&mut tally.stats, &h.total_stats());
     h.sim.trace_hex()
 }
@@ -645,4 +695,13 @@ fn coreset_sim_is_deterministic() {
         let b = chaos_run(seed, "coreset_sim_is_deterministic", &mut Tally::default());
         assert_eq!(a, b, "seed {seed}: two runs, two traces");
     });
+}
+
+#[test]
+#[ignore]
+fn debug_seed() {
+    let seed: u64 = std::env::var("DBG_SEED").unwrap().parse().unwrap();
+    let mut t = Tally::default();
+    chaos_run(seed, "debug_seed", &mut t);
+    eprintln!("{:?}", t.max_heal);
 }

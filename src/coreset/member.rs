@@ -531,6 +531,15 @@ impl Joined {
                         );
                     }
                 }
+                // A member already past our view, and not by the change we
+                // hold: we missed a view, so we are not in the group's any
+                // more (a change committed without our ACK puts us on its
+                // fail list). Rejoin now rather than wait to be removed.
+                if view.number > self.view.number && !matches!(msg, Msg::MJoinReq { .. }) {
+                    io.stats.drops.future_view += 1;
+                    self.on_newer_view(now, cx, io, leave, view, None);
+                    return;
+                }
                 self.on_member(now, cx, io, leave, r, view, msg);
                 if swept {
                     self.maybe_propose(now, cx, io, leave);
@@ -641,7 +650,10 @@ impl Joined {
     }
 
     /// A newer life at the address of member `r`: the old life is dead.
-    /// The coordinator of joins and `r`'s monitor act on it.
+    /// Wherever we wait for the old life (phase I, a COMMIT, an election)
+    /// we stop waiting at once; the coordinator of joins and `r`'s monitor
+    /// also put it on the fail list (the others leave that to them, so that
+    /// one change, not one per member, removes it).
     fn restart_hint(
         &mut self,
         now: Instant,
@@ -654,11 +666,16 @@ impl Joined {
             .table
             .by_rank(r.ccw)
             .is_some_and(|m| m.rank == self.my_rank);
-        if (self.is_join_coordinator() || monitor_of_r)
-            && self.add_fail(now, r.rank, RemovalReason::Failed)
-        {
-            io.stats.restarts_detected += 1;
-            self.maybe_propose(now, cx, io, leave);
+        let waited_for = self
+            .drive
+            .as_ref()
+            .is_some_and(|d| d.expected.get(&r.rank).is_some_and(|a| !a.acked && !a.dead))
+            || self.lock.as_ref().is_some_and(|l| l.driver_rank == r.rank);
+        if self.is_join_coordinator() || monitor_of_r || waited_for {
+            if !self.fail_list.contains_key(&r.rank) {
+                io.stats.restarts_detected += 1;
+            }
+            self.confirm(now, cx, io, leave, r.rank);
         }
     }
 
