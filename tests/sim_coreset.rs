@@ -86,7 +86,20 @@ struct Harness {
 
 impl Harness {
     fn new(seed: u64, test: &str, link: LinkConfig, setup: Setup, emulate_watch: bool) -> Self {
-        let mut config = SimConfig::new(seed, sim_replay!(test)).with_link(link);
+        Self::build(seed, test, link, setup, emulate_watch, true)
+    }
+
+    fn build(
+        seed: u64,
+        test: &str,
+        link: LinkConfig,
+        setup: Setup,
+        emulate_watch: bool,
+        unreachable: bool,
+    ) -> Self {
+        let mut config = SimConfig::new(seed, sim_replay!(test))
+            .with_link(link)
+            .with_unreachable(unreachable);
         if let Ok(lines) = std::env::var("SIM_TRACE") {
             // Readable trace lines in failure messages, for replays.
             config = config.with_trace_tail(lines.parse().unwrap_or(300));
@@ -443,7 +456,7 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
     }
     let emulate_watch = rng.random_bool(0.5);
     let mut h = Harness::new(seed, test, link.clone(), setup, emulate_watch);
-    h.keep_log = std::env::var("DBG_SEED").is_ok();
+    h.keep_log = false;
     tally.seeds += 1;
     tally.max_members = tally.max_members.max(nodes.len());
     if loss > 0.0 {
@@ -622,21 +635,6 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
         ));
     }
     let heal = h.sim.now() - healed_from;
-    if std::env::var("DBG_SEED").is_ok() {
-        for (t, n, e) in &h.log {
-            if *t + Duration::from_millis(1500) >= healed_from {
-                eprintln!("{t:?} {n} {e:?}");
-            }
-        }
-        eprintln!("healed from {healed_from:?}");
-        for f in h.report.first_forks() {
-            eprintln!("fork {f:?}");
-        }
-        if let Ok(f) = std::env::var("DBG_TRACE") {
-            let lines: Vec<&str> = h.sim.trace_tail().collect();
-            std::fs::write(f, lines.join("\n")).unwrap();
-        }
-    }
     if heal > tally.max_heal {
         tally.max_heal = heal;
         tally.max_heal_seed = seed;
@@ -697,11 +695,505 @@ fn coreset_sim_is_deterministic() {
     });
 }
 
+// ----- Appendix C and the scenarios ----------------------------------
+
+fn nodes(range: std::ops::RangeInclusive<u8>) -> Vec<NodeId> {
+    range.map(node).collect()
+}
+
+/// A harness with `members` formed into one group (started in order).
+fn formed(seed: u64, test: &str, members: &[NodeId], setup: Setup, watch: bool) -> Harness {
+    let mut h = Harness::new(seed, test, LinkConfig::lan(), setup, watch);
+    form_group(&mut h, members);
+    h
+}
+
+fn view_number(h: &Harness, n: NodeId) -> u64 {
+    h.sim.core(n).and_then(|c| c.view()).map_or(0, |v| v.number)
+}
+
 #[test]
-#[ignore]
-fn debug_seed() {
-    let seed: u64 = std::env::var("DBG_SEED").unwrap().parse().unwrap();
-    let mut t = Tally::default();
-    chaos_run(seed, "debug_seed", &mut t);
-    eprintln!("{:?}", t.max_heal);
+fn appendix_c_1_add_member() {
+    let mut h = formed(
+        1,
+        "appendix_c_1_add_member",
+        &nodes(1..=3),
+        Setup::default(),
+        false,
+    );
+    let before = view_number(&h, node(1));
+    let t0 = h.sim.now();
+    h.start(node(4));
+    let all = nodes(1..=4);
+    assert!(h.run_until(Duration::from_secs(1), |h| h.one_view_of(&all)));
+    // One change: every member went from the same view to the next one.
+    for n in nodes(1..=3) {
+        assert_eq!(view_number(&h, n), before + 1, "{n}");
+        let t = h.installed_when(n, t0, |m| members_are(m, &all));
+        assert!(t.is_some(), "{n} never installed the 4-member view");
+    }
+    assert_eq!(h.sim.core(node(4)).map(|c| c.snapshot().me.rank), Some(3));
+}
+
+#[test]
+fn appendix_c_2_kill_member() {
+    for watch in [false, true] {
+        let mut h = formed(
+            2,
+            "appendix_c_2_kill_member",
+            &nodes(1..=4),
+            Setup::default(),
+            watch,
+        );
+        let t0 = h.sim.now();
+        h.crash(node(3));
+        let rest = [node(1), node(2), node(4)];
+        assert!(h.run_until(Duration::from_secs(1), |h| h.one_view_of(&rest)));
+        for n in rest {
+            let failed: Vec<NodeId> = h
+                .log
+                .iter()
+                .filter(|(t, x, _)| *x == n && *t >= t0)
+                .filter_map(|(_, _, e)| match e {
+                    CoreSetEvent::ViewInstalled { failed, .. } => Some(failed.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .map(|m| m.addr)
+                .collect();
+            assert_eq!(failed, vec![node(3)], "{n}");
+        }
+    }
+}
+
+#[test]
+fn appendix_c_3_suspend_until_failed_then_resume() {
+    let mut h = formed(
+        3,
+        "appendix_c_3_suspend",
+        &nodes(1..=4),
+        Setup::default(),
+        false,
+    );
+    let old = h.sim.core(node(2)).map(|c| c.incarnation()).unwrap();
+    let t0 = h.sim.now();
+    h.sim.pause(node(2));
+    let rest = [node(1), node(3), node(4)];
+    assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&rest)));
+    assert!(
+        h.sim.now() - t0 <= Duration::from_millis(600),
+        "silent failure too slow"
+    );
+    h.run_for(Duration::from_millis(500));
+    h.sim.resume(node(2));
+    let all = nodes(1..=4);
+    assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&all)));
+    let c = h.sim.core(node(2)).unwrap();
+    assert_ne!(c.incarnation(), old, "rejoined with a new incarnation");
+    assert_eq!(c.stats().excluded, 1);
+    let events: Vec<&CoreSetEvent> = h
+        .log
+        .iter()
+        .filter(|(t, n, _)| *n == node(2) && *t >= t0)
+        .map(|(_, _, e)| e)
+        .collect();
+    assert!(matches!(
+        events.first(),
+        Some(CoreSetEvent::Excluded { .. })
+    ));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, CoreSetEvent::NewIncarnation(i) if *i != old)));
+    // Nobody ever installed a view with the old life after it was failed.
+    let failed_at = h.installed_when(node(1), t0, |m| m.len() == 3).unwrap();
+    for (t, _, e) in &h.log {
+        if let CoreSetEvent::ViewInstalled { members, .. } = e {
+            if *t > failed_at {
+                assert!(!members.iter().any(|m| m.incarnation == old));
+            }
+        }
+    }
+}
+
+#[test]
+fn appendix_c_4_kill_and_immediate_join() {
+    // A new mserver joins while a member's failure is undetected.
+    let mut h = formed(
+        4,
+        "appendix_c_4_kill_join",
+        &nodes(1..=4),
+        Setup::default(),
+        false,
+    );
+    h.crash(node(4));
+    h.start(node(5));
+    let want = [node(1), node(2), node(3), node(5)];
+    assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&want)));
+    // A member killed and restarted at once at the same address: the old
+    // life is failed, the new one admitted.
+    let old = h.sim.core(node(2)).map(|c| c.incarnation()).unwrap();
+    h.crash(node(2));
+    h.start(node(2));
+    assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&want)));
+    assert_ne!(h.sim.core(node(2)).map(|c| c.incarnation()), Some(old));
+    let restarts: u64 = want
+        .iter()
+        .filter_map(|n| h.sim.core(*n))
+        .map(|c| c.stats().restarts_detected)
+        .sum();
+    assert!(restarts >= 1);
+}
+
+#[test]
+fn appendix_c_5_two_groups_side_by_side() {
+    // Different group addresses (same name): each group only hears itself.
+    let other = NodeId::v4(239, 9, 9, 10, 7000);
+    let b: Vec<NodeId> = (11..=13).map(node).collect();
+    let mut setup = Setup::default();
+    for n in &b {
+        setup.group_of.insert(*n, other);
+    }
+    let mut h = Harness::new(5, "appendix_c_5", LinkConfig::lan(), setup, false);
+    let a = nodes(1..=3);
+    for i in 0..3 {
+        h.start(a[i]);
+        h.start(b[i]);
+        h.run_for(Duration::from_millis(400));
+    }
+    assert!(h.run_until(Duration::from_secs(3), |h| h.one_view_of(&a)
+        && h.one_view_of(&b)));
+    // Changes in one leave the other alone.
+    let vb = view_number(&h, b[0]);
+    h.crash(a[1]);
+    let a2 = [a[0], a[2]];
+    assert!(h.run_until(Duration::from_secs(1), |h| h.one_view_of(&a2)));
+    h.run_for(Duration::from_millis(500));
+    assert_eq!(view_number(&h, b[0]), vb);
+    assert!(h.one_view_of(&b));
+}
+
+#[test]
+fn same_address_other_name_is_ignored() {
+    // Two groups on one group address with different names.
+    let config = SimConfig::new(6, sim_replay!("same_address_other_name_is_ignored"));
+    let mut sim = Simulator::new(config, move |spawn| {
+        let name = if spawn.id.addr().ip().to_string().ends_with(".1")
+            || spawn.id.addr().ip().to_string().ends_with(".2")
+        {
+            "alpha"
+        } else {
+            "beta"
+        };
+        let c = CoreSetConfig::new(spawn.id, spawn.incarnation, name, group_addr());
+        CoreSet::new(c, spawn.now, spawn.seed).expect("config")
+    });
+    let report = invariants::add_all(&mut sim, FORK_BOUND);
+    for i in 1..=4 {
+        sim.join_group(node(i), group_addr());
+        sim.add_node(node(i));
+        sim.run_for(Duration::from_millis(400));
+    }
+    sim.run_for(Duration::from_secs(2));
+    for (x, y) in [(1, 2), (3, 4)] {
+        let cx = sim.core(node(x)).unwrap();
+        let cy = sim.core(node(y)).unwrap();
+        assert_eq!(cx.view(), cy.view());
+        assert_eq!(cx.table().map(|t| t.len()), Some(2));
+        assert!(cx.stats().drops.wrong_group > 0, "hears the other group");
+    }
+    assert!(report.open_forks().is_empty());
+}
+
+#[test]
+fn appendix_c_6_coordinator_of_join_killed_between_phases() {
+    for unreachable in [true, false] {
+        let mut setup = Setup::default();
+        // The fmserver: founds the group (rank 0, coordinator of joins)
+        // and waits 2 s before every COMMIT.
+        setup.commit_delay.insert(node(1), Duration::from_secs(2));
+        let config = if unreachable { "on" } else { "off" };
+        let mut h = Harness::build(
+            7,
+            "appendix_c_6",
+            LinkConfig::lan(),
+            setup,
+            false,
+            unreachable,
+        );
+        form_group(&mut h, &nodes(1..=3));
+        let t0 = h.sim.now();
+        h.start(node(4));
+        let hit = h.run_until(Duration::from_secs(1), |h| {
+            matches!(
+                h.sim.core(node(1)).and_then(|c| c.change_role()),
+                Some(ChangeRole::Coordinator {
+                    delaying: true,
+                    join: true,
+                    ..
+                })
+            )
+        });
+        assert!(
+            hit,
+            "unreachable {config}: the fmserver never finished phase I"
+        );
+        h.crash(node(1));
+        let want = nodes(2..=4);
+        assert!(
+            h.run_until(Duration::from_secs(3), |h| h.one_view_of(&want)),
+            "unreachable {config}"
+        );
+        // The join was completed (a view with the newcomer and the old
+        // coordinator), then the old coordinator removed.
+        for n in nodes(2..=3) {
+            let with_both = h.installed_when(n, t0, |m| {
+                m.iter().any(|x| x.addr == node(4)) && m.iter().any(|x| x.addr == node(1))
+            });
+            let without = h.installed_when(n, t0, |m| members_are(m, &want));
+            assert!(
+                with_both.is_some() && without.is_some(),
+                "{n}, unreachable {config}"
+            );
+            assert!(with_both < without);
+        }
+        let s = h.total_stats();
+        assert!(
+            s.takeovers + s.inferred_commits >= 1 && s.elections >= 1,
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
+fn eight_simultaneous_starts_end_in_one_view() {
+    let replay = sim_replay!("eight_simultaneous_starts_end_in_one_view");
+    sim::run_seeds(&replay, 40, |seed| {
+        let loss = if seed % 4 == 0 { 0.05 } else { 0.0 };
+        let mut h = Harness::new(
+            seed,
+            "eight_simultaneous_starts_end_in_one_view",
+            LinkConfig::lan().with_loss(loss),
+            Setup::default(),
+            false,
+        );
+        let all = nodes(1..=8);
+        for &n in &all {
+            h.start(n);
+        }
+        let ok = h.run_until(Duration::from_secs(5), |h| h.one_view_of(&all));
+        if !ok {
+            h.sim
+                .fail("8 simultaneous starts did not end in one view within 5 s");
+        }
+        if loss == 0.0 {
+            // Without loss only the lowest address founds.
+            let founded: u64 = all
+                .iter()
+                .filter_map(|n| h.sim.core(*n))
+                .map(|c| c.stats().founded)
+                .sum();
+            assert_eq!(founded, 1, "seed {seed}");
+            assert!(
+                h.sim.now() < Instant::from_millis(1000),
+                "seed {seed}: {:?}",
+                h.sim.now()
+            );
+        }
+    });
+}
+
+#[test]
+fn two_kills_at_once_one_batched_view() {
+    for watch in [true, false] {
+        let mut h = formed(
+            8,
+            "two_kills_at_once",
+            &nodes(1..=6),
+            Setup::default(),
+            watch,
+        );
+        let t0 = h.sim.now();
+        let v0 = view_number(&h, node(1));
+        // Two neighbours in the ring (ranks 2 and 3).
+        h.crash(node(3));
+        h.crash(node(4));
+        let rest = [node(1), node(2), node(5), node(6)];
+        assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&rest)));
+        for n in rest {
+            assert_eq!(view_number(&h, n), v0 + 1, "{n}: one view, watch {watch}");
+            let installs: Vec<_> = h
+                .installs(n)
+                .into_iter()
+                .filter(|(t, _, _)| *t >= t0)
+                .collect();
+            assert_eq!(installs.len(), 1, "{n}");
+        }
+    }
+}
+
+#[test]
+fn coordinator_of_a_failure_change_killed() {
+    // At every phase: after the first ACK, and in the commit delay.
+    for phase in [Trap::PhaseOne, Trap::Delaying] {
+        let mut setup = Setup::default();
+        if phase == Trap::Delaying {
+            for n in nodes(1..=5) {
+                setup.commit_delay.insert(n, Duration::from_millis(300));
+            }
+        }
+        let mut h = formed(
+            9,
+            "coordinator_of_a_failure_change_killed",
+            &nodes(1..=5),
+            setup,
+            false,
+        );
+        h.crash(node(3));
+        let hit = h.run_until(Duration::from_secs(2), |h| {
+            h.sim
+                .up_nodes()
+                .any(|n| match h.sim.core(n).and_then(|c| c.change_role()) {
+                    Some(ChangeRole::Coordinator {
+                        join: false,
+                        delaying,
+                        acked,
+                        ..
+                    }) => match phase {
+                        Trap::Delaying => delaying,
+                        _ => !delaying && acked >= 1,
+                    },
+                    _ => false,
+                })
+        });
+        assert!(hit, "{phase:?}");
+        let coordinator = coordinator_in(&h, phase).expect("a coordinator");
+        h.crash(coordinator);
+        let rest: Vec<NodeId> = nodes(1..=5)
+            .into_iter()
+            .filter(|n| *n != node(3) && *n != coordinator)
+            .collect();
+        assert!(
+            h.run_until(Duration::from_secs(3), |h| h.one_view_of(&rest)),
+            "{phase:?}"
+        );
+        assert!(h.total_stats().elections >= 1 || h.total_stats().hint_failures >= 2);
+    }
+}
+
+// ----- latencies (virtual time) ----------------------------------------------
+
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    let i = ((v.len().saturating_sub(1)) as f64 * p).round() as usize;
+    v.get(i).copied().unwrap_or_default()
+}
+
+/// When every node of `nodes` has installed a view satisfying `p`, after
+/// `from` (the latest of their first such installs).
+fn everywhere(
+    h: &Harness,
+    nodes: &[NodeId],
+    from: Instant,
+    p: impl Fn(&[Member]) -> bool,
+) -> Duration {
+    nodes
+        .iter()
+        .map(|n| h.installed_when(*n, from, &p).expect("installed") - from)
+        .max()
+        .unwrap_or_default()
+}
+
+fn report(scenario: &str, members: usize, v: &[Duration]) -> Duration {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p99 = percentile(v, 0.99);
+    println!(
+        "{{\"scenario\": \"{scenario}\", \"members\": {members}, \"trials\": {}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}}}",
+        v.len(),
+        ms(percentile(v, 0.5)),
+        ms(p99)
+    );
+    p99
+}
+
+/// The figures of `docs/protocol.md` ("Measured in the simulator"): LAN
+/// links (100-500 us), default timings, 20 trials each, printed as JSON
+/// lines. The assertions are on virtual time, so they are deterministic.
+#[test]
+fn sim_latencies() {
+    const TRIALS: u64 = 20;
+    for size in [4u8, 8, 16] {
+        let all = nodes(1..=size);
+        let (mut join, mut crash, mut crash_watch, mut pause) = (vec![], vec![], vec![], vec![]);
+        let mut idle: Vec<f64> = Vec::new();
+        for trial in 0..TRIALS {
+            let seed = 1000 * u64::from(size) + trial;
+            // Join: a newcomer, until the view with it is everywhere.
+            let mut h = formed(
+                seed,
+                "sim_latencies",
+                &all[..all.len() - 1],
+                Setup::default(),
+                false,
+            );
+            h.run_for(Duration::from_millis(seed % 200));
+            let t0 = h.sim.now();
+            h.start(all[all.len() - 1]);
+            assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&all)));
+            join.push(everywhere(&h, &all, t0, |m| m.len() == all.len()));
+
+            // Idle traffic, on the same group.
+            h.run_for(Duration::from_secs(1));
+            let before: Vec<u64> = all
+                .iter()
+                .map(|n| h.sim.node_stats(*n).map_or(0, |s| s.sent_bytes))
+                .collect();
+            h.run_for(Duration::from_secs(10));
+            for (i, n) in all.iter().enumerate() {
+                let after = h.sim.node_stats(*n).map_or(0, |s| s.sent_bytes);
+                idle.push((after - before[i]) as f64 / 10.0);
+            }
+
+            // Crash, pause: a member other than the lowest rank, at a
+            // random point of the heartbeat cycle.
+            for (watch, kind) in [(false, 0), (true, 0), (false, 1)] {
+                let mut h = formed(seed, "sim_latencies", &all, Setup::default(), watch);
+                h.run_for(Duration::from_micros((seed * 7919) % 200_000));
+                let victim = all[1 + (seed as usize % (all.len() - 1))];
+                let rest: Vec<NodeId> = all.iter().copied().filter(|n| *n != victim).collect();
+                let t0 = h.sim.now();
+                if kind == 0 {
+                    h.crash(victim);
+                } else {
+                    h.sim.pause(victim);
+                }
+                assert!(h.run_until(Duration::from_secs(2), |h| h.one_view_of(&rest)));
+                let d = everywhere(&h, &rest, t0, |m| !m.iter().any(|x| x.addr == victim));
+                match (watch, kind) {
+                    (false, 0) => crash.push(d),
+                    (true, 0) => crash_watch.push(d),
+                    _ => pause.push(d),
+                }
+            }
+        }
+        let n = all.len();
+        report("join", n, &join);
+        report("crash (unreachable hints)", n, &crash);
+        let watch_p99 = report("crash (watch on the neighbour)", n, &crash_watch);
+        let pause_p99 = report("pause (silent failure)", n, &pause);
+        let mean = idle.iter().sum::<f64>() / idle.len() as f64;
+        let max = idle.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "{{\"scenario\": \"idle bytes/s sent per member\", \"members\": {n}, \"mean\": {mean:.0}, \"max\": {max:.0}}}"
+        );
+        assert!(
+            pause_p99 <= Duration::from_millis(600),
+            "silent failure p99 {pause_p99:?}"
+        );
+        assert!(
+            watch_p99 <= Duration::from_millis(100),
+            "crash p99 {watch_p99:?}"
+        );
+        assert!(mean <= 700.0, "idle {mean} B/s");
+    }
 }

@@ -175,27 +175,31 @@ impl Joined {
     }
 
     /// Member `failed` was just taken as failed: before proposing, check
-    /// the member it monitored (the next one clockwise that is not
-    /// suspected), which nobody watches now. If that one is dead too, the
-    /// same change removes both (failures are batched).
+    /// its nearest unsuspected neighbour on each side of the ring (the one
+    /// it monitored, which nobody watches now, and the one that monitored
+    /// it). If one of those is dead too, it is found in about one round
+    /// trip and the same change removes both (failures are batched).
     pub(crate) fn sweep_after(&mut self, now: Instant, cx: &Ctx, io: &mut Io, failed: u64) {
         let _ = cx;
         let n = self.table.len();
         let Some(start) = self.table.rows.iter().position(|r| r.rank == failed) else {
             return;
         };
-        for k in 1..n {
-            let Some(r) = self.table.rows.get((start + k) % n).copied() else {
-                return;
-            };
-            if r.rank == self.my_rank {
-                return;
+        for step in [1, n.saturating_sub(1)] {
+            for k in 1..n {
+                let i = (start + k * step) % n;
+                let Some(r) = self.table.rows.get(i).copied() else {
+                    break;
+                };
+                if r.rank == self.my_rank {
+                    break;
+                }
+                if self.fail_list.contains_key(&r.rank) || self.dead.contains(&r.rank) {
+                    continue;
+                }
+                self.probe(now, io, r.rank, true);
+                break;
             }
-            if self.fail_list.contains_key(&r.rank) || self.dead.contains(&r.rank) {
-                continue;
-            }
-            self.probe(now, io, r.rank, true);
-            return;
         }
     }
 
