@@ -1,7 +1,7 @@
 //! The core-set protocol in the deterministic simulator (issue 4; DESIGN.md
 //! sections 5 and 9; seed 003 Appendix C).
 //!
-//! `coreset_many_seeds` runs 1000 seeds (more with `SIM_RUNS`). Each seed
+//! `coreset_many_seeds` runs 2000 seeds (more with `SIM_RUNS`). Each seed
 //! draws a group of 3 to 16 mservers, a link loss of 0 to 20% (with some
 //! duplication and reordering), and maybe one "fmserver" that waits before
 //! every COMMIT it coordinates (the thesis's test 6). During a 2.5 s chaos
@@ -34,7 +34,7 @@ use membership::coreset::invariants::{self, SequenceReport};
 use membership::coreset::{ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, Member};
 use membership::id::NodeId;
 use membership::sansio::Core;
-use membership::sim::{self, LinkConfig, SimConfig, Simulator};
+use membership::sim::{self, LinkConfig, ResumeOrder, SimConfig, Simulator};
 use membership::sim_replay;
 use membership::time::Instant;
 use rand::{Rng, SeedableRng};
@@ -104,6 +104,10 @@ impl Harness {
             // Readable trace lines in failure messages, for replays.
             config = config.with_trace_tail(lines.parse().unwrap_or(300));
         }
+        Self::build_with(config, setup, emulate_watch)
+    }
+
+    fn build_with(config: SimConfig, setup: Setup, emulate_watch: bool) -> Self {
         let s = setup.clone();
         let mut sim = Simulator::new(config, move |spawn| {
             let g = s
@@ -456,6 +460,13 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
     }
     let emulate_watch = rng.random_bool(0.5);
     let mut h = Harness::new(seed, test, link.clone(), setup, emulate_watch);
+    if rng.random_bool(0.3) {
+        // A resumed process may see its overdue timers before its queued
+        // datagrams.
+        let mut c = h.sim.config().clone();
+        c.resume_order = ResumeOrder::Random;
+        h = Harness::build_with(c, h.setup.clone(), emulate_watch);
+    }
     h.keep_log = false;
     tally.seeds += 1;
     tally.max_members = tally.max_members.max(nodes.len());
@@ -513,12 +524,10 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
                     tally.starts += 1;
                 }
             }
-            25..=36 => {
-                if up.len() > 1 {
-                    if let Some(&n) = pick(&mut rng, &up) {
-                        h.crash(n);
-                        tally.crashes += 1;
-                    }
+            25..=36 if up.len() > 1 => {
+                if let Some(&n) = pick(&mut rng, &up) {
+                    h.crash(n);
+                    tally.crashes += 1;
                 }
             }
             37..=44 => {
@@ -529,14 +538,12 @@ fn chaos_run(seed: u64, test: &str, tally: &mut Tally) -> String {
                     tally.restarts += 1;
                 }
             }
-            45..=56 => {
-                if up.len() > 1 {
-                    if let Some(&n) = pick(&mut rng, &up) {
-                        let d = Duration::from_millis(rng.random_range(100..=1500));
-                        h.sim.pause(n);
-                        paused.push((n, h.sim.now() + d));
-                        tally.pauses += 1;
-                    }
+            45..=56 if up.len() > 1 => {
+                if let Some(&n) = pick(&mut rng, &up) {
+                    let d = Duration::from_millis(rng.random_range(100..=1500));
+                    h.sim.pause(n);
+                    paused.push((n, h.sim.now() + d));
+                    tally.pauses += 1;
                 }
             }
             57..=64 => {
@@ -666,7 +673,7 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, v: &'a [T]) -> Option<&'a T> {
 fn coreset_many_seeds() {
     let replay = sim_replay!("coreset_many_seeds");
     let mut tally = Tally::default();
-    sim::run_seeds(&replay, 1000, |seed| {
+    sim::run_seeds(&replay, 2000, |seed| {
         chaos_run(seed, "coreset_many_seeds", &mut tally);
     });
     eprintln!("{tally:#?}");
@@ -1195,5 +1202,49 @@ fn sim_latencies() {
             "crash p99 {watch_p99:?}"
         );
         assert!(mean <= 700.0, "idle {mean} B/s");
+    }
+}
+
+#[test]
+fn paused_coordinator_resumes_with_a_stale_commit() {
+    let mut setup = Setup::default();
+    setup.commit_delay.insert(node(1), Duration::from_secs(1));
+    let mut h = Harness::new(
+        11,
+        "paused_coordinator_resumes",
+        LinkConfig::lan(),
+        setup,
+        false,
+    );
+    form_group(&mut h, &nodes(1..=3));
+    let old = h.sim.core(node(1)).map(|c| c.incarnation()).unwrap();
+    h.start(node(4));
+    assert!(h.run_until(Duration::from_secs(1), |h| matches!(
+        h.sim.core(node(1)).and_then(|c| c.change_role()),
+        Some(ChangeRole::Coordinator { delaying: true, .. })
+    )));
+    // SIGSTOP between phase I and the COMMIT: the others take over, commit
+    // the join and fail the coordinator.
+    h.sim.pause(node(1));
+    let rest = nodes(2..=4);
+    assert!(h.run_until(Duration::from_secs(3), |h| h.one_view_of(&rest)));
+    let view = h.sim.core(node(2)).and_then(|c| c.view()).unwrap();
+    // SIGCONT: its overdue COMMIT goes out; nobody installs it, it learns
+    // it was failed and rejoins with a new incarnation.
+    h.sim.resume(node(1));
+    let all = nodes(1..=4);
+    assert!(h.run_until(Duration::from_secs(3), |h| h.one_view_of(&all)));
+    assert_ne!(h.sim.core(node(1)).map(|c| c.incarnation()), Some(old));
+    for n in rest {
+        // Straight from `view` to the view that re-admits node 1.
+        let numbers: Vec<u64> = h
+            .installs(n)
+            .into_iter()
+            .map(|(_, v, _)| v)
+            .filter(|v| *v > view.number)
+            .collect();
+        assert_eq!(numbers, vec![view.number + 1], "{n}");
+        let c = h.sim.core(n).unwrap();
+        assert!(c.stats().drops.non_member + c.stats().drops.stale_view > 0);
     }
 }
