@@ -44,7 +44,6 @@ impl Joined {
         self.lock_timer(now, late, cx, io, leave);
         self.probe_timer(now, late, cx, io, leave);
         if !self.busy() {
-            self.monitor_timer(now, late, cx, io);
             if self.is_lowest() && now >= self.announce_next {
                 self.announce_next = now + cx.t.announce_interval;
                 // A starved member's view may be stale: do not announce it
@@ -52,8 +51,12 @@ impl Joined {
                 if !late {
                     let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
                     io.multicast(self.view, Msg::Announce { size });
+                    // Our monitor hears it too: it stands in for the next
+                    // heartbeat.
+                    self.monitor.next_heartbeat = now + cx.t.query_interval;
                 }
             }
+            self.monitor_timer(now, late, cx, io);
         }
         self.maybe_propose(now, cx, io, leave);
     }
@@ -327,6 +330,8 @@ impl Joined {
         size: u32,
     ) {
         if view == self.view {
+            // As good as a heartbeat from it.
+            self.on_reply(now, cx, from);
             return;
         }
         if view.number > self.view.number {
