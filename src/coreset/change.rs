@@ -336,13 +336,11 @@ impl Joined {
         now: Instant,
         cx: &Ctx,
         io: &mut Io,
-        leave: Option<LeaveRequest>,
         from: super::table::Row,
         view: ViewId,
         p: Proposal,
         takeover: bool,
     ) {
-        let _ = leave;
         if view != self.view {
             if view.number < self.view.number {
                 if p.view == self.view {
@@ -499,12 +497,10 @@ impl Joined {
         now: Instant,
         cx: &Ctx,
         io: &mut Io,
-        leave: Option<LeaveRequest>,
         from: super::table::Row,
         refused: ViewId,
         key: PriorityKey,
     ) {
-        let _ = leave;
         let Some(d) = &mut self.drive else {
             io.stats.drops.unexpected += 1;
             return;
@@ -555,7 +551,6 @@ impl Joined {
         cx: &Ctx,
         io: &mut Io,
         leave: Option<LeaveRequest>,
-        _from: super::table::Row,
         base: ViewId,
         c: Commit,
     ) {
@@ -695,7 +690,7 @@ impl Joined {
                 .find(|r| r.rank != suspect)
                 .map(|r| r.rank);
             if prober == Some(self.my_rank) && suspect != self.my_rank {
-                self.probe(now, io, suspect, false);
+                self.probe(now, cx, io, suspect, false);
             }
             return;
         }

@@ -20,7 +20,7 @@
 use super::member::Joined;
 use super::msg::{Envelope, Msg, NO_VIEW};
 use super::{Ctx, Io};
-use crate::id::{Incarnation, NodeId};
+use crate::id::NodeId;
 use crate::time::Instant;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -124,7 +124,6 @@ impl Joining {
         cx: &Ctx,
         io: &mut Io,
         source: NodeId,
-        _incarnation: Incarnation,
         env: Envelope,
     ) -> Option<Box<Joined>> {
         match env.msg {

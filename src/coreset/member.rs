@@ -614,7 +614,7 @@ impl Joined {
             Msg::JoinWait => io.stats.drops.unexpected += 1,
             Msg::AgreeJ { proposal, takeover } => {
                 if proposal.is_join() {
-                    self.on_agree(now, cx, io, leave, r, view, proposal, takeover);
+                    self.on_agree(now, cx, io, r, view, proposal, takeover);
                 } else {
                     io.stats.drops.malformed += 1;
                 }
@@ -623,7 +623,7 @@ impl Joined {
                 if proposal.is_join() {
                     io.stats.drops.malformed += 1;
                 } else {
-                    self.on_agree(now, cx, io, leave, r, view, proposal, takeover);
+                    self.on_agree(now, cx, io, r, view, proposal, takeover);
                 }
             }
             Msg::AgreeAck { proposal } => self.on_ack(now, cx, io, leave, r, proposal),
@@ -631,9 +631,9 @@ impl Joined {
                 refused,
                 locked: _,
                 key,
-            } => self.on_busy(now, cx, io, leave, r, refused, key),
+            } => self.on_busy(now, cx, io, r, refused, key),
             Msg::Abort { proposal } => self.on_abort(now, cx, io, leave, proposal),
-            Msg::Commit(c) => self.on_commit(now, cx, io, leave, r, view, c),
+            Msg::Commit(c) => self.on_commit(now, cx, io, leave, view, c),
             Msg::CoFail {
                 proposal,
                 suspect,

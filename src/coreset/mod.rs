@@ -58,7 +58,9 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use config::{valid_group_name, ConfigError, CoreSetConfig, MAX_GROUP_NAME};
+pub use config::{
+    valid_group_name, ConfigError, CoreSetConfig, MAX_GROUP_NAME, MAX_RETRIES, MAX_TIMER,
+};
 pub use msg::{
     CoStatus, Commit, Envelope, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
     RemovalReason, Subject, MAX_JOIN_BATCH, MAX_MEMBERS, NO_VIEW,
@@ -646,11 +648,11 @@ impl CoreSet {
     }
 
     /// Handles a datagram while joining.
-    fn joining_packet(&mut self, now: Instant, source: NodeId, inc: Incarnation, env: Envelope) {
+    fn joining_packet(&mut self, now: Instant, source: NodeId, env: Envelope) {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        if let Some(joined) = jn.on_packet(now, &self.cx, &mut self.io, source, inc, env) {
+        if let Some(joined) = jn.on_packet(now, &self.cx, &mut self.io, source, env) {
             self.state = State::Joined(joined);
             if let State::Joined(j) = &mut self.state {
                 j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
@@ -703,9 +705,7 @@ impl Core for CoreSet {
         }
         match &mut self.state {
             State::Left => self.io.stats.drops.after_leave += 1,
-            State::Joining(_) => {
-                self.joining_packet(now, packet.source, packet.source_incarnation, env)
-            }
+            State::Joining(_) => self.joining_packet(now, packet.source, env),
             State::Joined(j) => j.on_packet(
                 now,
                 &self.cx,

@@ -159,7 +159,7 @@ impl Joined {
 
     /// Sends one QUERY to member `rank` and waits a reply timeout for any
     /// sign of life (`soft`: a sweep, which silence does not confirm).
-    pub(crate) fn probe(&mut self, now: Instant, io: &mut Io, rank: u64, soft: bool) {
+    pub(crate) fn probe(&mut self, now: Instant, cx: &Ctx, io: &mut Io, rank: u64, soft: bool) {
         if self.probes.contains_key(&rank) || self.fail_list.contains_key(&rank) {
             return;
         }
@@ -170,7 +170,7 @@ impl Joined {
             rank,
             Probe {
                 addr: r.addr,
-                deadline: now + cx_reply_timeout(io),
+                deadline: now + cx.t.reply_timeout,
                 soft,
             },
         );
@@ -183,7 +183,6 @@ impl Joined {
     /// it). If one of those is dead too, it is found in about one round
     /// trip and the same change removes both (failures are batched).
     pub(crate) fn sweep_after(&mut self, now: Instant, cx: &Ctx, io: &mut Io, failed: u64) {
-        let _ = cx;
         let n = self.table.len();
         let Some(start) = self.table.rows.iter().position(|r| r.rank == failed) else {
             return;
@@ -200,7 +199,7 @@ impl Joined {
                 if self.fail_list.contains_key(&r.rank) || self.dead.contains(&r.rank) {
                     continue;
                 }
-                self.probe(now, io, r.rank, true);
+                self.probe(now, cx, io, r.rank, true);
                 break;
             }
         }
@@ -231,7 +230,7 @@ impl Joined {
         } else if self.probes.contains_key(&r.rank) || self.fail_list.contains_key(&r.rank) {
             self.confirm(now, cx, io, leave, r.rank);
         } else {
-            self.probe(now, io, r.rank, false);
+            self.probe(now, cx, io, r.rank, false);
         }
     }
 
@@ -374,8 +373,4 @@ impl Joined {
             io.multicast(self.view, Msg::Announce { size });
         }
     }
-}
-
-fn cx_reply_timeout(io: &Io) -> std::time::Duration {
-    io.reply_timeout
 }

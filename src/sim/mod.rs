@@ -76,7 +76,9 @@
 //! in a bounded socket buffer ([`SimConfig::socket_buffer_bytes`], overflow
 //! dropped and counted) and its timer does not fire. [`Simulator::resume`]
 //! (SIGCONT) delivers the queue and fires the overdue timer, both with the
-//! resume time as `now` (order: [`ResumeOrder`]).
+//! resume time as `now` (order: [`ResumeOrder`]). A core that takes a new
+//! incarnation by itself (a rejoin after exclusion) is followed with
+//! [`Simulator::track_incarnation`], as a daemon tells its socket.
 //!
 //! # Determinism and replay
 //!

@@ -17,12 +17,12 @@
 //! taken from the `me` of each `ViewInstalled`. [`add_all`] registers the
 //! four on a simulator of [`CoreSet`]s.
 
-mod same_sequence;
-mod same_view_same_table;
-mod self_inclusion;
-mod view_numbers;
+pub mod same_sequence;
+pub mod same_view_same_table;
+pub mod self_inclusion;
+pub mod view_numbers;
 
-pub use same_sequence::{SameSequence, SequenceReport};
+pub use same_sequence::{Fork, SameSequence, SequenceReport};
 pub use same_view_same_table::SameViewSameTable;
 pub use self_inclusion::SelfInclusion;
 pub use view_numbers::ViewNumbers;
