@@ -1,0 +1,170 @@
+//! Joining (seed 003, section IV.C.1.a and figures 18 and 23): the newcomer
+//! multicasts `M_JOIN_REQ` and waits for a `COMMIT` that lists it.
+//!
+//! Requests go out every `wait` (plus up to a quarter of random jitter).
+//! Before each request the newcomer looks at the interval since the last
+//! one:
+//!
+//! - if anything from a group was heard (an AGREE, a COMMIT for others, an
+//!   ANNOUNCE, a JOIN_WAIT ...), the group exists but is busy: the wait
+//!   doubles (up to `join_timeout_max`; the thesis multiplies by 6);
+//! - else the interval was silent: the wait drops back to `join_timeout`,
+//!   and after `1 + retries` silent intervals in a row nobody is there: the
+//!   newcomer founds the group alone (rank 0, view 1), unless another
+//!   newcomer with a lower address was heard asking recently: that one will
+//!   found it, so this one keeps asking and joins it.
+//!
+//! An interval that ends late (the process was starved) counts as neither:
+//! silence we did not listen for is no evidence.
+
+use super::member::Joined;
+use super::msg::{Envelope, Msg, NO_VIEW};
+use super::{Ctx, Io};
+use crate::id::NodeId;
+use crate::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most lower-addressed newcomers remembered.
+const MAX_LOWER_JOINERS: usize = 64;
+
+/// A newcomer's state.
+pub(crate) struct Joining {
+    /// When this join started (the newcomer's `change_started`).
+    pub(crate) since: Instant,
+    /// Requests sent so far.
+    pub(crate) attempts: u32,
+    /// Silent intervals in a row.
+    pub(crate) silent: u32,
+    /// The current wait between requests.
+    pub(crate) wait: Duration,
+    /// When the next request goes.
+    pub(crate) next_send: Instant,
+    /// When the last request went.
+    pub(crate) last_send: Instant,
+    /// When a group message was last heard.
+    pub(crate) heard_group: Option<Instant>,
+    /// Newcomers with lower addresses, and when they were last heard.
+    pub(crate) lower: BTreeMap<NodeId, Instant>,
+    /// After dissolving into another group: only a COMMIT whose table holds
+    /// this member of the winning group admits us, until the deadline (the
+    /// rest of our old subgroup may still be admitting newcomers).
+    pub(crate) prefer: Option<(NodeId, Instant)>,
+}
+
+impl Joining {
+    /// A join starting at `since` whose first request goes at `first`.
+    pub(crate) fn new(since: Instant, first: Instant) -> Self {
+        Joining {
+            since,
+            attempts: 0,
+            silent: 0,
+            wait: Duration::ZERO,
+            next_send: first,
+            last_send: first,
+            heard_group: None,
+            lower: BTreeMap::new(),
+            prefer: None,
+        }
+    }
+
+    /// The request timer: judge the last interval, then found the group
+    /// or send the next request. Returns the founded group's state when it
+    /// founds one.
+    pub(crate) fn on_timeout(
+        &mut self,
+        now: Instant,
+        late: bool,
+        jitter: Duration,
+        cx: &Ctx,
+        io: &mut Io,
+    ) -> Option<Box<Joined>> {
+        if now < self.next_send {
+            return None;
+        }
+        if self.wait.is_zero() {
+            self.wait = cx.t.join_timeout;
+        }
+        if self.attempts > 0 && !late {
+            if self.heard_group.is_some_and(|t| t >= self.last_send) {
+                self.silent = 0;
+                self.wait = self
+                    .wait
+                    .saturating_mul(2)
+                    .min(cx.t.join_timeout_max)
+                    .max(cx.t.join_timeout);
+            } else {
+                self.silent = self.silent.saturating_add(1);
+                self.wait = cx.t.join_timeout;
+            }
+        }
+        let window = cx.t.join_timeout_max.saturating_mul(2);
+        self.lower
+            .retain(|_, t| now.saturating_duration_since(*t) <= window);
+        if self.silent > cx.t.retries && self.lower.is_empty() {
+            return Some(Joined::found(now, cx, io, self.since));
+        }
+        io.multicast(
+            NO_VIEW,
+            Msg::MJoinReq {
+                attempt: self.attempts,
+            },
+        );
+        self.attempts = self.attempts.saturating_add(1);
+        self.last_send = now;
+        self.next_send = now + self.wait + jitter;
+        None
+    }
+
+    /// A datagram while joining. Returns the new member state when a
+    /// COMMIT admits us.
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        source: NodeId,
+        env: Envelope,
+    ) -> Option<Box<Joined>> {
+        match env.msg {
+            Msg::Commit(c) => {
+                if c.table.contains(cx.me, cx.incarnation) {
+                    if c.table.validate().is_err() || c.proposal.view.number == 0 {
+                        io.stats.drops.malformed += 1;
+                        return None;
+                    }
+                    if let Some((winner, until)) = self.prefer {
+                        if now < until && c.table.by_addr(winner).is_none() {
+                            // The subgroup we dissolved: not that one.
+                            io.stats.drops.stale_view += 1;
+                            return None;
+                        }
+                    }
+                    return Some(Joined::admitted(now, cx, io, env.view, c, self.since));
+                }
+                self.heard_group = Some(now);
+                io.stats.drops.unexpected += 1;
+            }
+            Msg::MJoinReq { .. } => {
+                if source < cx.me {
+                    if self.lower.len() >= MAX_LOWER_JOINERS && !self.lower.contains_key(&source) {
+                        let highest = self.lower.keys().next_back().copied();
+                        match highest {
+                            Some(h) if source < h => {
+                                self.lower.remove(&h);
+                            }
+                            _ => return None,
+                        }
+                    }
+                    self.lower.insert(source, now);
+                }
+            }
+            _ => {
+                // Some group is there (maybe our old one, still asking
+                // after our previous life): it is not empty.
+                self.heard_group = Some(now);
+            }
+        }
+        None
+    }
+}
