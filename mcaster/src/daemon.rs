@@ -1,16 +1,27 @@
 //! The daemon around [`Relay`]: the socket, the timer, the multicast
 //! group sockets, the periodic summary and the signals. No protocol logic
 //! lives here (DESIGN.md section 3): the relay core decides who gets what.
+//!
+//! With a cluster key ring every socket (the main one and each class D
+//! one) opens datagrams with an authenticating codec, so forged,
+//! unauthenticated and replayed datagrams are dropped and counted before
+//! the relay sees them, and the relay's answers are signed; SIGHUP applies
+//! a reloaded ring to every socket (key rotation). Authentication failures
+//! (or, without a key, signed datagrams) are explained in a warning at a
+//! limited rate ([`AuthWatch`]). The class D copies leave from the main
+//! socket with explicit multicast send options (interface, TTL, loopback).
 
 use crate::settings::{MulticastMode, Settings};
 use actix::prelude::*;
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{Relay, RelayConfig, RelayEvent};
 use membership::runtime::{
-    probe_multicast, spawn_core, CoreDriver, CoreHandle, MulticastOptions, PacketQueue,
-    PacketsReady, SocketActor, SocketOptions, SpawnedCore, StopSocket, WithCore,
+    probe_multicast, spawn_core, CoreDriver, CoreHandle, GetStats, MulticastOptions, MulticastSend,
+    PacketQueue, PacketsReady, SetKeyRing, SocketActor, SocketOptions, SpawnedCore, StopSocket,
+    WithCore,
 };
 use membership::sansio::Core;
+use membership::wire::{AuthConfig, KeyRing};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -22,9 +33,26 @@ use tokio::signal::unix::{signal, SignalKind};
 const PROBE_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
 /// How long the probe waits for its datagram to come back.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the wire drop counters are checked for authentication
+/// failures.
+const AUTH_CHECK: Duration = Duration::from_secs(1);
+/// After the first warning about authentication failures, at most one more
+/// per this many checks (with the count since the last one).
+const AUTH_LOG_EVERY: u32 = 30;
+/// Wire drop kinds that mean "failed authentication" with a key ring.
+const AUTH_FAILURES: [&str; 5] = [
+    "missing_auth",
+    "bad_tag",
+    "unknown_key",
+    "replayed",
+    "stale_incarnation",
+];
+/// The wire drop kind of a signed datagram at an mcaster without a key.
+const UNEXPECTED_AUTH: &str = "unexpected_auth";
 
-/// Runs the mcaster until SIGTERM or SIGINT.
-pub async fn run(s: Settings) -> anyhow::Result<()> {
+/// Runs the mcaster until SIGTERM or SIGINT; SIGHUP calls `reload` and
+/// applies the cluster key ring it answers.
+pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> anyhow::Result<()> {
     let multicast = match s.multicast {
         MulticastMode::Off => false,
         MulticastMode::On => true,
@@ -39,8 +67,18 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             c.usable()
         }
     };
+    let ring = s.key_ring()?;
+    let send = MulticastSend {
+        interface: s.multicast_interface,
+        loopback: s.multicast_loop,
+        ttl: s.multicast_ttl,
+    };
     let mut options = SocketOptions::new(s.listen);
     options.advertise = s.advertise.map(NodeId::new);
+    options.auth = ring.clone().map(AuthConfig::new);
+    // The class D copies leave from the main socket: through the
+    // configured interface, with the configured TTL and loopback.
+    options.multicast_send = multicast.then_some(send);
     let config = RelayConfig {
         member_ttl: Duration::from_millis(s.member_ttl_ms),
         max_groups: s.max_groups,
@@ -56,28 +94,48 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         listen = %s.listen,
         node = %handle.local,
         multicast,
+        multicast_interface = %s.multicast_interface,
+        multicast_ttl = s.multicast_ttl,
+        multicast_loop = s.multicast_loop,
+        authentication = %describe(ring.as_ref()),
         member_ttl_ms = s.member_ttl_ms,
         max_groups = s.max_groups,
         max_members = s.max_members,
         "mcaster running"
     );
+    let mut d = Daemon {
+        settings: s.clone(),
+        watch: AuthWatch::new(ring.is_some()),
+        handle,
+        groups: BTreeMap::new(),
+        multicast,
+        send,
+        ring,
+    };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut summary = (s.summary_interval_secs > 0).then(|| {
         let period = Duration::from_secs(s.summary_interval_secs);
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)
     });
-    let mut groups: BTreeMap<NodeId, GroupSocket> = BTreeMap::new();
+    let mut auth_check =
+        tokio::time::interval_at(tokio::time::Instant::now() + AUTH_CHECK, AUTH_CHECK);
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(e) => on_event(e, &handle, &mut groups, multicast, s.multicast_interface),
+                Some(e) => d.on_event(e),
                 None => {
                     tracing::error!("the relay stopped");
                     break;
                 }
             },
-            _ = tick(&mut summary) => log_summary(&handle, "summary").await,
+            _ = tick(&mut summary) => d.log_summary("summary").await,
+            _ = auth_check.tick() => {
+                let drops = d.wire_drops().await;
+                d.watch.check(&drops);
+            }
+            _ = hup.recv() => d.reload_keys(reload()).await,
             _ = term.recv() => {
                 tracing::info!("SIGTERM: shutting down");
                 break;
@@ -88,11 +146,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    log_summary(&handle, "final summary").await;
-    for (_, g) in std::mem::take(&mut groups) {
+    d.log_summary("final summary").await;
+    for (_, g) in std::mem::take(&mut d.groups) {
         g.stop();
     }
-    handle.stop();
+    d.handle.stop();
     Ok(())
 }
 
@@ -105,85 +163,262 @@ async fn tick(summary: &mut Option<tokio::time::Interval>) {
     }
 }
 
-fn on_event(
-    e: RelayEvent,
-    handle: &CoreHandle<Relay>,
-    groups: &mut BTreeMap<NodeId, GroupSocket>,
-    multicast: bool,
-    iface: Ipv4Addr,
-) {
-    match e {
-        RelayEvent::GroupCreated { group, name } => {
-            tracing::info!(%group, %name, "group created");
-            if multicast {
-                match GroupSocket::open(group, iface, handle) {
-                    Ok(g) => {
-                        tracing::info!(%group, "joined the class D address");
-                        groups.insert(group, g);
-                    }
-                    Err(err) => {
-                        tracing::warn!(%group, error = %err, "could not join the class D address")
-                    }
-                }
-            }
-        }
-        RelayEvent::GroupDeleted { group, name } => {
-            tracing::info!(%group, %name, "group deleted (its last member is gone)");
-            if let Some(g) = groups.remove(&group) {
-                g.stop();
-                tracing::info!(%group, "left the class D address");
-            }
-        }
-        RelayEvent::MemberJoined {
-            group,
-            member,
-            kind,
-        } => tracing::info!(%group, %member, %kind, "member joined"),
-        RelayEvent::MemberLeft { group, member } => {
-            tracing::info!(%group, %member, "member left")
-        }
-        RelayEvent::MemberExpired { group, member } => {
-            tracing::info!(%group, %member, "member expired (no refresh)")
+/// The key ids of a ring, for logs (never the secrets).
+fn describe(ring: Option<&KeyRing>) -> String {
+    match ring {
+        None => "off (no cluster key)".into(),
+        Some(r) => {
+            let ids: Vec<String> = (1..=255u8)
+                .filter(|i| r.key(*i).is_some())
+                .map(|i| i.to_string())
+                .collect();
+            format!(
+                "on (key ids {}, signing with {})",
+                ids.join(","),
+                r.signing_key().id()
+            )
         }
     }
 }
 
-async fn log_summary(handle: &CoreHandle<Relay>, what: &'static str) {
-    let relay = handle
-        .with_core(|r, _| (r.counters().clone(), r.group_count(), r.member_count()))
-        .await;
-    let socket = handle.socket_stats().await;
-    let (Ok((c, groups, members)), Ok(sock)) = (relay, socket) else {
-        return;
-    };
-    let dropped: Vec<String> = c
-        .dropped
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .chain(sock.drops.iter().map(|(k, v)| format!("wire_{k}={v}")))
-        .collect();
-    let answers: Vec<String> = c.answers.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    tracing::info!(
-        groups,
-        members,
-        relayed = c.relayed,
-        copies = c.copies,
-        multicast_copies = c.multicast_copies,
-        no_receivers = c.no_receivers,
-        control = c.control,
-        expired = c.expired,
-        nacks_answered = c.nacks_answered,
-        nack_resends = c.nack_resends,
-        nacks_forwarded = c.nacks_forwarded,
-        nacks_suppressed = c.nacks_suppressed,
-        rmcast_malformed = c.rmcast_malformed,
-        dropped = c.dropped.total() + sock.drops_total,
-        dropped_by_kind = %dropped.join(" "),
-        answers = %answers.join(" "),
-        datagrams_received = sock.datagrams_received,
-        datagrams_sent = sock.datagrams_sent,
-        "{what}"
-    );
+/// The daemon's state: the relay's handle and the class D sockets.
+struct Daemon {
+    /// The settings it started with.
+    settings: Settings,
+    handle: CoreHandle<Relay>,
+    groups: BTreeMap<NodeId, GroupSocket>,
+    multicast: bool,
+    /// Interface, TTL and loopback for class D joins.
+    send: MulticastSend,
+    /// The current cluster key ring (new group sockets get it too).
+    ring: Option<KeyRing>,
+    watch: AuthWatch,
+}
+
+impl Daemon {
+    fn on_event(&mut self, e: RelayEvent) {
+        match e {
+            RelayEvent::GroupCreated { group, name } => {
+                tracing::info!(%group, %name, "group created");
+                if self.multicast {
+                    match GroupSocket::open(group, self.send, self.ring.clone(), &self.handle) {
+                        Ok(g) => {
+                            tracing::info!(%group, "joined the class D address");
+                            self.groups.insert(group, g);
+                        }
+                        Err(err) => {
+                            tracing::warn!(%group, error = %err, "could not join the class D address")
+                        }
+                    }
+                }
+            }
+            RelayEvent::GroupDeleted { group, name } => {
+                tracing::info!(%group, %name, "group deleted (its last member is gone)");
+                if let Some(g) = self.groups.remove(&group) {
+                    g.stop();
+                    tracing::info!(%group, "left the class D address");
+                }
+            }
+            RelayEvent::MemberJoined {
+                group,
+                member,
+                kind,
+            } => tracing::info!(%group, %member, %kind, "member joined"),
+            RelayEvent::MemberLeft { group, member } => {
+                tracing::info!(%group, %member, "member left")
+            }
+            RelayEvent::MemberExpired { group, member } => {
+                tracing::info!(%group, %member, "member expired (no refresh)")
+            }
+        }
+    }
+
+    /// The wire drops (codec rejects, queue and interceptor drops) of the
+    /// main socket and of the class D sockets of the groups served now.
+    async fn wire_drops(&self) -> BTreeMap<String, u64> {
+        let mut drops = BTreeMap::new();
+        let mut add = |s: membership::runtime::SocketStats| {
+            for (k, v) in s.drops {
+                *drops.entry(k).or_insert(0) += v;
+            }
+        };
+        if let Ok(s) = self.handle.socket_stats().await {
+            add(s);
+        }
+        for g in self.groups.values() {
+            if let Ok(s) = g.socket.send(GetStats).await {
+                add(s);
+            }
+        }
+        drops
+    }
+
+    /// SIGHUP: applies the reloaded key ring to every socket.
+    async fn reload_keys(&mut self, reloaded: anyhow::Result<Settings>) {
+        let (ring, reloaded) = match reloaded.and_then(|s| Ok((s.key_ring()?, s))) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "SIGHUP: settings not reloaded; the key ring is unchanged");
+                return;
+            }
+        };
+        let without_keys = |s: &Settings| Settings {
+            cluster_keys: Vec::new(),
+            ..s.clone()
+        };
+        if without_keys(&reloaded) != without_keys(&self.settings) {
+            tracing::info!(
+                "SIGHUP: only the cluster key ring is reloaded; the other changed settings take effect at the next start"
+            );
+        }
+        match (&self.ring, ring) {
+            (Some(_), Some(ring)) => {
+                let mut applied = self
+                    .handle
+                    .socket
+                    .send(SetKeyRing(ring.clone()))
+                    .await
+                    .unwrap_or(false);
+                for g in self.groups.values() {
+                    applied &= g
+                        .socket
+                        .send(SetKeyRing(ring.clone()))
+                        .await
+                        .unwrap_or(false);
+                }
+                tracing::info!(
+                    authentication = %describe(Some(&ring)),
+                    applied,
+                    "SIGHUP: cluster key ring reloaded"
+                );
+                self.ring = Some(ring);
+            }
+            (None, None) => tracing::info!("SIGHUP: no cluster key configured; nothing to reload"),
+            (_, ring) => tracing::warn!(
+                now = %describe(self.ring.as_ref()),
+                configured = %describe(ring.as_ref()),
+                "SIGHUP: turning authentication on or off needs a restart; the key ring is unchanged"
+            ),
+        }
+    }
+
+    async fn log_summary(&self, what: &'static str) {
+        let h = &self.handle;
+        let relay = h
+            .with_core(|r, _| (r.counters().clone(), r.group_count(), r.member_count()))
+            .await;
+        let socket = h.socket_stats().await;
+        let (Ok((c, groups, members)), Ok(sock)) = (relay, socket) else {
+            return;
+        };
+        let wire = self.wire_drops().await;
+        let wire_total: u64 = wire.values().sum();
+        let auth_dropped: u64 = wire
+            .iter()
+            .filter(|(k, _)| *k == UNEXPECTED_AUTH || AUTH_FAILURES.contains(&k.as_str()))
+            .map(|(_, v)| v)
+            .sum();
+        let dropped: Vec<String> = c
+            .dropped
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(wire.iter().map(|(k, v)| format!("wire_{k}={v}")))
+            .collect();
+        let answers: Vec<String> = c.answers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tracing::info!(
+            groups,
+            members,
+            relayed = c.relayed,
+            copies = c.copies,
+            multicast_copies = c.multicast_copies,
+            no_receivers = c.no_receivers,
+            control = c.control,
+            expired = c.expired,
+            nacks_answered = c.nacks_answered,
+            nack_resends = c.nack_resends,
+            nack_repeats = c.nack_repeats,
+            nacks_forwarded = c.nacks_forwarded,
+            nacks_suppressed = c.nacks_suppressed,
+            rmcast_malformed = c.rmcast_malformed,
+            dropped = c.dropped.total() + wire_total,
+            auth_dropped,
+            dropped_by_kind = %dropped.join(" "),
+            answers = %answers.join(" "),
+            datagrams_received = sock.datagrams_received,
+            datagrams_sent = sock.datagrams_sent,
+            "{what}"
+        );
+    }
+}
+
+/// Watches the wire drop counters for authentication failures and says
+/// what they mean, at a limited rate: at once the first time, then at most
+/// once per [`AUTH_LOG_EVERY`] checks, with the counts since the last line.
+struct AuthWatch {
+    keyed: bool,
+    /// Counts at the last check, by kind.
+    last: BTreeMap<&'static str, u64>,
+    /// Counts not yet reported, by kind.
+    pending: BTreeMap<&'static str, u64>,
+    checks_since_log: u32,
+    logged: bool,
+}
+
+impl AuthWatch {
+    fn new(keyed: bool) -> Self {
+        AuthWatch {
+            keyed,
+            last: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            checks_since_log: 0,
+            logged: false,
+        }
+    }
+
+    fn kinds(&self) -> &'static [&'static str] {
+        if self.keyed {
+            &AUTH_FAILURES
+        } else {
+            std::slice::from_ref(&UNEXPECTED_AUTH)
+        }
+    }
+
+    /// Takes the current wire drop counts (which may go down when a class D
+    /// socket closes; only increases count).
+    fn check(&mut self, drops: &BTreeMap<String, u64>) {
+        for kind in self.kinds() {
+            let now = drops.get(*kind).copied().unwrap_or(0);
+            let before = self.last.insert(kind, now).unwrap_or(0);
+            let new = now.saturating_sub(before);
+            if new > 0 {
+                *self.pending.entry(kind).or_insert(0) += new;
+            }
+        }
+        self.checks_since_log = self.checks_since_log.saturating_add(1);
+        if self.pending.is_empty() || (self.logged && self.checks_since_log < AUTH_LOG_EVERY) {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let dropped: u64 = pending.values().sum();
+        self.logged = true;
+        self.checks_since_log = 0;
+        if self.keyed {
+            let by_kind: Vec<String> = pending.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            tracing::warn!(
+                dropped,
+                by_kind = %by_kind.join(" "),
+                "dropped datagrams that failed authentication (unsigned, forged, signed with a key \
+                 that is not in this mcaster's ring, or replayed): check the senders' cluster keys"
+            );
+        } else {
+            tracing::warn!(
+                dropped,
+                "dropped signed datagrams: this mcaster has no cluster key, so it cannot verify \
+                 them; give it the members' key ring (--cluster-key, cluster_keys in the config \
+                 file, or MS_CLUSTER_KEYS)"
+            );
+        }
+    }
 }
 
 /// A socket bound to a group's class D address and port, joined to the
@@ -194,14 +429,27 @@ struct GroupSocket {
 }
 
 impl GroupSocket {
-    fn open(group: NodeId, iface: Ipv4Addr, handle: &CoreHandle<Relay>) -> anyhow::Result<Self> {
+    /// Binds the group's address, joins it as `send` says (interface,
+    /// loopback, TTL), and verifies what arrives with `ring`, if any.
+    fn open(
+        group: NodeId,
+        send: MulticastSend,
+        ring: Option<KeyRing>,
+        handle: &CoreHandle<Relay>,
+    ) -> anyhow::Result<Self> {
         let IpAddr::V4(ip) = group.addr().ip() else {
             anyhow::bail!("only IPv4 groups can be joined");
         };
         let mut o = SocketOptions::new(group.addr());
         o.reuse_address = true;
         o.advertise = Some(handle.local);
-        o.multicast = Some(MulticastOptions::new(ip, iface));
+        o.auth = ring.map(AuthConfig::new);
+        o.multicast = Some(MulticastOptions {
+            group: ip,
+            interface: send.interface,
+            loopback: send.loopback,
+            ttl: send.ttl,
+        });
         let mut socket = SocketActor::bind(o)?;
         let ctx: Context<GroupFeed> = Context::new();
         let queues = ProtocolId::ALL

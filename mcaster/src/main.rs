@@ -43,7 +43,8 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     let system = actix::System::new();
-    match system.block_on(daemon::run(settings)) {
+    let reload = move || Settings::load(&cli, None);
+    match system.block_on(daemon::run(settings, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "mcaster failed");

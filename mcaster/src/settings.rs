@@ -3,9 +3,26 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
+use membership::wire::{ClusterKey, KeyRing};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+
+/// One cluster key as configured, `ID:HEX` (id 1-255, a secret of at least
+/// 16 bytes in hex), the form of `ClusterKey::parse`. Its `Debug` output
+/// never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeySpec(pub String);
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.split_once(':') {
+            Some((id, _)) => write!(f, "{}:<redacted>", id.trim()),
+            None => f.write_str("<redacted>"),
+        }
+    }
+}
 
 /// Whether the mcaster uses IP multicast itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -34,8 +51,12 @@ pub enum LogFormat {
 /// Members on hosts or LANs without IP multicast register their groups
 /// with JOIN_GROUP (refreshed every second) and send group traffic to the
 /// mcaster, which relays every datagram unchanged to the other members
-/// (seed 003, section IV.A). Settings: built-in defaults < TOML file
-/// (--config) < environment (MS_LISTEN, MS_MEMBER_TTL_MS, ...) < flags.
+/// (seed 003, section IV.A). With a cluster key ring (--cluster-key,
+/// cluster_keys, MS_CLUSTER_KEYS) it verifies every datagram it receives
+/// and signs its own answers; without one it drops signed datagrams.
+/// Settings: built-in defaults < TOML file (--config) < environment
+/// (MS_LISTEN, MS_MEMBER_TTL_MS, MS_CLUSTER_KEYS, ...) < flags. SIGHUP
+/// reloads the cluster key ring (key rotation without a restart).
 #[derive(Debug, Parser)]
 #[command(name = "mcaster", version)]
 pub struct Cli {
@@ -53,10 +74,26 @@ pub struct Cli {
     /// [default: auto].
     #[arg(long, value_enum)]
     pub multicast: Option<MulticastMode>,
-    /// Interface address for multicast (0.0.0.0: the kernel's choice)
-    /// [default: 0.0.0.0].
+    /// Interface address for multicast: class D joins, and the class D
+    /// copies sent (IP_MULTICAST_IF; 0.0.0.0: the kernel's choice by
+    /// routing table) [default: 0.0.0.0].
     #[arg(long, value_name = "IP")]
     pub multicast_interface: Option<Ipv4Addr>,
+    /// TTL of the class D copies sent (1: never beyond the local network)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub multicast_ttl: Option<u32>,
+    /// Loop the class D copies back to sockets on this host that joined the
+    /// group (needed for mc members on the mcaster's own host; the
+    /// mcaster drops its own copies) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub multicast_loop: Option<bool>,
+    /// A cluster key, ID:HEX (id 1-255, secret of at least 16 bytes in
+    /// hex); repeat for a key ring: the first signs, every one verifies.
+    /// Replaces cluster_keys / MS_CLUSTER_KEYS (comma-separated). Command
+    /// lines are visible to other local users: prefer the config file.
+    #[arg(long = "cluster-key", value_name = "ID:HEX")]
+    pub cluster_key: Vec<String>,
     /// A member not refreshed for this long is removed [default: 3000].
     #[arg(long, value_name = "MS")]
     pub member_ttl_ms: Option<u64>,
@@ -88,8 +125,15 @@ pub struct Settings {
     pub advertise: Option<SocketAddr>,
     /// Multicast use.
     pub multicast: MulticastMode,
-    /// Interface for multicast.
+    /// Interface for multicast (joins and class D copies).
     pub multicast_interface: Ipv4Addr,
+    /// TTL of the class D copies.
+    pub multicast_ttl: u32,
+    /// Loopback of the class D copies.
+    pub multicast_loop: bool,
+    /// The cluster key ring, first key signing (empty: no authentication).
+    #[serde(default)]
+    pub cluster_keys: Vec<KeySpec>,
     /// Member expiry, in milliseconds.
     pub member_ttl_ms: u64,
     /// Bound on groups.
@@ -111,6 +155,9 @@ impl Default for Settings {
             advertise: None,
             multicast: MulticastMode::Auto,
             multicast_interface: Ipv4Addr::UNSPECIFIED,
+            multicast_ttl: 1,
+            multicast_loop: true,
+            cluster_keys: Vec::new(),
             member_ttl_ms: 3000,
             max_groups: membership::relay::DEFAULT_MAX_GROUPS,
             max_members: membership::relay::DEFAULT_MAX_MEMBERS,
@@ -141,6 +188,9 @@ impl Settings {
         b = b.add_source(
             config::Environment::with_prefix("MS")
                 .try_parsing(true)
+                .ignore_empty(true)
+                .list_separator(",")
+                .with_list_parse_key("cluster_keys")
                 .source(env),
         );
         let mut set = |key: &str, v: Option<String>| -> anyhow::Result<()> {
@@ -156,6 +206,8 @@ impl Settings {
             "multicast_interface",
             cli.multicast_interface.map(|a| a.to_string()),
         )?;
+        set("multicast_ttl", cli.multicast_ttl.map(|v| v.to_string()))?;
+        set("multicast_loop", cli.multicast_loop.map(|v| v.to_string()))?;
         set("member_ttl_ms", cli.member_ttl_ms.map(|v| v.to_string()))?;
         set("max_groups", cli.max_groups.map(|v| v.to_string()))?;
         set("max_members", cli.max_members.map(|v| v.to_string()))?;
@@ -165,6 +217,9 @@ impl Settings {
         )?;
         set("log_format", cli.log_format.map(|m| enum_name(&m)))?;
         set("log_level", cli.log_level.clone())?;
+        if !cli.cluster_key.is_empty() {
+            b = b.set_override("cluster_keys", cli.cluster_key.clone())?;
+        }
         let merged = b.build().context("reading the settings")?;
         let s: Settings = merged.try_deserialize().context("invalid settings")?;
         s.validate()?;
@@ -178,6 +233,10 @@ impl Settings {
         if self.max_groups == 0 || self.max_members == 0 {
             bail!("max_groups and max_members must be at least 1");
         }
+        if self.multicast_ttl == 0 || self.multicast_ttl > 255 {
+            bail!("multicast_ttl must be 1-255");
+        }
+        self.key_ring()?;
         if self.listen.ip().is_unspecified() && self.advertise.is_none() {
             bail!(
                 "listen address {} is unspecified: give --advertise with the address members use",
@@ -185,6 +244,25 @@ impl Settings {
             );
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The cluster key ring (`None`: no keys configured, no
+    /// authentication). Errors name the key by position and id, never its
+    /// secret.
+    pub fn key_ring(&self) -> anyhow::Result<Option<KeyRing>> {
+        if self.cluster_keys.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::with_capacity(self.cluster_keys.len());
+        for (i, spec) in self.cluster_keys.iter().enumerate() {
+            let k = ClusterKey::parse(spec.0.trim())
+                .map_err(|e| anyhow::anyhow!("cluster key {} ({spec:?}): {e}", i + 1))?;
+            keys.push(k);
+        }
+        let ring = KeyRing::new(keys).map_err(|e| anyhow::anyhow!("cluster keys: {e}"))?;
+        Ok(Some(ring))
     }
 }
 
@@ -244,6 +322,78 @@ mod tests {
         let s = Settings::load(&cli(&["--config", p, "--member-ttl-ms", "2000"]), e).unwrap();
         assert_eq!((s.member_ttl_ms, s.max_groups), (2000, 9));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    const K1: &str = "1:5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+    const K2: &str = "2:7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c";
+
+    #[test]
+    fn cluster_keys_from_file_env_and_flags() {
+        let ids = |s: &Settings| -> Vec<u8> {
+            let ring = s.key_ring().unwrap();
+            match ring {
+                None => vec![],
+                Some(r) => [1u8, 2, 3]
+                    .into_iter()
+                    .filter(|i| r.key(*i).is_some())
+                    .collect(),
+            }
+        };
+        let signing = |s: &Settings| s.key_ring().unwrap().map(|r| r.signing_key().id());
+        let s = Settings::load(&cli(&[]), env(&[])).unwrap();
+        assert_eq!(s.key_ring().unwrap(), None);
+        // The environment: comma-separated, first signs.
+        let e = env(&[("MS_CLUSTER_KEYS", &format!("{K2},{K1}"))]);
+        let s = Settings::load(&cli(&[]), e.clone()).unwrap();
+        assert_eq!((ids(&s), signing(&s)), (vec![1, 2], Some(2)));
+        // An empty variable is no variable.
+        let s = Settings::load(&cli(&[]), env(&[("MS_CLUSTER_KEYS", "")])).unwrap();
+        assert_eq!(s.key_ring().unwrap(), None);
+        // A single key in the environment is a list of one.
+        let s = Settings::load(&cli(&[]), env(&[("MS_CLUSTER_KEYS", K1)])).unwrap();
+        assert_eq!((ids(&s), signing(&s)), (vec![1], Some(1)));
+        // Flags replace the environment's list.
+        let s = Settings::load(&cli(&["--cluster-key", K1]), e).unwrap();
+        assert_eq!((ids(&s), signing(&s)), (vec![1], Some(1)));
+        let s =
+            Settings::load(&cli(&["--cluster-key", K1, "--cluster-key", K2]), env(&[])).unwrap();
+        assert_eq!((ids(&s), signing(&s)), (vec![1, 2], Some(1)));
+        // The file: a TOML array.
+        let dir = std::env::temp_dir().join(format!("mcaster-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.toml");
+        std::fs::write(&path, format!("cluster_keys = [\"{K2}\"]\n")).unwrap();
+        let p = path.to_str().unwrap();
+        let s = Settings::load(&cli(&["--config", p]), env(&[])).unwrap();
+        assert_eq!((ids(&s), signing(&s)), (vec![2], Some(2)));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Secrets never show in Debug output.
+        assert!(!format!("{s:?}").contains("7c7c"), "{s:?}");
+    }
+
+    #[test]
+    fn bad_cluster_keys_are_errors_without_secrets() {
+        for bad in [
+            "1:5e5e",                             // too short
+            "0:5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", // id 0
+            "x:5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", // not an id
+            "1:zz5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", // not hex
+        ] {
+            let e = Settings::load(&cli(&["--cluster-key", bad]), env(&[])).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains("cluster key 1"), "{msg}");
+            assert!(!msg.contains("5e5e"), "secret in {msg}");
+        }
+        let e = Settings::load(&cli(&["--cluster-key", K1, "--cluster-key", K1]), env(&[]))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("twice"), "{e:#}");
+        assert!(Settings::load(&cli(&["--multicast-ttl", "0"]), env(&[])).is_err());
+        let s = Settings::load(
+            &cli(&["--multicast-ttl", "4", "--multicast-loop", "false"]),
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!((s.multicast_ttl, s.multicast_loop), (4, false));
     }
 
     #[test]

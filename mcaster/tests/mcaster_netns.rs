@@ -7,7 +7,12 @@
 //! multicast on and a route for 224.0.0.0/4 on each host's `eth0`:
 //!
 //! - `m`: the mcaster (`--multicast auto`: its probe must say yes, so it
-//!   joins the group's class D address);
+//!   joins the group's class D address). Its host also has a decoy
+//!   interface (`decoy0`, a veth pair going nowhere) that its routing table
+//!   prefers for 224.0.0.0/4; it listens on `0.0.0.0` (so the kernel does
+//!   not take the outgoing interface from a bound source address), and its
+//!   class D copies reach the LAN only because `--multicast-interface` sets
+//!   their outgoing interface;
 //! - `a`, `b`: multicast-capable members (`mc`): they join the class D
 //!   address themselves and send to it;
 //! - `c`, `d`: unicast-only members (`uc`): they send through the mcaster.
@@ -24,7 +29,10 @@
 //! once (unicast from the mcaster); a message from an mc member reaches the
 //! other mc member exactly once (straight IP multicast) and both uc members
 //! exactly once (via the mcaster); every receiver sees the original sender
-//! in the header, never the mcaster.
+//! in the header, never the mcaster. All of it twice: without
+//! authentication, then with one cluster key everywhere (the mcaster's from
+//! `MS_CLUSTER_KEYS`, so its class D sockets verify the mc members'
+//! datagrams too), where the mcaster must drop nothing for authentication.
 //!
 //! Needs root and `ip`; otherwise it prints `SKIPPED: <reason>` and passes,
 //! unless `CI=true` and root, where a skip fails. All namespaces (and so all
@@ -37,6 +45,7 @@ use common::{Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{MemberKind, RegistrationEvent};
 use membership::runtime::{spawn_core, MulticastOptions, SocketOptions, SpawnedCore};
+use membership::wire::{AuthConfig, ClusterKey, KeyRing};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,6 +62,8 @@ const PREFIX: &str = "ms-nt-";
 const PATIENCE: Duration = Duration::from_secs(15);
 /// A member process exits on its own after this long.
 const MEMBER_LIFETIME: Duration = Duration::from_secs(40);
+/// The cluster key of the authenticated run.
+const CLUSTER_KEY: &str = "3:a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 /// How long we keep listening for duplicates after a message arrived.
 const QUIET: Duration = Duration::from_millis(1000);
 
@@ -76,10 +87,15 @@ fn netns_member_role() {
     };
     let ip: Ipv4Addr = var("MS_NETNS_ADDR").parse().expect("MS_NETNS_ADDR");
     let mcaster: SocketAddr = var("MS_NETNS_MCASTER").parse().expect("MS_NETNS_MCASTER");
-    actix_rt::System::new().block_on(run_member(kind, ip, mcaster));
+    let key = std::env::var("MS_NETNS_KEY").unwrap_or_default();
+    let auth = (!key.is_empty()).then(|| {
+        let k = ClusterKey::parse(&key).expect("MS_NETNS_KEY");
+        AuthConfig::new(KeyRing::new(vec![k]).expect("a key ring"))
+    });
+    actix_rt::System::new().block_on(run_member(kind, ip, mcaster, auth));
 }
 
-async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr) {
+async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr, auth: Option<AuthConfig>) {
     let local = NodeId::new(SocketAddr::from((ip, GROUP_PORT)));
     let options = if kind == MemberKind::Mc {
         // One socket on 0.0.0.0:GROUP_PORT joined to the group receives
@@ -94,6 +110,8 @@ async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr) {
         o.mcaster = Some(mcaster);
         o
     };
+    let mut options = options;
+    options.auth = auth;
     let SpawnedCore { handle, mut events } =
         spawn_core(options, &[ProtocolId::Mcaster, ProtocolId::Test], |ctx| {
             TestMember::new(ctx.now, local, mcaster, kind, GROUP, "netns-test")
@@ -265,7 +283,44 @@ fn build_lan(pid: u32, guard: &mut Namespaces) -> Result<(), String> {
         ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        if name == "m" {
+            // The mcaster's host has a second interface, a decoy, that the
+            // routing table prefers for multicast: its class D copies reach
+            // the LAN only if `--multicast-interface` picks eth0 for them
+            // too (IP_MULTICAST_IF), not just for the joins.
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "eth0",
+                "metric",
+                "100",
+            ])?;
+            ip(&[
+                "-n", &ns, "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1",
+            ])?;
+            ip(&["-n", &ns, "addr", "add", "10.232.7.1/24", "dev", "decoy0"])?;
+            for dev in ["decoy0", "decoy1"] {
+                ip(&["-n", &ns, "link", "set", dev, "multicast", "on"])?;
+                ip(&["-n", &ns, "link", "set", dev, "up"])?;
+            }
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "decoy0",
+                "metric",
+                "10",
+            ])?;
+        } else {
+            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        }
     }
     Ok(())
 }
@@ -373,6 +428,23 @@ fn mixed_lan_in_network_namespaces() {
         drop(guard);
         return skip(&format!("cannot build the namespaces: {e}"));
     }
+    // The same LAN twice: without authentication, then with a cluster key
+    // everywhere (the mcaster's from MS_CLUSTER_KEYS).
+    run_lan(pid, None);
+    run_lan(pid, Some(CLUSTER_KEY));
+    drop(guard);
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{PREFIX}{pid}-")))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    println!("netns mixed LAN ok (pid {pid})");
+}
+
+/// Starts the mcaster and the four members in the namespaces of `pid`,
+/// checks the receptions, and stops them all. With `key`, everything is
+/// authenticated with it.
+fn run_lan(pid: u32, key: Option<&str>) {
     let ns = |name: &str| format!("{PREFIX}{pid}-{name}");
     let mcaster = SocketAddr::from((host_ip(1), MCASTER_PORT));
     let (tx, rx) = mpsc::channel::<Line>();
@@ -381,7 +453,11 @@ fn mixed_lan_in_network_namespaces() {
     let mut daemon = Command::new("ip")
         .args(["netns", "exec", &ns("m"), env!("CARGO_BIN_EXE_mcaster")])
         .args([
+            // On every interface, as on a real host: the kernel does not
+            // pick the outgoing interface from a bound source address then.
             "--listen",
+            &format!("0.0.0.0:{MCASTER_PORT}"),
+            "--advertise",
             &mcaster.to_string(),
             "--multicast",
             "auto",
@@ -393,6 +469,7 @@ fn mixed_lan_in_network_namespaces() {
             "json",
         ])
         .env("RUST_LOG", "info")
+        .envs(key.map(|k| ("MS_CLUSTER_KEYS", k)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -418,6 +495,7 @@ fn mixed_lan_in_network_namespaces() {
             .env("MS_NETNS_KIND", role)
             .env("MS_NETNS_ADDR", host_ip(*i).to_string())
             .env("MS_NETNS_MCASTER", mcaster.to_string())
+            .env("MS_NETNS_KEY", key.unwrap_or(""))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -435,10 +513,11 @@ fn mixed_lan_in_network_namespaces() {
         log: String::new(),
     };
 
+    let auth = if key.is_some() { "on (" } else { "off (" };
     let probed = lan.pump(PATIENCE, |l| {
-        l.log
-            .lines()
-            .any(|x| x.contains("mcaster running") && x.contains("\"multicast\":true"))
+        l.log.lines().any(|x| {
+            x.contains("mcaster running") && x.contains("\"multicast\":true") && x.contains(auth)
+        })
     });
     assert!(
         probed,
@@ -522,13 +601,11 @@ fn mixed_lan_in_network_namespaces() {
         !lan.got.keys().any(|(_, from, _)| *from == mc_str),
         "the mcaster named as a sender"
     );
+    assert!(
+        !lan.log.contains("failed authentication") && !lan.log.contains("no cluster key, so"),
+        "the mcaster dropped datagrams for authentication:\n{}",
+        lan.log
+    );
     drop(members);
     drop(_daemon);
-    drop(guard);
-    let left: Vec<String> = netns_list()
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("{PREFIX}{pid}-")))
-        .collect();
-    assert!(left.is_empty(), "namespaces left: {left:?}");
-    println!("netns mixed LAN ok (pid {pid})");
 }

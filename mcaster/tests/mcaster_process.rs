@@ -215,6 +215,10 @@ fn help_bad_flags_and_sigterm() {
         text.contains("--listen") && text.contains("--config"),
         "{text}"
     );
+    assert!(
+        text.contains("--cluster-key") && text.contains("--multicast-interface"),
+        "{text}"
+    );
 
     let bad = Command::new(bin)
         .args(["--max-groups", "many"])

@@ -128,6 +128,12 @@ pub struct RelayCounters {
     pub nacks_answered: u64,
     /// Cached datagrams resent (unchanged) to NACKers.
     pub nack_resends: u64,
+    /// Cached datagrams asked for again by a member they had already been
+    /// resent to. The cached copy is resent once more, and the NACK also
+    /// goes upstream, so the sender retransmits a freshly sealed copy: the
+    /// cached one may have been lost, or, with a cluster key, be refused by
+    /// the member's replay window (its counter is older than the window).
+    pub nack_repeats: u64,
     /// Rmcast NACKs from uc members forwarded to the group (unchanged).
     pub nacks_forwarded: u64,
     /// Rmcast NACKs from uc members not forwarded: fully answered from the
@@ -513,22 +519,30 @@ impl Relay {
         }
         let mut all_served = true;
         let mut resends = 0u64;
+        let mut repeats = 0u64;
         for r in &decision.resend {
             let RmcastPacket::Data(d) = &r.packet.packet else {
                 all_served = false;
                 continue;
             };
             let key = (r.packet.group, r.from, r.from_incarnation, d.seq);
-            match self.raw.get(&key) {
-                Some(bytes) => {
-                    let t = Transmit::forward(r.to, ProtocolId::Rmcast, bytes.to_vec());
-                    self.push_out(t);
-                    resends += 1;
-                }
-                None => all_served = false,
+            let Some(first) = self.raw.mark_resent(&key, r.to) else {
+                all_served = false;
+                continue;
+            };
+            if !first {
+                // Our copy did not do: the sender must retransmit.
+                repeats += 1;
+                all_served = false;
+            }
+            if let Some(bytes) = self.raw.get(&key) {
+                let t = Transmit::forward(r.to, ProtocolId::Rmcast, bytes.to_vec());
+                self.push_out(t);
+                resends += 1;
             }
         }
         self.counters.nack_resends += resends;
+        self.counters.nack_repeats += repeats;
         if resends > 0 {
             self.counters.nacks_answered += 1;
         }
@@ -548,13 +562,29 @@ impl Relay {
 /// (group, sender, sender incarnation, sequence).
 type RawKey = (NodeId, NodeId, Incarnation, u64);
 
+/// Most members one cached datagram remembers having been resent to; a
+/// NACK from a further member counts as a repeat (it also goes upstream),
+/// which is always safe.
+pub const MAX_RESENT_TO: usize = 16;
+
+/// One cached datagram.
+#[derive(Debug)]
+struct RawEntry {
+    /// Insertion order (for eviction).
+    order: u64,
+    /// The original sealed datagram.
+    datagram: Vec<u8>,
+    /// The members it was resent to (at most [`MAX_RESENT_TO`]).
+    resent_to: BTreeSet<NodeId>,
+}
+
 /// The original sealed datagrams of cached rmcast data packets, bounded by
 /// packets and bytes (whole datagrams), oldest evicted first.
 #[derive(Debug)]
 struct RawCache {
     max_packets: usize,
     max_bytes: usize,
-    map: BTreeMap<RawKey, (u64, Vec<u8>)>,
+    map: BTreeMap<RawKey, RawEntry>,
     order: BTreeMap<u64, RawKey>,
     next: u64,
     bytes: usize,
@@ -573,13 +603,25 @@ impl RawCache {
     }
 
     fn get(&self, key: &RawKey) -> Option<&[u8]> {
-        self.map.get(key).map(|(_, b)| b.as_slice())
+        self.map.get(key).map(|e| e.datagram.as_slice())
+    }
+
+    /// Records that the datagram is resent to `to`: `None` if it is not
+    /// cached, else whether this is the first resend to `to` (`false` also
+    /// when the record is full).
+    fn mark_resent(&mut self, key: &RawKey, to: NodeId) -> Option<bool> {
+        let e = self.map.get_mut(key)?;
+        if e.resent_to.contains(&to) || e.resent_to.len() >= MAX_RESENT_TO {
+            return Some(false);
+        }
+        e.resent_to.insert(to);
+        Some(true)
     }
 
     fn remove(&mut self, key: &RawKey) {
-        if let Some((order, b)) = self.map.remove(key) {
-            self.order.remove(&order);
-            self.bytes = self.bytes.saturating_sub(b.len());
+        if let Some(e) = self.map.remove(key) {
+            self.order.remove(&e.order);
+            self.bytes = self.bytes.saturating_sub(e.datagram.len());
         }
     }
 
@@ -594,15 +636,22 @@ impl RawCache {
             let Some((_, victim)) = self.order.pop_first() else {
                 break;
             };
-            if let Some((_, b)) = self.map.remove(&victim) {
-                self.bytes = self.bytes.saturating_sub(b.len());
+            if let Some(e) = self.map.remove(&victim) {
+                self.bytes = self.bytes.saturating_sub(e.datagram.len());
             }
         }
         let order = self.next;
         self.next += 1;
         self.order.insert(order, key);
         self.bytes += len;
-        self.map.insert(key, (order, datagram.to_vec()));
+        self.map.insert(
+            key,
+            RawEntry {
+                order,
+                datagram: datagram.to_vec(),
+                resent_to: BTreeSet::new(),
+            },
+        );
     }
 }
 

@@ -32,13 +32,31 @@
 //!   the sender, and an authentication tag stays valid (the mcaster cannot
 //!   forge one). Receivers see the mcaster as the UDP peer
 //!   ([`crate::sansio::Incoming::peer`]) and `relayed = true`.
+//! - **Authentication** (DESIGN.md section 4) happens before this core: the
+//!   daemon's sockets open every datagram with a
+//!   [`crate::wire::WireCodec`] holding the cluster key ring (header, CRC,
+//!   HMAC tag, and a replay window per header source, as every member
+//!   does), so forged, unauthenticated and replayed datagrams are dropped
+//!   and counted there and never reach the relay; the relay's own answers
+//!   are sealed, so signed with the ring's first key, by the same codec.
+//!   A forward keeps the `RELAYED` header bit as the sender sealed it
+//!   (clear): the bit is covered by the CRC and the tag, so the mcaster
+//!   cannot set it, and receivers tell a relayed copy by its UDP peer. A
+//!   receiver's replay window is keyed by the header source, so a datagram
+//!   that reaches it twice (by IP multicast and through the mcaster, or a
+//!   cache resend of one it already has) is dropped as `replayed` the
+//!   second time. Tests: `auth_tests.rs`.
 //! - **NACK aggregation** (seed 000, section 6.1): relayed rmcast
 //!   datagrams feed a bounded [`crate::rmcast::relay::RelayCache`]
 //!   ([`RelayConfig::nack_cache`]). A uc member's NACK is answered from the
 //!   cache by forwarding the cached original sealed data datagrams to it
 //!   alone (never re-sealed), and relayed unchanged unless fully answered
-//!   or aggregated with a live NACK-table entry (then suppressed). See
-//!   `docs/mcaster.md`, "NACK aggregation".
+//!   or aggregated with a live NACK-table entry (then suppressed). A
+//!   member that NACKs again a datagram already resent to it gets it again
+//!   and its NACK goes upstream too ([`RelayCounters::nack_repeats`]): with
+//!   a cluster key, a cached copy whose counter fell out of the member's
+//!   replay window can never be accepted, and only the sender can seal a
+//!   fresh one. See `docs/mcaster.md`, "NACK aggregation".
 //!
 //! Bad input never panics and never grows memory without bound: malformed
 //! control messages, relay packets for unknown groups or from non-members,
@@ -52,13 +70,15 @@ pub mod member;
 mod msg;
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod nack_tests;
 #[cfg(test)]
 mod tests;
 
 pub use mcaster::{
     GroupInfo, Relay, RelayConfig, RelayCounters, RelayEvent, DEFAULT_MAX_GROUPS,
-    DEFAULT_MAX_MEMBERS, DEFAULT_MEMBER_TTL, MAX_PENDING,
+    DEFAULT_MAX_MEMBERS, DEFAULT_MEMBER_TTL, MAX_PENDING, MAX_RESENT_TO,
 };
 pub use member::{
     Registration, RegistrationConfig, RegistrationCounters, RegistrationEvent,

@@ -23,8 +23,9 @@
 //!   owner, one timer at `poll_timeout`. No protocol logic.
 //! - [`queue`]: the bounded drop-oldest queues between the socket and the
 //!   cores added with [`CoreDriver::start_on`].
-//! - [`multicast`]: joining IPv4 groups and [`probe_multicast`] for
-//!   `--multicast auto`.
+//! - [`multicast`]: joining IPv4 groups, the explicit send options of
+//!   sockets that send to groups ([`MulticastSend`]: interface, TTL,
+//!   loopback) and [`probe_multicast`] for `--multicast auto`.
 //! - [`watch`]: [`CrashWatch`] and [`CrashWatchListener`], idle TCP
 //!   connections that turn a watched process's death into an immediate
 //!   [`NodeUnreachable`] hint.
@@ -132,7 +133,7 @@ pub use interceptor::{
     Direction, FaultConfig, FaultConfigError, FaultInjector, Filter, FilterConfig, Interceptor,
     PacketInfo, Pipeline, TrafficCounter, TrafficCounts, TrafficSnapshot, Verdict,
 };
-pub use multicast::{probe_multicast, MulticastCapability, MulticastOptions};
+pub use multicast::{probe_multicast, MulticastCapability, MulticastOptions, MulticastSend};
 pub use queue::{BoundedQueue, InboundPacket, PacketQueue};
 pub use socket::{
     AddInterceptor, GetFaults, GetFilter, GetLocal, GetStats, JoinMulticast, LeaveMulticast,

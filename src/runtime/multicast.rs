@@ -1,5 +1,16 @@
-//! IPv4 multicast: joining and leaving a group on a socket, and a capability
-//! probe for `--multicast auto` (DESIGN.md section 7).
+//! IPv4 multicast: joining and leaving a group on a socket, the send
+//! options of a socket that sends to groups, and a capability probe for
+//! `--multicast auto` (DESIGN.md section 7).
+//!
+//! **Send options** ([`MulticastSend`]) are always set explicitly, never left
+//! to the kernel's defaults: the outgoing interface (`IP_MULTICAST_IF`; an
+//! address of the interface, `0.0.0.0` for the kernel's choice by routing
+//! table), the TTL (`IP_MULTICAST_TTL`, 1 by default: datagrams never leave
+//! the local network) and loopback (`IP_MULTICAST_LOOP`, on by default: other
+//! sockets of this host that joined the group get our datagrams too, which is
+//! what several nodes on one host need). A socket that joins a group
+//! ([`MulticastOptions`]) gets them with the join; a socket that only sends
+//! to groups gets them through `SocketOptions::multicast_send`.
 //!
 //! Many machines (containers, loopback-only hosts, cloud VMs) have no working
 //! IP multicast; the service then falls back to the mcaster. The probe
@@ -43,7 +54,56 @@ impl MulticastOptions {
     }
 }
 
-/// Joins the group and applies the send options (interface, loopback, TTL).
+impl MulticastOptions {
+    /// The send options that go with this membership: the same interface,
+    /// loopback and TTL.
+    pub fn send_options(&self) -> MulticastSend {
+        MulticastSend {
+            interface: self.interface,
+            loopback: self.loopback,
+            ttl: self.ttl,
+        }
+    }
+}
+
+/// How a socket sends to IPv4 multicast groups, whether or not it joined
+/// one (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MulticastSend {
+    /// The local interface address datagrams to groups leave from
+    /// (`IP_MULTICAST_IF`; `0.0.0.0`: the kernel's choice by routing table).
+    pub interface: Ipv4Addr,
+    /// Whether our own multicast datagrams are looped back to local sockets
+    /// (`IP_MULTICAST_LOOP`).
+    pub loopback: bool,
+    /// Time-to-live of multicast datagrams (`IP_MULTICAST_TTL`; 1: the
+    /// local network).
+    pub ttl: u32,
+}
+
+impl MulticastSend {
+    /// Sending from `interface`, with loopback on and TTL 1.
+    pub fn new(interface: Ipv4Addr) -> Self {
+        MulticastSend {
+            interface,
+            loopback: true,
+            ttl: 1,
+        }
+    }
+}
+
+/// Sets the send options (interface, loopback, TTL) on a socket, every one
+/// explicitly.
+pub fn set_send_options(socket: &UdpSocket, options: &MulticastSend) -> io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    sock.set_multicast_if_v4(&options.interface)?;
+    sock.set_multicast_loop_v4(options.loopback)?;
+    sock.set_multicast_ttl_v4(options.ttl)?;
+    Ok(())
+}
+
+/// Joins the group on its interface and applies the matching send options
+/// (interface, loopback, TTL: [`MulticastOptions::send_options`]).
 pub fn join(socket: &UdpSocket, options: &MulticastOptions) -> io::Result<()> {
     if !options.group.is_multicast() {
         return Err(io::Error::new(
@@ -52,13 +112,7 @@ pub fn join(socket: &UdpSocket, options: &MulticastOptions) -> io::Result<()> {
         ));
     }
     socket.join_multicast_v4(options.group, options.interface)?;
-    let sock = socket2::SockRef::from(socket);
-    if !options.interface.is_unspecified() {
-        sock.set_multicast_if_v4(&options.interface)?;
-    }
-    socket.set_multicast_loop_v4(options.loopback)?;
-    socket.set_multicast_ttl_v4(options.ttl)?;
-    Ok(())
+    set_send_options(socket, &options.send_options())
 }
 
 /// Leaves the group.
@@ -184,6 +238,46 @@ mod tests {
         .await;
         assert!(!c.can_send && !c.usable(), "{c:?}");
         assert!(c.reason.contains("not a multicast group"));
+    }
+
+    fn read_back(s: &UdpSocket) -> MulticastSend {
+        let sock = socket2::SockRef::from(s);
+        MulticastSend {
+            interface: sock.multicast_if_v4().unwrap(),
+            loopback: sock.multicast_loop_v4().unwrap(),
+            ttl: sock.multicast_ttl_v4().unwrap(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn send_options_are_applied_explicitly() {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let o = MulticastSend {
+            interface: Ipv4Addr::LOCALHOST,
+            loopback: false,
+            ttl: 3,
+        };
+        set_send_options(&s, &o).unwrap();
+        assert_eq!(read_back(&s), o);
+        // The defaults, set explicitly: the kernel's interface choice, TTL 1,
+        // loopback on.
+        let d = MulticastSend::new(Ipv4Addr::UNSPECIFIED);
+        set_send_options(&s, &d).unwrap();
+        assert_eq!(read_back(&s), d);
+        assert_eq!((d.ttl, d.loopback), (1, true));
+    }
+
+    #[actix_rt::test]
+    async fn join_sets_the_interface_for_sending_too() {
+        let s = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let mut o = MulticastOptions::new(Ipv4Addr::new(239, 255, 77, 78), Ipv4Addr::LOCALHOST);
+        o.loopback = false;
+        match join(&s, &o) {
+            Ok(()) => assert_eq!(read_back(&s), o.send_options()),
+            // A host whose loopback interface cannot join groups: nothing to
+            // check here (the netns test covers a real interface).
+            Err(e) => eprintln!("join on 127.0.0.1 not possible here: {e}"),
+        }
     }
 
     #[actix_rt::test]

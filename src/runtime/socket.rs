@@ -71,7 +71,7 @@
 use super::interceptor::{
     FaultConfig, FaultConfigError, FilterConfig, Interceptor, Pipeline, TrafficSnapshot,
 };
-use super::multicast::MulticastOptions;
+use super::multicast::{MulticastOptions, MulticastSend};
 use super::queue::PacketQueue;
 use super::socket_io::{Deferred, Receiver, RecvOwner, SocketIo, Step, RECV_BATCH};
 use crate::id::{Incarnation, NodeId, ProtocolId};
@@ -110,8 +110,14 @@ pub struct SocketOptions {
     pub recv_buffer: usize,
     /// `SO_SNDBUF` to request (0: leave the kernel default).
     pub send_buffer: usize,
-    /// Join an IPv4 multicast group after binding.
+    /// Join an IPv4 multicast group after binding (with its send options:
+    /// interface, loopback, TTL).
     pub multicast: Option<MulticastOptions>,
+    /// Send options for IPv4 multicast (outgoing interface, loopback, TTL)
+    /// of a socket that sends to groups without joining one, e.g. the
+    /// mcaster's class D copies. Applied after binding, before `multicast`
+    /// (whose own send options then win). `None`: the kernel's defaults.
+    pub multicast_send: Option<MulticastSend>,
     /// Authenticate every datagram with this key ring.
     pub auth: Option<AuthConfig>,
     /// This life's incarnation (`None`: a fresh one).
@@ -144,6 +150,7 @@ impl SocketOptions {
             recv_buffer: DEFAULT_SOCKET_BUFFER,
             send_buffer: DEFAULT_SOCKET_BUFFER,
             multicast: None,
+            multicast_send: None,
             auth: None,
             incarnation: None,
             fault_seed: None,
@@ -753,6 +760,22 @@ mod tests {
         o.advertise = Some(NodeId::v4(127, 0, 0, 1, 1));
         let s = SocketActor::bind(o).unwrap();
         assert_eq!(s.local().node, NodeId::v4(127, 0, 0, 1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn multicast_send_options_are_applied_at_bind() {
+        let mut o = SocketOptions::localhost();
+        o.multicast_send = Some(MulticastSend {
+            interface: Ipv4Addr::LOCALHOST,
+            loopback: false,
+            ttl: 2,
+        });
+        let s = SocketActor::bind(o).unwrap();
+        let io = s.io.borrow();
+        let sock = socket2::SockRef::from(&**io.socket().unwrap());
+        assert_eq!(sock.multicast_if_v4().unwrap(), Ipv4Addr::LOCALHOST);
+        assert!(!sock.multicast_loop_v4().unwrap());
+        assert_eq!(sock.multicast_ttl_v4().unwrap(), 2);
     }
 
     #[actix_rt::test]

@@ -245,6 +245,9 @@ impl SocketIo {
             }
             None => NodeId::new(bound),
         };
+        if let Some(m) = &options.multicast_send {
+            multicast::set_send_options(&socket, m)?;
+        }
         if let Some(m) = &options.multicast {
             multicast::join(&socket, m)?;
         }
