@@ -8,6 +8,8 @@
 //! - [`wire`]: the packet header, bounded bodies, authentication (seed 000 DNP);
 //! - [`sansio`]: the contract every protocol core follows;
 //! - [`rpc`]: BLAST, CHAN and SELECT (seed 004, section 5.3);
+//! - [`coreset`]: the mserver group protocol: core table, ring monitoring,
+//!   views and the change protocols (seed 003, chapters III and IV.C);
 //! - [`relay`]: the multicast emulator (mcaster) and its member side (seed
 //!   003, section IV.A);
 //! - [`sim`]: the deterministic simulator that runs the cores on virtual time;
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod coreset;
 pub mod id;
 pub mod relay;
 pub mod rmcast;

@@ -387,7 +387,13 @@ pub struct Simulator<C: Core> {
     pending_scheduled: u64,
     max_heap_len: usize,
     unknown: NodeStats,
+    /// Reads a new incarnation out of a core event (see
+    /// [`Simulator::track_incarnation`]).
+    incarnation_of: Option<IncarnationOf<C>>,
 }
+
+/// Reads a new incarnation out of a core event.
+type IncarnationOf<C> = Box<dyn Fn(&<C as Core>::Event) -> Option<Incarnation>>;
 
 impl<C: Core> Simulator<C> {
     /// A simulator with no nodes at time zero. `factory` builds a core for
@@ -427,6 +433,7 @@ impl<C: Core> Simulator<C> {
             pending_scheduled: 0,
             max_heap_len: 0,
             unknown: NodeStats::default(),
+            incarnation_of: None,
         }
     }
 
@@ -843,6 +850,16 @@ impl<C: Core> Simulator<C> {
     /// Registers an [`Invariant`].
     pub fn add_invariant(&mut self, invariant: Box<dyn Invariant<C>>) {
         self.checkers.push(invariant);
+    }
+
+    /// Lets cores change their own incarnation, like a daemon that tells
+    /// its socket (the runtime's `SetIncarnation`) when its core reports a
+    /// new life without a restart (e.g. a rejoin after exclusion): when `f`
+    /// finds an incarnation in an event, the node's later datagrams carry
+    /// it, [`Simulator::incarnation`] reports it, and a later restart gets
+    /// a later one still.
+    pub fn track_incarnation(&mut self, f: impl Fn(&C::Event) -> Option<Incarnation> + 'static) {
+        self.incarnation_of = Some(Box::new(f));
     }
 
     // ----- stepping -------------------------------------------------------
@@ -1378,6 +1395,23 @@ impl<C: Core> Simulator<C> {
                     sealed.push((hop, out));
                 }
                 Err(_) => node.stats.encode_errors += 1,
+            }
+        }
+        if let Some(f) = &self.incarnation_of {
+            // The core took a new incarnation: later datagrams carry it
+            // (this batch was sealed before the driver saw the event, as
+            // in the runtime).
+            for e in &events {
+                if let Some(inc) = f(e) {
+                    node.incarnation = Some(inc);
+                    let b = inc.to_bytes();
+                    let mut ms = [0u8; 8];
+                    ms[2..].copy_from_slice(&b[..6]);
+                    let millis = u64::from_be_bytes(ms);
+                    node.last_incarnation_millis =
+                        Some(node.last_incarnation_millis.unwrap_or(0).max(millis));
+                    self.trace.mix(&[b"inc", &node_bytes(id), &b]);
+                }
             }
         }
         node.stats.events += events.len() as u64;

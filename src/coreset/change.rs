@@ -1,0 +1,973 @@
+//! The change protocols (seed 003, sections III.A-C and IV.C.3-4; figures
+//! 5, 21, 25, 27, 28): proposing (batched AGREE_L, AGREE_J), phase I with
+//! retries and non-responders, refusals and withdrawals between virtually
+//! simultaneous changes, phase II, and the coordinator-failure election
+//! with its compressed and full three-phase outcomes.
+
+use super::member::{Acker, Drive, Election, Joined, Lock, QueuedJoin, MAX_JOIN_QUEUE};
+use super::msg::{
+    CoStatus, Commit, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal, RemovalReason,
+    MAX_JOIN_BATCH, MAX_MEMBERS,
+};
+use super::{Ctx, Io, LeaveRequest, Transition};
+use crate::id::{Incarnation, NodeId, ViewId};
+use crate::time::{earliest, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+
+impl Joined {
+    // ----- proposing ----------------------------------------------------
+
+    /// Starts the next change if this member is idle and has one: its
+    /// withdrawn change again (unchanged), else its whole fail list (and
+    /// its own leave) in one AGREE_L, else, as coordinator of joins, the
+    /// queued newcomers in one AGREE_J.
+    pub(crate) fn maybe_propose(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        if self.busy() || now < self.retry_after || io.transition.is_some() {
+            return;
+        }
+        let table = &self.table;
+        self.fail_list.retain(|rank, e| {
+            table
+                .by_rank(*rank)
+                .is_some_and(|r| r.incarnation == e.incarnation)
+        });
+        if let Some((p, since)) = self.originated.clone() {
+            if p.validate(self.view, &self.table).is_ok() {
+                self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
+                return;
+            }
+            self.originated = None;
+        }
+        let mut removals: Vec<Removal> = self
+            .fail_list
+            .iter()
+            .map(|(rank, e)| Removal {
+                rank: *rank,
+                reason: e.reason,
+            })
+            .collect();
+        let mut started = self.fail_list.values().map(|e| e.since).min();
+        if let Some(l) = leave {
+            if !removals.iter().any(|x| x.rank == self.my_rank) {
+                removals.push(Removal {
+                    rank: self.my_rank,
+                    reason: RemovalReason::Left,
+                });
+                started = earliest(started, Some(l.since));
+            }
+        }
+        removals.sort_by_key(|x| x.rank);
+        if !removals.is_empty() {
+            if removals.len() >= self.table.len() {
+                // We leave and every other member failed: nobody to tell.
+                if leave.is_some() {
+                    io.transition(Transition::Leave);
+                }
+                return;
+            }
+            let coordinator_failure = removals.iter().any(|x| {
+                self.seen_drivers.contains(&x.rank)
+                    || self.fail_list.get(&x.rank).is_some_and(|e| e.coordinator)
+            });
+            let p = Proposal {
+                view: self.next_view(cx.incarnation),
+                originator: self.my_rank,
+                layer: Layer::Physical,
+                coordinator_failure,
+                removals,
+                joins: Vec::new(),
+            };
+            self.start_drive(
+                now,
+                cx,
+                io,
+                leave,
+                p,
+                false,
+                started.unwrap_or(now),
+                &BTreeSet::new(),
+            );
+            return;
+        }
+        if !self.is_join_coordinator() {
+            return;
+        }
+        let ttl = cx.t.join_ttl;
+        self.join_queue.retain(|_, q| q.last_heard + ttl > now);
+        let room = MAX_MEMBERS
+            .saturating_sub(self.table.len())
+            .min(MAX_JOIN_BATCH);
+        let table = &self.table;
+        let picked: Vec<(NodeId, QueuedJoin)> = self
+            .join_queue
+            .iter()
+            .filter(|(a, _)| table.by_addr(**a).is_none())
+            .take(room)
+            .map(|(a, q)| (*a, *q))
+            .collect();
+        if picked.is_empty() {
+            return;
+        }
+        let started = picked.iter().map(|(_, q)| q.since).min().unwrap_or(now);
+        let p = Proposal {
+            view: self.next_view(cx.incarnation),
+            originator: self.my_rank,
+            layer: Layer::Physical,
+            coordinator_failure: false,
+            removals: Vec::new(),
+            joins: picked
+                .iter()
+                .map(|(addr, q)| Joiner {
+                    addr: *addr,
+                    incarnation: q.incarnation,
+                })
+                .collect(),
+        };
+        self.start_drive(now, cx, io, leave, p, false, started, &BTreeSet::new());
+    }
+
+    fn next_view(&self, incarnation: Incarnation) -> ViewId {
+        ViewId {
+            number: self.view.number.saturating_add(1),
+            coordinator: incarnation,
+        }
+    }
+
+    /// Becomes the coordinator of `p` (phase I): multicasts the AGREE and
+    /// waits for every member but the subjects, the `exclude`d and us.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_drive(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        p: Proposal,
+        takeover: bool,
+        started: Instant,
+        exclude: &BTreeSet<u64>,
+    ) {
+        let expected: BTreeMap<u64, Acker> = self
+            .table
+            .rows
+            .iter()
+            .filter(|r| r.rank != self.my_rank && !p.removes(r.rank) && !exclude.contains(&r.rank))
+            .map(|r| {
+                (
+                    r.rank,
+                    Acker {
+                        addr: r.addr,
+                        acked: false,
+                        sends: 1,
+                        refusing_since: None,
+                        dead: self.dead.contains(&r.rank),
+                    },
+                )
+            })
+            .collect();
+        if !takeover {
+            self.originated = Some((p.clone(), started));
+        }
+        let anyone = expected.values().any(|a| !a.dead);
+        self.drive = Some(Drive {
+            proposal: p.clone(),
+            takeover,
+            started,
+            expected,
+            next_retx: now + cx.t.reply_timeout,
+            delay_until: None,
+        });
+        if anyone {
+            io.multicast(self.view, Msg::agree(p, takeover));
+        }
+        self.check_phase_one(now, cx, io, leave);
+    }
+
+    /// Phase I is over when every expected member ACKed or is taken as
+    /// failed; then (after `commit_delay`) the COMMIT.
+    pub(crate) fn check_phase_one(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        let Some(d) = &self.drive else {
+            return;
+        };
+        if d.delay_until.is_some() || !d.expected.values().all(|a| a.acked || a.dead) {
+            return;
+        }
+        let silent: Vec<u64> = d
+            .expected
+            .iter()
+            .filter(|(_, a)| a.dead && !a.acked)
+            .map(|(r, _)| *r)
+            .collect();
+        for rank in silent {
+            if self.add_fail(now, rank, RemovalReason::Failed) {
+                io.stats.silent_failures += 1;
+            }
+        }
+        if let Some(delay) = cx.t.commit_delay {
+            if let Some(d) = &mut self.drive {
+                d.delay_until = Some(now + delay);
+            }
+            return;
+        }
+        self.send_commit(now, cx, io, leave);
+    }
+
+    /// Phase II: multicast the COMMIT and install it.
+    pub(crate) fn send_commit(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        let Some(d) = self.drive.take() else {
+            return;
+        };
+        let table = self.table.apply(&d.proposal);
+        let commit = Commit {
+            proposal: d.proposal,
+            table,
+        };
+        io.multicast(self.view, Msg::Commit(commit.clone()));
+        io.stats.changes_coordinated += 1;
+        self.install(now, cx, io, leave, commit, d.started);
+    }
+
+    /// Withdraws the change we coordinate (a higher-priority one is in
+    /// progress): ABORT to the group, requeue, back off.
+    pub(crate) fn abort_drive(&mut self, now: Instant, cx: &Ctx, io: &mut Io) {
+        let Some(d) = self.drive.take() else {
+            return;
+        };
+        io.multicast(
+            self.view,
+            Msg::Abort {
+                proposal: d.proposal.view,
+            },
+        );
+        self.remember_aborted(d.proposal.view);
+        io.stats.aborts += 1;
+        if d.takeover {
+            // Not ours to re-propose unchanged: requeue its removals.
+            for x in &d.proposal.removals {
+                self.add_fail(now, x.rank, x.reason);
+            }
+        }
+        self.retry_after = now + cx.t.abort_backoff;
+        self.resume_idle(now, cx);
+    }
+
+    /// The coordinator's phase timers: retransmissions (non-responders
+    /// become failed after the retries; a late round resets the count) and
+    /// the delayed COMMIT.
+    pub(crate) fn drive_timer(
+        &mut self,
+        now: Instant,
+        late: bool,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        let view = self.view;
+        let Some(d) = &mut self.drive else {
+            return;
+        };
+        if let Some(t) = d.delay_until {
+            if now >= t {
+                self.send_commit(now, cx, io, leave);
+            }
+            return;
+        }
+        if now < d.next_retx {
+            return;
+        }
+        let max = cx.t.change_retries.saturating_add(1);
+        let mut resend = Vec::new();
+        for a in d.expected.values_mut() {
+            if a.acked || a.dead {
+                continue;
+            }
+            if late {
+                a.sends = 0;
+            }
+            let refusing_too_long = a
+                .refusing_since
+                .is_some_and(|t| now.saturating_duration_since(t) > cx.t.refuse_limit);
+            if a.sends >= max || refusing_too_long {
+                a.dead = true;
+                continue;
+            }
+            a.sends += 1;
+            resend.push(a.addr);
+        }
+        d.next_retx = now + cx.t.reply_timeout;
+        let msg = Msg::agree(d.proposal.clone(), d.takeover);
+        for addr in resend {
+            io.send(addr, view, msg.clone());
+        }
+        self.check_phase_one(now, cx, io, leave);
+    }
+
+    // ----- receiving change messages -------------------------------------
+
+    /// An AGREE_J or AGREE_L from member `from` (seed 003 figure 27b):
+    /// ACK it if idle; refuse it (BUSY) if holding another change, or
+    /// withdraw ours if it outranks ours.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_agree(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        from: super::table::Row,
+        view: ViewId,
+        p: Proposal,
+        takeover: bool,
+    ) {
+        let _ = leave;
+        if view != self.view {
+            if view.number < self.view.number {
+                if p.view == self.view {
+                    // We committed it: the sender missed the COMMIT.
+                    self.resend_commit(now, io, from.addr);
+                } else {
+                    // The proposer is behind the group: tell it.
+                    io.stats.drops.stale_view += 1;
+                    self.send_not_member(now, io, from.addr);
+                }
+            } else if view.number > self.view.number {
+                io.stats.drops.future_view += 1;
+            } else {
+                io.stats.drops.stale_view += 1;
+            }
+            return;
+        }
+        if p.validate(view, &self.table).is_err() {
+            io.stats.drops.invalid_proposal += 1;
+            return;
+        }
+        if p.removes(self.my_rank) {
+            io.stats.drops.agree_removes_me += 1;
+            return;
+        }
+        self.seen_drivers.insert(from.rank);
+        self.seen_drivers.insert(p.originator);
+        let key = p.key(takeover);
+        if let Some(d) = &self.drive {
+            if d.proposal.view == p.view {
+                if d.proposal != p {
+                    io.stats.drops.invalid_proposal += 1;
+                } else {
+                    // Another coordinator of our change: agree.
+                    io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
+                }
+                return;
+            }
+            let mine = d.proposal.key(d.takeover);
+            if key.outranks(&mine) && d.delay_until.is_none() {
+                self.abort_drive(now, cx, io);
+            } else {
+                let locked = d.proposal.view;
+                io.send(
+                    from.addr,
+                    self.view,
+                    Msg::Busy {
+                        refused: p.view,
+                        locked,
+                        key: mine,
+                    },
+                );
+                return;
+            }
+        }
+        if let Some(l) = &mut self.lock {
+            if l.proposal.view == p.view {
+                if l.proposal != p {
+                    io.stats.drops.invalid_proposal += 1;
+                    return;
+                }
+                if l.driver != from.addr || takeover {
+                    l.election = None;
+                }
+                l.driver = from.addr;
+                l.driver_rank = from.rank;
+                l.takeover |= takeover;
+                l.commit_deadline = now + cx.t.commit_timeout;
+                l.nudge_at = now + cx.t.nudge_interval;
+                io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
+                return;
+            }
+            let held: PriorityKey = l.proposal.key(l.takeover);
+            let (held_id, driver) = (l.proposal.view, l.driver);
+            io.send(
+                from.addr,
+                self.view,
+                Msg::Busy {
+                    refused: p.view,
+                    locked: held_id,
+                    key: held,
+                },
+            );
+            // Ours is outranked: ask its coordinator whether it still
+            // stands (it answers an ACK for a withdrawn change with ABORT).
+            if key.outranks(&held) && io.allow(now, driver, MsgKind::AgreeAck) {
+                io.send(driver, self.view, Msg::AgreeAck { proposal: held_id });
+            }
+            return;
+        }
+        self.lock = Some(Lock {
+            proposal: p.clone(),
+            takeover,
+            driver: from.addr,
+            driver_rank: from.rank,
+            since: now,
+            commit_deadline: now + cx.t.commit_timeout,
+            nudge_at: now + cx.t.nudge_interval,
+            election: None,
+        });
+        io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
+    }
+
+    /// Re-sends the COMMIT of our current view to `to` (rate-limited).
+    pub(crate) fn resend_commit(&mut self, now: Instant, io: &mut Io, to: NodeId) {
+        if io.allow(now, to, MsgKind::Commit) {
+            let (base, c) = self.last_commit.clone();
+            io.send(to, base, Msg::Commit(c));
+        }
+    }
+
+    /// An AGREE_ACK (or a nudge) from member `from`.
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        from: super::table::Row,
+        proposal: ViewId,
+    ) {
+        if let Some(d) = &mut self.drive {
+            if d.proposal.view == proposal {
+                match d.expected.get_mut(&from.rank) {
+                    Some(a) if a.acked => io.stats.drops.duplicate += 1,
+                    Some(a) => {
+                        a.acked = true;
+                        a.refusing_since = None;
+                    }
+                    None => io.stats.drops.unexpected += 1,
+                }
+                self.check_phase_one(now, cx, io, leave);
+                return;
+            }
+        }
+        if proposal == self.view {
+            io.stats.drops.duplicate += 1;
+            self.resend_commit(now, io, from.addr);
+        } else if self.aborted.contains(&proposal) {
+            io.stats.drops.duplicate += 1;
+            if io.allow(now, from.addr, MsgKind::Abort) {
+                io.send(from.addr, self.view, Msg::Abort { proposal });
+            }
+        } else {
+            io.stats.drops.unexpected += 1;
+        }
+    }
+
+    /// A BUSY: `from` holds another change. It is alive; if its change
+    /// outranks ours, withdraw ours.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_busy(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        from: super::table::Row,
+        refused: ViewId,
+        key: PriorityKey,
+    ) {
+        let _ = leave;
+        let Some(d) = &mut self.drive else {
+            io.stats.drops.unexpected += 1;
+            return;
+        };
+        if d.proposal.view != refused {
+            io.stats.drops.unexpected += 1;
+            return;
+        }
+        if let Some(a) = d.expected.get_mut(&from.rank) {
+            a.sends = 0;
+            a.refusing_since.get_or_insert(now);
+        }
+        let mine = d.proposal.key(d.takeover);
+        if key.outranks(&mine) && d.delay_until.is_none() {
+            self.abort_drive(now, cx, io);
+        }
+    }
+
+    /// An ABORT: the change we hold was withdrawn.
+    pub(crate) fn on_abort(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        proposal: ViewId,
+    ) {
+        if self
+            .lock
+            .as_ref()
+            .is_some_and(|l| l.proposal.view == proposal)
+        {
+            self.lock = None;
+            self.resume_idle(now, cx);
+            self.maybe_propose(now, cx, io, leave);
+        } else {
+            io.stats.drops.duplicate += 1;
+        }
+    }
+
+    /// A COMMIT (figure 27b, lines 10-19): installed only for the change we
+    /// hold, checked against our own computation; a newer view without us
+    /// means we were failed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_commit(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        _from: super::table::Row,
+        base: ViewId,
+        c: Commit,
+    ) {
+        if let Some(p) = self.held() {
+            if p.view == c.proposal.view && base == self.view {
+                if *p != c.proposal || self.table.apply(p) != c.table {
+                    io.stats.drops.commit_mismatch += 1;
+                    return;
+                }
+                if self.drive.as_ref().is_some_and(|d| d.takeover) {
+                    io.stats.compressed_takeovers += 1;
+                }
+                let since = self.held_since(now);
+                self.install(now, cx, io, leave, c, since);
+                return;
+            }
+        }
+        if c.proposal.view == self.view {
+            io.stats.drops.duplicate += 1;
+            return;
+        }
+        if c.proposal.view.number > self.view.number
+            && !c.table.contains(cx.me, cx.incarnation)
+            && c.table.validate().is_ok()
+        {
+            self.on_newer_view(now, cx, io, leave, c.proposal.view, false);
+            return;
+        }
+        io.stats.drops.unacked_commit += 1;
+    }
+
+    // ----- coordinator failure ------------------------------------------
+
+    /// The ACK-holder's timers: nudge the coordinator, suspect it when the
+    /// COMMIT is overdue (CO_FAIL), run the election.
+    pub(crate) fn lock_timer(
+        &mut self,
+        now: Instant,
+        late: bool,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        let view = self.view;
+        let Some(l) = &mut self.lock else {
+            return;
+        };
+        if let Some(e) = &l.election {
+            if now >= e.deadline {
+                self.check_election(now, cx, io, leave, true, late);
+            }
+            return;
+        }
+        if now >= l.commit_deadline {
+            if late {
+                // Starved: give the coordinator another chance first.
+                l.commit_deadline = now + cx.t.reply_timeout;
+                l.nudge_at = now + cx.t.nudge_interval;
+                io.send(
+                    l.driver,
+                    view,
+                    Msg::AgreeAck {
+                        proposal: l.proposal.view,
+                    },
+                );
+            } else {
+                let suspect = l.driver_rank;
+                self.start_election(now, cx, io, suspect);
+            }
+        } else if now >= l.nudge_at {
+            l.nudge_at = now + cx.t.nudge_interval;
+            io.send(
+                l.driver,
+                view,
+                Msg::AgreeAck {
+                    proposal: l.proposal.view,
+                },
+            );
+        }
+    }
+
+    /// Suspects the coordinator `suspect` of the held change: CO_FAIL with
+    /// our status (phase I finished) to the group.
+    pub(crate) fn start_election(&mut self, now: Instant, cx: &Ctx, io: &mut Io, suspect: u64) {
+        let view = self.view;
+        let my_rank = self.my_rank;
+        let Some(l) = &mut self.lock else {
+            return;
+        };
+        let mut statuses = BTreeMap::new();
+        statuses.insert(my_rank, CoStatus::PhaseI);
+        l.election = Some(Election {
+            suspect,
+            statuses,
+            deadline: now + cx.t.reply_timeout,
+            sends: 1,
+        });
+        io.stats.elections += 1;
+        io.multicast(
+            view,
+            Msg::CoFail {
+                proposal: l.proposal.view,
+                suspect,
+                status: CoStatus::PhaseI,
+                reply: false,
+            },
+        );
+    }
+
+    /// A CO_FAIL from member `from` (figure 28).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_co_fail(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        from: super::table::Row,
+        view: ViewId,
+        proposal: ViewId,
+        suspect: u64,
+        status: CoStatus,
+        reply: bool,
+    ) {
+        if proposal == self.view {
+            // We committed it: the compressed three-phase protocol. Send
+            // the COMMIT again to everyone still waiting, and have the old
+            // coordinator checked (one prober: the lowest other rank).
+            if io.allow(now, cx.group_addr, MsgKind::Commit) {
+                let (base, c) = self.last_commit.clone();
+                io.multicast(base, Msg::Commit(c));
+            }
+            let prober = self
+                .table
+                .rows
+                .iter()
+                .find(|r| r.rank != suspect)
+                .map(|r| r.rank);
+            if prober == Some(self.my_rank) && suspect != self.my_rank {
+                self.probe(now, io, suspect);
+            }
+            return;
+        }
+        if view != self.view {
+            if view.number < self.view.number {
+                io.stats.drops.stale_view += 1;
+            } else {
+                io.stats.drops.future_view += 1;
+            }
+            return;
+        }
+        if self
+            .drive
+            .as_ref()
+            .is_some_and(|d| d.proposal.view == proposal)
+        {
+            // We coordinate it and are alive: the election is off.
+            if io.allow(now, cx.group_addr, MsgKind::CoFail) {
+                io.multicast(
+                    self.view,
+                    Msg::CoFail {
+                        proposal,
+                        suspect: self.my_rank,
+                        status: CoStatus::Driving,
+                        reply: true,
+                    },
+                );
+            }
+            return;
+        }
+        if self.aborted.contains(&proposal) {
+            if io.allow(now, from.addr, MsgKind::Abort) {
+                io.send(from.addr, self.view, Msg::Abort { proposal });
+            }
+            return;
+        }
+        let holds = self
+            .lock
+            .as_ref()
+            .is_some_and(|l| l.proposal.view == proposal);
+        if !holds {
+            if !reply && io.allow(now, cx.group_addr, MsgKind::CoFail) {
+                io.multicast(
+                    self.view,
+                    Msg::CoFail {
+                        proposal,
+                        suspect,
+                        status: CoStatus::Unknown,
+                        reply: true,
+                    },
+                );
+            }
+            return;
+        }
+        let my_rank = self.my_rank;
+        let Some(l) = &mut self.lock else {
+            return;
+        };
+        if status == CoStatus::Driving {
+            let was_suspect = l.election.as_ref().is_some_and(|e| e.suspect == from.rank);
+            if from.rank == l.driver_rank || was_suspect {
+                l.driver = from.addr;
+                l.driver_rank = from.rank;
+                l.election = None;
+                l.commit_deadline = now + cx.t.commit_timeout;
+                l.nudge_at = now + cx.t.nudge_interval;
+            }
+            return;
+        }
+        if suspect != l.driver_rank && !l.election.as_ref().is_some_and(|e| e.suspect == suspect) {
+            // They suspect a coordinator we no longer wait for: just say
+            // where we stand.
+            if !reply && io.allow(now, cx.group_addr, MsgKind::CoFail) {
+                io.multicast(
+                    self.view,
+                    Msg::CoFail {
+                        proposal,
+                        suspect,
+                        status: CoStatus::PhaseI,
+                        reply: true,
+                    },
+                );
+            }
+            return;
+        }
+        if l.election.is_none() {
+            self.start_election(now, cx, io, suspect);
+        }
+        if let Some(e) = self.lock.as_mut().and_then(|l| l.election.as_mut()) {
+            e.statuses.insert(from.rank, status);
+            e.statuses.insert(my_rank, CoStatus::PhaseI);
+        }
+        self.check_election(now, cx, io, leave, false, false);
+    }
+
+    /// Ends the election when every expected member answered (or, from the
+    /// timer, after the retries): the lowest rank that finished phase I
+    /// takes over; the others wait for it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_election(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        timer: bool,
+        late: bool,
+    ) {
+        let view = self.view;
+        let my_rank = self.my_rank;
+        let Some(l) = &mut self.lock else {
+            return;
+        };
+        let Some(e) = &mut l.election else {
+            return;
+        };
+        let expected: BTreeSet<u64> = self
+            .table
+            .rows
+            .iter()
+            .map(|r| r.rank)
+            .filter(|r| {
+                *r != my_rank
+                    && *r != e.suspect
+                    && !l.proposal.removes(*r)
+                    && !self.dead.contains(r)
+            })
+            .collect();
+        let all = expected.iter().all(|r| e.statuses.contains_key(r));
+        if !all {
+            if !timer || now < e.deadline {
+                return;
+            }
+            if late || e.sends < cx.t.retries.saturating_add(1) {
+                if !late {
+                    e.sends += 1;
+                }
+                e.deadline = now + cx.t.reply_timeout;
+                let (proposal, suspect) = (l.proposal.view, e.suspect);
+                io.multicast(
+                    view,
+                    Msg::CoFail {
+                        proposal,
+                        suspect,
+                        status: CoStatus::PhaseI,
+                        reply: false,
+                    },
+                );
+                return;
+            }
+        }
+        let elected = e
+            .statuses
+            .iter()
+            .filter(|(_, s)| matches!(s, CoStatus::PhaseI | CoStatus::Committed))
+            .map(|(r, _)| *r)
+            .min()
+            .unwrap_or(my_rank);
+        let silent: BTreeSet<u64> = expected
+            .iter()
+            .filter(|r| !e.statuses.contains_key(r))
+            .copied()
+            .collect();
+        let suspect = e.suspect;
+        if elected == my_rank {
+            self.take_over(now, cx, io, leave, suspect, silent);
+        } else if let Some(row) = self.table.by_rank(elected) {
+            l.driver = row.addr;
+            l.driver_rank = elected;
+            l.election = None;
+            l.commit_deadline = now + cx.t.commit_timeout;
+            l.nudge_at = now + cx.t.nudge_interval;
+        }
+    }
+
+    /// Takes over the held change from the failed coordinator `suspect`
+    /// (three-phase protocol): rerun phase I of the same change without
+    /// the suspect and the silent members, which go on the fail list and
+    /// are removed right after.
+    fn take_over(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        suspect: u64,
+        silent: BTreeSet<u64>,
+    ) {
+        let Some(l) = self.lock.take() else {
+            return;
+        };
+        io.stats.takeovers += 1;
+        if self.add_fail(now, suspect, RemovalReason::Failed) {
+            io.stats.silent_failures += 1;
+        }
+        if let Some(e) = self.fail_list.get_mut(&suspect) {
+            e.coordinator = true;
+        }
+        for s in &silent {
+            if self.add_fail(now, *s, RemovalReason::Failed) {
+                io.stats.silent_failures += 1;
+            }
+        }
+        let mut exclude = silent;
+        exclude.insert(suspect);
+        self.start_drive(now, cx, io, leave, l.proposal, true, l.since, &exclude);
+    }
+
+    // ----- joins --------------------------------------------------------
+
+    /// A join request (figure 26): the coordinator queues it (and answers
+    /// JOIN_WAIT while busy); a member whose request repeats but who is
+    /// already in the table gets the view re-sent; the second and third
+    /// ranks tell a repeating newcomer that the group exists.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_join_req(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        source: NodeId,
+        incarnation: Incarnation,
+        attempt: u32,
+    ) {
+        if let Some(r) = self.table.by_addr(source).copied() {
+            if r.incarnation == incarnation {
+                // Admitted, but it missed the COMMIT.
+                if self.is_join_coordinator() {
+                    self.resend_commit(now, io, source);
+                }
+                io.stats.drops.duplicate += 1;
+                return;
+            }
+            if incarnation < r.incarnation {
+                io.stats.drops.stale_incarnation += 1;
+                return;
+            }
+            // A newer life: its old one is on the fail list (restart_hint)
+            // and is removed before the new one is admitted.
+        }
+        if self.is_join_coordinator() {
+            let room = self.join_queue.len() < MAX_JOIN_QUEUE;
+            match self.join_queue.get_mut(&source) {
+                Some(q) => {
+                    if incarnation > q.incarnation {
+                        q.incarnation = incarnation;
+                        q.since = now;
+                    }
+                    q.last_heard = now;
+                }
+                None if room => {
+                    self.join_queue.insert(
+                        source,
+                        QueuedJoin {
+                            incarnation,
+                            since: now,
+                            last_heard: now,
+                        },
+                    );
+                }
+                None => {
+                    io.stats.drops.unexpected += 1;
+                    return;
+                }
+            }
+            if (self.busy() || self.table.by_addr(source).is_some())
+                && io.allow(now, source, MsgKind::JoinWait)
+            {
+                io.send(source, self.view, Msg::JoinWait);
+            }
+            self.maybe_propose(now, cx, io, leave);
+        } else if attempt >= 1 {
+            let pos = self.table.rows.iter().position(|r| r.rank == self.my_rank);
+            if matches!(pos, Some(1) | Some(2)) && io.allow(now, source, MsgKind::JoinWait) {
+                io.send(source, self.view, Msg::JoinWait);
+            }
+        }
+    }
+}

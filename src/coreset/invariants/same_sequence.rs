@@ -1,0 +1,152 @@
+//! Invariant (d) of DESIGN.md section 5: members that stay connected install
+//! the same sequence of views.
+//!
+//! For every view id the checker remembers which view each life installed
+//! right after it. When a life installs `W` after `V` and another life
+//! installed `W' != W` after `V`, their sequences *fork*. A fork is allowed
+//! only between members that do not stay together: within `bound` of
+//! virtual time one of the two lives must end (its node crashed or
+//! restarted, it rejoined with a new incarnation after learning it was
+//! excluded, or it left). A fork still open after the bound fails the run;
+//! [`SequenceReport::open_forks`] lists the open ones for a final check.
+
+use super::Life;
+use crate::coreset::{CoreSet, CoreSetEvent};
+use crate::id::ViewId;
+use crate::sim::{CheckView, Invariant};
+use crate::time::Instant;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A fork between two lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fork {
+    /// The view both installed.
+    pub from: ViewId,
+    /// One life and its next view.
+    pub a: (Life, ViewId),
+    /// The other life and its next view.
+    pub b: (Life, ViewId),
+    /// When the fork was seen.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last view each life installed.
+    last: BTreeMap<Life, ViewId>,
+    /// For each view, the next view each life installed after it.
+    next: BTreeMap<ViewId, BTreeMap<Life, ViewId>>,
+    open: Vec<Fork>,
+    forks_seen: u64,
+    resolved: u64,
+}
+
+/// A handle on checker (d)'s findings, kept by the test after the checker
+/// is boxed into the simulator.
+#[derive(Clone, Default)]
+pub struct SequenceReport(Rc<RefCell<State>>);
+
+impl SequenceReport {
+    /// Forks not yet resolved.
+    pub fn open_forks(&self) -> Vec<Fork> {
+        self.0.borrow().open.clone()
+    }
+
+    /// Forks seen so far (resolved or not).
+    pub fn forks_seen(&self) -> u64 {
+        self.0.borrow().forks_seen
+    }
+
+    /// Forks resolved by one side's life ending.
+    pub fn resolved(&self) -> u64 {
+        self.0.borrow().resolved
+    }
+}
+
+/// Checker (d). See the [module docs](self).
+pub struct SameSequence {
+    bound: Duration,
+    state: SequenceReport,
+}
+
+impl SameSequence {
+    /// A checker that allows a fork to stay open for `bound`.
+    pub fn new(bound: Duration) -> Self {
+        SameSequence {
+            bound,
+            state: SequenceReport::default(),
+        }
+    }
+
+    /// A handle on its findings.
+    pub fn report(&self) -> SequenceReport {
+        self.state.clone()
+    }
+}
+
+/// Whether `life` still runs as a member: its node is up with that
+/// incarnation, a member, and has not left.
+fn alive(view: &CheckView<'_, CoreSet>, life: Life) -> bool {
+    view.core(life.0)
+        .is_some_and(|c| c.incarnation() == life.1 && c.is_member() && !c.has_left())
+}
+
+impl Invariant<CoreSet> for SameSequence {
+    fn name(&self) -> &str {
+        "(d) connected members install the same sequence"
+    }
+
+    fn check(&mut self, view: &CheckView<'_, CoreSet>) -> Result<(), String> {
+        let mut st = self.state.0.borrow_mut();
+        for (now, node, ev) in view.new_events() {
+            let CoreSetEvent::ViewInstalled { view: w, me, .. } = ev else {
+                continue;
+            };
+            let life = (*node, me.incarnation);
+            if let Some(v) = st.last.insert(life, *w) {
+                let others: Vec<(Life, ViewId)> = st
+                    .next
+                    .get(&v)
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(l, w2)| **l != life && *w2 != w)
+                            .map(|(l, w2)| (*l, *w2))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (other, w2) in others {
+                    st.forks_seen += 1;
+                    st.open.push(Fork {
+                        from: v,
+                        a: (life, *w),
+                        b: (other, w2),
+                        at: *now,
+                    });
+                }
+                st.next.entry(v).or_default().insert(life, *w);
+            }
+        }
+        if st.open.is_empty() {
+            return Ok(());
+        }
+        let before = st.open.len();
+        st.open.retain(|f| alive(view, f.a.0) && alive(view, f.b.0));
+        st.resolved += (before - st.open.len()) as u64;
+        let now = view.now();
+        if let Some(f) = st
+            .open
+            .iter()
+            .find(|f| now.saturating_duration_since(f.at) > self.bound)
+        {
+            return Err(format!(
+                "sequences forked at {:?} and both lives still run after {:?}: {:?} -> {:?}, \
+                 {:?} -> {:?}",
+                f.from, self.bound, f.a.0, f.a.1, f.b.0, f.b.1
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! Invariant (b) of DESIGN.md section 5: while a member stays a member, its
+//! view numbers go up by exactly one per installed view.
+//!
+//! Tracked per life (address and incarnation, from the event's `me`): the
+//! first view of a life may have any number (a founder starts at 1, a
+//! newcomer at the group's number, a member that rejoined after exclusion
+//! starts a fresh sequence with its new incarnation); every later view must
+//! be the previous number + 1. A merge (a later issue) may jump: the hook
+//! [`ViewNumbers::allow_jumps_when`] names the events that may.
+
+use super::Life;
+use crate::coreset::{CoreSet, CoreSetEvent};
+use crate::sim::{CheckView, Invariant};
+use std::collections::BTreeMap;
+
+/// Checker (b). See the [module docs](self).
+pub struct ViewNumbers {
+    last: BTreeMap<Life, u64>,
+    allow_jump: Box<dyn Fn(&CoreSetEvent) -> bool>,
+}
+
+impl Default for ViewNumbers {
+    fn default() -> Self {
+        ViewNumbers {
+            last: BTreeMap::new(),
+            allow_jump: Box::new(|_| false),
+        }
+    }
+}
+
+impl ViewNumbers {
+    /// A checker that allows no jumps.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allows a view number to jump (increase by more than one) on events
+    /// for which `f` holds: the hook for merges.
+    pub fn allow_jumps_when(mut self, f: impl Fn(&CoreSetEvent) -> bool + 'static) -> Self {
+        self.allow_jump = Box::new(f);
+        self
+    }
+}
+
+impl Invariant<CoreSet> for ViewNumbers {
+    fn name(&self) -> &str {
+        "(b) view numbers go up by one"
+    }
+
+    fn check(&mut self, view: &CheckView<'_, CoreSet>) -> Result<(), String> {
+        for (_, node, ev) in view.new_events() {
+            let CoreSetEvent::ViewInstalled { view: id, me, .. } = ev else {
+                continue;
+            };
+            if id.number == 0 {
+                return Err(format!("{node} installed view number 0: {id:?}"));
+            }
+            let life = (*node, me.incarnation);
+            if let Some(prev) = self.last.get(&life) {
+                let ok = id.number == prev + 1 || (id.number > *prev && (self.allow_jump)(ev));
+                if !ok {
+                    return Err(format!(
+                        "{node} ({:?}) went from view number {prev} to {id:?}",
+                        me.incarnation
+                    ));
+                }
+            }
+            self.last.insert(life, id.number);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,680 @@
+//! A member's state (seed 003, section IV.C.2: core table, view, fail
+//! list) and the dispatch of everything it receives: who sent it (a member
+//! of this view, a newer life of one, an older life, a stranger) decides
+//! what may happen before the message kind does.
+
+use super::msg::{Commit, Envelope, Joiner, Layer, Msg, Proposal, RemovalReason, NO_VIEW};
+use super::table::{Row, Table};
+use super::{ChangeRole, CoreSetEvent, Ctx, Io, LeaveRequest, Member, Transition};
+use crate::id::{Incarnation, NodeId, ViewId};
+use crate::time::{earliest, Instant};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most queued join requests at the coordinator.
+pub(crate) const MAX_JOIN_QUEUE: usize = 256;
+
+/// Most recently withdrawn changes remembered (to answer stale ACKs).
+const MAX_ABORTED: usize = 8;
+
+/// An entry of the fail list.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FailEntry {
+    /// The failed life (a newer life at the address is not failed).
+    pub(crate) incarnation: Incarnation,
+    /// When it was put on the list.
+    pub(crate) since: Instant,
+    /// Failure or leave.
+    pub(crate) reason: RemovalReason,
+    /// It coordinated a change in progress (priority rule 3).
+    pub(crate) coordinator: bool,
+}
+
+/// A join request queued at the coordinator.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueuedJoin {
+    pub(crate) incarnation: Incarnation,
+    pub(crate) since: Instant,
+    pub(crate) last_heard: Instant,
+}
+
+/// A change this member ACKed and whose COMMIT it waits for.
+#[derive(Clone, Debug)]
+pub(crate) struct Lock {
+    pub(crate) proposal: Proposal,
+    pub(crate) takeover: bool,
+    /// Who drives it now (the originator, or a member that took over).
+    pub(crate) driver: NodeId,
+    pub(crate) driver_rank: u64,
+    /// When the first AGREE for it came.
+    pub(crate) since: Instant,
+    pub(crate) commit_deadline: Instant,
+    pub(crate) nudge_at: Instant,
+    pub(crate) election: Option<Election>,
+}
+
+/// A coordinator-failure election (CO_FAIL status exchange).
+#[derive(Clone, Debug)]
+pub(crate) struct Election {
+    /// The suspected coordinator's rank.
+    pub(crate) suspect: u64,
+    /// Statuses heard, by rank (ours included).
+    pub(crate) statuses: BTreeMap<u64, super::msg::CoStatus>,
+    pub(crate) deadline: Instant,
+    /// Status multicasts sent.
+    pub(crate) sends: u32,
+}
+
+/// One member whose ACK a coordinator waits for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Acker {
+    pub(crate) addr: NodeId,
+    pub(crate) acked: bool,
+    /// AGREEs sent since it last answered.
+    pub(crate) sends: u32,
+    /// Refusing (BUSY) since.
+    pub(crate) refusing_since: Option<Instant>,
+    /// Taken as failed (no answer, or confirmed unreachable).
+    pub(crate) dead: bool,
+}
+
+/// A change this member coordinates.
+#[derive(Clone, Debug)]
+pub(crate) struct Drive {
+    pub(crate) proposal: Proposal,
+    pub(crate) takeover: bool,
+    pub(crate) started: Instant,
+    pub(crate) expected: BTreeMap<u64, Acker>,
+    pub(crate) next_retx: Instant,
+    /// Phase I is over; the COMMIT goes at this time (`commit_delay`).
+    pub(crate) delay_until: Option<Instant>,
+}
+
+/// Ring monitoring state.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Monitor {
+    /// The clockwise neighbour (rank, address) this member monitors.
+    pub(crate) target: Option<(u64, NodeId)>,
+    /// The counter-clockwise neighbour, which monitors this member.
+    pub(crate) heartbeat_to: Option<NodeId>,
+    pub(crate) last_heard: Instant,
+    /// QUERYs sent since the target was last heard.
+    pub(crate) queries: u32,
+    pub(crate) next_check: Instant,
+    pub(crate) next_heartbeat: Instant,
+}
+
+/// A member reported unreachable, being confirmed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe {
+    pub(crate) addr: NodeId,
+    pub(crate) deadline: Instant,
+}
+
+/// The state of a member of a view.
+pub(crate) struct Joined {
+    pub(crate) table: Table,
+    pub(crate) view: ViewId,
+    pub(crate) my_rank: u64,
+    /// The base and COMMIT that installed the current view (re-sent to a
+    /// member or newcomer that missed it).
+    pub(crate) last_commit: (ViewId, Commit),
+    pub(crate) fail_list: BTreeMap<u64, FailEntry>,
+    pub(crate) join_queue: BTreeMap<NodeId, QueuedJoin>,
+    pub(crate) lock: Option<Lock>,
+    pub(crate) drive: Option<Drive>,
+    /// The change this member originated at this base (it originates at
+    /// most one per base, and re-proposes it unchanged after an abort).
+    pub(crate) originated: Option<(Proposal, Instant)>,
+    pub(crate) retry_after: Instant,
+    pub(crate) aborted: VecDeque<ViewId>,
+    /// Ranks seen coordinating a change at this base (priority rule 3).
+    pub(crate) seen_drivers: BTreeSet<u64>,
+    pub(crate) monitor: Monitor,
+    pub(crate) probes: BTreeMap<u64, Probe>,
+    /// Members confirmed failed by unreachable hints in this view.
+    pub(crate) dead: BTreeSet<u64>,
+    pub(crate) announce_next: Instant,
+}
+
+/// Who sent a datagram, relative to our table.
+enum Sender {
+    /// A member of our view (this life).
+    Member(Row),
+    /// Not a member (or a newer life at a member's address).
+    Stranger,
+}
+
+impl Joined {
+    fn empty(now: Instant, table: Table, view: ViewId, base: ViewId, commit: Commit) -> Self {
+        Joined {
+            table,
+            view,
+            my_rank: 0,
+            last_commit: (base, commit),
+            fail_list: BTreeMap::new(),
+            join_queue: BTreeMap::new(),
+            lock: None,
+            drive: None,
+            originated: None,
+            retry_after: now,
+            aborted: VecDeque::new(),
+            seen_drivers: BTreeSet::new(),
+            monitor: Monitor {
+                target: None,
+                heartbeat_to: None,
+                last_heard: now,
+                queries: 0,
+                next_check: Instant::MAX,
+                next_heartbeat: Instant::MAX,
+            },
+            probes: BTreeMap::new(),
+            dead: BTreeSet::new(),
+            announce_next: now,
+        }
+    }
+
+    /// Founds a group alone: rank 0, view 1.
+    pub(crate) fn found(now: Instant, cx: &Ctx, io: &mut Io, since: Instant) -> Box<Joined> {
+        let table = Table::founding(cx.me, cx.incarnation);
+        let view = ViewId {
+            number: 1,
+            coordinator: cx.incarnation,
+        };
+        let proposal = Proposal {
+            view,
+            originator: 0,
+            layer: Layer::Physical,
+            coordinator_failure: false,
+            removals: Vec::new(),
+            joins: vec![Joiner {
+                addr: cx.me,
+                incarnation: cx.incarnation,
+            }],
+        };
+        let commit = Commit {
+            proposal,
+            table: table.clone(),
+        };
+        io.stats.founded += 1;
+        Self::admitted(now, cx, io, NO_VIEW, commit, since)
+    }
+
+    /// Installs our first view (founded, or from a COMMIT that lists us).
+    pub(crate) fn admitted(
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        base: ViewId,
+        commit: Commit,
+        since: Instant,
+    ) -> Box<Joined> {
+        let table = commit.table.clone();
+        let view = commit.proposal.view;
+        let mut j = Box::new(Joined::empty(now, table, view, base, commit));
+        j.my_rank = j.table.by_addr(cx.me).map(|r| r.rank).unwrap_or(u64::MAX);
+        let mut joined: Vec<Member> = j
+            .last_commit
+            .1
+            .proposal
+            .joins
+            .iter()
+            .filter_map(|x| j.table.by_addr(x.addr).map(Member::from))
+            .collect();
+        if !joined.iter().any(|m| m.addr == cx.me) {
+            if let Some(r) = j.table.by_addr(cx.me) {
+                joined.push(Member::from(r));
+            }
+        }
+        joined.sort();
+        j.emit_installed(cx, io, joined, Vec::new(), Vec::new(), since);
+        j.resume_idle(now, cx);
+        j
+    }
+
+    fn emit_installed(
+        &self,
+        cx: &Ctx,
+        io: &mut Io,
+        joined: Vec<Member>,
+        failed: Vec<Member>,
+        left: Vec<Member>,
+        change_started: Instant,
+    ) {
+        io.stats.views_installed += 1;
+        let me = self
+            .table
+            .by_addr(cx.me)
+            .map(Member::from)
+            .unwrap_or(Member {
+                rank: u64::MAX,
+                addr: cx.me,
+                incarnation: cx.incarnation,
+            });
+        io.event(CoreSetEvent::ViewInstalled {
+            view: self.view,
+            members: self.table.rows.iter().map(Member::from).collect(),
+            joined,
+            failed,
+            left,
+            change_started,
+            me,
+            next_rank: self.table.next_rank,
+        });
+    }
+
+    /// Installs the view `commit` (based on our current view `base`).
+    pub(crate) fn install(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        commit: Commit,
+        change_started: Instant,
+    ) {
+        let base = self.view;
+        let old = std::mem::replace(&mut self.table, commit.table.clone());
+        let p = &commit.proposal;
+        let joined: Vec<Member> = p
+            .joins
+            .iter()
+            .filter_map(|x| self.table.by_addr(x.addr).map(Member::from))
+            .collect();
+        let mut failed = Vec::new();
+        let mut left = Vec::new();
+        for x in &p.removals {
+            if let Some(r) = old.by_rank(x.rank) {
+                match x.reason {
+                    RemovalReason::Failed => failed.push(Member::from(r)),
+                    RemovalReason::Left => left.push(Member::from(r)),
+                }
+            }
+        }
+        self.view = p.view;
+        self.last_commit = (base, commit);
+        self.lock = None;
+        self.drive = None;
+        self.originated = None;
+        self.retry_after = now;
+        self.aborted.clear();
+        self.seen_drivers.clear();
+        let table = &self.table;
+        self.fail_list.retain(|rank, e| {
+            table
+                .by_rank(*rank)
+                .is_some_and(|r| r.incarnation == e.incarnation)
+        });
+        self.join_queue.retain(|addr, q| {
+            table
+                .by_addr(*addr)
+                .map_or(true, |r| r.incarnation != q.incarnation)
+        });
+        self.probes.retain(|rank, _| table.by_rank(*rank).is_some());
+        self.dead.retain(|rank| table.by_rank(*rank).is_some());
+        match self.table.by_addr(cx.me) {
+            Some(r) => self.my_rank = r.rank,
+            None => {
+                // Only our own leave commits a view without us.
+                io.transition(Transition::Leave);
+                return;
+            }
+        }
+        self.emit_installed(cx, io, joined, failed, left, change_started);
+        self.resume_idle(now, cx);
+        self.maybe_propose(now, cx, io, leave);
+    }
+
+    /// Whether a change is in progress here.
+    pub(crate) fn busy(&self) -> bool {
+        self.lock.is_some() || self.drive.is_some()
+    }
+
+    /// The change this member holds (ACKed, or coordinates).
+    pub(crate) fn held(&self) -> Option<&Proposal> {
+        match (&self.drive, &self.lock) {
+            (Some(d), _) => Some(&d.proposal),
+            (None, Some(l)) => Some(&l.proposal),
+            (None, None) => None,
+        }
+    }
+
+    /// When the held change started here.
+    pub(crate) fn held_since(&self, now: Instant) -> Instant {
+        match (&self.drive, &self.lock) {
+            (Some(d), _) => d.started,
+            (None, Some(l)) => l.since,
+            (None, None) => now,
+        }
+    }
+
+    /// Whether this member coordinates joins: the lowest rank not
+    /// suspected.
+    pub(crate) fn is_join_coordinator(&self) -> bool {
+        self.table
+            .rows
+            .iter()
+            .find(|r| !self.fail_list.contains_key(&r.rank) && !self.dead.contains(&r.rank))
+            .is_some_and(|r| r.rank == self.my_rank)
+    }
+
+    /// Whether this member is the lowest rank of the view.
+    pub(crate) fn is_lowest(&self) -> bool {
+        self.table.lowest().is_some_and(|r| r.rank == self.my_rank)
+    }
+
+    /// Puts `rank` on the fail list (if it is a member and not us).
+    pub(crate) fn add_fail(&mut self, now: Instant, rank: u64, reason: RemovalReason) -> bool {
+        if rank == self.my_rank || self.fail_list.contains_key(&rank) {
+            return false;
+        }
+        let Some(r) = self.table.by_rank(rank) else {
+            return false;
+        };
+        self.fail_list.insert(
+            rank,
+            FailEntry {
+                incarnation: r.incarnation,
+                since: now,
+                reason,
+                coordinator: false,
+            },
+        );
+        true
+    }
+
+    /// Remembers a change we withdrew.
+    pub(crate) fn remember_aborted(&mut self, id: ViewId) {
+        if self.aborted.len() >= MAX_ABORTED {
+            self.aborted.pop_front();
+        }
+        self.aborted.push_back(id);
+    }
+
+    /// The earliest deadline of every timer that runs in this state.
+    pub(crate) fn next_deadline(&self, cx: &Ctx) -> Option<Instant> {
+        let mut d = None;
+        if let Some(dr) = &self.drive {
+            d = earliest(d, Some(dr.delay_until.unwrap_or(dr.next_retx)));
+        }
+        if let Some(l) = &self.lock {
+            match &l.election {
+                Some(e) => d = earliest(d, Some(e.deadline)),
+                None => {
+                    d = earliest(d, Some(l.commit_deadline));
+                    d = earliest(d, Some(l.nudge_at));
+                }
+            }
+        }
+        for p in self.probes.values() {
+            d = earliest(d, Some(p.deadline));
+        }
+        if !self.busy() {
+            if self.monitor.heartbeat_to.is_some() {
+                d = earliest(d, Some(self.monitor.next_heartbeat));
+            }
+            if self.monitor.target.is_some() {
+                d = earliest(d, Some(self.monitor.next_check));
+            }
+            if self.is_lowest() {
+                d = earliest(d, Some(self.announce_next));
+            }
+            if self.retry_after > Instant::ZERO && self.wants_to_propose() {
+                d = earliest(d, Some(self.retry_after));
+            }
+            if !self.join_queue.is_empty() {
+                let ttl = cx.t.join_ttl;
+                let oldest = self.join_queue.values().map(|q| q.last_heard + ttl).min();
+                d = earliest(d, oldest);
+            }
+        }
+        d
+    }
+
+    /// Whether this member has something to propose once allowed.
+    fn wants_to_propose(&self) -> bool {
+        self.originated.is_some()
+            || !self.fail_list.is_empty()
+            || (!self.join_queue.is_empty() && self.is_join_coordinator())
+    }
+
+    /// The member to watch (our clockwise neighbour).
+    pub(crate) fn watch_target(&self) -> Option<NodeId> {
+        self.monitor.target.map(|(_, a)| a)
+    }
+
+    /// This member's part in the change in progress.
+    pub(crate) fn role(&self) -> Option<ChangeRole> {
+        if let Some(d) = &self.drive {
+            return Some(ChangeRole::Coordinator {
+                proposal: d.proposal.view,
+                takeover: d.takeover,
+                delaying: d.delay_until.is_some(),
+                acked: d.expected.values().filter(|a| a.acked).count(),
+                expected: d.expected.len(),
+                join: d.proposal.is_join(),
+            });
+        }
+        self.lock.as_ref().map(|l| ChangeRole::Participant {
+            proposal: l.proposal.view,
+            coordinator: l.driver,
+            electing: l.election.is_some(),
+        })
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// A datagram for our group.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        source: NodeId,
+        incarnation: Incarnation,
+        env: Envelope,
+    ) {
+        let Envelope { view, msg, .. } = env;
+        let row = self.table.by_addr(source).copied();
+        // NOT_MEMBER counts from any life at a member's address: a
+        // restarted neighbour may be the one telling us.
+        if let (Msg::NotMember, Some(r)) = (&msg, row) {
+            if incarnation >= r.incarnation {
+                self.on_not_member(now, cx, io, leave, view);
+                return;
+            }
+        }
+        let sender = match row {
+            Some(r) if r.incarnation == incarnation => Sender::Member(r),
+            Some(r) if incarnation > r.incarnation => {
+                self.restart_hint(now, cx, io, leave, r);
+                Sender::Stranger
+            }
+            Some(_) => {
+                io.stats.drops.stale_incarnation += 1;
+                return;
+            }
+            None => Sender::Stranger,
+        };
+        match sender {
+            Sender::Stranger => {
+                self.on_stranger(now, cx, io, leave, source, incarnation, view, msg)
+            }
+            Sender::Member(r) => {
+                // Alive: whatever it sends answers a pending probe.
+                self.probes.remove(&r.rank);
+                // A member already in the view our held change installs:
+                // that change committed, and its COMMIT was lost to us.
+                if let Some(p) = self.held() {
+                    if p.view == view && !matches!(msg, Msg::MJoinReq { .. }) {
+                        io.stats.inferred_commits += 1;
+                        self.commit_held(now, cx, io, leave);
+                        if io.transition.is_some() {
+                            return;
+                        }
+                        return self.on_packet(
+                            now,
+                            cx,
+                            io,
+                            leave,
+                            source,
+                            incarnation,
+                            Envelope {
+                                group: String::new(),
+                                view,
+                                msg,
+                            },
+                        );
+                    }
+                }
+                self.on_member(now, cx, io, leave, r, view, msg);
+            }
+        }
+    }
+
+    /// Installs the held change from our own computation.
+    pub(crate) fn commit_held(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        let Some(p) = self.held().cloned() else {
+            return;
+        };
+        let since = self.held_since(now);
+        let table = self.table.apply(&p);
+        self.install(now, cx, io, leave, Commit { proposal: p, table }, since);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_stranger(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        source: NodeId,
+        incarnation: Incarnation,
+        view: ViewId,
+        msg: Msg,
+    ) {
+        match msg {
+            Msg::MJoinReq { attempt } => {
+                self.on_join_req(now, cx, io, leave, source, incarnation, attempt)
+            }
+            Msg::Announce { size } => {
+                self.on_foreign_announce(now, cx, io, leave, source, view, size)
+            }
+            Msg::Query
+            | Msg::Reply { .. }
+            | Msg::AgreeJ { .. }
+            | Msg::AgreeL { .. }
+            | Msg::AgreeAck { .. }
+            | Msg::CoFail { reply: false, .. } => {
+                io.stats.drops.non_member += 1;
+                self.send_not_member(now, io, source);
+            }
+            _ => io.stats.drops.non_member += 1,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_member(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        r: Row,
+        view: ViewId,
+        msg: Msg,
+    ) {
+        match msg {
+            Msg::MJoinReq { attempt } => {
+                self.on_join_req(now, cx, io, leave, r.addr, r.incarnation, attempt)
+            }
+            Msg::JoinWait => io.stats.drops.unexpected += 1,
+            Msg::AgreeJ { proposal, takeover } => {
+                if proposal.is_join() {
+                    self.on_agree(now, cx, io, leave, r, view, proposal, takeover);
+                } else {
+                    io.stats.drops.malformed += 1;
+                }
+            }
+            Msg::AgreeL { proposal, takeover } => {
+                if proposal.is_join() {
+                    io.stats.drops.malformed += 1;
+                } else {
+                    self.on_agree(now, cx, io, leave, r, view, proposal, takeover);
+                }
+            }
+            Msg::AgreeAck { proposal } => self.on_ack(now, cx, io, leave, r, proposal),
+            Msg::Busy {
+                refused,
+                locked: _,
+                key,
+            } => self.on_busy(now, cx, io, leave, r, refused, key),
+            Msg::Abort { proposal } => self.on_abort(now, cx, io, leave, proposal),
+            Msg::Commit(c) => self.on_commit(now, cx, io, leave, r, view, c),
+            Msg::CoFail {
+                proposal,
+                suspect,
+                status,
+                reply,
+            } => self.on_co_fail(
+                now, cx, io, leave, r, view, proposal, suspect, status, reply,
+            ),
+            Msg::Query => self.on_query(io, r),
+            Msg::Reply { .. } => self.on_reply(now, cx, r),
+            Msg::NotMember => self.on_not_member(now, cx, io, leave, view),
+            Msg::Announce { size } => self.on_member_announce(now, cx, io, leave, r, view, size),
+        }
+    }
+
+    /// A newer life at the address of member `r`: the old life is dead.
+    /// The coordinator of joins and `r`'s monitor act on it.
+    fn restart_hint(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        r: Row,
+    ) {
+        let monitor_of_r = self
+            .table
+            .by_rank(r.ccw)
+            .is_some_and(|m| m.rank == self.my_rank);
+        if (self.is_join_coordinator() || monitor_of_r)
+            && self.add_fail(now, r.rank, RemovalReason::Failed)
+        {
+            io.stats.restarts_detected += 1;
+            self.maybe_propose(now, cx, io, leave);
+        }
+    }
+
+    /// We are not in the group's view `view`, or it moved past us.
+    pub(crate) fn on_newer_view(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        view: ViewId,
+        dissolve: bool,
+    ) {
+        if self.held().is_some_and(|p| p.view == view) {
+            io.stats.inferred_commits += 1;
+            self.commit_held(now, cx, io, leave);
+            return;
+        }
+        if leave.is_some() {
+            io.transition(Transition::Leave);
+        } else {
+            io.transition(Transition::Exclude { dissolve });
+        }
+    }
+}

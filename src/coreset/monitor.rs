@@ -1,0 +1,322 @@
+//! Ring monitoring (seed 003, section IV.C.4.c, figure 24), fast crash
+//! detection and local health (issue 4, items 3 and 4), and the group's
+//! announcements.
+//!
+//! - Every idle member sends its counter-clockwise neighbour (the member
+//!   that monitors it) an unprompted `REPLY` each query interval. A monitor
+//!   that has not heard its clockwise neighbour for a query interval plus
+//!   half a reply timeout sends a `QUERY`, again each reply timeout, `1 +
+//!   retries` times; then the neighbour goes on the fail list. Nothing of
+//!   this runs while a change is in progress.
+//! - An unreachable report about a member is a strong hint: one immediate
+//!   `QUERY`; a second report, or no answer within a reply timeout,
+//!   confirms it.
+//! - A timer round that fires more than a reply timeout late (the process
+//!   was starved or stopped) restarts instead of accusing anyone.
+//! - The lowest rank announces the view to the group every announce
+//!   interval: newcomers hear that the group exists, a member that missed
+//!   views learns it, and a subgroup of the same name (two founders, or a
+//!   split) learns about the other: the smaller dissolves and its members
+//!   rejoin the larger.
+
+use super::member::{Joined, Monitor, Probe};
+use super::msg::{Msg, MsgKind, RemovalReason};
+use super::table::Row;
+use super::{Ctx, Io, LeaveRequest};
+use crate::id::{NodeId, ViewId};
+use crate::time::Instant;
+use std::cmp::Reverse;
+
+impl Joined {
+    /// Every timer of a member, in order: the change in progress, probes,
+    /// monitoring, the announcement, then a new change if one is due.
+    pub(crate) fn on_timeout(
+        &mut self,
+        now: Instant,
+        late: bool,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        self.drive_timer(now, late, cx, io, leave);
+        self.lock_timer(now, late, cx, io, leave);
+        self.probe_timer(now, late, cx, io, leave);
+        if !self.busy() {
+            self.monitor_timer(now, late, cx, io);
+            if self.is_lowest() && now >= self.announce_next {
+                self.announce_next = now + cx.t.announce_interval;
+                let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
+                io.multicast(self.view, Msg::Announce { size });
+            }
+        }
+        self.maybe_propose(now, cx, io, leave);
+    }
+
+    /// Restarts monitoring after a change (or at the first view): new
+    /// neighbours, a fresh baseline, a heartbeat at once.
+    pub(crate) fn resume_idle(&mut self, now: Instant, cx: &Ctx) {
+        let me = self.table.by_rank(self.my_rank).copied();
+        let (target, heartbeat_to) = match me {
+            Some(me) if self.table.len() > 1 => (
+                self.table.by_rank(me.cw).map(|r| (r.rank, r.addr)),
+                self.table.by_rank(me.ccw).map(|r| r.addr),
+            ),
+            _ => (None, None),
+        };
+        self.monitor = Monitor {
+            target,
+            heartbeat_to,
+            last_heard: now,
+            queries: 0,
+            next_check: now + cx.t.overdue_after,
+            next_heartbeat: now,
+        };
+        if self.announce_next <= now {
+            self.announce_next = now + cx.t.announce_interval;
+        }
+    }
+
+    fn monitor_timer(&mut self, now: Instant, late: bool, cx: &Ctx, io: &mut Io) {
+        let view = self.view;
+        if let Some(to) = self.monitor.heartbeat_to {
+            if now >= self.monitor.next_heartbeat {
+                io.send(to, view, Msg::Reply { heartbeat: true });
+                let next = self.monitor.next_heartbeat + cx.t.query_interval;
+                self.monitor.next_heartbeat = if next > now {
+                    next
+                } else {
+                    now + cx.t.query_interval
+                };
+            }
+        }
+        let Some((rank, addr)) = self.monitor.target else {
+            return;
+        };
+        if now < self.monitor.next_check {
+            return;
+        }
+        if late {
+            // Local health: our own lateness is no evidence against it.
+            self.monitor.queries = 0;
+        }
+        if self.monitor.queries <= cx.t.retries {
+            if self.monitor.queries == 0 {
+                io.stats.overdue += 1;
+            }
+            self.monitor.queries += 1;
+            self.monitor.next_check = now + cx.t.reply_timeout;
+            io.send(addr, view, Msg::Query);
+        } else {
+            self.monitor.queries = 0;
+            self.monitor.next_check = now + cx.t.overdue_after;
+            if self.add_fail(now, rank, RemovalReason::Failed) {
+                io.stats.monitor_failures += 1;
+            }
+        }
+    }
+
+    fn probe_timer(
+        &mut self,
+        now: Instant,
+        late: bool,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        let due: Vec<u64> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for rank in due {
+            if late {
+                if let Some(p) = self.probes.get_mut(&rank) {
+                    p.deadline = now + cx.t.reply_timeout;
+                    let addr = p.addr;
+                    io.send(addr, self.view, Msg::Query);
+                }
+            } else {
+                self.confirm(now, cx, io, leave, rank);
+            }
+        }
+    }
+
+    /// Sends one QUERY to member `rank` and waits a reply timeout for any
+    /// sign of life.
+    pub(crate) fn probe(&mut self, now: Instant, io: &mut Io, rank: u64) {
+        if self.probes.contains_key(&rank) || self.fail_list.contains_key(&rank) {
+            return;
+        }
+        let Some(r) = self.table.by_rank(rank).copied() else {
+            return;
+        };
+        self.probes.insert(
+            rank,
+            Probe {
+                addr: r.addr,
+                deadline: now + io_reply_timeout(io),
+            },
+        );
+        io.send(r.addr, self.view, Msg::Query);
+    }
+
+    /// The host reported `node` unreachable.
+    pub(crate) fn on_unreachable(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        node: NodeId,
+    ) {
+        let Some(r) = self.table.by_addr(node).copied() else {
+            io.stats.drops.unreachable_non_member += 1;
+            return;
+        };
+        if r.rank == self.my_rank {
+            return;
+        }
+        io.stats.unreachable_hints += 1;
+        if self.probes.contains_key(&r.rank) || self.fail_list.contains_key(&r.rank) {
+            self.confirm(now, cx, io, leave, r.rank);
+        } else {
+            self.probe(now, io, r.rank);
+        }
+    }
+
+    /// Member `rank` is confirmed failed: fail list, and at once wherever
+    /// we wait for it (phase I, the COMMIT, an election).
+    fn confirm(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        rank: u64,
+    ) {
+        self.probes.remove(&rank);
+        self.dead.insert(rank);
+        if self.add_fail(now, rank, RemovalReason::Failed) {
+            io.stats.hint_failures += 1;
+        }
+        if let Some(d) = &mut self.drive {
+            if let Some(a) = d.expected.get_mut(&rank) {
+                if !a.acked {
+                    a.dead = true;
+                }
+            }
+        }
+        self.check_phase_one(now, cx, io, leave);
+        let lock_state = self
+            .lock
+            .as_ref()
+            .map(|l| (l.driver_rank, l.election.is_some()));
+        match lock_state {
+            Some((driver, false)) if driver == rank => self.start_election(now, cx, io, rank),
+            Some((_, true)) => self.check_election(now, cx, io, leave, false, false),
+            _ => {}
+        }
+        self.maybe_propose(now, cx, io, leave);
+    }
+
+    /// A QUERY from member `from`: answer.
+    pub(crate) fn on_query(&mut self, io: &mut Io, from: Row) {
+        io.send(from.addr, self.view, Msg::Reply { heartbeat: false });
+    }
+
+    /// A REPLY (answer or heartbeat) from member `from`.
+    pub(crate) fn on_reply(&mut self, now: Instant, cx: &Ctx, from: Row) {
+        if self
+            .monitor
+            .target
+            .is_some_and(|(rank, _)| rank == from.rank)
+        {
+            self.monitor.last_heard = now;
+            self.monitor.queries = 0;
+            self.monitor.next_check = now + cx.t.overdue_after;
+        }
+    }
+
+    /// Tells `to` that it is not a member of our view (rate-limited).
+    pub(crate) fn send_not_member(&mut self, now: Instant, io: &mut Io, to: NodeId) {
+        if io.allow(now, to, MsgKind::NotMember) {
+            io.send(to, self.view, Msg::NotMember);
+        }
+    }
+
+    /// A NOT_MEMBER from a life at a member's address: if its view is newer
+    /// than ours, we were failed.
+    pub(crate) fn on_not_member(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        view: ViewId,
+    ) {
+        if view.number > self.view.number {
+            self.on_newer_view(now, cx, io, leave, view, false);
+        } else {
+            io.stats.drops.stale_view += 1;
+        }
+    }
+
+    /// An ANNOUNCE from a member of our view.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_member_announce(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        from: Row,
+        view: ViewId,
+        size: u32,
+    ) {
+        if view == self.view {
+            return;
+        }
+        if view.number > self.view.number {
+            self.on_newer_view(now, cx, io, leave, view, false);
+        } else if view.number == self.view.number {
+            // Same number, another view: the group forked; one side goes.
+            self.on_foreign_announce(now, cx, io, leave, from.addr, view, size);
+        } else {
+            io.stats.drops.stale_view += 1;
+            if self.is_lowest() && io.allow(now, from.addr, MsgKind::Announce) {
+                let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
+                io.send(from.addr, self.view, Msg::Announce { size });
+            }
+        }
+    }
+
+    /// An ANNOUNCE from another group of our name (not in our table): the
+    /// group with the newer view, then the larger, then the one whose
+    /// lowest rank has the lower address stays; the other dissolves.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_foreign_announce(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        source: NodeId,
+        view: ViewId,
+        size: u32,
+    ) {
+        let lowest = self.table.lowest().map(|r| r.addr).unwrap_or(cx.me);
+        let theirs = (view.number, size as usize, Reverse(source));
+        let mine = (self.view.number, self.table.len(), Reverse(lowest));
+        if theirs > mine {
+            self.on_newer_view(now, cx, io, leave, view, true);
+        } else if self.is_lowest() && io.allow(now, source, MsgKind::Announce) {
+            let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
+            io.send(source, self.view, Msg::Announce { size });
+        }
+    }
+}
+
+fn io_reply_timeout(io: &Io) -> std::time::Duration {
+    io.reply_timeout
+}

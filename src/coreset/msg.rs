@@ -1,0 +1,482 @@
+//! The core-set protocol's messages (seed 003, section IV.C.4.d, and
+//! DESIGN.md section 5), encoded with serde + bincode 2 under the wire
+//! codec's limits.
+//!
+//! Every datagram body is one [`Envelope`]: the group name and the sender's
+//! view id (for change messages, the view the change applies to), then the
+//! [`Msg`]. Who sent it is not in the body: the wire header's source and
+//! incarnation are trusted instead. `docs/protocol.md` lists every message
+//! with its fields and when it is sent.
+
+use super::table::Table;
+use crate::id::{Incarnation, NodeId, ViewId};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// Most members a table may hold (a COMMIT with 1024 rows is about 32 KB,
+/// well inside one datagram).
+pub const MAX_MEMBERS: usize = 1024;
+
+/// Most newcomers one AGREE_J admits.
+pub const MAX_JOIN_BATCH: usize = 64;
+
+/// The view id of "no view yet" (a joiner's envelopes carry it).
+pub const NO_VIEW: ViewId = ViewId {
+    number: 0,
+    coordinator: Incarnation::NIL,
+};
+
+/// One datagram body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The group name.
+    pub group: String,
+    /// The sender's current view ([`NO_VIEW`] while joining); for AGREE,
+    /// ACK, BUSY, ABORT, COMMIT and CO_FAIL, the view the change applies to
+    /// (its base).
+    pub view: ViewId,
+    /// The message.
+    pub msg: Msg,
+}
+
+/// Which layer of the hierarchy a change belongs to (priority rule 2:
+/// physical-hierarchy changes before application-group changes). Only
+/// physical changes exist so far; the variant order is the priority order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Layer {
+    /// A change of the mserver group itself.
+    Physical,
+    /// A change of an application group (a later issue).
+    Application,
+}
+
+/// Why a member is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RemovalReason {
+    /// It failed (no answer, unreachable, restarted, or did not ACK).
+    Failed,
+    /// It asked to leave.
+    Left,
+}
+
+/// A member a change removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Removal {
+    /// Its rank in the base view.
+    pub rank: u64,
+    /// Failure or voluntary leave.
+    pub reason: RemovalReason,
+}
+
+/// A newcomer a change admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Joiner {
+    /// Its address.
+    pub addr: NodeId,
+    /// The incarnation its M_JOIN_REQ carried.
+    pub incarnation: Incarnation,
+}
+
+/// A proposed change: what phase I agrees on and phase II commits.
+///
+/// Its identity is `view`, the view it would install: the base view's
+/// number + 1 and the incarnation of the member that first proposed it
+/// (the *originator*). A member originates at most one proposal per base
+/// view, so one view id never names two different tables. A coordinator
+/// that takes over after the originator failed re-sends the same proposal
+/// unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The view this change installs.
+    pub view: ViewId,
+    /// The originator's rank in the base view.
+    pub originator: u64,
+    /// Physical or application group (priority rule 2).
+    pub layer: Layer,
+    /// It removes a member known to coordinate a change in progress
+    /// (priority rule 3).
+    pub coordinator_failure: bool,
+    /// Members removed, sorted by rank (AGREE_L; empty for AGREE_J).
+    pub removals: Vec<Removal>,
+    /// Members admitted, sorted by address (AGREE_J; empty for AGREE_L).
+    pub joins: Vec<Joiner>,
+}
+
+/// Why a proposal does not fit the receiver's base table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposalError {
+    /// Its view number is not the base's + 1.
+    ViewNumber,
+    /// The originator is not in the table, or its incarnation is not the
+    /// view id's.
+    Originator,
+    /// Both or neither of removals and joins, or too many.
+    Shape,
+    /// Removals not sorted, duplicated, or not members.
+    Removals,
+    /// Joiners not sorted, duplicated, or already at a member's address.
+    Joins,
+    /// An application-group change (not supported yet).
+    Layer,
+}
+
+impl Proposal {
+    /// Checks the proposal against the base view `base` and its table.
+    pub fn validate(&self, base: ViewId, table: &Table) -> Result<(), ProposalError> {
+        if self.view.number != base.number.saturating_add(1) {
+            return Err(ProposalError::ViewNumber);
+        }
+        if self.layer != Layer::Physical {
+            return Err(ProposalError::Layer);
+        }
+        match table.by_rank(self.originator) {
+            Some(r) if r.incarnation == self.view.coordinator => {}
+            _ => return Err(ProposalError::Originator),
+        }
+        if self.removals.is_empty() == self.joins.is_empty()
+            || self.removals.len() > table.len()
+            || self.joins.len() > MAX_JOIN_BATCH
+            || table.len().saturating_add(self.joins.len()) > MAX_MEMBERS
+        {
+            return Err(ProposalError::Shape);
+        }
+        if self.removals.windows(2).any(|w| w[0].rank >= w[1].rank)
+            || self
+                .removals
+                .iter()
+                .any(|x| table.by_rank(x.rank).is_none())
+            || self.removals.len() >= table.len()
+        {
+            return Err(ProposalError::Removals);
+        }
+        if self.joins.windows(2).any(|w| w[0].addr >= w[1].addr)
+            || self
+                .joins
+                .iter()
+                .any(|j| table.by_addr(j.addr).is_some() || j.addr.addr().ip().is_multicast())
+        {
+            return Err(ProposalError::Joins);
+        }
+        Ok(())
+    }
+
+    /// Whether this is an AGREE_J (admits) rather than an AGREE_L (removes).
+    pub fn is_join(&self) -> bool {
+        !self.joins.is_empty()
+    }
+
+    /// Whether it removes `rank`.
+    pub fn removes(&self, rank: u64) -> bool {
+        self.removals.iter().any(|x| x.rank == rank)
+    }
+
+    /// Its priority key, driven as a takeover (`takeover`) or not.
+    pub fn key(&self, takeover: bool) -> PriorityKey {
+        let subject = match (self.removals.first(), self.joins.first()) {
+            (Some(x), _) => Subject::Member(x.rank),
+            (None, Some(j)) => Subject::Joiner(j.addr),
+            (None, None) => Subject::Joiner(NodeId::v4(255, 255, 255, 255, 65535)),
+        };
+        PriorityKey {
+            takeover,
+            layer: self.layer,
+            coordinator_failure: self.coordinator_failure,
+            subject,
+            coordinator_rank: self.originator,
+        }
+    }
+}
+
+/// The subject of a change, for priority rule 4: members by rank (older
+/// first), newcomers (which have no rank yet) by address, after members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Subject {
+    /// A member, by rank.
+    Member(u64),
+    /// A newcomer, by address.
+    Joiner(NodeId),
+}
+
+/// The priority of a change among virtually simultaneous ones (seed 003
+/// section III.A.2; DESIGN.md section 5). [`PriorityKey::outranks`] orders
+/// them:
+///
+/// 1. a change already acknowledged (a takeover of a change whose
+///    coordinator failed) first; between two coordinators' own changes this
+///    rule is kept by locking instead: a member that ACKed a change refuses
+///    every other until that one commits or is withdrawn;
+/// 2. physical-hierarchy changes before application-group changes;
+/// 3. the failure of the coordinator of a change in progress;
+/// 4. the lowest subject: members by rank before newcomers by address;
+/// 5. ties by the rank of the proposing coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PriorityKey {
+    /// Rule 1: a takeover of an acknowledged change.
+    pub takeover: bool,
+    /// Rule 2.
+    pub layer: Layer,
+    /// Rule 3.
+    pub coordinator_failure: bool,
+    /// Rule 4.
+    pub subject: Subject,
+    /// Rule 5: the originator's rank.
+    pub coordinator_rank: u64,
+}
+
+impl PriorityKey {
+    fn tuple(&self) -> (bool, Layer, bool, Subject, u64) {
+        (
+            !self.takeover,
+            self.layer,
+            !self.coordinator_failure,
+            self.subject,
+            self.coordinator_rank,
+        )
+    }
+
+    /// Whether a change with this key goes before one with `other`.
+    pub fn outranks(&self, other: &PriorityKey) -> bool {
+        self.tuple().cmp(&other.tuple()) == Ordering::Less
+    }
+}
+
+/// Phase II: the change is committed; the whole new table goes along (the
+/// newcomer installs it; members check it against their own computation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The change.
+    pub proposal: Proposal,
+    /// The table of the new view `proposal.view`.
+    pub table: Table,
+}
+
+/// A member's status in a coordinator-failure election (CO_FAIL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CoStatus {
+    /// It does not hold the change (never ACKed it, or holds another).
+    Unknown,
+    /// It ACKed the change and waits for the COMMIT (finished phase I).
+    PhaseI,
+    /// It committed the change.
+    Committed,
+    /// It coordinates the change and is alive: the election is off.
+    Driving,
+}
+
+/// The messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// A newcomer asks to join (to the group address). `attempt` counts its
+    /// requests since it started joining.
+    MJoinReq {
+        /// Requests sent before this one.
+        attempt: u32,
+    },
+    /// The group is busy: keep asking (unicast to a newcomer).
+    JoinWait,
+    /// Phase I of a join (to the group; resent by unicast).
+    AgreeJ {
+        /// The change.
+        proposal: Proposal,
+        /// Sent by a coordinator that took over from a failed one.
+        takeover: bool,
+    },
+    /// Phase I of a failure or leave (to the group; resent by unicast).
+    AgreeL {
+        /// The change.
+        proposal: Proposal,
+        /// Sent by a coordinator that took over from a failed one.
+        takeover: bool,
+    },
+    /// Acknowledges an AGREE (unicast to its sender). Also resent by a
+    /// member that waits too long for the COMMIT (a nudge).
+    AgreeAck {
+        /// The change's id.
+        proposal: ViewId,
+    },
+    /// Refuses an AGREE: the sender holds another change (unicast).
+    Busy {
+        /// The refused change.
+        refused: ViewId,
+        /// The change the sender holds.
+        locked: ViewId,
+        /// Its priority as the sender knows it.
+        key: PriorityKey,
+    },
+    /// The coordinator withdraws a change that lost to a higher-priority
+    /// one (to the group, and by unicast to a member that still holds it).
+    Abort {
+        /// The withdrawn change.
+        proposal: ViewId,
+    },
+    /// Phase II (to the group; by unicast to a newcomer or to a member that
+    /// missed it).
+    Commit(Commit),
+    /// Coordinator failure (to the group): the sender suspects `suspect`,
+    /// the coordinator of `proposal`, and states its own status; `reply`
+    /// marks an answer to another member's CO_FAIL.
+    CoFail {
+        /// The change whose COMMIT did not come.
+        proposal: ViewId,
+        /// The suspected coordinator's rank.
+        suspect: u64,
+        /// The sender's status.
+        status: CoStatus,
+        /// An answer rather than an initiation.
+        reply: bool,
+    },
+    /// Ring monitoring: are you alive? (unicast to the clockwise neighbour).
+    Query,
+    /// Ring monitoring: alive. `heartbeat` marks the unprompted one every
+    /// member sends its monitor each query interval.
+    Reply {
+        /// Unprompted.
+        heartbeat: bool,
+    },
+    /// The sender does not consider the receiver a member of its view (the
+    /// envelope's view).
+    NotMember,
+    /// The lowest-rank member announces the group (to the group).
+    Announce {
+        /// Members in the view.
+        size: u32,
+    },
+}
+
+/// The kinds of [`Msg`], for counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MsgKind {
+    /// [`Msg::MJoinReq`].
+    MJoinReq,
+    /// [`Msg::JoinWait`].
+    JoinWait,
+    /// [`Msg::AgreeJ`].
+    AgreeJ,
+    /// [`Msg::AgreeL`].
+    AgreeL,
+    /// [`Msg::AgreeAck`].
+    AgreeAck,
+    /// [`Msg::Busy`].
+    Busy,
+    /// [`Msg::Abort`].
+    Abort,
+    /// [`Msg::Commit`].
+    Commit,
+    /// [`Msg::CoFail`].
+    CoFail,
+    /// [`Msg::Query`].
+    Query,
+    /// [`Msg::Reply`].
+    Reply,
+    /// [`Msg::NotMember`].
+    NotMember,
+    /// [`Msg::Announce`].
+    Announce,
+}
+
+impl Msg {
+    /// Its kind.
+    pub fn kind(&self) -> MsgKind {
+        match self {
+            Msg::MJoinReq { .. } => MsgKind::MJoinReq,
+            Msg::JoinWait => MsgKind::JoinWait,
+            Msg::AgreeJ { .. } => MsgKind::AgreeJ,
+            Msg::AgreeL { .. } => MsgKind::AgreeL,
+            Msg::AgreeAck { .. } => MsgKind::AgreeAck,
+            Msg::Busy { .. } => MsgKind::Busy,
+            Msg::Abort { .. } => MsgKind::Abort,
+            Msg::Commit(_) => MsgKind::Commit,
+            Msg::CoFail { .. } => MsgKind::CoFail,
+            Msg::Query => MsgKind::Query,
+            Msg::Reply { .. } => MsgKind::Reply,
+            Msg::NotMember => MsgKind::NotMember,
+            Msg::Announce { .. } => MsgKind::Announce,
+        }
+    }
+
+    /// The AGREE message for `proposal` (AGREE_J or AGREE_L by its shape).
+    pub fn agree(proposal: Proposal, takeover: bool) -> Msg {
+        if proposal.is_join() {
+            Msg::AgreeJ { proposal, takeover }
+        } else {
+            Msg::AgreeL { proposal, takeover }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode_body, encode_body};
+
+    fn inc(i: u8) -> Incarnation {
+        Incarnation::from_parts(1000 + u64::from(i), [i; 10])
+    }
+
+    #[test]
+    fn priority_rules_in_order() {
+        let base = PriorityKey {
+            takeover: false,
+            layer: Layer::Physical,
+            coordinator_failure: false,
+            subject: Subject::Member(5),
+            coordinator_rank: 3,
+        };
+        let takeover = PriorityKey {
+            takeover: true,
+            subject: Subject::Joiner(NodeId::v4(10, 0, 0, 9, 1)),
+            ..base
+        };
+        assert!(takeover.outranks(&base));
+        let app = PriorityKey {
+            layer: Layer::Application,
+            subject: Subject::Member(0),
+            ..base
+        };
+        assert!(base.outranks(&app));
+        let cofail = PriorityKey {
+            coordinator_failure: true,
+            subject: Subject::Member(9),
+            ..base
+        };
+        assert!(cofail.outranks(&base));
+        let lower = PriorityKey {
+            subject: Subject::Member(1),
+            coordinator_rank: 9,
+            ..base
+        };
+        assert!(lower.outranks(&base));
+        let join = PriorityKey {
+            subject: Subject::Joiner(NodeId::v4(10, 0, 0, 1, 1)),
+            ..base
+        };
+        assert!(base.outranks(&join));
+        let join2 = PriorityKey {
+            subject: Subject::Joiner(NodeId::v4(10, 0, 0, 2, 1)),
+            ..base
+        };
+        assert!(join.outranks(&join2));
+        let tie = PriorityKey {
+            coordinator_rank: 4,
+            ..base
+        };
+        assert!(base.outranks(&tie));
+        assert!(!base.outranks(&base));
+    }
+
+    #[test]
+    fn envelope_roundtrip_and_heartbeat_size() {
+        let env = Envelope {
+            group: "lan-1".into(),
+            view: ViewId {
+                number: 12,
+                coordinator: inc(1),
+            },
+            msg: Msg::Reply { heartbeat: true },
+        };
+        let bytes = encode_body(&env).unwrap();
+        assert_eq!(decode_body::<Envelope>(&bytes).unwrap(), env);
+        // 1 + 5 (name) + 1 + 17 (view) + 1 + 1: the figure docs/protocol.md uses.
+        assert_eq!(bytes.len(), 26);
+    }
+}
