@@ -65,6 +65,37 @@ pub struct StatsReply {
     pub coreset: std::collections::BTreeMap<String, u64>,
 }
 
+/// The core-set counters as a flat map (`sent.agree_j`, `drops.stale_view`,
+/// `views_installed`, ...), for [`StatsReply::coreset`].
+pub fn counters_of(stats: &membership::coreset::CoreSetStats) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(value) = serde_json::to_value(stats) {
+        flatten("", &value, &mut out);
+    }
+    out
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut std::collections::BTreeMap<String, u64>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Number(n) => {
+            if let Some(n) = n.as_u64() {
+                out.insert(prefix.to_string(), n);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Arguments of `view` (none yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewRequest {}

@@ -323,6 +323,7 @@ impl Daemon {
                 failed,
                 left,
                 change_started,
+                ..
             } => {
                 let took = Clock::now().saturating_duration_since(change_started);
                 tracing::info!(

@@ -199,7 +199,7 @@ impl MserverNode {
             },
             PROC_STATS => {
                 let reply = StatsReply {
-                    coreset: self.coreset.stats().to_map(),
+                    coreset: crate::admin::counters_of(self.coreset.stats()),
                     ..StatsReply::default()
                 };
                 self.events

@@ -251,13 +251,7 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        let name_ok = !self.group.is_empty()
-            && self.group.len() <= 64
-            && self
-                .group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !name_ok {
+        if !membership::coreset::valid_group_name(&self.group) {
             bail!(
                 "group name {:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
                 self.group
