@@ -28,7 +28,12 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
     ) {
-        if self.busy() || now < self.retry_after || io.transition.is_some() {
+        if self.busy() || now < self.retry_after {
+            return;
+        }
+        // The back-off (if any) is over; it arms no timer any more.
+        self.retry_after = Instant::ZERO;
+        if io.transition.is_some() || self.probes.values().any(|p| p.soft) {
             return;
         }
         let table = &self.table;
@@ -576,7 +581,7 @@ impl Joined {
             && !c.table.contains(cx.me, cx.incarnation)
             && c.table.validate().is_ok()
         {
-            self.on_newer_view(now, cx, io, leave, c.proposal.view, false);
+            self.on_newer_view(now, cx, io, leave, c.proposal.view, None);
             return;
         }
         io.stats.drops.unacked_commit += 1;
@@ -690,7 +695,7 @@ impl Joined {
                 .find(|r| r.rank != suspect)
                 .map(|r| r.rank);
             if prober == Some(self.my_rank) && suspect != self.my_rank {
-                self.probe(now, io, suspect);
+                self.probe(now, io, suspect, false);
             }
             return;
         }

@@ -1,19 +1,21 @@
 //! Joining (seed 003, section IV.C.1.a and figures 18 and 23): the newcomer
 //! multicasts `M_JOIN_REQ` and waits for a `COMMIT` that lists it.
 //!
-//! Requests go out in rounds of `1 + retries`, `wait` apart (plus up to a
-//! quarter of random jitter). At the end of a round:
+//! Requests go out every `wait` (plus up to a quarter of random jitter).
+//! Before each request the newcomer looks at the interval since the last
+//! one:
 //!
-//! - if anything from a group was heard during the round (an AGREE, a
-//!   COMMIT for others, an ANNOUNCE, a JOIN_WAIT ...), the group exists but
-//!   is busy: the wait doubles (up to `join_timeout_max`; the thesis
-//!   multiplies by 6) and another round starts;
-//! - else, if another newcomer with a lower address was heard asking
-//!   recently, it will found the group: keep asking, and join it;
-//! - else nobody is there: found the group alone (rank 0, view 1).
+//! - if anything from a group was heard (an AGREE, a COMMIT for others, an
+//!   ANNOUNCE, a JOIN_WAIT ...), the group exists but is busy: the wait
+//!   doubles (up to `join_timeout_max`; the thesis multiplies by 6);
+//! - else the interval was silent: the wait drops back to `join_timeout`,
+//!   and after `1 + retries` silent intervals in a row nobody is there: the
+//!   newcomer founds the group alone (rank 0, view 1), unless another
+//!   newcomer with a lower address was heard asking recently: that one will
+//!   found it, so this one keeps asking and joins it.
 //!
-//! A round that ends late (the process was starved) starts over instead of
-//! founding: silence we did not listen for is no evidence.
+//! An interval that ends late (the process was starved) counts as neither:
+//! silence we did not listen for is no evidence.
 
 use super::member::Joined;
 use super::msg::{Envelope, Msg, NO_VIEW};
@@ -32,18 +34,22 @@ pub(crate) struct Joining {
     pub(crate) since: Instant,
     /// Requests sent so far.
     pub(crate) attempts: u32,
-    /// Requests sent in the current round.
-    pub(crate) round_sends: u32,
-    /// The wait between requests in this round.
+    /// Silent intervals in a row.
+    pub(crate) silent: u32,
+    /// The current wait between requests.
     pub(crate) wait: Duration,
-    /// When the next request goes (or the round ends).
+    /// When the next request goes.
     pub(crate) next_send: Instant,
-    /// When the current round started.
-    pub(crate) round_started: Instant,
+    /// When the last request went.
+    pub(crate) last_send: Instant,
     /// When a group message was last heard.
     pub(crate) heard_group: Option<Instant>,
     /// Newcomers with lower addresses, and when they were last heard.
     pub(crate) lower: BTreeMap<NodeId, Instant>,
+    /// After dissolving into another group: only a COMMIT whose table holds
+    /// this member of the winning group admits us, until the deadline (the
+    /// rest of our old subgroup may still be admitting newcomers).
+    pub(crate) prefer: Option<(NodeId, Instant)>,
 }
 
 impl Joining {
@@ -52,17 +58,19 @@ impl Joining {
         Joining {
             since,
             attempts: 0,
-            round_sends: 0,
+            silent: 0,
             wait: Duration::ZERO,
             next_send: first,
-            round_started: first,
+            last_send: first,
             heard_group: None,
             lower: BTreeMap::new(),
+            prefer: None,
         }
     }
 
-    /// The request timer: send the next request, or end the round.
-    /// Returns the founded group's state when it founds one.
+    /// The request timer: judge the last interval, then found the group
+    /// or send the next request. Returns the founded group's state when it
+    /// founds one.
     pub(crate) fn on_timeout(
         &mut self,
         now: Instant,
@@ -77,44 +85,34 @@ impl Joining {
         if self.wait.is_zero() {
             self.wait = cx.t.join_timeout;
         }
-        if late {
-            // Starved: this round's silence proves nothing.
-            self.round_sends = 0;
-        }
-        // At most two passes: end a round, then start the next one.
-        for _ in 0..2 {
-            if self.round_sends < cx.t.retries.saturating_add(1) {
-                if self.round_sends == 0 {
-                    self.round_started = now;
-                }
-                io.multicast(
-                    NO_VIEW,
-                    Msg::MJoinReq {
-                        attempt: self.attempts,
-                    },
-                );
-                self.attempts = self.attempts.saturating_add(1);
-                self.round_sends += 1;
-                self.next_send = now + self.wait + jitter;
-                return None;
-            }
-            let round = self.wait.saturating_mul(cx.t.retries.saturating_add(1));
-            let heard = self.heard_group.is_some_and(|t| t >= self.round_started);
-            self.lower
-                .retain(|_, t| now.saturating_duration_since(*t) <= round.saturating_mul(2));
-            if heard {
+        if self.attempts > 0 && !late {
+            if self.heard_group.is_some_and(|t| t >= self.last_send) {
+                self.silent = 0;
                 self.wait = self
                     .wait
                     .saturating_mul(2)
                     .min(cx.t.join_timeout_max)
                     .max(cx.t.join_timeout);
-                self.round_sends = 0;
-            } else if !self.lower.is_empty() {
-                self.round_sends = 0;
             } else {
-                return Some(Joined::found(now, cx, io, self.since));
+                self.silent = self.silent.saturating_add(1);
+                self.wait = cx.t.join_timeout;
             }
         }
+        let window = cx.t.join_timeout_max.saturating_mul(2);
+        self.lower
+            .retain(|_, t| now.saturating_duration_since(*t) <= window);
+        if self.silent > cx.t.retries && self.lower.is_empty() {
+            return Some(Joined::found(now, cx, io, self.since));
+        }
+        io.multicast(
+            NO_VIEW,
+            Msg::MJoinReq {
+                attempt: self.attempts,
+            },
+        );
+        self.attempts = self.attempts.saturating_add(1);
+        self.last_send = now;
+        self.next_send = now + self.wait + jitter;
         None
     }
 
@@ -135,6 +133,13 @@ impl Joining {
                     if c.table.validate().is_err() || c.proposal.view.number == 0 {
                         io.stats.drops.malformed += 1;
                         return None;
+                    }
+                    if let Some((winner, until)) = self.prefer {
+                        if now < until && c.table.by_addr(winner).is_none() {
+                            // The subgroup we dissolved: not that one.
+                            io.stats.drops.stale_view += 1;
+                            return None;
+                        }
                     }
                     return Some(Joined::admitted(now, cx, io, env.view, c, self.since));
                 }

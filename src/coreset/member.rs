@@ -108,6 +108,9 @@ pub(crate) struct Monitor {
 pub(crate) struct Probe {
     pub(crate) addr: NodeId,
     pub(crate) deadline: Instant,
+    /// A sweep probe (no hint yet): silence ends it without accusing;
+    /// proposals wait for it.
+    pub(crate) soft: bool,
 }
 
 /// The state of a member of a view.
@@ -156,7 +159,7 @@ impl Joined {
             lock: None,
             drive: None,
             originated: None,
-            retry_after: now,
+            retry_after: Instant::ZERO,
             aborted: VecDeque::new(),
             seen_drivers: BTreeSet::new(),
             monitor: Monitor {
@@ -295,7 +298,7 @@ impl Joined {
         self.lock = None;
         self.drive = None;
         self.originated = None;
-        self.retry_after = now;
+        self.retry_after = Instant::ZERO;
         self.aborted.clear();
         self.seen_drivers.clear();
         let table = &self.table;
@@ -481,7 +484,7 @@ impl Joined {
         // restarted neighbour may be the one telling us.
         if let (Msg::NotMember, Some(r)) = (&msg, row) {
             if incarnation >= r.incarnation {
-                self.on_not_member(now, cx, io, leave, view);
+                self.on_not_member(now, cx, io, leave, r, view);
                 return;
             }
         }
@@ -503,7 +506,7 @@ impl Joined {
             }
             Sender::Member(r) => {
                 // Alive: whatever it sends answers a pending probe.
-                self.probes.remove(&r.rank);
+                let swept = self.probes.remove(&r.rank).is_some_and(|p| p.soft);
                 // A member already in the view our held change installs:
                 // that change committed, and its COMMIT was lost to us.
                 if let Some(p) = self.held() {
@@ -528,7 +531,19 @@ impl Joined {
                         );
                     }
                 }
+                // A member already past our view, and not by the change we
+                // hold: we missed a view, so we are not in the group's any
+                // more (a change committed without our ACK puts us on its
+                // fail list). Rejoin now rather than wait to be removed.
+                if view.number > self.view.number && !matches!(msg, Msg::MJoinReq { .. }) {
+                    io.stats.drops.future_view += 1;
+                    self.on_newer_view(now, cx, io, leave, view, None);
+                    return;
+                }
                 self.on_member(now, cx, io, leave, r, view, msg);
+                if swept {
+                    self.maybe_propose(now, cx, io, leave);
+                }
             }
         }
     }
@@ -629,13 +644,16 @@ impl Joined {
             ),
             Msg::Query => self.on_query(io, r),
             Msg::Reply { .. } => self.on_reply(now, cx, r),
-            Msg::NotMember => self.on_not_member(now, cx, io, leave, view),
+            Msg::NotMember => self.on_not_member(now, cx, io, leave, r, view),
             Msg::Announce { size } => self.on_member_announce(now, cx, io, leave, r, view, size),
         }
     }
 
     /// A newer life at the address of member `r`: the old life is dead.
-    /// The coordinator of joins and `r`'s monitor act on it.
+    /// Wherever we wait for the old life (phase I, a COMMIT, an election)
+    /// we stop waiting at once; the coordinator of joins and `r`'s monitor
+    /// also put it on the fail list (the others leave that to them, so that
+    /// one change, not one per member, removes it).
     fn restart_hint(
         &mut self,
         now: Instant,
@@ -648,11 +666,16 @@ impl Joined {
             .table
             .by_rank(r.ccw)
             .is_some_and(|m| m.rank == self.my_rank);
-        if (self.is_join_coordinator() || monitor_of_r)
-            && self.add_fail(now, r.rank, RemovalReason::Failed)
-        {
-            io.stats.restarts_detected += 1;
-            self.maybe_propose(now, cx, io, leave);
+        let waited_for = self
+            .drive
+            .as_ref()
+            .is_some_and(|d| d.expected.get(&r.rank).is_some_and(|a| !a.acked && !a.dead))
+            || self.lock.as_ref().is_some_and(|l| l.driver_rank == r.rank);
+        if self.is_join_coordinator() || monitor_of_r || waited_for {
+            if !self.fail_list.contains_key(&r.rank) {
+                io.stats.restarts_detected += 1;
+            }
+            self.confirm(now, cx, io, leave, r.rank);
         }
     }
 
@@ -664,7 +687,7 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
         view: ViewId,
-        dissolve: bool,
+        dissolve: Option<NodeId>,
     ) {
         if self.held().is_some_and(|p| p.view == view) {
             io.stats.inferred_commits += 1;

@@ -273,8 +273,9 @@ pub(crate) struct Ctx {
 pub(crate) enum Transition {
     /// We learned we are not a member: rejoin with a new incarnation.
     Exclude {
-        /// Our subgroup dissolves into a larger one.
-        dissolve: bool,
+        /// Our subgroup dissolves into the group this node announced
+        /// (rejoin that one).
+        dissolve: Option<NodeId>,
     },
     /// The voluntary leave is done.
     Leave,
@@ -586,7 +587,7 @@ impl CoreSet {
                     self.io.event(CoreSetEvent::Excluded { view });
                 }
                 self.io.stats.excluded += 1;
-                if dissolve {
+                if dissolve.is_some() {
                     self.io.stats.dissolved += 1;
                 }
                 if self.leave.is_some() {
@@ -598,7 +599,9 @@ impl CoreSet {
                 self.cx.incarnation = inc;
                 self.incarnation_taken = now;
                 self.io.event(CoreSetEvent::NewIncarnation(inc));
-                self.state = State::Joining(Joining::new(now, now + self.cx.t.rejoin_delay));
+                let mut jn = Joining::new(now, now + self.cx.t.rejoin_delay);
+                jn.prefer = dissolve.map(|w| (w, now + self.cx.t.join_ttl));
+                self.state = State::Joining(jn);
             }
         }
     }

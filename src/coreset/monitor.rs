@@ -38,16 +38,25 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
     ) {
+        let ttl = cx.t.join_ttl;
+        self.join_queue.retain(|_, q| q.last_heard + ttl > now);
         self.drive_timer(now, late, cx, io, leave);
         self.lock_timer(now, late, cx, io, leave);
         self.probe_timer(now, late, cx, io, leave);
         if !self.busy() {
-            self.monitor_timer(now, late, cx, io);
             if self.is_lowest() && now >= self.announce_next {
                 self.announce_next = now + cx.t.announce_interval;
-                let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
-                io.multicast(self.view, Msg::Announce { size });
+                // A starved member's view may be stale: do not announce it
+                // before the next round.
+                if !late {
+                    let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
+                    io.multicast(self.view, Msg::Announce { size });
+                    // Our monitor hears it too: it stands in for the next
+                    // heartbeat.
+                    self.monitor.next_heartbeat = now + cx.t.query_interval;
+                }
             }
+            self.monitor_timer(now, late, cx, io);
         }
         self.maybe_propose(now, cx, io, leave);
     }
@@ -111,6 +120,7 @@ impl Joined {
             self.monitor.next_check = now + cx.t.overdue_after;
             if self.add_fail(now, rank, RemovalReason::Failed) {
                 io.stats.monitor_failures += 1;
+                self.sweep_after(now, cx, io, rank);
             }
         }
     }
@@ -130,6 +140,11 @@ impl Joined {
             .map(|(r, _)| *r)
             .collect();
         for rank in due {
+            if self.probes.get(&rank).is_some_and(|p| p.soft) {
+                // A sweep probe unanswered: no evidence, no accusation.
+                self.probes.remove(&rank);
+                continue;
+            }
             if late {
                 if let Some(p) = self.probes.get_mut(&rank) {
                     p.deadline = now + cx.t.reply_timeout;
@@ -143,8 +158,8 @@ impl Joined {
     }
 
     /// Sends one QUERY to member `rank` and waits a reply timeout for any
-    /// sign of life.
-    pub(crate) fn probe(&mut self, now: Instant, io: &mut Io, rank: u64) {
+    /// sign of life (`soft`: a sweep, which silence does not confirm).
+    pub(crate) fn probe(&mut self, now: Instant, io: &mut Io, rank: u64, soft: bool) {
         if self.probes.contains_key(&rank) || self.fail_list.contains_key(&rank) {
             return;
         }
@@ -155,10 +170,40 @@ impl Joined {
             rank,
             Probe {
                 addr: r.addr,
-                deadline: now + io_reply_timeout(io),
+                deadline: now + cx_reply_timeout(io),
+                soft,
             },
         );
         io.send(r.addr, self.view, Msg::Query);
+    }
+
+    /// Member `failed` was just taken as failed: before proposing, check
+    /// its nearest unsuspected neighbour on each side of the ring (the one
+    /// it monitored, which nobody watches now, and the one that monitored
+    /// it). If one of those is dead too, it is found in about one round
+    /// trip and the same change removes both (failures are batched).
+    pub(crate) fn sweep_after(&mut self, now: Instant, cx: &Ctx, io: &mut Io, failed: u64) {
+        let _ = cx;
+        let n = self.table.len();
+        let Some(start) = self.table.rows.iter().position(|r| r.rank == failed) else {
+            return;
+        };
+        for step in [1, n.saturating_sub(1)] {
+            for k in 1..n {
+                let i = (start + k * step) % n;
+                let Some(r) = self.table.rows.get(i).copied() else {
+                    break;
+                };
+                if r.rank == self.my_rank {
+                    break;
+                }
+                if self.fail_list.contains_key(&r.rank) || self.dead.contains(&r.rank) {
+                    continue;
+                }
+                self.probe(now, io, r.rank, true);
+                break;
+            }
+        }
     }
 
     /// The host reported `node` unreachable.
@@ -178,16 +223,21 @@ impl Joined {
             return;
         }
         io.stats.unreachable_hints += 1;
-        if self.probes.contains_key(&r.rank) || self.fail_list.contains_key(&r.rank) {
+        if let Some(p) = self.probes.get_mut(&r.rank).filter(|p| p.soft) {
+            // A sweep probe met its first hint: confirm it like any other.
+            p.soft = false;
+            p.deadline = now + cx.t.reply_timeout;
+            io.send(r.addr, self.view, Msg::Query);
+        } else if self.probes.contains_key(&r.rank) || self.fail_list.contains_key(&r.rank) {
             self.confirm(now, cx, io, leave, r.rank);
         } else {
-            self.probe(now, io, r.rank);
+            self.probe(now, io, r.rank, false);
         }
     }
 
     /// Member `rank` is confirmed failed: fail list, and at once wherever
     /// we wait for it (phase I, the COMMIT, an election).
-    fn confirm(
+    pub(crate) fn confirm(
         &mut self,
         now: Instant,
         cx: &Ctx,
@@ -199,6 +249,7 @@ impl Joined {
         self.dead.insert(rank);
         if self.add_fail(now, rank, RemovalReason::Failed) {
             io.stats.hint_failures += 1;
+            self.sweep_after(now, cx, io, rank);
         }
         if let Some(d) = &mut self.drive {
             if let Some(a) = d.expected.get_mut(&rank) {
@@ -245,20 +296,24 @@ impl Joined {
         }
     }
 
-    /// A NOT_MEMBER from a life at a member's address: if its view is newer
-    /// than ours, we were failed.
+    /// A NOT_MEMBER from a life at member `from`'s address: if its view is
+    /// newer than ours, we were failed; otherwise it does not follow our
+    /// view (it is in another subgroup, or behind and failed already):
+    /// it is gone from ours.
     pub(crate) fn on_not_member(
         &mut self,
         now: Instant,
         cx: &Ctx,
         io: &mut Io,
         leave: Option<LeaveRequest>,
+        from: Row,
         view: ViewId,
     ) {
         if view.number > self.view.number {
-            self.on_newer_view(now, cx, io, leave, view, false);
-        } else {
+            self.on_newer_view(now, cx, io, leave, view, None);
+        } else if from.rank != self.my_rank {
             io.stats.drops.stale_view += 1;
+            self.confirm(now, cx, io, leave, from.rank);
         }
     }
 
@@ -275,10 +330,12 @@ impl Joined {
         size: u32,
     ) {
         if view == self.view {
+            // As good as a heartbeat from it.
+            self.on_reply(now, cx, from);
             return;
         }
         if view.number > self.view.number {
-            self.on_newer_view(now, cx, io, leave, view, false);
+            self.on_newer_view(now, cx, io, leave, view, None);
         } else if view.number == self.view.number {
             // Same number, another view: the group forked; one side goes.
             self.on_foreign_announce(now, cx, io, leave, from.addr, view, size);
@@ -309,14 +366,16 @@ impl Joined {
         let theirs = (view.number, size as usize, Reverse(source));
         let mine = (self.view.number, self.table.len(), Reverse(lowest));
         if theirs > mine {
-            self.on_newer_view(now, cx, io, leave, view, true);
-        } else if self.is_lowest() && io.allow(now, source, MsgKind::Announce) {
+            self.on_newer_view(now, cx, io, leave, view, Some(source));
+        } else if self.is_lowest() && io.allow(now, cx.group_addr, MsgKind::Announce) {
+            // To the group: every member of the other subgroup must hear
+            // it, or its remnant goes on admitting newcomers.
             let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
-            io.send(source, self.view, Msg::Announce { size });
+            io.multicast(self.view, Msg::Announce { size });
         }
     }
 }
 
-fn io_reply_timeout(io: &Io) -> std::time::Duration {
+fn cx_reply_timeout(io: &Io) -> std::time::Duration {
     io.reply_timeout
 }

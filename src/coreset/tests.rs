@@ -1,2 +1,728 @@
-//! Unit tests of the core-set core driven by hand (bad input, single
-//! messages); the protocol under faults is tested in `tests/sim_coreset.rs`.
+//! Unit tests of the core-set core driven by hand: bad input of every kind
+//! (DESIGN.md section 8; issue 4, "Bad input"), local health, unreachable
+//! hints, leaving. The protocol under faults is tested in
+//! `tests/sim_coreset.rs`.
+
+use super::*;
+use crate::sansio::{Core, Incoming};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn addr(i: u8) -> NodeId {
+    NodeId::v4(10, 0, 0, i, 7000)
+}
+fn group() -> NodeId {
+    NodeId::v4(239, 1, 2, 3, 7000)
+}
+fn inc(i: u8) -> Incarnation {
+    Incarnation::from_parts(1_700_000_000_000 + u64::from(i), [i; 10])
+}
+fn ms(x: u64) -> Instant {
+    Instant::from_millis(x)
+}
+
+fn config(i: u8) -> CoreSetConfig {
+    CoreSetConfig::new(addr(i), inc(i), "unit", group())
+}
+
+/// Everything a core sent and reported since the last drain.
+fn drain(c: &mut CoreSet) -> (Vec<(NodeId, Envelope)>, Vec<CoreSetEvent>) {
+    let mut t = Vec::new();
+    while let Some(x) = c.poll_transmit() {
+        let env: Envelope = decode_body(&x.body).expect("own messages decode");
+        t.push((x.destination, env));
+    }
+    let mut e = Vec::new();
+    while let Some(x) = c.poll_event() {
+        e.push(x);
+    }
+    (t, e)
+}
+
+fn deliver(
+    c: &mut CoreSet,
+    now: Instant,
+    from: NodeId,
+    from_inc: Incarnation,
+    to: NodeId,
+    env: &Envelope,
+) {
+    let body = encode_body(env).expect("encodes");
+    c.handle_packet(
+        now,
+        Incoming::direct(from, from_inc, to, ProtocolId::CoreSet, &body),
+    );
+}
+
+fn env(view: ViewId, msg: Msg) -> Envelope {
+    Envelope {
+        group: "unit".into(),
+        view,
+        msg,
+    }
+}
+
+/// Runs `c`'s timers until `until` (or it stops arming one).
+fn run_timers(c: &mut CoreSet, until: Instant) -> Instant {
+    let mut now = Instant::ZERO;
+    for _ in 0..10_000 {
+        match c.poll_timeout() {
+            Some(t) if t <= until => {
+                now = t;
+                c.handle_timeout(t);
+            }
+            _ => break,
+        }
+    }
+    now
+}
+
+/// Node 1 founded alone, then admitted node 2: returns both cores, in the
+/// same two-member view, at time `now`.
+fn pair() -> (CoreSet, CoreSet, Instant) {
+    let mut a = CoreSet::new(config(1), Instant::ZERO, 1).expect("config");
+    let now = run_timers(&mut a, ms(2000));
+    assert!(a.is_member(), "founded alone");
+    drain(&mut a);
+    let mut b = CoreSet::new(config(2), now, 2).expect("config");
+    let (t, _) = drain(&mut b);
+    let (dest, req) = t.into_iter().next().expect("a join request");
+    assert_eq!(dest, group());
+    deliver(&mut a, now, addr(2), inc(2), group(), &req);
+    // Alone, the coordinator commits at once.
+    let (t, _) = drain(&mut a);
+    let commit = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::Commit(_)))
+        .expect("a COMMIT")
+        .1
+        .clone();
+    deliver(&mut b, now, addr(1), inc(1), group(), &commit);
+    assert!(b.is_member());
+    assert_eq!(a.view(), b.view());
+    drain(&mut a);
+    drain(&mut b);
+    (a, b, now)
+}
+
+#[test]
+fn config_errors_are_refused_by_new() {
+    let mut c = config(1);
+    c.group = "no spaces".into();
+    assert!(matches!(
+        CoreSet::new(c, Instant::ZERO, 1),
+        Err(ConfigError::BadGroupName(_))
+    ));
+}
+
+#[test]
+fn founding_alone_after_the_retries() {
+    let mut c = CoreSet::new(config(1), Instant::ZERO, 1).expect("config");
+    let (t, _) = drain(&mut c);
+    assert!(matches!(t[0].1.msg, Msg::MJoinReq { attempt: 0 }));
+    let mut at = Instant::ZERO;
+    while !c.is_member() {
+        at = c.poll_timeout().expect("a timer while joining");
+        c.handle_timeout(at);
+    }
+    // Three silent intervals of 100 ms (plus jitter).
+    assert!(at >= ms(300) && at < ms(400), "founded at {at:?}");
+    let snap = c.snapshot();
+    assert!(snap.joined);
+    assert_eq!(snap.view.number, 1);
+    assert_eq!(snap.members.len(), 1);
+    assert_eq!(snap.me.rank, 0);
+    assert_eq!(c.stats().founded, 1);
+}
+
+#[test]
+fn a_lower_newcomer_heard_keeps_us_asking() {
+    let mut c = CoreSet::new(config(5), Instant::ZERO, 1).expect("config");
+    drain(&mut c);
+    // Node 1 is also asking: it founds; we keep asking.
+    let req = env(NO_VIEW, Msg::MJoinReq { attempt: 0 });
+    for t in [0, 100, 200, 300, 400] {
+        deliver(&mut c, ms(t), addr(1), inc(1), group(), &req);
+        run_timers(&mut c, ms(t + 99));
+    }
+    assert!(!c.is_member(), "must not found while a lower address asks");
+    run_timers(&mut c, ms(3000));
+    assert!(c.is_member(), "founds once the lower one is gone");
+}
+
+#[test]
+fn malformed_and_foreign_bodies_change_nothing() {
+    let (mut a, _b, now) = pair();
+    let before = a.snapshot();
+    let good = encode_body(&env(a.view().unwrap(), Msg::Query)).unwrap();
+    let mut bad: Vec<Vec<u8>> = vec![vec![], vec![0xFF; 40], good[..good.len() / 2].to_vec()];
+    let mut trailing = good.clone();
+    trailing.push(0);
+    bad.push(trailing);
+    for b in &bad {
+        a.handle_packet(
+            now,
+            Incoming::direct(addr(2), inc(2), addr(1), ProtocolId::CoreSet, b),
+        );
+    }
+    assert_eq!(a.stats().drops.malformed, bad.len() as u64);
+    // Another group's name, and our name on another group address.
+    let mut other = env(a.view().unwrap(), Msg::Query);
+    other.group = "other".into();
+    deliver(&mut a, now, addr(2), inc(2), addr(1), &other);
+    let q = env(a.view().unwrap(), Msg::Query);
+    deliver(
+        &mut a,
+        now,
+        addr(2),
+        inc(2),
+        NodeId::v4(239, 9, 9, 9, 1),
+        &q,
+    );
+    assert_eq!(a.stats().drops.wrong_group, 2);
+    // Another protocol.
+    a.handle_packet(
+        now,
+        Incoming::direct(addr(2), inc(2), addr(1), ProtocolId::Rpc, &good),
+    );
+    let (t, e) = drain(&mut a);
+    assert!(t.is_empty() && e.is_empty());
+    assert_eq!(a.snapshot(), before);
+}
+
+#[test]
+fn a_stranger_is_told_not_member_and_changes_nothing() {
+    let (mut a, _b, now) = pair();
+    let before = a.snapshot();
+    let v = a.view().unwrap();
+    deliver(&mut a, now, addr(9), inc(9), addr(1), &env(v, Msg::Query));
+    let (t, _) = drain(&mut a);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].0, addr(9));
+    assert_eq!(t[0].1.msg, Msg::NotMember);
+    // Rate-limited: a second query right away gets nothing.
+    deliver(&mut a, now, addr(9), inc(9), addr(1), &env(v, Msg::Query));
+    assert!(drain(&mut a).0.is_empty());
+    // A stranger's AGREE, ACK, ABORT, COMMIT: nothing changes.
+    let p = Proposal {
+        view: ViewId {
+            number: v.number + 1,
+            coordinator: inc(9),
+        },
+        originator: 0,
+        layer: Layer::Physical,
+        coordinator_failure: false,
+        removals: vec![Removal {
+            rank: 1,
+            reason: RemovalReason::Failed,
+        }],
+        joins: vec![],
+    };
+    let table = a.table().unwrap().apply(&p);
+    for m in [
+        Msg::agree(p.clone(), false),
+        Msg::AgreeAck { proposal: p.view },
+        Msg::Abort { proposal: p.view },
+        Msg::Commit(Commit {
+            proposal: p.clone(),
+            table,
+        }),
+    ] {
+        deliver(&mut a, now, addr(9), inc(9), group(), &env(v, m));
+    }
+    assert!(a.stats().drops.non_member >= 5);
+    drain(&mut a);
+    assert_eq!(a.snapshot(), before);
+}
+
+#[test]
+fn stale_views_and_unacked_commits_change_nothing() {
+    let (mut a, mut b, now) = pair();
+    let v = a.view().unwrap();
+    let before = b.snapshot();
+    // A COMMIT for a change B never ACKed (it keeps B, so it is not an
+    // exclusion): ignored.
+    let p = Proposal {
+        view: ViewId {
+            number: v.number + 1,
+            coordinator: inc(1),
+        },
+        originator: 0,
+        layer: Layer::Physical,
+        coordinator_failure: false,
+        removals: vec![],
+        joins: vec![Joiner {
+            addr: addr(7),
+            incarnation: inc(7),
+        }],
+    };
+    let table = b.table().unwrap().apply(&p);
+    let commit = Commit {
+        proposal: p.clone(),
+        table,
+    };
+    deliver(
+        &mut b,
+        now,
+        addr(1),
+        inc(1),
+        group(),
+        &env(v, Msg::Commit(commit)),
+    );
+    assert_eq!(b.stats().drops.unacked_commit, 1);
+    // An AGREE on a base that is not our view (a fork of the same number).
+    let fork = ViewId {
+        number: v.number,
+        coordinator: inc(42),
+    };
+    deliver(
+        &mut b,
+        now,
+        addr(1),
+        inc(1),
+        group(),
+        &env(fork, Msg::agree(p.clone(), false)),
+    );
+    assert_eq!(b.stats().drops.stale_view, 1);
+    // A message from an older life of a member.
+    let older = Incarnation::from_parts(1, [0; 10]);
+    deliver(&mut b, now, addr(1), older, addr(2), &env(v, Msg::Query));
+    assert_eq!(b.stats().drops.stale_incarnation, 1);
+    // An AGREE that does not fit the table (a removal of a rank we lack).
+    let mut wrong = p.clone();
+    wrong.joins.clear();
+    wrong.removals = vec![Removal {
+        rank: 77,
+        reason: RemovalReason::Failed,
+    }];
+    deliver(
+        &mut b,
+        now,
+        addr(1),
+        inc(1),
+        group(),
+        &env(v, Msg::agree(wrong, false)),
+    );
+    assert_eq!(b.stats().drops.invalid_proposal, 1);
+    let (t, e) = drain(&mut b);
+    assert!(t.is_empty() && e.is_empty(), "{t:?} {e:?}");
+    assert_eq!(b.snapshot(), before);
+    let _ = &mut a;
+}
+
+#[test]
+fn duplicated_phase_messages_install_once() {
+    let (mut a, mut b, now) = pair();
+    let v = a.view().unwrap();
+    // Node 3 asks to join: A coordinates, B must ACK.
+    deliver(
+        &mut a,
+        now,
+        addr(3),
+        inc(3),
+        group(),
+        &env(NO_VIEW, Msg::MJoinReq { attempt: 0 }),
+    );
+    let (t, _) = drain(&mut a);
+    let agree = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::AgreeJ { .. }))
+        .expect("AGREE_J")
+        .1
+        .clone();
+    // Twice: two identical ACKs, one lock.
+    deliver(&mut b, now, addr(1), inc(1), group(), &agree);
+    deliver(&mut b, now, addr(1), inc(1), group(), &agree);
+    let (t, _) = drain(&mut b);
+    assert_eq!(t.len(), 2);
+    let ack = t[0].1.clone();
+    assert!(matches!(ack.msg, Msg::AgreeAck { .. }));
+    assert_eq!(b.snapshot().state, ChangeState::Changing);
+    // A gets the ACK twice: one commit, one duplicate.
+    deliver(&mut a, now, addr(2), inc(2), addr(1), &ack);
+    deliver(&mut a, now, addr(2), inc(2), addr(1), &ack);
+    let (t, _) = drain(&mut a);
+    let commit = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::Commit(_)))
+        .expect("COMMIT")
+        .1
+        .clone();
+    assert!(a.stats().drops.duplicate >= 1);
+    assert_eq!(a.view().unwrap().number, v.number + 1);
+    // B installs once; the replay is a duplicate.
+    deliver(&mut b, now, addr(1), inc(1), group(), &commit);
+    deliver(&mut b, now, addr(1), inc(1), group(), &commit);
+    assert_eq!(b.view(), a.view());
+    assert_eq!(b.table(), a.table());
+    assert_eq!(b.stats().drops.duplicate, 1);
+    let installs = drain(&mut b)
+        .1
+        .into_iter()
+        .filter(|e| matches!(e, CoreSetEvent::ViewInstalled { .. }))
+        .count();
+    assert_eq!(installs, 1);
+    // A replayed old AGREE now refers to an old base: not ACKed.
+    deliver(&mut b, now, addr(1), inc(1), group(), &agree);
+    let (t, _) = drain(&mut b);
+    assert!(t
+        .iter()
+        .all(|(_, e)| !matches!(e.msg, Msg::AgreeAck { .. })));
+}
+
+#[test]
+fn join_requests_from_a_member_address() {
+    let (mut a, _b, now) = pair();
+    let v = a.view().unwrap();
+    let req = env(NO_VIEW, Msg::MJoinReq { attempt: 3 });
+    // The same life asks again: it missed its COMMIT, which is re-sent.
+    deliver(&mut a, now, addr(2), inc(2), group(), &req);
+    let (t, _) = drain(&mut a);
+    assert!(t
+        .iter()
+        .any(|(d, e)| *d == addr(2) && matches!(e.msg, Msg::Commit(_))));
+    assert_eq!(a.view(), Some(v));
+    // An older life: ignored.
+    deliver(
+        &mut a,
+        now,
+        addr(2),
+        Incarnation::from_parts(5, [1; 10]),
+        group(),
+        &req,
+    );
+    assert_eq!(a.stats().drops.stale_incarnation, 1);
+    assert_eq!(a.view(), Some(v));
+    // A newer life: the old one failed (a view without it), then the new
+    // one admitted.
+    let newer = Incarnation::from_parts(1_800_000_000_000, [2; 10]);
+    deliver(&mut a, now, addr(2), newer, group(), &req);
+    assert_eq!(a.stats().restarts_detected, 1);
+    let t = run_timers(&mut a, now + Duration::from_millis(50));
+    let _ = t;
+    let members = a.snapshot().members;
+    assert!(
+        members.iter().all(|m| m.incarnation != inc(2)),
+        "{members:?}"
+    );
+    assert!(
+        members.iter().any(|m| m.incarnation == newer),
+        "{members:?}"
+    );
+    assert_eq!(a.view().unwrap().number, v.number + 2);
+}
+
+#[test]
+fn a_late_timer_requeries_instead_of_accusing() {
+    let (mut a, _b, now) = pair();
+    let v = a.view();
+    drain(&mut a);
+    // The process was stopped for 5 s: every deadline is long past.
+    let later = now + Duration::from_secs(5);
+    a.handle_timeout(later);
+    assert!(a.fail_list().is_empty(), "accused on its own lateness");
+    assert_eq!(a.stats().late_timers, 1);
+    let (t, _) = drain(&mut a);
+    assert!(t
+        .iter()
+        .any(|(d, e)| *d == addr(2) && matches!(e.msg, Msg::Query)));
+    assert_eq!(a.view(), v);
+    // On time from now on, silence does count: 1 + retries queries.
+    run_timers(&mut a, later + Duration::from_millis(400));
+    assert_eq!(a.snapshot().members.len(), 1, "B failed after the retries");
+}
+
+#[test]
+fn an_unreachable_hint_is_confirmed_by_a_second_one() {
+    let (mut a, _b, now) = pair();
+    let v = a.view().unwrap();
+    a.handle_unreachable(now, addr(2));
+    let (t, _) = drain(&mut a);
+    assert_eq!(t.len(), 1);
+    assert!(matches!(t[0].1.msg, Msg::Query));
+    assert!(a.fail_list().is_empty());
+    // A hint about a non-member is counted and ignored.
+    a.handle_unreachable(now, addr(9));
+    assert_eq!(a.stats().drops.unreachable_non_member, 1);
+    a.handle_unreachable(now + Duration::from_millis(1), addr(2));
+    // Confirmed: alone with B gone, the change commits at once.
+    assert_eq!(a.view().unwrap().number, v.number + 1);
+    assert_eq!(a.snapshot().members.len(), 1);
+    let (_, e) = drain(&mut a);
+    assert!(e.iter().any(|e| matches!(
+        e,
+        CoreSetEvent::ViewInstalled { failed, .. } if failed.len() == 1
+    )));
+}
+
+#[test]
+fn an_answered_hint_accuses_nobody() {
+    let (mut a, _b, now) = pair();
+    a.handle_unreachable(now, addr(2));
+    drain(&mut a);
+    let v = a.view().unwrap();
+    deliver(
+        &mut a,
+        now + Duration::from_millis(1),
+        addr(2),
+        inc(2),
+        addr(1),
+        &env(v, Msg::Reply { heartbeat: false }),
+    );
+    run_timers(&mut a, now + Duration::from_millis(150));
+    assert!(a.fail_list().is_empty());
+    assert_eq!(a.view(), Some(v));
+}
+
+#[test]
+fn not_member_from_a_newer_view_excludes_and_rejoins() {
+    let (_a, mut b, now) = pair();
+    let v = b.view().unwrap();
+    let newer = ViewId {
+        number: v.number + 3,
+        coordinator: inc(1),
+    };
+    deliver(
+        &mut b,
+        now,
+        addr(1),
+        inc(1),
+        addr(2),
+        &env(newer, Msg::NotMember),
+    );
+    let (t, e) = drain(&mut b);
+    assert!(
+        t.is_empty(),
+        "nothing sent under the old incarnation: {t:?}"
+    );
+    assert!(matches!(e[0], CoreSetEvent::Excluded { view } if view == v));
+    let new_inc = match e
+        .iter()
+        .find(|e| matches!(e, CoreSetEvent::NewIncarnation(_)))
+    {
+        Some(CoreSetEvent::NewIncarnation(i)) => *i,
+        _ => panic!("no new incarnation: {e:?}"),
+    };
+    assert!(new_inc > inc(2), "later than the old life");
+    assert_eq!(b.incarnation(), new_inc);
+    assert!(!b.is_member());
+    // The rejoin's first request goes in a later input.
+    run_timers(&mut b, now + Duration::from_millis(5));
+    let (t, _) = drain(&mut b);
+    assert!(matches!(t[0].1.msg, Msg::MJoinReq { .. }));
+    // A NOT_MEMBER from an older view is no evidence.
+    let (_a, mut b, now) = pair();
+    let old = ViewId {
+        number: 0,
+        coordinator: inc(1),
+    };
+    deliver(
+        &mut b,
+        now,
+        addr(1),
+        inc(1),
+        addr(2),
+        &env(old, Msg::NotMember),
+    );
+    assert!(b.is_member());
+}
+
+#[test]
+fn leaving() {
+    // Alone: at once.
+    let mut a = CoreSet::new(config(1), Instant::ZERO, 1).expect("config");
+    let now = run_timers(&mut a, ms(2000));
+    a.leave(now);
+    assert!(a.has_left());
+    assert!(drain(&mut a).1.contains(&CoreSetEvent::Left));
+    // While joining: at once.
+    let mut c = CoreSet::new(config(3), Instant::ZERO, 1).expect("config");
+    c.leave(Instant::ZERO);
+    assert!(c.has_left());
+    // In a pair: B coordinates its own removal; A installs a view without
+    // B; B reports Left.
+    let (mut a, mut b, now) = pair();
+    b.leave(now);
+    let (t, _) = drain(&mut b);
+    let agree = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::AgreeL { .. }))
+        .expect("AGREE_L")
+        .1
+        .clone();
+    deliver(&mut a, now, addr(2), inc(2), group(), &agree);
+    let (t, _) = drain(&mut a);
+    deliver(&mut b, now, addr(1), inc(1), addr(2), &t[0].1);
+    let (t, e) = drain(&mut b);
+    assert!(e.contains(&CoreSetEvent::Left), "{e:?}");
+    let commit = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::Commit(_)))
+        .expect("COMMIT")
+        .1
+        .clone();
+    deliver(&mut a, now, addr(2), inc(2), group(), &commit);
+    let (_, e) = drain(&mut a);
+    assert!(e.iter().any(|e| matches!(
+        e,
+        CoreSetEvent::ViewInstalled { left, .. } if left.len() == 1
+    )));
+    assert_eq!(a.snapshot().members.len(), 1);
+    // After leaving, everything is ignored.
+    deliver(
+        &mut b,
+        now,
+        addr(1),
+        inc(1),
+        addr(2),
+        &env(a.view().unwrap(), Msg::Query),
+    );
+    assert_eq!(b.stats().drops.after_leave, 1);
+    assert_eq!(b.poll_timeout(), None);
+}
+
+/// Seeded fuzzing: random and mutated messages from members and strangers
+/// never panic, and every buffer stays bounded.
+#[test]
+fn hostile_input_never_panics() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0xF0F0);
+    for round in 0..40 {
+        let (mut a, mut b, mut now) = pair();
+        for _ in 0..400 {
+            now += Duration::from_micros(rng.random_range(0..20_000));
+            let target = if rng.random_bool(0.5) { &mut a } else { &mut b };
+            let v = target.view().unwrap_or(NO_VIEW);
+            let from = addr(rng.random_range(1..=4));
+            let from_inc = match rng.random_range(0..3) {
+                0 => inc(from.addr().port() as u8),
+                1 => target
+                    .table()
+                    .and_then(|t| t.by_addr(from))
+                    .map_or(Incarnation::NIL, |r| r.incarnation),
+                _ => Incarnation::from_parts(rng.random(), rng.random()),
+            };
+            let near = ViewId {
+                number: v
+                    .number
+                    .saturating_add(rng.random_range(0..3))
+                    .saturating_sub(1),
+                coordinator: if rng.random_bool(0.7) {
+                    v.coordinator
+                } else {
+                    inc(9)
+                },
+            };
+            let p = Proposal {
+                view: ViewId {
+                    number: near.number + 1,
+                    coordinator: from_inc,
+                },
+                originator: rng.random_range(0..4),
+                layer: if rng.random_bool(0.9) {
+                    Layer::Physical
+                } else {
+                    Layer::Application
+                },
+                coordinator_failure: rng.random(),
+                removals: (0..rng.random_range(0..3))
+                    .map(|_| Removal {
+                        rank: rng.random_range(0..5),
+                        reason: RemovalReason::Failed,
+                    })
+                    .collect(),
+                joins: (0..rng.random_range(0..3))
+                    .map(|_| Joiner {
+                        addr: addr(rng.random_range(1..=9)),
+                        incarnation: inc(rng.random_range(1..=9)),
+                    })
+                    .collect(),
+            };
+            let table = target
+                .table()
+                .cloned()
+                .unwrap_or_else(|| Table::founding(from, from_inc));
+            let msg = match rng.random_range(0..13) {
+                0 => Msg::MJoinReq {
+                    attempt: rng.random(),
+                },
+                1 => Msg::JoinWait,
+                2 => Msg::AgreeJ {
+                    proposal: p.clone(),
+                    takeover: rng.random(),
+                },
+                3 => Msg::AgreeL {
+                    proposal: p.clone(),
+                    takeover: rng.random(),
+                },
+                4 => Msg::AgreeAck { proposal: p.view },
+                5 => Msg::Busy {
+                    refused: p.view,
+                    locked: near,
+                    key: p.key(rng.random()),
+                },
+                6 => Msg::Abort { proposal: p.view },
+                7 => Msg::Commit(Commit {
+                    table: table.apply(&p),
+                    proposal: p.clone(),
+                }),
+                8 => Msg::CoFail {
+                    proposal: p.view,
+                    suspect: rng.random_range(0..4),
+                    status: match rng.random_range(0..4) {
+                        0 => CoStatus::Unknown,
+                        1 => CoStatus::PhaseI,
+                        2 => CoStatus::Committed,
+                        _ => CoStatus::Driving,
+                    },
+                    reply: rng.random(),
+                },
+                9 => Msg::Query,
+                10 => Msg::Reply {
+                    heartbeat: rng.random(),
+                },
+                11 => Msg::NotMember,
+                _ => Msg::Announce { size: rng.random() },
+            };
+            let mut bytes = encode_body(&env(near, msg)).unwrap();
+            if rng.random_bool(0.2) {
+                let i = rng.random_range(0..bytes.len());
+                bytes[i] ^= 1 << rng.random_range(0..8);
+            }
+            if rng.random_bool(0.1) {
+                bytes.truncate(rng.random_range(0..bytes.len()));
+            }
+            let dest = if rng.random_bool(0.5) {
+                group()
+            } else {
+                target.me()
+            };
+            target.handle_packet(
+                now,
+                Incoming::direct(from, from_inc, dest, ProtocolId::CoreSet, &bytes),
+            );
+            if rng.random_bool(0.1) {
+                target.handle_unreachable(now, addr(rng.random_range(1..=5)));
+            }
+            if let Some(t) = target.poll_timeout() {
+                if t <= now {
+                    target.handle_timeout(now);
+                }
+            }
+            let (t, e) = drain(target);
+            assert!(
+                t.len() < 64 && e.len() < 16,
+                "round {round}: {} {}",
+                t.len(),
+                e.len()
+            );
+        }
+        for c in [&a, &b] {
+            if let State::Joined(j) = &c.state {
+                assert!(j.join_queue.len() <= member::MAX_JOIN_QUEUE);
+                assert!(j.probes.len() <= j.table.len());
+                assert!(j.fail_list.len() <= j.table.len());
+            }
+            assert!(c.io.limits.len() <= MAX_RATE_LIMITS);
+        }
+    }
+}

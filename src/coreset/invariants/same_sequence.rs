@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Forks kept for [`SequenceReport::first_forks`].
+const MAX_KEPT: usize = 16;
+
 /// A fork between two lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fork {
@@ -40,6 +43,8 @@ struct State {
     /// For each view, the next view each life installed after it.
     next: BTreeMap<ViewId, BTreeMap<Life, ViewId>>,
     open: Vec<Fork>,
+    /// The first forks seen (at most [`MAX_KEPT`]), for reports.
+    kept: Vec<Fork>,
     forks_seen: u64,
     resolved: u64,
 }
@@ -53,6 +58,11 @@ impl SequenceReport {
     /// Forks not yet resolved.
     pub fn open_forks(&self) -> Vec<Fork> {
         self.0.borrow().open.clone()
+    }
+
+    /// The first forks seen (resolved or not; at most 16).
+    pub fn first_forks(&self) -> Vec<Fork> {
+        self.0.borrow().kept.clone()
     }
 
     /// Forks seen so far (resolved or not).
@@ -119,12 +129,16 @@ impl Invariant<CoreSet> for SameSequence {
                     .unwrap_or_default();
                 for (other, w2) in others {
                     st.forks_seen += 1;
-                    st.open.push(Fork {
+                    let fork = Fork {
                         from: v,
                         a: (life, *w),
                         b: (other, w2),
                         at: *now,
-                    });
+                    };
+                    if st.kept.len() < MAX_KEPT {
+                        st.kept.push(fork.clone());
+                    }
+                    st.open.push(fork);
                 }
                 st.next.entry(v).or_default().insert(life, *w);
             }
