@@ -5,7 +5,7 @@
 use super::msg::MsgKind;
 
 /// One counter per message kind.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MsgCounts {
     /// M_JOIN_REQ.
     pub m_join_req: u64,
@@ -75,7 +75,7 @@ impl MsgCounts {
 }
 
 /// Messages dropped, by reason. None of them changed any state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DropCounts {
     /// The body did not decode, or a table or proposal in it is malformed.
     pub malformed: u64,
@@ -129,7 +129,7 @@ impl DropCounts {
 }
 
 /// Everything one [`CoreSet`](super::CoreSet) counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CoreSetStats {
     /// Messages sent, by kind (a multicast counts once).
     pub sent: MsgCounts,

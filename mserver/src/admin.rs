@@ -1,0 +1,213 @@
+//! The admin protocol between `msctl` and an mserver (DESIGN.md section 7),
+//! carried by the project's RPC ([`membership::rpc`]: CHAN request/reply,
+//! at-most-once) on the mserver's own UDP port.
+//!
+//! Each procedure has a number, a request type and a reply type, encoded
+//! with the project codec ([`membership::wire::encode_body`], bounded on
+//! decode). `msctl` renders the replies as JSON; the JSON field names of
+//! [`ViewReply`] are the public contract of `msctl view --json` and are
+//! never renamed (fields may be added).
+
+use membership::runtime::FaultConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// `view`: the mserver's current core-set view. Request: [`ViewRequest`];
+/// reply: [`ViewReply`].
+pub const PROC_VIEW: u16 = 1;
+/// `leave`: leave the group gracefully, then exit. Request:
+/// [`LeaveRequest`]; reply: [`LeaveReply`] (sent once the leave is
+/// committed, or when it gave up).
+pub const PROC_LEAVE: u16 = 2;
+/// `fault`: set the fault interceptor. Request: [`FaultRequest`]; reply:
+/// [`FaultReply`].
+pub const PROC_FAULT: u16 = 3;
+
+/// `stats`: the mserver's counters. Request: [`StatsRequest`]; reply:
+/// [`StatsReply`].
+pub const PROC_STATS: u16 = 4;
+
+/// Arguments of `stats` (none yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRequest {}
+
+/// Traffic of one protocol on the mserver's socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolTraffic {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Bytes sent (UDP payload: our header and body).
+    pub bytes_sent: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Body bytes received.
+    pub bytes_received: u64,
+}
+
+/// The reply to `stats` (`msctl stats --json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Datagrams sent on the main socket.
+    pub datagrams_sent: u64,
+    /// Bytes sent on the main socket.
+    pub bytes_sent: u64,
+    /// Datagrams received on the main socket.
+    pub datagrams_received: u64,
+    /// Bytes received on the main socket.
+    pub bytes_received: u64,
+    /// Per protocol (`coreset`, `mcaster`, `rpc`, ...).
+    pub protocols: std::collections::BTreeMap<String, ProtocolTraffic>,
+    /// Datagrams dropped by the socket, by kind.
+    pub drops: std::collections::BTreeMap<String, u64>,
+    /// The core-set protocol's counters, by name.
+    pub coreset: std::collections::BTreeMap<String, u64>,
+}
+
+/// The core-set counters as a flat map (`sent.agree_j`, `drops.stale_view`,
+/// `views_installed`, ...), for [`StatsReply::coreset`].
+pub fn counters_of(stats: &membership::coreset::CoreSetStats) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(value) = serde_json::to_value(stats) {
+        flatten("", &value, &mut out);
+    }
+    out
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut std::collections::BTreeMap<String, u64>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Number(n) => {
+            if let Some(n) = n.as_u64() {
+                out.insert(prefix.to_string(), n);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Arguments of `view` (none yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewRequest {}
+
+/// One member, as `msctl view --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Rank in the group (0 = the founder; lower = older).
+    pub rank: u64,
+    /// The mserver's address.
+    pub addr: String,
+    /// Its incarnation (UUID v7).
+    pub incarnation: String,
+}
+
+/// The reply to `view`: the JSON object of `msctl view --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewReply {
+    /// The group's name.
+    pub group: String,
+    /// The view number.
+    pub view: u64,
+    /// The incarnation of the member that coordinated this view (with
+    /// `view`, the view id: `[coordinator|view]`).
+    pub coordinator: String,
+    /// `"idle"`, `"changing"`, or `"joining"` before the first view.
+    pub state: String,
+    /// This mserver.
+    pub me: MemberInfo,
+    /// The members, sorted by rank.
+    pub members: Vec<MemberInfo>,
+}
+
+/// Arguments of `leave` (none yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveRequest {}
+
+/// The reply to `leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveReply {
+    /// Whether the leave was committed by the group (false: it gave up,
+    /// e.g. the group did not answer; the mserver exits anyway).
+    pub committed: bool,
+}
+
+/// Arguments of `fault`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultRequest {
+    /// Clear every fault first.
+    pub clear: bool,
+    /// Drop this percentage of datagrams in both directions.
+    pub drop_pct: Option<f64>,
+    /// Drop all traffic to and from these nodes.
+    pub block: Vec<SocketAddr>,
+    /// Drop only what arrives from these nodes (one-way).
+    pub block_in: Vec<SocketAddr>,
+}
+
+impl FaultRequest {
+    /// The fault configuration this request sets, given the current one.
+    pub fn apply_to(&self, current: &FaultConfig) -> FaultConfig {
+        let mut next = if self.clear {
+            FaultConfig::clear()
+        } else {
+            current.clone()
+        };
+        if let Some(pct) = self.drop_pct {
+            next = next.with_drop_pct(pct);
+        }
+        for addr in &self.block {
+            next = next.with_block(membership::id::NodeId::new(*addr));
+        }
+        for addr in &self.block_in {
+            next = next.with_block_in(membership::id::NodeId::new(*addr));
+        }
+        next
+    }
+}
+
+/// The reply to `fault`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultReply {
+    /// `None`: applied; otherwise why it was refused.
+    pub error: Option<String>,
+    /// The configuration in force afterwards, in words.
+    pub now: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use membership::wire::{decode_body, encode_body};
+
+    #[test]
+    fn requests_round_trip() {
+        let f = FaultRequest {
+            clear: true,
+            drop_pct: Some(12.5),
+            block: vec!["127.0.0.2:7200".parse().expect("addr")],
+            block_in: vec![],
+        };
+        let bytes = encode_body(&f).expect("encode");
+        let back: FaultRequest = decode_body(&bytes).expect("decode");
+        assert_eq!(back, f);
+        let applied = f.apply_to(&FaultConfig::clear().with_drop_pct(50.0));
+        assert!(applied.validate().is_ok());
+        assert!(!applied.is_clear());
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(decode_body::<ViewReply>(&[0xff; 7]).is_err());
+        assert!(decode_body::<FaultRequest>(&[]).is_err());
+    }
+}

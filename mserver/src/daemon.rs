@@ -1,0 +1,447 @@
+//! The mserver daemon: sockets, timers, signals and logs around
+//! [`MserverNode`] (DESIGN.md section 3: no protocol logic here).
+//!
+//! - one UDP socket on `--listen`, driven by the runtime's core driver;
+//! - with IP multicast, a second socket bound to the group's port and
+//!   joined to its class D address, whose datagrams go to the same core;
+//! - the crash watch: a TCP listener on the `--listen` port, and an idle
+//!   TCP connection to the neighbour the core-set monitors
+//!   ([`CoreSetEvent::Watch`]), whose loss is reported to the core as a
+//!   "port unreachable" hint;
+//! - SIGTERM / SIGINT: a graceful leave (bounded in time), then exit.
+
+use crate::admin::{FaultReply, ProtocolTraffic};
+use crate::node::{MserverNode, NodeEvent};
+use crate::settings::{MulticastMode, Settings};
+use actix::prelude::*;
+use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
+use membership::id::{NodeId, ProtocolId};
+use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::rpc::{Rpc, RpcConfig};
+use membership::runtime::{
+    new_incarnation, probe_multicast, spawn_core, Clock, CoreDriver, CoreHandle, CrashWatch,
+    CrashWatchListener, GetFaults, MulticastOptions, PacketQueue, PacketsReady, SetIncarnation,
+    SocketActor, SocketOptions, SpawnedCore, StopSocket, WithCore,
+};
+use membership::sansio::Core;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The class D address the startup probe uses.
+const PROBE_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 78);
+/// How long the probe waits for its datagram to come back.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A graceful leave completed.
+    Left,
+    /// The leave gave up waiting for the group.
+    LeaveTimedOut,
+    /// The core stopped by itself (a bug; logged).
+    CoreStopped,
+}
+
+type Handle = CoreHandle<MserverNode>;
+
+/// Runs the mserver until it has left its group. Errors are startup
+/// errors (exit code 2 in `main`).
+#[allow(clippy::disallowed_methods)] // a daemon owns the clock
+pub async fn run(s: Settings) -> anyhow::Result<Exit> {
+    let multicast = match s.multicast {
+        MulticastMode::Off => false,
+        MulticastMode::On => true,
+        MulticastMode::Auto => {
+            let c = probe_multicast(
+                SocketAddrV4::new(PROBE_GROUP, 0),
+                s.multicast_interface,
+                PROBE_TIMEOUT,
+            )
+            .await;
+            tracing::info!(usable = c.usable(), reason = %c.reason, "multicast probe");
+            c.usable()
+        }
+    };
+    let me = NodeId::new(s.node_addr());
+    let group_addr = NodeId::new(s.group_addr);
+    let incarnation = new_incarnation();
+    let now = Clock::now();
+    let seed = seed_from(incarnation.to_bytes());
+    let config = CoreSetConfig {
+        query_interval: s.query_interval(),
+        reply_timeout: s.reply_timeout(),
+        retries: s.retries,
+        commit_delay: s.commit_delay(),
+        ..CoreSetConfig::new(me, incarnation, s.group.clone(), group_addr)
+    };
+    let coreset = CoreSet::new(config, now, seed)
+        .map_err(|e| anyhow::anyhow!("invalid core-set settings: {e}"))?;
+    let kind = if multicast {
+        MemberKind::Mc
+    } else {
+        MemberKind::Uc
+    };
+    let registration = Registration::new(RegistrationConfig::new(NodeId::new(s.mcaster), kind));
+    let rpc = Rpc::new(me, incarnation, RpcConfig::default(), seed ^ 0x5eed_5eed);
+    let node = MserverNode::new(now, group_addr, coreset, Some(registration), rpc);
+
+    let mut options = SocketOptions::new(s.listen);
+    options.advertise = s.advertise.map(NodeId::new);
+    options.incarnation = Some(incarnation);
+    if !multicast {
+        // Group messages go by unicast to the mcaster, which relays them.
+        options.mcaster = Some(s.mcaster);
+    }
+    let SpawnedCore { handle, events } = spawn_core(
+        options,
+        &[ProtocolId::CoreSet, ProtocolId::Mcaster, ProtocolId::Rpc],
+        move |_| node,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
+
+    let group_socket = if multicast {
+        match GroupSocket::open(group_addr, s.multicast_interface, &handle) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                handle.stop();
+                anyhow::bail!("cannot join the group address {}: {e}", s.group_addr);
+            }
+        }
+    } else {
+        None
+    };
+    let listener = if s.crash_watch {
+        match CrashWatchListener::bind(s.listen) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    port = s.listen.port(),
+                    error = %e,
+                    "crash watch: cannot listen on the TCP port; crashes of this mserver will be detected by timeouts only"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(
+        group = %s.group,
+        group_addr = %s.group_addr,
+        node = %me,
+        %incarnation,
+        transport = if multicast { "ip-multicast" } else { "mcaster" },
+        mcaster = %s.mcaster,
+        query_interval_ms = s.query_interval_ms,
+        reply_timeout_ms = s.reply_timeout_ms,
+        retries = s.retries,
+        commit_delay_ms = s.commit_delay_ms,
+        "mserver started; joining the group"
+    );
+    let mut daemon = Daemon {
+        handle: handle.clone(),
+        watch: s
+            .crash_watch
+            .then(|| CrashWatch::new(handle.driver.clone().recipient())),
+        leave_deadline: None,
+        leave_budget: leave_budget(&s),
+        started: std::time::Instant::now(),
+    };
+    let exit = daemon.event_loop(events).await;
+    if let Some(g) = group_socket {
+        g.stop();
+    }
+    drop(daemon.watch.take());
+    drop(listener);
+    handle.stop();
+    Ok(exit)
+}
+
+/// How long a graceful leave may take before the daemon exits anyway:
+/// enough for a change with every retry and a coordinator takeover.
+fn leave_budget(s: &Settings) -> Duration {
+    let round = s.reply_timeout() * (s.retries + 1);
+    (round * 6 + s.query_interval() * 2 + s.commit_delay().unwrap_or_default())
+        .max(Duration::from_secs(2))
+}
+
+/// The loop's state.
+struct Daemon {
+    handle: Handle,
+    watch: Option<CrashWatch>,
+    leave_deadline: Option<tokio::time::Instant>,
+    leave_budget: Duration,
+    started: std::time::Instant,
+}
+
+impl Daemon {
+    async fn event_loop(&mut self, mut events: UnboundedReceiver<NodeEvent>) -> Exit {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                tracing::error!("cannot install signal handlers; SIGTERM will not leave gracefully");
+                return self.loop_without_signals(&mut events).await;
+            }
+        };
+        loop {
+            let deadline = self.leave_deadline;
+            tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => if let Some(exit) = self.on_event(e).await {
+                        return exit;
+                    },
+                    None => {
+                        tracing::error!("the core stopped");
+                        return Exit::CoreStopped;
+                    }
+                },
+                _ = term.recv() => self.start_leave("SIGTERM").await,
+                _ = int.recv() => self.start_leave("SIGINT").await,
+                _ = sleep_until(deadline) => {
+                    tracing::warn!(budget_ms = self.leave_budget.as_millis() as u64, "leave: the group did not commit in time; exiting anyway");
+                    return Exit::LeaveTimedOut;
+                }
+            }
+        }
+    }
+
+    async fn loop_without_signals(&mut self, events: &mut UnboundedReceiver<NodeEvent>) -> Exit {
+        while let Some(e) = events.recv().await {
+            if let Some(exit) = self.on_event(e).await {
+                return exit;
+            }
+        }
+        Exit::CoreStopped
+    }
+
+    async fn start_leave(&mut self, why: &str) {
+        if self.leave_deadline.is_some() {
+            tracing::info!("{why}: already leaving");
+            return;
+        }
+        tracing::info!("{why}: leaving the group gracefully");
+        self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_budget);
+        if self.handle.with_core(|n, now| n.leave(now)).await.is_err() {
+            tracing::error!("the core is gone");
+        }
+    }
+
+    /// Acts on one event; `Some` ends the daemon.
+    async fn on_event(&mut self, e: NodeEvent) -> Option<Exit> {
+        match e {
+            NodeEvent::CoreSet(e) => return self.on_coreset(e),
+            NodeEvent::Registration(e) => match e {
+                RegistrationEvent::Registered { group } => {
+                    tracing::info!(%group, "registered with the mcaster")
+                }
+                RegistrationEvent::Relearned { group } => {
+                    tracing::info!(%group, "the mcaster had forgotten us (restarted?); registered again")
+                }
+                RegistrationEvent::Refused { group, answer } => {
+                    tracing::warn!(%group, ?answer, "the mcaster refused our registration; retrying")
+                }
+                other => tracing::debug!(event = ?other, "registration"),
+            },
+            NodeEvent::FaultRequested { token, request } => {
+                let current = self
+                    .handle
+                    .socket
+                    .send(GetFaults)
+                    .await
+                    .unwrap_or_default();
+                let next = request.apply_to(&current);
+                let reply = match self.handle.set_faults(next.clone()).await {
+                    Ok(_) => {
+                        tracing::warn!(faults = ?next, "fault injection changed by msctl");
+                        FaultReply {
+                            error: None,
+                            now: format!("{next:?}"),
+                        }
+                    }
+                    Err(e) => FaultReply {
+                        error: Some(e.to_string()),
+                        now: format!("{current:?}"),
+                    },
+                };
+                let _ = self
+                    .handle
+                    .with_core(move |n, now| n.answer_fault(now, token, reply))
+                    .await;
+            }
+            NodeEvent::StatsRequested { token, mut reply } => {
+                if let Ok(stats) = self.handle.socket_stats().await {
+                    reply.uptime_ms = self.started.elapsed().as_millis() as u64;
+                    reply.datagrams_sent = stats.datagrams_sent;
+                    reply.bytes_sent = stats.bytes_sent;
+                    reply.datagrams_received = stats.datagrams_received;
+                    reply.bytes_received = stats.bytes_received;
+                    reply.drops = stats.drops.clone();
+                    reply.protocols = stats
+                        .per_protocol
+                        .iter()
+                        .map(|(p, t)| {
+                            (
+                                format!("{p:?}").to_lowercase(),
+                                ProtocolTraffic {
+                                    sent: t.sent,
+                                    bytes_sent: t.bytes_sent,
+                                    received: t.received,
+                                    bytes_received: t.bytes_received,
+                                },
+                            )
+                        })
+                        .collect();
+                }
+                let _ = self
+                    .handle
+                    .with_core(move |n, now| n.answer_stats(now, token, reply))
+                    .await;
+            }
+            NodeEvent::LeaveRequested => {
+                tracing::info!("msctl leave: leaving the group gracefully");
+                if self.leave_deadline.is_none() {
+                    self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_budget);
+                }
+            }
+        }
+        None
+    }
+
+    fn on_coreset(&mut self, e: CoreSetEvent) -> Option<Exit> {
+        match e {
+            CoreSetEvent::ViewInstalled {
+                view,
+                members,
+                joined,
+                failed,
+                left,
+                change_started,
+                ..
+            } => {
+                let took = Clock::now().saturating_duration_since(change_started);
+                tracing::info!(
+                    view = view.number,
+                    coordinator = %view.coordinator,
+                    members = %list(&members),
+                    joined = %list(&joined),
+                    failed = %list(&failed),
+                    left = %list(&left),
+                    took_ms = took.as_secs_f64() * 1000.0,
+                    "view installed"
+                );
+            }
+            CoreSetEvent::NewIncarnation(inc) => {
+                tracing::info!(incarnation = %inc, "new incarnation: rejoining");
+                self.handle.socket.do_send(SetIncarnation(inc));
+            }
+            CoreSetEvent::Excluded { view } => {
+                tracing::warn!(
+                    view = view.number,
+                    "the group excluded us (we were paused or cut off); rejoining with a new incarnation"
+                );
+            }
+            CoreSetEvent::Watch(target) => {
+                if let Some(w) = self.watch.as_mut() {
+                    tracing::debug!(target = ?target, "crash watch target");
+                    w.watch(target);
+                }
+            }
+            CoreSetEvent::Left => {
+                tracing::info!("left the group");
+                return Some(Exit::Left);
+            }
+        }
+        None
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn list(members: &[Member]) -> String {
+    let items: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}#{}", m.addr, m.rank))
+        .collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// A seed for the cores' RNGs from the incarnation's random bits.
+fn seed_from(bytes: [u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[8..16]);
+    u64::from_le_bytes(b)
+}
+
+/// A socket bound to the group's port and joined to its class D address,
+/// whose datagrams go to the node.
+struct GroupSocket {
+    socket: Addr<SocketActor>,
+    feed: Addr<GroupFeed>,
+}
+
+impl GroupSocket {
+    fn open(group: NodeId, iface: Ipv4Addr, handle: &Handle) -> anyhow::Result<Self> {
+        let IpAddr::V4(ip) = group.addr().ip() else {
+            anyhow::bail!("only IPv4 groups can be joined");
+        };
+        let mut o = SocketOptions::new(group.addr());
+        o.reuse_address = true;
+        o.advertise = Some(handle.local);
+        o.multicast = Some(MulticastOptions::new(ip, iface));
+        let mut socket = SocketActor::bind(o)?;
+        let ctx: Context<GroupFeed> = Context::new();
+        let queues = [ProtocolId::CoreSet]
+            .iter()
+            .map(|p| socket.subscribe(*p, None, ctx.address().recipient()))
+            .collect();
+        let socket = socket.start();
+        let feed = ctx.run(GroupFeed {
+            node: handle.driver.clone(),
+            queues,
+        });
+        Ok(GroupSocket { socket, feed })
+    }
+
+    fn stop(self) {
+        self.socket.do_send(StopSocket);
+        drop(self.feed);
+    }
+}
+
+/// Hands the packets of the group socket to the node.
+struct GroupFeed {
+    node: Addr<CoreDriver<MserverNode>>,
+    queues: Vec<Arc<PacketQueue>>,
+}
+
+impl Actor for GroupFeed {
+    type Context = Context<Self>;
+}
+
+impl Handler<PacketsReady> for GroupFeed {
+    type Result = ();
+
+    fn handle(&mut self, _: PacketsReady, _: &mut Self::Context) {
+        let packets: Vec<_> = self.queues.iter().flat_map(|q| q.take_all()).collect();
+        if packets.is_empty() {
+            return;
+        }
+        self.node.do_send(WithCore::new(move |n: &mut MserverNode, now| {
+            for p in &packets {
+                n.handle_packet(now, p.incoming());
+            }
+        }));
+    }
+}

@@ -1,0 +1,11 @@
+//! The mserver daemon's library: its settings, the admin protocol shared
+//! with `msctl`, the composite core that runs on its socket, and the actix
+//! daemon around it (DESIGN.md sections 2, 3 and 7; seed 003, chapters III
+//! and IV). The protocol itself is [`membership::coreset`]; nothing here
+//! decides anything about it.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod daemon;
+pub mod node;
+pub mod settings;

@@ -1,0 +1,370 @@
+//! The mserver's composite core: what runs on the mserver's one UDP socket.
+//!
+//! It is a sans-IO [`Core`] that puts three cores side by side and only
+//! dispatches between them (DESIGN.md section 3: no protocol decision is
+//! taken here):
+//!
+//! - [`CoreSet`]: the core-set protocol ([`ProtocolId::CoreSet`]);
+//! - [`Registration`]: the soft-state registration with the LAN's mcaster
+//!   ([`ProtocolId::Mcaster`]), when there is one to register with;
+//! - [`Rpc`]: the admin procedures of [`crate::admin`] for `msctl`
+//!   ([`ProtocolId::Rpc`]). `view` is answered from
+//!   [`CoreSet::snapshot`]; `leave` starts [`CoreSet::leave`] and is
+//!   answered when the leave is over; `fault` is handed to the daemon
+//!   ([`NodeEvent::FaultRequested`]), which owns the socket's interceptor
+//!   and answers with [`MserverNode::answer_fault`].
+
+use crate::admin::{
+    FaultReply, FaultRequest, LeaveReply, MemberInfo, StatsReply, ViewReply, PROC_FAULT,
+    PROC_LEAVE, PROC_STATS, PROC_VIEW,
+};
+use membership::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
+use membership::id::{NodeId, ProtocolId};
+use membership::relay::{Registration, RegistrationEvent};
+use membership::rpc::{HandlerResult, RequestToken, Rpc, RpcEvent};
+use membership::sansio::{Core, Incoming, Transmit};
+use membership::time::{earliest, Instant};
+use membership::wire::{decode_body, encode_body};
+use std::collections::VecDeque;
+
+/// Most admin requests waiting for an answer at once (further ones are
+/// answered with an error at once).
+pub const MAX_PENDING_ADMIN: usize = 64;
+
+/// What the node reports to the daemon.
+#[derive(Debug)]
+pub enum NodeEvent {
+    /// From the core-set protocol.
+    CoreSet(CoreSetEvent),
+    /// From the mcaster registration.
+    Registration(RegistrationEvent),
+    /// `msctl fault`: apply `request` to the socket's fault interceptor and
+    /// answer with [`MserverNode::answer_fault`].
+    FaultRequested {
+        /// Pass back to [`MserverNode::answer_fault`].
+        token: RequestToken,
+        /// What to apply.
+        request: FaultRequest,
+    },
+    /// `msctl leave` was asked (the leave is under way).
+    LeaveRequested,
+    /// `msctl stats`: add the socket's counters to `reply` and answer with
+    /// [`MserverNode::answer_stats`].
+    StatsRequested {
+        /// Pass back to [`MserverNode::answer_stats`].
+        token: RequestToken,
+        /// The node's part of the answer (the core-set counters).
+        reply: StatsReply,
+    },
+}
+
+/// The mserver's composite core (see the module docs).
+pub struct MserverNode {
+    coreset: CoreSet,
+    registration: Option<Registration>,
+    rpc: Rpc,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<NodeEvent>,
+    group_addr: NodeId,
+    leave_waiters: Vec<RequestToken>,
+    pending_admin: Vec<(RequestToken, u16, Vec<u8>)>,
+    pending_replies: Vec<(RequestToken, Vec<u8>)>,
+    admin_dropped: u64,
+}
+
+impl MserverNode {
+    /// Puts the three cores together. `registration` is `None` when the
+    /// mserver neither needs nor serves an mcaster. The group name given to
+    /// the mcaster is the core-set's.
+    pub fn new(
+        now: Instant,
+        group_addr: NodeId,
+        coreset: CoreSet,
+        registration: Option<Registration>,
+        mut rpc: Rpc,
+    ) -> Self {
+        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS] {
+            rpc.register(procedure, |_, _| HandlerResult::Deferred);
+        }
+        let mut node = MserverNode {
+            coreset,
+            registration,
+            rpc,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            group_addr,
+            leave_waiters: Vec::new(),
+            pending_admin: Vec::new(),
+            pending_replies: Vec::new(),
+            admin_dropped: 0,
+        };
+        let group = node.coreset.snapshot().group;
+        if let Some(reg) = node.registration.as_mut() {
+            reg.join(now, group_addr, &group);
+        }
+        node.pump(now);
+        node
+    }
+
+    /// The core-set core.
+    pub fn coreset(&self) -> &CoreSet {
+        &self.coreset
+    }
+
+    /// The registration, if any.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    /// The RPC endpoint.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    /// Admin requests refused because too many were pending.
+    pub fn admin_dropped(&self) -> u64 {
+        self.admin_dropped
+    }
+
+    /// Starts a graceful leave (SIGTERM). A [`CoreSetEvent::Left`] follows.
+    pub fn leave(&mut self, now: Instant) {
+        self.coreset.leave(now);
+        if let Some(reg) = self.registration.as_mut() {
+            reg.leave(now, self.group_addr);
+        }
+        self.pump(now);
+    }
+
+    /// Answers a [`NodeEvent::FaultRequested`].
+    pub fn answer_fault(&mut self, now: Instant, token: RequestToken, reply: FaultReply) {
+        match encode_body(&reply) {
+            Ok(body) => {
+                self.rpc.respond(now, token, body);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode a fault reply"),
+        }
+        self.pump(now);
+    }
+
+    /// Answers a [`NodeEvent::StatsRequested`].
+    pub fn answer_stats(&mut self, now: Instant, token: RequestToken, reply: StatsReply) {
+        match encode_body(&reply) {
+            Ok(body) => {
+                self.rpc.respond(now, token, body);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode a stats reply"),
+        }
+        self.pump(now);
+    }
+
+    /// The `msctl view` answer.
+    pub fn view_reply(&self) -> ViewReply {
+        view_reply(&self.coreset.snapshot())
+    }
+
+    fn on_admin(&mut self, now: Instant, token: RequestToken, procedure: u16, body: &[u8]) {
+        match procedure {
+            PROC_VIEW => {
+                if let Ok(reply) = encode_body(&self.view_reply()) {
+                    self.rpc.respond(now, token, reply);
+                }
+            }
+            PROC_LEAVE => {
+                if self.leave_waiters.len() >= MAX_PENDING_ADMIN {
+                    self.admin_dropped += 1;
+                    return;
+                }
+                self.leave_waiters.push(token);
+                if self.leave_waiters.len() == 1 {
+                    self.events.push_back(NodeEvent::LeaveRequested);
+                    self.coreset.leave(now);
+                    if let Some(reg) = self.registration.as_mut() {
+                        reg.leave(now, self.group_addr);
+                    }
+                }
+            }
+            PROC_FAULT => match decode_body::<FaultRequest>(body) {
+                Ok(request) => self
+                    .events
+                    .push_back(NodeEvent::FaultRequested { token, request }),
+                Err(e) => {
+                    let reply = FaultReply {
+                        error: Some(format!("unreadable request: {e}")),
+                        now: String::new(),
+                    };
+                    if let Ok(body) = encode_body(&reply) {
+                        self.rpc.respond(now, token, body);
+                    }
+                }
+            },
+            PROC_STATS => {
+                let reply = StatsReply {
+                    coreset: crate::admin::counters_of(self.coreset.stats()),
+                    ..StatsReply::default()
+                };
+                self.events
+                    .push_back(NodeEvent::StatsRequested { token, reply });
+            }
+            _ => self.admin_dropped += 1,
+        }
+    }
+
+    /// Moves everything the inner cores produced to our queues, handling
+    /// admin requests and answering `leave` once it is over.
+    fn drain(&mut self) {
+        let mut admin = Vec::new();
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.coreset.poll_transmit() {
+                self.transmits.push_back(t);
+                progressed = true;
+            }
+            while let Some(e) = self.coreset.poll_event() {
+                progressed = true;
+                if matches!(e, CoreSetEvent::Left) {
+                    self.finish_leave(true);
+                }
+                self.events.push_back(NodeEvent::CoreSet(e));
+            }
+            if let Some(reg) = self.registration.as_mut() {
+                while let Some(t) = reg.poll_transmit() {
+                    self.transmits.push_back(t);
+                    progressed = true;
+                }
+                while let Some(e) = reg.poll_event() {
+                    self.events.push_back(NodeEvent::Registration(e));
+                    progressed = true;
+                }
+            }
+            while let Some(t) = self.rpc.poll_transmit() {
+                self.transmits.push_back(t);
+                progressed = true;
+            }
+            while let Some(e) = self.rpc.poll_event() {
+                progressed = true;
+                if let RpcEvent::Request {
+                    token,
+                    procedure,
+                    body,
+                    ..
+                } = e
+                {
+                    admin.push((token, procedure.0, body));
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.pending_admin.extend(admin);
+    }
+
+    fn finish_leave(&mut self, committed: bool) {
+        let waiters = std::mem::take(&mut self.leave_waiters);
+        if waiters.is_empty() {
+            return;
+        }
+        if let Ok(body) = encode_body(&LeaveReply { committed }) {
+            for token in waiters {
+                self.pending_replies.push((token, body.clone()));
+            }
+        }
+    }
+
+    /// Drains the inner cores, then runs the admin requests and replies
+    /// collected, until nothing is left.
+    fn pump(&mut self, now: Instant) {
+        self.drain();
+        // Bounded: a round only has work if the previous one produced new
+        // requests, which are finite per input.
+        for _ in 0..8 {
+            if self.pending_admin.is_empty() && self.pending_replies.is_empty() {
+                break;
+            }
+            for (token, body) in std::mem::take(&mut self.pending_replies) {
+                self.rpc.respond(now, token, body);
+            }
+            for (token, procedure, body) in std::mem::take(&mut self.pending_admin) {
+                self.on_admin(now, token, procedure, &body);
+            }
+            self.drain();
+        }
+    }
+}
+
+fn member_info(m: &Member) -> MemberInfo {
+    MemberInfo {
+        rank: m.rank,
+        addr: m.addr.to_string(),
+        incarnation: m.incarnation.to_string(),
+    }
+}
+
+/// Renders a snapshot as the `msctl view --json` object.
+pub fn view_reply(s: &ViewSnapshot) -> ViewReply {
+    let state = if !s.joined {
+        "joining"
+    } else {
+        match s.state {
+            ChangeState::Idle => "idle",
+            ChangeState::Changing => "changing",
+        }
+    };
+    ViewReply {
+        group: s.group.clone(),
+        view: s.view.number,
+        coordinator: s.view.coordinator.to_string(),
+        state: state.into(),
+        me: member_info(&s.me),
+        members: s.members.iter().map(member_info).collect(),
+    }
+}
+
+impl Core for MserverNode {
+    type Event = NodeEvent;
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        match packet.protocol {
+            ProtocolId::CoreSet => self.coreset.handle_packet(now, packet),
+            ProtocolId::Rpc => self.rpc.handle_packet(now, packet),
+            ProtocolId::Mcaster => {
+                if let Some(reg) = self.registration.as_mut() {
+                    reg.handle(now, &packet);
+                }
+            }
+            _ => {}
+        }
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.coreset.handle_timeout(now);
+        if let Some(reg) = self.registration.as_mut() {
+            reg.handle_timeout(now);
+        }
+        self.rpc.handle_timeout(now);
+        self.pump(now);
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
+        self.coreset.handle_unreachable(now, node);
+        self.rpc.handle_unreachable(now, node);
+        self.pump(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let reg = self.registration.as_ref().and_then(|r| r.poll_timeout());
+        earliest(
+            earliest(self.coreset.poll_timeout(), reg),
+            self.rpc.poll_timeout(),
+        )
+    }
+}

@@ -1,0 +1,396 @@
+//! The mserver's settings (DESIGN.md section 7): built-in defaults < TOML
+//! file (`--config`) < environment (`MS_*`) < command-line flags.
+//!
+//! Every value is checked before the daemon starts: a bad flag, file or
+//! variable gives one clear line and exit code 2 (DESIGN.md section 8).
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default UDP (and crash-watch TCP) listen address.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 7200);
+/// Default group address: an administratively scoped class D address.
+pub const DEFAULT_GROUP_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 70, 1)), 7300);
+/// Default mcaster address (the mcaster's own default).
+pub const DEFAULT_MCASTER: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 7100);
+/// Default group name.
+pub const DEFAULT_GROUP: &str = "lan";
+
+/// How group messages travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MulticastMode {
+    /// Probe at startup: IP multicast if a probe datagram comes back,
+    /// otherwise through the mcaster.
+    Auto,
+    /// IP multicast to the group address (registered with the mcaster as a
+    /// multicast member, so that unicast-only members hear us).
+    On,
+    /// Unicast only: every group message goes through the mcaster.
+    Off,
+}
+
+/// Log format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `mserver`: a member of an mserver group (core-set) of the Membership
+/// Service.
+///
+/// It joins the group named by --group at --group-addr (founding it if
+/// nobody answers), watches its neighbour in the ring, and commits every
+/// join, leave and failure with the other members so that all of them see
+/// the same numbered views (seed 003, chapters III and IV). Inspect it with
+/// `msctl --server ADDR view`. SIGTERM (or `msctl leave`) leaves the group
+/// gracefully; SIGKILL is a crash that the others detect.
+///
+/// Settings: built-in defaults < TOML file (--config) < environment
+/// (MS_GROUP, MS_LISTEN, MS_QUERY_INTERVAL_MS, ...) < flags.
+#[derive(Debug, Parser)]
+#[command(name = "mserver", version)]
+pub struct Cli {
+    /// The group's name [default: lan].
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// The group's address: an IPv4 multicast address and port
+    /// [default: 239.255.70.1:7300].
+    #[arg(long, value_name = "IP:PORT")]
+    pub group_addr: Option<SocketAddr>,
+    /// UDP address to listen on; the crash watch listens on the same TCP
+    /// port [default: 127.0.0.1:7200].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The address in our headers when --listen is 0.0.0.0.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+    /// The LAN's mcaster, used when multicast is off (or unavailable)
+    /// [default: 127.0.0.1:7100].
+    #[arg(long, value_name = "ADDR")]
+    pub mcaster: Option<SocketAddr>,
+    /// Group messages by IP multicast (on), through the mcaster (off), or
+    /// whichever the startup probe finds (auto) [default: auto].
+    #[arg(long, value_enum)]
+    pub multicast: Option<MulticastMode>,
+    /// Interface address for multicast (0.0.0.0: the kernel's choice)
+    /// [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    pub multicast_interface: Option<Ipv4Addr>,
+    /// A TOML file with any of these settings (keys as the long flags, with
+    /// `_` for `-`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interval of ring monitoring: how often the neighbour must be heard
+    /// from [default: 200].
+    #[arg(long, value_name = "N")]
+    pub query_interval_ms: Option<u64>,
+    /// How long to wait for a REPLY or an ACK [default: 100].
+    #[arg(long, value_name = "N")]
+    pub reply_timeout_ms: Option<u64>,
+    /// Retries before a silent member goes on the fail list [default: 2].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Keep an idle TCP connection to the monitored neighbour so that its
+    /// crash is seen at once [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub crash_watch: Option<bool>,
+    /// Testing faults, KEY=VALUE (repeatable): `commit-delay-ms=N` makes
+    /// this mserver wait N ms before phase II of every change it
+    /// coordinates (the thesis's "fmserver").
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub fault: Vec<String>,
+    /// Log format [default: human].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing's EnvFilter syntax; RUST_LOG wins if set)
+    /// [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// The merged settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Group name.
+    pub group: String,
+    /// Group address (IPv4 multicast).
+    pub group_addr: SocketAddr,
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// Address in our headers when `listen` is unspecified.
+    pub advertise: Option<SocketAddr>,
+    /// The mcaster.
+    pub mcaster: SocketAddr,
+    /// Multicast use.
+    pub multicast: MulticastMode,
+    /// Interface for multicast.
+    pub multicast_interface: Ipv4Addr,
+    /// Monitoring interval, ms.
+    pub query_interval_ms: u64,
+    /// Reply timeout, ms.
+    pub reply_timeout_ms: u64,
+    /// Retries.
+    pub retries: u32,
+    /// Crash watch on or off.
+    pub crash_watch: bool,
+    /// Testing fault: delay before phase II, ms (0: none).
+    pub commit_delay_ms: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            group: DEFAULT_GROUP.into(),
+            group_addr: DEFAULT_GROUP_ADDR,
+            listen: DEFAULT_LISTEN,
+            advertise: None,
+            mcaster: DEFAULT_MCASTER,
+            multicast: MulticastMode::Auto,
+            multicast_interface: Ipv4Addr::UNSPECIFIED,
+            query_interval_ms: 200,
+            reply_timeout_ms: 100,
+            retries: 2,
+            crash_watch: true,
+            commit_delay_ms: 0,
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Parses one `--fault KEY=VALUE` into `(key, value)`.
+fn parse_fault(spec: &str) -> anyhow::Result<(String, String)> {
+    let (key, value) = spec
+        .split_once('=')
+        .with_context(|| format!("--fault {spec:?}: expected KEY=VALUE, e.g. commit-delay-ms=500"))?;
+    match key {
+        "commit-delay-ms" | "commit_delay_ms" => {
+            let ms: u64 = value
+                .parse()
+                .with_context(|| format!("--fault {spec:?}: {value:?} is not a number of ms"))?;
+            Ok(("commit_delay_ms".into(), ms.to_string()))
+        }
+        other => bail!("--fault {spec:?}: unknown fault {other:?} (known: commit-delay-ms)"),
+    }
+}
+
+impl Settings {
+    /// Merges defaults, the file, the environment `env` (the `MS_*`
+    /// variables; `None` for the process environment) and the flags.
+    pub fn load(cli: &Cli, env: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
+        let defaults =
+            config::Config::try_from(&Settings::default()).context("built-in defaults")?;
+        let mut b = config::Config::builder().add_source(defaults);
+        if let Some(path) = &cli.config {
+            if !path.is_file() {
+                bail!("config file {} not found or not a file", path.display());
+            }
+            if let Err(e) = std::fs::File::open(path) {
+                bail!("config file {}: {e}", path.display());
+            }
+            b = b.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("MS")
+                .try_parsing(true)
+                .source(env),
+        );
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        let mut set = |key: &str, v: Option<String>| {
+            if let Some(v) = v {
+                overrides.push((key.to_string(), v));
+            }
+        };
+        set("group", cli.group.clone());
+        set("group_addr", cli.group_addr.map(|a| a.to_string()));
+        set("listen", cli.listen.map(|a| a.to_string()));
+        set("advertise", cli.advertise.map(|a| a.to_string()));
+        set("mcaster", cli.mcaster.map(|a| a.to_string()));
+        set("multicast", cli.multicast.map(|m| enum_name(&m)));
+        set(
+            "multicast_interface",
+            cli.multicast_interface.map(|a| a.to_string()),
+        );
+        set("query_interval_ms", cli.query_interval_ms.map(|v| v.to_string()));
+        set("reply_timeout_ms", cli.reply_timeout_ms.map(|v| v.to_string()));
+        set("retries", cli.retries.map(|v| v.to_string()));
+        set("crash_watch", cli.crash_watch.map(|v| v.to_string()));
+        set("log_format", cli.log_format.map(|m| enum_name(&m)));
+        set("log_level", cli.log_level.clone());
+        for spec in &cli.fault {
+            let (k, v) = parse_fault(spec)?;
+            overrides.push((k, v));
+        }
+        for (k, v) in overrides {
+            b = b.set_override(k, v)?;
+        }
+        let merged = b.build().context("reading the settings")?;
+        let s: Settings = merged.try_deserialize().context("invalid settings")?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !membership::coreset::valid_group_name(&self.group) {
+            bail!(
+                "group name {:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
+                self.group
+            );
+        }
+        match self.group_addr.ip() {
+            IpAddr::V4(ip) if ip.is_multicast() => {}
+            ip => bail!(
+                "group address {} is not an IPv4 multicast address (224.0.0.0/4), e.g. 239.255.70.1:7300",
+                ip
+            ),
+        }
+        if self.group_addr.port() == 0 {
+            bail!("group address {} needs a port", self.group_addr);
+        }
+        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+            bail!(
+                "listen address {} is unspecified: give --advertise with the address other mservers use",
+                self.listen
+            );
+        }
+        if self.listen.port() == 0 {
+            bail!("listen address {} needs a fixed port (other mservers and msctl use it)", self.listen);
+        }
+        if !(10..=60_000).contains(&self.query_interval_ms) {
+            bail!("query_interval_ms {} is out of range 10..=60000", self.query_interval_ms);
+        }
+        if !(1..=60_000).contains(&self.reply_timeout_ms) {
+            bail!("reply_timeout_ms {} is out of range 1..=60000", self.reply_timeout_ms);
+        }
+        if self.retries > 100 {
+            bail!("retries {} is out of range 0..=100", self.retries);
+        }
+        if self.commit_delay_ms > 600_000 {
+            bail!("commit-delay-ms {} is more than 10 minutes", self.commit_delay_ms);
+        }
+        Ok(())
+    }
+
+    /// The monitoring interval.
+    pub fn query_interval(&self) -> Duration {
+        Duration::from_millis(self.query_interval_ms)
+    }
+
+    /// The reply timeout.
+    pub fn reply_timeout(&self) -> Duration {
+        Duration::from_millis(self.reply_timeout_ms)
+    }
+
+    /// The commit delay fault, if any.
+    pub fn commit_delay(&self) -> Option<Duration> {
+        (self.commit_delay_ms > 0).then(|| Duration::from_millis(self.commit_delay_ms))
+    }
+
+    /// The address other mservers know us by.
+    pub fn node_addr(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+}
+
+fn enum_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["mserver"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("valid flags")
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_alone() {
+        let s = Settings::load(&cli(&[]), env(&[])).expect("defaults load");
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.commit_delay(), None);
+        assert_eq!(s.query_interval(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn layers_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("mserver-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("m.toml");
+        let mut f = std::fs::File::create(&path).expect("create");
+        writeln!(
+            f,
+            "group = \"ops\"\nlisten = \"127.0.0.9:7201\"\nquery_interval_ms = 500\nmulticast = \"off\""
+        )
+        .expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let s = Settings::load(&cli(&["--config", p]), env(&[])).expect("file");
+        assert_eq!(s.group, "ops");
+        assert_eq!(s.listen, "127.0.0.9:7201".parse().expect("addr"));
+        assert_eq!(s.query_interval_ms, 500);
+        assert_eq!(s.multicast, MulticastMode::Off);
+        let e = env(&[("MS_QUERY_INTERVAL_MS", "400"), ("MS_RETRIES", "5")]);
+        let s = Settings::load(&cli(&["--config", p]), e.clone()).expect("env");
+        assert_eq!((s.query_interval_ms, s.retries), (400, 5));
+        let s = Settings::load(
+            &cli(&["--config", p, "--query-interval-ms", "300", "--fault", "commit-delay-ms=700"]),
+            e,
+        )
+        .expect("flags");
+        assert_eq!((s.query_interval_ms, s.retries), (300, 5));
+        assert_eq!(s.commit_delay(), Some(Duration::from_millis(700)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let bad = |args: &[&str]| Settings::load(&cli(args), env(&[])).is_err();
+        assert!(bad(&["--config", "/nonexistent/x.toml"]));
+        assert!(bad(&["--group-addr", "10.0.0.1:7300"]), "not multicast");
+        assert!(bad(&["--group-addr", "239.1.1.1:0"]), "no port");
+        assert!(bad(&["--group", ""]));
+        assert!(bad(&["--group", "bad name with spaces"]));
+        assert!(bad(&["--listen", "0.0.0.0:7200"]), "unspecified without advertise");
+        assert!(bad(&["--listen", "127.0.0.1:0"]), "ephemeral port");
+        assert!(bad(&["--query-interval-ms", "0"]));
+        assert!(bad(&["--fault", "commit-delay-ms"]));
+        assert!(bad(&["--fault", "commit-delay-ms=soon"]));
+        assert!(bad(&["--fault", "explode=1"]));
+        assert!(Settings::load(&cli(&[]), env(&[("MS_RETRIES", "many")])).is_err());
+        assert!(Cli::try_parse_from(["mserver", "--listen", "nope"]).is_err());
+    }
+}
