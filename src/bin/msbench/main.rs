@@ -8,6 +8,7 @@
 //! core alone, for instruction counts under callgrind). Later issues add
 //! `mcast`, `membership`, `partition` and `app`.
 
+mod membership;
 mod raw;
 mod rpc;
 mod rpc_core;
@@ -34,6 +35,10 @@ enum Scenario {
     /// logic's own cost per round trip. Run under callgrind for repeatable
     /// instruction counts.
     RpcCore(rpc_core::RpcCoreArgs),
+    /// Core-set membership: join, crash, pause and resume latencies and idle
+    /// traffic of real mservers through an mcaster (4 and 8), and of 16 to
+    /// 256 simulated ones, with the loopback round trip as raw baseline.
+    Membership(membership::MembershipArgs),
 }
 
 fn main() {
@@ -41,6 +46,7 @@ fn main() {
     let result = match cli.scenario {
         Scenario::Rpc(args) => rpc::run(&args),
         Scenario::RpcCore(args) => rpc_core::run(&args),
+        Scenario::Membership(args) => membership::run(&args),
     };
     match result {
         Ok(()) => {}
