@@ -749,6 +749,21 @@ mod tests {
     }
 
     #[test]
+    fn missing_binaries_fail_with_the_build_command() {
+        // Test executables live in target/<profile>/deps, where the daemons
+        // are never placed.
+        match Binaries::locate() {
+            Ok(b) => panic!("found {b:?} next to the test executable"),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(msg.contains("mserver"), "{msg}");
+                assert!(msg.contains("cargo build --release --workspace"), "{msg}");
+                assert_eq!(msg.lines().count(), 1, "{msg}");
+            }
+        }
+    }
+
+    #[test]
     fn bounded_lines() {
         let mut data = vec![b'a'; MAX_LINE + 10];
         data.extend_from_slice(b"\nshort\n");
