@@ -215,6 +215,15 @@ impl MserverNode {
         let mut admin = Vec::new();
         loop {
             let mut progressed = false;
+            // The registration's datagrams go first: an mcaster must know us
+            // before our first group message reaches it (it drops group
+            // traffic from non-members), or the first join request is lost.
+            if let Some(reg) = self.registration.as_mut() {
+                while let Some(t) = reg.poll_transmit() {
+                    self.transmits.push_back(t);
+                    progressed = true;
+                }
+            }
             while let Some(t) = self.coreset.poll_transmit() {
                 self.transmits.push_back(t);
                 progressed = true;
@@ -227,10 +236,6 @@ impl MserverNode {
                 self.events.push_back(NodeEvent::CoreSet(e));
             }
             if let Some(reg) = self.registration.as_mut() {
-                while let Some(t) = reg.poll_transmit() {
-                    self.transmits.push_back(t);
-                    progressed = true;
-                }
                 while let Some(e) = reg.poll_event() {
                     self.events.push_back(NodeEvent::Registration(e));
                     progressed = true;
@@ -366,5 +371,67 @@ impl Core for MserverNode {
             earliest(self.coreset.poll_timeout(), reg),
             self.rpc.poll_timeout(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use membership::coreset::CoreSetConfig;
+    use membership::id::Incarnation;
+    use membership::relay::{MemberKind, RegistrationConfig};
+    use membership::rpc::RpcConfig;
+
+    fn node() -> MserverNode {
+        let me = NodeId::v4(127, 0, 0, 10, 7200);
+        let group = NodeId::v4(239, 255, 70, 1, 7300);
+        let inc = Incarnation::from_parts(1_000, [1; 10]);
+        let now = Instant::ZERO;
+        let coreset =
+            CoreSet::new(CoreSetConfig::new(me, inc, "lan", group), now, 1).expect("valid config");
+        let reg = Registration::new(RegistrationConfig::new(
+            NodeId::v4(127, 0, 0, 1, 7100),
+            MemberKind::Uc,
+        ));
+        let rpc = Rpc::new(me, inc, RpcConfig::default(), 2);
+        MserverNode::new(now, group, coreset, Some(reg), rpc)
+    }
+
+    #[test]
+    fn registration_goes_before_the_first_join_request() {
+        let mut n = node();
+        let protocols: Vec<ProtocolId> =
+            std::iter::from_fn(|| n.poll_transmit().map(|t| t.protocol)).collect();
+        let first_mcaster = protocols.iter().position(|p| *p == ProtocolId::Mcaster);
+        let first_coreset = protocols.iter().position(|p| *p == ProtocolId::CoreSet);
+        assert!(
+            first_mcaster.is_some() && first_coreset.is_some(),
+            "{protocols:?}"
+        );
+        assert!(first_mcaster < first_coreset, "{protocols:?}");
+    }
+
+    #[test]
+    fn view_reply_while_joining() {
+        let n = node();
+        let v = n.view_reply();
+        assert_eq!(v.group, "lan");
+        assert_eq!(v.state, "joining");
+        assert!(v.members.is_empty());
+    }
+
+    #[test]
+    fn garbage_admin_requests_are_answered_or_dropped() {
+        let mut n = node();
+        let now = Instant::ZERO;
+        // An unknown procedure number is counted, never a panic.
+        n.on_admin(now, RequestToken(1), 999, &[1, 2, 3]);
+        assert_eq!(n.admin_dropped(), 1);
+        // An unreadable fault request is answered with an error.
+        n.on_admin(now, RequestToken(2), PROC_FAULT, &[0xff; 3]);
+        assert!(!n
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::FaultRequested { .. })));
     }
 }

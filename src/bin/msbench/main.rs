@@ -8,9 +8,11 @@
 //! core alone, for instruction counts under callgrind) and `mcast` (reliable
 //! multicast throughput through the mcaster and over IP multicast, against
 //! raw UDP fan-out; its member processes are the hidden `mcast-peer` and
-//! `mcast-raw`). Later issues add `membership`, `partition` and `app`.
+//! `mcast-raw`). `membership` (core-set latencies and idle traffic, real and simulated).
+//! Later issues add `partition` and `app`.
 
 mod mcast;
+mod membership;
 mod netns;
 mod peer;
 mod raw;
@@ -53,6 +55,10 @@ enum Scenario {
     /// The raw UDP fan-out baseline's processes (for `mcast`).
     #[command(name = "mcast-raw", hide = true)]
     McastRaw(mcast::McastRawArgs),
+    /// Core-set membership: join, crash, pause and resume latencies and idle
+    /// traffic of real mservers through an mcaster (4 and 8), and of 16 to
+    /// 256 simulated ones, with the loopback round trip as raw baseline.
+    Membership(membership::MembershipArgs),
 }
 
 fn main() {
@@ -63,6 +69,7 @@ fn main() {
         Scenario::McastPeer(args) => peer::run(&args),
         Scenario::Mcast(args) => mcast::run(&args),
         Scenario::McastRaw(args) => mcast::run_raw(&args),
+        Scenario::Membership(args) => membership::run(&args),
     };
     match result {
         Ok(()) => {}
