@@ -67,7 +67,9 @@ pub struct StatsReply {
 
 /// The core-set counters as a flat map (`sent.agree_j`, `drops.stale_view`,
 /// `views_installed`, ...), for [`StatsReply::coreset`].
-pub fn counters_of(stats: &membership::coreset::CoreSetStats) -> std::collections::BTreeMap<String, u64> {
+pub fn counters_of(
+    stats: &membership::coreset::CoreSetStats,
+) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
     if let Ok(value) = serde_json::to_value(stats) {
         flatten("", &value, &mut out);
@@ -75,7 +77,11 @@ pub fn counters_of(stats: &membership::coreset::CoreSetStats) -> std::collection
     out
 }
 
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut std::collections::BTreeMap<String, u64>) {
+fn flatten(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut std::collections::BTreeMap<String, u64>,
+) {
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {

@@ -186,7 +186,9 @@ impl Daemon {
         ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
-                tracing::error!("cannot install signal handlers; SIGTERM will not leave gracefully");
+                tracing::error!(
+                    "cannot install signal handlers; SIGTERM will not leave gracefully"
+                );
                 return self.loop_without_signals(&mut events).await;
             }
         };
@@ -250,12 +252,7 @@ impl Daemon {
                 other => tracing::debug!(event = ?other, "registration"),
             },
             NodeEvent::FaultRequested { token, request } => {
-                let current = self
-                    .handle
-                    .socket
-                    .send(GetFaults)
-                    .await
-                    .unwrap_or_default();
+                let current = self.handle.socket.send(GetFaults).await.unwrap_or_default();
                 let next = request.apply_to(&current);
                 let reply = match self.handle.set_faults(next.clone()).await {
                     Ok(_) => {
@@ -438,10 +435,11 @@ impl Handler<PacketsReady> for GroupFeed {
         if packets.is_empty() {
             return;
         }
-        self.node.do_send(WithCore::new(move |n: &mut MserverNode, now| {
-            for p in &packets {
-                n.handle_packet(now, p.incoming());
-            }
-        }));
+        self.node
+            .do_send(WithCore::new(move |n: &mut MserverNode, now| {
+                for p in &packets {
+                    n.handle_packet(now, p.incoming());
+                }
+            }));
     }
 }

@@ -176,9 +176,9 @@ impl Default for Settings {
 
 /// Parses one `--fault KEY=VALUE` into `(key, value)`.
 fn parse_fault(spec: &str) -> anyhow::Result<(String, String)> {
-    let (key, value) = spec
-        .split_once('=')
-        .with_context(|| format!("--fault {spec:?}: expected KEY=VALUE, e.g. commit-delay-ms=500"))?;
+    let (key, value) = spec.split_once('=').with_context(|| {
+        format!("--fault {spec:?}: expected KEY=VALUE, e.g. commit-delay-ms=500")
+    })?;
     match key {
         "commit-delay-ms" | "commit_delay_ms" => {
             let ms: u64 = value
@@ -231,8 +231,14 @@ impl Settings {
             "multicast_interface",
             cli.multicast_interface.map(|a| a.to_string()),
         );
-        set("query_interval_ms", cli.query_interval_ms.map(|v| v.to_string()));
-        set("reply_timeout_ms", cli.reply_timeout_ms.map(|v| v.to_string()));
+        set(
+            "query_interval_ms",
+            cli.query_interval_ms.map(|v| v.to_string()),
+        );
+        set(
+            "reply_timeout_ms",
+            cli.reply_timeout_ms.map(|v| v.to_string()),
+        );
         set("retries", cli.retries.map(|v| v.to_string()));
         set("crash_watch", cli.crash_watch.map(|v| v.to_string()));
         set("log_format", cli.log_format.map(|m| enum_name(&m)));
@@ -274,19 +280,31 @@ impl Settings {
             );
         }
         if self.listen.port() == 0 {
-            bail!("listen address {} needs a fixed port (other mservers and msctl use it)", self.listen);
+            bail!(
+                "listen address {} needs a fixed port (other mservers and msctl use it)",
+                self.listen
+            );
         }
         if !(10..=60_000).contains(&self.query_interval_ms) {
-            bail!("query_interval_ms {} is out of range 10..=60000", self.query_interval_ms);
+            bail!(
+                "query_interval_ms {} is out of range 10..=60000",
+                self.query_interval_ms
+            );
         }
         if !(1..=60_000).contains(&self.reply_timeout_ms) {
-            bail!("reply_timeout_ms {} is out of range 1..=60000", self.reply_timeout_ms);
+            bail!(
+                "reply_timeout_ms {} is out of range 1..=60000",
+                self.reply_timeout_ms
+            );
         }
         if self.retries > 100 {
             bail!("retries {} is out of range 0..=100", self.retries);
         }
         if self.commit_delay_ms > 600_000 {
-            bail!("commit-delay-ms {} is more than 10 minutes", self.commit_delay_ms);
+            bail!(
+                "commit-delay-ms {} is more than 10 minutes",
+                self.commit_delay_ms
+            );
         }
         Ok(())
     }
@@ -367,7 +385,14 @@ mod tests {
         let s = Settings::load(&cli(&["--config", p]), e.clone()).expect("env");
         assert_eq!((s.query_interval_ms, s.retries), (400, 5));
         let s = Settings::load(
-            &cli(&["--config", p, "--query-interval-ms", "300", "--fault", "commit-delay-ms=700"]),
+            &cli(&[
+                "--config",
+                p,
+                "--query-interval-ms",
+                "300",
+                "--fault",
+                "commit-delay-ms=700",
+            ]),
             e,
         )
         .expect("flags");
@@ -384,7 +409,10 @@ mod tests {
         assert!(bad(&["--group-addr", "239.1.1.1:0"]), "no port");
         assert!(bad(&["--group", ""]));
         assert!(bad(&["--group", "bad name with spaces"]));
-        assert!(bad(&["--listen", "0.0.0.0:7200"]), "unspecified without advertise");
+        assert!(
+            bad(&["--listen", "0.0.0.0:7200"]),
+            "unspecified without advertise"
+        );
         assert!(bad(&["--listen", "127.0.0.1:0"]), "ephemeral port");
         assert!(bad(&["--query-interval-ms", "0"]));
         assert!(bad(&["--fault", "commit-delay-ms"]));

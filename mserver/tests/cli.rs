@@ -85,7 +85,14 @@ fn port_in_use_exits_2() {
     let addr = taken.local_addr().expect("addr").to_string();
     let (code, _, err) = run(
         &mserver_bin(),
-        &["--listen", &addr, "--multicast", "off", "--log-level", "error"],
+        &[
+            "--listen",
+            &addr,
+            "--multicast",
+            "off",
+            "--log-level",
+            "error",
+        ],
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot listen"), "{err}");

@@ -83,7 +83,10 @@ fn s3_suspend_and_resume() {
         .find(|m| m["addr"] == c.addr(1).to_string())
         .map(|m| m["incarnation"].clone())
         .expect("member 1 back in the view");
-    assert_ne!(old_incarnation, new_incarnation, "it rejoined with a new incarnation");
+    assert_ne!(
+        old_incarnation, new_incarnation,
+        "it rejoined with a new incarnation"
+    );
 }
 
 /// Scenario 4: a member is killed and a new one started at once (a failure
@@ -114,7 +117,9 @@ fn s5_two_groups_side_by_side() {
     let vb = b.wait_converged(&[0, 1], PATIENCE);
     assert_eq!(va["group"], "s5a");
     assert_eq!(vb["group"], "s5b");
-    assert!(member_addrs(&va).iter().all(|m| !member_addrs(&vb).contains(m)));
+    assert!(member_addrs(&va)
+        .iter()
+        .all(|m| !member_addrs(&vb).contains(m)));
     a.kill(1);
     a.wait_converged(&[0], PATIENCE);
     // b is untouched.
@@ -194,11 +199,7 @@ fn sigterm_leaves_gracefully() {
         c.wait_converged(&(0..=i).collect::<Vec<_>>(), PATIENCE);
     }
     c.signal(2, "TERM");
-    let code = c
-        .servers
-        .get_mut(&2)
-        .expect("started")
-        .wait_exit(PATIENCE);
+    let code = c.servers.get_mut(&2).expect("started").wait_exit(PATIENCE);
     assert_eq!(code, Some(Some(0)), "graceful exit");
     c.servers.remove(&2);
     c.wait_converged(&[0, 1], PATIENCE);

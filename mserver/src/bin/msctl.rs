@@ -161,7 +161,11 @@ fn print_view(v: &ViewReply) {
     );
     println!("{:>6}  {:<22}  incarnation", "rank", "address");
     for m in &v.members {
-        let me = if m.addr == v.me.addr { "  <- this mserver" } else { "" };
+        let me = if m.addr == v.me.addr {
+            "  <- this mserver"
+        } else {
+            ""
+        };
         println!("{:>6}  {:<22}  {}{}", m.rank, m.addr, m.incarnation, me);
     }
 }
@@ -195,16 +199,19 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
 ) -> anyhow::Result<R> {
     let body = encode_body(request)?;
     let options = SocketOptions::new(SocketAddr::new(local_ip_for(server), 0));
-    let SpawnedCore { handle, mut events } =
-        spawn_core(options, &[ProtocolId::Rpc], |ctx| {
-            Rpc::new(
-                ctx.local,
-                ctx.incarnation,
-                RpcConfig::default(),
-                u64::from_le_bytes(ctx.incarnation.to_bytes()[8..16].try_into().unwrap_or([7; 8])),
-            )
-        })
-        .map_err(|e| Failure::Call(format!("cannot open a local socket: {e}")))?;
+    let SpawnedCore { handle, mut events } = spawn_core(options, &[ProtocolId::Rpc], |ctx| {
+        Rpc::new(
+            ctx.local,
+            ctx.incarnation,
+            RpcConfig::default(),
+            u64::from_le_bytes(
+                ctx.incarnation.to_bytes()[8..16]
+                    .try_into()
+                    .unwrap_or([7; 8]),
+            ),
+        )
+    })
+    .map_err(|e| Failure::Call(format!("cannot open a local socket: {e}")))?;
     let target = NodeId::new(server);
     let id = handle
         .with_core(move |rpc, now| {

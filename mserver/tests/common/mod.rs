@@ -65,7 +65,9 @@ fn next_port() -> u16 {
     for _ in 0..2000 {
         let p = NEXT.fetch_add(1, Ordering::SeqCst);
         let p = if p >= 60_000 { 20_000 + p % 1000 } else { p };
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
             return p;
         }
     }
@@ -295,7 +297,11 @@ impl Cluster {
     pub fn fail(&self, msg: &str) -> ! {
         let mut text = format!("{msg}\n");
         for (i, p) in &self.servers {
-            text.push_str(&format!("--- mserver {i} ({}) ---\n{}\n", self.addr(*i), p.log_tail(40)));
+            text.push_str(&format!(
+                "--- mserver {i} ({}) ---\n{}\n",
+                self.addr(*i),
+                p.log_tail(40)
+            ));
         }
         panic!("{text}");
     }
