@@ -138,3 +138,41 @@ async fn live_socket_is_not_reported() {
     let sb = b.socket_stats().await.expect("socket alive");
     assert_eq!(sb.icmp_errors, 0, "{sb:?}");
 }
+
+/// The kernel reports a pending ICMP error to the next `send` as well
+/// (and does not send that datagram): the runtime sends it again, so a
+/// datagram to a live node right after one to a closed port is not lost.
+#[actix_rt::test]
+async fn send_after_an_icmp_error_is_not_lost() {
+    let SpawnedCore { handle: a, .. } = prober();
+    let SpawnedCore { handle: b, .. } = prober();
+    let b_node = b.socket_stats().await.expect("socket alive").local.node;
+    let dead = closed_port();
+    const ROUNDS: u32 = 20;
+    for round in 1..=ROUNDS {
+        // Both in one flush: the second `sendto` follows the first at once.
+        a.with_core(move |c: &mut Prober, _| {
+            c.out
+                .push_back(Transmit::new(dead, ProtocolId::Test, b"x".to_vec()));
+            c.out
+                .push_back(Transmit::new(b_node, ProtocolId::Test, b"y".to_vec()));
+        })
+        .await
+        .expect("driver alive");
+        let mut got = 0;
+        for _ in 0..500 {
+            got = b
+                .with_core(|c: &mut Prober, _| c.received)
+                .await
+                .expect("driver alive");
+            if got >= round {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(got, round, "datagram of round {round} lost");
+    }
+    let sa = a.socket_stats().await.expect("socket alive");
+    assert_eq!(sa.drops.get("send_error"), None, "{sa:?}");
+    assert_eq!(sa.datagrams_sent, 2 * u64::from(ROUNDS), "{sa:?}");
+}
