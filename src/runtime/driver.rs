@@ -70,9 +70,9 @@ use super::queue::PacketQueue;
 use super::socket::{
     PacketsReady, ResumeReceiving, RunDeferred, SendPackets, SocketActor, Subscribe,
 };
-use super::socket_io::{Deferred, Receiver, RecvOwner, SocketIo, Step, RECV_BATCH};
+use super::socket_io::{Deferred, Delivered, Receiver, RecvOwner, SocketIo, Step, RECV_BATCH};
 use crate::id::{NodeId, ProtocolId};
-use crate::sansio::{Core, Incoming, Transmit};
+use crate::sansio::{Core, Transmit};
 use crate::time::Instant;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -517,9 +517,17 @@ impl DriverIo {
             }
             let events_before = act.stats.events;
             let step = {
-                let mut deliver = |now: Instant, packet: Incoming<'_>| {
-                    act.stats.packets += 1;
-                    act.core.handle_packet(now, packet);
+                let mut deliver = |now: Instant, delivered: Delivered<'_>| {
+                    match delivered {
+                        Delivered::Packet(packet) => {
+                            act.stats.packets += 1;
+                            act.core.handle_packet(now, packet);
+                        }
+                        Delivered::Unreachable(node) => {
+                            act.stats.unreachable += 1;
+                            act.core.handle_unreachable(now, node);
+                        }
+                    }
                     act.drain();
                 };
                 receiver.poll_step(task, Some(&mut deliver), &mut self.deferred)

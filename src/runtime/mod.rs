@@ -29,6 +29,26 @@
 //! - [`watch`]: [`CrashWatch`] and [`CrashWatchListener`], idle TCP
 //!   connections that turn a watched process's death into an immediate
 //!   [`NodeUnreachable`] hint.
+//! - `recverr` (private): on Linux, `IP_RECVERR` on the UDP sockets and
+//!   the reading of their error queue, which turns an ICMP "port
+//!   unreachable" (a crashed process on a live host) into an immediate
+//!   hint.
+//!
+//! # Unreachable reports
+//!
+//! A core learns that a node is unreachable
+//! ([`Core::handle_unreachable`]) from two sources. The crash watch
+//! ([`watch`]): the watched process's idle TCP connection closes when it
+//! dies, and the watcher sends [`NodeUnreachable`] to the driver. And the
+//! UDP error queue: the socket is bound with `IP_RECVERR`, so the host's
+//! ICMP port-unreachable answer to one of our datagrams is queued with the
+//! start of that datagram; the receive loop of the primary driver reads
+//! it (at most 64 entries per wake-up), takes the destination from our wire
+//! header in it, and calls the core directly, at most once per destination
+//! per 10 ms (`SocketStats::unreachable_hints`). Only datagrams sent
+//! straight to their destination count (not via a relay or the mcaster);
+//! cores added with [`CoreDriver::start_on`] get no UDP hints, and on other
+//! systems than Linux there are none.
 //!
 //! # Running a core
 //!
@@ -120,6 +140,7 @@ pub mod driver;
 pub mod interceptor;
 pub mod multicast;
 pub mod queue;
+mod recverr;
 pub mod socket;
 mod socket_io;
 pub mod watch;

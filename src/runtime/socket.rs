@@ -55,15 +55,17 @@
 //! the primary driver stops first, this actor takes the receive loop back,
 //! so that the other subscribers keep receiving.
 //!
-//! **Unreachable destinations.** On Linux an unconnected UDP socket only
-//! learns of ICMP port-unreachable errors with `IP_RECVERR` set, and then has
-//! to read them from the error queue with `recvmsg(MSG_ERRQUEUE)` to know
-//! *which* destination failed. socket2 0.5 exposes `recvmsg` but no safe
-//! setter for `IP_RECVERR`, and this crate forbids `unsafe`, so the actor does
-//! not attribute unreachable errors: it never sends
-//! [`crate::runtime::NodeUnreachable`] by itself. The driver handles that
-//! message, so a future socket (or a daemon with another source of the
-//! information) can feed it.
+//! **Unreachable destinations.** On Linux the socket is bound with
+//! `IP_RECVERR` (`IPV6_RECVERR`), so the ICMP errors its datagrams cause are
+//! queued on its error queue; the receive loop drains it (at most 64
+//! entries per wake-up) whenever the reactor reports the error readiness or
+//! a receive returns the pending error, and hands the receiving driver's
+//! core one [`crate::runtime::NodeUnreachable`]-equivalent hint
+//! ([`Core::handle_unreachable`](crate::sansio::Core::handle_unreachable))
+//! per destination per 10 ms, naming the destination of the offending
+//! datagram's header (see `runtime/recverr.rs`). When this actor owns the
+//! receive loop there is no core to tell: entries are counted
+//! (`icmp_errors`) and dropped. Elsewhere than Linux nothing is reported.
 //!
 //! [`WireCodec::open_counted`]: crate::wire::WireCodec::open_counted
 //! [`CoreDriver::start_on`]: super::CoreDriver::start_on
@@ -347,6 +349,15 @@ pub struct SocketStats {
     pub bytes_sent: u64,
     /// Errors returned by receive calls (the loop goes on after each).
     pub recv_errors: u64,
+    /// "Destination unreachable" entries read from the socket's error
+    /// queue (Linux, `IP_RECVERR`; see the runtime module docs).
+    #[serde(default)]
+    pub icmp_errors: u64,
+    /// Unreachable hints handed to the primary driver's core
+    /// ([`Core::handle_unreachable`](crate::sansio::Core::handle_unreachable)),
+    /// at most one per destination per 10 ms.
+    #[serde(default)]
+    pub unreachable_hints: u64,
     /// Per protocol.
     pub per_protocol: BTreeMap<ProtocolId, ProtocolStats>,
     /// Dropped datagrams by kind: the wire rejects ([`DecodeError::kind`](crate::wire::DecodeError::kind)),

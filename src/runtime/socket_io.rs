@@ -33,6 +33,7 @@ use super::clock::Clock;
 use super::interceptor::{Direction, PacketInfo, Pipeline, Verdict};
 use super::multicast::{self, MulticastOptions};
 use super::queue::{InboundPacket, PacketQueue};
+use super::recverr::{self, ErrorWatch, HintLimiter, QueuedError};
 use super::socket::{LocalInfo, PacketsReady, ProtocolStats, SocketOptions, SocketStats};
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Incoming, Transmit};
@@ -131,9 +132,20 @@ pub(crate) enum Deferred {
     WaitWritable,
 }
 
-/// Where the receive loop hands packets of its direct subscribers (the
-/// receiving driver's core); `None` when the socket actor receives.
-pub(crate) type Deliver<'f> = Option<&'f mut dyn FnMut(Instant, Incoming<'_>)>;
+/// What the receive loop hands to the receiving driver's core.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Delivered<'a> {
+    /// A packet of one of its direct protocols.
+    Packet(Incoming<'a>),
+    /// The host reported this node unreachable (the socket's error queue;
+    /// see [`recverr`]).
+    Unreachable(NodeId),
+}
+
+/// Where the receive loop hands packets of its direct subscribers and
+/// unreachable hints (the receiving driver's core); `None` when the socket
+/// actor receives (hints are then dropped: there is no core to tell).
+pub(crate) type Deliver<'f> = Option<&'f mut dyn FnMut(Instant, Delivered<'_>)>;
 
 /// Who runs the receive loop of a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +191,12 @@ pub(crate) struct SocketIo {
     datagrams_sent: u64,
     bytes_sent: u64,
     recv_errors: u64,
+    /// Unreachable entries read from the error queue.
+    icmp_errors: u64,
+    /// Unreachable hints handed to the receiving driver's core.
+    unreachable_hints: u64,
+    /// One hint per destination per 10 ms.
+    hint_limiter: HintLimiter,
     recv_buffer: usize,
     send_buffer: usize,
     drop_log: LogLimiter,
@@ -230,6 +248,10 @@ impl SocketIo {
             }
         }
         s.set_nonblocking(true)?;
+        // "Port unreachable" reports (see the `recverr` module).
+        if let Err(e) = recverr::enable(&s, options.bind.is_ipv6()) {
+            tracing::warn!(error = %e, "could not set IP_RECVERR: no unreachable reports");
+        }
         s.bind(&options.bind.into())?;
         let recv_buffer = s.recv_buffer_size().unwrap_or(0);
         let send_buffer = s.send_buffer_size().unwrap_or(0);
@@ -291,6 +313,9 @@ impl SocketIo {
             datagrams_sent: 0,
             bytes_sent: 0,
             recv_errors: 0,
+            icmp_errors: 0,
+            unreachable_hints: 0,
+            hint_limiter: HintLimiter::default(),
             recv_buffer,
             send_buffer,
             drop_log: LogLimiter::new(),
@@ -421,6 +446,8 @@ impl SocketIo {
             datagrams_sent: self.datagrams_sent,
             bytes_sent: self.bytes_sent,
             recv_errors: self.recv_errors,
+            icmp_errors: self.icmp_errors,
+            unreachable_hints: self.unreachable_hints,
             per_protocol,
             drops_total: self.codec.drops().total() + self.drops.total(),
             drops,
@@ -438,9 +465,12 @@ impl SocketIo {
     // ---- receive path ----------------------------------------------------
 
     fn recv_error(&mut self, e: &io::Error) {
-        // E.g. ECONNREFUSED after an ICMP port unreachable: not attributable
-        // to a destination here (see the socket module docs).
         self.recv_errors += 1;
+        if recverr::is_icmp_error(e) {
+            // E.g. ECONNREFUSED after an ICMP port unreachable: the entry is
+            // on the error queue, which the caller drains.
+            return;
+        }
         if let Some(suppressed) = self.error_log.allow(Clock::now()) {
             tracing::warn!(error = %e, suppressed, "receive error (ignored)");
         }
@@ -509,7 +539,7 @@ impl SocketIo {
                     datagram: data,
                 };
                 for _ in 0..copies {
-                    deliver(now, incoming);
+                    deliver(now, Delivered::Packet(incoming));
                 }
                 return;
             }
@@ -726,7 +756,14 @@ impl SocketIo {
             self.push_backlog(protocol, datagram.to_vec(), to, deferred);
             return;
         }
-        match socket2::SockRef::from(&**socket).send_to(datagram, &to.into()) {
+        let sock = socket2::SockRef::from(&**socket);
+        let mut result = sock.send_to(datagram, &to.into());
+        if result.as_ref().is_err_and(recverr::is_icmp_error) {
+            // The pending error of an earlier datagram (its entry stays on
+            // the error queue for the receive loop): this one was not sent.
+            result = sock.send_to(datagram, &to.into());
+        }
+        match result {
             Ok(n) => self.count_sent(protocol, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.push_backlog(protocol, datagram.to_vec(), to, deferred)
@@ -767,7 +804,12 @@ impl SocketIo {
             let (protocol, to) = (*protocol, *to);
             // tokio's own call here, so that a real `WouldBlock` clears its
             // readiness and `writable()` waits for the kernel.
-            match socket.try_send_to(datagram, to) {
+            let mut result = socket.try_send_to(datagram, to);
+            if result.as_ref().is_err_and(recverr::is_icmp_error) {
+                // An earlier datagram's pending error (see `send_now`).
+                result = socket.try_send_to(datagram, to);
+            }
+            match result {
                 Ok(n) => self.count_sent(protocol, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) => self.send_failed(to, &e),
@@ -801,6 +843,12 @@ pub(crate) struct Receiver {
     buf: Box<[u8]>,
     consecutive_errors: u32,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Waits for entries on the socket's error queue.
+    errors: ErrorWatch,
+    /// The last drain hit its budget: drain again before waiting.
+    errors_pending: bool,
+    /// Reused for the error-queue entries of one drain.
+    queued: Vec<QueuedError>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -818,6 +866,9 @@ impl Receiver {
             buf: vec![0u8; RECV_BUF].into_boxed_slice(),
             consecutive_errors: 0,
             backoff: None,
+            errors: ErrorWatch::new(),
+            errors_pending: false,
+            queued: Vec::new(),
         }
     }
 
@@ -833,6 +884,7 @@ impl Receiver {
     ) -> Step {
         let mut io = self.io.borrow_mut();
         if io.socket.is_none() {
+            self.errors.clear();
             return Step::Closed;
         }
         if let Some(sleep) = &mut self.backoff {
@@ -842,12 +894,17 @@ impl Receiver {
             }
             self.backoff = None;
         }
-        let Some(socket) = io.socket.as_ref() else {
+        let Some(socket) = io.socket.clone() else {
+            self.errors.clear();
             return Step::Closed;
         };
         let mut rb = ReadBuf::new(&mut self.buf);
         match socket.poll_recv_from(cx, &mut rb) {
             Poll::Pending => {
+                if self.errors_pending || self.errors.poll(cx, &socket) {
+                    self.errors_pending = io.drain_errors(&socket, &mut self.queued, &mut direct);
+                    return Step::Handled;
+                }
                 io.register_recv_waker(cx.waker());
                 Step::Pending
             }
@@ -859,6 +916,9 @@ impl Receiver {
             }
             Poll::Ready(Err(e)) => {
                 io.recv_error(&e);
+                if recverr::is_icmp_error(&e) {
+                    self.errors_pending = io.drain_errors(&socket, &mut self.queued, &mut direct);
+                }
                 self.consecutive_errors = self.consecutive_errors.saturating_add(1);
                 if self.consecutive_errors > MAX_CONSECUTIVE_ERRORS {
                     self.backoff = Some(Box::pin(tokio::time::sleep(ERROR_BACKOFF)));
@@ -870,12 +930,54 @@ impl Receiver {
 }
 
 impl SocketIo {
+    /// Reads the socket's error queue (bounded) and hands a hint to the
+    /// receiving driver's core for every unreachable entry that names its
+    /// destination: the datagram's header says which node it was for, and
+    /// it must have gone straight there (not via a relay or the mcaster,
+    /// whose own failure says nothing of the destination). At most one
+    /// hint per destination per 10 ms. Answers whether entries may remain.
+    fn drain_errors(
+        &mut self,
+        socket: &UdpSocket,
+        queued: &mut Vec<QueuedError>,
+        direct: &mut Deliver<'_>,
+    ) -> bool {
+        queued.clear();
+        let more = recverr::drain(socket, queued);
+        let now = Clock::now();
+        for q in queued.drain(..) {
+            self.icmp_errors += 1;
+            let Ok(raw) = Header::parse(&q.payload) else {
+                continue;
+            };
+            let destination = raw.header.destination;
+            let straight = q.to.map_or(true, |to| same_addr(to, destination.addr()));
+            if !straight || destination.addr().ip().is_multicast() {
+                continue;
+            }
+            let Some(deliver) = direct.as_mut() else {
+                continue;
+            };
+            if self.hint_limiter.allow(now, destination) {
+                self.unreachable_hints += 1;
+                tracing::debug!(node = %destination, "destination unreachable (ICMP)");
+                deliver(now, Delivered::Unreachable(destination));
+            }
+        }
+        more
+    }
+
     fn register_recv_waker(&mut self, waker: &Waker) {
         match &self.recv_waker {
             Some(w) if w.will_wake(waker) => {}
             _ => self.recv_waker = Some(waker.clone()),
         }
     }
+}
+
+/// The same address, an IPv4-mapped IPv6 address equal to its IPv4 form.
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 #[cfg(test)]
