@@ -33,8 +33,13 @@ use std::time::Duration;
 
 /// Most error-queue entries read per wake-up.
 pub(crate) const ERRQUEUE_BUDGET: usize = 64;
-/// At most one hint per destination in this window.
+/// At most [`HINT_BURST`] hints per destination in this window.
 pub(crate) const HINT_INTERVAL: Duration = Duration::from_millis(10);
+/// Hints per destination per [`HINT_INTERVAL`]: more than one, because a
+/// core confirms a first hint with one immediate retry whose answer is the
+/// second hint (DESIGN.md section 10); few, so a burst of errors cannot
+/// flood the core.
+pub(crate) const HINT_BURST: u32 = 4;
 /// Most destinations the [`HintLimiter`] remembers.
 const MAX_TRACKED: usize = 1024;
 /// Bytes of the offending datagram read back: our header is all we need.
@@ -291,25 +296,34 @@ pub(crate) fn drain(socket: &tokio::net::UdpSocket, out: &mut Vec<QueuedError>) 
 /// cannot flood the core.
 #[derive(Debug, Default)]
 pub(crate) struct HintLimiter {
-    last: BTreeMap<NodeId, Instant>,
+    /// Per destination: the start of its current window and the hints
+    /// given in it.
+    last: BTreeMap<NodeId, (Instant, u32)>,
 }
 
 impl HintLimiter {
     /// Whether a hint for `node` may go to the core now (and records it).
     pub(crate) fn allow(&mut self, now: Instant, node: NodeId) -> bool {
-        if let Some(t) = self.last.get(&node) {
-            if now.saturating_duration_since(*t) < HINT_INTERVAL {
-                return false;
+        if let Some((start, count)) = self.last.get_mut(&node) {
+            if now.saturating_duration_since(*start) < HINT_INTERVAL {
+                if *count >= HINT_BURST {
+                    return false;
+                }
+                *count += 1;
+                return true;
             }
+            *start = now;
+            *count = 1;
+            return true;
         }
-        if self.last.len() >= MAX_TRACKED && !self.last.contains_key(&node) {
+        if self.last.len() >= MAX_TRACKED {
             self.last
-                .retain(|_, t| now.saturating_duration_since(*t) < HINT_INTERVAL);
+                .retain(|_, (t, _)| now.saturating_duration_since(*t) < HINT_INTERVAL);
             if self.last.len() >= MAX_TRACKED {
                 return false;
             }
         }
-        self.last.insert(node, now);
+        self.last.insert(node, (now, 1));
         true
     }
 }
@@ -319,12 +333,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_allows_one_hint_per_destination_per_interval() {
+    fn limiter_allows_a_small_burst_per_destination_per_interval() {
         let mut l = HintLimiter::default();
         let a = NodeId::v4(127, 0, 0, 1, 1);
         let b = NodeId::v4(127, 0, 0, 1, 2);
         let t0 = Instant::from_millis(100);
-        assert!(l.allow(t0, a));
+        for _ in 0..HINT_BURST {
+            assert!(l.allow(t0, a));
+        }
         assert!(!l.allow(t0, a));
         assert!(l.allow(t0, b));
         assert!(!l.allow(t0 + Duration::from_millis(9), a));
