@@ -12,19 +12,15 @@
 //! socket with explicit multicast send options (interface, TTL, loopback).
 
 use crate::settings::{MulticastMode, Settings};
-use actix::prelude::*;
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{Relay, RelayConfig, RelayEvent};
 use membership::runtime::{
-    probe_multicast, spawn_core, CoreDriver, CoreHandle, GetStats, MulticastOptions, MulticastSend,
-    PacketQueue, PacketsReady, SetKeyRing, SocketActor, SocketOptions, SpawnedCore, StopSocket,
-    WithCore,
+    probe_multicast, spawn_core, CoreHandle, GetStats, MulticastOptions, MulticastSend, SetKeyRing,
+    SocketOptions, SpawnedCore,
 };
-use membership::sansio::Core;
 use membership::wire::{AuthConfig, KeyRing};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -246,7 +242,7 @@ impl Daemon {
             add(s);
         }
         for g in self.groups.values() {
-            if let Ok(s) = g.socket.send(GetStats).await {
+            if let Ok(s) = g.0.socket().send(GetStats).await {
                 add(s);
             }
         }
@@ -280,11 +276,11 @@ impl Daemon {
                     .await
                     .unwrap_or(false);
                 for g in self.groups.values() {
-                    applied &= g
-                        .socket
-                        .send(SetKeyRing(ring.clone()))
-                        .await
-                        .unwrap_or(false);
+                    applied &=
+                        g.0.socket()
+                            .send(SetKeyRing(ring.clone()))
+                            .await
+                            .unwrap_or(false);
                 }
                 tracing::info!(
                     authentication = %describe(Some(&ring)),
@@ -423,10 +419,7 @@ impl AuthWatch {
 
 /// A socket bound to a group's class D address and port, joined to the
 /// group, whose datagrams (from multicast members) go to the relay core.
-struct GroupSocket {
-    socket: Addr<SocketActor>,
-    feed: Addr<GroupFeed>,
-}
+struct GroupSocket(membership::runtime::GroupSocket);
 
 impl GroupSocket {
     /// Binds the group's address, joins it as `send` says (interface,
@@ -450,49 +443,19 @@ impl GroupSocket {
             loopback: send.loopback,
             ttl: send.ttl,
         });
-        let mut socket = SocketActor::bind(o)?;
-        let ctx: Context<GroupFeed> = Context::new();
-        let queues = ProtocolId::ALL
+        let protocols: Vec<ProtocolId> = ProtocolId::ALL
             .iter()
-            .filter(|p| **p != ProtocolId::Mcaster)
-            .map(|p| socket.subscribe(*p, None, ctx.address().recipient()))
+            .copied()
+            .filter(|p| *p != ProtocolId::Mcaster)
             .collect();
-        let socket = socket.start();
-        let feed = ctx.run(GroupFeed {
-            relay: handle.driver.clone(),
-            queues,
-        });
-        Ok(GroupSocket { socket, feed })
+        Ok(GroupSocket(membership::runtime::GroupSocket::open(
+            o,
+            &protocols,
+            handle.driver.clone(),
+        )?))
     }
 
     fn stop(self) {
-        self.socket.do_send(StopSocket);
-        drop(self.feed);
-    }
-}
-
-/// Hands the packets of a group socket to the relay core.
-struct GroupFeed {
-    relay: Addr<CoreDriver<Relay>>,
-    queues: Vec<Arc<PacketQueue>>,
-}
-
-impl Actor for GroupFeed {
-    type Context = Context<Self>;
-}
-
-impl Handler<PacketsReady> for GroupFeed {
-    type Result = ();
-
-    fn handle(&mut self, _: PacketsReady, _: &mut Self::Context) {
-        let packets: Vec<_> = self.queues.iter().flat_map(|q| q.take_all()).collect();
-        if packets.is_empty() {
-            return;
-        }
-        self.relay.do_send(WithCore::new(move |r: &mut Relay, now| {
-            for p in &packets {
-                r.handle_packet(now, p.incoming());
-            }
-        }));
+        self.0.stop();
     }
 }

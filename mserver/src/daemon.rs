@@ -13,19 +13,16 @@
 use crate::admin::{FaultReply, ProtocolTraffic};
 use crate::node::{MserverNode, NodeEvent};
 use crate::settings::{MulticastMode, Settings};
-use actix::prelude::*;
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
 use membership::rpc::{Rpc, RpcConfig};
 use membership::runtime::{
-    new_incarnation, probe_multicast, spawn_core, Clock, CoreDriver, CoreHandle, CrashWatch,
-    CrashWatchListener, GetFaults, MulticastOptions, PacketQueue, PacketsReady, SetIncarnation,
-    SocketActor, SocketOptions, SpawnedCore, StopSocket, WithCore,
+    new_incarnation, probe_multicast, spawn_core, Clock, CoreHandle, CrashWatch,
+    CrashWatchListener, GetFaults, GroupSocket, MulticastOptions, SetIncarnation, SocketOptions,
+    SpawnedCore,
 };
-use membership::sansio::Core;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -104,7 +101,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
 
     let group_socket = if multicast {
-        match GroupSocket::open(group_addr, s.multicast_interface, &handle) {
+        match open_group_socket(group_addr, s.multicast_interface, &handle) {
             Ok(g) => Some(g),
             Err(e) => {
                 handle.stop();
@@ -381,65 +378,23 @@ fn seed_from(bytes: [u8; 16]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// A socket bound to the group's port and joined to its class D address,
-/// whose datagrams go to the node.
-struct GroupSocket {
-    socket: Addr<SocketActor>,
-    feed: Addr<GroupFeed>,
-}
-
-impl GroupSocket {
-    fn open(group: NodeId, iface: Ipv4Addr, handle: &Handle) -> anyhow::Result<Self> {
-        let IpAddr::V4(ip) = group.addr().ip() else {
-            anyhow::bail!("only IPv4 groups can be joined");
-        };
-        let mut o = SocketOptions::new(group.addr());
-        o.reuse_address = true;
-        o.advertise = Some(handle.local);
-        o.multicast = Some(MulticastOptions::new(ip, iface));
-        let mut socket = SocketActor::bind(o)?;
-        let ctx: Context<GroupFeed> = Context::new();
-        let queues = [ProtocolId::CoreSet]
-            .iter()
-            .map(|p| socket.subscribe(*p, None, ctx.address().recipient()))
-            .collect();
-        let socket = socket.start();
-        let feed = ctx.run(GroupFeed {
-            node: handle.driver.clone(),
-            queues,
-        });
-        Ok(GroupSocket { socket, feed })
-    }
-
-    fn stop(self) {
-        self.socket.do_send(StopSocket);
-        drop(self.feed);
-    }
-}
-
-/// Hands the packets of the group socket to the node.
-struct GroupFeed {
-    node: Addr<CoreDriver<MserverNode>>,
-    queues: Vec<Arc<PacketQueue>>,
-}
-
-impl Actor for GroupFeed {
-    type Context = Context<Self>;
-}
-
-impl Handler<PacketsReady> for GroupFeed {
-    type Result = ();
-
-    fn handle(&mut self, _: PacketsReady, _: &mut Self::Context) {
-        let packets: Vec<_> = self.queues.iter().flat_map(|q| q.take_all()).collect();
-        if packets.is_empty() {
-            return;
-        }
-        self.node
-            .do_send(WithCore::new(move |n: &mut MserverNode, now| {
-                for p in &packets {
-                    n.handle_packet(now, p.incoming());
-                }
-            }));
-    }
+/// Opens a socket bound to the group's port and joined to its class D
+/// address, whose datagrams go to the node.
+fn open_group_socket(
+    group: NodeId,
+    iface: Ipv4Addr,
+    handle: &Handle,
+) -> anyhow::Result<GroupSocket> {
+    let IpAddr::V4(ip) = group.addr().ip() else {
+        anyhow::bail!("only IPv4 groups can be joined");
+    };
+    let mut o = SocketOptions::new(group.addr());
+    o.reuse_address = true;
+    o.advertise = Some(handle.local);
+    o.multicast = Some(MulticastOptions::new(ip, iface));
+    Ok(GroupSocket::open(
+        o,
+        &[ProtocolId::CoreSet],
+        handle.driver.clone(),
+    )?)
 }

@@ -137,6 +137,7 @@
 
 pub mod clock;
 pub mod driver;
+pub mod group_socket;
 pub mod interceptor;
 pub mod multicast;
 pub mod queue;
@@ -150,6 +151,7 @@ pub use driver::{
     CoreDriver, CoreEvent, CoreHandle, DriverStats, EventSink, GetDriverStats, NodeUnreachable,
     StopDriver, WithCore,
 };
+pub use group_socket::GroupSocket;
 pub use interceptor::{
     Direction, FaultConfig, FaultConfigError, FaultInjector, Filter, FilterConfig, Interceptor,
     PacketInfo, Pipeline, TrafficCounter, TrafficCounts, TrafficSnapshot, Verdict,
