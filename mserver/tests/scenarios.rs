@@ -174,7 +174,6 @@ fn simultaneous_start_of_eight() {
 /// section 5). Failures detected by two different members at the same
 /// moment commit as consecutive views (`docs/protocol.md`).
 #[test]
-#[ignore = "open (issue 4): with real processes the detector confirms the second dead neighbour ~200 ms late and commits it as a second view; the simulator version passes"]
 fn two_kills_one_view() {
     let mut c = Cluster::new("kill2");
     for i in 0..5 {
@@ -182,8 +181,7 @@ fn two_kills_one_view() {
         c.wait_converged(&(0..=i).collect::<Vec<_>>(), PATIENCE);
     }
     let before = c.wait_converged(&[0, 1, 2, 3, 4], PATIENCE);
-    c.signal(2, "KILL");
-    c.signal(3, "KILL");
+    c.signal_many(&[2, 3], "KILL");
     c.kill(2);
     c.kill(3);
     let after = c.wait_converged(&[0, 1, 4], PATIENCE);

@@ -108,6 +108,10 @@ pub(crate) struct Monitor {
 pub(crate) struct Probe {
     pub(crate) addr: NodeId,
     pub(crate) deadline: Instant,
+    /// When the QUERY is sent again before the deadline: a member that
+    /// was dying when the first one arrived (its socket still open, its
+    /// process gone) answers the second with "port unreachable".
+    pub(crate) resend_at: Instant,
     /// A sweep probe (no hint yet): silence ends it without accusing;
     /// proposals wait for it.
     pub(crate) soft: bool,
@@ -409,7 +413,7 @@ impl Joined {
             }
         }
         for p in self.probes.values() {
-            d = earliest(d, Some(p.deadline));
+            d = earliest(d, Some(p.deadline.min(p.resend_at)));
         }
         if !self.busy() {
             if self.monitor.heartbeat_to.is_some() {

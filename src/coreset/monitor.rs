@@ -27,6 +27,13 @@ use crate::id::{NodeId, ViewId};
 use crate::time::Instant;
 use std::cmp::Reverse;
 
+/// How often a probe's QUERY is repeated within its reply timeout: a
+/// quarter of it, so a dying member's closed port is reported within a
+/// few milliseconds of its death instead of after the whole timeout.
+fn probe_resend(cx: &Ctx) -> std::time::Duration {
+    cx.t.reply_timeout / 4
+}
+
 impl Joined {
     /// Every timer of a member, in order: the change in progress, probes,
     /// monitoring, the announcement, then a new change if one is due.
@@ -133,6 +140,13 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
     ) {
+        let view = self.view;
+        for p in self.probes.values_mut() {
+            if p.resend_at <= now && now < p.deadline {
+                p.resend_at = now + probe_resend(cx);
+                io.send(p.addr, view, Msg::Query);
+            }
+        }
         let due: Vec<u64> = self
             .probes
             .iter()
@@ -148,6 +162,7 @@ impl Joined {
             if late {
                 if let Some(p) = self.probes.get_mut(&rank) {
                     p.deadline = now + cx.t.reply_timeout;
+                    p.resend_at = now + probe_resend(cx);
                     let addr = p.addr;
                     io.send(addr, self.view, Msg::Query);
                 }
@@ -171,6 +186,7 @@ impl Joined {
             Probe {
                 addr: r.addr,
                 deadline: now + cx.t.reply_timeout,
+                resend_at: now + probe_resend(cx),
                 soft,
             },
         );
@@ -226,6 +242,7 @@ impl Joined {
             // A sweep probe met its first hint: confirm it like any other.
             p.soft = false;
             p.deadline = now + cx.t.reply_timeout;
+            p.resend_at = now + probe_resend(cx);
             io.send(r.addr, self.view, Msg::Query);
         } else if self.probes.contains_key(&r.rank) || self.fail_list.contains_key(&r.rank) {
             self.confirm(now, cx, io, leave, r.rank);

@@ -229,6 +229,20 @@ impl Cluster {
         self.servers.get(&i).expect("started").signal(signal);
     }
 
+    /// Sends `signal` to several mservers with one `kill` command, so
+    /// they are hit within microseconds of each other.
+    pub fn signal_many(&self, ids: &[usize], signal: &str) {
+        let pids: Vec<String> = ids
+            .iter()
+            .map(|i| self.servers.get(i).expect("started").pid().to_string())
+            .collect();
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", pids.join(" "))])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pids:?}");
+    }
+
     /// SIGKILLs mserver `i` and forgets it.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut p) = self.servers.remove(&i) {
