@@ -11,9 +11,8 @@ mod daemon;
 mod settings;
 
 use clap::Parser;
-use settings::{Cli, LogFormat, Settings};
+use settings::{Cli, Settings};
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
@@ -25,22 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.log_level));
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("mcaster: invalid log filter {:?}: {e}", settings.log_level);
-            return ExitCode::from(2);
-        }
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match settings.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if let Err(e) =
+        membership::runtime::logging::init_logging(&settings.log_level, settings.log_format)
+    {
+        eprintln!("mcaster: {e}");
+        return ExitCode::from(2);
     }
     let system = actix::System::new();
     let reload = move || Settings::load(&cli, None);

@@ -5,9 +5,8 @@
 
 use clap::Parser;
 use mserver::daemon::{self, Exit};
-use mserver::settings::{Cli, LogFormat, Settings};
+use mserver::settings::{Cli, Settings};
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
@@ -19,22 +18,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.log_level));
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("mserver: invalid log filter {:?}: {e}", settings.log_level);
-            return ExitCode::from(2);
-        }
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match settings.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if let Err(e) =
+        membership::runtime::logging::init_logging(&settings.log_level, settings.log_format)
+    {
+        eprintln!("mserver: {e}");
+        return ExitCode::from(2);
     }
     let system = actix::System::new();
     match system.block_on(daemon::run(settings)) {

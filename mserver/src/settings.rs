@@ -37,15 +37,7 @@ pub enum MulticastMode {
     Off,
 }
 
-/// Log format on stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
+pub use membership::runtime::logging::LogFormat;
 
 /// `mserver`: a member of an mserver group (core-set) of the Membership
 /// Service.

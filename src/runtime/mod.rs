@@ -139,6 +139,7 @@ pub mod clock;
 pub mod driver;
 pub mod group_socket;
 pub mod interceptor;
+pub mod logging;
 pub mod multicast;
 pub mod queue;
 mod recverr;
