@@ -147,6 +147,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         leave_deadline: None,
         leave_budget: leave_budget(&s),
         started: std::time::Instant::now(),
+        deregistering: None,
     };
     let exit = daemon.event_loop(events).await;
     if let Some(g) = group_socket {
@@ -173,7 +174,14 @@ struct Daemon {
     leave_deadline: Option<tokio::time::Instant>,
     leave_budget: Duration,
     started: std::time::Instant,
+    /// We left the group and wait (at most until then) for the mcaster to
+    /// confirm that our registration is withdrawn.
+    deregistering: Option<tokio::time::Instant>,
 }
+
+/// How long a member that left waits for the mcaster's LEAVE answer
+/// before exiting anyway (the registration then expires on its own).
+const DEREGISTER_GRACE: Duration = Duration::from_millis(300);
 
 impl Daemon {
     async fn event_loop(&mut self, mut events: UnboundedReceiver<NodeEvent>) -> Exit {
@@ -191,6 +199,7 @@ impl Daemon {
         };
         loop {
             let deadline = self.leave_deadline;
+            let deregistered = self.deregistering;
             tokio::select! {
                 e = events.recv() => match e {
                     Some(e) => if let Some(exit) = self.on_event(e).await {
@@ -203,7 +212,11 @@ impl Daemon {
                 },
                 _ = term.recv() => self.start_leave("SIGTERM").await,
                 _ = int.recv() => self.start_leave("SIGINT").await,
-                _ = sleep_until(deadline) => {
+                _ = sleep_until(deregistered) => {
+                    tracing::info!("the mcaster did not confirm our deregistration; exiting anyway");
+                    return Exit::Left;
+                }
+                _ = sleep_until(deadline), if deregistered.is_none() => {
                     tracing::warn!(budget_ms = self.leave_budget.as_millis() as u64, "leave: the group did not commit in time; exiting anyway");
                     return Exit::LeaveTimedOut;
                 }
@@ -245,6 +258,10 @@ impl Daemon {
                 }
                 RegistrationEvent::Refused { group, answer } => {
                     tracing::warn!(%group, ?answer, "the mcaster refused our registration; retrying")
+                }
+                RegistrationEvent::Left { group, answer } if self.deregistering.is_some() => {
+                    tracing::debug!(%group, ?answer, "deregistered from the mcaster");
+                    return Some(Exit::Left);
                 }
                 other => tracing::debug!(event = ?other, "registration"),
             },
@@ -348,8 +365,10 @@ impl Daemon {
                 }
             }
             CoreSetEvent::Left => {
+                // The node withdraws the mcaster registration now; its
+                // answer (or the grace) ends the daemon.
                 tracing::info!("left the group");
-                return Some(Exit::Left);
+                self.deregistering = Some(tokio::time::Instant::now() + DEREGISTER_GRACE);
             }
         }
         None

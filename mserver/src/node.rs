@@ -67,6 +67,8 @@ pub struct MserverNode {
     events: VecDeque<NodeEvent>,
     group_addr: NodeId,
     leave_waiters: Vec<RequestToken>,
+    /// Our leave committed: withdraw the mcaster registration.
+    deregister: bool,
     pending_admin: Vec<(RequestToken, u16, Vec<u8>)>,
     pending_replies: Vec<(RequestToken, Vec<u8>)>,
     admin_dropped: u64,
@@ -94,6 +96,7 @@ impl MserverNode {
             events: VecDeque::new(),
             group_addr,
             leave_waiters: Vec::new(),
+            deregister: false,
             pending_admin: Vec::new(),
             pending_replies: Vec::new(),
             admin_dropped: 0,
@@ -127,11 +130,12 @@ impl MserverNode {
     }
 
     /// Starts a graceful leave (SIGTERM). A [`CoreSetEvent::Left`] follows.
+    ///
+    /// The mcaster registration is withdrawn only once the leave change
+    /// committed: the change's own multicasts travel through the mcaster,
+    /// which drops group traffic from members it no longer knows.
     pub fn leave(&mut self, now: Instant) {
         self.coreset.leave(now);
-        if let Some(reg) = self.registration.as_mut() {
-            reg.leave(now, self.group_addr);
-        }
         self.pump(now);
     }
 
@@ -178,9 +182,6 @@ impl MserverNode {
                 if self.leave_waiters.len() == 1 {
                     self.events.push_back(NodeEvent::LeaveRequested);
                     self.coreset.leave(now);
-                    if let Some(reg) = self.registration.as_mut() {
-                        reg.leave(now, self.group_addr);
-                    }
                 }
             }
             PROC_FAULT => match decode_body::<FaultRequest>(body) {
@@ -232,6 +233,7 @@ impl MserverNode {
                 progressed = true;
                 if matches!(e, CoreSetEvent::Left) {
                     self.finish_leave(true);
+                    self.deregister = true;
                 }
                 self.events.push_back(NodeEvent::CoreSet(e));
             }
@@ -280,6 +282,12 @@ impl MserverNode {
     /// collected, until nothing is left.
     fn pump(&mut self, now: Instant) {
         self.drain();
+        if std::mem::take(&mut self.deregister) {
+            if let Some(reg) = self.registration.as_mut() {
+                reg.leave(now, self.group_addr);
+            }
+            self.drain();
+        }
         // Bounded: a round only has work if the previous one produced new
         // requests, which are finite per input.
         for _ in 0..8 {
