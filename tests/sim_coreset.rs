@@ -32,7 +32,7 @@
 
 use membership::coreset::invariants::{self, SequenceReport};
 use membership::coreset::{ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, Member};
-use membership::id::NodeId;
+use membership::id::{Incarnation, NodeId};
 use membership::sansio::Core;
 use membership::sim::{self, LinkConfig, ResumeOrder, SimConfig, Simulator};
 use membership::sim_replay;
@@ -341,7 +341,9 @@ fn add_stats(into: &mut CoreSetStats, s: &CoreSetStats) {
     into.aborts += s.aborts;
     into.inferred_commits += s.inferred_commits;
     into.excluded += s.excluded;
-    into.dissolved += s.dissolved;
+    into.merge_offers += s.merge_offers;
+    into.merges_coordinated += s.merges_coordinated;
+    into.merges_absorbed += s.merges_absorbed;
     into.monitor_failures += s.monitor_failures;
     into.hint_failures += s.hint_failures;
     into.silent_failures += s.silent_failures;
@@ -1246,5 +1248,219 @@ fn paused_coordinator_resumes_with_a_stale_commit() {
         assert_eq!(numbers, vec![view.number + 1], "{n}");
         let c = h.sim.core(n).unwrap();
         assert!(c.stats().drops.non_member + c.stats().drops.stale_view > 0);
+    }
+}
+
+// ----- partitions (issue 5) ----------------------------------------------------
+
+/// 6 members split 3|3: each side installs its own view of 3; after the
+/// heal, one merge change: every member installs one view of all 6,
+/// numbered above both sides', in the life it had at the heal (nobody
+/// restarts to merge), with ranks in age order.
+#[test]
+fn split_3_3_heals_into_one_merged_view() {
+    let replay = sim_replay!("split_3_3_heals_into_one_merged_view");
+    sim::run_seeds(&replay, 200, |seed| {
+        let all = nodes(1..=6);
+        let mut h = formed(
+            seed,
+            "split_3_3_heals_into_one_merged_view",
+            &all,
+            Setup::default(),
+            false,
+        );
+        let (a, b) = (all[..3].to_vec(), all[3..].to_vec());
+        let split_at = h.sim.now();
+        h.sim.partition(&[a.clone(), b.clone()]);
+        assert!(
+            h.run_until(Duration::from_secs(5), |h| h.one_view_of(&a)
+                && h.one_view_of(&b)),
+            "seed {seed}: the sides did not settle"
+        );
+        // The partition lasts a while after the sides settle.
+        h.run_for(Duration::from_millis(700));
+        assert!(
+            h.one_view_of(&a) && h.one_view_of(&b),
+            "seed {seed}: sides unstable"
+        );
+        let side_views = [view_number(&h, a[0]), view_number(&h, b[0])];
+        let side_table = |n: NodeId| {
+            h.sim
+                .core(n)
+                .and_then(|c| c.table().cloned())
+                .map(|t| t.rows)
+                .unwrap_or_default()
+        };
+        let sides = [side_table(a[0]), side_table(b[0])];
+        let side_orders: Vec<Vec<NodeId>> = sides
+            .iter()
+            .map(|rows| rows.iter().map(|r| r.addr).collect())
+            .collect();
+        let side_incs: Vec<Vec<Incarnation>> = sides
+            .iter()
+            .map(|rows| rows.iter().map(|r| r.incarnation).collect())
+            .collect();
+        // The lives at the heal: the merge keeps every one of them.
+        let lives: Vec<_> = all
+            .iter()
+            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
+            .collect();
+        let healed_at = h.sim.now();
+        h.sim.heal();
+        h.run_until(Duration::from_secs(5), |h| h.one_view_of(&all));
+        if std::env::var("SIM_TRACE").is_ok() {
+            for l in h.sim.trace_tail() {
+                eprintln!("{l}");
+            }
+            for n in &all {
+                if let Some(c) = h.sim.core(*n) {
+                    eprintln!("{n}: {:?}", c.stats());
+                }
+            }
+        }
+        assert!(
+            h.one_view_of(&all),
+            "seed {seed}: no merged view within 5 s of the heal"
+        );
+        let merged = view_number(&h, all[0]);
+        assert!(
+            merged > side_views[0].max(side_views[1]),
+            "seed {seed}: merged view {merged} not above {side_views:?}"
+        );
+        let now: Vec<_> = all
+            .iter()
+            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
+            .collect();
+        let events: Vec<String> = h
+            .log
+            .iter()
+            .filter(|(_, _, e)| {
+                matches!(
+                    e,
+                    CoreSetEvent::Excluded { .. } | CoreSetEvent::ViewInstalled { .. }
+                )
+            })
+            .map(|(t, n, e)| match e {
+                CoreSetEvent::ViewInstalled { view, members, .. } => {
+                    format!("{t:?} {n} view {} of {}", view.number, members.len())
+                }
+                other => format!("{t:?} {n} {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            lives, now,
+            "seed {seed}: a member restarted to merge (partition at {split_at:?}, heal at {healed_at:?}): {events:#?}"
+        );
+        for n in &all {
+            let after: Vec<_> = h
+                .installs(*n)
+                .into_iter()
+                .filter(|(t, _, _)| *t > healed_at)
+                .collect();
+            assert_eq!(after.len(), 1, "seed {seed}: {n} installed {after:?}");
+        }
+        // Ranks in age order: each side keeps its own order, and between
+        // the sides the older incarnation goes first (a member that
+        // rejoined while the group formed is younger than its rank says).
+        let rows = h
+            .sim
+            .core(all[0])
+            .and_then(|c| c.table().cloned())
+            .map(|t| t.rows)
+            .unwrap_or_default();
+        for side in [&side_orders[0], &side_orders[1]] {
+            let kept: Vec<NodeId> = rows
+                .iter()
+                .map(|r| r.addr)
+                .filter(|n| side.contains(n))
+                .collect();
+            assert_eq!(&kept, side, "seed {seed}: a side's order changed: {rows:?}");
+        }
+        let sorted = |v: &[Incarnation]| v.windows(2).all(|w| w[0] < w[1]);
+        let incs: Vec<Incarnation> = rows.iter().map(|r| r.incarnation).collect();
+        if side_incs.iter().all(|v| sorted(v)) {
+            assert!(sorted(&incs), "seed {seed}: not in age order: {rows:?}");
+        }
+    });
+}
+
+/// Random symmetric partitions of 3-16 members into 2-4 parts, with
+/// crashes and pauses while split, then a heal: the checkers hold at every
+/// step (view numbers jump only at merges), and within `MERGE_BOUND` of
+/// the heal every live member is in one view with all the others.
+#[test]
+fn random_partitions_heal_into_one_view() {
+    const MERGE_BOUND: Duration = Duration::from_secs(6);
+    let replay = sim_replay!("random_partitions_heal_into_one_view");
+    let mut merges = 0u64;
+    let mut seeds = 0u64;
+    let mut longest = Duration::ZERO;
+    sim::run_seeds(&replay, 1000, |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_9a27);
+        let n = rng.random_range(3..=16u8);
+        let all = nodes(1..=n);
+        let mut h = formed(
+            seed,
+            "random_partitions_heal_into_one_view",
+            &all,
+            Setup::default(),
+            rng.random_bool(0.5),
+        );
+        let parts = rng.random_range(2..=4usize).min(all.len());
+        let mut sets: Vec<Vec<NodeId>> = vec![Vec::new(); parts];
+        for (i, x) in all.iter().enumerate() {
+            // Every part gets one member, the rest at random.
+            let k = if i < parts {
+                i
+            } else {
+                rng.random_range(0..parts)
+            };
+            if let Some(s) = sets.get_mut(k) {
+                s.push(*x);
+            }
+        }
+        h.sim.partition(&sets);
+        let split_for = Duration::from_millis(rng.random_range(300..2500));
+        let end = h.sim.now() + split_for;
+        while h.sim.now() < end {
+            h.run_for(Duration::from_millis(100));
+            let live = h.live();
+            match rng.random_range(0..20) {
+                0 if live.len() > 2 => {
+                    if let Some(x) = pick(&mut rng, &live).copied() {
+                        h.crash(x);
+                    }
+                }
+                1 => {
+                    if let Some(x) = pick(&mut rng, &live).copied() {
+                        h.sim.pause(x);
+                        let back = h.sim.now() + Duration::from_millis(rng.random_range(50..900));
+                        h.sim.schedule(back, move |s| {
+                            s.resume(x);
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        h.sim.heal();
+        for x in h.sim.nodes().collect::<Vec<_>>() {
+            if !h.sim.is_running(x) && h.sim.is_up(x) {
+                h.sim.resume(x);
+            }
+        }
+        let healed = h.sim.now();
+        let ok = h.run_until(MERGE_BOUND, |h| h.converged());
+        assert!(
+            ok,
+            "seed {seed}: {n} members in {parts} parts not one view {MERGE_BOUND:?} after the heal"
+        );
+        longest = longest.max(h.sim.now().saturating_duration_since(healed));
+        merges += h.total_stats().merges_coordinated;
+        seeds += 1;
+    });
+    eprintln!("random partitions: {seeds} seeds, {merges} merges, longest heal {longest:?}");
+    if seeds >= 100 {
+        assert!(merges > 0, "no merge happened");
     }
 }

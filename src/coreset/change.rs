@@ -87,6 +87,7 @@ impl Joined {
                 coordinator_failure,
                 removals,
                 joins: Vec::new(),
+                merges: Vec::new(),
             };
             self.start_drive(
                 now,
@@ -103,6 +104,22 @@ impl Joined {
         if !self.is_join_coordinator() {
             return;
         }
+        if !self.propose_join(now, cx, io, leave) {
+            if let Some(p) = self.merge_proposal(now, cx) {
+                self.start_drive(now, cx, io, leave, p, false, now, &BTreeSet::new());
+            }
+        }
+    }
+
+    /// As coordinator of joins: proposes the queued join requests, if any
+    /// (whether it did).
+    fn propose_join(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) -> bool {
         let ttl = cx.t.join_ttl;
         self.join_queue.retain(|_, q| q.last_heard + ttl > now);
         let room = MAX_MEMBERS
@@ -117,7 +134,7 @@ impl Joined {
             .map(|(a, q)| (*a, *q))
             .collect();
         if picked.is_empty() {
-            return;
+            return false;
         }
         let started = picked.iter().map(|(_, q)| q.since).min().unwrap_or(now);
         let p = Proposal {
@@ -133,8 +150,10 @@ impl Joined {
                     incarnation: q.incarnation,
                 })
                 .collect(),
+            merges: Vec::new(),
         };
         self.start_drive(now, cx, io, leave, p, false, started, &BTreeSet::new());
+        true
     }
 
     fn next_view(&self, incarnation: Incarnation) -> ViewId {
@@ -246,6 +265,10 @@ impl Joined {
             table,
         };
         io.multicast(self.view, Msg::Commit(commit.clone()));
+        if commit.proposal.is_merge() {
+            self.send_merge_commit(io, self.view, &commit);
+            io.stats.merges_coordinated += 1;
+        }
         io.stats.changes_coordinated += 1;
         self.install(now, cx, io, leave, commit, d.started);
     }
@@ -576,7 +599,7 @@ impl Joined {
             && !c.table.contains(cx.me, cx.incarnation)
             && c.table.validate().is_ok()
         {
-            self.on_newer_view(now, cx, io, leave, c.proposal.view, None);
+            self.on_newer_view(now, cx, io, leave, c.proposal.view);
             return;
         }
         io.stats.drops.unacked_commit += 1;

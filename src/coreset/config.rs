@@ -175,7 +175,7 @@ impl CoreSetConfig {
     /// Effective ANNOUNCE period.
     pub fn announce_interval(&self) -> Duration {
         self.announce_interval
-            .unwrap_or_else(|| self.query_interval.saturating_mul(5))
+            .unwrap_or_else(|| self.query_interval.saturating_mul(2))
     }
 
     /// Effective leave bound.
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(c.commit_timeout(), Duration::from_millis(600));
         assert_eq!(c.join_timeout(), Duration::from_millis(100));
         assert_eq!(c.join_timeout_max(), Duration::from_millis(800));
-        assert_eq!(c.announce_interval(), Duration::from_secs(1));
+        assert_eq!(c.announce_interval(), Duration::from_millis(400));
         assert_eq!(c.leave_timeout(), Duration::from_millis(1800));
         assert_eq!(c.validate(), Ok(()));
     }

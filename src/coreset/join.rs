@@ -46,10 +46,6 @@ pub(crate) struct Joining {
     pub(crate) heard_group: Option<Instant>,
     /// Newcomers with lower addresses, and when they were last heard.
     pub(crate) lower: BTreeMap<NodeId, Instant>,
-    /// After dissolving into another group: only a COMMIT whose table holds
-    /// this member of the winning group admits us, until the deadline (the
-    /// rest of our old subgroup may still be admitting newcomers).
-    pub(crate) prefer: Option<(NodeId, Instant)>,
 }
 
 impl Joining {
@@ -64,7 +60,6 @@ impl Joining {
             last_send: first,
             heard_group: None,
             lower: BTreeMap::new(),
-            prefer: None,
         }
     }
 
@@ -132,13 +127,6 @@ impl Joining {
                     if c.table.validate().is_err() || c.proposal.view.number == 0 {
                         io.stats.drops.malformed += 1;
                         return None;
-                    }
-                    if let Some((winner, until)) = self.prefer {
-                        if now < until && c.table.by_addr(winner).is_none() {
-                            // The subgroup we dissolved: not that one.
-                            io.stats.drops.stale_view += 1;
-                            return None;
-                        }
                     }
                     return Some(Joined::admitted(now, cx, io, env.view, c, self.since));
                 }

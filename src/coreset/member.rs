@@ -117,6 +117,13 @@ pub(crate) struct Probe {
     pub(crate) soft: bool,
 }
 
+/// A younger subgroup's offer to merge into ours (kept by our lowest rank).
+#[derive(Clone, Debug)]
+pub(crate) struct MergeOfferEntry {
+    pub(crate) absorbed: super::msg::Absorbed,
+    pub(crate) heard: Instant,
+}
+
 /// The state of a member of a view.
 pub(crate) struct Joined {
     pub(crate) table: Table,
@@ -141,6 +148,13 @@ pub(crate) struct Joined {
     /// Members confirmed failed by unreachable hints in this view.
     pub(crate) dead: BTreeSet<u64>,
     pub(crate) announce_next: Instant,
+    /// Offers from younger subgroups, by their lowest rank's address.
+    pub(crate) merge_offers: BTreeMap<NodeId, MergeOfferEntry>,
+    /// We offered our subgroup to an older one: we lead no merge before.
+    pub(crate) merge_hold_until: Instant,
+    /// A member is in a view past ours: the view, and when we take it as
+    /// proof that we were failed ([`Joined::on_member_ahead`]).
+    pub(crate) ahead: Option<(ViewId, Instant)>,
 }
 
 /// Who sent a datagram, relative to our table.
@@ -177,6 +191,9 @@ impl Joined {
             probes: BTreeMap::new(),
             dead: BTreeSet::new(),
             announce_next: now,
+            merge_offers: BTreeMap::new(),
+            merge_hold_until: Instant::ZERO,
+            ahead: None,
         }
     }
 
@@ -197,6 +214,7 @@ impl Joined {
                 addr: cx.me,
                 incarnation: cx.incarnation,
             }],
+            merges: Vec::new(),
         };
         let commit = Commit {
             proposal,
@@ -233,11 +251,12 @@ impl Joined {
             }
         }
         joined.sort();
-        j.emit_installed(cx, io, joined, Vec::new(), Vec::new(), since);
+        j.emit_installed(cx, io, joined, Vec::new(), Vec::new(), since, false);
         j.resume_idle(now, cx);
         j
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn emit_installed(
         &self,
         cx: &Ctx,
@@ -246,6 +265,7 @@ impl Joined {
         failed: Vec<Member>,
         left: Vec<Member>,
         change_started: Instant,
+        merged: bool,
     ) {
         io.stats.views_installed += 1;
         let me = self
@@ -266,6 +286,7 @@ impl Joined {
             change_started,
             me,
             next_rank: self.table.next_rank,
+            merged,
         });
     }
 
@@ -282,11 +303,21 @@ impl Joined {
         let base = self.view;
         let old = std::mem::replace(&mut self.table, commit.table.clone());
         let p = &commit.proposal;
-        let joined: Vec<Member> = p
-            .joins
-            .iter()
-            .filter_map(|x| self.table.by_addr(x.addr).map(Member::from))
-            .collect();
+        let joined: Vec<Member> = if p.is_merge() {
+            // From every side's point of view, the other sides joined.
+            self.table
+                .rows
+                .iter()
+                .filter(|r| old.by_addr(r.addr).is_none())
+                .map(Member::from)
+                .collect()
+        } else {
+            p.joins
+                .iter()
+                .filter_map(|x| self.table.by_addr(x.addr).map(Member::from))
+                .collect()
+        };
+        let merged = p.is_merge();
         let mut failed = Vec::new();
         let mut left = Vec::new();
         for x in &p.removals {
@@ -305,6 +336,8 @@ impl Joined {
         self.retry_after = Instant::ZERO;
         self.aborted.clear();
         self.seen_drivers.clear();
+        self.merge_offers.clear();
+        self.ahead = None;
         let table = &self.table;
         self.fail_list.retain(|rank, e| {
             table
@@ -326,7 +359,7 @@ impl Joined {
                 return;
             }
         }
-        self.emit_installed(cx, io, joined, failed, left, change_started);
+        self.emit_installed(cx, io, joined, failed, left, change_started, merged);
         self.resume_idle(now, cx);
         self.maybe_propose(now, cx, io, leave);
     }
@@ -415,6 +448,9 @@ impl Joined {
         for p in self.probes.values() {
             d = earliest(d, Some(p.deadline.min(p.resend_at)));
         }
+        if let Some((_, t)) = self.ahead {
+            d = earliest(d, Some(t));
+        }
         if !self.busy() {
             if self.monitor.heartbeat_to.is_some() {
                 d = earliest(d, Some(self.monitor.next_heartbeat));
@@ -488,7 +524,7 @@ impl Joined {
         // restarted neighbour may be the one telling us.
         if let (Msg::NotMember, Some(r)) = (&msg, row) {
             if incarnation >= r.incarnation {
-                self.on_not_member(now, cx, io, leave, r, view);
+                self.on_not_member(now, cx, io, leave, r, incarnation, view);
                 return;
             }
         }
@@ -509,6 +545,14 @@ impl Joined {
                 self.on_stranger(now, cx, io, leave, source, incarnation, view, msg)
             }
             Sender::Member(r) => {
+                // A merge that absorbs our subgroup, re-sent by a member
+                // of ours that installed it: whatever its envelope's view.
+                if let Msg::Commit(c) = &msg {
+                    if c.proposal.absorbs(self.view).is_some() {
+                        self.on_foreign_commit(now, cx, io, leave, c.clone());
+                        return;
+                    }
+                }
                 // Alive: whatever it sends answers a pending probe.
                 let swept = self.probes.remove(&r.rank).is_some_and(|p| p.soft);
                 // A member already in the view our held change installs:
@@ -541,7 +585,7 @@ impl Joined {
                 // fail list). Rejoin now rather than wait to be removed.
                 if view.number > self.view.number && !matches!(msg, Msg::MJoinReq { .. }) {
                     io.stats.drops.future_view += 1;
-                    self.on_newer_view(now, cx, io, leave, view, None);
+                    self.on_member_ahead(now, cx, view);
                     return;
                 }
                 self.on_member(now, cx, io, leave, r, view, msg);
@@ -584,9 +628,21 @@ impl Joined {
             Msg::MJoinReq { attempt } => {
                 self.on_join_req(now, cx, io, leave, source, incarnation, attempt)
             }
-            Msg::Announce { size } => {
-                self.on_foreign_announce(now, cx, io, leave, source, view, size)
+            Msg::Announce { .. } => {
+                self.on_foreign_announce(now, cx, io, leave, source, incarnation)
             }
+            Msg::MergeOffer { next_rank, members } => self.on_merge_offer(
+                now,
+                cx,
+                io,
+                leave,
+                source,
+                incarnation,
+                view,
+                next_rank,
+                members,
+            ),
+            Msg::Commit(c) => self.on_foreign_commit(now, cx, io, leave, c),
             Msg::Query
             | Msg::Reply { .. }
             | Msg::AgreeJ { .. }
@@ -624,12 +680,22 @@ impl Joined {
                 }
             }
             Msg::AgreeL { proposal, takeover } => {
-                if proposal.is_join() {
+                if proposal.is_join() || proposal.is_merge() {
                     io.stats.drops.malformed += 1;
                 } else {
                     self.on_agree(now, cx, io, r, view, proposal, takeover);
                 }
             }
+            Msg::AgreeM { proposal, takeover } => {
+                if proposal.is_merge() {
+                    self.on_agree(now, cx, io, r, view, proposal, takeover);
+                } else {
+                    io.stats.drops.malformed += 1;
+                }
+            }
+            // Offers come from the lowest rank of another subgroup, never
+            // from a member of ours.
+            Msg::MergeOffer { .. } => io.stats.drops.unexpected += 1,
             Msg::AgreeAck { proposal } => self.on_ack(now, cx, io, leave, r, proposal),
             Msg::Busy {
                 refused,
@@ -648,8 +714,8 @@ impl Joined {
             ),
             Msg::Query => self.on_query(io, r),
             Msg::Reply { .. } => self.on_reply(now, cx, r),
-            Msg::NotMember => self.on_not_member(now, cx, io, leave, r, view),
-            Msg::Announce { size } => self.on_member_announce(now, cx, io, leave, r, view, size),
+            Msg::NotMember => self.on_not_member(now, cx, io, leave, r, r.incarnation, view),
+            Msg::Announce { .. } => self.on_member_announce(now, cx, io, leave, r, view),
         }
     }
 
@@ -683,6 +749,33 @@ impl Joined {
         }
     }
 
+    /// A member is already in view `view`, past ours, and not by the
+    /// change we hold. Either we were failed (a change committed without
+    /// our ACK), or a merge absorbed our subgroup and its COMMIT is still
+    /// on its way (the members that got it first talk to us at once): the
+    /// COMMIT gets a quarter of a reply timeout before we rejoin.
+    pub(crate) fn on_member_ahead(&mut self, now: Instant, cx: &Ctx, view: ViewId) {
+        if self.ahead.is_none() {
+            self.ahead = Some((view, now + cx.t.reply_timeout / 4));
+        }
+    }
+
+    /// The grace of [`Joined::on_member_ahead`] is over: we were failed.
+    pub(crate) fn ahead_timer(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+    ) {
+        if let Some((view, deadline)) = self.ahead {
+            if now >= deadline {
+                self.ahead = None;
+                self.on_newer_view(now, cx, io, leave, view);
+            }
+        }
+    }
+
     /// We are not in the group's view `view`, or it moved past us.
     pub(crate) fn on_newer_view(
         &mut self,
@@ -691,7 +784,6 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
         view: ViewId,
-        dissolve: Option<NodeId>,
     ) {
         if self.held().is_some_and(|p| p.view == view) {
             io.stats.inferred_commits += 1;
@@ -701,7 +793,7 @@ impl Joined {
         if leave.is_some() {
             io.transition(Transition::Leave);
         } else {
-            io.transition(Transition::Exclude { dissolve });
+            io.transition(Transition::Exclude);
         }
     }
 }

@@ -50,6 +50,7 @@ mod config;
 pub mod invariants;
 mod join;
 mod member;
+mod merge;
 mod monitor;
 pub mod msg;
 mod stats;
@@ -157,6 +158,9 @@ pub enum CoreSetEvent {
         /// The table's rank high-water mark (part of the table, so that
         /// checkers can compare whole tables).
         next_rank: u64,
+        /// The view came from a merge of subgroups: its number may jump
+        /// (by more than one) and every member's rank is new.
+        merged: bool,
     },
     /// This member took a new incarnation (on a rejoin after exclusion):
     /// the daemon must stamp its packets with it from now on (the runtime's
@@ -274,11 +278,7 @@ pub(crate) struct Ctx {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Transition {
     /// We learned we are not a member: rejoin with a new incarnation.
-    Exclude {
-        /// Our subgroup dissolves into the group this node announced
-        /// (rejoin that one).
-        dissolve: Option<NodeId>,
-    },
+    Exclude,
     /// The voluntary leave is done.
     Leave,
 }
@@ -584,14 +584,11 @@ impl CoreSet {
         };
         match t {
             Transition::Leave => self.finish_leave(),
-            Transition::Exclude { dissolve } => {
+            Transition::Exclude => {
                 if let Some(view) = view {
                     self.io.event(CoreSetEvent::Excluded { view });
                 }
                 self.io.stats.excluded += 1;
-                if dissolve.is_some() {
-                    self.io.stats.dissolved += 1;
-                }
                 if self.leave.is_some() {
                     self.finish_leave();
                     return;
@@ -601,9 +598,7 @@ impl CoreSet {
                 self.cx.incarnation = inc;
                 self.incarnation_taken = now;
                 self.io.event(CoreSetEvent::NewIncarnation(inc));
-                let mut jn = Joining::new(now, now + self.cx.t.rejoin_delay);
-                jn.prefer = dissolve.map(|w| (w, now + self.cx.t.join_ttl));
-                self.state = State::Joining(jn);
+                self.state = State::Joining(Joining::new(now, now + self.cx.t.rejoin_delay));
             }
         }
     }

@@ -16,8 +16,7 @@
 //! - The lowest rank announces the view to the group every announce
 //!   interval: newcomers hear that the group exists, a member that missed
 //!   views learns it, and a subgroup of the same name (two founders, or a
-//!   split) learns about the other: the smaller dissolves and its members
-//!   rejoin the larger.
+//!   split) learns about the other and they merge (`merge.rs`).
 
 use super::member::{Joined, Monitor, Probe};
 use super::msg::{Msg, MsgKind, RemovalReason};
@@ -25,7 +24,6 @@ use super::table::Row;
 use super::{Ctx, Io, LeaveRequest};
 use crate::id::{NodeId, ViewId};
 use crate::time::Instant;
-use std::cmp::Reverse;
 
 /// How often a probe's QUERY is repeated within its reply timeout: a
 /// quarter of it, so a dying member's closed port is reported within a
@@ -50,6 +48,10 @@ impl Joined {
         self.drive_timer(now, late, cx, io, leave);
         self.lock_timer(now, late, cx, io, leave);
         self.probe_timer(now, late, cx, io, leave);
+        self.ahead_timer(now, cx, io, leave);
+        if io.transition.is_some() {
+            return;
+        }
         if !self.busy() {
             if self.is_lowest() && now >= self.announce_next {
                 self.announce_next = now + cx.t.announce_interval;
@@ -316,6 +318,7 @@ impl Joined {
     /// newer than ours, we were failed; otherwise it does not follow our
     /// view (it is in another subgroup, or behind and failed already):
     /// it is gone from ours.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_not_member(
         &mut self,
         now: Instant,
@@ -323,10 +326,21 @@ impl Joined {
         io: &mut Io,
         leave: Option<LeaveRequest>,
         from: Row,
+        incarnation: crate::id::Incarnation,
         view: ViewId,
     ) {
+        if view.number < self.view.number
+            && (view == self.last_commit.0 || self.missed_our_merge(from.addr, incarnation, view))
+        {
+            // It is one view behind (the COMMIT that installed ours is
+            // still on its way to it, or was lost), or our merge absorbed
+            // it and it missed that COMMIT: re-send it rather than fail it.
+            io.stats.drops.stale_view += 1;
+            self.resend_commit(now, io, from.addr);
+            return;
+        }
         if view.number > self.view.number {
-            self.on_newer_view(now, cx, io, leave, view, None);
+            self.on_newer_view(now, cx, io, leave, view);
         } else if from.rank != self.my_rank {
             io.stats.drops.stale_view += 1;
             self.confirm(now, cx, io, leave, from.rank);
@@ -343,7 +357,6 @@ impl Joined {
         leave: Option<LeaveRequest>,
         from: Row,
         view: ViewId,
-        size: u32,
     ) {
         if view == self.view {
             // As good as a heartbeat from it.
@@ -351,43 +364,18 @@ impl Joined {
             return;
         }
         if view.number > self.view.number {
-            self.on_newer_view(now, cx, io, leave, view, None);
+            self.on_newer_view(now, cx, io, leave, view);
         } else if view.number == self.view.number {
-            // Same number, another view: the group forked; one side goes.
-            self.on_foreign_announce(now, cx, io, leave, from.addr, view, size);
+            // Same number, another view: it follows another subgroup.
+            // Take it out of ours; the subgroups then merge.
+            io.stats.drops.stale_view += 1;
+            self.confirm(now, cx, io, leave, from.rank);
         } else {
             io.stats.drops.stale_view += 1;
             if self.is_lowest() && io.allow(now, from.addr, MsgKind::Announce) {
                 let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
                 io.send(from.addr, self.view, Msg::Announce { size });
             }
-        }
-    }
-
-    /// An ANNOUNCE from another group of our name (not in our table): the
-    /// group with the newer view, then the larger, then the one whose
-    /// lowest rank has the lower address stays; the other dissolves.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_foreign_announce(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        source: NodeId,
-        view: ViewId,
-        size: u32,
-    ) {
-        let lowest = self.table.lowest().map(|r| r.addr).unwrap_or(cx.me);
-        let theirs = (view.number, size as usize, Reverse(source));
-        let mine = (self.view.number, self.table.len(), Reverse(lowest));
-        if theirs > mine {
-            self.on_newer_view(now, cx, io, leave, view, Some(source));
-        } else if self.is_lowest() && io.allow(now, cx.group_addr, MsgKind::Announce) {
-            // To the group: every member of the other subgroup must hear
-            // it, or its remnant goes on admitting newcomers.
-            let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
-            io.multicast(self.view, Msg::Announce { size });
         }
     }
 }

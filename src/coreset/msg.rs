@@ -77,6 +77,28 @@ pub struct Joiner {
     pub incarnation: Incarnation,
 }
 
+/// A subgroup a merge absorbs (DESIGN.md section 5, "Partitions"): its
+/// view and its members in rank (age) order, as its lowest rank offered
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Absorbed {
+    /// The subgroup's view; its members install the merge only while they
+    /// are still in exactly this view.
+    pub view: ViewId,
+    /// Its rank high-water mark (merged ranks start above every side's).
+    pub next_rank: u64,
+    /// Its members, oldest first.
+    pub members: Vec<(NodeId, Incarnation)>,
+}
+
+impl Absorbed {
+    /// Adds its size to `total`; whether that passes [`MAX_MEMBERS`].
+    fn merges_len_overflows(&self, total: &mut usize) -> bool {
+        *total = total.saturating_add(self.members.len());
+        *total > MAX_MEMBERS
+    }
+}
+
 /// A proposed change: what phase I agrees on and phase II commits.
 ///
 /// Its identity is `view`, the view it would install: the base view's
@@ -100,12 +122,16 @@ pub struct Proposal {
     pub removals: Vec<Removal>,
     /// Members admitted, sorted by address (AGREE_J; empty for AGREE_L).
     pub joins: Vec<Joiner>,
+    /// Subgroups of the same group merged into this one (AGREE_M; empty
+    /// otherwise). The new view's number is above every side's.
+    pub merges: Vec<Absorbed>,
 }
 
 /// Why a proposal does not fit the receiver's base table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProposalError {
-    /// Its view number is not the base's + 1.
+    /// Its view number is not the base's + 1 (for a merge: one above the
+    /// highest of the base's and the absorbed views' numbers).
     ViewNumber,
     /// The originator is not in the table, or its incarnation is not the
     /// view id's.
@@ -116,6 +142,9 @@ pub enum ProposalError {
     Removals,
     /// Joiners not sorted, duplicated, or already at a member's address.
     Joins,
+    /// An absorbed subgroup empty, or sharing an address with the base or
+    /// another absorbed subgroup, or a multicast address.
+    Merges,
     /// An application-group change (not supported yet).
     Layer,
 }
@@ -123,7 +152,12 @@ pub enum ProposalError {
 impl Proposal {
     /// Checks the proposal against the base view `base` and its table.
     pub fn validate(&self, base: ViewId, table: &Table) -> Result<(), ProposalError> {
-        if self.view.number != base.number.saturating_add(1) {
+        let top = self
+            .merges
+            .iter()
+            .map(|a| a.view.number)
+            .fold(base.number, u64::max);
+        if self.view.number != top.saturating_add(1) {
             return Err(ProposalError::ViewNumber);
         }
         if self.layer != Layer::Physical {
@@ -133,7 +167,12 @@ impl Proposal {
             Some(r) if r.incarnation == self.view.coordinator => {}
             _ => return Err(ProposalError::Originator),
         }
-        if self.removals.is_empty() == self.joins.is_empty()
+        let kinds = [
+            !self.removals.is_empty(),
+            !self.joins.is_empty(),
+            !self.merges.is_empty(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1
             || self.removals.len() > table.len()
             || self.joins.len() > MAX_JOIN_BATCH
             || table.len().saturating_add(self.joins.len()) > MAX_MEMBERS
@@ -157,7 +196,34 @@ impl Proposal {
         {
             return Err(ProposalError::Joins);
         }
+        if !self.merges.is_empty() {
+            let mut total = table.len();
+            let mut addrs: Vec<NodeId> = table.rows.iter().map(|r| r.addr).collect();
+            for a in &self.merges {
+                if a.members.is_empty() || a.merges_len_overflows(&mut total) {
+                    return Err(ProposalError::Merges);
+                }
+                addrs.extend(a.members.iter().map(|(addr, _)| *addr));
+            }
+            if addrs.iter().any(|a| a.addr().ip().is_multicast()) {
+                return Err(ProposalError::Merges);
+            }
+            addrs.sort();
+            if addrs.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ProposalError::Merges);
+            }
+        }
         Ok(())
+    }
+
+    /// Whether this is an AGREE_M (merges subgroups).
+    pub fn is_merge(&self) -> bool {
+        !self.merges.is_empty()
+    }
+
+    /// The absorbed subgroup whose view is `view`, if this merge absorbs it.
+    pub fn absorbs(&self, view: ViewId) -> Option<&Absorbed> {
+        self.merges.iter().find(|a| a.view == view)
     }
 
     /// Whether this is an AGREE_J (admits) rather than an AGREE_L (removes).
@@ -172,6 +238,8 @@ impl Proposal {
 
     /// Its priority key, driven as a takeover (`takeover`) or not.
     pub fn key(&self, takeover: bool) -> PriorityKey {
+        // A merge has no subject: it goes after every failure, leave and
+        // join (the subgroups are whole and can wait).
         let subject = match (self.removals.first(), self.joins.first()) {
             (Some(x), _) => Subject::Member(x.rank),
             (None, Some(j)) => Subject::Joiner(j.addr),
@@ -288,6 +356,23 @@ pub enum Msg {
         /// Sent by a coordinator that took over from a failed one.
         takeover: bool,
     },
+    /// Phase I of a merge of subgroups (to the group; resent by unicast to
+    /// the base view's members, which alone ACK it).
+    AgreeM {
+        /// The change.
+        proposal: Proposal,
+        /// Sent by a coordinator that took over from a failed one.
+        takeover: bool,
+    },
+    /// A subgroup's lowest rank offers its subgroup to the lowest rank of
+    /// an older subgroup of the same group (unicast; the envelope's view is
+    /// the offering subgroup's).
+    MergeOffer {
+        /// The offering subgroup's rank high-water mark.
+        next_rank: u64,
+        /// Its members, oldest first.
+        members: Vec<(NodeId, Incarnation)>,
+    },
     /// Acknowledges an AGREE (unicast to its sender). Also resent by a
     /// member that waits too long for the COMMIT (a nudge).
     AgreeAck {
@@ -354,6 +439,10 @@ pub enum MsgKind {
     AgreeJ,
     /// [`Msg::AgreeL`].
     AgreeL,
+    /// [`Msg::AgreeM`].
+    AgreeM,
+    /// [`Msg::MergeOffer`].
+    MergeOffer,
     /// [`Msg::AgreeAck`].
     AgreeAck,
     /// [`Msg::Busy`].
@@ -382,6 +471,8 @@ impl Msg {
             Msg::JoinWait => MsgKind::JoinWait,
             Msg::AgreeJ { .. } => MsgKind::AgreeJ,
             Msg::AgreeL { .. } => MsgKind::AgreeL,
+            Msg::AgreeM { .. } => MsgKind::AgreeM,
+            Msg::MergeOffer { .. } => MsgKind::MergeOffer,
             Msg::AgreeAck { .. } => MsgKind::AgreeAck,
             Msg::Busy { .. } => MsgKind::Busy,
             Msg::Abort { .. } => MsgKind::Abort,
@@ -394,10 +485,13 @@ impl Msg {
         }
     }
 
-    /// The AGREE message for `proposal` (AGREE_J or AGREE_L by its shape).
+    /// The AGREE message for `proposal` (AGREE_J, AGREE_M or AGREE_L by
+    /// its shape).
     pub fn agree(proposal: Proposal, takeover: bool) -> Msg {
         if proposal.is_join() {
             Msg::AgreeJ { proposal, takeover }
+        } else if proposal.is_merge() {
+            Msg::AgreeM { proposal, takeover }
         } else {
             Msg::AgreeL { proposal, takeover }
         }

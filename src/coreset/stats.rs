@@ -15,6 +15,10 @@ pub struct MsgCounts {
     pub agree_j: u64,
     /// AGREE_L.
     pub agree_l: u64,
+    /// AGREE_M.
+    pub agree_m: u64,
+    /// MERGE_OFFER.
+    pub merge_offer: u64,
     /// AGREE_ACK.
     pub agree_ack: u64,
     /// BUSY.
@@ -43,6 +47,8 @@ impl MsgCounts {
             MsgKind::JoinWait => &mut self.join_wait,
             MsgKind::AgreeJ => &mut self.agree_j,
             MsgKind::AgreeL => &mut self.agree_l,
+            MsgKind::AgreeM => &mut self.agree_m,
+            MsgKind::MergeOffer => &mut self.merge_offer,
             MsgKind::AgreeAck => &mut self.agree_ack,
             MsgKind::Busy => &mut self.busy,
             MsgKind::Abort => &mut self.abort,
@@ -62,6 +68,8 @@ impl MsgCounts {
             + self.join_wait
             + self.agree_j
             + self.agree_l
+            + self.agree_m
+            + self.merge_offer
             + self.agree_ack
             + self.busy
             + self.abort
@@ -106,6 +114,9 @@ pub struct DropCounts {
     pub after_leave: u64,
     /// Unreachable reports about nodes that are not members.
     pub unreachable_non_member: u64,
+    /// Merge offers from a subgroup that shares a member with ours (the
+    /// overlap is settled by monitoring first).
+    pub merge_overlap: u64,
 }
 
 impl DropCounts {
@@ -125,6 +136,7 @@ impl DropCounts {
             + self.unexpected
             + self.after_leave
             + self.unreachable_non_member
+            + self.merge_overlap
     }
 }
 
@@ -156,8 +168,12 @@ pub struct CoreSetStats {
     pub inferred_commits: u64,
     /// Times this member learned it had been excluded (and rejoined).
     pub excluded: u64,
-    /// Times it dissolved its subgroup on hearing a larger one announced.
-    pub dissolved: u64,
+    /// Merge offers this member sent for its subgroup (as its lowest rank).
+    pub merge_offers: u64,
+    /// Merges this member coordinated (committed).
+    pub merges_coordinated: u64,
+    /// Merges that absorbed this member's subgroup (installed).
+    pub merges_absorbed: u64,
     /// Members put on the fail list by ring monitoring.
     pub monitor_failures: u64,
     /// Members put on the fail list by unreachable hints (confirmed).

@@ -131,6 +131,9 @@ impl Table {
     /// The caller has checked the proposal against this table
     /// ([`Proposal::validate`]).
     pub fn apply(&self, proposal: &Proposal) -> Table {
+        if proposal.is_merge() {
+            return self.merged(proposal);
+        }
         let mut rows: Vec<Row> = self
             .rows
             .iter()
@@ -151,6 +154,55 @@ impl Table {
         }
         rows.sort_by_key(|r| r.rank);
         let mut t = Table { rows, next_rank };
+        t.relink();
+        t
+    }
+
+    /// The table of a merge: every side's members in age order, ranked
+    /// anew above every side's high-water mark so that no rank is reused.
+    /// Each side keeps its own order (its ranks are its committed age
+    /// order); between sides the older incarnation (UUID v7, time-ordered)
+    /// goes first, ties by address.
+    fn merged(&self, proposal: &Proposal) -> Table {
+        let mut sides: Vec<std::collections::VecDeque<(NodeId, Incarnation)>> =
+            Vec::with_capacity(proposal.merges.len() + 1);
+        sides.push(self.rows.iter().map(|r| (r.addr, r.incarnation)).collect());
+        for a in &proposal.merges {
+            sides.push(a.members.iter().copied().collect());
+        }
+        let start = proposal
+            .merges
+            .iter()
+            .map(|a| a.next_rank)
+            .fold(self.next_rank, u64::max);
+        let mut rows = Vec::new();
+        let mut rank = start;
+        loop {
+            let next = sides
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.front().map(|(a, inc)| (*inc, *a, i)))
+                .min();
+            let Some((_, _, i)) = next else {
+                break;
+            };
+            let Some((addr, incarnation)) = sides.get_mut(i).and_then(|s| s.pop_front()) else {
+                break;
+            };
+            rows.push(Row {
+                addr,
+                incarnation,
+                rank,
+                cw: 0,
+                ccw: 0,
+                flag: FLAG_ACTIVE,
+            });
+            rank = rank.saturating_add(1);
+        }
+        let mut t = Table {
+            rows,
+            next_rank: rank,
+        };
         t.relink();
         t
     }
@@ -219,6 +271,7 @@ mod tests {
                     incarnation: inc(i),
                 })
                 .collect(),
+            merges: Vec::new(),
         }
     }
 

@@ -217,6 +217,7 @@ fn a_stranger_is_told_not_member_and_changes_nothing() {
             reason: RemovalReason::Failed,
         }],
         joins: vec![],
+        merges: Vec::new(),
     };
     let table = a.table().unwrap().apply(&p);
     for m in [
@@ -255,6 +256,7 @@ fn stale_views_and_unacked_commits_change_nothing() {
             addr: addr(7),
             incarnation: inc(7),
         }],
+        merges: Vec::new(),
     };
     let table = b.table().unwrap().apply(&p);
     let commit = Commit {
@@ -636,6 +638,7 @@ fn hostile_input_never_panics() {
                         incarnation: inc(rng.random_range(1..=9)),
                     })
                     .collect(),
+                merges: Vec::new(),
             };
             let table = target
                 .table()

@@ -7,7 +7,9 @@
 //! only between members that do not stay together: within `bound` of
 //! virtual time one of the two lives must end (its node crashed or
 //! restarted, it rejoined with a new incarnation after learning it was
-//! excluded, or it left). A fork still open after the bound fails the run;
+//! excluded, or it left), or both must install one same view again (their
+//! subgroups merged, DESIGN.md section 5). A fork still open after the
+//! bound fails the run;
 //! [`SequenceReport::open_forks`] lists the open ones for a final check.
 
 use super::Life;
@@ -16,7 +18,7 @@ use crate::id::ViewId;
 use crate::sim::{CheckView, Invariant};
 use crate::time::Instant;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,13 +38,20 @@ pub struct Fork {
     pub at: Instant,
 }
 
+/// A fork not yet resolved, with the views each side installed since.
+struct OpenFork {
+    fork: Fork,
+    a_since: BTreeSet<ViewId>,
+    b_since: BTreeSet<ViewId>,
+}
+
 #[derive(Default)]
 struct State {
     /// The last view each life installed.
     last: BTreeMap<Life, ViewId>,
     /// For each view, the next view each life installed after it.
     next: BTreeMap<ViewId, BTreeMap<Life, ViewId>>,
-    open: Vec<Fork>,
+    open: Vec<OpenFork>,
     /// The first forks seen (at most [`MAX_KEPT`]), for reports.
     kept: Vec<Fork>,
     forks_seen: u64,
@@ -57,7 +66,12 @@ pub struct SequenceReport(Rc<RefCell<State>>);
 impl SequenceReport {
     /// Forks not yet resolved.
     pub fn open_forks(&self) -> Vec<Fork> {
-        self.0.borrow().open.clone()
+        self.0
+            .borrow()
+            .open
+            .iter()
+            .map(|o| o.fork.clone())
+            .collect()
     }
 
     /// The first forks seen (resolved or not; at most 16).
@@ -116,6 +130,14 @@ impl Invariant<CoreSet> for SameSequence {
                 continue;
             };
             let life = (*node, me.incarnation);
+            for o in st.open.iter_mut() {
+                if o.fork.a.0 == life {
+                    o.a_since.insert(*w);
+                }
+                if o.fork.b.0 == life {
+                    o.b_since.insert(*w);
+                }
+            }
             if let Some(v) = st.last.insert(life, *w) {
                 let others: Vec<(Life, ViewId)> = st
                     .next
@@ -138,7 +160,15 @@ impl Invariant<CoreSet> for SameSequence {
                     if st.kept.len() < MAX_KEPT {
                         st.kept.push(fork.clone());
                     }
-                    st.open.push(fork);
+                    let mut b_since = BTreeSet::new();
+                    if let Some(last) = st.last.get(&other) {
+                        b_since.insert(*last);
+                    }
+                    st.open.push(OpenFork {
+                        a_since: BTreeSet::from([*w]),
+                        b_since,
+                        fork,
+                    });
                 }
                 st.next.entry(v).or_default().insert(life, *w);
             }
@@ -147,12 +177,15 @@ impl Invariant<CoreSet> for SameSequence {
             return Ok(());
         }
         let before = st.open.len();
-        st.open.retain(|f| alive(view, f.a.0) && alive(view, f.b.0));
+        st.open.retain(|o| {
+            alive(view, o.fork.a.0) && alive(view, o.fork.b.0) && o.a_since.is_disjoint(&o.b_since)
+        });
         st.resolved += (before - st.open.len()) as u64;
         let now = view.now();
         if let Some(f) = st
             .open
             .iter()
+            .map(|o| &o.fork)
             .find(|f| now.saturating_duration_since(f.at) > self.bound)
         {
             return Err(format!(

@@ -5,8 +5,10 @@
 //! first view of a life may have any number (a founder starts at 1, a
 //! newcomer at the group's number, a member that rejoined after exclusion
 //! starts a fresh sequence with its new incarnation); every later view must
-//! be the previous number + 1. A merge (a later issue) may jump: the hook
-//! [`ViewNumbers::allow_jumps_when`] names the events that may.
+//! be the previous number + 1, except at a merge of subgroups (the event's
+//! `merged`), whose number is above every side's and may jump (DESIGN.md
+//! section 5); it must still increase. [`ViewNumbers::allow_jumps_when`]
+//! replaces that rule.
 
 use super::Life;
 use crate::coreset::{CoreSet, CoreSetEvent};
@@ -23,13 +25,13 @@ impl Default for ViewNumbers {
     fn default() -> Self {
         ViewNumbers {
             last: BTreeMap::new(),
-            allow_jump: Box::new(|_| false),
+            allow_jump: Box::new(|e| matches!(e, CoreSetEvent::ViewInstalled { merged: true, .. })),
         }
     }
 }
 
 impl ViewNumbers {
-    /// A checker that allows no jumps.
+    /// A checker that allows jumps only at merges.
     pub fn new() -> Self {
         Self::default()
     }

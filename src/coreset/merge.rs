@@ -1,0 +1,266 @@
+//! Partition resolution: subgroups of one group that hear each other merge
+//! in one change (seed 003, section III.D; DESIGN.md section 5,
+//! "Partitions"; issue 5).
+//!
+//! Every subgroup's lowest rank announces it on the group address each
+//! announce interval ([`Msg::Announce`]). When the lowest rank of one
+//! subgroup hears the announcement of another subgroup of the same group:
+//!
+//! - the subgroup whose lowest rank is older (its incarnation, a UUID v7,
+//!   is time-ordered; ties by address) *leads*; the other *follows*;
+//! - the follower's lowest rank sends the leader's a [`Msg::MergeOffer`]
+//!   with its view and its members in age order, and for an announce
+//!   interval does not lead merges itself (so that three subgroups merge
+//!   into the oldest, not into each other);
+//! - the leader's lowest rank, once idle and with no failure, leave or join
+//!   pending (merges have the lowest priority), proposes an `AGREE_M` that
+//!   absorbs every fresh offer: the new view's number is one above every
+//!   side's, and the merged table ranks every member anew in age order
+//!   above every side's rank high-water mark ([`super::table::Table::apply`]);
+//! - phase I runs among the leader's subgroup exactly as for any change
+//!   (ACKs, BUSY and ABORT, coordinator failure and takeover); the COMMIT
+//!   goes to the group and by unicast to every absorbed member;
+//! - an absorbed member installs that COMMIT if and only if it is still in
+//!   exactly the view its subgroup offered, and the offer listed exactly its
+//!   table; a change its subgroup had in progress is superseded. A member
+//!   whose subgroup moved on refuses it: the merged group then fails it
+//!   (it answers `NOT_MEMBER`), and its subgroup merges again.
+
+use super::member::{Joined, MergeOfferEntry};
+use super::msg::{Absorbed, Commit, Layer, Msg, MsgKind, Proposal, MAX_MEMBERS};
+use super::{Ctx, Io, LeaveRequest};
+use crate::id::{Incarnation, NodeId, ViewId};
+use crate::time::Instant;
+use std::collections::BTreeSet;
+
+/// Most subgroups one leader keeps offers from.
+const MAX_OFFERS: usize = 8;
+
+impl Joined {
+    /// Whether this member speaks for its subgroup in merges: its lowest
+    /// rank.
+    fn speaks_for_subgroup(&self) -> bool {
+        self.is_lowest()
+    }
+
+    /// This subgroup's age key: its lowest rank's incarnation and address
+    /// (smaller is older).
+    fn age_key(&self, cx: &Ctx) -> (Incarnation, NodeId) {
+        self.table
+            .lowest()
+            .map(|r| (r.incarnation, r.addr))
+            .unwrap_or((cx.incarnation, cx.me))
+    }
+
+    /// An ANNOUNCE from another subgroup of our group (its lowest rank
+    /// `source`, not in our table).
+    pub(crate) fn on_foreign_announce(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        source: NodeId,
+        incarnation: Incarnation,
+    ) {
+        if !self.speaks_for_subgroup() || leave.is_some() {
+            return;
+        }
+        if (incarnation, source) < self.age_key(cx) {
+            // It is older: offer it our subgroup (when idle: a change in
+            // progress would make the offer stale at once).
+            if self.busy() || !io.allow(now, source, MsgKind::MergeOffer) {
+                return;
+            }
+            let members = self
+                .table
+                .rows
+                .iter()
+                .map(|r| (r.addr, r.incarnation))
+                .collect();
+            io.stats.merge_offers += 1;
+            self.merge_hold_until = now + cx.t.announce_interval;
+            io.send(
+                source,
+                self.view,
+                Msg::MergeOffer {
+                    next_rank: self.table.next_rank,
+                    members,
+                },
+            );
+        } else if io.allow(now, source, MsgKind::Announce) {
+            // We lead: make sure its lowest rank hears us (it may have
+            // missed our multicast), so that it offers.
+            let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
+            io.send(source, self.view, Msg::Announce { size });
+        }
+    }
+
+    /// A MERGE_OFFER from the lowest rank `source` of a younger subgroup in
+    /// view `view`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_merge_offer(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        source: NodeId,
+        incarnation: Incarnation,
+        view: ViewId,
+        next_rank: u64,
+        members: Vec<(NodeId, Incarnation)>,
+    ) {
+        if !self.speaks_for_subgroup() || leave.is_some() {
+            io.stats.drops.unexpected += 1;
+            return;
+        }
+        let well_formed = members.first() == Some(&(source, incarnation))
+            && members.len() <= MAX_MEMBERS
+            && (incarnation, source) > self.age_key(cx)
+            && view.number > 0;
+        let mut addrs: Vec<NodeId> = members.iter().map(|(a, _)| *a).collect();
+        addrs.sort();
+        let distinct = addrs.windows(2).all(|w| w[0] != w[1])
+            && addrs.iter().all(|a| !a.addr().ip().is_multicast());
+        if !well_formed || !distinct {
+            io.stats.drops.malformed += 1;
+            return;
+        }
+        if addrs.iter().any(|a| self.table.by_addr(*a).is_some()) {
+            // A member of both: one side still lists a member that went to
+            // the other. Our monitoring settles it (it answers NOT_MEMBER);
+            // the next offer merges.
+            io.stats.drops.merge_overlap += 1;
+            return;
+        }
+        if self.merge_offers.len() >= MAX_OFFERS && !self.merge_offers.contains_key(&source) {
+            io.stats.drops.unexpected += 1;
+            return;
+        }
+        self.merge_offers.insert(
+            source,
+            MergeOfferEntry {
+                absorbed: Absorbed {
+                    view,
+                    next_rank,
+                    members,
+                },
+                heard: now,
+            },
+        );
+        self.maybe_propose(now, cx, io, leave);
+    }
+
+    /// The merge to propose now, if this member leads one: every fresh
+    /// offer that fits (oldest subgroups first), nothing if it follows.
+    pub(crate) fn merge_proposal(&mut self, now: Instant, cx: &Ctx) -> Option<Proposal> {
+        if !self.speaks_for_subgroup() || now < self.merge_hold_until {
+            return None;
+        }
+        let ttl = cx.t.announce_interval;
+        self.merge_offers.retain(|_, o| o.heard + ttl > now);
+        let mut offers: Vec<&MergeOfferEntry> = self.merge_offers.values().collect();
+        offers.sort_by_key(|o| o.absorbed.members.first().map(|(a, i)| (*i, *a)));
+        let mut total = self.table.len();
+        let mut seen: BTreeSet<NodeId> = self.table.rows.iter().map(|r| r.addr).collect();
+        let mut merges = Vec::new();
+        for o in offers {
+            let fits = total.saturating_add(o.absorbed.members.len()) <= MAX_MEMBERS
+                && o.absorbed.members.iter().all(|(a, _)| !seen.contains(a));
+            if !fits {
+                continue;
+            }
+            total += o.absorbed.members.len();
+            seen.extend(o.absorbed.members.iter().map(|(a, _)| *a));
+            merges.push(o.absorbed.clone());
+        }
+        if merges.is_empty() {
+            return None;
+        }
+        let top = merges
+            .iter()
+            .map(|a| a.view.number)
+            .fold(self.view.number, u64::max);
+        Some(Proposal {
+            view: ViewId {
+                number: top.saturating_add(1),
+                coordinator: cx.incarnation,
+            },
+            originator: self.my_rank,
+            layer: Layer::Physical,
+            coordinator_failure: false,
+            removals: Vec::new(),
+            joins: Vec::new(),
+            merges,
+        })
+    }
+
+    /// A COMMIT from outside our table: a merge that absorbs our subgroup
+    /// is installed if it absorbs exactly our view and table.
+    pub(crate) fn on_foreign_commit(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        c: Commit,
+    ) {
+        if c.proposal.view == self.view {
+            io.stats.drops.duplicate += 1;
+            return;
+        }
+        let Some(a) = c.proposal.absorbs(self.view) else {
+            io.stats.drops.non_member += 1;
+            return;
+        };
+        let ours: Vec<(NodeId, Incarnation)> = self
+            .table
+            .rows
+            .iter()
+            .map(|r| (r.addr, r.incarnation))
+            .collect();
+        let fits = a.next_rank == self.table.next_rank
+            && a.members == ours
+            && c.proposal.view.number > self.view.number
+            && c.table.validate().is_ok()
+            && ours.iter().all(|(addr, inc)| c.table.contains(*addr, *inc));
+        if !fits || leave.is_some() {
+            io.stats.drops.commit_mismatch += 1;
+            return;
+        }
+        // Our subgroup's own change in progress is superseded: everyone
+        // who holds it is absorbed by this merge too.
+        self.drive = None;
+        self.lock = None;
+        self.originated = None;
+        io.stats.merges_absorbed += 1;
+        self.install(now, cx, io, leave, c, now);
+    }
+
+    /// After our merge committed: the COMMIT by unicast to every absorbed
+    /// member too (they do not ACK phase I, so a lost multicast would
+    /// leave them behind).
+    pub(crate) fn send_merge_commit(&self, io: &mut Io, base: ViewId, c: &Commit) {
+        for a in &c.proposal.merges {
+            for (addr, _) in &a.members {
+                io.send(*addr, base, Msg::Commit(c.clone()));
+            }
+        }
+    }
+
+    /// A NOT_MEMBER from `from`, a member absorbed by the merge that
+    /// installed our view, still in its old view `view`: it missed the
+    /// COMMIT; re-send it (rate-limited) rather than fail it.
+    pub(crate) fn missed_our_merge(
+        &self,
+        from: NodeId,
+        incarnation: Incarnation,
+        view: ViewId,
+    ) -> bool {
+        let (_, c) = &self.last_commit;
+        c.proposal
+            .absorbs(view)
+            .is_some_and(|a| a.members.contains(&(from, incarnation)))
+    }
+}
