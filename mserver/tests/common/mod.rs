@@ -1,6 +1,9 @@
 //! A harness for the real-process tests: an mcaster and mservers on
 //! 127.0.0.x (a unicast-only LAN, so through the mcaster), `msctl` to read
-//! their views, and signals (SIGKILL, SIGSTOP, SIGCONT, SIGTERM).
+//! their views, signals (SIGKILL, SIGSTOP, SIGCONT, SIGTERM), and
+//! partitions made with the fault interceptor (`msctl fault`, DESIGN.md
+//! section 4): [`Cluster::partition`], [`Cluster::block_one_way`],
+//! [`Cluster::heal`].
 //!
 //! Every wait is bounded ([`PATIENCE`] unless said otherwise); children are
 //! killed when the harness is dropped, also when a test fails; each
@@ -284,6 +287,110 @@ impl Cluster {
         )
     }
 
+    /// Runs `msctl fault ARGS` against every mserver of `ids` at once (one
+    /// msctl process each, spawned together so the faults land within
+    /// milliseconds of each other), and waits for all of them. Panics
+    /// (with the logs) if one is refused or does not answer.
+    pub fn fault_many(&self, ids: &[usize], args_of: impl Fn(usize) -> Vec<String>) {
+        let mut children = Vec::new();
+        for &i in ids {
+            let args = args_of(i);
+            let child = Command::new(msctl_bin())
+                .args(["--server", &self.addr(i).to_string(), "fault"])
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run msctl fault");
+            children.push((i, args, child));
+        }
+        let mut errors = Vec::new();
+        for (i, args, child) in children {
+            match child.wait_with_output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => errors.push(format!(
+                    "msctl fault {args:?} at mserver {i}: {:?} {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => errors.push(format!("msctl fault at mserver {i}: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            self.fail(&errors.join("\n"));
+        }
+    }
+
+    /// Cuts all traffic between the mservers of `a` and those of `b` (a
+    /// symmetric partition): every member of each side blocks every member
+    /// of the other (`msctl fault --clear --block ADDR...`, which replaces
+    /// any fault it had). The interceptor matches the node named in the
+    /// packet header, so what the mcaster relays is cut too, while each
+    /// side still hears itself through the same mcaster.
+    pub fn partition(&self, a: &[usize], b: &[usize]) {
+        let blocks = |other: &[usize]| -> Vec<String> {
+            let mut args = vec!["--clear".to_string()];
+            for j in other {
+                args.push("--block".into());
+                args.push(self.addr(*j).to_string());
+            }
+            args
+        };
+        let everyone: Vec<usize> = a.iter().chain(b).copied().collect();
+        self.fault_many(&everyone, |i| {
+            if a.contains(&i) {
+                blocks(b)
+            } else {
+                blocks(a)
+            }
+        });
+    }
+
+    /// Removes every fault of the mservers `ids` (`msctl fault --clear`):
+    /// heals the partitions and one-way blocks they were part of.
+    pub fn heal(&self, ids: &[usize]) {
+        self.fault_many(ids, |_| vec!["--clear".to_string()]);
+    }
+
+    /// A one-way block: mserver `to` drops everything that arrives from
+    /// mserver `from` (`msctl fault --block-in`), so `from` still hears
+    /// `to` but `to` no longer hears `from`.
+    pub fn block_one_way(&self, from: usize, to: usize) {
+        let addr = self.addr(from).to_string();
+        self.fault_many(&[to], |_| vec!["--block-in".to_string(), addr.clone()]);
+    }
+
+    /// One sample (no wait): the view every mserver in `members` agrees
+    /// on, if they all answer an idle view of exactly `members` with the
+    /// same view id and table.
+    pub fn converged_now(&self, members: &[usize]) -> Option<Value> {
+        let mut want: Vec<String> = members.iter().map(|i| self.addr(*i).to_string()).collect();
+        want.sort();
+        let views: Vec<Option<Value>> = members.iter().map(|i| self.view(*i)).collect();
+        agreed(&views, &want)
+    }
+
+    /// Waits until one of the `candidates` (sets of mservers) agrees on a
+    /// view of exactly itself (as [`Cluster::wait_converged`]); which one
+    /// (its index) and the view. Panics (with the logs) after `limit`.
+    pub fn wait_converged_any(&self, candidates: &[Vec<usize>], limit: Duration) -> (usize, Value) {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            for (k, members) in candidates.iter().enumerate() {
+                if let Some(v) = self.converged_now(members) {
+                    return (k, v);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let last: Vec<(usize, Option<Value>)> =
+            self.servers.keys().map(|i| (*i, self.view(*i))).collect();
+        self.fail(&format!(
+            "none of {candidates:?} agreed within {limit:?}; last views: {last:#?}"
+        ));
+    }
+
     /// Waits until every mserver in `members` answers an idle view whose
     /// member addresses are exactly `members`' addresses, the same view id
     /// everywhere. Returns that view. Panics (with the logs) after `limit`.
@@ -351,9 +458,18 @@ pub fn member_addrs(view: &Value) -> Vec<String> {
     v
 }
 
+/// The incarnation `view` lists for the member at `addr`, if it is there.
+pub fn incarnation_in(view: &Value, addr: &str) -> Option<String> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["addr"] == addr)
+        .and_then(|m| m["incarnation"].as_str().map(str::to_string))
+}
+
 /// If every view is present, idle, equal in (view, coordinator, members)
-/// and has exactly `want` as members: that view.
-fn agreed(views: &[Option<Value>], want: &[String]) -> Option<Value> {
+/// and has exactly `want` (sorted addresses) as members: that view.
+pub fn agreed(views: &[Option<Value>], want: &[String]) -> Option<Value> {
     let first = views.first()?.as_ref()?;
     for v in views {
         let v = v.as_ref()?;

@@ -9,11 +9,13 @@
 //! multicast throughput through the mcaster and over IP multicast, against
 //! raw UDP fan-out; its member processes are the hidden `mcast-peer` and
 //! `mcast-raw`). `membership` (core-set latencies and idle traffic, real and simulated).
-//! Later issues add `partition` and `app`.
+//! `partition` (partition heal -> merged view, pause -> resume, with real
+//! mservers). A later issue adds `app`.
 
 mod mcast;
 mod membership;
 mod netns;
+mod partition;
 mod peer;
 mod raw;
 mod rpc;
@@ -59,6 +61,11 @@ enum Scenario {
     /// traffic of real mservers through an mcaster (4 and 8), and of 16 to
     /// 256 simulated ones, with the loopback round trip as raw baseline.
     Membership(membership::MembershipArgs),
+    /// Partitions and pauses: a group of real mservers through an mcaster
+    /// split in two halves with the fault interceptor and healed (heal ->
+    /// one merged view at every member), and members paused and resumed
+    /// (SIGCONT -> consistent again), `--trials` each.
+    Partition(partition::PartitionArgs),
 }
 
 fn main() {
@@ -70,6 +77,7 @@ fn main() {
         Scenario::Mcast(args) => mcast::run(&args),
         Scenario::McastRaw(args) => mcast::run_raw(&args),
         Scenario::Membership(args) => membership::run(&args),
+        Scenario::Partition(args) => partition::run(&args),
     };
     match result {
         Ok(()) => {}

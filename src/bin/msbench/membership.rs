@@ -20,8 +20,8 @@
 //! Each figure with a DESIGN.md section 10 target is printed next to it with
 //! `met`. `docs/benchmarks.md` ("Membership") explains each number.
 
-mod procs;
-mod real;
+pub(crate) mod procs;
+pub(crate) mod real;
 mod sim;
 
 use super::raw;
@@ -37,7 +37,7 @@ const CRASH_P99_MS: f64 = 100.0;
 /// DESIGN.md section 10: silent failure -> new view, p99, default timings.
 const SILENT_P99_MS: f64 = 600.0;
 /// DESIGN.md section 10: a paused member is consistent again within 1 s.
-const RESUME_MS: f64 = 1000.0;
+pub(crate) const RESUME_MS: f64 = 1000.0;
 /// DESIGN.md section 10: idle monitoring traffic sent per mserver, bytes/s.
 const IDLE_BYTES_PER_S: f64 = 700.0;
 
@@ -81,7 +81,7 @@ pub struct MembershipArgs {
 }
 
 /// `{"samples", "p50_ms", "p99_ms", "max_ms", "mean_ms"}` of `l`.
-fn ms_summary(l: &Latencies) -> Value {
+pub(crate) fn ms_summary(l: &Latencies) -> Value {
     let mean_us = l.summary()["mean_us"].as_f64().unwrap_or(0.0);
     json!({
         "samples": l.len(),
@@ -94,7 +94,7 @@ fn ms_summary(l: &Latencies) -> Value {
 
 /// A latency summary with its target (p99 <= `target_ms`, if any) and, for
 /// real runs, its ratio to the raw loopback round trip of the same run.
-fn latency(l: &Latencies, target_ms: Option<f64>, raw: Option<&Latencies>) -> Value {
+pub(crate) fn latency(l: &Latencies, target_ms: Option<f64>, raw: Option<&Latencies>) -> Value {
     let mut v = ms_summary(l);
     if let Some(t) = target_ms {
         v["target_p99_ms"] = json!(t);
@@ -220,13 +220,15 @@ pub fn run(args: &MembershipArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn with_max(l: &Latencies) -> Value {
+/// The summary of `l` in microseconds, with its maximum.
+pub(crate) fn with_max(l: &Latencies) -> Value {
     let mut v = l.summary();
     v["max_us"] = json!(round2(l.quantile_us(1.0)));
     v
 }
 
-fn fmt_lat(v: &Value) -> String {
+/// One readable line for a latency summary of [`latency`].
+pub(crate) fn fmt_lat(v: &Value) -> String {
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
     let mut s = format!(
         "p50 {:>8.1}  p99 {:>8.1}  max {:>8.1}  mean {:>8.1} ms ({} samples)",

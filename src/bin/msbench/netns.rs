@@ -4,6 +4,11 @@
 //! it by a veth pair, with an address from a private /24 that exists only
 //! inside these namespaces, multicast on and a route for 224.0.0.0/4.
 //!
+//! [`Lan::build_halves`] makes a LAN of two halves instead: two bridges
+//! in the switch namespace, each with its hosts, joined by a veth pair
+//! (the "trunk"), whose link can be taken down and up ([`Lan::set_trunk`]):
+//! a real link cut between the halves, for the partition tests (issue 5).
+//!
 //! Used by `msbench mcast` and, through `#[path]`, by the netns tests.
 //! Needs root and `ip` (iproute2). Namespaces are named
 //! `ms-<tag>-<pid>-<host>`; [`Lan`] deletes its own when dropped (also on a
@@ -109,6 +114,8 @@ pub struct Lan {
     namespaces: Vec<String>,
     /// The hosts, in the order given.
     pub hosts: Vec<Host>,
+    /// The switch namespace, if the LAN has two halves joined by a trunk.
+    trunk: Option<String>,
 }
 
 impl Lan {
@@ -116,59 +123,136 @@ impl Lan {
     /// `subnet.1`, `subnet.2`, ... in order. On error, what was built is
     /// deleted.
     pub fn build(tag: &str, subnet: [u8; 3], names: &[&str]) -> Result<Lan, String> {
-        let pid = std::process::id();
+        let (mut lan, sw) = Lan::switch(tag)?;
+        lan.add_bridge(&sw, "br0")?;
+        for (i, name) in names.iter().enumerate().take(200) {
+            lan.add_host(tag, &sw, "br0", i, name, subnet)?;
+        }
+        Ok(lan)
+    }
+
+    /// Builds a LAN of two halves: the `left` hosts on bridge `br0`, the
+    /// `right` hosts on bridge `br1`, both bridges in the switch namespace
+    /// and joined by a veth pair (`trunk0` on `br0`, `trunk1` on `br1`),
+    /// so that it is still one LAN (one subnet, multicast floods across)
+    /// until [`Lan::set_trunk`] takes the link down. Addresses `subnet.1`
+    /// ... go to `left` then `right` in order (at most 200 hosts in all).
+    /// On error, what was built is deleted.
+    pub fn build_halves(
+        tag: &str,
+        subnet: [u8; 3],
+        left: &[&str],
+        right: &[&str],
+    ) -> Result<Lan, String> {
+        let (mut lan, sw) = Lan::switch(tag)?;
+        lan.add_bridge(&sw, "br0")?;
+        lan.add_bridge(&sw, "br1")?;
+        ip(&[
+            "-n", &sw, "link", "add", "trunk0", "type", "veth", "peer", "name", "trunk1",
+        ])?;
+        for (end, bridge) in [("trunk0", "br0"), ("trunk1", "br1")] {
+            ip(&["-n", &sw, "link", "set", end, "master", bridge])?;
+            ip(&["-n", &sw, "link", "set", end, "up"])?;
+        }
+        let hosts = left
+            .iter()
+            .map(|n| (n, "br0"))
+            .chain(right.iter().map(|n| (n, "br1")));
+        for (i, (name, bridge)) in hosts.enumerate().take(200) {
+            lan.add_host(tag, &sw, bridge, i, name, subnet)?;
+        }
+        lan.trunk = Some(sw);
+        Ok(lan)
+    }
+
+    /// Takes the right half's end of the trunk (`trunk1`) down (`up` false:
+    /// its peer loses carrier too, nothing crosses between the halves) or
+    /// up again. Only for a LAN of [`Lan::build_halves`].
+    pub fn set_trunk(&self, up: bool) -> Result<(), String> {
+        let sw = self
+            .trunk
+            .as_deref()
+            .ok_or("this LAN has no trunk (not built with build_halves)")?;
+        ip(&[
+            "-n",
+            sw,
+            "link",
+            "set",
+            "trunk1",
+            if up { "up" } else { "down" },
+        ])
+    }
+
+    /// An empty LAN with its switch namespace (returned by name).
+    fn switch(tag: &str) -> Result<(Lan, String), String> {
         let mut lan = Lan {
             namespaces: Vec::new(),
             hosts: Vec::new(),
+            trunk: None,
         };
-        let sw = format!("ms-{tag}-{pid}-sw");
+        let sw = format!("ms-{tag}-{}-sw", std::process::id());
         ip(&["netns", "add", &sw])?;
         lan.namespaces.push(sw.clone());
         ip(&["-n", &sw, "link", "set", "lo", "up"])?;
+        Ok((lan, sw))
+    }
+
+    /// A bridge with multicast snooping off in the switch namespace.
+    fn add_bridge(&mut self, sw: &str, bridge: &str) -> Result<(), String> {
         ip(&[
             "-n",
-            &sw,
+            sw,
             "link",
             "add",
-            "br0",
+            bridge,
             "type",
             "bridge",
             "mcast_snooping",
             "0",
         ])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-        for (i, name) in names.iter().enumerate().take(200) {
-            let ns = format!("ms-{tag}-{pid}-{name}");
-            ip(&["netns", "add", &ns])?;
-            lan.namespaces.push(ns.clone());
-            let port = format!("p{i}");
-            ip(&[
-                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ])?;
-            ip(&["-n", &sw, "link", "set", &port, "master", "br0"])?;
-            ip(&["-n", &sw, "link", "set", &port, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            let addr = Ipv4Addr::new(subnet[0], subnet[1], subnet[2], i as u8 + 1);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
-            lan.hosts.push(Host {
-                name: name.to_string(),
-                ns,
-                ip: addr,
-            });
-        }
-        Ok(lan)
+        ip(&["-n", sw, "link", "set", bridge, "up"])
+    }
+
+    /// Host number `i` (address `subnet.(i + 1)`) in its own namespace,
+    /// joined to `bridge` by a veth pair (`p<i>` on the switch side).
+    fn add_host(
+        &mut self,
+        tag: &str,
+        sw: &str,
+        bridge: &str,
+        i: usize,
+        name: &str,
+        subnet: [u8; 3],
+    ) -> Result<(), String> {
+        let ns = format!("ms-{tag}-{}-{name}", std::process::id());
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        let port = format!("p{i}");
+        ip(&[
+            "-n", sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&["-n", sw, "link", "set", &port, "master", bridge])?;
+        ip(&["-n", sw, "link", "set", &port, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        let addr = Ipv4Addr::new(subnet[0], subnet[1], subnet[2], i as u8 + 1);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        self.hosts.push(Host {
+            name: name.to_string(),
+            ns,
+            ip: addr,
+        });
+        Ok(())
     }
 
     /// The host named `name`.

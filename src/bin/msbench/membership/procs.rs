@@ -601,17 +601,27 @@ impl Cluster {
         self.msctl_json(i, "stats")
     }
 
+    /// A `msctl --server <mserver i> --timeout-ms 1000 ARGS` command, not
+    /// yet run (stdin closed, output piped), so that callers can run
+    /// several at once.
+    pub fn msctl_command(&self, i: usize, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bins.msctl);
+        cmd.args([
+            "--server",
+            &self.addr(i).to_string(),
+            "--timeout-ms",
+            "1000",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        cmd
+    }
+
     fn msctl_json(&self, i: usize, what: &str) -> Option<Value> {
-        let out = Command::new(&self.bins.msctl)
-            .args([
-                "--server",
-                &self.addr(i).to_string(),
-                "--timeout-ms",
-                "1000",
-                what,
-                "--json",
-            ])
-            .stdin(Stdio::null())
+        let out = self
+            .msctl_command(i, &[what, "--json"])
             .stderr(Stdio::null())
             .output()
             .ok()?;

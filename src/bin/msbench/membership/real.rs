@@ -68,16 +68,20 @@ pub struct RealRun {
     pub aborted: Option<String>,
 }
 
-fn settle(c: &mut Cluster, rng: &mut ChaCha8Rng) {
+/// Lets the group be quiet for [`SETTLE`] plus a random part of a query
+/// interval, so the next fault lands at a random phase of monitoring.
+pub(crate) fn settle(c: &mut Cluster, rng: &mut ChaCha8Rng) {
     let jitter = Duration::from_millis(rng.random_range(0..=SETTLE_JITTER_MS));
     c.idle(SETTLE + jitter);
 }
 
-fn contains(m: &[ViewMember], a: SocketAddr) -> bool {
+/// Whether the member list `m` has `a`.
+pub(crate) fn contains(m: &[ViewMember], a: SocketAddr) -> bool {
     m.iter().any(|x| x.addr == a)
 }
 
-fn rank_of(c: &Cluster, i: usize) -> Option<u64> {
+/// Mserver `i`'s rank in the latest view it logged.
+pub(crate) fn rank_of(c: &Cluster, i: usize) -> Option<u64> {
     let a = c.addr(i);
     c.latest
         .get(&i)?
@@ -263,7 +267,7 @@ fn trials(
 
 /// Waits until the mservers `0..n` (started if missing) agree on one view
 /// of exactly them, then checks it with msctl.
-fn converge(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
+pub(crate) fn converge(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
         if c.server(i).is_none() {
             c.start(i)?;
@@ -283,7 +287,7 @@ fn converge(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
 }
 
 /// After a failed trial: every member continued (SIGCONT) and running.
-fn recover(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
+pub(crate) fn recover(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
     for i in c.indexes() {
         if c.server(i).is_some_and(|s| s.stopped) {
             c.stop_cont(i, false)?;
@@ -294,7 +298,7 @@ fn recover(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
 
 /// A failure record: what was expected, each member's latest view, and the
 /// last log lines.
-fn diagnose(c: &Cluster, phase: &str, trial: usize, what: &str) -> Value {
+pub(crate) fn diagnose(c: &Cluster, phase: &str, trial: usize, what: &str) -> Value {
     let latest: BTreeMap<String, Value> = c
         .latest
         .iter()
@@ -322,7 +326,7 @@ fn diagnose(c: &Cluster, phase: &str, trial: usize, what: &str) -> Value {
         "latest_views": latest,
         "log_tails": tails,
     });
-    eprintln!("msbench membership: {phase} trial {trial} failed: {what}");
+    eprintln!("msbench: {phase} trial {trial} failed: {what}");
     f
 }
 
