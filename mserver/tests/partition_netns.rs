@@ -171,7 +171,7 @@ impl Net {
 }
 
 #[test]
-#[ignore = "issue 5: needs MERGE; the `// merge:` incarnation check fails while the losing half dissolves and rejoins with new incarnations"]
+#[ignore = "issue 5, open: the halves merge in one view (all six, numbered above both), but about 25 ms later one member of the merged view is failed and rejoins with a new incarnation (IP multicast in namespaces only; the loopback and simulator tests keep every life)"]
 fn link_cut_between_lan_halves_and_merge() {
     if let Err(reason) = netns::available() {
         return skip(&reason);
@@ -196,13 +196,14 @@ fn link_cut_between_lan_halves_and_merge() {
         net.wait_converged(&(0..=i).collect::<Vec<_>>());
     }
     let before = net.wait_converged(&all);
-    let incarnations = net.incarnations(&all);
 
     net.lan.set_trunk(false).expect("take the trunk down");
     let va = net.wait_converged(&left);
     let vb = net.wait_converged(&right);
     let number = |v: &Value| v["view"].as_u64().expect("a view number");
     assert!(number(&va) > number(&before) && number(&vb) > number(&before));
+    // The lives at the heal: the merge keeps every one of them.
+    let incarnations = net.incarnations(&all);
 
     net.lan.set_trunk(true).expect("bring the trunk up");
     let merged = net.wait_converged(&all);

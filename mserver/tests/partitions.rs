@@ -58,7 +58,6 @@ fn own_incarnations(c: &Cluster, ids: &[usize]) -> BTreeMap<usize, String> {
 /// Six mservers split 3|3 with the fault interceptor: each side installs a
 /// view of its own three; after the heal all six agree on one view.
 #[test]
-#[ignore = "issue 5: needs MERGE; the `// merge:` incarnation check fails while the losing side dissolves and rejoins with new incarnations"]
 fn split_3_3_and_heal() {
     let mut c = Cluster::new("split33");
     let all: Vec<usize> = (0..6).collect();
