@@ -71,7 +71,7 @@ pub struct CoreSetConfig {
     pub join_timeout_max: Option<Duration>,
     /// How often the lowest-rank member multicasts an ANNOUNCE of the view
     /// (joiners hear the group; a subgroup of the same name learns about
-    /// it). Default `5 * query_interval` (1 s).
+    /// it, and the two merge). Default `2 * query_interval` (400 ms).
     pub announce_interval: Option<Duration>,
     /// A voluntary leave that has not committed after this long completes
     /// anyway (the group then detects the silence). Default `3 *

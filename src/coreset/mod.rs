@@ -168,8 +168,8 @@ pub enum CoreSetEvent {
     /// until a later input.
     NewIncarnation(Incarnation),
     /// This member learned that the group failed it (`NOT_MEMBER`, a view
-    /// without it, or its subgroup dissolving into a larger one); a rejoin
-    /// with a new incarnation follows at once.
+    /// without it, or a member already past its view); a rejoin with a new
+    /// incarnation follows at once.
     Excluded {
         /// The last view it had installed.
         view: ViewId,

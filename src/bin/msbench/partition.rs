@@ -38,7 +38,9 @@
 #![allow(clippy::disallowed_methods)]
 
 use crate::membership::procs::{Binaries, Cluster, LogKind, ViewMember};
-use crate::membership::real::{contains, converge, diagnose, rank_of, recover, settle};
+use crate::membership::real::{
+    contains, converge, diagnose, pause_resume_trial, recover, settle, PauseResumeSink,
+};
 use crate::membership::{fmt_lat, latency, ms_summary, with_max, RESUME_MS};
 use crate::raw;
 use crate::stats::{round2, Latencies};
@@ -360,38 +362,18 @@ fn trials(
 
     progress(args, &format!("{n} mservers: SIGSTOP/SIGCONT trials"));
     for t in 0..args.trials {
-        settle(c, rng);
-        let victim = rng.random_range(0..n);
-        let va = c.addr(victim);
-        let old_rank = rank_of(c, victim);
-        let others: Vec<usize> = everyone.iter().copied().filter(|i| *i != victim).collect();
-        c.mark();
-        let t0 = c.stop_cont(victim, true)?;
-        match c.wait_for(TRIAL_LIMIT, |c| {
-            c.all_installed(&others, |m| !contains(m, va))
-        }) {
-            Some(at) => run.pause.push(at.saturating_duration_since(t0)),
-            None => {
-                let what = format!("no view without the stopped {va} at every other member");
-                run.failures.push(diagnose(c, "pause", t, &what));
-                recover(c, n)?;
-                continue;
-            }
-        }
-        let t1 = c.stop_cont(victim, false)?;
-        let back = c.wait_for(TRIAL_LIMIT, |c| {
-            let at = c.converged()?;
-            (rank_of(c, victim) != old_rank).then_some(at)
-        });
-        match back {
-            Some(at) => run.resume.push(at.saturating_duration_since(t1)),
-            None => {
-                let what = format!("{va} did not rejoin (new rank, one view everywhere)");
-                run.failures.push(diagnose(c, "resume", t, &what));
-                recover(c, n)?;
-            }
-        }
-        converge(c, n)?;
+        pause_resume_trial(
+            c,
+            n,
+            t,
+            rng,
+            PauseResumeSink {
+                pause: &mut run.pause,
+                resume: &mut run.resume,
+                signal_cmd: None,
+                failures: &mut run.failures,
+            },
+        )?;
     }
     Ok(())
 }

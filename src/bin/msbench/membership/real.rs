@@ -180,40 +180,18 @@ fn trials(
 
     progress(opts, &format!("{n} mservers: SIGSTOP/SIGCONT trials"));
     for t in 0..opts.trials {
-        settle(c, rng);
-        let victim = rng.random_range(0..n);
-        let va = c.addr(victim);
-        let old_rank = rank_of(c, victim);
-        let others: Vec<usize> = c.indexes().into_iter().filter(|i| *i != victim).collect();
-        c.mark();
-        let t0 = c.stop_cont(victim, true)?;
-        run.signal_cmd.push(t0.elapsed());
-        match c.wait_for(TRIAL_LIMIT, |c| {
-            c.all_installed(&others, |m| !contains(m, va))
-        }) {
-            Some(t) => run.pause.push(t.saturating_duration_since(t0)),
-            None => {
-                let what = format!("no view without the stopped {va} at every other member");
-                run.failures.push(diagnose(c, "pause", t, &what));
-                recover(c, n)?;
-                continue;
-            }
-        }
-        let t1 = c.stop_cont(victim, false)?;
-        run.signal_cmd.push(t1.elapsed());
-        let back = c.wait_for(TRIAL_LIMIT, |c| {
-            let at = c.converged()?;
-            (rank_of(c, victim) != old_rank).then_some(at)
-        });
-        match back {
-            Some(t) => run.resume.push(t.saturating_duration_since(t1)),
-            None => {
-                let what = format!("{va} did not rejoin (new rank, one view everywhere)");
-                run.failures.push(diagnose(c, "resume", t, &what));
-                recover(c, n)?;
-            }
-        }
-        converge(c, n)?;
+        pause_resume_trial(
+            c,
+            n,
+            t,
+            rng,
+            PauseResumeSink {
+                pause: &mut run.pause,
+                resume: &mut run.resume,
+                signal_cmd: Some(&mut run.signal_cmd),
+                failures: &mut run.failures,
+            },
+        )?;
     }
 
     progress(opts, &format!("{n} mservers: join and leave trials"));
@@ -267,6 +245,73 @@ fn trials(
 
 /// Waits until the mservers `0..n` (started if missing) agree on one view
 /// of exactly them, then checks it with msctl.
+/// Where one SIGSTOP/SIGCONT trial records its figures.
+pub(crate) struct PauseResumeSink<'a> {
+    /// SIGSTOP -> view without the victim at every other member.
+    pub pause: &'a mut Latencies,
+    /// SIGCONT -> one view with every member (the victim rejoined).
+    pub resume: &'a mut Latencies,
+    /// How long running kill(1) took, if recorded.
+    pub signal_cmd: Option<&'a mut Latencies>,
+    /// Trials that did not end as expected.
+    pub failures: &'a mut Vec<Value>,
+}
+
+/// One SIGSTOP/SIGCONT trial on a converged group of `n`: a random member
+/// is stopped until every other member installed a view without it, then
+/// continued until it rejoined (a new rank) and one view holds everyone.
+pub(crate) fn pause_resume_trial(
+    c: &mut Cluster,
+    n: usize,
+    t: usize,
+    rng: &mut ChaCha8Rng,
+    sink: PauseResumeSink<'_>,
+) -> anyhow::Result<()> {
+    let PauseResumeSink {
+        pause,
+        resume,
+        mut signal_cmd,
+        failures,
+    } = sink;
+    settle(c, rng);
+    let victim = rng.random_range(0..n);
+    let va = c.addr(victim);
+    let old_rank = rank_of(c, victim);
+    let others: Vec<usize> = c.indexes().into_iter().filter(|i| *i != victim).collect();
+    c.mark();
+    let t0 = c.stop_cont(victim, true)?;
+    if let Some(s) = signal_cmd.as_deref_mut() {
+        s.push(t0.elapsed());
+    }
+    match c.wait_for(TRIAL_LIMIT, |c| {
+        c.all_installed(&others, |m| !contains(m, va))
+    }) {
+        Some(at) => pause.push(at.saturating_duration_since(t0)),
+        None => {
+            let what = format!("no view without the stopped {va} at every other member");
+            failures.push(diagnose(c, "pause", t, &what));
+            return recover(c, n);
+        }
+    }
+    let t1 = c.stop_cont(victim, false)?;
+    if let Some(s) = signal_cmd {
+        s.push(t1.elapsed());
+    }
+    let back = c.wait_for(TRIAL_LIMIT, |c| {
+        let at = c.converged()?;
+        (rank_of(c, victim) != old_rank).then_some(at)
+    });
+    match back {
+        Some(at) => resume.push(at.saturating_duration_since(t1)),
+        None => {
+            let what = format!("{va} did not rejoin (new rank, one view everywhere)");
+            failures.push(diagnose(c, "resume", t, &what));
+            recover(c, n)?;
+        }
+    }
+    converge(c, n)
+}
+
 pub(crate) fn converge(c: &mut Cluster, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
         if c.server(i).is_none() {
