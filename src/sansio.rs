@@ -176,4 +176,15 @@ pub trait Core {
     /// When [`Core::handle_timeout`] should next be called (`None`: no timer).
     #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
+
+    /// A one-line description of a datagram body of this core's protocol,
+    /// for traces (the simulator's `SIM_TRACE`). The default describes
+    /// nothing.
+    fn describe_packet(body: &[u8]) -> Option<String>
+    where
+        Self: Sized,
+    {
+        let _ = body;
+        None
+    }
 }

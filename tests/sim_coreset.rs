@@ -1464,3 +1464,67 @@ fn random_partitions_heal_into_one_view() {
         assert!(merges > 0, "no merge happened");
     }
 }
+
+/// Six members split into the ranks 1, 3, 5 and 2, 4, 6, so that every
+/// ring neighbour is on the other side: each side fails the other without
+/// failing any of its own, and the heal merges them; no member takes a new
+/// incarnation from the cut to the merged view.
+#[test]
+fn interleaved_split_keeps_every_life() {
+    let replay = sim_replay!("interleaved_split_keeps_every_life");
+    sim::run_seeds(&replay, 200, |seed| {
+        let all = nodes(1..=6);
+        let mut h = formed(
+            seed,
+            "interleaved_split_keeps_every_life",
+            &all,
+            Setup::default(),
+            false,
+        );
+        let lives: Vec<_> = all
+            .iter()
+            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
+            .collect();
+        let a: Vec<NodeId> = all.iter().copied().step_by(2).collect();
+        let b: Vec<NodeId> = all.iter().copied().skip(1).step_by(2).collect();
+        h.sim.partition(&[a.clone(), b.clone()]);
+        assert!(
+            h.run_until(Duration::from_secs(5), |h| h.one_view_of(&a)
+                && h.one_view_of(&b)),
+            "seed {seed}: the sides did not settle"
+        );
+        h.run_for(Duration::from_millis(300));
+        h.sim.heal();
+        h.run_until(Duration::from_secs(5), |h| h.one_view_of(&all));
+        if std::env::var("SIM_TRACE").is_ok() {
+            for l in h.sim.trace_tail() {
+                eprintln!("{l}");
+            }
+        }
+        assert!(
+            h.one_view_of(&all),
+            "seed {seed}: no merged view within 5 s of the heal"
+        );
+        let now: Vec<_> = all
+            .iter()
+            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
+            .collect();
+        let events: Vec<String> = h
+            .log
+            .iter()
+            .filter(|(_, _, e)| {
+                matches!(
+                    e,
+                    CoreSetEvent::Excluded { .. } | CoreSetEvent::ViewInstalled { .. }
+                )
+            })
+            .map(|(t, n, e)| match e {
+                CoreSetEvent::ViewInstalled { view, members, .. } => {
+                    format!("{t:?} {n} view {} of {}", view.number, members.len())
+                }
+                other => format!("{t:?} {n} {other:?}"),
+            })
+            .collect();
+        assert_eq!(lives, now, "seed {seed}: a member restarted: {events:#?}");
+    });
+}

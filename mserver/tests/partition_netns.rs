@@ -171,7 +171,6 @@ impl Net {
 }
 
 #[test]
-#[ignore = "issue 5, open: the halves merge in one view (all six, numbered above both), but about 25 ms later one member of the merged view is failed and rejoins with a new incarnation (IP multicast in namespaces only; the loopback and simulator tests keep every life)"]
 fn link_cut_between_lan_halves_and_merge() {
     if let Err(reason) = netns::available() {
         return skip(&reason);

@@ -366,8 +366,12 @@ impl Joined {
     ) {
         if view != self.view {
             if view.number < self.view.number {
-                if p.view == self.view {
-                    // We committed it: the sender missed the COMMIT.
+                if p.view == self.view || view == self.last_commit.0 {
+                    // We committed it, or another change of the same base
+                    // view that the sender (a member of our view) has not
+                    // heard of yet: the COMMIT that installed our view
+                    // brings it here. (NOT_MEMBER would be wrong: it may
+                    // arrive after that COMMIT, in our own view.)
                     self.resend_commit(now, io, from.addr);
                 } else {
                     // The proposer is behind the group: tell it.

@@ -675,6 +675,11 @@ impl CoreSet {
 impl Core for CoreSet {
     type Event = CoreSetEvent;
 
+    fn describe_packet(body: &[u8]) -> Option<String> {
+        let env: Envelope = decode_body(body).ok()?;
+        Some(format!("{:?} in view {}", env.msg, env.view.number))
+    }
+
     fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
         if packet.protocol != ProtocolId::CoreSet {
             self.io.stats.drops.unexpected += 1;

@@ -339,7 +339,11 @@ impl Joined {
             self.resend_commit(now, io, from.addr);
             return;
         }
-        if view.number > self.view.number {
+        if view == self.view {
+            // It holds our very view, which lists us: this NOT_MEMBER
+            // answered something we sent before we installed it.
+            io.stats.drops.stale_view += 1;
+        } else if view.number > self.view.number {
             self.on_newer_view(now, cx, io, leave, view);
         } else if from.rank != self.my_rank {
             io.stats.drops.stale_view += 1;

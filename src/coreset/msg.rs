@@ -11,7 +11,7 @@
 use super::table::Table;
 use crate::id::{Incarnation, NodeId, ViewId};
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 
 /// Most members a table may hold (a COMMIT with 1024 rows is about 32 KB,
 /// well inside one datagram).
@@ -250,6 +250,7 @@ impl Proposal {
             layer: self.layer,
             coordinator_failure: self.coordinator_failure,
             subject,
+            batch: u32::try_from(self.removals.len()).unwrap_or(u32::MAX),
             coordinator_rank: self.originator,
         }
     }
@@ -276,6 +277,10 @@ pub enum Subject {
 /// 2. physical-hierarchy changes before application-group changes;
 /// 3. the failure of the coordinator of a change in progress;
 /// 4. the lowest subject: members by rank before newcomers by address;
+///    with the same lowest subject, the change that removes more members
+///    (it batches failures the other would leave for one more change:
+///    after a partition, one coordinator may know of more unreachable
+///    members than another);
 /// 5. ties by the rank of the proposing coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PriorityKey {
@@ -287,17 +292,21 @@ pub struct PriorityKey {
     pub coordinator_failure: bool,
     /// Rule 4.
     pub subject: Subject,
+    /// Rule 4, with the same subject: how many members the change removes
+    /// (more first).
+    pub batch: u32,
     /// Rule 5: the originator's rank.
     pub coordinator_rank: u64,
 }
 
 impl PriorityKey {
-    fn tuple(&self) -> (bool, Layer, bool, Subject, u64) {
+    fn tuple(&self) -> (bool, Layer, bool, Subject, Reverse<u32>, u64) {
         (
             !self.takeover,
             self.layer,
             !self.coordinator_failure,
             self.subject,
+            Reverse(self.batch),
             self.coordinator_rank,
         )
     }
@@ -514,6 +523,7 @@ mod tests {
             layer: Layer::Physical,
             coordinator_failure: false,
             subject: Subject::Member(5),
+            batch: 1,
             coordinator_rank: 3,
         };
         let takeover = PriorityKey {
@@ -550,6 +560,13 @@ mod tests {
             ..base
         };
         assert!(join.outranks(&join2));
+        let bigger_batch = PriorityKey {
+            batch: 2,
+            coordinator_rank: 9,
+            ..base
+        };
+        assert!(bigger_batch.outranks(&base));
+        assert!(lower.outranks(&bigger_batch));
         let tie = PriorityKey {
             coordinator_rank: 4,
             ..base

@@ -1625,7 +1625,9 @@ impl<C: Core> Simulator<C> {
                     },
                 );
                 self.trace.line(now, || {
-                    format!("deliver {} -> {to} ({} bytes)", h.source, bytes.len())
+                    let what = C::describe_packet(packet.body)
+                        .unwrap_or_else(|| format!("{} bytes", bytes.len()));
+                    format!("deliver {} -> {to} ({what})", h.source)
                 });
                 self.after_input(to);
             }

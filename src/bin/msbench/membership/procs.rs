@@ -188,8 +188,21 @@ fn reader_thread(
 ) {
     let mut r = BufReader::new(stderr);
     let mut line = Vec::new();
+    // `MSBENCH_LOG_DIR`: every line of every mserver's log, kept for
+    // debugging a run (one file per mserver, all its lives appended).
+    let mut keep = std::env::var_os("MSBENCH_LOG_DIR").and_then(|dir| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::path::Path::new(&dir).join(format!("mserver-{server}.log")))
+            .ok()
+    });
     while let Ok(true) = read_bounded_line(&mut r, &mut line) {
         let at = Instant::now();
+        if let Some(f) = keep.as_mut() {
+            use std::io::Write as _;
+            let _ = f.write_all(&line).and_then(|()| f.write_all(b"\n"));
+        }
         if let Some(kind) = parse_line(&line) {
             let _ = tx.send(LogEvent {
                 server,
@@ -360,7 +373,7 @@ impl Cluster {
                 "--log-format",
                 "json",
                 "--log-level",
-                "info",
+                &std::env::var("MSBENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
             ])
             .env_remove("RUST_LOG")
             .env_remove("MS_CONFIG")
