@@ -133,6 +133,20 @@ pub struct ViewReply {
     pub me: MemberInfo,
     /// The members, sorted by rank.
     pub members: Vec<MemberInfo>,
+    /// Addresses the group holds down (failed again and again after
+    /// rejoining: a one-way or flapping link), as this mserver knows them.
+    pub held_down: Vec<HeldDownInfo>,
+}
+
+/// One held-down address, as `msctl view --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDownInfo {
+    /// The mserver's address.
+    pub addr: String,
+    /// Failures in a row after rejoining.
+    pub strikes: u32,
+    /// Milliseconds until its rejoin requests are accepted again.
+    pub remaining_ms: u64,
 }
 
 /// Arguments of `leave` (none yet).

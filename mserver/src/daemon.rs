@@ -358,6 +358,13 @@ impl Daemon {
                     "the group excluded us (we were paused or cut off); rejoining with a new incarnation"
                 );
             }
+            CoreSetEvent::HeldDown { remaining } => {
+                tracing::warn!(
+                    remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+                    "the group holds our rejoin down: we were failed again and again after rejoining \
+                     (a one-way or flapping link to a member?); we keep asking"
+                );
+            }
             CoreSetEvent::Watch(target) => {
                 if let Some(w) = self.watch.as_mut() {
                     tracing::debug!(target = ?target, "crash watch target");

@@ -15,8 +15,8 @@
 //!   and answers with [`MserverNode::answer_fault`].
 
 use crate::admin::{
-    FaultReply, FaultRequest, LeaveReply, MemberInfo, StatsReply, ViewReply, PROC_FAULT,
-    PROC_LEAVE, PROC_STATS, PROC_VIEW,
+    FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
+    PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
 use membership::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
 use membership::id::{NodeId, ProtocolId};
@@ -101,7 +101,7 @@ impl MserverNode {
             pending_replies: Vec::new(),
             admin_dropped: 0,
         };
-        let group = node.coreset.snapshot().group;
+        let group = node.coreset.snapshot(now).group;
         if let Some(reg) = node.registration.as_mut() {
             reg.join(now, group_addr, &group);
         }
@@ -162,14 +162,14 @@ impl MserverNode {
     }
 
     /// The `msctl view` answer.
-    pub fn view_reply(&self) -> ViewReply {
-        view_reply(&self.coreset.snapshot())
+    pub fn view_reply(&self, now: Instant) -> ViewReply {
+        view_reply(&self.coreset.snapshot(now))
     }
 
     fn on_admin(&mut self, now: Instant, token: RequestToken, procedure: u16, body: &[u8]) {
         match procedure {
             PROC_VIEW => {
-                if let Ok(reply) = encode_body(&self.view_reply()) {
+                if let Ok(reply) = encode_body(&self.view_reply(now)) {
                     self.rpc.respond(now, token, reply);
                 }
             }
@@ -330,6 +330,15 @@ pub fn view_reply(s: &ViewSnapshot) -> ViewReply {
         state: state.into(),
         me: member_info(&s.me),
         members: s.members.iter().map(member_info).collect(),
+        held_down: s
+            .held_down
+            .iter()
+            .map(|h| HeldDownInfo {
+                addr: h.addr.to_string(),
+                strikes: h.strikes,
+                remaining_ms: h.remaining_ms,
+            })
+            .collect(),
     }
 }
 
@@ -422,7 +431,7 @@ mod tests {
     #[test]
     fn view_reply_while_joining() {
         let n = node();
-        let v = n.view_reply();
+        let v = n.view_reply(Instant::ZERO);
         assert_eq!(v.group, "lan");
         assert_eq!(v.state, "joining");
         assert!(v.members.is_empty());

@@ -148,6 +148,7 @@ impl Joined {
                 .map(|(addr, q)| Joiner {
                     addr: *addr,
                     incarnation: q.incarnation,
+                    rejoin: q.rejoin,
                 })
                 .collect(),
             merges: Vec::new(),
@@ -942,6 +943,7 @@ impl Joined {
         source: NodeId,
         incarnation: Incarnation,
         attempt: u32,
+        rejoin: bool,
     ) {
         if let Some(r) = self.table.by_addr(source).copied() {
             if r.incarnation == incarnation {
@@ -960,6 +962,21 @@ impl Joined {
             // and is removed before the new one is admitted.
         }
         if self.is_join_coordinator() {
+            if rejoin {
+                if let Some(left) = self.held_down_for(now, cx, source) {
+                    // A flapping member: not before its hold-down ends.
+                    self.join_queue.remove(&source);
+                    if io.allow(now, source, MsgKind::JoinWait) {
+                        io.stats.held_down_refusals += 1;
+                        // Rounded up: never 0, which would mean "busy".
+                        let held_down_ms = u64::try_from(left.as_micros().div_ceil(1000))
+                            .unwrap_or(u64::MAX)
+                            .max(1);
+                        io.send(source, self.view, Msg::JoinWait { held_down_ms });
+                    }
+                    return;
+                }
+            }
             let room = self.join_queue.len() < MAX_JOIN_QUEUE;
             match self.join_queue.get_mut(&source) {
                 Some(q) => {
@@ -968,6 +985,7 @@ impl Joined {
                         q.since = now;
                     }
                     q.last_heard = now;
+                    q.rejoin = rejoin;
                 }
                 None if room => {
                     self.join_queue.insert(
@@ -976,6 +994,7 @@ impl Joined {
                             incarnation,
                             since: now,
                             last_heard: now,
+                            rejoin,
                         },
                     );
                 }
@@ -987,13 +1006,13 @@ impl Joined {
             if (self.busy() || self.table.by_addr(source).is_some())
                 && io.allow(now, source, MsgKind::JoinWait)
             {
-                io.send(source, self.view, Msg::JoinWait);
+                io.send(source, self.view, Msg::JoinWait { held_down_ms: 0 });
             }
             self.maybe_propose(now, cx, io, leave);
         } else if attempt >= 1 {
             let pos = self.table.rows.iter().position(|r| r.rank == self.my_rank);
             if matches!(pos, Some(1) | Some(2)) && io.allow(now, source, MsgKind::JoinWait) {
-                io.send(source, self.view, Msg::JoinWait);
+                io.send(source, self.view, Msg::JoinWait { held_down_ms: 0 });
             }
         }
     }

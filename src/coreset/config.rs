@@ -77,6 +77,18 @@ pub struct CoreSetConfig {
     /// anyway (the group then detects the silence). Default `3 *
     /// commit_timeout`.
     pub leave_timeout: Option<Duration>,
+    /// A member excluded while running (not paused) that rejoins and is
+    /// failed again within this long is flapping (a one-way or flapping
+    /// link): its failures count towards a hold-down, and the member that
+    /// failed it watches it after its re-admission for this long. Default
+    /// 60 s.
+    pub flap_window: Duration,
+    /// The hold-down after the second failure in a row of a flapping
+    /// member: its rejoin requests are answered `JOIN_WAIT` this long; it
+    /// doubles with every further failure. Default 5 s.
+    pub hold_down: Duration,
+    /// The longest hold-down. Default 5 minutes.
+    pub hold_down_max: Duration,
 }
 
 /// A configuration that cannot run.
@@ -143,6 +155,9 @@ impl CoreSetConfig {
             join_timeout_max: None,
             announce_interval: None,
             leave_timeout: None,
+            flap_window: Duration::from_secs(60),
+            hold_down: Duration::from_secs(5),
+            hold_down_max: Duration::from_secs(300),
         }
     }
 
@@ -203,6 +218,9 @@ impl CoreSetConfig {
             ("join_timeout_max", self.join_timeout_max),
             ("announce_interval", self.announce_interval),
             ("leave_timeout", self.leave_timeout),
+            ("flap_window", Some(self.flap_window)),
+            ("hold_down", Some(self.hold_down)),
+            ("hold_down_max", Some(self.hold_down_max)),
         ];
         for (name, value) in timers {
             if let Some(value) = value {

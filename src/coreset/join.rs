@@ -16,10 +16,16 @@
 //!
 //! An interval that ends late (the process was starved) counts as neither:
 //! silence we did not listen for is no evidence.
+//!
+//! A member that rejoins after the group excluded it while it was running
+//! says so (`rejoin`); if it keeps being failed after rejoining (a one-way
+//! or flapping link) the coordinator answers `JOIN_WAIT` with a hold-down
+//! (`flap.rs`), which the newcomer reports once per hold-down
+//! ([`CoreSetEvent::HeldDown`]) while it keeps asking.
 
 use super::member::Joined;
 use super::msg::{Envelope, Msg, NO_VIEW};
-use super::{Ctx, Io};
+use super::{CoreSetEvent, Ctx, Io};
 use crate::id::NodeId;
 use crate::time::Instant;
 use std::collections::BTreeMap;
@@ -27,6 +33,9 @@ use std::time::Duration;
 
 /// Most lower-addressed newcomers remembered.
 const MAX_LOWER_JOINERS: usize = 64;
+
+/// Longest hold-down a JOIN_WAIT is believed to announce (one hour).
+const MAX_HOLD_DOWN_MS: u64 = 3_600_000;
 
 /// A newcomer's state.
 pub(crate) struct Joining {
@@ -46,6 +55,10 @@ pub(crate) struct Joining {
     pub(crate) heard_group: Option<Instant>,
     /// Newcomers with lower addresses, and when they were last heard.
     pub(crate) lower: BTreeMap<NodeId, Instant>,
+    /// We rejoin after the group excluded us while we were running.
+    pub(crate) rejoin: bool,
+    /// The end of the hold-down the group last told us about.
+    pub(crate) held_until: Option<Instant>,
 }
 
 impl Joining {
@@ -60,6 +73,8 @@ impl Joining {
             last_send: first,
             heard_group: None,
             lower: BTreeMap::new(),
+            rejoin: false,
+            held_until: None,
         }
     }
 
@@ -103,6 +118,7 @@ impl Joining {
             NO_VIEW,
             Msg::MJoinReq {
                 attempt: self.attempts,
+                rejoin: self.rejoin,
             },
         );
         self.attempts = self.attempts.saturating_add(1);
@@ -132,6 +148,24 @@ impl Joining {
                 }
                 self.heard_group = Some(now);
                 io.stats.drops.unexpected += 1;
+            }
+            Msg::JoinWait { held_down_ms } if held_down_ms > 0 => {
+                self.heard_group = Some(now);
+                let left = Duration::from_millis(held_down_ms.min(MAX_HOLD_DOWN_MS));
+                let until = now + left;
+                // Report a new hold-down, not every reminder of the same.
+                let known = self.held_until.is_some_and(|t| {
+                    t.saturating_duration_since(until) + until.saturating_duration_since(t)
+                        < cx.t.join_timeout_max
+                });
+                if !known {
+                    io.event(CoreSetEvent::HeldDown { remaining: left });
+                }
+                self.held_until = Some(until);
+                // Ask again as soon as it ends (not a whole wait later).
+                if until < self.next_send {
+                    self.next_send = until;
+                }
             }
             Msg::MJoinReq { .. } => {
                 if source < cx.me {

@@ -35,6 +35,8 @@ pub(crate) struct QueuedJoin {
     pub(crate) incarnation: Incarnation,
     pub(crate) since: Instant,
     pub(crate) last_heard: Instant,
+    /// Its request said it rejoins after an exclusion while running.
+    pub(crate) rejoin: bool,
 }
 
 /// A change this member ACKed and whose COMMIT it waits for.
@@ -155,6 +157,15 @@ pub(crate) struct Joined {
     /// A member is in a view past ours: the view, and when we take it as
     /// proof that we were failed ([`Joined::on_member_ahead`]).
     pub(crate) ahead: Option<(ViewId, Instant)>,
+    /// Flap history per address (`flap.rs`).
+    pub(crate) flaps: super::flap::FlapRecords,
+    /// Addresses we failed because they stayed silent, and when.
+    pub(crate) silenced: BTreeMap<NodeId, Instant>,
+    /// Readmitted members we had failed for silence, watched (by rank)
+    /// until the time given.
+    pub(crate) suspects: BTreeMap<u64, Instant>,
+    /// The next round of the watch on `suspects`.
+    pub(crate) suspect_next: Instant,
 }
 
 /// Who sent a datagram, relative to our table.
@@ -194,6 +205,10 @@ impl Joined {
             merge_offers: BTreeMap::new(),
             merge_hold_until: Instant::ZERO,
             ahead: None,
+            flaps: super::flap::FlapRecords::default(),
+            silenced: BTreeMap::new(),
+            suspects: BTreeMap::new(),
+            suspect_next: Instant::MAX,
         }
     }
 
@@ -211,6 +226,7 @@ impl Joined {
             coordinator_failure: false,
             removals: Vec::new(),
             joins: vec![Joiner {
+                rejoin: false,
                 addr: cx.me,
                 incarnation: cx.incarnation,
             }],
@@ -302,6 +318,7 @@ impl Joined {
     ) {
         let base = self.view;
         let old = std::mem::replace(&mut self.table, commit.table.clone());
+        let proposal = commit.proposal.clone();
         let p = &commit.proposal;
         let joined: Vec<Member> = if p.is_merge() {
             // From every side's point of view, the other sides joined.
@@ -359,6 +376,7 @@ impl Joined {
                 return;
             }
         }
+        self.after_view_flaps(now, cx, &proposal, &old);
         self.emit_installed(cx, io, joined, failed, left, change_started, merged);
         self.resume_idle(now, cx);
         self.maybe_propose(now, cx, io, leave);
@@ -460,6 +478,9 @@ impl Joined {
             }
             if self.is_lowest() {
                 d = earliest(d, Some(self.announce_next));
+            }
+            if !self.suspects.is_empty() {
+                d = earliest(d, Some(self.suspect_next));
             }
             if self.retry_after > Instant::ZERO && self.wants_to_propose() {
                 d = earliest(d, Some(self.retry_after));
@@ -625,8 +646,8 @@ impl Joined {
         msg: Msg,
     ) {
         match msg {
-            Msg::MJoinReq { attempt } => {
-                self.on_join_req(now, cx, io, leave, source, incarnation, attempt)
+            Msg::MJoinReq { attempt, rejoin } => {
+                self.on_join_req(now, cx, io, leave, source, incarnation, attempt, rejoin)
             }
             Msg::Announce { .. } => {
                 self.on_foreign_announce(now, cx, io, leave, source, incarnation)
@@ -668,10 +689,10 @@ impl Joined {
         msg: Msg,
     ) {
         match msg {
-            Msg::MJoinReq { attempt } => {
-                self.on_join_req(now, cx, io, leave, r.addr, r.incarnation, attempt)
+            Msg::MJoinReq { attempt, rejoin } => {
+                self.on_join_req(now, cx, io, leave, r.addr, r.incarnation, attempt, rejoin)
             }
-            Msg::JoinWait => io.stats.drops.unexpected += 1,
+            Msg::JoinWait { .. } => io.stats.drops.unexpected += 1,
             Msg::AgreeJ { proposal, takeover } => {
                 if proposal.is_join() {
                     self.on_agree(now, cx, io, r, view, proposal, takeover);

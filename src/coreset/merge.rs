@@ -166,6 +166,10 @@ impl Joined {
         let mut seen: BTreeSet<NodeId> = self.table.rows.iter().map(|r| r.addr).collect();
         let mut merges = Vec::new();
         for o in offers {
+            // A held-down member inside another subgroup does not stop
+            // the merge (its healthy members would wait with it); if its
+            // link is still bad, the watch of the member that failed it
+            // fails it again.
             let fits = total.saturating_add(o.absorbed.members.len()) <= MAX_MEMBERS
                 && o.absorbed.members.iter().all(|(a, _)| !seen.contains(a));
             if !fits {

@@ -47,6 +47,7 @@
 
 mod change;
 mod config;
+mod flap;
 pub mod invariants;
 mod join;
 mod member;
@@ -62,6 +63,7 @@ mod tests;
 pub use config::{
     valid_group_name, ConfigError, CoreSetConfig, MAX_GROUP_NAME, MAX_RETRIES, MAX_TIMER,
 };
+pub use flap::HeldDown;
 pub use msg::{
     CoStatus, Commit, Envelope, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
     RemovalReason, Subject, MAX_JOIN_BATCH, MAX_MEMBERS, NO_VIEW,
@@ -131,6 +133,9 @@ pub struct ViewSnapshot {
     pub members: Vec<Member>,
     /// Whether this mserver is a member of a view.
     pub joined: bool,
+    /// Addresses whose rejoin the group holds down (they were failed
+    /// again and again after rejoining: a one-way or flapping link).
+    pub held_down: Vec<HeldDown>,
 }
 
 /// What the core reports to the daemon.
@@ -176,6 +181,13 @@ pub enum CoreSetEvent {
     },
     /// The voluntary leave is done (or timed out); the daemon exits.
     Left,
+    /// The group holds this (rejoining) member down: it was failed again
+    /// and again after rejoining (a one-way or flapping link). It keeps
+    /// asking, and is admitted when the hold-down ends.
+    HeldDown {
+        /// How long the group said the hold-down still lasts.
+        remaining: Duration,
+    },
     /// The member this one monitors (its clockwise neighbour) changed: the
     /// daemon keeps an OS-level watch on it (e.g. a TCP connection) and
     /// reports its death with [`Core::handle_unreachable`].
@@ -238,6 +250,15 @@ pub(crate) struct Timings {
     /// After withdrawing its change, a coordinator waits this long before
     /// proposing again.
     pub(crate) abort_backoff: Duration,
+    /// See [`CoreSetConfig::flap_window`].
+    pub(crate) flap_window: Duration,
+    /// See [`CoreSetConfig::hold_down`].
+    pub(crate) hold_down: Duration,
+    /// See [`CoreSetConfig::hold_down_max`].
+    pub(crate) hold_down_max: Duration,
+    /// An exclusion learned this soon after a late timer was caused by a
+    /// pause (SIGSTOP, a starved process): the rejoin is not a flap.
+    pub(crate) pause_memory: Duration,
 }
 
 impl Timings {
@@ -259,6 +280,10 @@ impl Timings {
             join_ttl: c.join_timeout_max().saturating_mul(3),
             rejoin_delay: (c.reply_timeout / 100).max(Duration::from_micros(1)),
             abort_backoff: c.reply_timeout.saturating_mul(2),
+            flap_window: c.flap_window,
+            hold_down: c.hold_down,
+            hold_down_max: c.hold_down_max.max(c.hold_down),
+            pause_memory: (c.query_interval + c.reply_timeout).saturating_mul(4),
         }
     }
 }
@@ -385,6 +410,10 @@ pub struct CoreSet {
     watching: Option<NodeId>,
     /// The deadline returned by `poll_timeout` (kept to tell late timers).
     armed: Option<Instant>,
+    /// When this node last ran late (a timer or a datagram handled more
+    /// than a reply timeout after the armed deadline): it was paused or
+    /// starved.
+    late_seen: Option<Instant>,
 }
 
 impl CoreSet {
@@ -419,6 +448,7 @@ impl CoreSet {
             leave: None,
             watching: None,
             armed: None,
+            late_seen: None,
         };
         core.joining_timeout(now, false);
         core.rearm();
@@ -453,8 +483,8 @@ impl CoreSet {
         self.rearm();
     }
 
-    /// The view as `msctl view --json` shows it.
-    pub fn snapshot(&self) -> ViewSnapshot {
+    /// The view as `msctl view --json` shows it, at time `now`.
+    pub fn snapshot(&self, now: Instant) -> ViewSnapshot {
         let not_member = Member {
             rank: u64::MAX,
             addr: self.cx.me,
@@ -476,6 +506,7 @@ impl CoreSet {
                     .unwrap_or(not_member),
                 members: j.table.rows.iter().map(Member::from).collect(),
                 joined: true,
+                held_down: j.flaps.held_down(now, &self.cx),
             },
             State::Joining(_) | State::Left => ViewSnapshot {
                 group: self.group.clone(),
@@ -488,6 +519,7 @@ impl CoreSet {
                 me: not_member,
                 members: Vec::new(),
                 joined: false,
+                held_down: Vec::new(),
             },
         }
     }
@@ -598,7 +630,14 @@ impl CoreSet {
                 self.cx.incarnation = inc;
                 self.incarnation_taken = now;
                 self.io.event(CoreSetEvent::NewIncarnation(inc));
-                self.state = State::Joining(Joining::new(now, now + self.cx.t.rejoin_delay));
+                // Excluded while running normally (not just resumed from
+                // a pause): the group counts it if it happens again.
+                let paused = self
+                    .late_seen
+                    .is_some_and(|t| now.saturating_duration_since(t) <= self.cx.t.pause_memory);
+                let mut joining = Joining::new(now, now + self.cx.t.rejoin_delay);
+                joining.rejoin = !paused;
+                self.state = State::Joining(joining);
             }
         }
     }
@@ -681,6 +720,14 @@ impl Core for CoreSet {
     }
 
     fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        // A datagram handled long after our timer was due: we were paused
+        // (the datagrams queued meanwhile come before the timer).
+        if self
+            .armed
+            .is_some_and(|a| now.saturating_duration_since(a) > self.cx.t.reply_timeout)
+        {
+            self.late_seen = Some(now);
+        }
         if packet.protocol != ProtocolId::CoreSet {
             self.io.stats.drops.unexpected += 1;
             return;
@@ -730,6 +777,7 @@ impl Core for CoreSet {
         let late = now.saturating_duration_since(armed) > self.cx.t.reply_timeout;
         if late {
             self.io.stats.late_timers += 1;
+            self.late_seen = Some(now);
         }
         match &mut self.state {
             State::Left => {}

@@ -66,6 +66,7 @@ impl Joined {
                 }
             }
             self.monitor_timer(now, late, cx, io);
+            self.suspect_timer(now, cx, io, leave);
         }
         self.maybe_propose(now, cx, io, leave);
     }
@@ -128,6 +129,7 @@ impl Joined {
             self.monitor.queries = 0;
             self.monitor.next_check = now + cx.t.overdue_after;
             if self.add_fail(now, rank, RemovalReason::Failed) {
+                self.note_silenced(now, addr);
                 io.stats.monitor_failures += 1;
                 self.sweep_after(now, cx, io, rank);
             }
@@ -169,6 +171,9 @@ impl Joined {
                     io.send(addr, self.view, Msg::Query);
                 }
             } else {
+                if let Some(addr) = self.probes.get(&rank).map(|p| p.addr) {
+                    self.note_silenced(now, addr);
+                }
                 self.confirm(now, cx, io, leave, rank);
             }
         }

@@ -75,6 +75,9 @@ pub struct Joiner {
     pub addr: NodeId,
     /// The incarnation its M_JOIN_REQ carried.
     pub incarnation: Incarnation,
+    /// It rejoins after the group excluded it while it was running (its
+    /// M_JOIN_REQ said so): a flap if it is failed again (`flap.rs`).
+    pub rejoin: bool,
 }
 
 /// A subgroup a merge absorbs (DESIGN.md section 5, "Partitions"): its
@@ -348,9 +351,16 @@ pub enum Msg {
     MJoinReq {
         /// Requests sent before this one.
         attempt: u32,
+        /// It rejoins after the group excluded it while it was running
+        /// (not paused): a one-way or flapping link may be the cause.
+        rejoin: bool,
     },
-    /// The group is busy: keep asking (unicast to a newcomer).
-    JoinWait,
+    /// The group is busy, or holds this newcomer down: keep asking
+    /// (unicast to a newcomer).
+    JoinWait {
+        /// Milliseconds the hold-down still lasts (0: just busy).
+        held_down_ms: u64,
+    },
     /// Phase I of a join (to the group; resent by unicast).
     AgreeJ {
         /// The change.
@@ -477,7 +487,7 @@ impl Msg {
     pub fn kind(&self) -> MsgKind {
         match self {
             Msg::MJoinReq { .. } => MsgKind::MJoinReq,
-            Msg::JoinWait => MsgKind::JoinWait,
+            Msg::JoinWait { .. } => MsgKind::JoinWait,
             Msg::AgreeJ { .. } => MsgKind::AgreeJ,
             Msg::AgreeL { .. } => MsgKind::AgreeL,
             Msg::AgreeM { .. } => MsgKind::AgreeM,

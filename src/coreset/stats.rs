@@ -190,4 +190,9 @@ pub struct CoreSetStats {
     pub late_timers: u64,
     /// Overdue heartbeats that led to a QUERY.
     pub overdue: u64,
+    /// Probes of readmitted members this one had failed for silence
+    /// (the flap watch).
+    pub suspect_probes: u64,
+    /// Join requests answered with a hold-down (a flapping member).
+    pub held_down_refusals: u64,
 }

@@ -269,6 +269,7 @@ mod tests {
                 .map(|i| Joiner {
                     addr: n(i),
                     incarnation: inc(i),
+                    rejoin: false,
                 })
                 .collect(),
             merges: Vec::new(),

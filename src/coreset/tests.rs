@@ -119,7 +119,13 @@ fn config_errors_are_refused_by_new() {
 fn founding_alone_after_the_retries() {
     let mut c = CoreSet::new(config(1), Instant::ZERO, 1).expect("config");
     let (t, _) = drain(&mut c);
-    assert!(matches!(t[0].1.msg, Msg::MJoinReq { attempt: 0 }));
+    assert!(matches!(
+        t[0].1.msg,
+        Msg::MJoinReq {
+            attempt: 0,
+            rejoin: false
+        }
+    ));
     let mut at = Instant::ZERO;
     while !c.is_member() {
         at = c.poll_timeout().expect("a timer while joining");
@@ -127,7 +133,7 @@ fn founding_alone_after_the_retries() {
     }
     // Three silent intervals of 100 ms (plus jitter).
     assert!(at >= ms(300) && at < ms(400), "founded at {at:?}");
-    let snap = c.snapshot();
+    let snap = c.snapshot(Instant::ZERO);
     assert!(snap.joined);
     assert_eq!(snap.view.number, 1);
     assert_eq!(snap.members.len(), 1);
@@ -140,7 +146,13 @@ fn a_lower_newcomer_heard_keeps_us_asking() {
     let mut c = CoreSet::new(config(5), Instant::ZERO, 1).expect("config");
     drain(&mut c);
     // Node 1 is also asking: it founds; we keep asking.
-    let req = env(NO_VIEW, Msg::MJoinReq { attempt: 0 });
+    let req = env(
+        NO_VIEW,
+        Msg::MJoinReq {
+            attempt: 0,
+            rejoin: false,
+        },
+    );
     for t in [0, 100, 200, 300, 400] {
         deliver(&mut c, ms(t), addr(1), inc(1), group(), &req);
         run_timers(&mut c, ms(t + 99));
@@ -153,7 +165,7 @@ fn a_lower_newcomer_heard_keeps_us_asking() {
 #[test]
 fn malformed_and_foreign_bodies_change_nothing() {
     let (mut a, _b, now) = pair();
-    let before = a.snapshot();
+    let before = a.snapshot(Instant::ZERO);
     let good = encode_body(&env(a.view().unwrap(), Msg::Query)).unwrap();
     let mut bad: Vec<Vec<u8>> = vec![vec![], vec![0xFF; 40], good[..good.len() / 2].to_vec()];
     let mut trailing = good.clone();
@@ -187,13 +199,13 @@ fn malformed_and_foreign_bodies_change_nothing() {
     );
     let (t, e) = drain(&mut a);
     assert!(t.is_empty() && e.is_empty());
-    assert_eq!(a.snapshot(), before);
+    assert_eq!(a.snapshot(Instant::ZERO), before);
 }
 
 #[test]
 fn a_stranger_is_told_not_member_and_changes_nothing() {
     let (mut a, _b, now) = pair();
-    let before = a.snapshot();
+    let before = a.snapshot(Instant::ZERO);
     let v = a.view().unwrap();
     deliver(&mut a, now, addr(9), inc(9), addr(1), &env(v, Msg::Query));
     let (t, _) = drain(&mut a);
@@ -233,14 +245,14 @@ fn a_stranger_is_told_not_member_and_changes_nothing() {
     }
     assert!(a.stats().drops.non_member >= 5);
     drain(&mut a);
-    assert_eq!(a.snapshot(), before);
+    assert_eq!(a.snapshot(Instant::ZERO), before);
 }
 
 #[test]
 fn stale_views_and_unacked_commits_change_nothing() {
     let (mut a, mut b, now) = pair();
     let v = a.view().unwrap();
-    let before = b.snapshot();
+    let before = b.snapshot(Instant::ZERO);
     // A COMMIT for a change B never ACKed (it keeps B, so it is not an
     // exclusion): ignored.
     let p = Proposal {
@@ -255,6 +267,7 @@ fn stale_views_and_unacked_commits_change_nothing() {
         joins: vec![Joiner {
             addr: addr(7),
             incarnation: inc(7),
+            rejoin: false,
         }],
         merges: Vec::new(),
     };
@@ -308,7 +321,7 @@ fn stale_views_and_unacked_commits_change_nothing() {
     assert_eq!(b.stats().drops.invalid_proposal, 1);
     let (t, e) = drain(&mut b);
     assert!(t.is_empty() && e.is_empty(), "{t:?} {e:?}");
-    assert_eq!(b.snapshot(), before);
+    assert_eq!(b.snapshot(Instant::ZERO), before);
     let _ = &mut a;
 }
 
@@ -323,7 +336,13 @@ fn duplicated_phase_messages_install_once() {
         addr(3),
         inc(3),
         group(),
-        &env(NO_VIEW, Msg::MJoinReq { attempt: 0 }),
+        &env(
+            NO_VIEW,
+            Msg::MJoinReq {
+                attempt: 0,
+                rejoin: false,
+            },
+        ),
     );
     let (t, _) = drain(&mut a);
     let agree = t
@@ -339,7 +358,7 @@ fn duplicated_phase_messages_install_once() {
     assert_eq!(t.len(), 2);
     let ack = t[0].1.clone();
     assert!(matches!(ack.msg, Msg::AgreeAck { .. }));
-    assert_eq!(b.snapshot().state, ChangeState::Changing);
+    assert_eq!(b.snapshot(Instant::ZERO).state, ChangeState::Changing);
     // A gets the ACK twice: one commit, one duplicate.
     deliver(&mut a, now, addr(2), inc(2), addr(1), &ack);
     deliver(&mut a, now, addr(2), inc(2), addr(1), &ack);
@@ -376,7 +395,13 @@ fn duplicated_phase_messages_install_once() {
 fn join_requests_from_a_member_address() {
     let (mut a, _b, now) = pair();
     let v = a.view().unwrap();
-    let req = env(NO_VIEW, Msg::MJoinReq { attempt: 3 });
+    let req = env(
+        NO_VIEW,
+        Msg::MJoinReq {
+            attempt: 3,
+            rejoin: false,
+        },
+    );
     // The same life asks again: it missed its COMMIT, which is re-sent.
     deliver(&mut a, now, addr(2), inc(2), group(), &req);
     let (t, _) = drain(&mut a);
@@ -402,7 +427,7 @@ fn join_requests_from_a_member_address() {
     assert_eq!(a.stats().restarts_detected, 1);
     let t = run_timers(&mut a, now + Duration::from_millis(50));
     let _ = t;
-    let members = a.snapshot().members;
+    let members = a.snapshot(Instant::ZERO).members;
     assert!(
         members.iter().all(|m| m.incarnation != inc(2)),
         "{members:?}"
@@ -431,7 +456,11 @@ fn a_late_timer_requeries_instead_of_accusing() {
     assert_eq!(a.view(), v);
     // On time from now on, silence does count: 1 + retries queries.
     run_timers(&mut a, later + Duration::from_millis(400));
-    assert_eq!(a.snapshot().members.len(), 1, "B failed after the retries");
+    assert_eq!(
+        a.snapshot(Instant::ZERO).members.len(),
+        1,
+        "B failed after the retries"
+    );
 }
 
 #[test]
@@ -449,7 +478,7 @@ fn an_unreachable_hint_is_confirmed_by_a_second_one() {
     a.handle_unreachable(now + Duration::from_millis(1), addr(2));
     // Confirmed: alone with B gone, the change commits at once.
     assert_eq!(a.view().unwrap().number, v.number + 1);
-    assert_eq!(a.snapshot().members.len(), 1);
+    assert_eq!(a.snapshot(Instant::ZERO).members.len(), 1);
     let (_, e) = drain(&mut a);
     assert!(e.iter().any(|e| matches!(
         e,
@@ -569,7 +598,7 @@ fn leaving() {
         e,
         CoreSetEvent::ViewInstalled { left, .. } if left.len() == 1
     )));
-    assert_eq!(a.snapshot().members.len(), 1);
+    assert_eq!(a.snapshot(Instant::ZERO).members.len(), 1);
     // After leaving, everything is ignored.
     deliver(
         &mut b,
@@ -636,6 +665,7 @@ fn hostile_input_never_panics() {
                     .map(|_| Joiner {
                         addr: addr(rng.random_range(1..=9)),
                         incarnation: inc(rng.random_range(1..=9)),
+                        rejoin: rng.random(),
                     })
                     .collect(),
                 merges: Vec::new(),
@@ -647,8 +677,11 @@ fn hostile_input_never_panics() {
             let msg = match rng.random_range(0..13) {
                 0 => Msg::MJoinReq {
                     attempt: rng.random(),
+                    rejoin: rng.random(),
                 },
-                1 => Msg::JoinWait,
+                1 => Msg::JoinWait {
+                    held_down_ms: rng.random(),
+                },
                 2 => Msg::AgreeJ {
                     proposal: p.clone(),
                     takeover: rng.random(),

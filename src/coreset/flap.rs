@@ -1,0 +1,245 @@
+//! One-way and flapping links (issue 5, item 4; DESIGN.md section 5,
+//! "Paused and resumed members"; seed 003 section III.D leaves this open).
+//!
+//! When member A no longer hears member B but B still hears A, A's
+//! monitoring fails B; B learns it was excluded (A's COMMIT reaches it) and
+//! rejoins. Left alone this repeats for as long as the link is bad, or B
+//! comes back at a rank A no longer monitors and the bad link stays hidden
+//! inside the view. Three rules make the group converge instead:
+//!
+//! - **Who is excluded is deterministic**: the member that the monitor
+//!   cannot hear (B), because the monitor is the one whose silence timer
+//!   runs out. The joiner tells the group whether it rejoins after being
+//!   excluded while it was running normally (`M_JOIN_REQ.rejoin`): a member
+//!   that was paused (its own timers fired late, see
+//!   [`super::CoreSet`]'s late-timer check) or a fresh process does not
+//!   count, so a SIGSTOP/SIGCONT still rejoins at once.
+//! - **The monitor keeps watching**: a member that failed B for silence
+//!   ([`Joined::silenced`]) and sees B readmitted within the flap window
+//!   queries B every query interval for the rest of the window, wherever B
+//!   now sits in the ring ([`Joined::suspects`]). A link that is still bad
+//!   fails B again within a reply timeout.
+//! - **Growing hold-down**: every member counts, per address, the failures
+//!   of lives that had rejoined after an exclusion within the flap window
+//!   ([`FlapRecords`]). From the second such failure on, the coordinator of
+//!   joins answers that address's rejoin requests with `JOIN_WAIT` carrying
+//!   the time left, for `hold_down * 2^(strikes - 2)` (at most
+//!   `hold_down_max`) after the failure. The view without B then stands;
+//!   `msctl view --json` lists the held-down addresses.
+//!
+//! Every member updates the records from the views it installs, so a new
+//! coordinator of joins (after the old one failed) holds the same members
+//! down; a member that joined later starts without the history.
+
+use super::member::Joined;
+use super::msg::{Proposal, RemovalReason};
+use super::table::Table;
+use super::{Ctx, Io, LeaveRequest};
+use crate::id::NodeId;
+use crate::time::Instant;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most addresses with a flap record (the oldest failures are forgotten
+/// first).
+const MAX_RECORDS: usize = 256;
+
+/// A member held down by the group: it rejoined after an exclusion and was
+/// failed again, repeatedly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDown {
+    /// Its address.
+    pub addr: NodeId,
+    /// Failures counted in a row (each within the flap window of its
+    /// re-admission).
+    pub strikes: u32,
+    /// How much longer (milliseconds) its rejoin requests are answered
+    /// `JOIN_WAIT`.
+    pub remaining_ms: u64,
+}
+
+/// The flap history of one address.
+#[derive(Clone, Copy, Debug)]
+struct Flap {
+    strikes: u32,
+    failed_at: Instant,
+    /// When its current life was admitted after an exclusion (a rejoin).
+    readmitted_at: Option<Instant>,
+}
+
+/// Per-address flap history, kept by every member from the views it
+/// installs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlapRecords {
+    by_addr: BTreeMap<NodeId, Flap>,
+}
+
+impl FlapRecords {
+    /// A view was installed: `p` admitted and removed these members
+    /// (`old` is the table before it).
+    pub(crate) fn on_view(&mut self, now: Instant, cx: &Ctx, p: &Proposal, old: &Table) {
+        for x in &p.removals {
+            if x.reason != RemovalReason::Failed {
+                continue;
+            }
+            let Some(r) = old.by_rank(x.rank) else {
+                continue;
+            };
+            let f = self.by_addr.entry(r.addr).or_insert(Flap {
+                strikes: 0,
+                failed_at: now,
+                readmitted_at: None,
+            });
+            let flapping = f
+                .readmitted_at
+                .is_some_and(|t| now.saturating_duration_since(t) <= cx.t.flap_window);
+            f.strikes = if flapping {
+                f.strikes.saturating_add(1)
+            } else {
+                1
+            };
+            f.failed_at = now;
+            f.readmitted_at = None;
+        }
+        for j in &p.joins {
+            match self.by_addr.get_mut(&j.addr) {
+                Some(f) if j.rejoin => f.readmitted_at = Some(now),
+                // A fresh process (or a resumed one): its history ends.
+                Some(_) => {
+                    self.by_addr.remove(&j.addr);
+                }
+                None => {}
+            }
+        }
+        self.prune(now, cx);
+    }
+
+    fn prune(&mut self, now: Instant, cx: &Ctx) {
+        let keep = cx.t.flap_window.saturating_add(cx.t.hold_down_max);
+        self.by_addr.retain(|_, f| {
+            f.readmitted_at.is_some() || now.saturating_duration_since(f.failed_at) <= keep
+        });
+        while self.by_addr.len() > MAX_RECORDS {
+            let oldest = self
+                .by_addr
+                .iter()
+                .min_by_key(|(_, f)| f.failed_at)
+                .map(|(a, _)| *a);
+            match oldest {
+                Some(a) => {
+                    self.by_addr.remove(&a);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// How long `addr`'s hold-down lasts after its last failure, if any.
+    fn hold(f: &Flap, cx: &Ctx) -> Option<Duration> {
+        if f.strikes < 2 || f.readmitted_at.is_some() {
+            return None;
+        }
+        let doublings = (f.strikes - 2).min(20);
+        Some(
+            cx.t.hold_down
+                .saturating_mul(1u32 << doublings)
+                .min(cx.t.hold_down_max),
+        )
+    }
+
+    /// How much longer `addr` is held down, if it is.
+    pub(crate) fn remaining(&self, now: Instant, cx: &Ctx, addr: NodeId) -> Option<Duration> {
+        let f = self.by_addr.get(&addr)?;
+        let until = f.failed_at + Self::hold(f, cx)?;
+        let left = until.saturating_duration_since(now);
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Every address held down now.
+    pub(crate) fn held_down(&self, now: Instant, cx: &Ctx) -> Vec<HeldDown> {
+        self.by_addr
+            .iter()
+            .filter_map(|(addr, f)| {
+                let remaining = self.remaining(now, cx, *addr)?;
+                Some(HeldDown {
+                    addr: *addr,
+                    strikes: f.strikes,
+                    remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Joined {
+    /// After installing a view (`old`: the table before; `p`: the change):
+    /// flap records, and the members we failed for silence that are back
+    /// go on our watch list.
+    pub(crate) fn after_view_flaps(&mut self, now: Instant, cx: &Ctx, p: &Proposal, old: &Table) {
+        self.flaps.on_view(now, cx, p, old);
+        let window = cx.t.flap_window;
+        self.silenced
+            .retain(|_, t| now.saturating_duration_since(*t) <= window);
+        for j in &p.joins {
+            let Some(at) = self.silenced.get(&j.addr).copied() else {
+                continue;
+            };
+            if let Some(r) = self.table.by_addr(j.addr) {
+                if r.rank != self.my_rank {
+                    self.suspects.insert(r.rank, at + window);
+                }
+            }
+        }
+        let table = &self.table;
+        self.suspects
+            .retain(|rank, until| *until > now && table.by_rank(*rank).is_some());
+        if self.suspects.is_empty() {
+            self.suspect_next = Instant::MAX;
+        } else if self.suspect_next == Instant::MAX {
+            self.suspect_next = now + cx.t.query_interval;
+        }
+    }
+
+    /// We take member `addr` as failed because it stayed silent.
+    pub(crate) fn note_silenced(&mut self, now: Instant, addr: NodeId) {
+        if self.silenced.len() < MAX_RECORDS || self.silenced.contains_key(&addr) {
+            self.silenced.insert(addr, now);
+        }
+    }
+
+    /// The watch on readmitted members we had failed for silence: one
+    /// (hard) probe each query interval; silence fails them again.
+    pub(crate) fn suspect_timer(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        _leave: Option<LeaveRequest>,
+    ) {
+        if now < self.suspect_next || self.busy() {
+            return;
+        }
+        self.suspects.retain(|_, until| *until > now);
+        if self.suspects.is_empty() {
+            self.suspect_next = Instant::MAX;
+            return;
+        }
+        self.suspect_next = now + cx.t.query_interval;
+        let ranks: Vec<u64> = self.suspects.keys().copied().collect();
+        for rank in ranks {
+            if self.monitor.target.is_some_and(|(r, _)| r == rank) {
+                // Our ring neighbour: monitored anyway.
+                continue;
+            }
+            io.stats.suspect_probes += 1;
+            self.probe(now, cx, io, rank, false);
+        }
+    }
+
+    /// Whether a joiner at `addr` is held down: `JOIN_WAIT` it with the
+    /// time left instead of admitting it.
+    pub(crate) fn held_down_for(&self, now: Instant, cx: &Ctx, addr: NodeId) -> Option<Duration> {
+        self.flaps.remaining(now, cx, addr)
+    }
+}
