@@ -85,8 +85,10 @@ struct PartsRun {
     heal: Latencies,
     /// The random quiet time between the sides' views and the heal.
     quiet: Latencies,
-    /// Per trial, the part sizes.
-    part_sizes: Vec<Vec<usize>>,
+    /// The simulator seed of each formation.
+    sim_seeds: Vec<u64>,
+    /// One line per trial: its simulator seed, part sizes and figures.
+    per_trial: Vec<Value>,
     /// Per trial, members with a new incarnation from the cut to the
     /// sides' views.
     split_restarts: Vec<usize>,
@@ -146,10 +148,10 @@ fn parts_json(k: usize, trials: usize, r: &PartsRun) -> Value {
         "trials": trials,
         "formations": r.formations_virtual_s.len(),
         "formation_virtual_s": r2all(&r.formations_virtual_s),
+        "sim_seeds": r.sim_seeds,
         "split": latency(&r.split, None, None),
         "quiet": ms_summary(&r.quiet),
         "heal": latency(&r.heal, Some(HEAL_P99_MS), None),
-        "part_sizes": r.part_sizes,
         "split_restarted_members": counts(&r.split_restarts),
         "heal_restarted_members": counts(&r.restarts),
         "heal_views_per_member": {
@@ -167,6 +169,7 @@ fn parts_json(k: usize, trials: usize, r: &PartsRun) -> Value {
             "per_trial_datagrams_mean": r2all(&r.datagrams_mean),
         },
         "failures": r.failures,
+        "per_trial": r.per_trial,
         "wall_s": round2(r.wall_s),
     })
 }
@@ -288,9 +291,10 @@ fn run_parts(k: usize, opts: &SimOptions) -> PartsRun {
     let mut group: Option<(Group, u64)> = None;
     for t in 0..opts.trials {
         if group.is_none() {
-            let formations = run.formations_virtual_s.len() + run.failures.len();
+            let formations = run.sim_seeds.len();
             let sim_seed = mix(opts.seed, k as u64, formations as u64);
             progress(&format!("forming the group (simulator seed {sim_seed})"));
+            run.sim_seeds.push(sim_seed);
             let mut g = Group::new(sim_seed, n);
             match g.form() {
                 Ok(d) => run.formations_virtual_s.push(d.as_secs_f64()),
@@ -317,7 +321,8 @@ fn run_parts(k: usize, opts: &SimOptions) -> PartsRun {
         let parts = random_split(&all, k, &mut rng);
         let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
         progress(&format!("trial {t}: parts of {sizes:?}"));
-        run.part_sizes.push(sizes.clone());
+        let ms = |d: Duration| round2(d.as_secs_f64() * 1000.0);
+        let mut line = json!({"trial": t, "sim_seed": sim_seed, "part_sizes": sizes});
         let failure = |phase: &str, what: &str, g: &Group| {
             json!({
                 "phase": phase,
@@ -340,10 +345,16 @@ fn run_parts(k: usize, opts: &SimOptions) -> PartsRun {
         g.drain();
         let settled = g.run_until(SPLIT_LIMIT, |g| parts.iter().all(|p| g.one_view_of(p)));
         match (settled, all_installed_at(g, &all)) {
-            (true, Some(at)) => run.split.push(at.saturating_duration_since(cut)),
+            (true, Some(at)) => {
+                let d = at.saturating_duration_since(cut);
+                run.split.push(d);
+                line["split_ms"] = json!(ms(d));
+            }
             _ => {
                 let f = failure("split", "the parts did not install their own views", g);
                 run.failures.push(f);
+                line["failed"] = json!("split");
+                run.per_trial.push(line);
                 g.sim.heal();
                 g.logging = false;
                 group = None;
@@ -356,6 +367,7 @@ fn run_parts(k: usize, opts: &SimOptions) -> PartsRun {
         let quiet = Duration::from_millis(rng.random_range(0..=QUIET_MAX_MS));
         g.run_for(quiet);
         run.quiet.push(quiet);
+        line["quiet_ms"] = json!(ms(quiet));
         let before = g.counters();
         g.log.clear();
         let healed = g.sim.now();
@@ -364,12 +376,18 @@ fn run_parts(k: usize, opts: &SimOptions) -> PartsRun {
         let Some((at, after)) = wait_stable(g, healed) else {
             let f = failure("heal", "no stable view of every member after the heal", g);
             run.failures.push(f);
+            line["failed"] = json!("heal");
+            run.per_trial.push(line);
             g.logging = false;
             group = None;
             continue;
         };
-        run.heal.push(at.saturating_duration_since(healed));
-        run.restarts.push(changed(&lives, g));
+        let d = at.saturating_duration_since(healed);
+        run.heal.push(d);
+        line["heal_ms"] = json!(ms(d));
+        let restarts = changed(&lives, g);
+        run.restarts.push(restarts);
+        line["restarts"] = json!(restarts);
         let mut views: BTreeMap<NodeId, usize> = all.iter().map(|x| (*x, 0)).collect();
         let mut merged = BTreeSet::new();
         for i in g.log.iter().filter(|i| i.at <= at) {
@@ -383,6 +401,9 @@ fn run_parts(k: usize, opts: &SimOptions) -> PartsRun {
         run.views_mean
             .push(views.values().sum::<usize>() as f64 / n.max(1) as f64);
         run.merges.push(merged.len());
+        line["views_max"] = json!(views.values().copied().max().unwrap_or(0));
+        line["merges"] = json!(merged.len());
+        run.per_trial.push(line);
         let mut dg = Vec::with_capacity(n);
         let (mut bytes, mut change) = (0u64, 0u64);
         for (x, a) in &after {
@@ -494,8 +515,11 @@ mod tests {
             }
             assert!(s["heal"]["met"].is_boolean());
             assert_eq!(s["heal"]["target_p99_ms"], HEAL_P99_MS);
-            for sizes in s["part_sizes"].as_array().into_iter().flatten() {
-                let v: Vec<u64> = sizes
+            let per_trial = s["per_trial"].as_array().cloned().unwrap_or_default();
+            assert_eq!(per_trial.len(), 2, "{k} parts");
+            for line in &per_trial {
+                assert!(line["heal_ms"].is_number() && line["split_ms"].is_number());
+                let v: Vec<u64> = line["part_sizes"]
                     .as_array()
                     .into_iter()
                     .flatten()
