@@ -10,7 +10,8 @@
 //! raw UDP fan-out; its member processes are the hidden `mcast-peer` and
 //! `mcast-raw`). `membership` (core-set latencies and idle traffic, real and simulated).
 //! `partition` (partition heal -> merged view, pause -> resume, with real
-//! mservers). A later issue adds `app`.
+//! mservers; and 64 simulated ones split in 2 and in 4 parts). A later
+//! issue adds `app`.
 
 mod mcast;
 mod membership;
@@ -64,7 +65,8 @@ enum Scenario {
     /// Partitions and pauses: a group of real mservers through an mcaster
     /// split in two halves with the fault interceptor and healed (heal ->
     /// one merged view at every member), and members paused and resumed
-    /// (SIGCONT -> consistent again), `--trials` each.
+    /// (SIGCONT -> consistent again), `--trials` each; and in the
+    /// simulator, 64 members split in 2 and in 4 random parts and healed.
     Partition(partition::PartitionArgs),
 }
 

@@ -22,7 +22,7 @@
 
 pub(crate) mod procs;
 pub(crate) mod real;
-mod sim;
+pub(crate) mod sim;
 
 use super::raw;
 use super::stats::{ratio, round2, Latencies};

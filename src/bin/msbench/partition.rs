@@ -26,16 +26,24 @@
 //!   `resume` is SIGCONT -> one view with every member, the resumed one
 //!   rejoined with a new rank.
 //!
+//! The simulated half ([`sim`]): `--sim-members` (default 64) core-sets in
+//! the deterministic simulator, split into 2 and into 4 random parts and
+//! healed, `--sim-trials` (default 20) each, on virtual time; its figures
+//! go under the `sim` key. `--sim-only` and `--real-only` run one half.
+//!
 //! Latencies are taken from the mservers' "view installed" log lines,
 //! stamped by the bench as they arrive on its pipes (more precise than
 //! polling `msctl view`, which the bench still uses to check every
 //! convergence), as in `msbench membership`. The raw baseline of the same
 //! run is a loopback UDP ping-pong. Targets (DESIGN.md section 10): heal ->
 //! merged p99 <= 1 s, resume -> consistent <= 1 s. Output: one JSON object
-//! (`--json`) whose `real` key holds these figures.
+//! (`--json`) whose `real` key holds these figures and whose `sim` key
+//! holds the simulator's.
 
 // The benchmark owns the clock.
 #![allow(clippy::disallowed_methods)]
+
+mod sim;
 
 use crate::membership::procs::{Binaries, Cluster, LogKind, ViewMember};
 use crate::membership::real::{
@@ -76,9 +84,23 @@ pub struct PartitionArgs {
     /// Trials of each measurement (split and heal, pause and resume).
     #[arg(long, default_value_t = 20)]
     trials: usize,
-    /// Seed of the random choices (sides, victims, quiet times).
+    /// Seed of the random choices (sides, victims, quiet times, the
+    /// simulator).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Members of the simulated group (4 to 1000; split in 2 and in 4
+    /// parts).
+    #[arg(long, default_value_t = 64)]
+    sim_members: usize,
+    /// Split-and-heal trials per part count in the simulator.
+    #[arg(long, default_value_t = 20)]
+    sim_trials: usize,
+    /// Run only the simulated half.
+    #[arg(long, conflicts_with = "real_only")]
+    sim_only: bool,
+    /// Run only the real-process half.
+    #[arg(long)]
+    real_only: bool,
     /// Progress lines on stderr.
     #[arg(long)]
     verbose: bool,
@@ -112,26 +134,56 @@ struct PartitionRun {
 
 /// Runs `msbench partition`.
 pub fn run(args: &PartitionArgs) -> anyhow::Result<()> {
-    if args.trials == 0 {
-        bail!("--trials must be at least 1");
+    let do_real = !args.sim_only;
+    let do_sim = !args.real_only;
+    if args.trials == 0 || args.sim_trials == 0 {
+        bail!("--trials and --sim-trials must be at least 1");
     }
-    if !(4..=64).contains(&args.members) {
+    if do_real && !(4..=64).contains(&args.members) {
         bail!(
             "--members {}: real groups have 4 to 64 mservers",
             args.members
         );
     }
+    if do_sim && !(4..=1000).contains(&args.sim_members) {
+        bail!(
+            "--sim-members {}: simulated groups have 4 to 1000 mservers",
+            args.sim_members
+        );
+    }
+    let mut out = json!({
+        "scenario": "partition",
+        "machine": super::machine(),
+        "seed": args.seed,
+        "defaults": {"query_interval_ms": 200, "reply_timeout_ms": 100, "retries": 2},
+    });
+    if do_real {
+        out["real"] = real_half(args)?;
+    }
+    if do_sim {
+        out["sim"] = sim::run(&sim::SimOptions {
+            members: args.sim_members,
+            trials: args.sim_trials,
+            seed: args.seed,
+            progress: args.verbose,
+        });
+    }
+    if args.json {
+        println!("{out}");
+    } else {
+        print_summary(&out);
+    }
+    Ok(())
+}
+
+/// The real-process half: the `"real"` object of the output.
+fn real_half(args: &PartitionArgs) -> anyhow::Result<Value> {
     let bins = Binaries::locate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let raw_rtt = raw::ping_pong(64, 500, 5000).context("raw UDP ping-pong")?;
     let r = run_real(&bins, args, &mut rng);
     let raw_after = raw::ping_pong(64, 500, 5000).context("raw UDP ping-pong")?;
-    let out = json!({
-        "scenario": "partition",
-        "machine": super::machine(),
-        "seed": args.seed,
-        "defaults": {"query_interval_ms": 200, "reply_timeout_ms": 100, "retries": 2},
-        "real": {
+    Ok(json!({
             "transport": "mcaster on 127.0.0.1, mservers on 127.0.0.(10+i), --multicast off",
             "partition": "msctl fault --block between two random halves, cleared at once",
             "members": args.members,
@@ -148,14 +200,7 @@ pub fn run(args: &PartitionArgs) -> anyhow::Result<()> {
             "resume": latency(&r.resume, Some(RESUME_MS), Some(&raw_rtt)),
             "failures": r.failures,
             "aborted": r.aborted,
-        },
-    });
-    if args.json {
-        println!("{out}");
-    } else {
-        print_summary(&out);
-    }
-    Ok(())
+    }))
 }
 
 /// `{"mean", "max", "per_trial"}` of small counts.
@@ -379,7 +424,15 @@ fn trials(
 }
 
 fn print_summary(out: &Value) {
-    let real = &out["real"];
+    if let Some(real) = out.get("real") {
+        print_real(real);
+    }
+    if let Some(s) = out.get("sim") {
+        sim::print_summary(s);
+    }
+}
+
+fn print_real(real: &Value) {
     let raw = &real["raw_udp_rtt"];
     println!(
         "raw UDP ping-pong on loopback: p50 {} us, p99 {} us",

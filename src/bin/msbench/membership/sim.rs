@@ -14,7 +14,7 @@
 
 use crate::stats::Latencies;
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member, MsgCounts};
-use membership::id::NodeId;
+use membership::id::{NodeId, ViewId};
 use membership::sansio::Core;
 use membership::sim::{LinkConfig, SimConfig, Simulator};
 use membership::time::Instant;
@@ -71,8 +71,8 @@ struct ChangeTraffic {
     /// Datagrams delivered to all nodes during the changes (a multicast
     /// counts once per receiver).
     delivered: u64,
-    /// Change-protocol messages (join requests, AGREE, ACK, BUSY, ABORT,
-    /// COMMIT, CO_FAIL, NOT_MEMBER).
+    /// Change-protocol messages (join requests, AGREE, MERGE_OFFER, ACK,
+    /// BUSY, ABORT, COMMIT, CO_FAIL, NOT_MEMBER).
     change_msgs: u64,
     /// Monitoring messages (QUERY, REPLY) during the changes.
     monitor_msgs: u64,
@@ -86,6 +86,8 @@ fn change_kinds(c: &MsgCounts) -> u64 {
         + c.join_wait
         + c.agree_j
         + c.agree_l
+        + c.agree_m
+        + c.merge_offer
         + c.agree_ack
         + c.busy
         + c.abort
@@ -96,12 +98,31 @@ fn change_kinds(c: &MsgCounts) -> u64 {
 
 /// Per-node counters at one moment.
 #[derive(Clone, Default)]
-struct Counters {
-    datagrams: u64,
-    bytes: u64,
-    delivered: u64,
-    change: u64,
-    monitor: u64,
+pub(crate) struct Counters {
+    /// Datagrams sent (the simulator's node stats; a multicast counts once).
+    pub(crate) datagrams: u64,
+    /// Bytes of those, sealed.
+    pub(crate) bytes: u64,
+    /// Datagrams delivered to this node's core.
+    pub(crate) delivered: u64,
+    /// Change-protocol messages sent by the current life's core.
+    pub(crate) change: u64,
+    /// QUERY and REPLY sent by the current life's core.
+    pub(crate) monitor: u64,
+}
+
+/// One `ViewInstalled` event, as [`Group`] logs it while
+/// [`Group::logging`] is on.
+#[derive(Clone, Debug)]
+pub(crate) struct Install {
+    /// When it was installed (virtual).
+    pub(crate) at: Instant,
+    /// Where.
+    pub(crate) node: NodeId,
+    /// The view.
+    pub(crate) view: ViewId,
+    /// Whether it came from a merge of subgroups.
+    pub(crate) merged: bool,
 }
 
 /// What one simulated group size measured.
@@ -135,9 +156,11 @@ pub struct SimRun {
 type ViewPredicate = Box<dyn Fn(&[Member]) -> bool>;
 
 /// The simulator with the daemons emulated.
-struct Group {
-    sim: Simulator<CoreSet>,
-    nodes: Vec<NodeId>,
+pub(crate) struct Group {
+    /// The simulator.
+    pub(crate) sim: Simulator<CoreSet>,
+    /// Every mserver's address, in start order.
+    pub(crate) nodes: Vec<NodeId>,
     /// Watcher -> watched.
     watches: BTreeMap<NodeId, NodeId>,
     /// Nodes that installed a view matching `target` since it was set, and
@@ -148,10 +171,15 @@ struct Group {
     installed: bool,
     /// Views installed since the counter was reset.
     installs: u64,
+    /// Whether [`Group::drain`] appends every install to `log`.
+    pub(crate) logging: bool,
+    /// The installs seen while `logging` was on.
+    pub(crate) log: Vec<Install>,
 }
 
 impl Group {
-    fn new(seed: u64, n: usize) -> Group {
+    /// `n` mservers (none started yet) in a simulator seeded with `seed`.
+    pub(crate) fn new(seed: u64, n: usize) -> Group {
         let config = SimConfig::new(seed, membership::sim_replay!("msbench_membership"))
             .with_link(LinkConfig::lan());
         let mut sim = Simulator::new(config, move |spawn| {
@@ -175,7 +203,40 @@ impl Group {
             target: None,
             installed: false,
             installs: 0,
+            logging: false,
+            log: Vec::new(),
         }
+    }
+
+    /// Forms the group: the founder alone, then the others in batches
+    /// started at one instant, each batch admitted before the next starts.
+    /// The virtual time it took, or what did not happen.
+    pub(crate) fn form(&mut self) -> Result<Duration, String> {
+        let n = self.nodes.len();
+        let t0 = self.sim.now();
+        let Some(&founder) = self.nodes.first() else {
+            return Err("no members".into());
+        };
+        self.start(founder);
+        let mut up = vec![founder];
+        if !self.run_until(FORM_LIMIT, |g| g.one_view_of(&[founder])) {
+            return Err("the founder did not found the group".into());
+        }
+        let all = self.nodes.clone();
+        for batch in all[1..].chunks(FORM_BATCH) {
+            for &b in batch {
+                self.start(b);
+                up.push(b);
+            }
+            let want = up.clone();
+            if !self.run_until(FORM_LIMIT, |g| g.one_view_of(&want)) {
+                return Err(format!(
+                    "the group did not form ({} of {n} started)",
+                    up.len()
+                ));
+            }
+        }
+        Ok(self.sim.now().saturating_duration_since(t0))
     }
 
     fn start(&mut self, n: NodeId) {
@@ -213,7 +274,8 @@ impl Group {
         self.target = Some(Box::new(p));
     }
 
-    fn drain(&mut self) {
+    /// Takes the simulator's events: watches, installs, targets reached.
+    pub(crate) fn drain(&mut self) {
         for (t, n, e) in self.sim.take_events() {
             match e {
                 CoreSetEvent::Watch(Some(target)) => {
@@ -222,9 +284,22 @@ impl Group {
                 CoreSetEvent::Watch(None) => {
                     self.watches.remove(&n);
                 }
-                CoreSetEvent::ViewInstalled { members, .. } => {
+                CoreSetEvent::ViewInstalled {
+                    members,
+                    view,
+                    merged,
+                    ..
+                } => {
                     self.installed = true;
                     self.installs += 1;
+                    if self.logging {
+                        self.log.push(Install {
+                            at: t,
+                            node: n,
+                            view,
+                            merged,
+                        });
+                    }
                     if let Some(p) = &self.target {
                         if p(&members) {
                             self.reached.entry(n).or_insert(t);
@@ -236,7 +311,8 @@ impl Group {
         }
     }
 
-    fn run_for(&mut self, d: Duration) {
+    /// Runs `d` of virtual time in 5 ms steps, draining after each.
+    pub(crate) fn run_for(&mut self, d: Duration) {
         let end = self.sim.now() + d;
         while self.sim.now() < end {
             let step = Duration::from_millis(5).min(end - self.sim.now());
@@ -247,7 +323,11 @@ impl Group {
 
     /// Steps until `cond` holds (checked after every step that installed a
     /// view, and every 256 steps) or `limit` of virtual time passes.
-    fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Group) -> bool) -> bool {
+    pub(crate) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut cond: impl FnMut(&Group) -> bool,
+    ) -> bool {
         let end = self.sim.now() + limit;
         let mut steps = 0u64;
         loop {
@@ -287,7 +367,7 @@ impl Group {
 
     /// Every node of `nodes` is an idle member of one view whose table is
     /// exactly `nodes` in their current lives.
-    fn one_view_of(&self, nodes: &[NodeId]) -> bool {
+    pub(crate) fn one_view_of(&self, nodes: &[NodeId]) -> bool {
         let mut view = None;
         for &n in nodes {
             let Some(c) = self.sim.core(n) else {
@@ -316,7 +396,8 @@ impl Group {
         })
     }
 
-    fn counters(&self) -> BTreeMap<NodeId, Counters> {
+    /// Every node's counters now.
+    pub(crate) fn counters(&self) -> BTreeMap<NodeId, Counters> {
         self.nodes
             .iter()
             .map(|n| {
@@ -360,7 +441,8 @@ impl Group {
         into.max_node_change_msgs += max_change;
     }
 
-    fn settle(&mut self, rng: &mut ChaCha8Rng) {
+    /// Quiet virtual time before a fault: 300 ms plus up to 200 ms at random.
+    pub(crate) fn settle(&mut self, rng: &mut ChaCha8Rng) {
         let jitter = Duration::from_micros(rng.random_range(0..=SETTLE_JITTER_US));
         self.run_for(SETTLE + jitter);
     }
@@ -411,33 +493,15 @@ pub fn run_size(n: usize, trials: usize, opts: &SimOptions, rng: &mut ChaCha8Rng
         }
     };
 
-    // Formation: the founder alone, then batches started at one instant.
     progress("forming the group");
-    let t0 = g.sim.now();
-    let founder = g.nodes[0];
-    g.start(founder);
-    let mut up = vec![founder];
-    if !g.run_until(FORM_LIMIT, |g| g.one_view_of(&[founder])) {
-        run.failures
-            .push("the founder did not found the group".into());
-        return finish(run, wall);
-    }
-    let all = g.nodes.clone();
-    for batch in all[1..].chunks(FORM_BATCH) {
-        for &b in batch {
-            g.start(b);
-            up.push(b);
-        }
-        let want = up.clone();
-        if !g.run_until(FORM_LIMIT, |g| g.one_view_of(&want)) {
-            run.failures.push(format!(
-                "the group did not form ({} of {n} started)",
-                up.len()
-            ));
+    match g.form() {
+        Ok(d) => run.formation_virtual_s = d.as_secs_f64(),
+        Err(e) => {
+            run.failures.push(e);
             return finish(run, wall);
         }
     }
-    run.formation_virtual_s = g.sim.now().saturating_duration_since(t0).as_secs_f64();
+    let all = g.nodes.clone();
     g.run_for(Duration::from_secs(1));
 
     // Idle traffic.
