@@ -1583,3 +1583,69 @@ fn interleaved_split_keeps_every_life() {
         assert_eq!(lives, now, "seed {seed}: a member restarted: {events:#?}");
     });
 }
+
+/// Sixty-four members split at random into two parts, then healed: the
+/// merge keeps every life (no member restarts from the cut to the merged
+/// view) and ends in one view of all.
+#[test]
+fn big_split_heals_without_restarts() {
+    let replay = sim_replay!("big_split_heals_without_restarts");
+    sim::run_seeds(&replay, 20, |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xb16_5b17);
+        let all = nodes(1..=64);
+        let mut h = formed(
+            seed,
+            "big_split_heals_without_restarts",
+            &all,
+            Setup::default(),
+            false,
+        );
+        let lives: Vec<_> = all
+            .iter()
+            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
+            .collect();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for x in &all {
+            if rng.random_bool(0.5) {
+                a.push(*x);
+            } else {
+                b.push(*x);
+            }
+        }
+        if a.is_empty() || b.is_empty() {
+            return;
+        }
+        h.sim.partition(&[a.clone(), b.clone()]);
+        assert!(
+            h.run_until(Duration::from_secs(10), |h| h.one_view_of(&a)
+                && h.one_view_of(&b)),
+            "seed {seed}: the sides did not settle"
+        );
+        h.run_for(Duration::from_millis(rng.random_range(0..1000)));
+        let healed = h.sim.now();
+        h.sim.heal();
+        let ok = h.run_until(Duration::from_secs(10), |h| h.one_view_of(&all));
+        h.run_for(Duration::from_millis(500));
+        let now: Vec<_> = all
+            .iter()
+            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
+            .collect();
+        if std::env::var("SIM_TRACE").is_ok() && (lives != now || !ok) {
+            for l in h.sim.trace_tail() {
+                eprintln!("{l}");
+            }
+        }
+        assert!(ok, "seed {seed}: no merged view within 10 s of the heal");
+        let restarted: Vec<NodeId> = all
+            .iter()
+            .zip(lives.iter().zip(now.iter()))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(n, _)| *n)
+            .collect();
+        assert!(
+            restarted.is_empty(),
+            "seed {seed}: restarted after the heal at {healed:?}: {restarted:?}"
+        );
+    });
+}

@@ -154,6 +154,18 @@ pub(crate) struct Joined {
     pub(crate) merge_offers: BTreeMap<NodeId, MergeOfferEntry>,
     /// We offered our subgroup to an older one: we lead no merge before.
     pub(crate) merge_hold_until: Instant,
+    /// We collect merge offers until then before proposing (cleared by
+    /// the timer when it passes).
+    pub(crate) merge_collect_until: Option<Instant>,
+    /// The subgroup we last offered ours to (its lowest rank's age key and
+    /// address): until `merge_hold_until` we offer to no other unless it
+    /// is older still, so that one leader, not several, absorbs us.
+    pub(crate) offered_to: Option<(Incarnation, NodeId)>,
+    /// After a merge we took part in: until when, and the members of our
+    /// own subgroup before it. A member of another side that is still
+    /// behind (its COMMIT is on its way from its own leader) is not failed
+    /// for answering NOT_MEMBER meanwhile.
+    pub(crate) merge_grace: Option<(Instant, BTreeSet<NodeId>)>,
     /// A member is in a view past ours: the view, and when we take it as
     /// proof that we were failed ([`Joined::on_member_ahead`]).
     pub(crate) ahead: Option<(ViewId, Instant)>,
@@ -204,6 +216,9 @@ impl Joined {
             announce_next: now,
             merge_offers: BTreeMap::new(),
             merge_hold_until: Instant::ZERO,
+            merge_collect_until: None,
+            offered_to: None,
+            merge_grace: None,
             ahead: None,
             flaps: super::flap::FlapRecords::default(),
             silenced: BTreeMap::new(),
@@ -377,6 +392,12 @@ impl Joined {
             }
         }
         self.after_view_flaps(now, cx, &proposal, &old);
+        self.merge_grace = merged.then(|| {
+            (
+                now + cx.t.commit_timeout,
+                old.rows.iter().map(|r| r.addr).collect(),
+            )
+        });
         self.emit_installed(cx, io, joined, failed, left, change_started, merged);
         self.resume_idle(now, cx);
         self.maybe_propose(now, cx, io, leave);
@@ -482,6 +503,7 @@ impl Joined {
             if !self.suspects.is_empty() {
                 d = earliest(d, Some(self.suspect_next));
             }
+            d = earliest(d, self.merge_collect_until);
             if self.retry_after > Instant::ZERO && self.wants_to_propose() {
                 d = earliest(d, Some(self.retry_after));
             }

@@ -11,7 +11,12 @@
 //! - the follower's lowest rank sends the leader's a [`Msg::MergeOffer`]
 //!   with its view and its members in age order, and for an announce
 //!   interval does not lead merges itself (so that three subgroups merge
-//!   into the oldest, not into each other);
+//!   into the oldest, not into each other), nor offers itself to any
+//!   other subgroup unless that one is older still (so that one leader,
+//!   not several at once, absorbs it);
+//! - a leader that hears a younger subgroup announces itself on the group
+//!   address at once, so that every younger subgroup offers together; it
+//!   collects offers for a quarter of a reply timeout after the first;
 //! - the leader's lowest rank, once idle and with no failure, leave or join
 //!   pending (merges have the lowest priority), proposes an `AGREE_M` that
 //!   absorbs every fresh offer: the new view's number is one above every
@@ -35,6 +40,13 @@ use std::collections::BTreeSet;
 
 /// Most subgroups one leader keeps offers from.
 const MAX_OFFERS: usize = 8;
+
+/// How long a leader collects offers after the first one before it
+/// proposes the merge: a quarter of a reply timeout (the offers its
+/// announcement brings arrive within a round trip).
+pub(crate) fn merge_collect(cx: &Ctx) -> std::time::Duration {
+    cx.t.reply_timeout / 4
+}
 
 impl Joined {
     /// Whether this member speaks for its subgroup in merges: its lowest
@@ -69,9 +81,19 @@ impl Joined {
         if (incarnation, source) < self.age_key(cx) {
             // It is older: offer it our subgroup (when idle: a change in
             // progress would make the offer stale at once).
-            if self.busy() || !io.allow(now, source, MsgKind::MergeOffer) {
+            if self.busy() {
                 return;
             }
+            // One leader at a time: while an offer stands, only an older
+            // subgroup than the one we offered to gets one.
+            let key = (incarnation, source);
+            if now < self.merge_hold_until && self.offered_to.is_some_and(|k| k < key) {
+                return;
+            }
+            if !io.allow(now, source, MsgKind::MergeOffer) {
+                return;
+            }
+            self.offered_to = Some(key);
             let members = self
                 .table
                 .rows
@@ -88,11 +110,13 @@ impl Joined {
                     members,
                 },
             );
-        } else if io.allow(now, source, MsgKind::Announce) {
-            // We lead: make sure its lowest rank hears us (it may have
-            // missed our multicast), so that it offers.
+        } else if io.allow(now, cx.group_addr, MsgKind::Announce) {
+            // We lead: announce ourselves to the whole group address at
+            // once (not only to this subgroup), so that every younger
+            // subgroup that hears us now offers now, and one AGREE_M
+            // absorbs them all (rate-limited to one per reply timeout).
             let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
-            io.send(source, self.view, Msg::Announce { size });
+            io.multicast(self.view, Msg::Announce { size });
         }
     }
 
@@ -138,6 +162,11 @@ impl Joined {
             io.stats.drops.unexpected += 1;
             return;
         }
+        if self.merge_offers.is_empty() {
+            // The first offer: wait a moment for the others that our
+            // announcement brings, to absorb them in one change.
+            self.merge_collect_until = Some(now + merge_collect(cx));
+        }
         self.merge_offers.insert(
             source,
             MergeOfferEntry {
@@ -155,7 +184,10 @@ impl Joined {
     /// The merge to propose now, if this member leads one: every fresh
     /// offer that fits (oldest subgroups first), nothing if it follows.
     pub(crate) fn merge_proposal(&mut self, now: Instant, cx: &Ctx) -> Option<Proposal> {
-        if !self.speaks_for_subgroup() || now < self.merge_hold_until {
+        if !self.speaks_for_subgroup()
+            || now < self.merge_hold_until
+            || self.merge_collect_until.is_some_and(|t| now < t)
+        {
             return None;
         }
         let ttl = cx.t.announce_interval;

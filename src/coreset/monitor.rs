@@ -45,6 +45,9 @@ impl Joined {
     ) {
         let ttl = cx.t.join_ttl;
         self.join_queue.retain(|_, q| q.last_heard + ttl > now);
+        if self.merge_collect_until.is_some_and(|t| now >= t) {
+            self.merge_collect_until = None;
+        }
         self.drive_timer(now, late, cx, io, leave);
         self.lock_timer(now, late, cx, io, leave);
         self.probe_timer(now, late, cx, io, leave);
@@ -344,9 +347,16 @@ impl Joined {
             self.resend_commit(now, io, from.addr);
             return;
         }
-        if view == self.view {
+        let other_side_behind = view.number < self.view.number
+            && self
+                .merge_grace
+                .as_ref()
+                .is_some_and(|(until, ours)| now < *until && !ours.contains(&from.addr));
+        if view == self.view || other_side_behind {
             // It holds our very view, which lists us: this NOT_MEMBER
-            // answered something we sent before we installed it.
+            // answered something we sent before we installed it. Or it is
+            // from another side of the merge we just installed, whose
+            // COMMIT is still on its way to it from its own leader.
             io.stats.drops.stale_view += 1;
         } else if view.number > self.view.number {
             self.on_newer_view(now, cx, io, leave, view);
