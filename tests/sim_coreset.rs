@@ -1389,10 +1389,14 @@ fn split_3_3_heals_into_one_merged_view() {
     });
 }
 
-/// Random symmetric partitions of 3-16 members into 2-4 parts, with
-/// crashes and pauses while split, then a heal: the checkers hold at every
-/// step (view numbers jump only at merges), and within `MERGE_BOUND` of
-/// the heal every live member is in one view with all the others.
+/// Random partitions of 3-16 members into 2-4 parts, with crashes and
+/// pauses while split, then a heal: the checkers hold at every step (view
+/// numbers jump only at merges), and within `MERGE_BOUND` of the heal every
+/// live member is in one view with all the others (a member held down as
+/// flapping: within `MERGE_BOUND` of the end of its hold-down). A third of
+/// the seeds cut the parts symmetrically, a third one way only (the lower
+/// part no longer hears the higher ones; they still hear it), and a third
+/// flap: the symmetric cut comes and goes every 100-700 ms.
 #[test]
 fn random_partitions_heal_into_one_view() {
     const MERGE_BOUND: Duration = Duration::from_secs(6);
@@ -1425,11 +1429,38 @@ fn random_partitions_heal_into_one_view() {
                 s.push(*x);
             }
         }
-        h.sim.partition(&sets);
+        let mode = rng.random_range(0..3u8);
+        let cut = |h: &mut Harness| {
+            if mode == 1 {
+                for (i, from) in sets.iter().enumerate() {
+                    for to in sets.iter().take(i) {
+                        for f in from {
+                            for t in to {
+                                h.sim.block_one_way(*f, *t);
+                            }
+                        }
+                    }
+                }
+            } else {
+                h.sim.partition(&sets);
+            }
+        };
+        cut(&mut h);
         let split_for = Duration::from_millis(rng.random_range(300..2500));
         let end = h.sim.now() + split_for;
+        let mut flap_at = h.sim.now() + Duration::from_millis(rng.random_range(100..700));
+        let mut cut_now = true;
         while h.sim.now() < end {
             h.run_for(Duration::from_millis(100));
+            if mode == 2 && h.sim.now() >= flap_at {
+                if cut_now {
+                    h.sim.heal();
+                } else {
+                    cut(&mut h);
+                }
+                cut_now = !cut_now;
+                flap_at = h.sim.now() + Duration::from_millis(rng.random_range(100..700));
+            }
             let live = h.live();
             match rng.random_range(0..20) {
                 0 if live.len() > 2 => {
@@ -1463,7 +1494,6 @@ fn random_partitions_heal_into_one_view() {
         let held = h
             .log
             .iter()
-            .filter(|(t, _, _)| *t >= healed)
             .filter_map(|(t, _, e)| match e {
                 CoreSetEvent::HeldDown { remaining } => Some(*t + *remaining),
                 _ => None,
@@ -1646,6 +1676,73 @@ fn big_split_heals_without_restarts() {
         assert!(
             restarted.is_empty(),
             "seed {seed}: restarted after the heal at {healed:?}: {restarted:?}"
+        );
+    });
+}
+
+/// A one-way link inside a group of five: member 2 no longer hears member
+/// 3, its clockwise neighbour, while 3 still hears everyone. Member 3 (the
+/// side its monitor cannot hear) is excluded, every time; it rejoins once
+/// at once, then member 2 keeps watching it wherever it sits in the ring,
+/// fails it again, and the group holds it down for a growing time, so the
+/// views stop changing instead of oscillating.
+#[test]
+fn one_way_link_excludes_one_side_and_holds_it_down() {
+    let replay = sim_replay!("one_way_link_excludes_one_side_and_holds_it_down");
+    sim::run_seeds(&replay, 50, |seed| {
+        let all = nodes(1..=5);
+        let mut h = formed(
+            seed,
+            "one_way_link_excludes_one_side_and_holds_it_down",
+            &all,
+            Setup::default(),
+            false,
+        );
+        let (deaf, unheard) = (all[1], all[2]);
+        let start = h.sim.now();
+        h.sim.block_one_way(unheard, deaf);
+        h.run_for(Duration::from_secs(30));
+        let rest: Vec<NodeId> = all.iter().copied().filter(|n| *n != unheard).collect();
+        assert!(
+            h.one_view_of(&rest),
+            "seed {seed}: the others are not in one view"
+        );
+        let now = h.sim.now();
+        let snap = h
+            .sim
+            .core(all[0])
+            .map(|c| c.snapshot(now))
+            .expect("member 1 runs");
+        assert!(
+            !snap.members.iter().any(|m| m.addr == unheard),
+            "seed {seed}: the member nobody should hear is in the view: {snap:?}"
+        );
+        assert!(
+            snap.members.iter().any(|m| m.addr == deaf),
+            "seed {seed}: the deaf member was excluded instead: {snap:?}"
+        );
+        let held = snap.held_down.iter().find(|x| x.addr == unheard);
+        assert!(
+            held.is_some_and(|x| x.strikes >= 3 && x.remaining_ms > 0),
+            "seed {seed}: not held down: {snap:?}"
+        );
+        // One exclusion, one re-admission, then a few more, spaced out by
+        // the growing hold-down (5 s, 10 s, ...): not one per second.
+        let views = h
+            .installs(all[0])
+            .into_iter()
+            .filter(|(t, _, _)| *t > start)
+            .count();
+        assert!(
+            (3..=10).contains(&views),
+            "seed {seed}: {views} views in 30 s"
+        );
+        // Member 3 was told why it waits.
+        assert!(
+            h.log
+                .iter()
+                .any(|(_, n, e)| *n == unheard && matches!(e, CoreSetEvent::HeldDown { .. })),
+            "seed {seed}: no HeldDown event at the held-down member"
         );
     });
 }
