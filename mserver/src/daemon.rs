@@ -73,6 +73,9 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         reply_timeout: s.reply_timeout(),
         retries: s.retries,
         commit_delay: s.commit_delay(),
+        flap_window: Duration::from_millis(s.flap_window_ms),
+        hold_down: Duration::from_millis(s.hold_down_ms),
+        hold_down_max: Duration::from_millis(s.hold_down_max_ms),
         ..CoreSetConfig::new(me, incarnation, s.group.clone(), group_addr)
     };
     let coreset = CoreSet::new(config, now, seed)

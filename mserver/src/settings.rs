@@ -94,6 +94,18 @@ pub struct Cli {
     /// Retries before a silent member goes on the fail list [default: 2].
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+    /// A member excluded while running that rejoins and is failed again
+    /// within this many ms is flapping (a one-way or flapping link)
+    /// [default: 60000].
+    #[arg(long, value_name = "N")]
+    pub flap_window_ms: Option<u64>,
+    /// How long a flapping member's rejoin is held down after its second
+    /// failure in a row; it doubles with each further one [default: 5000].
+    #[arg(long, value_name = "N")]
+    pub hold_down_ms: Option<u64>,
+    /// The longest hold-down [default: 300000].
+    #[arg(long, value_name = "N")]
+    pub hold_down_max_ms: Option<u64>,
     /// Keep an idle TCP connection to the monitored neighbour so that its
     /// crash is seen at once [default: true].
     #[arg(long, value_name = "BOOL")]
@@ -135,6 +147,12 @@ pub struct Settings {
     pub reply_timeout_ms: u64,
     /// Retries.
     pub retries: u32,
+    /// Flap window, ms.
+    pub flap_window_ms: u64,
+    /// First hold-down of a flapping member, ms.
+    pub hold_down_ms: u64,
+    /// Longest hold-down, ms.
+    pub hold_down_max_ms: u64,
     /// Crash watch on or off.
     pub crash_watch: bool,
     /// Testing fault: delay before phase II, ms (0: none).
@@ -158,6 +176,9 @@ impl Default for Settings {
             query_interval_ms: 200,
             reply_timeout_ms: 100,
             retries: 2,
+            flap_window_ms: 60_000,
+            hold_down_ms: 5_000,
+            hold_down_max_ms: 300_000,
             crash_watch: true,
             commit_delay_ms: 0,
             log_format: LogFormat::Human,
@@ -232,6 +253,12 @@ impl Settings {
             cli.reply_timeout_ms.map(|v| v.to_string()),
         );
         set("retries", cli.retries.map(|v| v.to_string()));
+        set("flap_window_ms", cli.flap_window_ms.map(|v| v.to_string()));
+        set("hold_down_ms", cli.hold_down_ms.map(|v| v.to_string()));
+        set(
+            "hold_down_max_ms",
+            cli.hold_down_max_ms.map(|v| v.to_string()),
+        );
         set("crash_watch", cli.crash_watch.map(|v| v.to_string()));
         set("log_format", cli.log_format.map(|m| enum_name(&m)));
         set("log_level", cli.log_level.clone());
@@ -291,6 +318,22 @@ impl Settings {
         }
         if self.retries > 100 {
             bail!("retries {} is out of range 0..=100", self.retries);
+        }
+        for (name, value) in [
+            ("flap_window_ms", self.flap_window_ms),
+            ("hold_down_ms", self.hold_down_ms),
+            ("hold_down_max_ms", self.hold_down_max_ms),
+        ] {
+            if !(1..=3_600_000).contains(&value) {
+                bail!("{name} {value} is out of range 1..=3600000 (one hour)");
+            }
+        }
+        if self.hold_down_max_ms < self.hold_down_ms {
+            bail!(
+                "hold_down_max_ms {} is below hold_down_ms {}",
+                self.hold_down_max_ms,
+                self.hold_down_ms
+            );
         }
         if self.commit_delay_ms > 600_000 {
             bail!(
@@ -410,6 +453,16 @@ mod tests {
         assert!(bad(&["--fault", "commit-delay-ms"]));
         assert!(bad(&["--fault", "commit-delay-ms=soon"]));
         assert!(bad(&["--fault", "explode=1"]));
+        assert!(bad(&["--hold-down-ms", "0"]));
+        assert!(bad(&[
+            "--hold-down-ms",
+            "9000",
+            "--hold-down-max-ms",
+            "1000"
+        ]));
+        assert!(bad(&["--flap-window-ms", "99999999"]));
+        let ok = Settings::load(&cli(&["--hold-down-ms", "2000"]), env(&[])).expect("valid");
+        assert_eq!((ok.hold_down_ms, ok.hold_down_max_ms), (2000, 300_000));
         assert!(Settings::load(&cli(&[]), env(&[("MS_RETRIES", "many")])).is_err());
         assert!(Cli::try_parse_from(["mserver", "--listen", "nope"]).is_err());
     }
