@@ -1746,3 +1746,142 @@ fn one_way_link_excludes_one_side_and_holds_it_down() {
         );
     });
 }
+
+/// Application changes (the hook of the application-group layer, issue 6)
+/// submitted at random members while members crash, pause and rejoin:
+/// every member that installs a view with application changes reports the
+/// same payloads for it; no payload is committed twice; each submitter's
+/// payloads commit in the order it submitted them; and every payload
+/// submitted at a member that stayed up and in the group commits.
+#[test]
+fn app_changes_commit_in_one_order_everywhere() {
+    let replay = sim_replay!("app_changes_commit_in_one_order_everywhere");
+    sim::run_seeds(&replay, 300, |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa99_c0de);
+        let n = rng.random_range(3..=8u8);
+        let all = nodes(1..=n);
+        let mut h = formed(
+            seed,
+            "app_changes_commit_in_one_order_everywhere",
+            &all,
+            Setup::default(),
+            false,
+        );
+        let mut submitted: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        let mut counter = 0u32;
+        for _ in 0..40 {
+            h.run_for(Duration::from_millis(rng.random_range(1..60)));
+            let live = h.live();
+            match rng.random_range(0..30) {
+                0 if live.len() > 2 => {
+                    if let Some(x) = pick(&mut rng, &live).copied() {
+                        h.crash(x);
+                    }
+                }
+                1 => {
+                    if let Some(x) = pick(&mut rng, &live).copied() {
+                        h.sim.pause(x);
+                        let back = h.sim.now() + Duration::from_millis(rng.random_range(50..900));
+                        h.sim.schedule(back, move |s| {
+                            s.resume(x);
+                        });
+                    }
+                }
+                _ => {}
+            }
+            for _ in 0..rng.random_range(1..4) {
+                let Some(x) = pick(&mut rng, &h.live()).copied() else {
+                    continue;
+                };
+                counter += 1;
+                let payload = format!("{x}/{counter}").into_bytes();
+                let ok = h
+                    .sim
+                    .with_core(x, |c, now| c.submit_app(now, payload.clone()))
+                    .is_some_and(|r| r.is_ok());
+                if ok {
+                    submitted.push((x, payload));
+                }
+            }
+        }
+        for x in h.sim.nodes().collect::<Vec<_>>() {
+            if !h.sim.is_running(x) && h.sim.is_up(x) {
+                h.sim.resume(x);
+            }
+        }
+        assert!(
+            h.run_until(Duration::from_secs(10), |h| h.converged()),
+            "seed {seed}: no single view at the end"
+        );
+        h.run_for(Duration::from_secs(1));
+        // Same view id -> same payloads, at every member that reported it.
+        let mut by_view: BTreeMap<(u64, Incarnation), Vec<Vec<u8>>> = BTreeMap::new();
+        let mut committed_at: BTreeMap<NodeId, Vec<Vec<u8>>> = BTreeMap::new();
+        for (_, node, e) in &h.log {
+            if let CoreSetEvent::AppCommitted { view, payloads, .. } = e {
+                let key = (view.number, view.coordinator);
+                match by_view.get(&key) {
+                    Some(p) => assert_eq!(
+                        p, payloads,
+                        "seed {seed}: view {key:?} committed different payloads at {node}"
+                    ),
+                    None => {
+                        by_view.insert(key, payloads.clone());
+                    }
+                }
+                committed_at
+                    .entry(*node)
+                    .or_default()
+                    .extend(payloads.iter().cloned());
+            }
+        }
+        // No payload twice (in any view).
+        let mut seen = BTreeSet::new();
+        for payloads in by_view.values() {
+            for p in payloads {
+                assert!(
+                    seen.insert(p.clone()),
+                    "seed {seed}: {:?} committed twice",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+        // Per submitter, in submission order, at every member.
+        for list in committed_at.values() {
+            for (x, _) in &submitted {
+                let order: Vec<&Vec<u8>> = submitted
+                    .iter()
+                    .filter(|(y, _)| y == x)
+                    .map(|(_, p)| p)
+                    .filter(|p| list.contains(p))
+                    .collect();
+                let got: Vec<&Vec<u8>> = list
+                    .iter()
+                    .filter(|p| submitted.iter().any(|(y, q)| y == x && q == *p))
+                    .collect();
+                assert_eq!(got, order, "seed {seed}: {x}'s changes out of order");
+            }
+        }
+        // A submitter that was never crashed, paused or excluded: all of
+        // its payloads committed.
+        let disturbed: BTreeSet<NodeId> = h
+            .log
+            .iter()
+            .filter(|(_, _, e)| matches!(e, CoreSetEvent::Excluded { .. }))
+            .map(|(_, n, _)| *n)
+            .chain(h.gone.iter().copied())
+            .collect();
+        for (x, p) in &submitted {
+            if h.sim.incarnation(*x) == h.sim.core(*x).map(|c| c.incarnation())
+                && !disturbed.contains(x)
+                && h.sim.is_running(*x)
+            {
+                assert!(
+                    seen.contains(p),
+                    "seed {seed}: {:?} submitted at {x} never committed",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+    });
+}

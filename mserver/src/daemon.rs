@@ -361,6 +361,14 @@ impl Daemon {
                     "the group excluded us (we were paused or cut off); rejoining with a new incarnation"
                 );
             }
+            CoreSetEvent::AppCommitted { view, payloads, .. } => {
+                // The application-group layer (issue 6) consumes these.
+                tracing::debug!(
+                    view = view.number,
+                    changes = payloads.len(),
+                    "application changes committed"
+                );
+            }
             CoreSetEvent::HeldDown { remaining } => {
                 tracing::warn!(
                     remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),

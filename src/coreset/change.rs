@@ -7,7 +7,7 @@
 use super::member::{Acker, Drive, Election, Joined, Lock, QueuedJoin, MAX_JOIN_QUEUE};
 use super::msg::{
     CoStatus, Commit, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal, RemovalReason,
-    MAX_JOIN_BATCH, MAX_MEMBERS,
+    MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH, MAX_MEMBERS,
 };
 use super::{Ctx, Io, LeaveRequest, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
@@ -48,6 +48,7 @@ impl Joined {
                 return;
             }
             self.originated = None;
+            self.requeue_app(p.app, since);
         }
         let mut removals: Vec<Removal> = self
             .fail_list
@@ -88,6 +89,7 @@ impl Joined {
                 removals,
                 joins: Vec::new(),
                 merges: Vec::new(),
+                app: Vec::new(),
             };
             self.start_drive(
                 now,
@@ -101,13 +103,55 @@ impl Joined {
             );
             return;
         }
-        if !self.is_join_coordinator() {
-            return;
-        }
-        if !self.propose_join(now, cx, io, leave) {
+        if self.is_join_coordinator() {
+            if self.propose_join(now, cx, io, leave) {
+                return;
+            }
             if let Some(p) = self.merge_proposal(now, cx) {
                 self.start_drive(now, cx, io, leave, p, false, now, &BTreeSet::new());
+                return;
             }
+        }
+        // Application changes last (priority rule 2): any member that
+        // has some queued proposes them.
+        if let Some((p, since)) = self.app_proposal(cx) {
+            self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
+        }
+    }
+
+    /// An application change of the queued payloads (as many as one
+    /// change carries), if any.
+    fn app_proposal(&mut self, cx: &Ctx) -> Option<(Proposal, Instant)> {
+        let since = self.app_queue.front().map(|(_, t)| *t)?;
+        let mut app = Vec::new();
+        let mut bytes = 0usize;
+        while let Some((payload, _)) = self.app_queue.front() {
+            if app.len() >= MAX_APP_BATCH || bytes + payload.len() > MAX_APP_BATCH_BYTES {
+                break;
+            }
+            bytes += payload.len();
+            if let Some((payload, _)) = self.app_queue.pop_front() {
+                app.push(payload);
+            }
+        }
+        let p = Proposal {
+            view: self.next_view(cx.incarnation),
+            originator: self.my_rank,
+            layer: Layer::Application,
+            coordinator_failure: false,
+            removals: Vec::new(),
+            joins: Vec::new(),
+            merges: Vec::new(),
+            app,
+        };
+        Some((p, since))
+    }
+
+    /// Application payloads of a change of ours that will not commit go
+    /// back to the front of the queue, in order.
+    pub(crate) fn requeue_app(&mut self, app: Vec<Vec<u8>>, since: Instant) {
+        for payload in app.into_iter().rev() {
+            self.app_queue.push_front((payload, since));
         }
     }
 
@@ -152,6 +196,7 @@ impl Joined {
                 })
                 .collect(),
             merges: Vec::new(),
+            app: Vec::new(),
         };
         self.start_drive(now, cx, io, leave, p, false, started, &BTreeSet::new());
         true

@@ -178,6 +178,9 @@ pub(crate) struct Joined {
     pub(crate) suspects: BTreeMap<u64, Instant>,
     /// The next round of the watch on `suspects`.
     pub(crate) suspect_next: Instant,
+    /// Application change payloads submitted here and not yet proposed,
+    /// with when each was submitted.
+    pub(crate) app_queue: VecDeque<(Vec<u8>, Instant)>,
 }
 
 /// Who sent a datagram, relative to our table.
@@ -224,6 +227,7 @@ impl Joined {
             silenced: BTreeMap::new(),
             suspects: BTreeMap::new(),
             suspect_next: Instant::MAX,
+            app_queue: VecDeque::new(),
         }
     }
 
@@ -246,6 +250,7 @@ impl Joined {
                 incarnation: cx.incarnation,
             }],
             merges: Vec::new(),
+            app: Vec::new(),
         };
         let commit = Commit {
             proposal,
@@ -364,7 +369,7 @@ impl Joined {
         self.last_commit = (base, commit);
         self.lock = None;
         self.drive = None;
-        self.originated = None;
+        self.drop_originated(Some(proposal.view));
         self.retry_after = Instant::ZERO;
         self.aborted.clear();
         self.seen_drivers.clear();
@@ -399,8 +404,26 @@ impl Joined {
             )
         });
         self.emit_installed(cx, io, joined, failed, left, change_started, merged);
+        if !proposal.app.is_empty() {
+            io.event(CoreSetEvent::AppCommitted {
+                view: proposal.view,
+                originator: old.by_rank(proposal.originator).map(Member::from),
+                payloads: proposal.app,
+            });
+        }
         self.resume_idle(now, cx);
         self.maybe_propose(now, cx, io, leave);
+    }
+
+    /// Forgets the change this member originated; unless it is the one
+    /// that just committed (`committed`), its application payloads go back
+    /// to the queue (another change took its place).
+    pub(crate) fn drop_originated(&mut self, committed: Option<ViewId>) {
+        if let Some((p, since)) = self.originated.take() {
+            if Some(p.view) != committed && !p.app.is_empty() {
+                self.requeue_app(p.app, since);
+            }
+        }
     }
 
     /// Whether a change is in progress here.

@@ -229,6 +229,7 @@ impl Joined {
             removals: Vec::new(),
             joins: Vec::new(),
             merges,
+            app: Vec::new(),
         })
     }
 
@@ -269,7 +270,7 @@ impl Joined {
         // who holds it is absorbed by this merge too.
         self.drive = None;
         self.lock = None;
-        self.originated = None;
+        self.drop_originated(None);
         io.stats.merges_absorbed += 1;
         self.install(now, cx, io, leave, c, now);
     }

@@ -66,7 +66,8 @@ pub use config::{
 pub use flap::HeldDown;
 pub use msg::{
     CoStatus, Commit, Envelope, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
-    RemovalReason, Subject, MAX_JOIN_BATCH, MAX_MEMBERS, NO_VIEW,
+    RemovalReason, Subject, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_APP_PAYLOAD, MAX_JOIN_BATCH,
+    MAX_MEMBERS, NO_VIEW,
 };
 pub use stats::{CoreSetStats, DropCounts, MsgCounts};
 pub use table::{Row, Table, FLAG_ACTIVE};
@@ -82,6 +83,26 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// Most application payloads queued at one member.
+pub const MAX_APP_QUEUE: usize = 1024;
+
+/// Why [`CoreSet::submit_app`] refused a payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppSubmitError {
+    /// This mserver is not a member of a view (joining, leaving or left).
+    #[error("not a member of a view (joining, leaving or left)")]
+    NotMember,
+    /// An empty payload.
+    #[error("empty application change")]
+    Empty,
+    /// Longer than [`MAX_APP_PAYLOAD`].
+    #[error("application change of {0} bytes is longer than {MAX_APP_PAYLOAD}")]
+    TooLarge(usize),
+    /// [`MAX_APP_QUEUE`] payloads are waiting already.
+    #[error("{MAX_APP_QUEUE} application changes are queued already")]
+    QueueFull,
+}
 
 /// Most (destination, kind) pairs remembered for answer rate limits.
 const MAX_RATE_LIMITS: usize = 256;
@@ -181,6 +202,17 @@ pub enum CoreSetEvent {
     },
     /// The voluntary leave is done (or timed out); the daemon exits.
     Left,
+    /// Application changes committed by the core-set (in the view `view`,
+    /// right after its `ViewInstalled`): every member of the view gets the
+    /// same payloads in the same order, views in order.
+    AppCommitted {
+        /// The view the change installed.
+        view: ViewId,
+        /// The member that submitted them (in the base view).
+        originator: Option<Member>,
+        /// The payloads, in submission order.
+        payloads: Vec<Vec<u8>>,
+    },
     /// The group holds this (rejoining) member down: it was failed again
     /// and again after rejoining (a one-way or flapping link). It keeps
     /// asking, and is admitted when the hold-down ends.
@@ -481,6 +513,36 @@ impl CoreSet {
         }
         self.apply_transition(now);
         self.rearm();
+    }
+
+    /// Submits an application change (an opaque payload of the
+    /// application-group layer) for the core-set to commit: this member
+    /// proposes it (with others queued here, in order) once no physical
+    /// change is pending (priority rule 2), and every member reports it in
+    /// `CoreSetEvent::AppCommitted`. A payload is lost if this member is
+    /// excluded, leaves or fails before its change commits: the layer
+    /// above resubmits what it does not see committed.
+    pub fn submit_app(&mut self, now: Instant, payload: Vec<u8>) -> Result<(), AppSubmitError> {
+        if payload.is_empty() {
+            return Err(AppSubmitError::Empty);
+        }
+        if payload.len() > MAX_APP_PAYLOAD {
+            return Err(AppSubmitError::TooLarge(payload.len()));
+        }
+        if self.leave.is_some() {
+            return Err(AppSubmitError::NotMember);
+        }
+        let State::Joined(j) = &mut self.state else {
+            return Err(AppSubmitError::NotMember);
+        };
+        if j.app_queue.len() >= MAX_APP_QUEUE {
+            return Err(AppSubmitError::QueueFull);
+        }
+        j.app_queue.push_back((payload, now));
+        j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+        self.apply_transition(now);
+        self.rearm();
+        Ok(())
     }
 
     /// The view as `msctl view --json` shows it, at time `now`.

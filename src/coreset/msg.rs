@@ -20,6 +20,16 @@ pub const MAX_MEMBERS: usize = 1024;
 /// Most newcomers one AGREE_J admits.
 pub const MAX_JOIN_BATCH: usize = 64;
 
+/// Largest application change payload (bytes): what the application-group
+/// layer asks the core-set to commit in one piece.
+pub const MAX_APP_PAYLOAD: usize = 4096;
+
+/// Most application payloads one change carries, and most bytes in all
+/// (a COMMIT carries them with the whole table, in one datagram).
+pub const MAX_APP_BATCH: usize = 64;
+/// See [`MAX_APP_BATCH`].
+pub const MAX_APP_BATCH_BYTES: usize = 16 * 1024;
+
 /// The view id of "no view yet" (a joiner's envelopes carry it).
 pub const NO_VIEW: ViewId = ViewId {
     number: 0,
@@ -40,13 +50,14 @@ pub struct Envelope {
 }
 
 /// Which layer of the hierarchy a change belongs to (priority rule 2:
-/// physical-hierarchy changes before application-group changes). Only
-/// physical changes exist so far; the variant order is the priority order.
+/// physical-hierarchy changes before application-group changes). The
+/// variant order is the priority order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Layer {
     /// A change of the mserver group itself.
     Physical,
-    /// A change of an application group (a later issue).
+    /// A change of application groups: opaque payloads of the
+    /// application-group layer ([`Proposal::app`]).
     Application,
 }
 
@@ -128,6 +139,10 @@ pub struct Proposal {
     /// Subgroups of the same group merged into this one (AGREE_M; empty
     /// otherwise). The new view's number is above every side's.
     pub merges: Vec<Absorbed>,
+    /// Application changes (layer [`Layer::Application`]; empty
+    /// otherwise): opaque payloads of the application-group layer,
+    /// committed in this order at every member (`CoreSetEvent::AppCommitted`).
+    pub app: Vec<Vec<u8>>,
 }
 
 /// Why a proposal does not fit the receiver's base table.
@@ -163,17 +178,29 @@ impl Proposal {
         if self.view.number != top.saturating_add(1) {
             return Err(ProposalError::ViewNumber);
         }
-        if self.layer != Layer::Physical {
+        let app_shaped = !self.app.is_empty();
+        if (self.layer == Layer::Application) != app_shaped {
             return Err(ProposalError::Layer);
         }
         match table.by_rank(self.originator) {
             Some(r) if r.incarnation == self.view.coordinator => {}
             _ => return Err(ProposalError::Originator),
         }
+        let app_bytes: usize = self.app.iter().map(Vec::len).sum();
+        if self.app.len() > MAX_APP_BATCH
+            || app_bytes > MAX_APP_BATCH_BYTES
+            || self
+                .app
+                .iter()
+                .any(|a| a.is_empty() || a.len() > MAX_APP_PAYLOAD)
+        {
+            return Err(ProposalError::Shape);
+        }
         let kinds = [
             !self.removals.is_empty(),
             !self.joins.is_empty(),
             !self.merges.is_empty(),
+            app_shaped,
         ];
         if kinds.iter().filter(|k| **k).count() != 1
             || self.removals.len() > table.len()
@@ -243,9 +270,11 @@ impl Proposal {
     pub fn key(&self, takeover: bool) -> PriorityKey {
         // A merge has no subject: it goes after every failure, leave and
         // join (the subgroups are whole and can wait).
+        // An application change's subject is the member that submitted it.
         let subject = match (self.removals.first(), self.joins.first()) {
             (Some(x), _) => Subject::Member(x.rank),
             (None, Some(j)) => Subject::Joiner(j.addr),
+            (None, None) if !self.app.is_empty() => Subject::Member(self.originator),
             (None, None) => Subject::Joiner(NodeId::v4(255, 255, 255, 255, 65535)),
         };
         PriorityKey {

@@ -273,6 +273,7 @@ mod tests {
                 })
                 .collect(),
             merges: Vec::new(),
+            app: Vec::new(),
         }
     }
 

@@ -230,6 +230,7 @@ fn a_stranger_is_told_not_member_and_changes_nothing() {
         }],
         joins: vec![],
         merges: Vec::new(),
+        app: Vec::new(),
     };
     let table = a.table().unwrap().apply(&p);
     for m in [
@@ -270,6 +271,7 @@ fn stale_views_and_unacked_commits_change_nothing() {
             rejoin: false,
         }],
         merges: Vec::new(),
+        app: Vec::new(),
     };
     let table = b.table().unwrap().apply(&p);
     let commit = Commit {
@@ -669,6 +671,7 @@ fn hostile_input_never_panics() {
                     })
                     .collect(),
                 merges: Vec::new(),
+                app: Vec::new(),
             };
             let table = target
                 .table()
@@ -761,4 +764,36 @@ fn hostile_input_never_panics() {
             assert!(c.io.limits.len() <= MAX_RATE_LIMITS);
         }
     }
+}
+
+#[test]
+fn app_changes_are_checked_then_committed_alone() {
+    let mut c = CoreSet::new(config(1), Instant::ZERO, 1).expect("config");
+    assert_eq!(
+        c.submit_app(Instant::ZERO, b"x".to_vec()),
+        Err(AppSubmitError::NotMember),
+        "not before the first view"
+    );
+    let mut at = Instant::ZERO;
+    while !c.is_member() {
+        at = c.poll_timeout().expect("a timer while joining");
+        c.handle_timeout(at);
+    }
+    drain(&mut c);
+    assert_eq!(c.submit_app(at, Vec::new()), Err(AppSubmitError::Empty));
+    assert_eq!(
+        c.submit_app(at, vec![0; MAX_APP_PAYLOAD + 1]),
+        Err(AppSubmitError::TooLarge(MAX_APP_PAYLOAD + 1))
+    );
+    let before = c.view().expect("a view");
+    assert_eq!(c.submit_app(at, b"create g".to_vec()), Ok(()));
+    // Alone in the group: the change commits at once, as view + 1, with
+    // the same members, and reports the payload.
+    let (_, events) = drain(&mut c);
+    let view = c.view().expect("a view");
+    assert_eq!(view.number, before.number + 1);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CoreSetEvent::AppCommitted { payloads, .. } if payloads == &vec![b"create g".to_vec()]
+    )));
 }
