@@ -8,6 +8,9 @@
 //! - [`wire`]: the packet header, bounded bodies, authentication (seed 000 DNP);
 //! - [`sansio`]: the contract every protocol core follows;
 //! - [`rpc`]: BLAST, CHAN and SELECT (seed 004, section 5.3);
+//! - [`appgroup`]: the application-group vocabulary (names, views, group
+//!   options and partition rules, errors) shared by applications, member
+//!   interfaces and mservers (seed 003, chapter II);
 //! - [`coreset`]: the mserver group protocol: core table, ring monitoring,
 //!   views and the change protocols (seed 003, chapters III and IV.C);
 //! - [`relay`]: the multicast emulator (mcaster) and its member side (seed
@@ -18,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod appgroup;
 pub mod coreset;
 pub mod id;
 pub mod relay;
