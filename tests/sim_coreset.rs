@@ -1885,3 +1885,178 @@ fn app_changes_commit_in_one_order_everywhere() {
         }
     });
 }
+
+/// Application groups over the core-set (issue 6): random creates, joins,
+/// leaves and MI failures, encoded as `AppOp`s and submitted at random
+/// mservers while mservers crash and pause. Every mserver applies what its
+/// core-set commits to its own `Registry`; every mserver that saw every
+/// application change (never crashed or excluded) ends with the same
+/// groups, and per group the same views: numbered 1, 2, 3 ... without a
+/// gap, the same members for the same number.
+#[test]
+fn app_group_views_agree_at_every_mserver() {
+    use membership::appgroup::{
+        AppMember, AppOp, AppView, GroupName, GroupOptions, MemberKind, MemberName, Registry,
+        RequestId,
+    };
+    let replay = sim_replay!("app_group_views_agree_at_every_mserver");
+    let mut seeds = 0u64;
+    let mut busy_seeds = 0u64;
+    let mut views_seen = 0usize;
+    sim::run_seeds(&replay, 1000, |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa77_6a0b);
+        let n = rng.random_range(3..=7u8);
+        let all = nodes(1..=n);
+        let mut h = formed(
+            seed,
+            "app_group_views_agree_at_every_mserver",
+            &all,
+            Setup::default(),
+            false,
+        );
+        let groups = [
+            GroupName::parse("g1").expect("name"),
+            GroupName::parse("g2").expect("name"),
+        ];
+        let mut joined: Vec<(usize, u128)> = Vec::new();
+        let mut next_id = 1u128;
+        for step in 0..60 {
+            h.run_for(Duration::from_millis(rng.random_range(1..40)));
+            let live = h.live();
+            if rng.random_range(0..40) == 0 && live.len() > 2 {
+                if let Some(x) = pick(&mut rng, &live).copied() {
+                    h.crash(x);
+                }
+            } else if rng.random_range(0..40) == 0 {
+                if let Some(x) = pick(&mut rng, &live).copied() {
+                    h.sim.pause(x);
+                    let back = h.sim.now() + Duration::from_millis(rng.random_range(50..700));
+                    h.sim.schedule(back, move |s| {
+                        s.resume(x);
+                    });
+                }
+            }
+            let seq = u64::try_from(step).unwrap_or(u64::MAX) + 1;
+            let mi = rng.random_range(1..=3u128);
+            let req = RequestId {
+                mi: uuid::Uuid::from_u128(mi),
+                seq,
+            };
+            let g = groups[rng.random_range(0..2usize)].clone();
+            let op = if step < 2 {
+                AppOp::Create {
+                    req,
+                    group: groups[step].clone(),
+                    options: GroupOptions::default(),
+                }
+            } else {
+                match rng.random_range(0..10) {
+                    0..=5 => {
+                        next_id += 1;
+                        let name = format!("p{}", rng.random_range(0..12));
+                        joined.push((0, next_id));
+                        AppOp::Join {
+                            req,
+                            group: g,
+                            member: AppMember {
+                                name: MemberName::parse(&name).expect("name"),
+                                kind: MemberKind::default(),
+                                id: uuid::Uuid::from_u128(next_id),
+                                host: format!("mi{mi}"),
+                            },
+                        }
+                    }
+                    6..=8 if !joined.is_empty() => {
+                        let k = rng.random_range(0..joined.len());
+                        let (_, id) = joined.swap_remove(k);
+                        AppOp::Leave {
+                            req,
+                            group: g,
+                            member: uuid::Uuid::from_u128(id),
+                        }
+                    }
+                    _ => AppOp::MiFailed {
+                        mi: uuid::Uuid::from_u128(mi),
+                    },
+                }
+            };
+            let payload = op.encode().expect("encodes");
+            // Sometimes the same request twice (an MI resubmitting after
+            // a failover): it must apply once.
+            let copies = if rng.random_range(0..10) == 0 { 2 } else { 1 };
+            for _ in 0..copies {
+                if let Some(x) = pick(&mut rng, &h.live()).copied() {
+                    let _ = h
+                        .sim
+                        .with_core(x, |c, now| c.submit_app(now, payload.clone()));
+                }
+            }
+        }
+        for x in h.sim.nodes().collect::<Vec<_>>() {
+            if !h.sim.is_running(x) && h.sim.is_up(x) {
+                h.sim.resume(x);
+            }
+        }
+        assert!(
+            h.run_until(Duration::from_secs(10), |h| h.converged()),
+            "seed {seed}: no single view at the end"
+        );
+        h.run_for(Duration::from_secs(1));
+        let disturbed: BTreeSet<NodeId> = h
+            .log
+            .iter()
+            .filter(|(_, _, e)| matches!(e, CoreSetEvent::Excluded { .. }))
+            .map(|(_, n, _)| *n)
+            .chain(h.gone.iter().copied())
+            .collect();
+        let mut registries: BTreeMap<NodeId, (Registry, Vec<AppView>)> = BTreeMap::new();
+        for (_, node, e) in &h.log {
+            if let CoreSetEvent::AppCommitted { payloads, .. } = e {
+                let (r, views) = registries.entry(*node).or_default();
+                for p in payloads {
+                    let out = r.apply_payload(p);
+                    views.extend(out.views);
+                }
+            }
+        }
+        let steady: Vec<&NodeId> = registries
+            .keys()
+            .filter(|n| !disturbed.contains(n) && h.sim.is_running(**n))
+            .collect();
+        let mut reference: Option<(&NodeId, Vec<AppView>)> = None;
+        for node in steady {
+            let (r, views) = &registries[node];
+            // Per group: 1, 2, 3 ... without a gap.
+            for g in &groups {
+                let numbers: Vec<u64> = views
+                    .iter()
+                    .filter(|v| &v.group == g)
+                    .map(|v| v.number)
+                    .collect();
+                let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+                assert_eq!(numbers, expected, "seed {seed}: {node} views of {g:?}");
+            }
+            match &reference {
+                None => {
+                    views_seen += views.len();
+                    if r.views().iter().any(|v| v.number >= 3) {
+                        busy_seeds += 1;
+                    }
+                    reference = Some((node, r.views()))
+                }
+                Some((first, theirs)) => assert_eq!(
+                    &r.views(),
+                    theirs,
+                    "seed {seed}: {node} and {first} hold different groups"
+                ),
+            }
+        }
+        seeds += 1;
+    });
+    eprintln!(
+        "app groups: {seeds} seeds, {busy_seeds} with a group past view 3, {views_seen} views"
+    );
+    if seeds >= 100 {
+        assert!(busy_seeds * 2 > seeds, "too few seeds exercised the groups");
+    }
+}

@@ -24,16 +24,19 @@
 //!   a [`MergeRule`] (which parts merge again when they hear each other);
 //! - the typed errors an application sees, [`AppError`].
 //!
-//! The logic that commits application-group changes in the core-set lives
-//! elsewhere; these are the shared vocabulary only, and the pure rule
-//! functions ([`SurviveRule::survives`], [`MergeRule::merges`]) it applies.
+//! - the replicated [`Registry`] of groups that every mserver of a
+//!   core-set applies the committed [`AppOp`]s to (`registry.rs`).
 
 mod error;
 mod names;
+mod registry;
 mod rules;
 mod view;
 
 pub use error::AppError;
 pub use names::{GroupName, MemberKind, MemberName, NameError, MAX_KIND, MAX_NAME};
+pub use registry::{
+    AppOp, AppReply, Applied, Registry, RequestId, MAX_GROUPS, MAX_GROUP_MEMBERS, MAX_REMEMBERED,
+};
 pub use rules::{GroupOptions, MergeRule, Scope, SurviveRule};
 pub use view::{AppMember, AppView, MemberInfo};

@@ -1,0 +1,479 @@
+//! The replicated registry of application groups (seed 003, chapter II,
+//! sections B and C; DESIGN.md section 6; `docs/appgroups-design.md`).
+//!
+//! Every mserver of a core-set holds one [`Registry`] and applies to it, in
+//! commit order, the [`AppOp`]s that the core-set commits as application
+//! changes (`CoreSet::submit_app`, `CoreSetEvent::AppCommitted`). The
+//! registry is a deterministic state machine: the same ops in the same
+//! order give the same groups, the same per-group views and the same
+//! outcome of each op ([`Applied`]) at every mserver. So the mserver that
+//! submitted an op answers its MI with an outcome every other mserver
+//! agrees on, and each mserver pushes the new views to the MIs attached to
+//! it.
+//!
+//! - Each group has its own view number: 0 when it is created (no
+//!   members), then one more for every op that changes its membership.
+//!   Members are kept in join order.
+//! - Ops carry a [`RequestId`] (the MI and its request counter); an op
+//!   seen before is answered with the remembered outcome and changes
+//!   nothing, so an MI may resubmit after its mserver failed.
+//! - [`AppOp::MiFailed`] removes every member the MI hosted, in one view
+//!   per group (an MI failure is batched like mserver failures).
+//! - Everything is bounded ([`MAX_GROUPS`], [`MAX_GROUP_MEMBERS`],
+//!   [`MAX_REMEMBERED`]); an op beyond a bound is refused with a typed
+//!   error, at every mserver alike.
+//!
+//! Not yet here (issue 6, next steps in `docs/appgroups-design.md`): the
+//! state transfer to an mserver that joins the core-set, and the survive
+//! and merge rules at core-set partitions and merges.
+
+use super::{AppError, AppMember, AppView, GroupName, GroupOptions};
+use crate::wire::{decode_body, encode_body};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use uuid::Uuid;
+
+/// Most application groups one core-set holds.
+pub const MAX_GROUPS: usize = 4096;
+/// Most members of one application group.
+pub const MAX_GROUP_MEMBERS: usize = 10_000;
+/// Most request outcomes remembered for duplicate detection.
+pub const MAX_REMEMBERED: usize = 8192;
+
+/// Who asked for an op: the MI's id and its request counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The MI (a UUID v7 taken when it starts).
+    pub mi: Uuid,
+    /// Its request counter.
+    pub seq: u64,
+}
+
+/// One application-group change, as the core-set commits it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppOp {
+    /// Create a group (it starts at view 0, with no members).
+    Create {
+        /// Who asked.
+        req: RequestId,
+        /// Its name.
+        group: GroupName,
+        /// Its options.
+        options: GroupOptions,
+    },
+    /// A process joins a group through MI `req.mi`.
+    Join {
+        /// Who asked (the member's MI).
+        req: RequestId,
+        /// The group.
+        group: GroupName,
+        /// The member (its id chosen by the MI, a UUID v7).
+        member: AppMember,
+    },
+    /// A member leaves (or its process died: its MI saw the connection
+    /// close).
+    Leave {
+        /// Who asked.
+        req: RequestId,
+        /// The group.
+        group: GroupName,
+        /// The member's id.
+        member: Uuid,
+    },
+    /// An MI failed: every member it hosted is removed.
+    MiFailed {
+        /// The MI.
+        mi: Uuid,
+    },
+}
+
+impl AppOp {
+    /// The payload for `CoreSet::submit_app`.
+    pub fn encode(&self) -> Result<Vec<u8>, AppError> {
+        encode_body(self).map_err(|e| AppError::Internal(format!("cannot encode an app op: {e}")))
+    }
+
+    /// An op from a committed payload (bounded; names are validated on
+    /// decode).
+    pub fn decode(bytes: &[u8]) -> Result<AppOp, AppError> {
+        decode_body(bytes).map_err(|e| AppError::Internal(format!("bad app op: {e}")))
+    }
+
+    fn req(&self) -> Option<RequestId> {
+        match self {
+            AppOp::Create { req, .. } | AppOp::Join { req, .. } | AppOp::Leave { req, .. } => {
+                Some(*req)
+            }
+            AppOp::MiFailed { .. } => None,
+        }
+    }
+}
+
+/// What an op did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppReply {
+    /// The group was created.
+    Created,
+    /// The member joined; the group's first view with it.
+    Joined(AppView),
+    /// The member left.
+    Left,
+    /// The MI's members were removed (from this many groups).
+    MiRemoved(usize),
+}
+
+/// The outcome of applying one op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The request it answers (none for `MiFailed`).
+    pub req: Option<RequestId>,
+    /// Its result, the same at every mserver.
+    pub result: Result<AppReply, AppError>,
+    /// The new views it made, one per group it changed (none for a
+    /// duplicate or a refused op).
+    pub views: Vec<AppView>,
+    /// It was a duplicate of an op applied before.
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    options: GroupOptions,
+    number: u64,
+    /// Members in join order, with the MI that hosts each.
+    members: Vec<(AppMember, Uuid)>,
+}
+
+impl Group {
+    fn view(&self, name: &GroupName) -> AppView {
+        AppView {
+            group: name.clone(),
+            number: self.number,
+            members: self.members.iter().map(|(m, _)| m.clone()).collect(),
+        }
+    }
+}
+
+/// The application groups of one core-set. See the [module docs](self).
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    groups: BTreeMap<GroupName, Group>,
+    remembered: BTreeMap<RequestId, Result<AppReply, AppError>>,
+    order: VecDeque<RequestId>,
+    applied: u64,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ops applied so far (duplicates included).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The current view of `group`.
+    pub fn view(&self, group: &GroupName) -> Option<AppView> {
+        self.groups.get(group).map(|g| g.view(group))
+    }
+
+    /// The options `group` was created with.
+    pub fn options(&self, group: &GroupName) -> Option<&GroupOptions> {
+        self.groups.get(group).map(|g| &g.options)
+    }
+
+    /// Every group's current view, by name.
+    pub fn views(&self) -> Vec<AppView> {
+        self.groups.iter().map(|(n, g)| g.view(n)).collect()
+    }
+
+    /// Applies one committed op.
+    pub fn apply(&mut self, op: &AppOp) -> Applied {
+        self.applied += 1;
+        let req = op.req();
+        if let Some(r) = req {
+            if let Some(result) = self.remembered.get(&r) {
+                return Applied {
+                    req,
+                    result: result.clone(),
+                    views: Vec::new(),
+                    duplicate: true,
+                };
+            }
+        }
+        let (result, views) = match op {
+            AppOp::Create { group, options, .. } => self.create(group, options),
+            AppOp::Join { req, group, member } => self.join(group, member, req.mi),
+            AppOp::Leave { group, member, .. } => self.leave(group, *member),
+            AppOp::MiFailed { mi } => self.mi_failed(*mi),
+        };
+        if let Some(r) = req {
+            self.remember(r, result.clone());
+        }
+        Applied {
+            req,
+            result,
+            views,
+            duplicate: false,
+        }
+    }
+
+    /// Applies a committed payload (an undecodable one is refused, alike
+    /// everywhere).
+    pub fn apply_payload(&mut self, payload: &[u8]) -> Applied {
+        match AppOp::decode(payload) {
+            Ok(op) => self.apply(&op),
+            Err(e) => {
+                self.applied += 1;
+                Applied {
+                    req: None,
+                    result: Err(e),
+                    views: Vec::new(),
+                    duplicate: false,
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, r: RequestId, result: Result<AppReply, AppError>) {
+        self.remembered.insert(r, result);
+        self.order.push_back(r);
+        while self.order.len() > MAX_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.remembered.remove(&old);
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        group: &GroupName,
+        options: &GroupOptions,
+    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        if let Err(e) = options.validate() {
+            return (Err(e), Vec::new());
+        }
+        if self.groups.contains_key(group) {
+            return (Err(AppError::NameTaken), Vec::new());
+        }
+        if self.groups.len() >= MAX_GROUPS {
+            return (
+                Err(AppError::InvalidOptions(format!(
+                    "this core-set holds {MAX_GROUPS} groups already"
+                ))),
+                Vec::new(),
+            );
+        }
+        self.groups.insert(
+            group.clone(),
+            Group {
+                options: options.clone(),
+                number: 0,
+                members: Vec::new(),
+            },
+        );
+        (Ok(AppReply::Created), Vec::new())
+    }
+
+    fn join(
+        &mut self,
+        group: &GroupName,
+        member: &AppMember,
+        mi: Uuid,
+    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return (Err(AppError::NoSuchGroup), Vec::new());
+        };
+        if g.members.iter().any(|(m, _)| m.id == member.id) {
+            return (Err(AppError::AlreadyMember), Vec::new());
+        }
+        if g.members.iter().any(|(m, _)| m.name == member.name) {
+            return (Err(AppError::NameTaken), Vec::new());
+        }
+        if g.members.len() >= MAX_GROUP_MEMBERS {
+            return (
+                Err(AppError::InvalidOptions(format!(
+                    "the group has {MAX_GROUP_MEMBERS} members already"
+                ))),
+                Vec::new(),
+            );
+        }
+        g.members.push((member.clone(), mi));
+        g.number += 1;
+        let view = g.view(group);
+        (Ok(AppReply::Joined(view.clone())), vec![view])
+    }
+
+    fn leave(
+        &mut self,
+        group: &GroupName,
+        member: Uuid,
+    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return (Err(AppError::NoSuchGroup), Vec::new());
+        };
+        let before = g.members.len();
+        g.members.retain(|(m, _)| m.id != member);
+        if g.members.len() == before {
+            return (Err(AppError::NotMember), Vec::new());
+        }
+        g.number += 1;
+        (Ok(AppReply::Left), vec![g.view(group)])
+    }
+
+    fn mi_failed(&mut self, mi: Uuid) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        let mut views = Vec::new();
+        for (name, g) in self.groups.iter_mut() {
+            let before = g.members.len();
+            g.members.retain(|(_, host)| *host != mi);
+            if g.members.len() != before {
+                g.number += 1;
+                views.push(g.view(name));
+            }
+        }
+        (Ok(AppReply::MiRemoved(views.len())), views)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::appgroup::{MemberKind, MemberName};
+
+    fn gname(s: &str) -> GroupName {
+        GroupName::parse(s).expect("group name")
+    }
+
+    fn req(mi: u128, seq: u64) -> RequestId {
+        RequestId {
+            mi: Uuid::from_u128(mi),
+            seq,
+        }
+    }
+
+    fn member(name: &str, id: u128) -> AppMember {
+        AppMember {
+            name: MemberName::parse(name).expect("name"),
+            kind: MemberKind::default(),
+            id: Uuid::from_u128(id),
+            host: "h".into(),
+        }
+    }
+
+    fn create(r: &mut Registry, g: &str, seq: u64) -> Applied {
+        r.apply(&AppOp::Create {
+            req: req(1, seq),
+            group: gname(g),
+            options: GroupOptions::default(),
+        })
+    }
+
+    #[test]
+    fn create_join_leave_number_the_views() {
+        let mut r = Registry::new();
+        assert_eq!(create(&mut r, "g", 1).result, Ok(AppReply::Created));
+        assert_eq!(create(&mut r, "g", 2).result, Err(AppError::NameTaken));
+        let a = r.apply(&AppOp::Join {
+            req: req(1, 3),
+            group: gname("g"),
+            member: member("a", 10),
+        });
+        assert_eq!(a.views.len(), 1);
+        assert_eq!(a.views[0].number, 1);
+        let b = r.apply(&AppOp::Join {
+            req: req(2, 1),
+            group: gname("g"),
+            member: member("b", 11),
+        });
+        assert_eq!(b.views[0].number, 2);
+        assert_eq!(b.views[0].members.len(), 2);
+        let clash = r.apply(&AppOp::Join {
+            req: req(2, 2),
+            group: gname("g"),
+            member: member("a", 12),
+        });
+        assert_eq!(clash.result, Err(AppError::NameTaken));
+        assert!(clash.views.is_empty());
+        let nogroup = r.apply(&AppOp::Join {
+            req: req(2, 3),
+            group: gname("nope"),
+            member: member("c", 13),
+        });
+        assert_eq!(nogroup.result, Err(AppError::NoSuchGroup));
+        let left = r.apply(&AppOp::Leave {
+            req: req(1, 4),
+            group: gname("g"),
+            member: Uuid::from_u128(10),
+        });
+        assert_eq!(left.result, Ok(AppReply::Left));
+        assert_eq!(left.views[0].number, 3);
+        let again = r.apply(&AppOp::Leave {
+            req: req(1, 5),
+            group: gname("g"),
+            member: Uuid::from_u128(10),
+        });
+        assert_eq!(again.result, Err(AppError::NotMember));
+    }
+
+    #[test]
+    fn duplicates_change_nothing_and_get_the_same_answer() {
+        let mut r = Registry::new();
+        create(&mut r, "g", 1);
+        let op = AppOp::Join {
+            req: req(1, 2),
+            group: gname("g"),
+            member: member("a", 10),
+        };
+        let first = r.apply(&op);
+        let second = r.apply(&op);
+        assert!(second.duplicate);
+        assert_eq!(second.result, first.result);
+        assert!(second.views.is_empty());
+        assert_eq!(r.view(&gname("g")).map(|v| v.number), Some(1));
+    }
+
+    #[test]
+    fn an_mi_failure_removes_all_its_members_in_one_view_per_group() {
+        let mut r = Registry::new();
+        create(&mut r, "g", 1);
+        create(&mut r, "h", 2);
+        for (i, (g, mi)) in [("g", 7), ("g", 7), ("g", 8), ("h", 7), ("h", 8)]
+            .into_iter()
+            .enumerate()
+        {
+            let n = u128::try_from(i).expect("small") + 100;
+            r.apply(&AppOp::Join {
+                req: req(mi, n as u64),
+                group: gname(g),
+                member: member(&format!("m{i}"), n),
+            });
+        }
+        let out = r.apply(&AppOp::MiFailed {
+            mi: Uuid::from_u128(7),
+        });
+        assert_eq!(out.result, Ok(AppReply::MiRemoved(2)));
+        assert_eq!(out.views.len(), 2);
+        assert_eq!(out.views[0].members.len(), 1);
+        assert_eq!(out.views[0].number, 4);
+        assert_eq!(out.views[1].members.len(), 1);
+    }
+
+    #[test]
+    fn payloads_round_trip_and_garbage_is_refused() {
+        let op = AppOp::Create {
+            req: req(1, 1),
+            group: gname("g"),
+            options: GroupOptions::default(),
+        };
+        let bytes = op.encode().expect("encodes");
+        assert_eq!(AppOp::decode(&bytes), Ok(op));
+        let mut r = Registry::new();
+        for junk in [&b""[..], &b"\xff\xff\xff"[..], &bytes[..bytes.len() / 2]] {
+            let out = r.apply_payload(junk);
+            assert!(out.result.is_err());
+            assert!(out.views.is_empty());
+        }
+    }
+}
