@@ -187,6 +187,7 @@ name_type!(
     /// example `"primary"` or `"replica"`. The partition rules can require
     /// a part to hold a member of a given kind
     /// ([`SurviveRule::ContainsKind`](super::SurviveRule::ContainsKind)).
+    #[derive(Default)]
     MemberKind,
     "member kind",
     true,
@@ -194,12 +195,6 @@ name_type!(
     printable,
     PRINTABLE
 );
-
-impl Default for MemberKind {
-    fn default() -> Self {
-        MemberKind(String::new())
-    }
-}
 
 impl MemberKind {
     /// Whether the kind is the empty tag.
