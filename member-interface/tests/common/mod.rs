@@ -131,17 +131,17 @@ impl World {
             Op::CreateGroup { name, options } => {
                 if let Err(e) = options.validate() {
                     Err(e)
-                } else if self.groups.contains_key(&name) {
-                    Err(AppError::NameTaken)
                 } else {
-                    self.groups.insert(
-                        name,
-                        Group {
-                            number: 0,
-                            members: Vec::new(),
-                        },
-                    );
-                    Ok(Reply::Created)
+                    match self.groups.entry(name) {
+                        std::collections::btree_map::Entry::Occupied(_) => Err(AppError::NameTaken),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(Group {
+                                number: 0,
+                                members: Vec::new(),
+                            });
+                            Ok(Reply::Created)
+                        }
+                    }
                 }
             }
             Op::Join { group, member } => {
