@@ -50,6 +50,10 @@ use tokio::task::AbortHandle;
 /// Frames a connection queues for its writer before calls wait.
 pub const OUT_QUEUE: usize = 64;
 
+/// Largest [`ClientConfig::view_queue`] honoured (larger values are
+/// lowered to it).
+pub const MAX_VIEW_QUEUE: usize = 1 << 20;
+
 /// How a [`Client`] behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -58,7 +62,7 @@ pub struct ClientConfig {
     /// How the client describes itself to the MI (for its logs).
     pub name: String,
     /// Views a membership queues before it is closed with
-    /// [`AppError::Overflow`] (at least 1).
+    /// [`AppError::Overflow`] (1 to [`MAX_VIEW_QUEUE`]).
     pub view_queue: usize,
     /// Calls that may be in flight at once on the connection (at least 1).
     pub max_pending: usize,
@@ -466,7 +470,7 @@ impl Client {
                 memberships: BTreeMap::new(),
             }),
             out,
-            view_queue: config.view_queue.max(1),
+            view_queue: config.view_queue.clamp(1, MAX_VIEW_QUEUE),
         });
         let reader = tokio::spawn(read_loop(rd, Arc::clone(&shared)));
         let writer = tokio::spawn(write_loop(wr, frames, Arc::clone(&shared)));

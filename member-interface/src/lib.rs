@@ -34,7 +34,7 @@ pub mod blocking;
 mod client;
 pub mod proto;
 
-pub use client::{Client, ClientConfig, Membership, OUT_QUEUE};
+pub use client::{Client, ClientConfig, Membership, MAX_VIEW_QUEUE, OUT_QUEUE};
 pub use membership::appgroup::{
     AppError, AppMember, AppView, GroupName, GroupOptions, MemberInfo, MemberKind, MemberName,
     MergeRule, NameError, Scope, SurviveRule,

@@ -552,3 +552,21 @@ async fn blocking_client_inside_a_runtime_is_refused() {
     let r = blocking::Client::connect(&mi.path);
     assert!(matches!(r, Err(AppError::Internal(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn extreme_config_values_are_clamped() {
+    let mi = FakeMi::start(Mode::Normal);
+    let config = ClientConfig {
+        view_queue: usize::MAX,
+        max_pending: 0,
+        ..ClientConfig::default()
+    };
+    let client = within(Client::connect_with(&mi.path, config))
+        .await
+        .expect("connect");
+    within(client.create_group("g", GroupOptions::default()))
+        .await
+        .expect("create");
+    let mut a = within(client.join("g", member("a"))).await.expect("join");
+    assert_eq!(within(a.next_view()).await.expect("first").number, 1);
+}
