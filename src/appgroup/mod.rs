@@ -22,8 +22,7 @@
 //!   membership-scope ([`Scope`]), and the partition rules, a
 //!   [`SurviveRule`] (which parts of a partitioned group keep running) and
 //!   a [`MergeRule`] (which parts merge again when they hear each other);
-//! - the typed errors an application sees, [`AppError`].
-//!
+//! - the typed errors an application sees, [`AppError`];
 //! - the replicated [`Registry`] of groups that every mserver of a
 //!   core-set applies the committed [`AppOp`]s to (`registry.rs`).
 
