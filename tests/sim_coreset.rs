@@ -292,6 +292,34 @@ impl Harness {
     }
 
     /// The view installs in the log, by node: (time, view number, members).
+    /// Each node's current incarnation (its life), in the order given.
+    fn lives(&self, nodes: &[NodeId]) -> Vec<Option<Incarnation>> {
+        nodes
+            .iter()
+            .map(|n| self.sim.core(*n).map(|c| c.incarnation()))
+            .collect()
+    }
+
+    /// Every view install and exclusion so far, one line each (for
+    /// failure messages).
+    fn view_story(&self) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|(_, _, e)| {
+                matches!(
+                    e,
+                    CoreSetEvent::Excluded { .. } | CoreSetEvent::ViewInstalled { .. }
+                )
+            })
+            .map(|(t, n, e)| match e {
+                CoreSetEvent::ViewInstalled { view, members, .. } => {
+                    format!("{t:?} {n} view {} of {}", view.number, members.len())
+                }
+                other => format!("{t:?} {n} {other:?}"),
+            })
+            .collect()
+    }
+
     fn installs(&self, n: NodeId) -> Vec<(Instant, u64, Vec<Member>)> {
         self.log
             .iter()
@@ -1306,10 +1334,7 @@ fn split_3_3_heals_into_one_merged_view() {
             .map(|rows| rows.iter().map(|r| r.incarnation).collect())
             .collect();
         // The lives at the heal: the merge keeps every one of them.
-        let lives: Vec<_> = all
-            .iter()
-            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
-            .collect();
+        let lives = h.lives(&all);
         let healed_at = h.sim.now();
         h.sim.heal();
         h.run_until(Duration::from_secs(5), |h| h.one_view_of(&all));
@@ -1332,26 +1357,8 @@ fn split_3_3_heals_into_one_merged_view() {
             merged > side_views[0].max(side_views[1]),
             "seed {seed}: merged view {merged} not above {side_views:?}"
         );
-        let now: Vec<_> = all
-            .iter()
-            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
-            .collect();
-        let events: Vec<String> = h
-            .log
-            .iter()
-            .filter(|(_, _, e)| {
-                matches!(
-                    e,
-                    CoreSetEvent::Excluded { .. } | CoreSetEvent::ViewInstalled { .. }
-                )
-            })
-            .map(|(t, n, e)| match e {
-                CoreSetEvent::ViewInstalled { view, members, .. } => {
-                    format!("{t:?} {n} view {} of {}", view.number, members.len())
-                }
-                other => format!("{t:?} {n} {other:?}"),
-            })
-            .collect();
+        let now = h.lives(&all);
+        let events = h.view_story();
         assert_eq!(
             lives, now,
             "seed {seed}: a member restarted to merge (partition at {split_at:?}, heal at {healed_at:?}): {events:#?}"
@@ -1566,10 +1573,7 @@ fn interleaved_split_keeps_every_life() {
             Setup::default(),
             false,
         );
-        let lives: Vec<_> = all
-            .iter()
-            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
-            .collect();
+        let lives = h.lives(&all);
         let a: Vec<NodeId> = all.iter().copied().step_by(2).collect();
         let b: Vec<NodeId> = all.iter().copied().skip(1).step_by(2).collect();
         h.sim.partition(&[a.clone(), b.clone()]);
@@ -1590,26 +1594,8 @@ fn interleaved_split_keeps_every_life() {
             h.one_view_of(&all),
             "seed {seed}: no merged view within 5 s of the heal"
         );
-        let now: Vec<_> = all
-            .iter()
-            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
-            .collect();
-        let events: Vec<String> = h
-            .log
-            .iter()
-            .filter(|(_, _, e)| {
-                matches!(
-                    e,
-                    CoreSetEvent::Excluded { .. } | CoreSetEvent::ViewInstalled { .. }
-                )
-            })
-            .map(|(t, n, e)| match e {
-                CoreSetEvent::ViewInstalled { view, members, .. } => {
-                    format!("{t:?} {n} view {} of {}", view.number, members.len())
-                }
-                other => format!("{t:?} {n} {other:?}"),
-            })
-            .collect();
+        let now = h.lives(&all);
+        let events = h.view_story();
         assert_eq!(lives, now, "seed {seed}: a member restarted: {events:#?}");
     });
 }
@@ -1630,10 +1616,7 @@ fn big_split_heals_without_restarts() {
             Setup::default(),
             false,
         );
-        let lives: Vec<_> = all
-            .iter()
-            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
-            .collect();
+        let lives = h.lives(&all);
         let mut a = Vec::new();
         let mut b = Vec::new();
         for x in &all {
@@ -1657,10 +1640,7 @@ fn big_split_heals_without_restarts() {
         h.sim.heal();
         let ok = h.run_until(Duration::from_secs(10), |h| h.one_view_of(&all));
         h.run_for(Duration::from_millis(500));
-        let now: Vec<_> = all
-            .iter()
-            .map(|n| h.sim.core(*n).map(|c| c.incarnation()))
-            .collect();
+        let now = h.lives(&all);
         if std::env::var("SIM_TRACE").is_ok() && (lives != now || !ok) {
             for l in h.sim.trace_tail() {
                 eprintln!("{l}");
