@@ -127,6 +127,9 @@ pub struct Registration {
     config: RegistrationConfig,
     groups: BTreeMap<NodeId, Reg>,
     next_refresh: Option<Instant>,
+    /// When every group is refreshed next (first joins are repeated
+    /// sooner, see [`Registration::handle_timeout`]).
+    full_refresh_at: Option<Instant>,
     out: VecDeque<Transmit>,
     events: VecDeque<RegistrationEvent>,
     counters: RegistrationCounters,
@@ -139,6 +142,7 @@ impl Registration {
             config,
             groups: BTreeMap::new(),
             next_refresh: None,
+            full_refresh_at: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: RegistrationCounters::default(),
@@ -198,8 +202,12 @@ impl Registration {
             },
         );
         self.send_join(group);
-        if self.next_refresh.is_none() {
-            self.next_refresh = Some(now.saturating_add(self.config.refresh_interval));
+        // A first join that is not answered is repeated soon (the mcaster
+        // may be starting at the same moment), not a whole refresh later.
+        let soon = now.saturating_add(self.first_join_retry());
+        self.next_refresh = Some(self.next_refresh.map_or(soon, |t| t.min(soon)));
+        if self.full_refresh_at.is_none() {
+            self.full_refresh_at = Some(now.saturating_add(self.config.refresh_interval));
         }
     }
 
@@ -283,7 +291,15 @@ impl Registration {
         true
     }
 
+    /// How soon an unanswered first join is repeated: a tenth of the
+    /// refresh interval (at least 1 ms).
+    fn first_join_retry(&self) -> Duration {
+        (self.config.refresh_interval / 10).max(Duration::from_millis(1))
+    }
+
     /// The refresh timer: every group is refreshed (or its leave repeated).
+    /// While a first join is unanswered it is repeated every tenth of the
+    /// interval (only the joining groups are sent again then).
     pub fn handle_timeout(&mut self, now: Instant) {
         let Some(at) = self.next_refresh else {
             return;
@@ -291,11 +307,18 @@ impl Registration {
         if at > now {
             return;
         }
+        let full = self.full_refresh_at.map_or(true, |t| t <= now);
+        if full {
+            self.full_refresh_at = Some(now.saturating_add(self.config.refresh_interval));
+        }
         let groups: Vec<NodeId> = self.groups.keys().copied().collect();
         for g in groups {
             let Some(r) = self.groups.get_mut(&g) else {
                 continue;
             };
+            if !full && r.state != State::Joining {
+                continue;
+            }
             match r.state {
                 State::Leaving(n) if n >= LEAVE_ATTEMPTS => {
                     self.groups.remove(&g);
@@ -311,11 +334,15 @@ impl Registration {
                 _ => self.send_join(g),
             }
         }
+        let joining = self.groups.values().any(|r| r.state == State::Joining);
         self.next_refresh = if self.groups.is_empty() {
             None
+        } else if joining {
+            Some(now.saturating_add(self.first_join_retry()))
         } else {
             // From `now`, so a late timer does not cause a burst.
-            Some(now.saturating_add(self.config.refresh_interval))
+            self.full_refresh_at
+                .or(Some(now.saturating_add(self.config.refresh_interval)))
         };
     }
 

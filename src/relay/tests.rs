@@ -516,13 +516,18 @@ fn registration_joins_refreshes_and_notices_a_relearn() {
         reg_out(&mut m)[..],
         [McasterMsg::JoinGroup { group: G, .. }]
     ));
-    assert_eq!(m.poll_timeout(), Some(t(1000)));
+    // An unanswered first join is repeated a tenth of the interval later.
+    assert_eq!(m.poll_timeout(), Some(t(100)));
     answer(&mut m, G, Answer::JoinAck);
     assert_eq!(
         reg_events(&mut m),
         vec![RegistrationEvent::Registered { group: G }]
     );
     assert!(m.is_registered(G));
+    // Answered: that early timer sends nothing; the refresh is at 1 s.
+    m.handle_timeout(t(100));
+    assert!(reg_out(&mut m).is_empty());
+    assert_eq!(m.poll_timeout(), Some(t(1000)));
     m.handle_timeout(t(1000));
     assert_eq!(reg_out(&mut m).len(), 1);
     answer(&mut m, G, Answer::DupMember);
@@ -661,4 +666,25 @@ fn registration_and_relay_together_over_many_steps() {
     let members: BTreeSet<NodeId> = r.group(G).unwrap().members.iter().map(|m| m.0).collect();
     assert_eq!(members, [n(1), n(2)].into_iter().collect());
     assert!(ms[0].1.is_registered(G));
+}
+
+#[test]
+fn an_unanswered_first_join_is_repeated_soon() {
+    let mut m = reg();
+    m.join(t(0), G, "g");
+    reg_out(&mut m);
+    // The mcaster is not up yet: every tenth of the interval, again.
+    for k in 1..=3u64 {
+        assert_eq!(m.poll_timeout(), Some(t(100 * k)));
+        m.handle_timeout(t(100 * k));
+        assert!(matches!(
+            reg_out(&mut m)[..],
+            [McasterMsg::JoinGroup { group: G, .. }]
+        ));
+    }
+    answer(&mut m, G, Answer::JoinAck);
+    assert!(m.is_registered(G));
+    m.handle_timeout(t(400));
+    assert!(reg_out(&mut m).is_empty(), "answered: back to the refresh");
+    assert_eq!(m.poll_timeout(), Some(t(1000)));
 }
