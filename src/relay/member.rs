@@ -3,7 +3,10 @@
 //! list of groups"), with GMP's soft state (seed 000, section 4): joins are
 //! refreshed every interval, so an mcaster that restarted relearns every
 //! group within one interval, and a member that died stops refreshing and
-//! expires at the mcaster.
+//! expires at the mcaster. A first join that is not answered (the mcaster
+//! is still starting) is repeated every tenth of the interval until it is,
+//! so a member started together with its mcaster is relayed within about
+//! 100 ms rather than a whole interval later.
 //!
 //! [`Registration`] is a small sans-IO component that a daemon core embeds
 //! (it also implements [`Core`] on its own): call [`Registration::join`] /
