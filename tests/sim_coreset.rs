@@ -292,6 +292,15 @@ impl Harness {
     }
 
     /// The view installs in the log, by node: (time, view number, members).
+    /// Pauses `x` (SIGSTOP) and resumes it `d` later.
+    fn pause_for(&mut self, x: NodeId, d: Duration) {
+        self.sim.pause(x);
+        let back = self.sim.now() + d;
+        self.sim.schedule(back, move |s| {
+            s.resume(x);
+        });
+    }
+
     /// Each node's current incarnation (its life), in the order given.
     fn lives(&self, nodes: &[NodeId]) -> Vec<Option<Incarnation>> {
         nodes
@@ -1477,11 +1486,7 @@ fn random_partitions_heal_into_one_view() {
                 }
                 1 => {
                     if let Some(x) = pick(&mut rng, &live).copied() {
-                        h.sim.pause(x);
-                        let back = h.sim.now() + Duration::from_millis(rng.random_range(50..900));
-                        h.sim.schedule(back, move |s| {
-                            s.resume(x);
-                        });
+                        h.pause_for(x, Duration::from_millis(rng.random_range(50..900)));
                     }
                 }
                 _ => {}
@@ -1760,11 +1765,7 @@ fn app_changes_commit_in_one_order_everywhere() {
                 }
                 1 => {
                     if let Some(x) = pick(&mut rng, &live).copied() {
-                        h.sim.pause(x);
-                        let back = h.sim.now() + Duration::from_millis(rng.random_range(50..900));
-                        h.sim.schedule(back, move |s| {
-                            s.resume(x);
-                        });
+                        h.pause_for(x, Duration::from_millis(rng.random_range(50..900)));
                     }
                 }
                 _ => {}
@@ -1909,11 +1910,7 @@ fn app_group_views_agree_at_every_mserver() {
                 }
             } else if rng.random_range(0..40) == 0 {
                 if let Some(x) = pick(&mut rng, &live).copied() {
-                    h.sim.pause(x);
-                    let back = h.sim.now() + Duration::from_millis(rng.random_range(50..700));
-                    h.sim.schedule(back, move |s| {
-                        s.resume(x);
-                    });
+                    h.pause_for(x, Duration::from_millis(rng.random_range(50..700)));
                 }
             }
             let seq = u64::try_from(step).unwrap_or(u64::MAX) + 1;
