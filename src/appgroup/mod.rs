@@ -27,6 +27,7 @@
 //!   core-set applies the committed [`AppOp`]s to (`registry.rs`).
 
 mod error;
+pub mod link;
 mod names;
 mod registry;
 mod rules;
