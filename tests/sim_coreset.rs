@@ -1926,6 +1926,22 @@ fn app_group_views_agree_at_every_mserver() {
                     group: groups[step].clone(),
                     options: GroupOptions::default(),
                 }
+            } else if step < 5 || rng.random_range(0..10) == 0 {
+                // Every MI attaches first, and again now and then (after
+                // an `MiFailed`, its joins are refused until it does).
+                let mi = if step < 5 {
+                    u128::try_from(step).unwrap_or(1) - 1
+                } else {
+                    mi
+                };
+                AppOp::Attach {
+                    req: RequestId {
+                        mi: uuid::Uuid::from_u128(mi),
+                        seq,
+                    },
+                    host: format!("mi{mi}"),
+                    mserver: NodeId::v4(127, 0, 0, 1, 7200),
+                }
             } else {
                 match rng.random_range(0..10) {
                     0..=5 => {

@@ -36,7 +36,8 @@ mod view;
 pub use error::AppError;
 pub use names::{GroupName, MemberKind, MemberName, NameError, MAX_KIND, MAX_NAME};
 pub use registry::{
-    AppOp, AppReply, Applied, Registry, RequestId, MAX_GROUPS, MAX_GROUP_MEMBERS, MAX_REMEMBERED,
+    AppOp, AppReply, Applied, MiRecord, Registry, RequestId, HISTORY_MEMBERS, MAX_GROUPS,
+    MAX_GROUP_MEMBERS, MAX_HOST, MAX_MIS, MAX_REMEMBERED,
 };
 pub use rules::{GroupOptions, MergeRule, Scope, SurviveRule};
 pub use view::{AppMember, AppView, MemberInfo};

@@ -23,12 +23,23 @@
 //!   [`MAX_REMEMBERED`]); an op beyond a bound is refused with a typed
 //!   error, at every mserver alike.
 //!
+//! - [`AppOp::Attach`] records which mserver an MI is attached to, so
+//!   every mserver knows the MIs an mserver that failed leaves behind; a
+//!   join through an MI that is not attached is refused
+//!   ([`AppError::Disconnected`]): an MI declared failed cannot add members.
+//! - The last views of each group are kept ([`VIEW_HISTORY`] views, at
+//!   most [`HISTORY_MEMBERS`] member entries in all per group), so an MI
+//!   that re-attached after a failover is sent the views it missed.
+//! - [`Registry::encode`] / [`Registry::decode`]: the copy a newcomer to
+//!   the core-set fetches (state transfer).
+//!
 //! Not yet here (issue 6, next steps in `docs/appgroups-design.md`): the
-//! state transfer to an mserver that joins the core-set, and the survive
-//! and merge rules at core-set partitions and merges.
+//! survive and merge rules at core-set partitions and merges.
 
+use super::link::VIEW_HISTORY;
 use super::{AppError, AppMember, AppView, GroupName, GroupOptions};
-use crate::wire::{decode_body, encode_body};
+use crate::id::NodeId;
+use crate::wire::{decode_body, decode_message, encode_body};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
@@ -39,6 +50,13 @@ pub const MAX_GROUPS: usize = 4096;
 pub const MAX_GROUP_MEMBERS: usize = 10_000;
 /// Most request outcomes remembered for duplicate detection.
 pub const MAX_REMEMBERED: usize = 8192;
+/// Most MIs attached to one core-set.
+pub const MAX_MIS: usize = 4096;
+/// Longest MI host name, in bytes.
+pub const MAX_HOST: usize = 255;
+/// Most member entries the view history of one group holds (a group of
+/// 10,000 members keeps only its last view or so).
+pub const HISTORY_MEMBERS: usize = 20_000;
 
 /// Who asked for an op: the MI's id and its request counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -85,6 +103,16 @@ pub enum AppOp {
         /// The MI.
         mi: Uuid,
     },
+    /// MI `req.mi` attached to `mserver` (first, or again after a
+    /// failover).
+    Attach {
+        /// Who asked (the MI).
+        req: RequestId,
+        /// Its host name (the `host` of its members).
+        host: String,
+        /// The mserver it attached to.
+        mserver: NodeId,
+    },
 }
 
 impl AppOp {
@@ -101,9 +129,10 @@ impl AppOp {
 
     fn req(&self) -> Option<RequestId> {
         match self {
-            AppOp::Create { req, .. } | AppOp::Join { req, .. } | AppOp::Leave { req, .. } => {
-                Some(*req)
-            }
+            AppOp::Create { req, .. }
+            | AppOp::Join { req, .. }
+            | AppOp::Leave { req, .. }
+            | AppOp::Attach { req, .. } => Some(*req),
             AppOp::MiFailed { .. } => None,
         }
     }
@@ -120,6 +149,19 @@ pub enum AppReply {
     Left,
     /// The MI's members were removed (from this many groups).
     MiRemoved(usize),
+    /// The MI's attachment was recorded.
+    Attached,
+}
+
+/// Where an MI is attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MiRecord {
+    /// The mserver it is attached to.
+    pub mserver: NodeId,
+    /// Its host name.
+    pub host: String,
+    /// The request counter of its latest attachment (its epoch).
+    pub attach_seq: u64,
 }
 
 /// The outcome of applying one op.
@@ -136,12 +178,14 @@ pub struct Applied {
     pub duplicate: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Group {
     options: GroupOptions,
     number: u64,
     /// Members in join order, with the MI that hosts each.
     members: Vec<(AppMember, Uuid)>,
+    /// The latest views, oldest first (the current one last).
+    history: VecDeque<AppView>,
 }
 
 impl Group {
@@ -152,12 +196,30 @@ impl Group {
             members: self.members.iter().map(|(m, _)| m.clone()).collect(),
         }
     }
+
+    /// Moves to the next view number and records the new view.
+    fn advance(&mut self, name: &GroupName) -> AppView {
+        self.number += 1;
+        let view = self.view(name);
+        self.history.push_back(view.clone());
+        let mut entries: usize = self.history.iter().map(|v| v.members.len().max(1)).sum();
+        while self.history.len() > VIEW_HISTORY
+            || (entries > HISTORY_MEMBERS && self.history.len() > 1)
+        {
+            match self.history.pop_front() {
+                Some(old) => entries -= old.members.len().max(1),
+                None => break,
+            }
+        }
+        view
+    }
 }
 
 /// The application groups of one core-set. See the [module docs](self).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registry {
     groups: BTreeMap<GroupName, Group>,
+    mis: BTreeMap<Uuid, MiRecord>,
     remembered: BTreeMap<RequestId, Result<AppReply, AppError>>,
     order: VecDeque<RequestId>,
     applied: u64,
@@ -189,6 +251,76 @@ impl Registry {
         self.groups.iter().map(|(n, g)| g.view(n)).collect()
     }
 
+    /// Every group's options and current view, by name.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupOptions, AppView)> + '_ {
+        self.groups.iter().map(|(n, g)| (&g.options, g.view(n)))
+    }
+
+    /// Where MI `mi` is attached, if it is.
+    pub fn mi(&self, mi: &Uuid) -> Option<&MiRecord> {
+        self.mis.get(mi)
+    }
+
+    /// Every attached MI.
+    pub fn mis(&self) -> impl Iterator<Item = (&Uuid, &MiRecord)> + '_ {
+        self.mis.iter()
+    }
+
+    /// The MI that hosts member `member` of `group`.
+    pub fn host_of(&self, group: &GroupName, member: Uuid) -> Option<Uuid> {
+        self.groups
+            .get(group)?
+            .members
+            .iter()
+            .find(|(m, _)| m.id == member)
+            .map(|(_, mi)| *mi)
+    }
+
+    /// The MIs that host members of `group`.
+    pub fn hosts_of(&self, group: &GroupName) -> Vec<Uuid> {
+        let mut out: Vec<Uuid> = self
+            .groups
+            .get(group)
+            .map(|g| g.members.iter().map(|(_, mi)| *mi).collect())
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The views of `group` after number `after`, oldest first, up to the
+    /// current one; `None` if the group is gone or the history does not
+    /// reach back that far.
+    pub fn views_since(&self, group: &GroupName, after: u64) -> Option<Vec<AppView>> {
+        let g = self.groups.get(group)?;
+        if after >= g.number {
+            return Some(Vec::new());
+        }
+        let oldest = g.history.front()?.number;
+        if oldest > after + 1 {
+            return None;
+        }
+        Some(
+            g.history
+                .iter()
+                .filter(|v| v.number > after)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The registry's encoding, for the state transfer to a newcomer.
+    pub fn encode(&self) -> Result<Vec<u8>, AppError> {
+        encode_body(self)
+            .map_err(|e| AppError::Internal(format!("cannot encode the registry: {e}")))
+    }
+
+    /// A registry from [`Registry::encode`]'s bytes (bounded to the
+    /// largest message the codec takes).
+    pub fn decode(bytes: &[u8]) -> Result<Registry, AppError> {
+        decode_message(bytes).map_err(|e| AppError::Internal(format!("bad registry copy: {e}")))
+    }
+
     /// Applies one committed op.
     pub fn apply(&mut self, op: &AppOp) -> Applied {
         self.applied += 1;
@@ -208,6 +340,7 @@ impl Registry {
             AppOp::Join { req, group, member } => self.join(group, member, req.mi),
             AppOp::Leave { group, member, .. } => self.leave(group, *member),
             AppOp::MiFailed { mi } => self.mi_failed(*mi),
+            AppOp::Attach { req, host, mserver } => self.attach(*req, host, *mserver),
         };
         if let Some(r) = req {
             self.remember(r, result.clone());
@@ -272,6 +405,7 @@ impl Registry {
                 options: options.clone(),
                 number: 0,
                 members: Vec::new(),
+                history: VecDeque::new(),
             },
         );
         (Ok(AppReply::Created), Vec::new())
@@ -283,6 +417,9 @@ impl Registry {
         member: &AppMember,
         mi: Uuid,
     ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        if !self.mis.contains_key(&mi) {
+            return (Err(AppError::Disconnected), Vec::new());
+        }
         let Some(g) = self.groups.get_mut(group) else {
             return (Err(AppError::NoSuchGroup), Vec::new());
         };
@@ -301,8 +438,7 @@ impl Registry {
             );
         }
         g.members.push((member.clone(), mi));
-        g.number += 1;
-        let view = g.view(group);
+        let view = g.advance(group);
         (Ok(AppReply::Joined(view.clone())), vec![view])
     }
 
@@ -319,21 +455,59 @@ impl Registry {
         if g.members.len() == before {
             return (Err(AppError::NotMember), Vec::new());
         }
-        g.number += 1;
-        (Ok(AppReply::Left), vec![g.view(group)])
+        (Ok(AppReply::Left), vec![g.advance(group)])
     }
 
     fn mi_failed(&mut self, mi: Uuid) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        self.mis.remove(&mi);
         let mut views = Vec::new();
         for (name, g) in self.groups.iter_mut() {
             let before = g.members.len();
             g.members.retain(|(_, host)| *host != mi);
             if g.members.len() != before {
-                g.number += 1;
-                views.push(g.view(name));
+                views.push(g.advance(name));
             }
         }
         (Ok(AppReply::MiRemoved(views.len())), views)
+    }
+
+    fn attach(
+        &mut self,
+        req: RequestId,
+        host: &str,
+        mserver: NodeId,
+    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        if host.is_empty() || host.len() > MAX_HOST {
+            return (
+                Err(AppError::InvalidName(format!(
+                    "an MI host name has 1 to {MAX_HOST} bytes"
+                ))),
+                Vec::new(),
+            );
+        }
+        match self.mis.get_mut(&req.mi) {
+            Some(record) => {
+                if req.seq > record.attach_seq {
+                    record.mserver = mserver;
+                    record.attach_seq = req.seq;
+                    record.host = host.to_string();
+                }
+            }
+            None => {
+                if self.mis.len() >= MAX_MIS {
+                    return (Err(AppError::TooManyClients), Vec::new());
+                }
+                self.mis.insert(
+                    req.mi,
+                    MiRecord {
+                        mserver,
+                        host: host.to_string(),
+                        attach_seq: req.seq,
+                    },
+                );
+            }
+        }
+        (Ok(AppReply::Attached), Vec::new())
     }
 }
 
@@ -362,7 +536,21 @@ mod tests {
         }
     }
 
+    fn attach(r: &mut Registry, mi: u128) {
+        let out = r.apply(&AppOp::Attach {
+            req: req(mi, 0),
+            host: "h".into(),
+            mserver: NodeId::v4(127, 0, 0, 1, 7200),
+        });
+        assert_eq!(out.result, Ok(AppReply::Attached));
+    }
+
     fn create(r: &mut Registry, g: &str, seq: u64) -> Applied {
+        for mi in [1, 2, 7, 8] {
+            if r.mi(&Uuid::from_u128(mi)).is_none() {
+                attach(r, mi);
+            }
+        }
         r.apply(&AppOp::Create {
             req: req(1, seq),
             group: gname(g),
@@ -458,6 +646,95 @@ mod tests {
         assert_eq!(out.views[0].members.len(), 1);
         assert_eq!(out.views[0].number, 4);
         assert_eq!(out.views[1].members.len(), 1);
+    }
+
+    #[test]
+    fn joins_through_an_mi_that_is_not_attached_are_refused() {
+        let mut r = Registry::new();
+        create(&mut r, "g", 1);
+        let out = r.apply(&AppOp::Join {
+            req: req(99, 1),
+            group: gname("g"),
+            member: member("a", 10),
+        });
+        assert_eq!(out.result, Err(AppError::Disconnected));
+        r.apply(&AppOp::MiFailed {
+            mi: Uuid::from_u128(7),
+        });
+        assert!(r.mi(&Uuid::from_u128(7)).is_none());
+        let out = r.apply(&AppOp::Join {
+            req: req(7, 50),
+            group: gname("g"),
+            member: member("a", 10),
+        });
+        assert_eq!(out.result, Err(AppError::Disconnected));
+    }
+
+    #[test]
+    fn a_later_attachment_moves_the_mi_and_an_older_one_does_not() {
+        let mut r = Registry::new();
+        let a = NodeId::v4(127, 0, 0, 1, 7200);
+        let b = NodeId::v4(127, 0, 0, 2, 7200);
+        for (seq, at) in [(1, a), (3, b), (2, a)] {
+            r.apply(&AppOp::Attach {
+                req: req(5, seq),
+                host: "h5".into(),
+                mserver: at,
+            });
+        }
+        let rec = r.mi(&Uuid::from_u128(5)).expect("attached");
+        assert_eq!((rec.mserver, rec.attach_seq), (b, 3));
+        let bad = r.apply(&AppOp::Attach {
+            req: req(6, 1),
+            host: String::new(),
+            mserver: a,
+        });
+        assert!(matches!(bad.result, Err(AppError::InvalidName(_))));
+    }
+
+    #[test]
+    fn missed_views_come_from_the_history_until_it_runs_out() {
+        let mut r = Registry::new();
+        create(&mut r, "g", 1);
+        for i in 0..(VIEW_HISTORY as u64 + 5) {
+            r.apply(&AppOp::Join {
+                req: req(1, 100 + i),
+                group: gname("g"),
+                member: member(&format!("m{i}"), 1000 + u128::from(i)),
+            });
+        }
+        let now = r.view(&gname("g")).expect("group").number;
+        let recent = r.views_since(&gname("g"), now - 3).expect("recent");
+        assert_eq!(
+            recent.iter().map(|v| v.number).collect::<Vec<_>>(),
+            vec![now - 2, now - 1, now]
+        );
+        assert_eq!(r.views_since(&gname("g"), now), Some(Vec::new()));
+        assert_eq!(r.views_since(&gname("g"), 0), None);
+        assert_eq!(r.views_since(&gname("nope"), 0), None);
+    }
+
+    #[test]
+    fn a_registry_copy_is_the_same_registry() {
+        let mut r = Registry::new();
+        create(&mut r, "g", 1);
+        r.apply(&AppOp::Join {
+            req: req(1, 2),
+            group: gname("g"),
+            member: member("a", 10),
+        });
+        let copy = Registry::decode(&r.encode().expect("encodes")).expect("decodes");
+        assert_eq!(copy.views(), r.views());
+        assert_eq!(copy.mi(&Uuid::from_u128(1)), r.mi(&Uuid::from_u128(1)));
+        // The copy remembers the requests too.
+        let mut copy = copy;
+        let dup = copy.apply(&AppOp::Join {
+            req: req(1, 2),
+            group: gname("g"),
+            member: member("a", 10),
+        });
+        assert!(dup.duplicate);
+        assert!(Registry::decode(&[0xff, 0x00, 0x13]).is_err());
     }
 
     #[test]
