@@ -12,16 +12,21 @@
 //!   [`CoreSet::snapshot`]; `leave` starts [`CoreSet::leave`] and is
 //!   answered when the leave is over; `fault` is handed to the daemon
 //!   ([`NodeEvent::FaultRequested`]), which owns the socket's interceptor
-//!   and answers with [`MserverNode::answer_fault`].
+//!   and answers with [`MserverNode::answer_fault`];
+//! - [`AppService`]: the application groups (seed 003, chapter II): the
+//!   procedures of [`membership::appgroup::link`] on the same RPC
+//!   endpoint, fed with the core-set's `ViewInstalled` and `AppCommitted`
+//!   events in the order they happen.
 
 use crate::admin::{
     FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
     PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
+use membership::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
 use membership::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{Registration, RegistrationEvent};
-use membership::rpc::{HandlerResult, RequestToken, Rpc, RpcEvent};
+use membership::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use membership::sansio::{Core, Incoming, Transmit};
 use membership::time::{earliest, Instant};
 use membership::wire::{decode_body, encode_body};
@@ -58,9 +63,35 @@ pub enum NodeEvent {
     },
 }
 
+/// What the application-group service is to be given, in the order it
+/// happened.
+enum AppInput {
+    View {
+        number: u64,
+        members: Vec<Member>,
+        joined: Vec<Member>,
+    },
+    Committed {
+        view: u64,
+        payloads: Vec<Vec<u8>>,
+    },
+    Request {
+        token: RequestToken,
+        from: NodeId,
+        procedure: u16,
+        body: Vec<u8>,
+    },
+    CallDone {
+        id: CallId,
+        result: Result<Vec<u8>, CallError>,
+    },
+}
+
 /// The mserver's composite core (see the module docs).
 pub struct MserverNode {
     coreset: CoreSet,
+    apps: AppService,
+    app_inputs: VecDeque<AppInput>,
     registration: Option<Registration>,
     rpc: Rpc,
     transmits: VecDeque<Transmit>,
@@ -85,11 +116,23 @@ impl MserverNode {
         registration: Option<Registration>,
         mut rpc: Rpc,
     ) -> Self {
-        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS] {
+        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS]
+            .into_iter()
+            .chain(AppService::PROCEDURES)
+        {
             rpc.register(procedure, |_, _| HandlerResult::Deferred);
         }
+        let (query_interval, reply_timeout, retries) = coreset.monitor_timings();
+        let apps = AppService::new(AppServiceConfig::new(
+            coreset.me(),
+            query_interval,
+            reply_timeout,
+            retries,
+        ));
         let mut node = MserverNode {
             coreset,
+            apps,
+            app_inputs: VecDeque::new(),
             registration,
             rpc,
             transmits: VecDeque::new(),
@@ -122,6 +165,11 @@ impl MserverNode {
     /// The RPC endpoint.
     pub fn rpc(&self) -> &Rpc {
         &self.rpc
+    }
+
+    /// The application-group service.
+    pub fn apps(&self) -> &AppService {
+        &self.apps
     }
 
     /// Admin requests refused because too many were pending.
@@ -231,9 +279,28 @@ impl MserverNode {
             }
             while let Some(e) = self.coreset.poll_event() {
                 progressed = true;
-                if matches!(e, CoreSetEvent::Left) {
-                    self.finish_leave(true);
-                    self.deregister = true;
+                match &e {
+                    CoreSetEvent::Left => {
+                        self.finish_leave(true);
+                        self.deregister = true;
+                    }
+                    CoreSetEvent::ViewInstalled {
+                        view,
+                        members,
+                        joined,
+                        ..
+                    } => self.app_inputs.push_back(AppInput::View {
+                        number: view.number,
+                        members: members.clone(),
+                        joined: joined.clone(),
+                    }),
+                    CoreSetEvent::AppCommitted { view, payloads, .. } => {
+                        self.app_inputs.push_back(AppInput::Committed {
+                            view: view.number,
+                            payloads: payloads.clone(),
+                        })
+                    }
+                    _ => {}
                 }
                 self.events.push_back(NodeEvent::CoreSet(e));
             }
@@ -249,14 +316,29 @@ impl MserverNode {
             }
             while let Some(e) = self.rpc.poll_event() {
                 progressed = true;
-                if let RpcEvent::Request {
-                    token,
-                    procedure,
-                    body,
-                    ..
-                } = e
-                {
-                    admin.push((token, procedure.0, body));
+                match e {
+                    RpcEvent::Request {
+                        token,
+                        from,
+                        procedure,
+                        body,
+                        ..
+                    } => {
+                        if AppService::PROCEDURES.contains(&procedure.0) {
+                            self.app_inputs.push_back(AppInput::Request {
+                                token,
+                                from,
+                                procedure: procedure.0,
+                                body,
+                            });
+                        } else {
+                            admin.push((token, procedure.0, body));
+                        }
+                    }
+                    RpcEvent::CallCompleted { id, result, .. } if self.apps.owns_call(id) => {
+                        self.app_inputs.push_back(AppInput::CallDone { id, result });
+                    }
+                    _ => {}
                 }
             }
             if !progressed {
@@ -291,8 +373,40 @@ impl MserverNode {
         // Bounded: a round only has work if the previous one produced new
         // requests, which are finite per input.
         for _ in 0..8 {
-            if self.pending_admin.is_empty() && self.pending_replies.is_empty() {
+            if self.pending_admin.is_empty()
+                && self.pending_replies.is_empty()
+                && self.app_inputs.is_empty()
+            {
                 break;
+            }
+            while let Some(input) = self.app_inputs.pop_front() {
+                let ctx = ServiceCtx {
+                    coreset: &mut self.coreset,
+                    rpc: &mut self.rpc,
+                };
+                match input {
+                    AppInput::View {
+                        number,
+                        members,
+                        joined,
+                    } => self
+                        .apps
+                        .on_view_installed(now, ctx, number, &members, &joined),
+                    AppInput::Committed { view, payloads } => {
+                        self.apps.on_app_committed(now, ctx, view, payloads)
+                    }
+                    AppInput::Request {
+                        token,
+                        from,
+                        procedure,
+                        body,
+                    } => self
+                        .apps
+                        .on_request(now, ctx, token, from, procedure, &body),
+                    AppInput::CallDone { id, result } => {
+                        self.apps.on_call_completed(now, ctx, id, result)
+                    }
+                }
             }
             for (token, body) in std::mem::take(&mut self.pending_replies) {
                 self.rpc.respond(now, token, body);
@@ -361,6 +475,13 @@ impl Core for MserverNode {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.coreset.handle_timeout(now);
+        self.apps.on_timeout(
+            now,
+            ServiceCtx {
+                coreset: &mut self.coreset,
+                rpc: &mut self.rpc,
+            },
+        );
         if let Some(reg) = self.registration.as_mut() {
             reg.handle_timeout(now);
         }
@@ -385,8 +506,11 @@ impl Core for MserverNode {
     fn poll_timeout(&self) -> Option<Instant> {
         let reg = self.registration.as_ref().and_then(|r| r.poll_timeout());
         earliest(
-            earliest(self.coreset.poll_timeout(), reg),
-            self.rpc.poll_timeout(),
+            earliest(
+                earliest(self.coreset.poll_timeout(), reg),
+                self.rpc.poll_timeout(),
+            ),
+            self.apps.poll_timeout(),
         )
     }
 }

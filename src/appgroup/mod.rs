@@ -26,11 +26,13 @@
 //! - the replicated [`Registry`] of groups that every mserver of a
 //!   core-set applies the committed [`AppOp`]s to (`registry.rs`).
 
+pub mod agent;
 mod error;
 pub mod link;
 mod names;
 mod registry;
 mod rules;
+pub mod service;
 mod view;
 
 pub use error::AppError;

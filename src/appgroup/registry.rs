@@ -127,7 +127,8 @@ impl AppOp {
         decode_body(bytes).map_err(|e| AppError::Internal(format!("bad app op: {e}")))
     }
 
-    fn req(&self) -> Option<RequestId> {
+    /// The request it answers (none for `MiFailed`).
+    pub fn request_id(&self) -> Option<RequestId> {
         match self {
             AppOp::Create { req, .. }
             | AppOp::Join { req, .. }
@@ -324,7 +325,7 @@ impl Registry {
     /// Applies one committed op.
     pub fn apply(&mut self, op: &AppOp) -> Applied {
         self.applied += 1;
-        let req = op.req();
+        let req = op.request_id();
         if let Some(r) = req {
             if let Some(result) = self.remembered.get(&r) {
                 return Applied {

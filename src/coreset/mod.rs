@@ -596,6 +596,16 @@ impl CoreSet {
         self.cx.me
     }
 
+    /// The monitoring timings: query interval, reply timeout, retries
+    /// (the layers above poll their own clients with the same).
+    pub fn monitor_timings(&self) -> (Duration, Duration, u32) {
+        (
+            self.cx.t.query_interval,
+            self.cx.t.reply_timeout,
+            self.cx.t.retries,
+        )
+    }
+
     /// The counters.
     pub fn stats(&self) -> &CoreSetStats {
         &self.io.stats

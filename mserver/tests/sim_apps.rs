@@ -1,0 +1,447 @@
+//! Application groups in the deterministic simulator: mservers (the real
+//! [`MserverNode`], without an mcaster) and member-interface agents
+//! ([`MiAgent`]) on one simulated LAN, with random joins, leaves, MI
+//! crashes and mserver crashes (issue 6; DESIGN.md section 5 invariants,
+//! per application group).
+//!
+//! Checked, for every seed:
+//! - every request gets exactly one answer;
+//! - per MI and group, views are delivered with increasing numbers, and a
+//!   local member that is in two consecutive delivered views saw every view
+//!   in between (no gap while it stays);
+//! - at the end, every live mserver with a current registry holds the same
+//!   groups and views, every live MI's last view of each of its groups is
+//!   the current one, every live MI's members are in it and no member of a
+//!   crashed MI is.
+//!
+//! `SIM_RUNS=N` runs more seeds; `SIM_SEED=S` one seed.
+
+use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiAnswer, MiEvent, MiRequest};
+use membership::appgroup::{AppMember, AppView, GroupName, GroupOptions, MemberKind, MemberName};
+use membership::coreset::{CoreSet, CoreSetConfig};
+use membership::id::NodeId;
+use membership::rpc::{Rpc, RpcConfig};
+use membership::sansio::{Core, Incoming, Transmit};
+use membership::sim::{SimConfig, Simulator};
+use membership::sim_replay;
+use membership::time::Instant;
+use mserver::node::{MserverNode, NodeEvent};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+const SERVERS: u8 = 3;
+const MIS: u8 = 3;
+
+fn group_addr() -> NodeId {
+    NodeId::v4(239, 9, 9, 9, 7000)
+}
+
+fn server(i: u8) -> NodeId {
+    NodeId::v4(10, 0, 0, i, 7200)
+}
+
+fn mi_addr(i: u8) -> NodeId {
+    NodeId::v4(10, 0, 1, i, 7400)
+}
+
+fn host_index(addr: NodeId) -> u8 {
+    let ip = addr.addr().ip().to_string();
+    ip.rsplit('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One simulated host: an mserver or an MI.
+enum Host {
+    Server(Box<MserverNode>),
+    Mi(Box<MiAgent>),
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // the payloads are read through Debug in traces
+enum HostEvent {
+    Server(NodeEvent),
+    Mi(MiEvent),
+}
+
+impl Core for Host {
+    type Event = HostEvent;
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        match self {
+            Host::Server(s) => s.handle_packet(now, packet),
+            Host::Mi(m) => m.handle_packet(now, packet),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Host::Server(s) => s.handle_timeout(now),
+            Host::Mi(m) => m.handle_timeout(now),
+        }
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
+        match self {
+            Host::Server(s) => s.handle_unreachable(now, node),
+            Host::Mi(m) => m.handle_unreachable(now, node),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            Host::Server(s) => s.poll_transmit(),
+            Host::Mi(m) => m.poll_transmit(),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        match self {
+            Host::Server(s) => s.poll_event().map(HostEvent::Server),
+            Host::Mi(m) => m.poll_event().map(HostEvent::Mi),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Host::Server(s) => s.poll_timeout(),
+            Host::Mi(m) => m.poll_timeout(),
+        }
+    }
+}
+
+fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
+    let _ = name;
+    let config = SimConfig::new(seed, sim_replay!("sim_apps"));
+    let mut sim = Simulator::new(config, move |spawn| {
+        if spawn.id.addr().port() == 7200 {
+            let c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr());
+            let coreset = CoreSet::new(c, spawn.now, spawn.seed).expect("config");
+            let rpc = Rpc::new(
+                spawn.id,
+                spawn.incarnation,
+                RpcConfig::default(),
+                spawn.seed ^ 0x5eed,
+            );
+            Host::Server(Box::new(MserverNode::new(
+                spawn.now,
+                group_addr(),
+                coreset,
+                None,
+                rpc,
+            )))
+        } else {
+            // Each MI prefers "its" mserver, then the others.
+            // A fresh MI id per life, as the daemon draws one per start.
+            let k = host_index(spawn.id).max(1);
+            let mut c = MiAgentConfig::new(
+                spawn.id,
+                spawn.incarnation,
+                Uuid::from_bytes(spawn.incarnation.to_bytes()),
+                format!("host{k}"),
+            );
+            c.mservers = (0..SERVERS)
+                .map(|j| server(1 + (k - 1 + j) % SERVERS))
+                .collect();
+            Host::Mi(Box::new(MiAgent::new(
+                spawn.now,
+                c,
+                RpcConfig::default(),
+                spawn.seed,
+            )))
+        }
+    });
+    for i in 1..=SERVERS {
+        sim.join_group(server(i), group_addr());
+    }
+    sim
+}
+
+fn gname(s: &str) -> GroupName {
+    GroupName::parse(s).expect("group name")
+}
+
+/// Everything the MIs reported, in order.
+#[derive(Default)]
+struct Record {
+    answers: BTreeMap<(NodeId, u64), Vec<Result<MiAnswer, membership::appgroup::AppError>>>,
+    /// Per MI (by address and life) and group: the views delivered.
+    views: BTreeMap<(NodeId, u32), BTreeMap<GroupName, Vec<AppView>>>,
+}
+
+fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId, u32>) {
+    for (_, node, e) in sim.take_events() {
+        if let HostEvent::Mi(e) = e {
+            let life = lives.get(&node).copied().unwrap_or(0);
+            match e {
+                MiEvent::Answered { handle, result } => {
+                    rec.answers.entry((node, handle)).or_default().push(result)
+                }
+                MiEvent::View(v) => rec
+                    .views
+                    .entry((node, life))
+                    .or_default()
+                    .entry(v.group.clone())
+                    .or_default()
+                    .push(v),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn servers_agree(sim: &Simulator<Host>) -> Option<Vec<AppView>> {
+    let mut seen: Option<Vec<AppView>> = None;
+    for i in 1..=SERVERS {
+        if !sim.is_running(server(i)) {
+            continue;
+        }
+        let Some(Host::Server(s)) = sim.core(server(i)) else {
+            continue;
+        };
+        if !s.apps().synced() {
+            continue;
+        }
+        let views = s.apps().registry().views();
+        match &seen {
+            None => seen = Some(views),
+            Some(v) if *v == views => {}
+            Some(_) => return None,
+        }
+    }
+    seen
+}
+
+fn run_seed(seed: u64, steps: usize, faults: bool) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA99);
+    let mut sim = simulator(seed, "random");
+    let mut rec = Record::default();
+    let mut lives: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for i in 1..=SERVERS {
+        sim.add_node(server(i));
+        sim.run_for(Duration::from_millis(300));
+    }
+    sim.run_for(Duration::from_secs(1));
+    for i in 1..=MIS {
+        sim.add_node(mi_addr(i));
+    }
+    sim.run_for(Duration::from_millis(500));
+    let groups = [gname("g1"), gname("g2")];
+    let mut next_handle = 1u64;
+    let mut requested: BTreeSet<(NodeId, u64)> = BTreeSet::new();
+    // Members each MI joined (by its answer) that it has not left.
+    let mut next_member = 1u128;
+    let mut crashed_mis: BTreeSet<NodeId> = BTreeSet::new();
+    let mut server_crashes = 0;
+    let mut request = |sim: &mut Simulator<Host>, mi: NodeId, r: MiRequest, h: &mut u64| {
+        let handle = *h;
+        *h += 1;
+        requested.insert((mi, handle));
+        sim.with_core(mi, |c, now| {
+            if let Host::Mi(a) = c {
+                a.request(now, handle, r);
+            }
+        });
+    };
+    for g in &groups {
+        request(
+            &mut sim,
+            mi_addr(1),
+            MiRequest::Create {
+                group: g.clone(),
+                options: GroupOptions::default(),
+            },
+            &mut next_handle,
+        );
+    }
+    sim.run_for(Duration::from_millis(200));
+    for _ in 0..steps {
+        sim.run_for(Duration::from_millis(rng.random_range(1..120)));
+        collect(&mut sim, &mut rec, &lives);
+        let mi = mi_addr(rng.random_range(1..=MIS));
+        if !sim.is_running(mi) {
+            if rng.random_range(0..4) == 0 {
+                sim.restart(mi);
+                *lives.entry(mi).or_insert(0) += 1;
+            }
+            continue;
+        }
+        let g = groups[rng.random_range(0..groups.len())].clone();
+        let roll = rng.random_range(0..100);
+        if faults && roll < 3 {
+            crashed_mis.insert(mi);
+            sim.crash(mi);
+            continue;
+        }
+        if faults && roll < 5 && server_crashes < 1 {
+            let s = server(rng.random_range(1..=SERVERS));
+            if sim.is_running(s) {
+                sim.crash(s);
+                server_crashes += 1;
+            }
+            continue;
+        }
+        let members: Vec<(Uuid, GroupName)> = match sim.core(mi) {
+            Some(Host::Mi(a)) => a.members().iter().map(|(m, g)| (*m, g.clone())).collect(),
+            _ => Vec::new(),
+        };
+        if roll < 65 || members.is_empty() {
+            next_member += 1;
+            let name = format!("p{}", rng.random_range(0..20));
+            let member = AppMember {
+                name: MemberName::parse(&name).expect("name"),
+                kind: MemberKind::default(),
+                id: Uuid::from_u128(next_member),
+                host: format!("host{}", host_index(mi)),
+            };
+            request(
+                &mut sim,
+                mi,
+                MiRequest::Join { group: g, member },
+                &mut next_handle,
+            );
+        } else {
+            let (member, group) = members[rng.random_range(0..members.len())].clone();
+            request(
+                &mut sim,
+                mi,
+                MiRequest::Leave { group, member },
+                &mut next_handle,
+            );
+        }
+    }
+    // Settle: every MI still alive attaches and gets its views.
+    sim.run_for(Duration::from_secs(12));
+    collect(&mut sim, &mut rec, &lives);
+
+    // Every request answered exactly once.
+    for key in &requested {
+        let (mi, _) = key;
+        let alive_whole_time = !crashed_mis.contains(mi);
+        match rec.answers.get(key) {
+            Some(a) => assert_eq!(a.len(), 1, "seed {seed}: {key:?} answered {a:?}"),
+            None => assert!(
+                !alive_whole_time,
+                "seed {seed}: request {key:?} of a live MI never answered"
+            ),
+        }
+    }
+    let final_views = servers_agree(&sim)
+        .unwrap_or_else(|| panic!("seed {seed}: the live mservers' registries differ"));
+    let current: BTreeMap<GroupName, AppView> = final_views
+        .iter()
+        .map(|v| (v.group.clone(), v.clone()))
+        .collect();
+    // Delivered views: increasing, gap-free while a member stays.
+    for ((mi, life), per_group) in &rec.views {
+        for (g, views) in per_group {
+            for w in views.windows(2) {
+                assert!(
+                    w[1].number > w[0].number,
+                    "seed {seed}: MI {mi} life {life} got view {} of {g} after {}",
+                    w[1].number,
+                    w[0].number
+                );
+                let host = format!("host{}", host_index(*mi));
+                let stayed = w[0]
+                    .members
+                    .iter()
+                    .any(|m| m.host == host && w[1].contains(m.id));
+                assert!(
+                    !stayed || w[1].number == w[0].number + 1,
+                    "seed {seed}: MI {mi} skipped from view {} to {} of {g} while its member stayed",
+                    w[0].number,
+                    w[1].number
+                );
+            }
+        }
+    }
+    // Live MIs: their members are in the current views, and their last
+    // delivered view is the current one.
+    for i in 1..=MIS {
+        let mi = mi_addr(i);
+        if !sim.is_running(mi) {
+            continue;
+        }
+        let Some(Host::Mi(a)) = sim.core(mi) else {
+            continue;
+        };
+        let life = lives.get(&mi).copied().unwrap_or(0);
+        for (member, g) in a.members() {
+            let view = current
+                .get(g)
+                .unwrap_or_else(|| panic!("seed {seed}: group {g} missing"));
+            assert!(
+                view.contains(*member),
+                "seed {seed}: MI {mi}'s member {member} is not in {g}'s final view {}",
+                view.number
+            );
+            let last = rec
+                .views
+                .get(&(mi, life))
+                .and_then(|pg| pg.get(g))
+                .and_then(|v| v.last())
+                .map(|v| v.number);
+            assert_eq!(
+                last,
+                Some(view.number),
+                "seed {seed}: MI {mi} did not get {g}'s current view"
+            );
+        }
+    }
+    // Every member left is hosted by a live MI's current life.
+    let live_mis: BTreeSet<Uuid> = (1..=MIS)
+        .filter(|i| sim.is_running(mi_addr(*i)))
+        .filter_map(|i| match sim.core(mi_addr(i)) {
+            Some(Host::Mi(a)) => Some(a.mi()),
+            _ => None,
+        })
+        .collect();
+    let registry = (1..=SERVERS)
+        .filter(|i| sim.is_running(server(*i)))
+        .find_map(|i| match sim.core(server(i)) {
+            Some(Host::Server(s)) if s.apps().synced() => Some(s.apps().registry().clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no live mserver with a registry"));
+    for v in &final_views {
+        for m in &v.members {
+            let host = registry.host_of(&v.group, m.id);
+            assert!(
+                host.is_some_and(|h| live_mis.contains(&h)),
+                "seed {seed}: member {} of a crashed MI is still in {}",
+                m.name,
+                v.group
+            );
+        }
+    }
+}
+
+fn seeds(default: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        return s.parse().map(|s| vec![s]).unwrap_or_default();
+    }
+    let n = std::env::var("SIM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..n).collect()
+}
+
+#[test]
+fn app_groups_without_faults_deliver_every_view() {
+    for seed in seeds(20) {
+        run_seed(seed, 40, false);
+    }
+}
+
+#[test]
+fn app_groups_survive_mi_and_mserver_crashes() {
+    for seed in seeds(200) {
+        run_seed(seed + 1_000, 60, true);
+    }
+}

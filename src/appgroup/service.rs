@@ -1,0 +1,969 @@
+//! The mserver's application-group service: a sans-IO state machine that
+//! holds this mserver's copy of the [`Registry`], serves the member
+//! interfaces (MIs) attached to it and keeps the copy in step with the
+//! core-set (seed 003, section II.B.4 "Member Interfaces" and chapter III
+//! for the commit; DESIGN.md section 6; `docs/appgroups-design.md`).
+//!
+//! It drives no socket and reads no clock: the mserver's composite core
+//! hands it the RPC requests of [`super::link`]'s procedures, the
+//! completions of the calls it made, and the core-set's `ViewInstalled` and
+//! `AppCommitted` events; it acts through a [`ServiceCtx`] (the core-set,
+//! to submit application changes, and the RPC endpoint, to answer and to
+//! call).
+//!
+//! - **Requests.** An MI's op ([`PROC_MI_SUBMIT`]) or attachment
+//!   ([`PROC_MI_ATTACH`]) is submitted to the core-set as an application
+//!   change and answered once it is committed and applied, with the outcome
+//!   every mserver agrees on. An op not seen committed within
+//!   `resubmit_after` is submitted again (the registry applies a request
+//!   once). Reads ([`PROC_MI_READ`]) are answered at once from the copy.
+//! - **Views to MIs.** After applying an op, every new view of a group is
+//!   queued for each MI attached here that hosts members of the group, and
+//!   pushed at once in a [`PROC_MI_QUERY`] call, numbered per MI. The same
+//!   call, every query interval, is the liveness poll: an MI that does not
+//!   answer within the query timeout is failed (`AppOp::MiFailed`, which
+//!   removes all its members in one view per group).
+//! - **Failover.** When an mserver leaves the view, the MIs attached to it
+//!   get `orphan_grace` to attach elsewhere; then the lowest-ranked
+//!   mserver submits `MiFailed` for those that did not.
+//! - **State transfer.** An mserver that joins the core-set (or whose side
+//!   was absorbed in a merge) fetches a copy of the registry from the
+//!   lowest-ranked member that was already in the view
+//!   ([`PROC_REGISTRY_FETCH`]), buffering the changes committed meanwhile
+//!   and applying those the copy does not include. Until then it refuses
+//!   MI requests with [`AppError::Busy`].
+//!
+//! Not yet here: the survive and merge rules at core-set partitions. After
+//! a merge, the absorbed side adopts the other side's registry; its MIs
+//! re-attach and their members that the other side does not know end.
+
+use super::link::{
+    AttachReply, AttachRequest, Attached, FetchReply, FetchRequest, GroupInfo, QueryReply,
+    QueryRequest, ReadReply, ReadRequest, SubmitReply, SubmitRequest, PROC_MI_ATTACH,
+    PROC_MI_QUERY, PROC_MI_READ, PROC_MI_SUBMIT, PROC_REGISTRY_FETCH,
+};
+use super::{AppError, AppOp, AppView, GroupName, Registry, RequestId};
+use crate::coreset::{AppSubmitError, CoreSet, Member};
+use crate::id::NodeId;
+use crate::rpc::{CallError, CallId, CallOptions, RequestToken, Rpc};
+use crate::time::{earliest, Instant};
+use crate::wire::{decode_message, encode_body};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Most requests waiting for their op to commit (more are refused with
+/// [`AppError::Busy`]).
+pub const MAX_PENDING: usize = 4096;
+/// Most views queued for one MI (an MI further behind is failed: it
+/// cannot be answering its queries).
+pub const MAX_MI_QUEUE: usize = 4096;
+/// Most views sent in one query.
+pub const MAX_VIEWS_PER_QUERY: usize = 64;
+/// Most committed changes buffered while a registry copy is fetched.
+pub const MAX_BUFFERED: usize = 65_536;
+
+/// The service's timings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppServiceConfig {
+    /// This mserver's address (the `mserver` of the attachments it makes).
+    pub me: NodeId,
+    /// How often an attached MI is polled.
+    pub query_interval: Duration,
+    /// A poll unanswered this long fails the MI.
+    pub query_timeout: Duration,
+    /// How long the MIs of an mserver that left the view have to attach
+    /// elsewhere before they are failed.
+    pub orphan_grace: Duration,
+    /// An op submitted but not seen committed this long is submitted again.
+    pub resubmit_after: Duration,
+    /// How long a registry fetch may take before another member is asked.
+    pub fetch_timeout: Duration,
+}
+
+impl AppServiceConfig {
+    /// Timings derived from the core-set's: queries every query interval,
+    /// failed after `reply_timeout * (1 + retries)`, the same bound as the
+    /// ring's monitoring; an orphan grace of four query intervals plus the
+    /// query timeout (an MI notices its mserver's silence after two query
+    /// intervals plus the query timeout, then re-attaches).
+    pub fn new(
+        me: NodeId,
+        query_interval: Duration,
+        reply_timeout: Duration,
+        retries: u32,
+    ) -> Self {
+        let query_timeout = reply_timeout * (1 + retries.min(16));
+        AppServiceConfig {
+            me,
+            query_interval,
+            query_timeout,
+            orphan_grace: query_interval * 4 + query_timeout * 2,
+            resubmit_after: Duration::from_secs(2),
+            fetch_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the service acts on: the core-set (to submit changes) and the RPC
+/// endpoint (to answer requests and make calls).
+pub struct ServiceCtx<'a> {
+    /// The core-set.
+    pub coreset: &'a mut CoreSet,
+    /// The RPC endpoint the service's procedures arrive on.
+    pub rpc: &'a mut Rpc,
+}
+
+/// The service's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Ops applied (from committed changes).
+    pub applied: u64,
+    /// Views queued for MIs.
+    pub views_pushed: u64,
+    /// MIs failed by this mserver (poll unanswered, or orphaned).
+    pub mis_failed: u64,
+    /// Requests refused before submission (busy, malformed).
+    pub refused: u64,
+    /// Registry copies installed (state transfers).
+    pub transfers: u64,
+}
+
+enum PendingKind {
+    Submit,
+    Attach {
+        from: NodeId,
+        have: Vec<(GroupName, u64)>,
+    },
+}
+
+struct Pending {
+    tokens: Vec<RequestToken>,
+    payload: Vec<u8>,
+    submitted_at: Instant,
+    kind: PendingKind,
+}
+
+/// An MI attached to this mserver.
+struct LocalMi {
+    addr: NodeId,
+    attach_seq: u64,
+    /// The sequence number the next queued view gets.
+    next_seq: u64,
+    /// Views not yet acknowledged: `(seq, view)`.
+    queue: VecDeque<(u64, AppView)>,
+    /// Members to report lost in the next query.
+    lost: Vec<(GroupName, Uuid)>,
+    in_flight: Option<CallId>,
+    next_query: Instant,
+}
+
+enum CallTag {
+    Query { mi: Uuid, lost: usize },
+    Fetch,
+}
+
+enum SyncState {
+    /// The copy is current: changes are applied as they commit.
+    Synced,
+    /// Waiting for a copy of the registry as of at least `since_view`.
+    Fetching {
+        since_view: u64,
+        buffered: Vec<(u64, Vec<Vec<u8>>)>,
+        /// Members to ask, in turn.
+        sources: Vec<NodeId>,
+        attempt: usize,
+        call: Option<CallId>,
+        retry_at: Option<Instant>,
+    },
+}
+
+/// The application-group service of one mserver. See the
+/// [module docs](self).
+pub struct AppService {
+    config: AppServiceConfig,
+    registry: Registry,
+    sync: SyncState,
+    /// This mserver is a member of a view.
+    member: bool,
+    view: u64,
+    mservers: Vec<NodeId>,
+    pending: BTreeMap<RequestId, Pending>,
+    local: BTreeMap<Uuid, LocalMi>,
+    calls: BTreeMap<CallId, CallTag>,
+    /// MIs whose mserver left the view: failed at the deadline unless
+    /// they attached elsewhere.
+    orphans: BTreeMap<Uuid, Instant>,
+    /// `MiFailed` submitted for these, at this time.
+    failing: BTreeMap<Uuid, Instant>,
+    stats: ServiceStats,
+}
+
+impl AppService {
+    /// A service that has no registry yet: it gets one with its first view
+    /// (empty when it founds the core-set, fetched otherwise).
+    pub fn new(config: AppServiceConfig) -> Self {
+        AppService {
+            config,
+            registry: Registry::new(),
+            sync: SyncState::Fetching {
+                since_view: 0,
+                buffered: Vec::new(),
+                sources: Vec::new(),
+                attempt: 0,
+                call: None,
+                retry_at: None,
+            },
+            member: false,
+            view: 0,
+            mservers: Vec::new(),
+            pending: BTreeMap::new(),
+            local: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            failing: BTreeMap::new(),
+            stats: ServiceStats::default(),
+        }
+    }
+
+    /// The procedures the service answers (register them as deferred and
+    /// hand their requests to [`AppService::on_request`]).
+    pub const PROCEDURES: [u16; 4] = [
+        PROC_MI_ATTACH,
+        PROC_MI_SUBMIT,
+        PROC_MI_READ,
+        PROC_REGISTRY_FETCH,
+    ];
+
+    /// This mserver's copy of the registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The copy is current (not waiting for a state transfer).
+    pub fn synced(&self) -> bool {
+        matches!(self.sync, SyncState::Synced)
+    }
+
+    /// The MIs attached to this mserver.
+    pub fn attached(&self) -> impl Iterator<Item = &Uuid> + '_ {
+        self.local.keys()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &ServiceStats {
+        &self.stats
+    }
+
+    /// Is `id` one of this service's calls?
+    pub fn owns_call(&self, id: CallId) -> bool {
+        self.calls.contains_key(&id)
+    }
+
+    fn ready(&self) -> bool {
+        self.member && self.synced()
+    }
+
+    /// A request for one of [`AppService::PROCEDURES`].
+    pub fn on_request(
+        &mut self,
+        now: Instant,
+        ctx: ServiceCtx<'_>,
+        token: RequestToken,
+        from: NodeId,
+        procedure: u16,
+        body: &[u8],
+    ) {
+        match procedure {
+            PROC_MI_ATTACH => {
+                let request = match decode_message::<AttachRequest>(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.stats.refused += 1;
+                        let err = AppError::Internal(format!("unreadable attach request: {e}"));
+                        respond(now, ctx.rpc, token, &AttachReply { result: Err(err) });
+                        return;
+                    }
+                };
+                if !self.ready() {
+                    self.stats.refused += 1;
+                    respond(
+                        now,
+                        ctx.rpc,
+                        token,
+                        &AttachReply {
+                            result: Err(AppError::Busy),
+                        },
+                    );
+                    return;
+                }
+                let op = AppOp::Attach {
+                    req: RequestId {
+                        mi: request.mi,
+                        seq: request.seq,
+                    },
+                    host: request.host,
+                    mserver: self.config.me,
+                };
+                let kind = PendingKind::Attach {
+                    from,
+                    have: request.have,
+                };
+                if let Err(e) = self.submit_op(now, ctx.coreset, token, op, kind) {
+                    respond(now, ctx.rpc, token, &AttachReply { result: Err(e) });
+                }
+            }
+            PROC_MI_SUBMIT => {
+                let request = match decode_message::<SubmitRequest>(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.stats.refused += 1;
+                        let err = AppError::Internal(format!("unreadable submit request: {e}"));
+                        respond(now, ctx.rpc, token, &SubmitReply { result: Err(err) });
+                        return;
+                    }
+                };
+                let refusal = if !self.ready() {
+                    Some(AppError::Busy)
+                } else if matches!(request.op, AppOp::Attach { .. } | AppOp::MiFailed { .. }) {
+                    Some(AppError::InvalidOptions(
+                        "attachments and MI failures are not submitted by MIs".into(),
+                    ))
+                } else {
+                    None
+                };
+                if let Some(err) = refusal {
+                    self.stats.refused += 1;
+                    respond(now, ctx.rpc, token, &SubmitReply { result: Err(err) });
+                    return;
+                }
+                if let Err(e) =
+                    self.submit_op(now, ctx.coreset, token, request.op, PendingKind::Submit)
+                {
+                    respond(now, ctx.rpc, token, &SubmitReply { result: Err(e) });
+                }
+            }
+            PROC_MI_READ => {
+                let reply = match decode_message::<ReadRequest>(body) {
+                    Err(e) => ReadReply::Groups(Err(AppError::Internal(format!(
+                        "unreadable read request: {e}"
+                    )))),
+                    Ok(_) if !self.synced() => ReadReply::Groups(Err(AppError::Busy)),
+                    Ok(ReadRequest::View { group }) => {
+                        ReadReply::View(self.registry.view(&group).ok_or(AppError::NoSuchGroup))
+                    }
+                    Ok(ReadRequest::Lookup { group, name }) => {
+                        ReadReply::Member(match self.registry.view(&group) {
+                            None => Err(AppError::NoSuchGroup),
+                            Some(v) => v.member(&name).cloned().ok_or(AppError::NotMember),
+                        })
+                    }
+                    Ok(ReadRequest::Groups) => ReadReply::Groups(Ok(self.groups())),
+                };
+                respond(now, ctx.rpc, token, &reply);
+            }
+            PROC_REGISTRY_FETCH => {
+                let result = match decode_message::<FetchRequest>(body) {
+                    Err(e) => Err(AppError::Internal(format!("unreadable fetch request: {e}"))),
+                    Ok(r) if !self.synced() || !self.member || self.view < r.since_view => {
+                        Err(AppError::Busy)
+                    }
+                    Ok(_) => self.registry.encode().map(|bytes| (self.view, bytes)),
+                };
+                respond(now, ctx.rpc, token, &FetchReply { result });
+            }
+            _ => self.stats.refused += 1,
+        }
+    }
+
+    fn submit_op(
+        &mut self,
+        now: Instant,
+        coreset: &mut CoreSet,
+        token: RequestToken,
+        op: AppOp,
+        kind: PendingKind,
+    ) -> Result<(), AppError> {
+        let Some(req) = op.request_id() else {
+            return Err(AppError::Internal("an op without a request id".into()));
+        };
+        if let Some(p) = self.pending.get_mut(&req) {
+            // The MI asked again (its call was retried, or it re-attached
+            // here): answer every asker when the op commits.
+            if p.tokens.len() < 16 {
+                p.tokens.push(token);
+            }
+            return Ok(());
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.stats.refused += 1;
+            return Err(AppError::Busy);
+        }
+        let payload = op.encode()?;
+        submit_payload(now, coreset, payload.clone())?;
+        self.pending.insert(
+            req,
+            Pending {
+                tokens: vec![token],
+                payload,
+                submitted_at: now,
+                kind,
+            },
+        );
+        Ok(())
+    }
+
+    /// The core-set installed a view (`CoreSetEvent::ViewInstalled`).
+    pub fn on_view_installed(
+        &mut self,
+        now: Instant,
+        ctx: ServiceCtx<'_>,
+        number: u64,
+        members: &[Member],
+        joined: &[Member],
+    ) {
+        let me = self.config.me;
+        let first = !self.member;
+        self.member = members.iter().any(|m| m.addr == me);
+        self.view = number;
+        self.mservers = members.iter().map(|m| m.addr).collect();
+        if !self.member {
+            return;
+        }
+        let i_joined = joined.iter().any(|m| m.addr == me);
+        let old: Vec<NodeId> = members
+            .iter()
+            .filter(|m| !joined.iter().any(|j| j.addr == m.addr))
+            .map(|m| m.addr)
+            .collect();
+        if (first || i_joined) && !old.is_empty() {
+            // A newcomer, or our side was absorbed: take the copy of a
+            // member that was in the view already.
+            self.start_fetch(now, ctx.rpc, number, old);
+        } else if first {
+            // We found the core-set: the registry starts empty.
+            self.registry = Registry::new();
+            self.sync = SyncState::Synced;
+        }
+        self.note_orphans(now);
+    }
+
+    /// MIs attached to mservers that are not in the view, or to us but not
+    /// known here (we restarted): they have `orphan_grace` to re-attach.
+    fn note_orphans(&mut self, now: Instant) {
+        if !self.synced() {
+            return;
+        }
+        let me = self.config.me;
+        let deadline = now + self.config.orphan_grace;
+        let orphans: Vec<Uuid> = self
+            .registry
+            .mis()
+            .filter(|(mi, r)| {
+                !self.mservers.contains(&r.mserver)
+                    || (r.mserver == me && !self.local.contains_key(mi))
+            })
+            .map(|(mi, _)| *mi)
+            .collect();
+        self.orphans.retain(|mi, _| orphans.contains(mi));
+        for mi in orphans {
+            self.orphans.entry(mi).or_insert(deadline);
+        }
+    }
+
+    fn start_fetch(&mut self, now: Instant, rpc: &mut Rpc, since_view: u64, sources: Vec<NodeId>) {
+        self.sync = SyncState::Fetching {
+            since_view,
+            buffered: Vec::new(),
+            sources,
+            attempt: 0,
+            call: None,
+            retry_at: None,
+        };
+        self.send_fetch(now, rpc);
+    }
+
+    fn send_fetch(&mut self, now: Instant, rpc: &mut Rpc) {
+        let timeout = self.config.fetch_timeout;
+        let SyncState::Fetching {
+            since_view,
+            sources,
+            attempt,
+            call,
+            retry_at,
+            ..
+        } = &mut self.sync
+        else {
+            return;
+        };
+        if sources.is_empty() {
+            return;
+        }
+        let source = sources[*attempt % sources.len()];
+        *attempt += 1;
+        *retry_at = None;
+        let Ok(body) = encode_body(&FetchRequest {
+            since_view: *since_view,
+        }) else {
+            return;
+        };
+        let id = rpc.call(
+            now,
+            source,
+            PROC_REGISTRY_FETCH,
+            body,
+            CallOptions::default().with_timeout(timeout),
+        );
+        *call = Some(id);
+        self.calls.insert(id, CallTag::Fetch);
+        tracing::debug!(%source, since_view = *since_view, "fetching the application-group registry");
+    }
+
+    /// The core-set committed application changes
+    /// (`CoreSetEvent::AppCommitted`).
+    pub fn on_app_committed(
+        &mut self,
+        now: Instant,
+        ctx: ServiceCtx<'_>,
+        view: u64,
+        payloads: Vec<Vec<u8>>,
+    ) {
+        self.view = view;
+        if let SyncState::Fetching { buffered, .. } = &mut self.sync {
+            if buffered.len() < MAX_BUFFERED {
+                buffered.push((view, payloads));
+            }
+            return;
+        }
+        for payload in &payloads {
+            self.apply(now, ctx.rpc, payload);
+        }
+        self.push_all(now, ctx.rpc);
+    }
+
+    fn apply(&mut self, now: Instant, rpc: &mut Rpc, payload: &[u8]) {
+        self.stats.applied += 1;
+        let op = AppOp::decode(payload).ok();
+        let applied = self.registry.apply_payload(payload);
+        let me = self.config.me;
+        match &op {
+            Some(AppOp::Attach { req, mserver, .. }) => {
+                self.orphans.remove(&req.mi);
+                self.failing.remove(&req.mi);
+                let current = self
+                    .registry
+                    .mi(&req.mi)
+                    .is_some_and(|r| r.attach_seq == req.seq && r.mserver == *mserver);
+                if *mserver != me && current {
+                    // It moved to another mserver.
+                    self.local.remove(&req.mi);
+                }
+            }
+            Some(AppOp::MiFailed { mi }) => {
+                self.local.remove(mi);
+                self.orphans.remove(mi);
+                self.failing.remove(mi);
+            }
+            _ => {}
+        }
+        // Queue the new views for the MIs attached here that host members
+        // of the group.
+        for view in &applied.views {
+            for mi in self.registry.hosts_of(&view.group) {
+                if let Some(local) = self.local.get_mut(&mi) {
+                    if local.queue.len() >= MAX_MI_QUEUE {
+                        continue;
+                    }
+                    local.queue.push_back((local.next_seq, view.clone()));
+                    local.next_seq += 1;
+                    self.stats.views_pushed += 1;
+                }
+            }
+        }
+        let Some(req) = applied.req else {
+            return;
+        };
+        let Some(pending) = self.pending.remove(&req) else {
+            return;
+        };
+        match pending.kind {
+            PendingKind::Submit => {
+                let reply = SubmitReply {
+                    result: applied.result,
+                };
+                for token in pending.tokens {
+                    respond(now, rpc, token, &reply);
+                }
+            }
+            PendingKind::Attach { from, have } => {
+                let result = match applied.result {
+                    Err(e) => Err(e),
+                    Ok(_) => {
+                        let record = self.registry.mi(&req.mi);
+                        if record.is_some_and(|r| r.attach_seq == req.seq && r.mserver == me) {
+                            self.local.insert(
+                                req.mi,
+                                LocalMi {
+                                    addr: from,
+                                    attach_seq: req.seq,
+                                    next_seq: 1,
+                                    queue: VecDeque::new(),
+                                    lost: Vec::new(),
+                                    in_flight: None,
+                                    next_query: now + self.config.query_interval,
+                                },
+                            );
+                            Ok(self.catch_up(req.mi, &have))
+                        } else {
+                            // A later attachment elsewhere won.
+                            Err(AppError::Busy)
+                        }
+                    }
+                };
+                let reply = AttachReply { result };
+                for token in pending.tokens {
+                    respond(now, rpc, token, &reply);
+                }
+            }
+        }
+    }
+
+    /// What an MI that just attached missed.
+    fn catch_up(&self, mi: Uuid, have: &[(GroupName, u64)]) -> Attached {
+        let mut views = Vec::new();
+        let mut lost = Vec::new();
+        for (group, number) in have.iter().take(super::MAX_GROUPS) {
+            match self.registry.views_since(group, *number) {
+                Some(v) => views.extend(v),
+                None => {
+                    // Too far behind: its members there cannot be given
+                    // every view.
+                    if let Some(view) = self.registry.view(group) {
+                        for m in &view.members {
+                            if self.registry.host_of(group, m.id) == Some(mi) {
+                                lost.push((group.clone(), m.id));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Attached {
+            mservers: self.mservers.clone(),
+            views,
+            lost,
+        }
+    }
+
+    /// Sends a query to every attached MI with views waiting and no query
+    /// in flight.
+    fn push_all(&mut self, now: Instant, rpc: &mut Rpc) {
+        let due: Vec<Uuid> = self
+            .local
+            .iter()
+            .filter(|(_, l)| l.in_flight.is_none() && (!l.queue.is_empty() || !l.lost.is_empty()))
+            .map(|(mi, _)| *mi)
+            .collect();
+        for mi in due {
+            self.send_query(now, rpc, mi);
+        }
+    }
+
+    fn send_query(&mut self, now: Instant, rpc: &mut Rpc, mi: Uuid) {
+        let mservers = self.mservers.clone();
+        let timeout = self.config.query_timeout;
+        let Some(local) = self.local.get_mut(&mi) else {
+            return;
+        };
+        let views: Vec<AppView> = local
+            .queue
+            .iter()
+            .take(MAX_VIEWS_PER_QUERY)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let first_seq = local.queue.front().map_or(local.next_seq, |(s, _)| *s);
+        let request = QueryRequest {
+            attach_seq: local.attach_seq,
+            first_seq,
+            views,
+            lost: local.lost.clone(),
+            mservers,
+        };
+        let Ok(body) = encode_body(&request) else {
+            return;
+        };
+        let id = rpc.call(
+            now,
+            local.addr,
+            PROC_MI_QUERY,
+            body,
+            CallOptions::default().with_timeout(timeout),
+        );
+        local.in_flight = Some(id);
+        self.calls.insert(
+            id,
+            CallTag::Query {
+                mi,
+                lost: request.lost.len(),
+            },
+        );
+    }
+
+    /// One of this service's calls ended ([`AppService::owns_call`]).
+    pub fn on_call_completed(
+        &mut self,
+        now: Instant,
+        ctx: ServiceCtx<'_>,
+        id: CallId,
+        result: Result<Vec<u8>, CallError>,
+    ) {
+        match self.calls.remove(&id) {
+            Some(CallTag::Query { mi, lost }) => self.on_query_done(now, ctx, mi, id, lost, result),
+            Some(CallTag::Fetch) => self.on_fetch_done(now, ctx, id, result),
+            None => {}
+        }
+    }
+
+    fn on_query_done(
+        &mut self,
+        now: Instant,
+        ctx: ServiceCtx<'_>,
+        mi: Uuid,
+        id: CallId,
+        lost: usize,
+        result: Result<Vec<u8>, CallError>,
+    ) {
+        let interval = self.config.query_interval;
+        let Some(local) = self.local.get_mut(&mi) else {
+            return;
+        };
+        if local.in_flight != Some(id) {
+            return;
+        }
+        local.in_flight = None;
+        let reply = result
+            .map_err(|e| e.to_string())
+            .and_then(|b| decode_message::<QueryReply>(&b).map_err(|e| e.to_string()));
+        match reply {
+            Ok(r) if r.attached => {
+                while local.queue.front().is_some_and(|(s, _)| *s <= r.acked_seq) {
+                    local.queue.pop_front();
+                }
+                let acked_all = local.queue.is_empty() || r.acked_seq + 1 >= local.next_seq;
+                if acked_all || local.queue.front().is_none() {
+                    let n = lost.min(local.lost.len());
+                    local.lost.drain(..n);
+                }
+                local.next_query = now + interval;
+                if !local.queue.is_empty() || !local.lost.is_empty() {
+                    self.send_query(now, ctx.rpc, mi);
+                }
+            }
+            Ok(_) => {
+                // It attached elsewhere (or anew): stop polling it here.
+                tracing::debug!(%mi, "MI no longer attached here");
+                self.local.remove(&mi);
+            }
+            Err(e) => {
+                tracing::info!(%mi, addr = %local.addr, error = %e, "MI did not answer its query: failing it");
+                self.local.remove(&mi);
+                self.fail_mi(now, ctx.coreset, mi);
+            }
+        }
+    }
+
+    fn fail_mi(&mut self, now: Instant, coreset: &mut CoreSet, mi: Uuid) {
+        if self.failing.contains_key(&mi) || self.registry.mi(&mi).is_none() {
+            return;
+        }
+        let Ok(payload) = (AppOp::MiFailed { mi }).encode() else {
+            return;
+        };
+        if submit_payload(now, coreset, payload).is_ok() {
+            self.stats.mis_failed += 1;
+            self.failing.insert(mi, now);
+        }
+    }
+
+    fn on_fetch_done(
+        &mut self,
+        now: Instant,
+        ctx: ServiceCtx<'_>,
+        id: CallId,
+        result: Result<Vec<u8>, CallError>,
+    ) {
+        let retry = now + self.config.query_interval;
+        let SyncState::Fetching {
+            call,
+            buffered,
+            retry_at,
+            ..
+        } = &mut self.sync
+        else {
+            return;
+        };
+        if *call != Some(id) {
+            return;
+        }
+        *call = None;
+        let copy = result
+            .map_err(|e| AppError::Internal(e.to_string()))
+            .and_then(|b| {
+                decode_message::<FetchReply>(&b).map_err(|e| AppError::Internal(e.to_string()))
+            })
+            .and_then(|r| r.result)
+            .and_then(|(view, bytes)| Registry::decode(&bytes).map(|r| (view, r)));
+        match copy {
+            Ok((as_of, registry)) => {
+                let buffered = std::mem::take(buffered);
+                self.registry = registry;
+                self.sync = SyncState::Synced;
+                self.stats.transfers += 1;
+                let me = self.config.me;
+                // Our own MIs that the copy does not have attached here must
+                // attach again.
+                let registry = &self.registry;
+                self.local.retain(|mi, l| {
+                    registry
+                        .mi(mi)
+                        .is_some_and(|r| r.mserver == me && r.attach_seq == l.attach_seq)
+                });
+                tracing::info!(
+                    as_of,
+                    groups = self.registry.views().len(),
+                    "application-group registry copied"
+                );
+                for (view, payloads) in buffered {
+                    if view > as_of {
+                        for p in &payloads {
+                            self.apply(now, ctx.rpc, p);
+                        }
+                    }
+                }
+                self.note_orphans(now);
+                self.push_all(now, ctx.rpc);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "registry fetch failed; asking again");
+                *retry_at = Some(retry);
+            }
+        }
+    }
+
+    /// Timers: polls, orphan deadlines, resubmissions, fetch retries.
+    pub fn on_timeout(&mut self, now: Instant, ctx: ServiceCtx<'_>) {
+        let ServiceCtx { coreset, rpc } = ctx;
+        let due: Vec<Uuid> = self
+            .local
+            .iter()
+            .filter(|(_, l)| l.in_flight.is_none() && l.next_query <= now)
+            .map(|(mi, _)| *mi)
+            .collect();
+        for mi in due {
+            self.send_query(now, rpc, mi);
+        }
+        if self.ready() {
+            let lowest = self.mservers.first() == Some(&self.config.me);
+            let me = self.config.me;
+            let expired: Vec<Uuid> = self
+                .orphans
+                .iter()
+                .filter(|(_, d)| **d <= now)
+                .map(|(mi, _)| *mi)
+                .collect();
+            for mi in expired {
+                self.orphans.remove(&mi);
+                let still = self.registry.mi(&mi).is_some_and(|r| {
+                    !self.mservers.contains(&r.mserver)
+                        || (r.mserver == me && !self.local.contains_key(&mi))
+                });
+                let mine = self.registry.mi(&mi).is_some_and(|r| r.mserver == me);
+                if still && (lowest || mine) {
+                    tracing::info!(%mi, "MI did not re-attach after its mserver left: failing it");
+                    self.fail_mi(now, coreset, mi);
+                }
+            }
+            let stale = self.config.resubmit_after;
+            let again: Vec<RequestId> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.submitted_at + stale <= now)
+                .map(|(r, _)| *r)
+                .collect();
+            for r in again {
+                if let Some(p) = self.pending.get_mut(&r) {
+                    p.submitted_at = now;
+                    let _ = submit_payload(now, coreset, p.payload.clone());
+                }
+            }
+            self.failing.retain(|_, at| *at + stale > now);
+        }
+        let retry = match &self.sync {
+            SyncState::Fetching {
+                retry_at: Some(t), ..
+            } => *t <= now,
+            _ => false,
+        };
+        if retry {
+            self.send_fetch(now, rpc);
+        }
+    }
+
+    /// When [`AppService::on_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = None;
+        for l in self.local.values() {
+            if l.in_flight.is_none() {
+                t = earliest(t, Some(l.next_query));
+            }
+        }
+        if self.ready() {
+            for d in self.orphans.values() {
+                t = earliest(t, Some(*d));
+            }
+            for p in self.pending.values() {
+                t = earliest(t, Some(p.submitted_at + self.config.resubmit_after));
+            }
+        }
+        if let SyncState::Fetching { retry_at, .. } = &self.sync {
+            t = earliest(t, *retry_at);
+        }
+        t
+    }
+
+    /// The groups, as `msctl groups` shows them.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.registry
+            .groups()
+            .map(|(options, view)| GroupInfo {
+                options: options.clone(),
+                view,
+                suspended: false,
+            })
+            .collect()
+    }
+
+    /// The MIs whose failure this service submitted and that are not yet
+    /// applied.
+    pub fn failing(&self) -> BTreeSet<Uuid> {
+        self.failing.keys().copied().collect()
+    }
+}
+
+fn submit_payload(now: Instant, coreset: &mut CoreSet, payload: Vec<u8>) -> Result<(), AppError> {
+    coreset.submit_app(now, payload).map_err(|e| match e {
+        AppSubmitError::NotMember | AppSubmitError::QueueFull => AppError::Busy,
+        AppSubmitError::Empty | AppSubmitError::TooLarge(_) => {
+            AppError::InvalidOptions(e.to_string())
+        }
+    })
+}
+
+fn respond<T: serde::Serialize>(now: Instant, rpc: &mut Rpc, token: RequestToken, reply: &T) {
+    match encode_body(reply) {
+        Ok(body) => {
+            rpc.respond(now, token, body);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode an application-group reply"),
+    }
+}
