@@ -174,7 +174,11 @@ struct Record {
 }
 
 fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId, u32>) {
-    for (_, node, e) in sim.take_events() {
+    let debug = std::env::var("SIM_DEBUG").is_ok();
+    for (t, node, e) in sim.take_events() {
+        if debug {
+            println!("{t:?} {node} {e:?}");
+        }
         if let HostEvent::Mi(e) = e {
             let life = lives.get(&node).copied().unwrap_or(0);
             match e {
