@@ -87,6 +87,9 @@ pub const MAX_REFUSERS: usize = 64;
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes a refusal task reads (and discards) from its client at most.
 const REFUSE_DRAIN: usize = 64 << 10;
+/// Bytes gathered into one write to a client, at most (one frame may be
+/// longer).
+const WRITE_BATCH: usize = 256 << 10;
 /// Longest host name accepted in [`ServerConfig::host`].
 pub const MAX_HOST: usize = 255;
 /// How many request timeouts a join that timed out is still watched for a
@@ -111,6 +114,10 @@ pub struct ServerConfig {
     /// Requests in flight per connection (at least 1).
     pub max_inflight_per_client: usize,
     /// Frames queued for a client before it is excluded (at least 1).
+    /// It must hold the largest burst of views the uplink hands over at
+    /// once (a client that reads is still excluded if a burst outruns its
+    /// writer by more than this); the default, 1024, is well above what
+    /// one mserver push carries.
     pub queue_per_client: usize,
     /// Bytes queued for a client before it is excluded (at least
     /// [`crate::proto::MAX_FRAME`] plus the prefix, so any one frame fits).
@@ -234,7 +241,8 @@ pub enum ServerError {
     UplinkClosed,
 }
 
-/// What the server did, returned when it stops.
+/// What the server did until it was asked to stop (the connections it
+/// closes then are not counted), returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerStats {
     /// Connections that completed the handshake.
@@ -962,14 +970,17 @@ impl Server {
         drop(socket);
         let stats = {
             let mut h = lock(&hub);
+            // The statistics stop here: the closes below are the server's.
+            let stats = h.stats.clone();
             let conns: Vec<ConnId> = h.conns.keys().copied().collect();
+            tracing::info!(connections = conns.len(), "closing every connection");
             for conn in conns {
                 if let Some(c) = h.conns.get(&conn) {
                     c.kill.notify_one();
                 }
                 h.drop_conn(conn);
             }
-            h.stats.clone()
+            stats
         };
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
@@ -1158,11 +1169,25 @@ async fn connection(
         }
     };
     let writer = async {
+        // Every frame queued meanwhile goes in one write, so the writer
+        // keeps up with bursts of views however the tasks are scheduled.
+        let mut batch = Vec::new();
         while let Some(frame) = out.recv().await {
-            if wr.write_all(&frame).await.is_err() {
+            batch.clear();
+            batch.extend_from_slice(&frame);
+            while batch.len() < WRITE_BATCH {
+                match out.try_recv() {
+                    Ok(frame) => batch.extend_from_slice(&frame),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&batch).await.is_err() {
                 return;
             }
-            handle.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            handle.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            if batch.capacity() > 2 * WRITE_BATCH {
+                batch = Vec::new();
+            }
         }
     };
     let why = tokio::select! {
