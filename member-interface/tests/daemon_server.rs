@@ -361,7 +361,9 @@ async fn name_clash_gives_name_taken() {
         Err(AppError::NameTaken)
     );
     assert_eq!(
-        c2.join("other", MemberInfo::new(name("a"))).await.map(|_| ()),
+        c2.join("other", MemberInfo::new(name("a")))
+            .await
+            .map(|_| ()),
         Err(AppError::NoSuchGroup)
     );
     // The failed join left nothing behind: c2 joins under another name.
@@ -590,7 +592,10 @@ async fn a_missing_directory_is_an_error() {
         }
         other => panic!("expected Directory, got {other}"),
     }
-    assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
     let bad = ServerConfig {
         max_clients: 0,
         ..ServerConfig::new("/tmp/x.sock", "h")

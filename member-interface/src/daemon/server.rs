@@ -48,8 +48,8 @@
 
 use super::uplink_api::{Downcall, UpCall, UpReply, UpRequest};
 use crate::proto::{
-    answer_hello, decode_body, encode_frame, frame_len, ClientMsg, Event, FrameError,
-    HelloOutcome, MembershipId, Op, Reply, ServerMsg, LEN_PREFIX,
+    answer_hello, decode_body, encode_frame, frame_len, ClientMsg, Event, FrameError, HelloOutcome,
+    MembershipId, Op, Reply, ServerMsg, LEN_PREFIX,
 };
 use membership::appgroup::{AppError, AppMember, AppView, GroupName, MemberInfo};
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,7 +174,9 @@ pub fn check_host(host: &str) -> Result<(), String> {
         return Err("the host name is empty".into());
     }
     if host.chars().count() > MAX_HOST {
-        return Err(format!("the host name is longer than {MAX_HOST} characters"));
+        return Err(format!(
+            "the host name is longer than {MAX_HOST} characters"
+        ));
     }
     if let Some(c) = host.chars().find(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("the host name holds {c:?}"));
@@ -501,8 +503,7 @@ impl Hub {
         info: MemberInfo,
     ) -> Result<(MembershipId, AppMember), AppError> {
         let c = self.conns.get_mut(&conn).ok_or(AppError::Disconnected)?;
-        if c
-            .memberships
+        if c.memberships
             .values()
             .any(|m| &m.group == group && !matches!(m.state, State::Leaving))
         {
@@ -571,7 +572,12 @@ impl Hub {
                 return;
             }
         };
-        let me = view.members.iter().find(|m| m.id == me.id).cloned().unwrap_or(me);
+        let me = view
+            .members
+            .iter()
+            .find(|m| m.id == me.id)
+            .cloned()
+            .unwrap_or(me);
         let last = view.number;
         let group = view.group.clone();
         self.finish(
@@ -857,7 +863,7 @@ impl Server {
             Ok(_) => {
                 return Err(ServerError::Directory {
                     dir,
-                    source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                    source: io::Error::other("not a directory"),
                 })
             }
             Err(source) => return Err(ServerError::Directory { dir, source }),
@@ -1134,7 +1140,10 @@ async fn connection(
             return;
         }
         HelloOutcome::Garbage => {
-            tracing::debug!(conn, "connection refused: not the member-interface protocol");
+            tracing::debug!(
+                conn,
+                "connection refused: not the member-interface protocol"
+            );
             lock(&hub).stats.refused_handshake += 1;
             return;
         }
@@ -1303,5 +1312,95 @@ enum Expect {
 fn count(h: &mut Hub, conn: ConnId) {
     if let Some(c) = h.conns.get_mut(&conn) {
         c.inflight += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::decode_body;
+    use membership::appgroup::MemberName;
+
+    fn view(n: u64, members: &[&AppMember]) -> AppView {
+        AppView {
+            group: GroupName::parse("g").expect("group"),
+            number: n,
+            members: members.iter().map(|m| (*m).clone()).collect(),
+        }
+    }
+
+    fn frames(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<ServerMsg> {
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            out.push(decode_body(&f[LEN_PREFIX..]).expect("decode"));
+        }
+        out
+    }
+
+    fn hub() -> (Hub, mpsc::Receiver<UpCall>) {
+        let (up, calls) = mpsc::channel(16);
+        (Hub::new(&ServerConfig::new("/x", "h"), up), calls)
+    }
+
+    /// Views that reach the server while a join is in flight come after
+    /// its answer, and only those newer than the join's view.
+    #[test]
+    fn views_before_the_join_answer_follow_it() {
+        let (mut hub, _calls) = hub();
+        let (mut rx, _h) = hub.add_conn(1, "c".into());
+        let g = GroupName::parse("g").expect("group");
+        let info = MemberInfo::new(MemberName::parse("a").expect("name"));
+        let (mid, me) = hub.start_join(1, &g, info.clone()).expect("join");
+        assert_eq!(
+            hub.start_join(1, &g, info).map(|_| ()),
+            Err(AppError::AlreadyMember)
+        );
+        for n in [4, 5, 6] {
+            hub.downcall(Downcall::View(view(n, &[&me])));
+        }
+        assert!(frames(&mut rx).is_empty(), "nothing before the answer");
+        hub.finish_join(1, 7, mid, me.clone(), Ok(UpReply::Joined(view(5, &[&me]))));
+        hub.downcall(Downcall::View(view(6, &[&me])));
+        hub.downcall(Downcall::View(view(7, &[&me])));
+        let got = frames(&mut rx);
+        assert!(
+            matches!(&got[0], ServerMsg::Response { id: 7, result: Ok(Reply::Joined { view, .. }) } if view.number == 5)
+        );
+        let numbers: Vec<u64> = got[1..]
+            .iter()
+            .map(|m| match m {
+                ServerMsg::Event(Event::View { view, .. }) => view.number,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(numbers, vec![6, 7]);
+    }
+
+    /// A member lost while its join was in flight gets the answer, then
+    /// its end.
+    #[test]
+    fn lost_while_joining_ends_after_the_answer() {
+        let (mut hub, _calls) = hub();
+        let (mut rx, _h) = hub.add_conn(1, "c".into());
+        let g = GroupName::parse("g").expect("group");
+        let info = MemberInfo::new(MemberName::parse("a").expect("name"));
+        let (mid, me) = hub.start_join(1, &g, info).expect("join");
+        hub.downcall(Downcall::Lost {
+            group: g.clone(),
+            member: me.id,
+            reason: AppError::Excluded,
+        });
+        hub.finish_join(1, 1, mid, me.clone(), Ok(UpReply::Joined(view(1, &[&me]))));
+        let got = frames(&mut rx);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[1],
+            ServerMsg::Event(Event::Ended {
+                membership_id: mid,
+                reason: AppError::Excluded
+            })
+        );
+        assert!(hub.by_group.is_empty() && hub.by_member.is_empty());
+        assert_eq!(hub.start_leave(1, mid), Err(AppError::NotMember));
     }
 }
