@@ -580,21 +580,14 @@ impl Hub {
             .unwrap_or(me);
         let last = view.number;
         let group = view.group.clone();
-        self.finish(
-            conn,
-            id,
-            Ok(Reply::Joined {
-                membership_id: mid,
-                me: me.clone(),
-                view,
-            }),
-        );
+        // Joined from here on, before the answer is queued: if queueing it
+        // excludes the client, the close leaves the group for it.
         let Some(m) = self
             .conns
             .get_mut(&conn)
             .and_then(|c| c.memberships.get_mut(&mid))
         else {
-            return; // Excluded by that answer.
+            return;
         };
         let State::Joining {
             buffered,
@@ -604,28 +597,41 @@ impl Hub {
         else {
             return;
         };
+        self.finish(
+            conn,
+            id,
+            Ok(Reply::Joined {
+                membership_id: mid,
+                me: me.clone(),
+                view,
+            }),
+        );
         for v in buffered {
             self.deliver(conn, mid, &v);
         }
         if overflow {
-            self.end(conn, mid, AppError::Excluded);
-            self.fire_leave(group, me.id);
+            if self.end(conn, mid, AppError::Excluded) {
+                self.fire_leave(group, me.id);
+            }
         } else if let Some(reason) = lost {
             self.end(conn, mid, reason);
         }
     }
 
-    /// Ends a membership with `Event::Ended` and forgets it.
-    fn end(&mut self, conn: ConnId, mid: MembershipId, reason: AppError) {
-        if self.forget(conn, mid).is_some() {
-            let event = ServerMsg::Event(Event::Ended {
-                membership_id: mid,
-                reason,
-            });
-            if let Ok(frame) = encode_frame(&event) {
-                self.push(conn, frame);
-            }
+    /// Ends a membership with `Event::Ended` and forgets it; whether it
+    /// was there.
+    fn end(&mut self, conn: ConnId, mid: MembershipId, reason: AppError) -> bool {
+        if self.forget(conn, mid).is_none() {
+            return false;
         }
+        let event = ServerMsg::Event(Event::Ended {
+            membership_id: mid,
+            reason,
+        });
+        if let Ok(frame) = encode_frame(&event) {
+            self.push(conn, frame);
+        }
+        true
     }
 
     /// Delivers `view` to one joined membership if it is newer than the
