@@ -9,7 +9,9 @@
 //! - [`Client`] and [`Membership`]: the async library (tokio): connect,
 //!   create, join, receive every view of the group in order, look members
 //!   up, leave; every call has a timeout;
-//! - [`blocking`]: the same API for programs without an async runtime.
+//! - [`blocking`]: the same API for programs without an async runtime;
+//! - [`daemon`]: the per-host MI daemon's parts (the Unix-socket server
+//!   for local processes, its settings, and its channels to the uplink).
 //!
 //! The application-group vocabulary (names, views, options, errors) is
 //! [`membership::appgroup`], re-exported here.
@@ -32,6 +34,7 @@
 
 pub mod blocking;
 mod client;
+pub mod daemon;
 pub mod proto;
 
 pub use client::{Client, ClientConfig, Membership, MAX_VIEW_QUEUE, OUT_QUEUE};
