@@ -159,18 +159,17 @@ impl World {
             Op::CreateGroup { name, options } => {
                 if let Err(e) = options.validate() {
                     Err(e)
-                } else if self.groups.contains_key(&name) {
-                    Err(AppError::NameTaken)
-                } else {
-                    self.groups.insert(
-                        name,
-                        Group {
-                            options,
-                            number: 0,
-                            members: Vec::new(),
-                        },
-                    );
+                } else if let std::collections::btree_map::Entry::Vacant(slot) =
+                    self.groups.entry(name)
+                {
+                    slot.insert(Group {
+                        options,
+                        number: 0,
+                        members: Vec::new(),
+                    });
                     Ok(Reply::Created)
+                } else {
+                    Err(AppError::NameTaken)
                 }
             }
             Op::Join { group, member } => self.join(conn, group, member).map(|(reply, g, mid)| {
