@@ -223,25 +223,24 @@ fn not_listening(path: &Path, detail: &str) -> String {
 
 async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(), Fail> {
     let what = command.what();
-    // Installed before anything else, so that a signal during the join
-    // is not fatal: it is seen once joined, and the member leaves.
-    let signals = match &command {
-        MiCommand::Join { .. } => Some(Signals::install().map_err(|e| {
-            Fail::new(
-                format!("{what}: cannot install the signal handlers: {e}"),
-                EXIT_FAILED,
-            )
-        })?),
-        _ => None,
-    };
-    let client = connect(path, timeout).await?;
+    let printed =
+        |r: Result<(), String>| r.map_err(|e| Fail::new(format!("{what}: {e}"), EXIT_FAILED));
     match command {
         MiCommand::Join {
             group,
             member,
             json,
         } => {
-            let signals = signals.ok_or_else(|| Fail::new("no signal handlers", EXIT_FAILED))?;
+            // Installed before connecting, so that a signal during the
+            // join is not fatal: it is seen once joined, and the member
+            // leaves.
+            let signals = Signals::install().map_err(|e| {
+                Fail::new(
+                    format!("{what}: cannot install the signal handlers: {e}"),
+                    EXIT_FAILED,
+                )
+            })?;
+            let client = connect(path, timeout).await?;
             join(&client, &what, group, member, json, signals).await
         }
         MiCommand::Create {
@@ -249,46 +248,47 @@ async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(
             options,
             json,
         } => {
+            let client = connect(path, timeout).await?;
             client
                 .create_group(&group, options.clone())
                 .await
                 .map_err(|e| Fail::app(&what, &e))?;
-            if json {
-                let line = serde_json::json!({
+            printed(print_line(&if json {
+                serde_json::json!({
                     "created": group,
                     "name_scope": format_scope(&options.name_scope),
                     "membership_scope": format_scope(&options.membership_scope),
                     "survive": format_survive(&options.survive),
                     "merge": format_merge(&options.merge),
-                });
-                print_line(&line.to_string())
+                })
+                .to_string()
             } else {
-                print_line(&format!("created {group}"))
-            }
-            .map_err(|e| Fail::new(format!("{what}: {e}"), EXIT_FAILED))
+                format!("created {group}")
+            }))
         }
         MiCommand::View { group, json } => {
+            let client = connect(path, timeout).await?;
             let view = client
                 .view(&group)
                 .await
                 .map_err(|e| Fail::app(&what, &e))?;
-            let line = if json {
+            printed(print_line(&if json {
                 view_json(&view).to_string()
             } else {
                 view_line(&view)
-            };
-            print_line(&line).map_err(|e| Fail::new(format!("{what}: {e}"), EXIT_FAILED))
+            }))
         }
         MiCommand::Lookup {
             group,
             member,
             json,
         } => {
+            let client = connect(path, timeout).await?;
             let m = client
                 .lookup(&group, &member)
                 .await
                 .map_err(|e| Fail::app(&what, &e))?;
-            let line = if json {
+            printed(print_line(&if json {
                 serde_json::json!({
                     "group": group,
                     "name": m.name,
@@ -299,8 +299,7 @@ async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(
                 .to_string()
             } else {
                 member_line(&m)
-            };
-            print_line(&line).map_err(|e| Fail::new(format!("{what}: {e}"), EXIT_FAILED))
+            }))
         }
     }
 }
