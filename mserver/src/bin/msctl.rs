@@ -1,11 +1,24 @@
-//! `msctl`: inspect and steer a running mserver (DESIGN.md section 7).
+//! `msctl`: inspect and steer a running mserver, and use application
+//! groups through the host's member interface (DESIGN.md section 7).
 //!
-//! It talks to the mserver over the project's RPC (the admin procedures of
-//! [`mserver::admin`]) from an ephemeral UDP port. Exit codes: 0 success,
-//! 1 the mserver did not answer or refused, 2 bad usage.
+//! With `--server ADDR` it talks to an mserver over the project's RPC (the
+//! admin procedures of [`mserver::admin`], and the registry read of
+//! [`membership::appgroup::link`] for `groups`) from an ephemeral UDP port.
+//! With `--mi PATH` it talks to the member interface (MI) listening on the
+//! Unix socket PATH, through the client library ([`member_interface`]),
+//! for the application-group commands (`msctl/mi.rs`). Exit codes: 0
+//! success, 1 the mserver or MI did not answer or refused, 2 bad usage, 3
+//! and 4 a `join` whose membership ended (excluded; connection lost).
 #![forbid(unsafe_code)]
 
+#[path = "msctl/mi.rs"]
+mod mi;
+#[path = "msctl/presets.rs"]
+mod presets;
+
 use clap::{Parser, Subcommand};
+use membership::appgroup::link::{GroupInfo, ReadReply, ReadRequest, PROC_MI_READ};
+use membership::appgroup::{GroupName, GroupOptions, MemberInfo, MemberKind, MemberName};
 use membership::id::{NodeId, ProtocolId};
 use membership::rpc::{CallOptions, Rpc, RpcConfig, RpcEvent};
 use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
@@ -16,22 +29,42 @@ use mserver::admin::{
 };
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// `msctl`: the Membership Service's inspection and control tool.
+///
+/// Every command needs exactly one of --server ADDR (an mserver: view,
+/// stats, leave, fault, groups) or --mi PATH (the host's member interface:
+/// join, create, view GROUP, lookup).
 ///
 /// Examples:
 ///   msctl --server 127.0.0.1:7200 view --json
 ///   msctl --server 127.0.0.1:7200 fault --drop 10 --block 127.0.0.3:7200
 ///   msctl --server 127.0.0.1:7200 fault --clear
 ///   msctl --server 127.0.0.1:7200 leave
+///   msctl --server 127.0.0.1:7200 groups --json
+///   msctl --mi /run/member-interface.sock create chat --survive keep-majority
+///   msctl --mi /run/member-interface.sock join chat --name alice --json
+///   msctl --mi /run/member-interface.sock view chat
+///
+/// Exit codes:
+///   0  success (join: left the group on SIGINT or SIGTERM)
+///   1  the mserver or member interface did not answer, refused, or failed
+///   2  bad usage: flags, names, presets
+///   3  join: the group ended the membership (excluded, views not read)
+///   4  join: the connection to the member interface was lost
 #[derive(Debug, Parser)]
 #[command(name = "msctl", version, verbatim_doc_comment)]
 struct Cli {
-    /// The mserver to talk to [default: 127.0.0.1:7200].
+    /// The mserver to talk to (for view, stats, leave, fault, groups).
     #[arg(long, value_name = "ADDR", global = true)]
     server: Option<SocketAddr>,
+    /// The member interface's Unix socket (for join, create, view GROUP,
+    /// lookup).
+    #[arg(long, value_name = "PATH", global = true)]
+    mi: Option<PathBuf>,
     /// How long to wait for an answer, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 3000, global = true)]
     timeout_ms: u64,
@@ -41,9 +74,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the mserver's core-set view.
+    /// Print the mserver's core-set view (--server), or an application
+    /// group's current view (--mi, with GROUP).
     View {
-        /// One JSON object: {"group", "view", "state", "me", "members", ...}.
+        /// The application group (only with --mi).
+        #[arg(value_name = "GROUP")]
+        group: Option<String>,
+        /// One JSON object: {"group", "view", "state", "me", "members", ...}
+        /// (--server), {"group", "view", "members"} (--mi).
         #[arg(long)]
         json: bool,
     },
@@ -71,6 +109,270 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
+    /// Print the application groups the mserver knows and their current
+    /// views (--server).
+    Groups {
+        /// One JSON object: {"groups": [{"group", "view", "suspended",
+        /// "survive", "merge", "members": [...]}, ...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join an application group and print its views, one line each, until
+    /// SIGINT or SIGTERM, then leave (--mi).
+    Join {
+        /// The group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// This member's name in the group [default: <hostname>-<pid>].
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// This member's kind (a tag the partition rules can test).
+        #[arg(long, value_name = "KIND", default_value = "")]
+        kind: String,
+        /// One JSON object per view: {"group", "view", "me", "members":
+        /// [{"name", "kind", "id", "host"}, ...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an application group (--mi).
+    Create {
+        /// The group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// Which parts keep running at a partition: keep-all (default),
+        /// keep-majority, static-quorum=N, keep-oldest, contains-kind=KIND.
+        #[arg(long, value_name = "PRESET")]
+        survive: Option<String>,
+        /// Which parts merge when a partition heals (same presets).
+        #[arg(long, value_name = "PRESET")]
+        merge: Option<String>,
+        /// Where the name is unique: lan (default), level=N,
+        /// core-set=NAME.
+        #[arg(long, value_name = "SCOPE")]
+        name_scope: Option<String>,
+        /// How far the group may spread (same scopes).
+        #[arg(long, value_name = "SCOPE")]
+        membership_scope: Option<String>,
+        /// One JSON object: {"created", "survive", "merge", ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a member of an application group: its kind, id and host
+    /// (--mi).
+    Lookup {
+        /// The group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// The member's name.
+        #[arg(value_name = "MEMBER")]
+        member: String,
+        /// One JSON object: {"group", "name", "kind", "id", "host"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a server command does (the commands that talk to an mserver).
+#[derive(Debug)]
+enum ServerCommand {
+    View { json: bool },
+    Leave,
+    Stats { json: bool },
+    Fault(FaultArgs),
+    Groups { json: bool },
+}
+
+#[derive(Debug)]
+struct FaultArgs {
+    drop: Option<f64>,
+    block: Vec<SocketAddr>,
+    block_in: Vec<SocketAddr>,
+    clear: bool,
+}
+
+/// A checked command line: which daemon, and what to ask it.
+#[derive(Debug)]
+enum Target {
+    Server(SocketAddr, ServerCommand),
+    Mi(PathBuf, mi::MiCommand),
+}
+
+/// Checks the command line beyond what clap does: exactly one of
+/// `--server`/`--mi`, the one the command needs, valid names and presets.
+/// The error is one line, for exit code 2.
+fn check(
+    server: Option<SocketAddr>,
+    mi_path: Option<PathBuf>,
+    command: Command,
+) -> Result<Target, String> {
+    let name = command_name(&command);
+    let (server, mi_path) = match (server, mi_path) {
+        (Some(_), Some(_)) => return Err(
+            "give either --server ADDR (an mserver) or --mi PATH (a member interface), not both"
+                .into(),
+        ),
+        (None, None) => {
+            return Err(format!(
+                "{name}: give --server ADDR (an mserver) or --mi PATH (a member interface)"
+            ))
+        }
+        other => other,
+    };
+    let need_server = || -> Result<SocketAddr, String> {
+        let s = server
+            .ok_or_else(|| format!("{name} talks to an mserver: give --server ADDR, not --mi"))?;
+        if s.port() == 0 || s.ip().is_unspecified() {
+            return Err(format!("--server {s}: give the mserver's address and port"));
+        }
+        Ok(s)
+    };
+    let need_mi = || {
+        mi_path.clone().ok_or_else(|| {
+            format!("{name} talks to a member interface: give --mi PATH, not --server")
+        })
+    };
+    let group = |g: &str| GroupName::parse(g).map_err(|e| format!("{name}: {g:?}: {e}"));
+    Ok(match command {
+        Command::View { group: None, json } => {
+            if mi_path.is_some() {
+                return Err("view with --mi needs a GROUP: msctl --mi PATH view GROUP".into());
+            }
+            Target::Server(need_server()?, ServerCommand::View { json })
+        }
+        Command::View {
+            group: Some(g),
+            json,
+        } => {
+            if server.is_some() {
+                return Err(format!(
+                    "view {g}: an application group's view comes from a member interface: give --mi PATH (with --server, view takes no GROUP)"
+                ));
+            }
+            let path = need_mi()?;
+            Target::Mi(
+                path,
+                mi::MiCommand::View {
+                    group: group(&g)?,
+                    json,
+                },
+            )
+        }
+        Command::Leave => Target::Server(need_server()?, ServerCommand::Leave),
+        Command::Stats { json } => Target::Server(need_server()?, ServerCommand::Stats { json }),
+        Command::Groups { json } => Target::Server(need_server()?, ServerCommand::Groups { json }),
+        Command::Fault {
+            drop,
+            block,
+            block_in,
+            clear,
+        } => {
+            let server = need_server()?;
+            if let Some(p) = drop {
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(format!("--drop {p}: a percentage must be within 0..=100"));
+                }
+            }
+            Target::Server(
+                server,
+                ServerCommand::Fault(FaultArgs {
+                    drop,
+                    block,
+                    block_in,
+                    clear,
+                }),
+            )
+        }
+        Command::Join {
+            group: g,
+            name: member,
+            kind,
+            json,
+        } => {
+            let path = need_mi()?;
+            let group = group(&g)?;
+            let member = match member {
+                Some(m) => MemberName::parse(&m).map_err(|e| format!("{name} {g}: --name {m:?}: {e}"))?,
+                None => mi::default_member_name()
+                    .map_err(|e| format!("{name} {g}: the default name <hostname>-<pid> is not valid ({e}): give --name"))?,
+            };
+            let kind = MemberKind::parse(&kind)
+                .map_err(|e| format!("{name} {g}: --kind {kind:?}: {e}"))?;
+            Target::Mi(
+                path,
+                mi::MiCommand::Join {
+                    group,
+                    member: MemberInfo::new(member).with_kind(kind),
+                    json,
+                },
+            )
+        }
+        Command::Create {
+            group: g,
+            survive,
+            merge,
+            name_scope,
+            membership_scope,
+            json,
+        } => {
+            let path = need_mi()?;
+            let group = group(&g)?;
+            let mut options = GroupOptions::default();
+            let bad = |flag: &str, e: String| format!("{name} {g}: --{flag} {e}");
+            if let Some(s) = survive {
+                options.survive = presets::parse_survive(&s).map_err(|e| bad("survive", e))?;
+            }
+            if let Some(s) = merge {
+                options.merge = presets::parse_merge(&s).map_err(|e| bad("merge", e))?;
+            }
+            if let Some(s) = name_scope {
+                options.name_scope = presets::parse_scope(&s).map_err(|e| bad("name-scope", e))?;
+            }
+            if let Some(s) = membership_scope {
+                options.membership_scope =
+                    presets::parse_scope(&s).map_err(|e| bad("membership-scope", e))?;
+            }
+            options.validate().map_err(|e| format!("{name} {g}: {e}"))?;
+            Target::Mi(
+                path,
+                mi::MiCommand::Create {
+                    group,
+                    options,
+                    json,
+                },
+            )
+        }
+        Command::Lookup {
+            group: g,
+            member,
+            json,
+        } => {
+            let path = need_mi()?;
+            let group = group(&g)?;
+            let member = MemberName::parse(&member)
+                .map_err(|e| format!("{name} {g}: member {member:?}: {e}"))?;
+            Target::Mi(
+                path,
+                mi::MiCommand::Lookup {
+                    group,
+                    member,
+                    json,
+                },
+            )
+        }
+    })
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::View { .. } => "view",
+        Command::Leave => "leave",
+        Command::Stats { .. } => "stats",
+        Command::Fault { .. } => "fault",
+        Command::Groups { .. } => "groups",
+        Command::Join { .. } => "join",
+        Command::Create { .. } => "create",
+        Command::Lookup { .. } => "lookup",
+    }
 }
 
 /// Why a command failed (exit code 1).
@@ -82,22 +384,20 @@ enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let server = cli
-        .server
-        .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7200));
-    if server.port() == 0 || server.ip().is_unspecified() {
-        eprintln!("msctl: --server {server}: give the mserver's address and port");
-        return ExitCode::from(2);
-    }
-    if let Command::Fault { drop: Some(p), .. } = &cli.command {
-        if !(0.0..=100.0).contains(p) {
-            eprintln!("msctl: --drop {p}: a percentage must be within 0..=100");
+    let timeout = Duration::from_millis(cli.timeout_ms.clamp(1, 600_000));
+    let target = match check(cli.server, cli.mi, cli.command) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("msctl: {e}");
             return ExitCode::from(2);
         }
-    }
-    let timeout = Duration::from_millis(cli.timeout_ms.clamp(1, 600_000));
+    };
+    let (server, command) = match target {
+        Target::Mi(path, command) => return mi::run(path, timeout, command),
+        Target::Server(server, command) => (server, command),
+    };
     let system = actix::System::new();
-    match system.block_on(run(server, timeout, cli.command)) {
+    match system.block_on(run(server, timeout, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("msctl: {e:#}");
@@ -106,9 +406,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(server: SocketAddr, timeout: Duration, command: Command) -> anyhow::Result<()> {
+async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> anyhow::Result<()> {
     match command {
-        Command::View { json } => {
+        ServerCommand::View { json } => {
             let view: ViewReply = call(server, timeout, PROC_VIEW, &ViewRequest {}).await?;
             if json {
                 println!("{}", serde_json::to_string(&view)?);
@@ -116,7 +416,7 @@ async fn run(server: SocketAddr, timeout: Duration, command: Command) -> anyhow:
                 print_view(&view);
             }
         }
-        Command::Stats { json } => {
+        ServerCommand::Stats { json } => {
             let stats: StatsReply = call(server, timeout, PROC_STATS, &StatsRequest {}).await?;
             if json {
                 println!("{}", serde_json::to_string(&stats)?);
@@ -124,7 +424,7 @@ async fn run(server: SocketAddr, timeout: Duration, command: Command) -> anyhow:
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             }
         }
-        Command::Leave => {
+        ServerCommand::Leave => {
             let reply: LeaveReply = call(server, timeout, PROC_LEAVE, &LeaveRequest {}).await?;
             if reply.committed {
                 println!("left: the group committed the leave; the mserver exits");
@@ -132,12 +432,12 @@ async fn run(server: SocketAddr, timeout: Duration, command: Command) -> anyhow:
                 println!("left without the group's commit (it did not answer); the mserver exits");
             }
         }
-        Command::Fault {
+        ServerCommand::Fault(FaultArgs {
             drop,
             block,
             block_in,
             clear,
-        } => {
+        }) => {
             let request = FaultRequest {
                 clear,
                 drop_pct: drop,
@@ -150,8 +450,83 @@ async fn run(server: SocketAddr, timeout: Duration, command: Command) -> anyhow:
             }
             println!("faults now: {}", reply.now);
         }
+        ServerCommand::Groups { json } => {
+            let reply: ReadReply =
+                call(server, timeout, PROC_MI_READ, &ReadRequest::Groups).await?;
+            let groups = groups_of(reply)?;
+            if json {
+                println!("{}", groups_json(&groups));
+            } else {
+                print_groups(&groups);
+            }
+        }
     }
     Ok(())
+}
+
+/// The groups of a `PROC_MI_READ` reply to [`ReadRequest::Groups`].
+fn groups_of(reply: ReadReply) -> Result<Vec<GroupInfo>, Failure> {
+    match reply {
+        ReadReply::Groups(Ok(groups)) => Ok(groups),
+        ReadReply::Groups(Err(e)) => {
+            Err(Failure::Call(format!("groups: the mserver refused: {e}")))
+        }
+        ReadReply::View(_) | ReadReply::Member(_) => Err(Failure::Call(
+            "groups: the mserver answered with another kind of reply".into(),
+        )),
+    }
+}
+
+/// `msctl groups --json`: `{"groups": [{"group", "view", "suspended",
+/// "survive", "merge", "name_scope", "membership_scope", "members":
+/// [{"name", "kind", "id", "host"}, ...]}, ...]}`.
+fn groups_json(groups: &[GroupInfo]) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "group": g.view.group,
+                "view": g.view.number,
+                "suspended": g.suspended,
+                "survive": presets::format_survive(&g.options.survive),
+                "merge": presets::format_merge(&g.options.merge),
+                "name_scope": presets::format_scope(&g.options.name_scope),
+                "membership_scope": presets::format_scope(&g.options.membership_scope),
+                "members": g.view.members,
+            })
+        })
+        .collect();
+    serde_json::json!({ "groups": groups })
+}
+
+fn print_groups(groups: &[GroupInfo]) {
+    if groups.is_empty() {
+        println!("no application groups");
+    }
+    for g in groups {
+        println!(
+            "group {}  view {}  survive {}  merge {}{}",
+            g.view.group,
+            g.view.number,
+            presets::format_survive(&g.options.survive),
+            presets::format_merge(&g.options.merge),
+            if g.suspended { "  SUSPENDED" } else { "" }
+        );
+        for m in &g.view.members {
+            let kind = if m.kind.as_str().is_empty() {
+                "-"
+            } else {
+                m.kind.as_str()
+            };
+            println!(
+                "  {:<24} {:<12} {:<24} {}",
+                m.name.as_str(),
+                kind,
+                m.host,
+                m.id
+            );
+        }
+    }
 }
 
 fn print_view(v: &ViewReply) {
@@ -249,4 +624,160 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
     let reply = result.map_err(|e| Failure::Call(format!("{server}: {e}")))?;
     decode_message::<R>(&reply)
         .map_err(|e| Failure::Call(format!("{server} answered something unreadable: {e}")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use membership::appgroup::{AppError, AppMember, AppView, MergeRule, Scope, SurviveRule};
+    use membership::wire::{decode_message, encode_body};
+    use uuid::Uuid;
+
+    fn info(name: &str, number: u64, suspended: bool) -> GroupInfo {
+        GroupInfo {
+            options: GroupOptions {
+                name_scope: Scope::Lan,
+                membership_scope: Scope::Level(2),
+                survive: SurviveRule::StaticQuorum(2),
+                merge: MergeRule::KeepOldest,
+            },
+            view: AppView {
+                group: GroupName::parse(name).expect("group"),
+                number,
+                members: vec![AppMember {
+                    name: MemberName::parse("alice").expect("name"),
+                    kind: MemberKind::parse("db").expect("kind"),
+                    id: Uuid::from_u128(9),
+                    host: "h1".into(),
+                }],
+            },
+            suspended,
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The reply the mserver sends for `groups`, through the project codec
+    /// as `call` decodes it, and rendered as `msctl groups --json`.
+    #[test]
+    fn groups_reply_decodes_and_renders() {
+        let sent = ReadReply::Groups(Ok(vec![info("chat", 4, false), info("db", 1, true)]));
+        let bytes = encode_body(&sent).expect("encode");
+        let got: ReadReply = decode_message(&bytes).expect("decode");
+        assert_eq!(got, sent);
+        let groups = groups_of(got).expect("groups");
+        let v = groups_json(&groups);
+        let line = v.to_string();
+        assert!(!line.contains('\n'));
+        let g = &v["groups"][0];
+        assert_eq!(g["group"], "chat");
+        assert_eq!(g["view"], 4);
+        assert_eq!(g["suspended"], false);
+        assert_eq!(g["survive"], "static-quorum=2");
+        assert_eq!(g["merge"], "keep-oldest");
+        assert_eq!(g["members"][0]["name"], "alice");
+        assert_eq!(g["members"][0]["kind"], "db");
+        assert_eq!(g["members"][0]["id"], Uuid::from_u128(9).to_string());
+        assert_eq!(g["members"][0]["host"], "h1");
+        assert_eq!(v["groups"][1]["suspended"], true);
+        assert_eq!(groups_json(&[])["groups"].as_array().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn groups_refusals_and_wrong_replies_fail() {
+        let refused = ReadReply::Groups(Err(AppError::Busy));
+        let e = groups_of(refused).expect_err("refused");
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert!(groups_of(ReadReply::View(Err(AppError::NoSuchGroup))).is_err());
+        assert!(decode_message::<ReadReply>(&[0xff; 9]).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Target, String> {
+        let cli = Cli::try_parse_from(std::iter::once("msctl").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        check(cli.server, cli.mi, cli.command)
+    }
+
+    #[test]
+    fn targets() {
+        assert!(matches!(
+            parse(&["--server", "127.0.0.1:7200", "view"]),
+            Ok(Target::Server(_, ServerCommand::View { json: false }))
+        ));
+        assert!(matches!(
+            parse(&["--mi", "/x", "view", "chat", "--json"]),
+            Ok(Target::Mi(_, mi::MiCommand::View { json: true, .. }))
+        ));
+        assert!(matches!(
+            parse(&["groups", "--server", "127.0.0.1:7200"]),
+            Ok(Target::Server(_, ServerCommand::Groups { .. }))
+        ));
+        match parse(&["--mi", "/x", "join", "chat", "--kind", "db"]) {
+            Ok(Target::Mi(_, mi::MiCommand::Join { member, .. })) => {
+                assert_eq!(member.kind.as_str(), "db");
+                assert!(member
+                    .name
+                    .as_str()
+                    .ends_with(&std::process::id().to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "--mi",
+            "/x",
+            "create",
+            "g",
+            "--survive",
+            "keep-majority",
+            "--merge",
+            "contains-kind=db",
+            "--name-scope",
+            "level=2",
+            "--membership-scope",
+            "core-set=backbone",
+        ]) {
+            Ok(Target::Mi(_, mi::MiCommand::Create { options, .. })) => {
+                assert_eq!(options.survive, SurviveRule::KeepMajority);
+                assert_eq!(
+                    options.merge,
+                    MergeRule::ContainsKind(MemberKind::parse("db").expect("k"))
+                );
+                assert_eq!(options.name_scope, Scope::Level(2));
+                assert_eq!(options.membership_scope, Scope::CoreSet("backbone".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        for args in [
+            &["view"][..],
+            &["--server", "127.0.0.1:7200", "--mi", "/x", "view"],
+            &["--mi", "/x", "view"],
+            &["--server", "127.0.0.1:7200", "view", "chat"],
+            &["--mi", "/x", "leave"],
+            &["--mi", "/x", "groups"],
+            &["--server", "127.0.0.1:7200", "join", "chat"],
+            &["--server", "127.0.0.1:0", "stats"],
+            &["--mi", "/x", "join", "no spaces"],
+            &["--mi", "/x", "join", "chat", "--name", "a\u{1}b"],
+            &["--mi", "/x", "join", "chat", "--kind", &"k".repeat(40)],
+            &["--mi", "/x", "create", "chat", "--survive", "most"],
+            &["--mi", "/x", "create", "chat", "--merge", "static-quorum=0"],
+            &["--mi", "/x", "create", "chat", "--name-scope", "level=0"],
+            &["--mi", "/x", "lookup", "chat", ""],
+            &["--server", "127.0.0.1:7200", "fault", "--drop", "101"],
+        ] {
+            let e = match parse(args) {
+                Err(e) => e,
+                Ok(t) => panic!("{args:?} accepted: {t:?}"),
+            };
+            assert!(!e.trim().is_empty() && !e.contains('\n'), "{args:?}: {e}");
+        }
+    }
 }
