@@ -177,7 +177,20 @@ fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId,
     let debug = std::env::var("SIM_DEBUG").is_ok();
     for (t, node, e) in sim.take_events() {
         if debug {
-            println!("{t:?} {node} {e:?}");
+            match &e {
+                HostEvent::Server(NodeEvent::CoreSet(
+                    membership::coreset::CoreSetEvent::AppCommitted { view, payloads, .. },
+                )) => {
+                    for p in payloads {
+                        println!(
+                            "{t:?} {node} committed in view {}: {:?}",
+                            view.number,
+                            membership::appgroup::AppOp::decode(p)
+                        );
+                    }
+                }
+                _ => println!("{t:?} {node} {e:?}"),
+            }
         }
         if let HostEvent::Mi(e) = e {
             let life = lives.get(&node).copied().unwrap_or(0);
@@ -221,6 +234,12 @@ fn servers_agree(sim: &Simulator<Host>) -> Option<Vec<AppView>> {
 }
 
 fn run_seed(seed: u64, steps: usize, faults: bool) {
+    if std::env::var("SIM_DEBUG").is_ok() {
+        let _ = membership::runtime::logging::init_logging(
+            "debug",
+            membership::runtime::logging::LogFormat::Human,
+        );
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA99);
     let mut sim = simulator(seed, "random");
     let mut rec = Record::default();
@@ -240,6 +259,8 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
     // Members each MI joined (by its answer) that it has not left.
     let mut next_member = 1u128;
     let mut crashed_mis: BTreeSet<NodeId> = BTreeSet::new();
+    // The member ids each MI life asked to join.
+    let mut joined_by: BTreeMap<(NodeId, u32), BTreeSet<Uuid>> = BTreeMap::new();
     let mut server_crashes = 0;
     let mut request = |sim: &mut Simulator<Host>, mi: NodeId, r: MiRequest, h: &mut u64| {
         let handle = *h;
@@ -302,6 +323,10 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
                 id: Uuid::from_u128(next_member),
                 host: format!("host{}", host_index(mi)),
             };
+            joined_by
+                .entry((mi, lives.get(&mi).copied().unwrap_or(0)))
+                .or_default()
+                .insert(member.id);
             request(
                 &mut sim,
                 mi,
@@ -350,11 +375,11 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
                     w[1].number,
                     w[0].number
                 );
-                let host = format!("host{}", host_index(*mi));
+                let mine = joined_by.get(&(*mi, *life));
                 let stayed = w[0]
                     .members
                     .iter()
-                    .any(|m| m.host == host && w[1].contains(m.id));
+                    .any(|m| mine.is_some_and(|s| s.contains(&m.id)) && w[1].contains(m.id));
                 assert!(
                     !stayed || w[1].number == w[0].number + 1,
                     "seed {seed}: MI {mi} skipped from view {} to {} of {g} while its member stayed",

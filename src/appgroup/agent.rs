@@ -539,7 +539,7 @@ impl MiAgent {
                 seq,
                 last_query,
                 acked_seq,
-            } if *to == from && *seq == query.attach_seq => {
+            } if *to == from && *seq == query.attach_seq && query.mi == self.config.mi => {
                 *last_query = now;
                 let mut acked = *acked_seq;
                 let mut fresh = Vec::new();
@@ -564,7 +564,9 @@ impl MiAgent {
                 }
             }
             // The attach reply is still on its way: nothing delivered yet.
-            Link::Attaching { to, seq, .. } if *to == from && *seq == query.attach_seq => {
+            Link::Attaching { to, seq, .. }
+                if *to == from && *seq == query.attach_seq && query.mi == self.config.mi =>
+            {
                 QueryReply {
                     attached: true,
                     acked_seq: 0,

@@ -140,6 +140,9 @@ pub struct GroupInfo {
 /// [`PROC_MI_QUERY`]'s request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryRequest {
+    /// The MI queried (a new life of an MI at the same address has another
+    /// id, and answers `attached: false`).
+    pub mi: Uuid,
     /// The mserver's attachment epoch for this MI (the request id of the
     /// committed attachment's seq): an MI that attached elsewhere since
     /// answers with `attached: false`.

@@ -683,6 +683,7 @@ impl AppService {
             .collect();
         let first_seq = local.queue.front().map_or(local.next_seq, |(s, _)| *s);
         let request = QueryRequest {
+            mi,
             attach_seq: local.attach_seq,
             first_seq,
             views,
@@ -760,9 +761,12 @@ impl AppService {
                 }
             }
             Ok(_) => {
-                // It attached elsewhere (or anew): stop polling it here.
+                // It attached elsewhere, or it is another life of the MI
+                // at that address: stop polling it here. If no attachment
+                // elsewhere commits within the orphan grace, it is failed.
                 tracing::debug!(%mi, "MI no longer attached here");
                 self.local.remove(&mi);
+                self.note_orphans(now);
             }
             Err(e) => {
                 tracing::info!(%mi, addr = %local.addr, error = %e, "MI did not answer its query: failing it");
