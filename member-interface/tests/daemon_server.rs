@@ -59,7 +59,14 @@ async fn uplink(
 ) {
     let mut registry = Registry::new();
     let mi = Uuid::from_u128(0xfeed);
-    let mut seq = 0u64;
+    let mut seq = 1u64;
+    // The MI attaches before anything else (joins through an MI that is
+    // not attached are refused).
+    registry.apply(&AppOp::Attach {
+        req: RequestId { mi, seq: 1 },
+        host: "test-host".into(),
+        mserver: membership::id::NodeId::v4(127, 0, 0, 1, 7200),
+    });
     let mut held = Vec::new();
     while let Some(UpCall { request, reply }) = calls.recv().await {
         let _ = seen.send(request.clone());
@@ -111,7 +118,9 @@ async fn uplink(
             Ok(AppReply::Created) => Ok(UpReply::Created),
             Ok(AppReply::Joined(v)) => Ok(UpReply::Joined(v)),
             Ok(AppReply::Left) => Ok(UpReply::Left),
-            Ok(AppReply::MiRemoved(_)) => Err(AppError::Internal("unexpected".into())),
+            Ok(AppReply::MiRemoved(_) | AppReply::Attached) => {
+                Err(AppError::Internal("unexpected".into()))
+            }
             Err(e) => Err(e),
         };
         let _ = reply.send(answer);

@@ -727,12 +727,10 @@ impl MiAgent {
                         procedure,
                         body,
                         ..
-                    } => {
-                        if procedure.0 == PROC_MI_QUERY {
-                            let reply = self.on_query(now, from, &body);
-                            if let Ok(b) = encode_body(&reply) {
-                                self.rpc.respond(now, token, b);
-                            }
+                    } if procedure.0 == PROC_MI_QUERY => {
+                        let reply = self.on_query(now, from, &body);
+                        if let Ok(b) = encode_body(&reply) {
+                            self.rpc.respond(now, token, b);
                         }
                     }
                     RpcEvent::CallCompleted { id, result, .. } => match self.calls.remove(&id) {

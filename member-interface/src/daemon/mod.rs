@@ -10,6 +10,7 @@
 
 pub mod server;
 pub mod settings;
+pub mod uplink;
 pub mod uplink_api;
 
 pub use server::{serve, Server, ServerConfig, ServerError, ServerStats};
