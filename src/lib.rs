@@ -8,11 +8,13 @@
 //! - [`wire`]: the packet header, bounded bodies, authentication (seed 000 DNP);
 //! - [`sansio`]: the contract every protocol core follows;
 //! - [`rpc`]: BLAST, CHAN and SELECT (seed 004, section 5.3);
-//! - [`appgroup`]: the application-group vocabulary (names, views, group
-//!   options and partition rules, errors) shared by applications, member
-//!   interfaces and mservers (seed 003, chapter II);
+//! - [`appgroup`]: application groups (seed 003, chapter II): the
+//!   vocabulary shared by applications, member interfaces and mservers, the
+//!   replicated registry, the mserver's service and the MI's agent;
 //! - [`coreset`]: the mserver group protocol: core table, ring monitoring,
 //!   views and the change protocols (seed 003, chapters III and IV.C);
+//! - [`mserver`]: the mserver's composite core (core-set, registration,
+//!   application groups, admin procedures on one socket);
 //! - [`relay`]: the multicast emulator (mcaster) and its member side (seed
 //!   003, section IV.A);
 //! - [`sim`]: the deterministic simulator that runs the cores on virtual time;
@@ -24,6 +26,7 @@
 pub mod appgroup;
 pub mod coreset;
 pub mod id;
+pub mod mserver;
 pub mod relay;
 pub mod rmcast;
 pub mod rpc;

@@ -5,7 +5,12 @@
 //! decides anything about it.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod daemon;
-pub mod node;
 pub mod settings;
+
+/// The admin protocol shared with `msctl` (in the library:
+/// [`membership::mserver::admin`]).
+pub use membership::mserver::admin;
+/// The composite core (in the library, so the simulator and the benchmarks
+/// run it: [`membership::mserver::node`]).
+pub use membership::mserver::node;

@@ -1,14 +1,14 @@
 //! The admin protocol between `msctl` and an mserver (DESIGN.md section 7),
-//! carried by the project's RPC ([`membership::rpc`]: CHAN request/reply,
+//! carried by the project's RPC ([`crate::rpc`]: CHAN request/reply,
 //! at-most-once) on the mserver's own UDP port.
 //!
 //! Each procedure has a number, a request type and a reply type, encoded
-//! with the project codec ([`membership::wire::encode_body`], bounded on
+//! with the project codec ([`crate::wire::encode_body`], bounded on
 //! decode). `msctl` renders the replies as JSON; the JSON field names of
 //! [`ViewReply`] are the public contract of `msctl view --json` and are
 //! never renamed (fields may be added).
 
-use membership::runtime::FaultConfig;
+use crate::runtime::FaultConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -68,7 +68,7 @@ pub struct StatsReply {
 /// The core-set counters as a flat map (`sent.agree_j`, `drops.stale_view`,
 /// `views_installed`, ...), for [`StatsReply::coreset`].
 pub fn counters_of(
-    stats: &membership::coreset::CoreSetStats,
+    stats: &crate::coreset::CoreSetStats,
 ) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
     if let Ok(value) = serde_json::to_value(stats) {
@@ -186,10 +186,10 @@ impl FaultRequest {
             next = next.with_drop_pct(pct);
         }
         for addr in &self.block {
-            next = next.with_block(membership::id::NodeId::new(*addr));
+            next = next.with_block(crate::id::NodeId::new(*addr));
         }
         for addr in &self.block_in {
-            next = next.with_block_in(membership::id::NodeId::new(*addr));
+            next = next.with_block_in(crate::id::NodeId::new(*addr));
         }
         next
     }
@@ -207,7 +207,7 @@ pub struct FaultReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use membership::wire::{decode_body, encode_body};
+    use crate::wire::{decode_body, encode_body};
 
     #[test]
     fn requests_round_trip() {

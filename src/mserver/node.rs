@@ -7,29 +7,29 @@
 //! - [`CoreSet`]: the core-set protocol ([`ProtocolId::CoreSet`]);
 //! - [`Registration`]: the soft-state registration with the LAN's mcaster
 //!   ([`ProtocolId::Mcaster`]), when there is one to register with;
-//! - [`Rpc`]: the admin procedures of [`crate::admin`] for `msctl`
+//! - [`Rpc`]: the admin procedures of [`crate::mserver::admin`] for `msctl`
 //!   ([`ProtocolId::Rpc`]). `view` is answered from
 //!   [`CoreSet::snapshot`]; `leave` starts [`CoreSet::leave`] and is
 //!   answered when the leave is over; `fault` is handed to the daemon
 //!   ([`NodeEvent::FaultRequested`]), which owns the socket's interceptor
 //!   and answers with [`MserverNode::answer_fault`];
 //! - [`AppService`]: the application groups (seed 003, chapter II): the
-//!   procedures of [`membership::appgroup::link`] on the same RPC
+//!   procedures of [`crate::appgroup::link`] on the same RPC
 //!   endpoint, fed with the core-set's `ViewInstalled` and `AppCommitted`
 //!   events in the order they happen.
 
-use crate::admin::{
+use crate::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
+use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
+use crate::id::{NodeId, ProtocolId};
+use crate::mserver::admin::{
     FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
     PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
-use membership::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
-use membership::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
-use membership::id::{NodeId, ProtocolId};
-use membership::relay::{Registration, RegistrationEvent};
-use membership::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
-use membership::sansio::{Core, Incoming, Transmit};
-use membership::time::{earliest, Instant};
-use membership::wire::{decode_body, encode_body};
+use crate::relay::{Registration, RegistrationEvent};
+use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
+use crate::sansio::{Core, Incoming, Transmit};
+use crate::time::{earliest, Instant};
+use crate::wire::{decode_body, encode_body};
 use std::collections::VecDeque;
 
 /// Most admin requests waiting for an answer at once (further ones are
@@ -248,7 +248,7 @@ impl MserverNode {
             },
             PROC_STATS => {
                 let reply = StatsReply {
-                    coreset: crate::admin::counters_of(self.coreset.stats()),
+                    coreset: crate::mserver::admin::counters_of(self.coreset.stats()),
                     ..StatsReply::default()
                 };
                 self.events
@@ -518,10 +518,10 @@ impl Core for MserverNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use membership::coreset::CoreSetConfig;
-    use membership::id::Incarnation;
-    use membership::relay::{MemberKind, RegistrationConfig};
-    use membership::rpc::RpcConfig;
+    use crate::coreset::CoreSetConfig;
+    use crate::id::Incarnation;
+    use crate::relay::{MemberKind, RegistrationConfig};
+    use crate::rpc::RpcConfig;
 
     fn node() -> MserverNode {
         let me = NodeId::v4(127, 0, 0, 10, 7200);

@@ -1,0 +1,12 @@
+//! The mserver's composite sans-IO core and its admin protocol (DESIGN.md
+//! sections 2, 3 and 7; seed 003, chapters II to IV): what runs on an
+//! mserver's one UDP socket, kept in the library so the simulator and the
+//! benchmarks run the very core the `mserver` daemon runs.
+//!
+//! - [`node`]: [`node::MserverNode`], the core-set, the mcaster
+//!   registration, the application-group service and the admin procedures
+//!   side by side on one socket;
+//! - [`admin`]: the requests and replies `msctl` exchanges with an mserver.
+
+pub mod admin;
+pub mod node;
