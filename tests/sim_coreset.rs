@@ -1969,7 +1969,7 @@ fn app_group_views_agree_at_every_mserver() {
                         }
                     }
                     _ => AppOp::MiFailed {
-                        mi: uuid::Uuid::from_u128(mi),
+                        mis: vec![(uuid::Uuid::from_u128(mi), 0)],
                     },
                 }
             };

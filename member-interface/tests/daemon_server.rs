@@ -118,7 +118,7 @@ async fn uplink(
             Ok(AppReply::Created) => Ok(UpReply::Created),
             Ok(AppReply::Joined(v)) => Ok(UpReply::Joined(v)),
             Ok(AppReply::Left) => Ok(UpReply::Left),
-            Ok(AppReply::MiRemoved(_) | AppReply::Attached) => {
+            Ok(AppReply::MiRemoved(_) | AppReply::Attached | AppReply::Reformed) => {
                 Err(AppError::Internal("unexpected".into()))
             }
             Err(e) => Err(e),

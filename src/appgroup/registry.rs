@@ -41,7 +41,7 @@ use super::{AppError, AppMember, AppView, GroupName, GroupOptions};
 use crate::id::NodeId;
 use crate::wire::{decode_body, decode_message, encode_body};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use uuid::Uuid;
 
 /// Most application groups one core-set holds.
@@ -98,10 +98,37 @@ pub enum AppOp {
         /// The member's id.
         member: Uuid,
     },
-    /// An MI failed: every member it hosted is removed.
+    /// MIs failed (a crash, or the far side of a partition): every member
+    /// they hosted is removed, in one view per group; then each group's
+    /// survive rule decides whether the rest keeps running here (if not,
+    /// the rest is removed as well, and reported lost).
     MiFailed {
-        /// The MI.
-        mi: Uuid,
+        /// The MIs, each with the attachment (its `attach_seq`) the
+        /// submitter saw fail: an MI that attached again since is spared.
+        mis: Vec<(Uuid, u64)>,
+    },
+    /// After a core-set merge, the absorbed side's MI attachments (each
+    /// kept unless this side knows a later attachment of that MI).
+    Readmit {
+        /// The MIs and their records.
+        mis: Vec<(Uuid, MiRecord)>,
+    },
+    /// After a core-set merge, one group as the absorbed side had it (one
+    /// op per group, or several for a big group, each with part of the
+    /// members). The group's merge rule decides whether these members join
+    /// this side's part; those that do not are reported lost.
+    Reform {
+        /// The group.
+        group: GroupName,
+        /// Its options (used if this side does not know the group).
+        options: GroupOptions,
+        /// The absorbed side's view number of the group.
+        number: u64,
+        /// The absorbed side's last view before the partition, if it had
+        /// one (what the merge rule compares with).
+        base: Option<Vec<AppMember>>,
+        /// Members, with the MI that hosts each.
+        members: Vec<(AppMember, Uuid)>,
     },
     /// MI `req.mi` attached to `mserver` (first, or again after a
     /// failover).
@@ -134,7 +161,7 @@ impl AppOp {
             | AppOp::Join { req, .. }
             | AppOp::Leave { req, .. }
             | AppOp::Attach { req, .. } => Some(*req),
-            AppOp::MiFailed { .. } => None,
+            AppOp::MiFailed { .. } | AppOp::Readmit { .. } | AppOp::Reform { .. } => None,
         }
     }
 }
@@ -148,8 +175,10 @@ pub enum AppReply {
     Joined(AppView),
     /// The member left.
     Left,
-    /// The MI's members were removed (from this many groups).
+    /// The MIs' members were removed (from this many groups).
     MiRemoved(usize),
+    /// Attachments or a group part of an absorbed side were taken in.
+    Reformed,
     /// The MI's attachment was recorded.
     Attached,
 }
@@ -177,6 +206,9 @@ pub struct Applied {
     pub views: Vec<AppView>,
     /// It was a duplicate of an op applied before.
     pub duplicate: bool,
+    /// Members removed without asking, or not taken in at a merge, that
+    /// their MI must be told about: `(group, member, MI)`.
+    pub lost: Vec<(GroupName, Uuid, Uuid)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -187,6 +219,9 @@ struct Group {
     members: Vec<(AppMember, Uuid)>,
     /// The latest views, oldest first (the current one last).
     history: VecDeque<AppView>,
+    /// The members before the latest MI failure that removed some (the
+    /// "last view before the partition" the merge rule compares with).
+    base: Option<Vec<AppMember>>,
 }
 
 impl Group {
@@ -277,6 +312,12 @@ impl Registry {
             .map(|(_, mi)| *mi)
     }
 
+    /// The members of `group` before the latest MI failure that removed
+    /// some (what a merge rule compares with).
+    pub fn base_of(&self, group: &GroupName) -> Option<Vec<AppMember>> {
+        self.groups.get(group)?.base.clone()
+    }
+
     /// The MIs that host members of `group`.
     pub fn hosts_of(&self, group: &GroupName) -> Vec<Uuid> {
         let mut out: Vec<Uuid> = self
@@ -333,15 +374,25 @@ impl Registry {
                     result: result.clone(),
                     views: Vec::new(),
                     duplicate: true,
+                    lost: Vec::new(),
                 };
             }
         }
+        let mut lost = Vec::new();
         let (result, views) = match op {
             AppOp::Create { group, options, .. } => self.create(group, options),
             AppOp::Join { req, group, member } => self.join(group, member, req.mi),
             AppOp::Leave { group, member, .. } => self.leave(group, *member),
-            AppOp::MiFailed { mi } => self.mi_failed(*mi),
+            AppOp::MiFailed { mis } => self.mi_failed(mis, &mut lost),
             AppOp::Attach { req, host, mserver } => self.attach(*req, host, *mserver),
+            AppOp::Readmit { mis } => self.readmit(mis),
+            AppOp::Reform {
+                group,
+                options,
+                number,
+                base,
+                members,
+            } => self.reform(group, options, *number, base.as_deref(), members, &mut lost),
         };
         if let Some(r) = req {
             self.remember(r, result.clone());
@@ -351,6 +402,7 @@ impl Registry {
             result,
             views,
             duplicate: false,
+            lost,
         }
     }
 
@@ -366,6 +418,7 @@ impl Registry {
                     result: Err(e),
                     views: Vec::new(),
                     duplicate: false,
+                    lost: Vec::new(),
                 }
             }
         }
@@ -407,6 +460,7 @@ impl Registry {
                 number: 0,
                 members: Vec::new(),
                 history: VecDeque::new(),
+                base: None,
             },
         );
         (Ok(AppReply::Created), Vec::new())
@@ -459,17 +513,122 @@ impl Registry {
         (Ok(AppReply::Left), vec![g.advance(group)])
     }
 
-    fn mi_failed(&mut self, mi: Uuid) -> (Result<AppReply, AppError>, Vec<AppView>) {
-        self.mis.remove(&mi);
+    fn mi_failed(
+        &mut self,
+        mis: &[(Uuid, u64)],
+        lost: &mut Vec<(GroupName, Uuid, Uuid)>,
+    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        let failed: BTreeSet<Uuid> = mis
+            .iter()
+            .filter(|(mi, seq)| !matches!(self.mis.get(mi), Some(r) if r.attach_seq != *seq))
+            .map(|(mi, _)| *mi)
+            .collect();
+        for mi in &failed {
+            self.mis.remove(mi);
+        }
         let mut views = Vec::new();
         for (name, g) in self.groups.iter_mut() {
-            let before = g.members.len();
-            g.members.retain(|(_, host)| *host != mi);
-            if g.members.len() != before {
-                views.push(g.advance(name));
+            if !g.members.iter().any(|(_, host)| failed.contains(host)) {
+                continue;
             }
+            let before: Vec<AppMember> = g.members.iter().map(|(m, _)| m.clone()).collect();
+            g.members.retain(|(_, host)| !failed.contains(host));
+            let part: Vec<AppMember> = g.members.iter().map(|(m, _)| m.clone()).collect();
+            if !g.options.survive.survives(&before, &part) {
+                // This part does not keep running: it is terminated.
+                for (m, host) in g.members.drain(..) {
+                    lost.push((name.clone(), m.id, host));
+                }
+            }
+            g.base = Some(before);
+            views.push(g.advance(name));
         }
         (Ok(AppReply::MiRemoved(views.len())), views)
+    }
+
+    fn readmit(&mut self, mis: &[(Uuid, MiRecord)]) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        for (mi, record) in mis {
+            if record.host.is_empty() || record.host.len() > MAX_HOST {
+                continue;
+            }
+            match self.mis.get(mi) {
+                Some(known) if known.attach_seq >= record.attach_seq => {}
+                Some(_) => {
+                    self.mis.insert(*mi, record.clone());
+                }
+                None if self.mis.len() < MAX_MIS => {
+                    self.mis.insert(*mi, record.clone());
+                }
+                None => {}
+            }
+        }
+        (Ok(AppReply::Reformed), Vec::new())
+    }
+
+    fn reform(
+        &mut self,
+        group: &GroupName,
+        options: &GroupOptions,
+        number: u64,
+        base: Option<&[AppMember]>,
+        members: &[(AppMember, Uuid)],
+        lost: &mut Vec<(GroupName, Uuid, Uuid)>,
+    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+        if !self.groups.contains_key(group) {
+            if self.groups.len() >= MAX_GROUPS || options.validate().is_err() {
+                for (m, mi) in members {
+                    lost.push((group.clone(), m.id, *mi));
+                }
+                return (Ok(AppReply::Reformed), Vec::new());
+            }
+            self.groups.insert(
+                group.clone(),
+                Group {
+                    options: options.clone(),
+                    number,
+                    members: Vec::new(),
+                    history: VecDeque::new(),
+                    base: base.map(<[AppMember]>::to_vec),
+                },
+            );
+        }
+        let mis = &self.mis;
+        let Some(g) = self.groups.get_mut(group) else {
+            return (Ok(AppReply::Reformed), Vec::new());
+        };
+        // Members this side has already (a duplicate op, or a member both
+        // sides kept) change nothing.
+        let incoming: Vec<&(AppMember, Uuid)> = members
+            .iter()
+            .filter(|(m, _)| !g.members.iter().any(|(k, _)| k.id == m.id))
+            .collect();
+        if incoming.is_empty() {
+            return (Ok(AppReply::Reformed), Vec::new());
+        }
+        let here: Vec<AppMember> = g.members.iter().map(|(m, _)| m.clone()).collect();
+        let theirs: Vec<AppMember> = members.iter().map(|(m, _)| m.clone()).collect();
+        let last: Vec<AppMember> = match (g.base.as_deref(), base) {
+            (Some(b), _) | (None, Some(b)) => b.to_vec(),
+            (None, None) => here.iter().chain(theirs.iter()).cloned().collect(),
+        };
+        let merges = here.is_empty() || g.options.merge.merges(&last, &here, &theirs);
+        let mut added = false;
+        for (m, mi) in incoming {
+            let clash = g.members.iter().any(|(k, _)| k.name == m.name);
+            if !merges || clash || !mis.contains_key(mi) || g.members.len() >= MAX_GROUP_MEMBERS {
+                lost.push((group.clone(), m.id, *mi));
+            } else {
+                g.members.push((m.clone(), *mi));
+                added = true;
+            }
+        }
+        if !added {
+            return (Ok(AppReply::Reformed), Vec::new());
+        }
+        // The merged view's number is above both sides'.
+        g.number = g.number.max(number);
+        g.base = None;
+        (Ok(AppReply::Reformed), vec![g.advance(group)])
     }
 
     fn attach(
@@ -640,7 +799,7 @@ mod tests {
             });
         }
         let out = r.apply(&AppOp::MiFailed {
-            mi: Uuid::from_u128(7),
+            mis: vec![(Uuid::from_u128(7), 0)],
         });
         assert_eq!(out.result, Ok(AppReply::MiRemoved(2)));
         assert_eq!(out.views.len(), 2);
@@ -660,7 +819,7 @@ mod tests {
         });
         assert_eq!(out.result, Err(AppError::Disconnected));
         r.apply(&AppOp::MiFailed {
-            mi: Uuid::from_u128(7),
+            mis: vec![(Uuid::from_u128(7), 0)],
         });
         assert!(r.mi(&Uuid::from_u128(7)).is_none());
         let out = r.apply(&AppOp::Join {
@@ -736,6 +895,144 @@ mod tests {
         });
         assert!(dup.duplicate);
         assert!(Registry::decode(&[0xff, 0x00, 0x13]).is_err());
+    }
+
+    fn group_with(r: &mut Registry, g: &str, options: GroupOptions, hosts: &[u128]) {
+        for mi in [1, 2, 7, 8] {
+            if r.mi(&Uuid::from_u128(mi)).is_none() {
+                attach(r, mi);
+            }
+        }
+        r.apply(&AppOp::Create {
+            req: req(1, 900),
+            group: gname(g),
+            options,
+        });
+        for (i, mi) in hosts.iter().enumerate() {
+            let n = 500 + i as u128;
+            let out = r.apply(&AppOp::Join {
+                req: req(*mi, 1000 + i as u64),
+                group: gname(g),
+                member: member(&format!("m{i}"), n),
+            });
+            assert!(out.result.is_ok(), "{:?}", out.result);
+        }
+    }
+
+    fn majority() -> GroupOptions {
+        GroupOptions {
+            survive: crate::appgroup::SurviveRule::KeepMajority,
+            ..GroupOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_minority_part_is_terminated_by_keep_majority() {
+        let mut r = Registry::new();
+        group_with(&mut r, "g", majority(), &[1, 2, 7]);
+        let out = r.apply(&AppOp::MiFailed {
+            mis: vec![(Uuid::from_u128(2), 0), (Uuid::from_u128(7), 0)],
+        });
+        assert_eq!(out.views.len(), 1);
+        assert!(out.views[0].is_empty(), "{:?}", out.views[0]);
+        assert_eq!(out.lost, vec![(gname("g"), Uuid::from_u128(500), Uuid::from_u128(1))]);
+        // The same loss in a keep-all group keeps the rest running.
+        let mut r = Registry::new();
+        group_with(&mut r, "g", GroupOptions::default(), &[1, 2, 7]);
+        let out = r.apply(&AppOp::MiFailed {
+            mis: vec![(Uuid::from_u128(2), 0), (Uuid::from_u128(7), 0)],
+        });
+        assert_eq!(out.views[0].len(), 1);
+        assert!(out.lost.is_empty());
+    }
+
+    #[test]
+    fn an_mi_that_attached_again_is_spared() {
+        let mut r = Registry::new();
+        group_with(&mut r, "g", GroupOptions::default(), &[1, 2]);
+        r.apply(&AppOp::Attach {
+            req: req(2, 5),
+            host: "h".into(),
+            mserver: NodeId::v4(127, 0, 0, 2, 7200),
+        });
+        // A failure seen for its earlier attachment (seq 0).
+        let out = r.apply(&AppOp::MiFailed {
+            mis: vec![(Uuid::from_u128(2), 0)],
+        });
+        assert!(out.views.is_empty());
+        assert_eq!(r.view(&gname("g")).map(|v| v.len()), Some(2));
+    }
+
+    #[test]
+    fn reform_merges_the_parts_above_both_numbers_once() {
+        // Side A lost MI 2's member at the partition; side B kept it and
+        // went on to view 9.
+        let mut a = Registry::new();
+        group_with(&mut a, "g", GroupOptions::default(), &[1, 2]);
+        a.apply(&AppOp::MiFailed {
+            mis: vec![(Uuid::from_u128(2), 0)],
+        });
+        let before = a.view(&gname("g")).expect("group");
+        assert_eq!(before.len(), 1);
+        a.apply(&AppOp::Readmit {
+            mis: vec![(
+                Uuid::from_u128(2),
+                MiRecord {
+                    mserver: NodeId::v4(127, 0, 0, 2, 7200),
+                    host: "h".into(),
+                    attach_seq: 0,
+                },
+            )],
+        });
+        let op = AppOp::Reform {
+            group: gname("g"),
+            options: GroupOptions::default(),
+            number: 9,
+            base: None,
+            members: vec![(member("m1", 501), Uuid::from_u128(2))],
+        };
+        let out = a.apply(&op);
+        assert_eq!(out.views.len(), 1);
+        assert_eq!(out.views[0].number, 10);
+        assert_eq!(out.views[0].len(), 2);
+        // Another absorbed mserver submits the same part: nothing changes.
+        let again = a.apply(&op);
+        assert!(again.views.is_empty() && again.lost.is_empty());
+        // A group only the absorbed side knew is taken in as it was.
+        let other = a.apply(&AppOp::Reform {
+            group: gname("new"),
+            options: GroupOptions::default(),
+            number: 4,
+            base: None,
+            members: vec![(member("x", 600), Uuid::from_u128(2))],
+        });
+        assert_eq!(other.views[0].number, 5);
+        assert_eq!(a.view(&gname("new")).map(|v| v.len()), Some(1));
+    }
+
+    #[test]
+    fn reform_refused_by_the_merge_rule_reports_the_members_lost() {
+        let options = GroupOptions {
+            merge: crate::appgroup::MergeRule::KeepOldest,
+            ..GroupOptions::default()
+        };
+        let mut a = Registry::new();
+        // m0 (the oldest, on MI 1), m1 and m2 on MIs 2 and 7.
+        group_with(&mut a, "g", options.clone(), &[1, 2, 7]);
+        // This side lost the oldest member's MI ...
+        a.apply(&AppOp::MiFailed {
+            mis: vec![(Uuid::from_u128(1), 0), (Uuid::from_u128(7), 0)],
+        });
+        // ... and the other side's part (m2) does not hold it either.
+        let out = a.apply(&AppOp::Reform {
+            group: gname("g"),
+            options,
+            number: 7,
+            base: None,
+            members: vec![(member("m2", 502), Uuid::from_u128(7))],
+        });
+        assert!(out.views.is_empty());
+        assert_eq!(out.lost, vec![(gname("g"), Uuid::from_u128(502), Uuid::from_u128(7))]);
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub const MAX_MI_QUEUE: usize = 4096;
 pub const MAX_VIEWS_PER_QUERY: usize = 64;
 /// Most committed changes buffered while a registry copy is fetched.
 pub const MAX_BUFFERED: usize = 65_536;
+/// Most MIs failed by one op (keeps it under the core-set's payload
+/// limit).
+pub const MAX_FAILED_PER_OP: usize = 128;
+/// Payload size the merge ops are cut to (under the core-set's limit).
+const MERGE_OP_BYTES: usize = 3_000;
 
 /// The service's timings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +201,11 @@ pub struct AppService {
     orphans: BTreeMap<Uuid, Instant>,
     /// `MiFailed` submitted for these, at this time.
     failing: BTreeMap<Uuid, Instant>,
+    /// Our side's registry before a merge made us adopt another side's.
+    premerge: Option<Registry>,
+    /// Merge ops (`Readmit`, `Reform`) submitted and not yet seen
+    /// committed, with when they were last submitted.
+    merge_ops: Vec<(Vec<u8>, Instant)>,
     stats: ServiceStats,
 }
 
@@ -222,6 +232,8 @@ impl AppService {
             calls: BTreeMap::new(),
             orphans: BTreeMap::new(),
             failing: BTreeMap::new(),
+            premerge: None,
+            merge_ops: Vec::new(),
             stats: ServiceStats::default(),
         }
     }
@@ -261,7 +273,7 @@ impl AppService {
     }
 
     fn ready(&self) -> bool {
-        self.member && self.synced()
+        self.member && self.synced() && self.merge_ops.is_empty()
     }
 
     /// A request for one of [`AppService::PROCEDURES`].
@@ -413,7 +425,10 @@ impl AppService {
         Ok(())
     }
 
-    /// The core-set installed a view (`CoreSetEvent::ViewInstalled`).
+    /// The core-set installed a view (`CoreSetEvent::ViewInstalled`;
+    /// `joined` as it reports it: after a merge, the members of the other
+    /// sides).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_view_installed(
         &mut self,
         now: Instant,
@@ -421,6 +436,7 @@ impl AppService {
         number: u64,
         members: &[Member],
         joined: &[Member],
+        merged: bool,
     ) {
         let me = self.config.me;
         let first = !self.member;
@@ -430,22 +446,94 @@ impl AppService {
         if !self.member {
             return;
         }
-        let i_joined = joined.iter().any(|m| m.addr == me);
-        let old: Vec<NodeId> = members
-            .iter()
-            .filter(|m| !joined.iter().any(|j| j.addr == m.addr))
-            .map(|m| m.addr)
-            .collect();
-        if (first || i_joined) && !old.is_empty() {
-            // A newcomer, or our side was absorbed: take the copy of a
-            // member that was in the view already.
-            self.start_fetch(now, ctx.rpc, number, old);
+        let is_joined = |addr: NodeId| joined.iter().any(|j| j.addr == addr);
+        if merged && !first {
+            // Subgroups merged. The side of the merged view's lowest rank
+            // keeps its registry; every other side adopts it, then submits
+            // what it had (attachments, group parts) for the merge rules.
+            let primary = members.first().map(|m| m.addr);
+            if let Some(p) = primary.filter(|p| is_joined(*p)) {
+                if self.synced() {
+                    self.premerge = Some(std::mem::take(&mut self.registry));
+                }
+                let mut sources = vec![p];
+                sources.extend(joined.iter().map(|j| j.addr).filter(|a| *a != p));
+                tracing::info!(primary = %p, "core-set merged: adopting the other side's application groups");
+                self.start_fetch(now, ctx.rpc, number, sources);
+            }
         } else if first {
-            // We found the core-set: the registry starts empty.
-            self.registry = Registry::new();
-            self.sync = SyncState::Synced;
+            let old: Vec<NodeId> = members
+                .iter()
+                .map(|m| m.addr)
+                .filter(|a| !is_joined(*a))
+                .collect();
+            if old.is_empty() {
+                // We found the core-set: the registry starts empty.
+                self.registry = Registry::new();
+                self.sync = SyncState::Synced;
+            } else {
+                // A newcomer: take the copy of a member that was in the
+                // view already.
+                self.start_fetch(now, ctx.rpc, number, old);
+            }
         }
         self.note_orphans(now);
+    }
+
+    /// After a merge, once this (absorbed) side adopted the other side's
+    /// registry: the ops that bring its own attachments and group parts in.
+    fn submit_premerge(&mut self, now: Instant, coreset: &mut CoreSet, before: Registry) {
+        let mut ops = Vec::new();
+        let records: Vec<(Uuid, super::MiRecord)> =
+            before.mis().map(|(mi, r)| (*mi, r.clone())).collect();
+        for chunk in records.chunks(16) {
+            ops.push(AppOp::Readmit {
+                mis: chunk.to_vec(),
+            });
+        }
+        for (options, view) in before.groups() {
+            let base = before.base_of(&view.group);
+            let hosted: Vec<(super::AppMember, Uuid)> = view
+                .members
+                .iter()
+                .filter_map(|m| before.host_of(&view.group, m.id).map(|mi| (m.clone(), mi)))
+                .collect();
+            let mut parts: Vec<Vec<(super::AppMember, Uuid)>> = vec![Vec::new()];
+            let mut size = 0usize;
+            for (m, mi) in hosted {
+                let cost = m.name.as_str().len() + m.kind.as_str().len() + m.host.len() + 48;
+                if size + cost > MERGE_OP_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
+                    parts.push(Vec::new());
+                    size = 0;
+                }
+                size += cost;
+                if let Some(p) = parts.last_mut() {
+                    p.push((m, mi));
+                }
+            }
+            for members in parts {
+                ops.push(AppOp::Reform {
+                    group: view.group.clone(),
+                    options: options.clone(),
+                    number: view.number,
+                    base: base.clone(),
+                    members,
+                });
+            }
+        }
+        for op in ops {
+            let Ok(payload) = op.encode() else { continue };
+            // Submitted again on the timer if this fails.
+            let at = match submit_payload(now, coreset, payload.clone()) {
+                Ok(()) => now,
+                Err(_) => Instant::ZERO,
+            };
+            self.merge_ops.push((payload, at));
+        }
+        tracing::info!(
+            ops = self.merge_ops.len(),
+            "submitted this side's application groups for the merge"
+        );
     }
 
     /// MIs attached to mservers that are not in the view, or to us but not
@@ -559,12 +647,28 @@ impl AppService {
                     self.local.remove(&req.mi);
                 }
             }
-            Some(AppOp::MiFailed { mi }) => {
-                self.local.remove(mi);
-                self.orphans.remove(mi);
-                self.failing.remove(mi);
+            Some(AppOp::MiFailed { mis }) => {
+                for (mi, _) in mis {
+                    self.failing.remove(mi);
+                    if self.registry.mi(mi).is_none() {
+                        self.local.remove(mi);
+                        self.orphans.remove(mi);
+                    }
+                }
+            }
+            Some(AppOp::Readmit { .. } | AppOp::Reform { .. }) => {
+                self.merge_ops.retain(|(p, _)| p.as_slice() != payload);
             }
             _ => {}
+        }
+        // Members removed without asking, or not taken in at a merge: tell
+        // their MIs (the ones attached here).
+        for (group, member, mi) in &applied.lost {
+            if let Some(local) = self.local.get_mut(mi) {
+                if local.lost.len() < MAX_MI_QUEUE {
+                    local.lost.push((group.clone(), *member));
+                }
+            }
         }
         // Queue the new views for the MIs attached here that host members
         // of the group.
@@ -771,21 +875,32 @@ impl AppService {
             Err(e) => {
                 tracing::info!(%mi, addr = %local.addr, error = %e, "MI did not answer its query: failing it");
                 self.local.remove(&mi);
-                self.fail_mi(now, ctx.coreset, mi);
+                self.fail_mis(now, ctx.coreset, vec![mi]);
             }
         }
     }
 
-    fn fail_mi(&mut self, now: Instant, coreset: &mut CoreSet, mi: Uuid) {
-        if self.failing.contains_key(&mi) || self.registry.mi(&mi).is_none() {
-            return;
-        }
-        let Ok(payload) = (AppOp::MiFailed { mi }).encode() else {
-            return;
-        };
-        if submit_payload(now, coreset, payload).is_ok() {
-            self.stats.mis_failed += 1;
-            self.failing.insert(mi, now);
+    /// Submits `MiFailed` for `mis` (those not failing already), in ops of
+    /// at most [`MAX_FAILED_PER_OP`] MIs.
+    fn fail_mis(&mut self, now: Instant, coreset: &mut CoreSet, mis: Vec<Uuid>) {
+        let batch: Vec<(Uuid, u64)> = mis
+            .into_iter()
+            .filter(|mi| !self.failing.contains_key(mi))
+            .filter_map(|mi| self.registry.mi(&mi).map(|r| (mi, r.attach_seq)))
+            .collect();
+        for chunk in batch.chunks(MAX_FAILED_PER_OP) {
+            let Ok(payload) = (AppOp::MiFailed {
+                mis: chunk.to_vec(),
+            })
+            .encode() else {
+                continue;
+            };
+            if submit_payload(now, coreset, payload).is_ok() {
+                for (mi, _) in chunk {
+                    self.stats.mis_failed += 1;
+                    self.failing.insert(*mi, now);
+                }
+            }
         }
     }
 
@@ -824,13 +939,17 @@ impl AppService {
                 self.sync = SyncState::Synced;
                 self.stats.transfers += 1;
                 let me = self.config.me;
-                // Our own MIs that the copy does not have attached here must
+                let before = self.premerge.take();
+                // Our own MIs that neither the copy nor our side's registry
+                // (brought in by the merge ops) has attached here must
                 // attach again.
                 let registry = &self.registry;
                 self.local.retain(|mi, l| {
-                    registry
-                        .mi(mi)
-                        .is_some_and(|r| r.mserver == me && r.attach_seq == l.attach_seq)
+                    let here =
+                        |r: &super::MiRecord| r.mserver == me && r.attach_seq == l.attach_seq;
+                    registry.mi(mi).is_some_and(here)
+                        || (registry.mi(mi).is_none()
+                            && before.as_ref().and_then(|b| b.mi(mi)).is_some_and(here))
                 });
                 tracing::info!(
                     as_of,
@@ -843,6 +962,9 @@ impl AppService {
                             self.apply(now, ctx.rpc, p);
                         }
                     }
+                }
+                if let Some(before) = before {
+                    self.submit_premerge(now, ctx.coreset, before);
                 }
                 self.note_orphans(now);
                 self.push_all(now, ctx.rpc);
@@ -868,6 +990,7 @@ impl AppService {
         }
         if self.ready() {
             let lowest = self.mservers.first() == Some(&self.config.me);
+            let stale = self.config.resubmit_after;
             let me = self.config.me;
             let expired: Vec<Uuid> = self
                 .orphans
@@ -875,6 +998,9 @@ impl AppService {
                 .filter(|(_, d)| **d <= now)
                 .map(|(mi, _)| *mi)
                 .collect();
+            // One op for all the MIs whose grace ended together (the far
+            // side of a partition): the survive rules see the whole loss.
+            let mut batch = Vec::new();
             for mi in expired {
                 self.orphans.remove(&mi);
                 let still = self.registry.mi(&mi).is_some_and(|r| {
@@ -884,10 +1010,19 @@ impl AppService {
                 let mine = self.registry.mi(&mi).is_some_and(|r| r.mserver == me);
                 if still && (lowest || mine) {
                     tracing::info!(%mi, "MI did not re-attach after its mserver left: failing it");
-                    self.fail_mi(now, coreset, mi);
+                    batch.push(mi);
                 }
             }
-            let stale = self.config.resubmit_after;
+            if !batch.is_empty() {
+                self.fail_mis(now, coreset, batch);
+            }
+            // The absorbed side's attachments and groups, after a merge.
+            for (payload, at) in self.merge_ops.iter_mut() {
+                if *at + stale <= now {
+                    *at = now;
+                    let _ = submit_payload(now, coreset, payload.clone());
+                }
+            }
             let again: Vec<RequestId> = self
                 .pending
                 .iter()
@@ -927,6 +1062,11 @@ impl AppService {
             }
             for p in self.pending.values() {
                 t = earliest(t, Some(p.submitted_at + self.config.resubmit_after));
+            }
+        }
+        if self.member && self.synced() {
+            for (_, at) in &self.merge_ops {
+                t = earliest(t, Some(*at + self.config.resubmit_after));
             }
         }
         if let SyncState::Fetching { retry_at, .. } = &self.sync {

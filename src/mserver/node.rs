@@ -70,6 +70,7 @@ enum AppInput {
         number: u64,
         members: Vec<Member>,
         joined: Vec<Member>,
+        merged: bool,
     },
     Committed {
         view: u64,
@@ -288,11 +289,13 @@ impl MserverNode {
                         view,
                         members,
                         joined,
+                        merged,
                         ..
                     } => self.app_inputs.push_back(AppInput::View {
                         number: view.number,
                         members: members.clone(),
                         joined: joined.clone(),
+                        merged: *merged,
                     }),
                     CoreSetEvent::AppCommitted { view, payloads, .. } => {
                         self.app_inputs.push_back(AppInput::Committed {
@@ -389,9 +392,10 @@ impl MserverNode {
                         number,
                         members,
                         joined,
+                        merged,
                     } => self
                         .apps
-                        .on_view_installed(now, ctx, number, &members, &joined),
+                        .on_view_installed(now, ctx, number, &members, &joined, merged),
                     AppInput::Committed { view, payloads } => {
                         self.apps.on_app_committed(now, ctx, view, payloads)
                     }
