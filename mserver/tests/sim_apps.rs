@@ -474,3 +474,243 @@ fn app_groups_survive_mi_and_mserver_crashes() {
         run_seed(seed + 1_000, 60, true);
     }
 }
+
+/// Requests `r` at MI `mi` with handle `h` and runs until it is answered
+/// (bounded); the answer.
+fn ask(
+    sim: &mut Simulator<Host>,
+    mi: NodeId,
+    h: u64,
+    r: MiRequest,
+) -> Result<MiAnswer, membership::appgroup::AppError> {
+    sim.with_core(mi, |c, now| {
+        if let Host::Mi(a) = c {
+            a.request(now, h, r);
+        }
+    });
+    for _ in 0..200 {
+        sim.run_for(Duration::from_millis(10));
+        for (_, node, e) in sim.take_events() {
+            if let HostEvent::Mi(MiEvent::Answered { handle, result }) = e {
+                if node == mi && handle == h {
+                    return result;
+                }
+            }
+        }
+    }
+    panic!("request {h} at {mi} never answered");
+}
+
+/// The members (sorted names) of `group`'s latest view at every live
+/// mserver with a current registry, if they all agree.
+fn agreed_members(sim: &Simulator<Host>, servers: &[u8], group: &GroupName) -> Option<Vec<String>> {
+    let mut seen: Option<Vec<String>> = None;
+    for i in servers {
+        let Some(Host::Server(s)) = sim.core(server(*i)) else {
+            return None;
+        };
+        if !s.apps().synced() {
+            return None;
+        }
+        let mut names: Vec<String> = s
+            .apps()
+            .registry()
+            .view(group)?
+            .members
+            .iter()
+            .map(|m| m.name.as_str().to_string())
+            .collect();
+        names.sort();
+        match &seen {
+            None => seen = Some(names),
+            Some(n) if *n == names => {}
+            Some(_) => return None,
+        }
+    }
+    seen
+}
+
+fn wait_members(
+    sim: &mut Simulator<Host>,
+    servers: &[u8],
+    group: &GroupName,
+    want: &[&str],
+    seed: u64,
+) {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    for _ in 0..3000 {
+        if agreed_members(sim, servers, group).as_ref() == Some(&want) {
+            return;
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+    panic!(
+        "seed {seed}: mservers {servers:?} never agreed on {group} = {want:?}: {:?}",
+        servers
+            .iter()
+            .map(|i| match sim.core(server(*i)) {
+                Some(Host::Server(s)) => s.apps().registry().view(group),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A core-set partition and its heal, with a keep-all group and a
+/// keep-majority group spread over three MIs: the minority side keeps its
+/// part of the keep-all group and terminates its part of the keep-majority
+/// group (its member is told, `MiEvent::Lost`); after the merge the
+/// keep-all group is the union again, above both sides' view numbers, and
+/// every MI delivers the merged view.
+#[test]
+fn partition_keeps_the_majority_and_merges_back() {
+    if std::env::var("SIM_DEBUG").is_ok() {
+        let _ = membership::runtime::logging::init_logging(
+            "debug",
+            membership::runtime::logging::LogFormat::Human,
+        );
+    }
+    for seed in seeds(20) {
+        let mut sim = simulator(seed + 5_000, "partition");
+        for i in 1..=SERVERS {
+            sim.add_node(server(i));
+            sim.run_for(Duration::from_millis(300));
+        }
+        sim.run_for(Duration::from_secs(1));
+        for i in 1..=MIS {
+            sim.add_node(mi_addr(i));
+        }
+        sim.run_for(Duration::from_millis(500));
+        let all = gname("all");
+        let maj = gname("maj");
+        let majority = GroupOptions {
+            survive: membership::appgroup::SurviveRule::KeepMajority,
+            ..GroupOptions::default()
+        };
+        let mut h = 1u64;
+        for (g, options) in [(&all, GroupOptions::default()), (&maj, majority)] {
+            let r = ask(
+                &mut sim,
+                mi_addr(1),
+                h,
+                MiRequest::Create {
+                    group: g.clone(),
+                    options,
+                },
+            );
+            assert!(r.is_ok(), "seed {seed}: create {g}: {r:?}");
+            h += 1;
+        }
+        let mut ids = BTreeMap::new();
+        for i in 1..=MIS {
+            for g in [&all, &maj] {
+                let id = Uuid::from_u128(u128::from(h));
+                let member = AppMember {
+                    name: MemberName::parse(&format!("p{i}")).expect("name"),
+                    kind: MemberKind::default(),
+                    id,
+                    host: format!("host{i}"),
+                };
+                ids.insert((i, g.clone()), id);
+                let r = ask(
+                    &mut sim,
+                    mi_addr(i),
+                    h,
+                    MiRequest::Join {
+                        group: g.clone(),
+                        member,
+                    },
+                );
+                assert!(r.is_ok(), "seed {seed}: join {g}: {r:?}");
+                h += 1;
+            }
+        }
+        sim.run_for(Duration::from_millis(300));
+        sim.take_events();
+        // Mserver 3 and MI 3 on one side, the rest on the other.
+        sim.partition(&[
+            vec![server(1), server(2), mi_addr(1), mi_addr(2)],
+            vec![server(3), mi_addr(3)],
+        ]);
+        wait_members(&mut sim, &[1, 2], &all, &["p1", "p2"], seed);
+        wait_members(&mut sim, &[1, 2], &maj, &["p1", "p2"], seed);
+        wait_members(&mut sim, &[3], &all, &["p3"], seed);
+        wait_members(&mut sim, &[3], &maj, &[], seed);
+        // The MIs hear of it a little later.
+        sim.run_for(Duration::from_millis(500));
+        let events = sim.take_events();
+        if std::env::var("SIM_DEBUG").is_ok() {
+            for (t, node, e) in &events {
+                if node.addr().port() == 7400 {
+                    println!("{t:?} {node} {e:?}");
+                }
+            }
+        }
+        let lost: Vec<(NodeId, Uuid)> = events
+            .into_iter()
+            .filter_map(|(_, node, e)| match e {
+                HostEvent::Mi(MiEvent::Lost { member, .. }) => Some((node, member)),
+                _ => None,
+            })
+            .collect();
+        let attached = match sim.core(mi_addr(3)) {
+            Some(Host::Mi(a)) => (
+                a.attached_to(),
+                a.acked_seq(),
+                a.delivered().clone(),
+                a.members().clone(),
+            ),
+            _ => (None, None, BTreeMap::new(), BTreeMap::new()),
+        };
+        let at3 = match sim.core(server(3)) {
+            Some(Host::Server(s)) => format!(
+                "{:?} {:?} {:?}",
+                s.apps().attached().collect::<Vec<_>>(),
+                s.apps().stats(),
+                s.apps().registry().mis().collect::<Vec<_>>()
+            ),
+            _ => String::new(),
+        };
+        let attached = (attached, at3);
+        assert!(
+            lost.contains(&(mi_addr(3), ids[&(3, maj.clone())])),
+            "seed {seed}: MI 3 (attached to {attached:?}) was not told its keep-majority member ended: {lost:?}"
+        );
+        let numbers_before: Vec<u64> = [1u8, 3]
+            .iter()
+            .filter_map(|i| match sim.core(server(*i)) {
+                Some(Host::Server(s)) => s.apps().registry().view(&all).map(|v| v.number),
+                _ => None,
+            })
+            .collect();
+        sim.heal();
+        wait_members(&mut sim, &[1, 2, 3], &all, &["p1", "p2", "p3"], seed);
+        wait_members(&mut sim, &[1, 2, 3], &maj, &["p1", "p2"], seed);
+        sim.run_for(Duration::from_secs(1));
+        let merged = match sim.core(server(1)) {
+            Some(Host::Server(s)) => s.apps().registry().view(&all).expect("group"),
+            _ => panic!("mserver 1 gone"),
+        };
+        assert!(
+            numbers_before.iter().all(|n| merged.number > *n),
+            "seed {seed}: merged view {} not above both sides' {numbers_before:?}",
+            merged.number
+        );
+        // Every MI delivered the merged view of the keep-all group.
+        let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for (_, node, e) in sim.take_events() {
+            if let HostEvent::Mi(MiEvent::View(v)) = e {
+                if v.group == all {
+                    last.insert(node, v.number);
+                }
+            }
+        }
+        for i in 1..=MIS {
+            assert_eq!(
+                last.get(&mi_addr(i)),
+                Some(&merged.number),
+                "seed {seed}: MI {i} did not deliver the merged view"
+            );
+        }
+    }
+}

@@ -273,6 +273,20 @@ impl MiAgent {
         &self.member_groups
     }
 
+    /// The last view number delivered, per group with local members.
+    pub fn delivered(&self) -> &BTreeMap<GroupName, u64> {
+        &self.delivered
+    }
+
+    /// The number of the last view sequence acknowledged to the mserver
+    /// (per attachment).
+    pub fn acked_seq(&self) -> Option<u64> {
+        match self.link {
+            Link::Attached { acked_seq, .. } => Some(acked_seq),
+            _ => None,
+        }
+    }
+
     /// Requests in progress.
     pub fn in_progress(&self) -> usize {
         self.ops.len()

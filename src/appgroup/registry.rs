@@ -935,7 +935,10 @@ mod tests {
         });
         assert_eq!(out.views.len(), 1);
         assert!(out.views[0].is_empty(), "{:?}", out.views[0]);
-        assert_eq!(out.lost, vec![(gname("g"), Uuid::from_u128(500), Uuid::from_u128(1))]);
+        assert_eq!(
+            out.lost,
+            vec![(gname("g"), Uuid::from_u128(500), Uuid::from_u128(1))]
+        );
         // The same loss in a keep-all group keeps the rest running.
         let mut r = Registry::new();
         group_with(&mut r, "g", GroupOptions::default(), &[1, 2, 7]);
@@ -1032,7 +1035,10 @@ mod tests {
             members: vec![(member("m2", 502), Uuid::from_u128(7))],
         });
         assert!(out.views.is_empty());
-        assert_eq!(out.lost, vec![(gname("g"), Uuid::from_u128(502), Uuid::from_u128(7))]);
+        assert_eq!(
+            out.lost,
+            vec![(gname("g"), Uuid::from_u128(502), Uuid::from_u128(7))]
+        );
     }
 
     #[test]
