@@ -961,8 +961,19 @@ impl Bootstrap {
     }
 }
 
-/// The simulated half: the `"sim"` object of the output.
+/// The simulated half: the `"sim"` object of the output. With
+/// `MSBENCH_SIM_LOG=LEVEL` (e.g. `info`) the cores' log lines go to stderr,
+/// stamped with wall time (not virtual time), for finding out why a run
+/// stalls.
 fn sim_half(args: &AppArgs) -> Value {
+    if let Ok(level) = std::env::var("MSBENCH_SIM_LOG") {
+        if let Err(e) = membership::runtime::logging::init_logging(
+            &level,
+            membership::runtime::logging::LogFormat::Human,
+        ) {
+            eprintln!("msbench app: MSBENCH_SIM_LOG: {e}");
+        }
+    }
     let mut runs = Vec::new();
     let mut met = Value::Null;
     for &n in &args.sim_members {
