@@ -572,6 +572,10 @@ impl Apps {
 struct SizeRun {
     join: Latencies,
     death: Latencies,
+    /// The same to the first member that printed the view (the pipeline
+    /// before the fan-out to the member processes).
+    join_first: Latencies,
+    death_first: Latencies,
     failures: Vec<Value>,
     setup_s: f64,
     aborted: Option<String>,
@@ -611,6 +615,8 @@ fn real_half(args: &AppArgs) -> anyhow::Result<Value> {
                     "size": size,
                     "join_ms": ms3(&r.join),
                     "death_ms": ms3(&r.death),
+                    "join_first_member_ms": ms3(&r.join_first),
+                    "death_first_member_ms": ms3(&r.death_first),
                     "failures": r.failures.len(),
                     "failure_details": r.failures,
                     "setup_s": round3(r.setup_s),
@@ -707,15 +713,19 @@ fn trial(
     let everyone: Vec<String> = base.iter().cloned().chain([j.clone()]).collect();
     let joined = apps.wait_for(TRIAL_LIMIT, |a| {
         let called = a.views.get(&j)?.first()?.join_called_ns?;
-        let mut last = 0;
+        let (mut first, mut last) = (u64::MAX, 0);
         for n in &everyone {
             let mark = marks.get(n).copied().unwrap_or(0);
-            last = last.max(a.first_after(n, mark, |s| s.names.contains(&j))?.at_ns);
+            let at = a.first_after(n, mark, |s| s.names.contains(&j))?.at_ns;
+            (first, last) = (first.min(at), last.max(at));
         }
-        Some(last.saturating_sub(called))
+        Some((first.saturating_sub(called), last.saturating_sub(called)))
     });
     match joined {
-        Some(ns) => run.join.push(Duration::from_nanos(ns)),
+        Some((first, last)) => {
+            run.join_first.push(Duration::from_nanos(first));
+            run.join.push(Duration::from_nanos(last));
+        }
         None => {
             run.failures.push(apps.diagnose(
                 "join: not every member saw the new one",
@@ -732,15 +742,19 @@ fn trial(
         bail!("{j} is gone");
     };
     let died = apps.wait_for(TRIAL_LIMIT, |a| {
-        let mut last = 0;
+        let (mut first, mut last) = (u64::MAX, 0);
         for n in base {
             let mark = marks.get(n).copied().unwrap_or(0);
-            last = last.max(a.first_after(n, mark, |s| !s.names.contains(&j))?.at_ns);
+            let at = a.first_after(n, mark, |s| !s.names.contains(&j))?.at_ns;
+            (first, last) = (first.min(at), last.max(at));
         }
-        Some(last.saturating_sub(killed))
+        Some((first.saturating_sub(killed), last.saturating_sub(killed)))
     });
     match died {
-        Some(ns) => run.death.push(Duration::from_nanos(ns)),
+        Some((first, last)) => {
+            run.death_first.push(Duration::from_nanos(first));
+            run.death.push(Duration::from_nanos(last));
+        }
         None => {
             run.failures.push(apps.diagnose(
                 "death: not every member saw the view without the killed one",
@@ -1179,6 +1193,10 @@ fn print_summary(out: &Value) {
             println!("  {} members:", s["size"]);
             println!("    join() -> view at all  {}", fmt_ms(&s["join_ms"]));
             println!("    kill -> view at all    {}", fmt_ms(&s["death_ms"]));
+            println!(
+                "    (to the first member: join p50 {} ms, kill p50 {} ms)",
+                s["join_first_member_ms"]["p50"], s["death_first_member_ms"]["p50"]
+            );
             if s["failures"].as_u64().unwrap_or(0) > 0 {
                 println!("    FAILED TRIALS: {} (see --json)", s["failures"]);
             }
