@@ -909,3 +909,57 @@ fn server_and_mi_together_or_neither_is_a_usage_error() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The hidden `--timestamps` (for `msbench app`) adds `at_ns` to every
+/// JSON line and `join_called_ns` (not after `at_ns`) to the first only,
+/// the other fields unchanged; without it neither field is there, and it
+/// needs `--json`.
+#[test]
+fn join_timestamps_only_with_the_flag() {
+    let fake = FakeMi::start();
+    fake.create("chat");
+    let m = Msctl::spawn(&mi_args(
+        &fake,
+        &["join", "chat", "--name", "alice", "--json", "--timestamps"],
+    ));
+    let first = json(&m.line());
+    let at = first["at_ns"].as_u64().expect("at_ns on the first line");
+    let called = first["join_called_ns"]
+        .as_u64()
+        .expect("join_called_ns on the first line");
+    assert!(
+        called > 0 && called <= at,
+        "join_called_ns {called}, at_ns {at}"
+    );
+    assert_eq!(first["view"], 1);
+    assert_eq!(first["me"]["name"], "alice");
+    assert_eq!(names(&first), ["alice"]);
+    fake.add_member("chat", "bob");
+    let second = json(&m.line());
+    let at2 = second["at_ns"].as_u64().expect("at_ns on every line");
+    assert!(at2 >= at, "at_ns {at2} after {at}");
+    assert!(second.get("join_called_ns").is_none(), "{second}");
+    assert_eq!(second["view"], 2);
+    assert_eq!(names(&second), ["alice", "bob"]);
+    m.signal("TERM");
+    let (code, err) = m.wait();
+    assert_eq!(code, Some(0), "stderr: {err}");
+
+    let plain = Msctl::spawn(&mi_args(
+        &fake,
+        &["join", "chat", "--name", "carol", "--json"],
+    ));
+    let line = json(&plain.line());
+    assert_eq!(line["me"]["name"], "carol");
+    assert!(line.get("at_ns").is_none(), "{line}");
+    assert!(line.get("join_called_ns").is_none(), "{line}");
+    fake.add_member("chat", "dave");
+    let line = json(&plain.line());
+    assert!(line.get("at_ns").is_none(), "{line}");
+    plain.signal("TERM");
+    let (code, err) = plain.wait();
+    assert_eq!(code, Some(0), "stderr: {err}");
+
+    let (code, _, err) = run(&mi_args(&fake, &["join", "chat", "--timestamps"]));
+    assert_eq!(code, Some(2), "--timestamps without --json: {err}");
+}

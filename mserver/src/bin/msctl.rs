@@ -133,6 +133,11 @@ enum Command {
         /// [{"name", "kind", "id", "host"}, ...]}.
         #[arg(long)]
         json: bool,
+        /// For benchmarks (msbench app): add "at_ns" (CLOCK_REALTIME
+        /// nanoseconds when the view arrived) to every JSON line, and
+        /// "join_called_ns" (just before the join call) to the first.
+        #[arg(long, hide = true, requires = "json")]
+        timestamps: bool,
     },
     /// Create an application group (--mi).
     Create {
@@ -287,6 +292,7 @@ fn check(
             name: member,
             kind,
             json,
+            timestamps,
         } => {
             let path = need_mi()?;
             let group = group(&g)?;
@@ -303,6 +309,7 @@ fn check(
                     group,
                     member: MemberInfo::new(member).with_kind(kind),
                     json,
+                    timestamps,
                 },
             )
         }

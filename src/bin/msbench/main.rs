@@ -10,9 +10,11 @@
 //! raw UDP fan-out; its member processes are the hidden `mcast-peer` and
 //! `mcast-raw`). `membership` (core-set latencies and idle traffic, real and simulated).
 //! `partition` (partition heal -> merged view, pause -> resume, with real
-//! mservers; and 64 simulated ones split in 2 and in 4 parts). A later
-//! issue adds `app`.
+//! mservers; and 64 simulated ones split in 2 and in 4 parts). `app`
+//! (application groups: join and process death -> view at every member,
+//! with real member interfaces; and a 2,000-member bootstrap simulated).
 
+mod app;
 mod mcast;
 mod membership;
 mod netns;
@@ -68,6 +70,12 @@ enum Scenario {
     /// (SIGCONT -> consistent again), `--trials` each; and in the
     /// simulator, 64 members split in 2 and in 4 random parts and healed.
     Partition(partition::PartitionArgs),
+    /// Application groups: join() -> the new view at every member, and a
+    /// member process killed -> the view without it at every member, for
+    /// groups of 2, 8 and 32 across 3 real member interfaces and 3
+    /// mservers; and in the simulator, one group of 2,000 members joining
+    /// at once across 100 MIs.
+    App(app::AppArgs),
 }
 
 fn main() {
@@ -80,6 +88,7 @@ fn main() {
         Scenario::McastRaw(args) => mcast::run_raw(&args),
         Scenario::Membership(args) => membership::run(&args),
         Scenario::Partition(args) => partition::run(&args),
+        Scenario::App(args) => app::run(&args),
     };
     match result {
         Ok(()) => {}

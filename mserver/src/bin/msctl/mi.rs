@@ -45,6 +45,9 @@ pub enum MiCommand {
         member: MemberInfo,
         /// Print the DESIGN.md section 7 JSON line per view.
         json: bool,
+        /// Add `at_ns` to every JSON line and `join_called_ns` to the
+        /// first ([`stamp`]; for `msbench app`).
+        timestamps: bool,
     },
     /// Create `group` with `options`.
     Create {
@@ -230,6 +233,7 @@ async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(
             group,
             member,
             json,
+            timestamps,
         } => {
             // Installed before connecting, so that a signal during the
             // join is not fatal: it is seen once joined, and the member
@@ -241,7 +245,12 @@ async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(
                 )
             })?;
             let client = connect(path, timeout).await?;
-            join(&client, &what, group, member, json, signals).await
+            let style = match (json, timestamps) {
+                (false, _) => Style::Readable,
+                (true, false) => Style::Json,
+                (true, true) => Style::JsonStamped,
+            };
+            join(&client, &what, group, member, style, signals).await
         }
         MiCommand::Create {
             group,
@@ -327,14 +336,48 @@ impl Signals {
     }
 }
 
+/// How `join` prints each view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    /// [`view_line`].
+    Readable,
+    /// [`AppView::to_json`].
+    Json,
+    /// [`AppView::to_json`] with [`stamp`]'s fields.
+    JsonStamped,
+}
+
+/// CLOCK_REALTIME now, in nanoseconds since the Unix epoch (0 if the clock
+/// is before it). Only for the `--timestamps` fields: a benchmark on the
+/// same host compares them with its own realtime readings.
+#[allow(clippy::disallowed_methods)] // msctl is a tool: it owns its clock
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Adds `"at_ns": at_ns` to a JSON line, and `"join_called_ns"` when given
+/// (the first line); the other fields stay as they are (DESIGN.md
+/// section 7 allows added fields).
+fn stamp(line: &mut serde_json::Value, at_ns: u64, join_called_ns: Option<u64>) {
+    if let Some(obj) = line.as_object_mut() {
+        obj.insert("at_ns".into(), at_ns.into());
+        if let Some(t) = join_called_ns {
+            obj.insert("join_called_ns".into(), t.into());
+        }
+    }
+}
+
 async fn join(
     client: &Client,
     what: &str,
     group: GroupName,
     member: MemberInfo,
-    json: bool,
+    style: Style,
     mut signals: Signals,
 ) -> Result<(), Fail> {
+    let mut join_called_ns = (style == Style::JsonStamped).then(realtime_ns);
     let mut membership = client
         .join(&group, member)
         .await
@@ -352,7 +395,15 @@ async fn join(
             }
             next = membership.next_view() => match next {
                 Ok(view) => {
-                    let line = if json { view.to_json(&me).to_string() } else { view_line(&view) };
+                    let line = match style {
+                        Style::Readable => view_line(&view),
+                        Style::Json => view.to_json(&me).to_string(),
+                        Style::JsonStamped => {
+                            let mut v = view.to_json(&me);
+                            stamp(&mut v, realtime_ns(), join_called_ns.take());
+                            v.to_string()
+                        }
+                    };
                     if let Err(e) = print_line(&line) {
                         // Nobody reads the views any more: leave rather
                         // than stay a member that sees nothing.
