@@ -201,8 +201,9 @@ pub struct Applied {
     pub req: Option<RequestId>,
     /// Its result, the same at every mserver.
     pub result: Result<AppReply, AppError>,
-    /// The new views it made, one per group it changed (none for a
-    /// duplicate or a refused op).
+    /// The views of the groups it changed: the commit's view of each (ops
+    /// of one commit that change the same group share it); none for a
+    /// duplicate or a refused op.
     pub views: Vec<AppView>,
     /// It was a duplicate of an op applied before.
     pub duplicate: bool,
@@ -248,6 +249,17 @@ impl Group {
             }
         }
         view
+    }
+}
+
+/// An op refused before it was applied (undecodable).
+fn refused(e: AppError) -> Applied {
+    Applied {
+        req: None,
+        result: Err(e),
+        views: Vec::new(),
+        duplicate: false,
+        lost: Vec::new(),
     }
 }
 
@@ -363,65 +375,132 @@ impl Registry {
         decode_message(bytes).map_err(|e| AppError::Internal(format!("bad registry copy: {e}")))
     }
 
-    /// Applies one committed op.
+    /// Applies one committed op (a commit of its own: see
+    /// [`Registry::apply_payloads`]).
     pub fn apply(&mut self, op: &AppOp) -> Applied {
-        self.applied += 1;
-        let req = op.request_id();
-        if let Some(r) = req {
-            if let Some(result) = self.remembered.get(&r) {
-                return Applied {
-                    req,
-                    result: result.clone(),
-                    views: Vec::new(),
-                    duplicate: true,
-                    lost: Vec::new(),
-                };
-            }
-        }
-        let mut lost = Vec::new();
-        let (result, views) = match op {
-            AppOp::Create { group, options, .. } => self.create(group, options),
-            AppOp::Join { req, group, member } => self.join(group, member, req.mi),
-            AppOp::Leave { group, member, .. } => self.leave(group, *member),
-            AppOp::MiFailed { mis } => self.mi_failed(mis, &mut lost),
-            AppOp::Attach { req, host, mserver } => self.attach(*req, host, *mserver),
-            AppOp::Readmit { mis } => self.readmit(mis),
-            AppOp::Reform {
-                group,
-                options,
-                number,
-                base,
-                members,
-            } => self.reform(group, options, *number, base.as_deref(), members, &mut lost),
-        };
-        if let Some(r) = req {
-            self.remember(r, result.clone());
-        }
-        Applied {
-            req,
-            result,
-            views,
-            duplicate: false,
-            lost,
-        }
+        let mut out = self.apply_all(vec![Ok(op.clone())]);
+        out.pop()
+            .unwrap_or_else(|| refused(AppError::Internal("nothing applied".into())))
     }
 
-    /// Applies a committed payload (an undecodable one is refused, alike
-    /// everywhere).
+    /// Applies a committed payload as a commit of its own (an undecodable
+    /// one is refused, alike everywhere).
     pub fn apply_payload(&mut self, payload: &[u8]) -> Applied {
-        match AppOp::decode(payload) {
-            Ok(op) => self.apply(&op),
-            Err(e) => {
-                self.applied += 1;
-                Applied {
-                    req: None,
-                    result: Err(e),
-                    views: Vec::new(),
-                    duplicate: false,
-                    lost: Vec::new(),
+        let mut out = self.apply_all(vec![AppOp::decode(payload)]);
+        out.pop()
+            .unwrap_or_else(|| refused(AppError::Internal("nothing applied".into())))
+    }
+
+    /// Applies the payloads of one core-set commit, in order. Each group
+    /// they change gets **one** new view for the whole commit (like the
+    /// core-set's batched changes): a bootstrap of thousands of joins makes
+    /// one view per commit, not one per join. Every op's outcome is as if
+    /// applied one by one; a join's answer is the commit's view of its
+    /// group. One [`Applied`] per payload, in order.
+    pub fn apply_payloads(&mut self, payloads: &[Vec<u8>]) -> Vec<Applied> {
+        self.apply_all(payloads.iter().map(|p| AppOp::decode(p)).collect())
+    }
+
+    fn apply_all(&mut self, ops: Vec<Result<AppOp, AppError>>) -> Vec<Applied> {
+        let mut out: Vec<(Applied, Vec<GroupName>)> = Vec::with_capacity(ops.len());
+        let mut dirty: Vec<GroupName> = Vec::new();
+        for op in ops {
+            self.applied += 1;
+            let op = match op {
+                Ok(op) => op,
+                Err(e) => {
+                    out.push((refused(e), Vec::new()));
+                    continue;
+                }
+            };
+            let req = op.request_id();
+            if let Some(result) = req.and_then(|r| self.remembered.get(&r)) {
+                out.push((
+                    Applied {
+                        req,
+                        result: result.clone(),
+                        views: Vec::new(),
+                        duplicate: true,
+                        lost: Vec::new(),
+                    },
+                    Vec::new(),
+                ));
+                continue;
+            }
+            let mut lost = Vec::new();
+            let (result, touched) = match &op {
+                AppOp::Create { group, options, .. } => self.create(group, options),
+                AppOp::Join { req, group, member } => self.join(group, member, req.mi),
+                AppOp::Leave { group, member, .. } => self.leave(group, *member),
+                AppOp::MiFailed { mis } => self.mi_failed(mis, &mut lost),
+                AppOp::Attach { req, host, mserver } => self.attach(*req, host, *mserver),
+                AppOp::Readmit { mis } => self.readmit(mis),
+                AppOp::Reform {
+                    group,
+                    options,
+                    number,
+                    base,
+                    members,
+                } => self.reform(group, options, *number, base.as_deref(), members, &mut lost),
+            };
+            if let Some(r) = req {
+                // Now, so a duplicate later in the same commit is one.
+                self.remember(r, result.clone());
+            }
+            for t in &touched {
+                if !dirty.contains(t) {
+                    dirty.push(t.clone());
                 }
             }
+            out.push((
+                Applied {
+                    req,
+                    result,
+                    views: Vec::new(),
+                    duplicate: false,
+                    lost,
+                },
+                touched,
+            ));
         }
+        // One view per changed group for the whole commit.
+        let mut finals: BTreeMap<GroupName, AppView> = BTreeMap::new();
+        for name in dirty {
+            if let Some(g) = self.groups.get_mut(&name) {
+                let view = g.advance(&name);
+                finals.insert(name, view);
+            }
+        }
+        let mut result = Vec::with_capacity(out.len());
+        for (mut applied, touched) in out {
+            applied.views = touched
+                .iter()
+                .filter_map(|t| finals.get(t).cloned())
+                .collect();
+            if applied.duplicate {
+                result.push(applied);
+                continue;
+            }
+            if let Ok(AppReply::Joined(v)) = &mut applied.result {
+                if let Some(f) = finals.get(&v.group) {
+                    *v = f.clone();
+                    if let Some(r) = applied.req {
+                        if let Some(slot) = self.remembered.get_mut(&r) {
+                            *slot = applied.result.clone();
+                        }
+                    }
+                }
+            }
+            result.push(applied);
+        }
+        // Duplicates answer what their original answered (its commit's
+        // view, patched above if that was this commit).
+        for applied in result.iter_mut().filter(|a| a.duplicate) {
+            if let Some(r) = applied.req.and_then(|r| self.remembered.get(&r)) {
+                applied.result = r.clone();
+            }
+        }
+        result
     }
 
     fn remember(&mut self, r: RequestId, result: Result<AppReply, AppError>) {
@@ -438,7 +517,7 @@ impl Registry {
         &mut self,
         group: &GroupName,
         options: &GroupOptions,
-    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         if let Err(e) = options.validate() {
             return (Err(e), Vec::new());
         }
@@ -471,7 +550,7 @@ impl Registry {
         group: &GroupName,
         member: &AppMember,
         mi: Uuid,
-    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         if !self.mis.contains_key(&mi) {
             return (Err(AppError::Disconnected), Vec::new());
         }
@@ -493,15 +572,15 @@ impl Registry {
             );
         }
         g.members.push((member.clone(), mi));
-        let view = g.advance(group);
-        (Ok(AppReply::Joined(view.clone())), vec![view])
+        // The commit's view replaces this one (`apply_all`).
+        (Ok(AppReply::Joined(g.view(group))), vec![group.clone()])
     }
 
     fn leave(
         &mut self,
         group: &GroupName,
         member: Uuid,
-    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         let Some(g) = self.groups.get_mut(group) else {
             return (Err(AppError::NoSuchGroup), Vec::new());
         };
@@ -510,14 +589,14 @@ impl Registry {
         if g.members.len() == before {
             return (Err(AppError::NotMember), Vec::new());
         }
-        (Ok(AppReply::Left), vec![g.advance(group)])
+        (Ok(AppReply::Left), vec![group.clone()])
     }
 
     fn mi_failed(
         &mut self,
         mis: &[(Uuid, u64)],
         lost: &mut Vec<(GroupName, Uuid, Uuid)>,
-    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         let failed: BTreeSet<Uuid> = mis
             .iter()
             .filter(|(mi, seq)| !matches!(self.mis.get(mi), Some(r) if r.attach_seq != *seq))
@@ -541,12 +620,15 @@ impl Registry {
                 }
             }
             g.base = Some(before);
-            views.push(g.advance(name));
+            views.push(name.clone());
         }
         (Ok(AppReply::MiRemoved(views.len())), views)
     }
 
-    fn readmit(&mut self, mis: &[(Uuid, MiRecord)]) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    fn readmit(
+        &mut self,
+        mis: &[(Uuid, MiRecord)],
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         for (mi, record) in mis {
             if record.host.is_empty() || record.host.len() > MAX_HOST {
                 continue;
@@ -573,7 +655,7 @@ impl Registry {
         base: Option<&[AppMember]>,
         members: &[(AppMember, Uuid)],
         lost: &mut Vec<(GroupName, Uuid, Uuid)>,
-    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         if !self.groups.contains_key(group) {
             if self.groups.len() >= MAX_GROUPS || options.validate().is_err() {
                 for (m, mi) in members {
@@ -628,7 +710,7 @@ impl Registry {
         // The merged view's number is above both sides'.
         g.number = g.number.max(number);
         g.base = None;
-        (Ok(AppReply::Reformed), vec![g.advance(group)])
+        (Ok(AppReply::Reformed), vec![group.clone()])
     }
 
     fn attach(
@@ -636,7 +718,7 @@ impl Registry {
         req: RequestId,
         host: &str,
         mserver: NodeId,
-    ) -> (Result<AppReply, AppError>, Vec<AppView>) {
+    ) -> (Result<AppReply, AppError>, Vec<GroupName>) {
         if host.is_empty() || host.len() > MAX_HOST {
             return (
                 Err(AppError::InvalidName(format!(
@@ -1039,6 +1121,37 @@ mod tests {
             out.lost,
             vec![(gname("g"), Uuid::from_u128(502), Uuid::from_u128(7))]
         );
+    }
+
+    #[test]
+    fn one_commit_makes_one_view_per_group() {
+        let mut r = Registry::new();
+        create(&mut r, "g", 1);
+        let join = |seq: u64, name: &str, id: u128| {
+            AppOp::Join {
+                req: req(1, seq),
+                group: gname("g"),
+                member: member(name, id),
+            }
+            .encode()
+            .expect("encodes")
+        };
+        let out = r.apply_payloads(&[join(2, "a", 10), join(3, "b", 11), join(2, "a", 10)]);
+        assert_eq!(out.len(), 3);
+        // One view (number 1) with both; both joins answered with it.
+        for a in &out[..2] {
+            assert_eq!(a.views.len(), 1);
+            assert_eq!(a.views[0].number, 1);
+            assert_eq!(a.views[0].len(), 2);
+            assert!(matches!(&a.result, Ok(AppReply::Joined(v)) if v.number == 1 && v.len() == 2));
+        }
+        // The duplicate in the same commit is one, with the same answer.
+        assert!(out[2].duplicate);
+        assert_eq!(out[2].result, out[0].result);
+        // And a later duplicate gets the commit's view too.
+        let later = r.apply_payload(&join(3, "b", 11));
+        assert!(later.duplicate);
+        assert!(matches!(&later.result, Ok(AppReply::Joined(v)) if v.number == 1));
     }
 
     #[test]

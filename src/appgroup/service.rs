@@ -60,6 +60,10 @@ pub const MAX_PENDING: usize = 4096;
 pub const MAX_MI_QUEUE: usize = 4096;
 /// Most views sent in one query.
 pub const MAX_VIEWS_PER_QUERY: usize = 64;
+/// Most member entries, over all its views, in one query (about 1.5 MB;
+/// one bigger view still goes alone: a view of the largest group,
+/// `MAX_GROUP_MEMBERS`, encodes well under the 4 MiB decode bound).
+pub const MAX_QUERY_ENTRIES: usize = 16_384;
 /// Most committed changes buffered while a registry copy is fetched.
 pub const MAX_BUFFERED: usize = 65_536;
 /// Most MIs failed by one op (keeps it under the core-set's payload
@@ -623,16 +627,30 @@ impl AppService {
             }
             return;
         }
-        for payload in &payloads {
-            self.apply(now, ctx.rpc, payload);
-        }
+        self.apply_commit(now, ctx.rpc, &payloads);
         self.push_all(now, ctx.rpc);
     }
 
-    fn apply(&mut self, now: Instant, rpc: &mut Rpc, payload: &[u8]) {
+    /// Applies one commit's payloads (one view per changed group for the
+    /// whole commit), then carries out what each op asks of this mserver.
+    fn apply_commit(&mut self, now: Instant, rpc: &mut Rpc, payloads: &[Vec<u8>]) {
+        let results = self.registry.apply_payloads(payloads);
+        let mut pushed: BTreeSet<(GroupName, u64)> = BTreeSet::new();
+        for (payload, applied) in payloads.iter().zip(results) {
+            self.after_apply(now, rpc, payload, applied, &mut pushed);
+        }
+    }
+
+    fn after_apply(
+        &mut self,
+        now: Instant,
+        rpc: &mut Rpc,
+        payload: &[u8],
+        applied: super::Applied,
+        pushed: &mut BTreeSet<(GroupName, u64)>,
+    ) {
         self.stats.applied += 1;
         let op = AppOp::decode(payload).ok();
-        let applied = self.registry.apply_payload(payload);
         let me = self.config.me;
         match &op {
             Some(AppOp::Attach { req, mserver, .. }) => {
@@ -671,8 +689,11 @@ impl AppService {
             }
         }
         // Queue the new views for the MIs attached here that host members
-        // of the group.
+        // of the group (once per commit: ops of one commit share a view).
         for view in &applied.views {
+            if !pushed.insert((view.group.clone(), view.number)) {
+                continue;
+            }
             for mi in self.registry.hosts_of(&view.group) {
                 if let Some(local) = self.local.get_mut(&mi) {
                     if local.queue.len() >= MAX_MI_QUEUE {
@@ -779,12 +800,17 @@ impl AppService {
         let Some(local) = self.local.get_mut(&mi) else {
             return;
         };
-        let views: Vec<AppView> = local
-            .queue
-            .iter()
-            .take(MAX_VIEWS_PER_QUERY)
-            .map(|(_, v)| v.clone())
-            .collect();
+        // Bounded in views and in member entries, so the MI's decoder
+        // (4 MiB) always takes it; at least one view.
+        let mut views: Vec<AppView> = Vec::new();
+        let mut entries = 0usize;
+        for (_, v) in local.queue.iter().take(MAX_VIEWS_PER_QUERY) {
+            entries += v.members.len().max(1);
+            if !views.is_empty() && entries > MAX_QUERY_ENTRIES {
+                break;
+            }
+            views.push(v.clone());
+        }
         let first_seq = local.queue.front().map_or(local.next_seq, |(s, _)| *s);
         let request = QueryRequest {
             mi,
@@ -958,9 +984,7 @@ impl AppService {
                 );
                 for (view, payloads) in buffered {
                     if view > as_of {
-                        for p in &payloads {
-                            self.apply(now, ctx.rpc, p);
-                        }
+                        self.apply_commit(now, ctx.rpc, &payloads);
                     }
                 }
                 if let Some(before) = before {
