@@ -8,7 +8,7 @@
 //! cargo run -p member-interface --example join_group -- PATH chat alice
 //! ```
 //!
-//! Arguments: the MI's socket (default `/run/member-interface.sock`), the
+//! Arguments: the MI's socket (default `/tmp/member-interface.sock`, the daemon's default without `$XDG_RUNTIME_DIR`), the
 //! group (default `chat`; created with the default options if it does not
 //! exist yet), this member's name (default `member-<pid>`). Run it in a few
 //! terminals with different names to watch the views change.
@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .unwrap_or_else(|| "/run/member-interface.sock".into());
+        .unwrap_or_else(|| "/tmp/member-interface.sock".into());
     let group = args.next().unwrap_or_else(|| "chat".into());
     let name = args
         .next()

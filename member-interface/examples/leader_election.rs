@@ -19,7 +19,7 @@
 //! cargo run -p member-interface --example leader_election -- PATH w2
 //! ```
 //!
-//! Arguments: the MI's socket (default `/run/member-interface.sock`), this
+//! Arguments: the MI's socket (default `/tmp/member-interface.sock`, the daemon's default without `$XDG_RUNTIME_DIR`), this
 //! worker's name (default `worker-<pid>`).
 
 use member_interface::{
@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .unwrap_or_else(|| "/run/member-interface.sock".into());
+        .unwrap_or_else(|| "/tmp/member-interface.sock".into());
     let name = args
         .next()
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));

@@ -19,7 +19,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), member_interface::AppError> {
 //! use member_interface::{Client, GroupOptions, MemberInfo, MemberName};
-//! let client = Client::connect("/run/member-interface.sock").await?;
+//! let client = Client::connect("/tmp/member-interface.sock").await?;
 //! client.create_group("chat", GroupOptions::default()).await?;
 //! let me = MemberInfo::new(MemberName::parse("alice")?);
 //! let mut membership = client.join("chat", me).await?;

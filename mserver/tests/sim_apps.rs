@@ -470,7 +470,7 @@ fn app_groups_without_faults_deliver_every_view() {
 
 #[test]
 fn app_groups_survive_mi_and_mserver_crashes() {
-    for seed in seeds(200) {
+    for seed in seeds(1000) {
         run_seed(seed + 1_000, 60, true);
     }
 }
@@ -570,7 +570,7 @@ fn partition_keeps_the_majority_and_merges_back() {
             membership::runtime::logging::LogFormat::Human,
         );
     }
-    for seed in seeds(20) {
+    for seed in seeds(200) {
         let mut sim = simulator(seed + 5_000, "partition");
         for i in 1..=SERVERS {
             sim.add_node(server(i));

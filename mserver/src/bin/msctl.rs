@@ -45,9 +45,9 @@ use std::time::Duration;
 ///   msctl --server 127.0.0.1:7200 fault --clear
 ///   msctl --server 127.0.0.1:7200 leave
 ///   msctl --server 127.0.0.1:7200 groups --json
-///   msctl --mi /run/member-interface.sock create chat --survive keep-majority
-///   msctl --mi /run/member-interface.sock join chat --name alice --json
-///   msctl --mi /run/member-interface.sock view chat
+///   msctl --mi /tmp/member-interface.sock create chat --survive keep-majority
+///   msctl --mi /tmp/member-interface.sock join chat --name alice --json
+///   msctl --mi /tmp/member-interface.sock view chat
 ///
 /// Exit codes:
 ///   0  success (join: left the group on SIGINT or SIGTERM)
