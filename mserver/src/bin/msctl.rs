@@ -35,9 +35,11 @@ use std::time::Duration;
 
 /// `msctl`: the Membership Service's inspection and control tool.
 ///
-/// Every command needs exactly one of --server ADDR (an mserver: view,
-/// stats, leave, fault, groups) or --mi PATH (the host's member interface:
-/// join, create, view GROUP, lookup).
+/// Every command talks to one of --server ADDR (an mserver: view, stats,
+/// leave, fault, groups; default 127.0.0.1:7200) or --mi PATH (the host's
+/// member interface: join, create, view GROUP, lookup; default
+/// $XDG_RUNTIME_DIR/member-interface.sock, else /tmp/member-interface.sock),
+/// not both.
 ///
 /// Examples:
 ///   msctl --server 127.0.0.1:7200 view --json
@@ -195,6 +197,10 @@ struct FaultArgs {
     clear: bool,
 }
 
+/// The mserver's built-in `--listen` address, for commands without a
+/// target.
+const DEFAULT_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 7200);
+
 /// A checked command line: which daemon, and what to ask it.
 #[derive(Debug)]
 enum Target {
@@ -211,16 +217,20 @@ fn check(
     command: Command,
 ) -> Result<Target, String> {
     let name = command_name(&command);
+    let defaulted = server.is_none() && mi_path.is_none();
     let (server, mi_path) = match (server, mi_path) {
         (Some(_), Some(_)) => return Err(
             "give either --server ADDR (an mserver) or --mi PATH (a member interface), not both"
                 .into(),
         ),
-        (None, None) => {
-            return Err(format!(
-                "{name}: give --server ADDR (an mserver) or --mi PATH (a member interface)"
-            ))
-        }
+        // Neither: the built-in defaults, the mserver's and the member
+        // interface's own (the command picks the one it needs).
+        (None, None) => (
+            Some(DEFAULT_SERVER),
+            Some(member_interface::daemon::settings::default_socket(
+                std::env::var_os("XDG_RUNTIME_DIR"),
+            )),
+        ),
         other => other,
     };
     let need_server = || -> Result<SocketAddr, String> {
@@ -239,7 +249,7 @@ fn check(
     let group = |g: &str| GroupName::parse(g).map_err(|e| format!("{name}: {g:?}: {e}"));
     Ok(match command {
         Command::View { group: None, json } => {
-            if mi_path.is_some() {
+            if mi_path.is_some() && !defaulted {
                 return Err("view with --mi needs a GROUP: msctl --mi PATH view GROUP".into());
             }
             Target::Server(need_server()?, ServerCommand::View { json })
@@ -248,7 +258,7 @@ fn check(
             group: Some(g),
             json,
         } => {
-            if server.is_some() {
+            if server.is_some() && !defaulted {
                 return Err(format!(
                     "view {g}: an application group's view comes from a member interface: give --mi PATH (with --server, view takes no GROUP)"
                 ));
@@ -710,6 +720,20 @@ mod tests {
     }
 
     #[test]
+    fn without_a_target_the_defaults_are_used() {
+        assert!(matches!(
+            parse(&["view"]),
+            Ok(Target::Server(a, ServerCommand::View { .. })) if a == DEFAULT_SERVER
+        ));
+        assert!(matches!(parse(&["groups"]), Ok(Target::Server(..))));
+        assert!(matches!(
+            parse(&["join", "chat"]),
+            Ok(Target::Mi(p, _)) if p.ends_with("member-interface.sock")
+        ));
+        assert!(matches!(parse(&["view", "chat"]), Ok(Target::Mi(..))));
+    }
+
+    #[test]
     fn targets() {
         assert!(matches!(
             parse(&["--server", "127.0.0.1:7200", "view"]),
@@ -763,8 +787,7 @@ mod tests {
     #[test]
     fn usage_errors_are_one_line() {
         for args in [
-            &["view"][..],
-            &["--server", "127.0.0.1:7200", "--mi", "/x", "view"],
+            &["--server", "127.0.0.1:7200", "--mi", "/x", "view"][..],
             &["--mi", "/x", "view"],
             &["--server", "127.0.0.1:7200", "view", "chat"],
             &["--mi", "/x", "leave"],
