@@ -636,6 +636,18 @@ fn partition_keeps_the_majority_and_merges_back() {
         wait_members(&mut sim, &[1, 2], &maj, &["p1", "p2"], seed);
         wait_members(&mut sim, &[3], &all, &["p3"], seed);
         wait_members(&mut sim, &[3], &maj, &[], seed);
+        let suspended = |sim: &Simulator<Host>, i: u8| match sim.core(server(i)) {
+            Some(Host::Server(s)) => s.apps().registry().suspended(&maj),
+            _ => false,
+        };
+        assert!(
+            suspended(&sim, 3),
+            "seed {seed}: keep-majority part not suspended on the minority side"
+        );
+        assert!(
+            !suspended(&sim, 1),
+            "seed {seed}: keep-majority part suspended on the majority side"
+        );
         // The MIs hear of it a little later.
         sim.run_for(Duration::from_millis(500));
         let events = sim.take_events();
@@ -687,6 +699,10 @@ fn partition_keeps_the_majority_and_merges_back() {
         wait_members(&mut sim, &[1, 2, 3], &all, &["p1", "p2", "p3"], seed);
         wait_members(&mut sim, &[1, 2, 3], &maj, &["p1", "p2"], seed);
         sim.run_for(Duration::from_secs(1));
+        assert!(
+            !(1..=SERVERS).any(|i| suspended(&sim, i)),
+            "seed {seed}: still suspended after the merge"
+        );
         let merged = match sim.core(server(1)) {
             Some(Host::Server(s)) => s.apps().registry().view(&all).expect("group"),
             _ => panic!("mserver 1 gone"),

@@ -223,6 +223,9 @@ struct Group {
     /// The members before the latest MI failure that removed some (the
     /// "last view before the partition" the merge rule compares with).
     base: Option<Vec<AppMember>>,
+    /// Its survive rule failed here: the part was terminated, and joins are
+    /// refused ([`AppError::Busy`]) until a merge brings members back.
+    suspended: bool,
 }
 
 impl Group {
@@ -322,6 +325,12 @@ impl Registry {
             .iter()
             .find(|(m, _)| m.id == member)
             .map(|(_, mi)| *mi)
+    }
+
+    /// Whether `group`'s part was terminated here by its survive rule (no
+    /// members, joins refused, until a merge).
+    pub fn suspended(&self, group: &GroupName) -> bool {
+        self.groups.get(group).is_some_and(|g| g.suspended)
     }
 
     /// The members of `group` before the latest MI failure that removed
@@ -540,6 +549,7 @@ impl Registry {
                 members: Vec::new(),
                 history: VecDeque::new(),
                 base: None,
+                suspended: false,
             },
         );
         (Ok(AppReply::Created), Vec::new())
@@ -557,6 +567,9 @@ impl Registry {
         let Some(g) = self.groups.get_mut(group) else {
             return (Err(AppError::NoSuchGroup), Vec::new());
         };
+        if g.suspended {
+            return (Err(AppError::Busy), Vec::new());
+        }
         if g.members.iter().any(|(m, _)| m.id == member.id) {
             return (Err(AppError::AlreadyMember), Vec::new());
         }
@@ -618,6 +631,7 @@ impl Registry {
                 for (m, host) in g.members.drain(..) {
                     lost.push((name.clone(), m.id, host));
                 }
+                g.suspended = true;
             }
             g.base = Some(before);
             views.push(name.clone());
@@ -671,6 +685,7 @@ impl Registry {
                     members: Vec::new(),
                     history: VecDeque::new(),
                     base: base.map(<[AppMember]>::to_vec),
+                    suspended: false,
                 },
             );
         }
@@ -710,6 +725,7 @@ impl Registry {
         // The merged view's number is above both sides'.
         g.number = g.number.max(number);
         g.base = None;
+        g.suspended = false;
         (Ok(AppReply::Reformed), vec![group.clone()])
     }
 

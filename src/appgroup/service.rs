@@ -1105,8 +1105,8 @@ impl AppService {
             .groups()
             .map(|(options, view)| GroupInfo {
                 options: options.clone(),
+                suspended: self.registry.suspended(&view.group),
                 view,
-                suspended: false,
             })
             .collect()
     }
