@@ -33,8 +33,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, ClapArgs)]
 pub struct Args {
     /// An mserver to attach to (IP:PORT); repeat it for more, tried in
-    /// order.
-    #[arg(long = "mserver", value_name = "ADDR", required = true)]
+    /// order (default: the mserver's own default address).
+    #[arg(
+        long = "mserver",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7200"
+    )]
     pub mservers: Vec<SocketAddr>,
     /// The Unix socket applications connect to [default:
     /// $XDG_RUNTIME_DIR/member-interface.sock, else
@@ -179,6 +183,9 @@ mod tests {
         let c = a.server_config();
         assert_eq!(c.mode, 0o660);
         assert!(c.validate().is_ok(), "{:?}", c.validate());
+        // Without --mserver: the mserver's own default address.
+        let a = parse(&[]).expect("parse");
+        assert_eq!(a.mservers, vec!["127.0.0.1:7200".parse().expect("addr")]);
     }
 
     #[test]
@@ -221,7 +228,7 @@ mod tests {
     fn invalid_values_are_one_line_errors() {
         let base = ["--mserver", "127.0.0.1:7000"];
         let cases: &[(&[&str], &str)] = &[
-            (&[], "--mserver"),
+            (&["--mserver", "nowhere"], "--mserver"),
             (&["--socket-mode", "888"], "octal"),
             (&["--socket-mode", "1777"], "above 777"),
             (&["--max-clients", "0"], "from 1"),
