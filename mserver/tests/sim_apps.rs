@@ -18,7 +18,7 @@
 
 use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiAnswer, MiEvent, MiRequest};
 use membership::appgroup::{AppMember, AppView, GroupName, GroupOptions, MemberKind, MemberName};
-use membership::coreset::{CoreSet, CoreSetConfig};
+use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent};
 use membership::id::NodeId;
 use membership::rpc::{Rpc, RpcConfig};
 use membership::sansio::{Core, Incoming, Transmit};
@@ -155,6 +155,12 @@ fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
             )))
         }
     });
+    // A rejoin after an exclusion takes a new incarnation, which the
+    // simulator's codec must stamp (the daemon does it on its socket).
+    sim.track_incarnation(|e| match e {
+        HostEvent::Server(NodeEvent::CoreSet(CoreSetEvent::NewIncarnation(i))) => Some(*i),
+        _ => None,
+    });
     for i in 1..=SERVERS {
         sim.join_group(server(i), group_addr());
     }
@@ -261,7 +267,6 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
     let mut crashed_mis: BTreeSet<NodeId> = BTreeSet::new();
     // The member ids each MI life asked to join.
     let mut joined_by: BTreeMap<(NodeId, u32), BTreeSet<Uuid>> = BTreeMap::new();
-    let mut server_crashes = 0;
     let mut request = |sim: &mut Simulator<Host>, mi: NodeId, r: MiRequest, h: &mut u64| {
         let handle = *h;
         *h += 1;
@@ -284,8 +289,15 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         );
     }
     sim.run_for(Duration::from_millis(200));
+    let mut paused_until: Option<(NodeId, Instant)> = None;
     for _ in 0..steps {
         sim.run_for(Duration::from_millis(rng.random_range(1..120)));
+        if let Some((x, t)) = paused_until {
+            if sim.now() >= t {
+                sim.resume(x);
+                paused_until = None;
+            }
+        }
         collect(&mut sim, &mut rec, &lives);
         let mi = mi_addr(rng.random_range(1..=MIS));
         if !sim.is_running(mi) {
@@ -302,11 +314,24 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
             sim.crash(mi);
             continue;
         }
-        if faults && roll < 5 && server_crashes < 1 {
+        if faults && roll < 5 {
+            // One mserver down at a time: crashed, then restarted (a new
+            // life that fetches the registry), or paused then resumed (it
+            // is excluded and rejoins).
             let s = server(rng.random_range(1..=SERVERS));
-            if sim.is_running(s) {
-                sim.crash(s);
-                server_crashes += 1;
+            let down = (1..=SERVERS).any(|i| !sim.is_running(server(i)));
+            if !down {
+                if rng.random_range(0..2) == 0 {
+                    sim.crash(s);
+                } else {
+                    sim.pause(s);
+                    let until = sim.now() + Duration::from_millis(rng.random_range(200..1500));
+                    paused_until = Some((s, until));
+                }
+            } else if paused_until.is_none() && rng.random_range(0..3) == 0 {
+                if let Some(x) = (1..=SERVERS).map(server).find(|x| !sim.is_up(*x)) {
+                    sim.restart(x);
+                }
             }
             continue;
         }
@@ -342,6 +367,9 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
                 &mut next_handle,
             );
         }
+    }
+    if let Some((x, _)) = paused_until.take() {
+        sim.resume(x);
     }
     // Settle: every MI still alive attaches and gets its views.
     sim.run_for(Duration::from_secs(12));
@@ -442,8 +470,9 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
             let host = registry.host_of(&v.group, m.id);
             assert!(
                 host.is_some_and(|h| live_mis.contains(&h)),
-                "seed {seed}: member {} of a crashed MI is still in {}",
+                "seed {seed}: member {} of a crashed MI ({host:?}, {:?}) is still in {} (live MIs {live_mis:?})",
                 m.name,
+                host.and_then(|h| registry.mi(&h).cloned()),
                 v.group
             );
         }

@@ -411,14 +411,14 @@ impl Registry {
     }
 
     fn apply_all(&mut self, ops: Vec<Result<AppOp, AppError>>) -> Vec<Applied> {
-        let mut out: Vec<(Applied, Vec<GroupName>)> = Vec::with_capacity(ops.len());
+        let mut out: Vec<(Applied, Vec<GroupName>, Option<Uuid>)> = Vec::with_capacity(ops.len());
         let mut dirty: Vec<GroupName> = Vec::new();
         for op in ops {
             self.applied += 1;
             let op = match op {
                 Ok(op) => op,
                 Err(e) => {
-                    out.push((refused(e), Vec::new()));
+                    out.push((refused(e), Vec::new(), None));
                     continue;
                 }
             };
@@ -433,6 +433,7 @@ impl Registry {
                         lost: Vec::new(),
                     },
                     Vec::new(),
+                    None,
                 ));
                 continue;
             }
@@ -461,6 +462,10 @@ impl Registry {
                     dirty.push(t.clone());
                 }
             }
+            let joiner = match &op {
+                AppOp::Join { member, .. } => Some(member.id),
+                _ => None,
+            };
             out.push((
                 Applied {
                     req,
@@ -470,6 +475,7 @@ impl Registry {
                     lost,
                 },
                 touched,
+                joiner,
             ));
         }
         // One view per changed group for the whole commit.
@@ -481,7 +487,7 @@ impl Registry {
             }
         }
         let mut result = Vec::with_capacity(out.len());
-        for (mut applied, touched) in out {
+        for (mut applied, touched, joiner) in out {
             applied.views = touched
                 .iter()
                 .filter_map(|t| finals.get(t).cloned())
@@ -490,13 +496,23 @@ impl Registry {
                 result.push(applied);
                 continue;
             }
-            if let Ok(AppReply::Joined(v)) = &mut applied.result {
+            let mut patched = None;
+            if let Ok(AppReply::Joined(v)) = &applied.result {
                 if let Some(f) = finals.get(&v.group) {
-                    *v = f.clone();
-                    if let Some(r) = applied.req {
-                        if let Some(slot) = self.remembered.get_mut(&r) {
-                            *slot = applied.result.clone();
-                        }
+                    // A later op of the same commit may have removed the
+                    // joiner again (its MI failed): then the join failed.
+                    patched = Some(if joiner.is_some_and(|id| f.contains(id)) {
+                        Ok(AppReply::Joined(f.clone()))
+                    } else {
+                        Err(AppError::Disconnected)
+                    });
+                }
+            }
+            if let Some(p) = patched {
+                applied.result = p;
+                if let Some(r) = applied.req {
+                    if let Some(slot) = self.remembered.get_mut(&r) {
+                        *slot = applied.result.clone();
                     }
                 }
             }
@@ -1168,6 +1184,17 @@ mod tests {
         let later = r.apply_payload(&join(3, "b", 11));
         assert!(later.duplicate);
         assert!(matches!(&later.result, Ok(AppReply::Joined(v)) if v.number == 1));
+        // A join whose MI fails later in the same commit did not happen.
+        let failed = AppOp::MiFailed {
+            mis: vec![(Uuid::from_u128(1), 0)],
+        }
+        .encode()
+        .expect("encodes");
+        let out = r.apply_payloads(&[join(4, "c", 12), failed]);
+        assert_eq!(out[0].result, Err(AppError::Disconnected));
+        assert!(r
+            .view(&gname("g"))
+            .is_some_and(|v| !v.contains(Uuid::from_u128(12))));
     }
 
     #[test]

@@ -540,6 +540,49 @@ impl AppService {
         );
     }
 
+    /// This mserver was excluded from the core-set, or left it: its copy
+    /// is no longer current. It stops polling its MIs (they attach
+    /// elsewhere), answers what it was asked `Busy` (the MIs retry), and
+    /// fetches a copy again when it is readmitted.
+    pub fn on_excluded(&mut self, now: Instant, ctx: ServiceCtx<'_>) {
+        self.member = false;
+        self.local.clear();
+        self.orphans.clear();
+        self.failing.clear();
+        self.merge_ops.clear();
+        self.premerge = None;
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            for token in pending.tokens {
+                match pending.kind {
+                    PendingKind::Submit => respond(
+                        now,
+                        ctx.rpc,
+                        token,
+                        &SubmitReply {
+                            result: Err(AppError::Busy),
+                        },
+                    ),
+                    PendingKind::Attach { .. } => respond(
+                        now,
+                        ctx.rpc,
+                        token,
+                        &AttachReply {
+                            result: Err(AppError::Busy),
+                        },
+                    ),
+                }
+            }
+        }
+        self.sync = SyncState::Fetching {
+            since_view: 0,
+            buffered: Vec::new(),
+            sources: Vec::new(),
+            attempt: 0,
+            call: None,
+            retry_at: None,
+        };
+    }
+
     /// MIs attached to mservers that are not in the view, or to us but not
     /// known here (we restarted): they have `orphan_grace` to re-attach.
     fn note_orphans(&mut self, now: Instant) {
@@ -872,6 +915,13 @@ impl AppService {
             return;
         }
         local.in_flight = None;
+        if matches!(result, Err(CallError::PeerRestarted)) {
+            // The RPC layer still knew an earlier life of the MI's address:
+            // the call failed unexecuted. Ask again (a new life answers
+            // "not attached", which makes the old one an orphan).
+            self.send_query(now, ctx.rpc, mi);
+            return;
+        }
         let reply = result
             .map_err(|e| e.to_string())
             .and_then(|b| decode_message::<QueryReply>(&b).map_err(|e| e.to_string()));

@@ -76,6 +76,7 @@ enum AppInput {
         view: u64,
         payloads: Vec<Vec<u8>>,
     },
+    Excluded,
     Request {
         token: RequestToken,
         from: NodeId,
@@ -284,7 +285,9 @@ impl MserverNode {
                     CoreSetEvent::Left => {
                         self.finish_leave(true);
                         self.deregister = true;
+                        self.app_inputs.push_back(AppInput::Excluded);
                     }
+                    CoreSetEvent::Excluded { .. } => self.app_inputs.push_back(AppInput::Excluded),
                     CoreSetEvent::ViewInstalled {
                         view,
                         members,
@@ -410,6 +413,7 @@ impl MserverNode {
                     AppInput::CallDone { id, result } => {
                         self.apps.on_call_completed(now, ctx, id, result)
                     }
+                    AppInput::Excluded => self.apps.on_excluded(now, ctx),
                 }
             }
             for (token, body) in std::mem::take(&mut self.pending_replies) {
