@@ -188,3 +188,33 @@ pub trait Core {
         None
     }
 }
+
+/// A boxed core is a core (keeps an [`Either`] of two cores of very
+/// different sizes small).
+impl<C: Core + ?Sized> Core for Box<C> {
+    type Event = C::Event;
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        (**self).handle_packet(now, packet)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now)
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
+        (**self).handle_unreachable(now, node)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        (**self).poll_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        (**self).poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+}

@@ -21,8 +21,7 @@ use membership::appgroup::{AppMember, AppView, GroupName, GroupOptions, MemberKi
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent};
 use membership::id::NodeId;
 use membership::rpc::{Rpc, RpcConfig};
-use membership::sansio::{Core, Incoming, Transmit};
-use membership::sim::{SimConfig, Simulator};
+use membership::sim::{Either, EitherEvent, SimConfig, Simulator};
 use membership::sim_replay;
 use membership::time::Instant;
 use mserver::node::{MserverNode, NodeEvent};
@@ -56,63 +55,9 @@ fn host_index(addr: NodeId) -> u8 {
 }
 
 /// One simulated host: an mserver or an MI.
-enum Host {
-    Server(Box<MserverNode>),
-    Mi(Box<MiAgent>),
-}
-
-#[derive(Debug)]
-#[allow(dead_code)] // the payloads are read through Debug in traces
-enum HostEvent {
-    Server(NodeEvent),
-    Mi(MiEvent),
-}
-
-impl Core for Host {
-    type Event = HostEvent;
-
-    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
-        match self {
-            Host::Server(s) => s.handle_packet(now, packet),
-            Host::Mi(m) => m.handle_packet(now, packet),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Host::Server(s) => s.handle_timeout(now),
-            Host::Mi(m) => m.handle_timeout(now),
-        }
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
-        match self {
-            Host::Server(s) => s.handle_unreachable(now, node),
-            Host::Mi(m) => m.handle_unreachable(now, node),
-        }
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        match self {
-            Host::Server(s) => s.poll_transmit(),
-            Host::Mi(m) => m.poll_transmit(),
-        }
-    }
-
-    fn poll_event(&mut self) -> Option<HostEvent> {
-        match self {
-            Host::Server(s) => s.poll_event().map(HostEvent::Server),
-            Host::Mi(m) => m.poll_event().map(HostEvent::Mi),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Host::Server(s) => s.poll_timeout(),
-            Host::Mi(m) => m.poll_timeout(),
-        }
-    }
-}
+type Host = Either<Box<MserverNode>, Box<MiAgent>>;
+/// What a simulated host reports.
+type HostEvent = EitherEvent<NodeEvent, MiEvent>;
 
 fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
     let _ = name;
@@ -127,7 +72,7 @@ fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
                 RpcConfig::default(),
                 spawn.seed ^ 0x5eed,
             );
-            Host::Server(Box::new(MserverNode::new(
+            Host::Left(Box::new(MserverNode::new(
                 spawn.now,
                 group_addr(),
                 coreset,
@@ -147,7 +92,7 @@ fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
             c.mservers = (0..SERVERS)
                 .map(|j| server(1 + (k - 1 + j) % SERVERS))
                 .collect();
-            Host::Mi(Box::new(MiAgent::new(
+            Host::Right(Box::new(MiAgent::new(
                 spawn.now,
                 c,
                 RpcConfig::default(),
@@ -158,7 +103,7 @@ fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
     // A rejoin after an exclusion takes a new incarnation, which the
     // simulator's codec must stamp (the daemon does it on its socket).
     sim.track_incarnation(|e| match e {
-        HostEvent::Server(NodeEvent::CoreSet(CoreSetEvent::NewIncarnation(i))) => Some(*i),
+        HostEvent::Left(NodeEvent::CoreSet(CoreSetEvent::NewIncarnation(i))) => Some(*i),
         _ => None,
     });
     for i in 1..=SERVERS {
@@ -184,7 +129,7 @@ fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId,
     for (t, node, e) in sim.take_events() {
         if debug {
             match &e {
-                HostEvent::Server(NodeEvent::CoreSet(
+                HostEvent::Left(NodeEvent::CoreSet(
                     membership::coreset::CoreSetEvent::AppCommitted { view, payloads, .. },
                 )) => {
                     for p in payloads {
@@ -198,7 +143,7 @@ fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId,
                 _ => println!("{t:?} {node} {e:?}"),
             }
         }
-        if let HostEvent::Mi(e) = e {
+        if let HostEvent::Right(e) = e {
             let life = lives.get(&node).copied().unwrap_or(0);
             match e {
                 MiEvent::Answered { handle, result } => {
@@ -223,7 +168,7 @@ fn servers_agree(sim: &Simulator<Host>) -> Option<Vec<AppView>> {
         if !sim.is_running(server(i)) {
             continue;
         }
-        let Some(Host::Server(s)) = sim.core(server(i)) else {
+        let Some(Host::Left(s)) = sim.core(server(i)) else {
             continue;
         };
         if !s.apps().synced() {
@@ -272,7 +217,7 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         *h += 1;
         requested.insert((mi, handle));
         sim.with_core(mi, |c, now| {
-            if let Host::Mi(a) = c {
+            if let Host::Right(a) = c {
                 a.request(now, handle, r);
             }
         });
@@ -336,7 +281,7 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
             continue;
         }
         let members: Vec<(Uuid, GroupName)> = match sim.core(mi) {
-            Some(Host::Mi(a)) => a.members().iter().map(|(m, g)| (*m, g.clone())).collect(),
+            Some(Host::Right(a)) => a.members().iter().map(|(m, g)| (*m, g.clone())).collect(),
             _ => Vec::new(),
         };
         if roll < 65 || members.is_empty() {
@@ -424,7 +369,7 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         if !sim.is_running(mi) {
             continue;
         }
-        let Some(Host::Mi(a)) = sim.core(mi) else {
+        let Some(Host::Right(a)) = sim.core(mi) else {
             continue;
         };
         let life = lives.get(&mi).copied().unwrap_or(0);
@@ -454,14 +399,14 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
     let live_mis: BTreeSet<Uuid> = (1..=MIS)
         .filter(|i| sim.is_running(mi_addr(*i)))
         .filter_map(|i| match sim.core(mi_addr(i)) {
-            Some(Host::Mi(a)) => Some(a.mi()),
+            Some(Host::Right(a)) => Some(a.mi()),
             _ => None,
         })
         .collect();
     let registry = (1..=SERVERS)
         .filter(|i| sim.is_running(server(*i)))
         .find_map(|i| match sim.core(server(i)) {
-            Some(Host::Server(s)) if s.apps().synced() => Some(s.apps().registry().clone()),
+            Some(Host::Left(s)) if s.apps().synced() => Some(s.apps().registry().clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("seed {seed}: no live mserver with a registry"));
@@ -513,14 +458,14 @@ fn ask(
     r: MiRequest,
 ) -> Result<MiAnswer, membership::appgroup::AppError> {
     sim.with_core(mi, |c, now| {
-        if let Host::Mi(a) = c {
+        if let Host::Right(a) = c {
             a.request(now, h, r);
         }
     });
     for _ in 0..200 {
         sim.run_for(Duration::from_millis(10));
         for (_, node, e) in sim.take_events() {
-            if let HostEvent::Mi(MiEvent::Answered { handle, result }) = e {
+            if let HostEvent::Right(MiEvent::Answered { handle, result }) = e {
                 if node == mi && handle == h {
                     return result;
                 }
@@ -535,7 +480,7 @@ fn ask(
 fn agreed_members(sim: &Simulator<Host>, servers: &[u8], group: &GroupName) -> Option<Vec<String>> {
     let mut seen: Option<Vec<String>> = None;
     for i in servers {
-        let Some(Host::Server(s)) = sim.core(server(*i)) else {
+        let Some(Host::Left(s)) = sim.core(server(*i)) else {
             return None;
         };
         if !s.apps().synced() {
@@ -578,7 +523,7 @@ fn wait_members(
         servers
             .iter()
             .map(|i| match sim.core(server(*i)) {
-                Some(Host::Server(s)) => s.apps().registry().view(group),
+                Some(Host::Left(s)) => s.apps().registry().view(group),
                 _ => None,
             })
             .collect::<Vec<_>>()
@@ -666,7 +611,7 @@ fn partition_keeps_the_majority_and_merges_back() {
         wait_members(&mut sim, &[3], &all, &["p3"], seed);
         wait_members(&mut sim, &[3], &maj, &[], seed);
         let suspended = |sim: &Simulator<Host>, i: u8| match sim.core(server(i)) {
-            Some(Host::Server(s)) => s.apps().registry().suspended(&maj),
+            Some(Host::Left(s)) => s.apps().registry().suspended(&maj),
             _ => false,
         };
         assert!(
@@ -690,12 +635,12 @@ fn partition_keeps_the_majority_and_merges_back() {
         let lost: Vec<(NodeId, Uuid)> = events
             .into_iter()
             .filter_map(|(_, node, e)| match e {
-                HostEvent::Mi(MiEvent::Lost { member, .. }) => Some((node, member)),
+                HostEvent::Right(MiEvent::Lost { member, .. }) => Some((node, member)),
                 _ => None,
             })
             .collect();
         let attached = match sim.core(mi_addr(3)) {
-            Some(Host::Mi(a)) => (
+            Some(Host::Right(a)) => (
                 a.attached_to(),
                 a.acked_seq(),
                 a.delivered().clone(),
@@ -704,7 +649,7 @@ fn partition_keeps_the_majority_and_merges_back() {
             _ => (None, None, BTreeMap::new(), BTreeMap::new()),
         };
         let at3 = match sim.core(server(3)) {
-            Some(Host::Server(s)) => format!(
+            Some(Host::Left(s)) => format!(
                 "{:?} {:?} {:?}",
                 s.apps().attached().collect::<Vec<_>>(),
                 s.apps().stats(),
@@ -720,7 +665,7 @@ fn partition_keeps_the_majority_and_merges_back() {
         let numbers_before: Vec<u64> = [1u8, 3]
             .iter()
             .filter_map(|i| match sim.core(server(*i)) {
-                Some(Host::Server(s)) => s.apps().registry().view(&all).map(|v| v.number),
+                Some(Host::Left(s)) => s.apps().registry().view(&all).map(|v| v.number),
                 _ => None,
             })
             .collect();
@@ -733,7 +678,7 @@ fn partition_keeps_the_majority_and_merges_back() {
             "seed {seed}: still suspended after the merge"
         );
         let merged = match sim.core(server(1)) {
-            Some(Host::Server(s)) => s.apps().registry().view(&all).expect("group"),
+            Some(Host::Left(s)) => s.apps().registry().view(&all).expect("group"),
             _ => panic!("mserver 1 gone"),
         };
         assert!(
@@ -744,7 +689,7 @@ fn partition_keeps_the_majority_and_merges_back() {
         // Every MI delivered the merged view of the keep-all group.
         let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
         for (_, node, e) in sim.take_events() {
-            if let HostEvent::Mi(MiEvent::View(v)) = e {
+            if let HostEvent::Right(MiEvent::View(v)) = e {
                 if v.group == all {
                     last.insert(node, v.number);
                 }

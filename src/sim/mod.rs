@@ -92,6 +92,7 @@
 //! [`seeds`] and [`run_seeds`].
 
 mod check;
+mod either;
 mod net;
 mod node;
 mod seeds;
@@ -103,6 +104,7 @@ pub mod toy;
 mod tests;
 
 pub use check::{CheckView, Invariant, NodeView};
+pub use either::{Either, EitherEvent};
 pub use net::{is_group, LinkConfig};
 pub use node::{NodeSpawn, NodeStats, Stats};
 pub use seeds::{run_seeds, seeds, seeds_from, Replay, DEFAULT_SEED_BASE};

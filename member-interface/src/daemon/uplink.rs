@@ -4,8 +4,8 @@
 //! ([`super::uplink_api`]) (seed 003, section II.B.4; DESIGN.md section 3:
 //! the protocol is in the agent, this module only carries messages).
 
-use super::uplink_api::{Downcall, UpCall, UpReply, UpRequest};
-use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiAnswer, MiEvent, MiRequest};
+use super::uplink_api::{Downcall, UpCall, UpReply};
+use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiEvent};
 use membership::appgroup::AppError;
 use membership::id::{NodeId, ProtocolId};
 use membership::rpc::RpcConfig;
@@ -83,13 +83,7 @@ async fn bridge(
                 let handle_id = next;
                 next += 1;
                 waiting.insert(handle_id, call.reply);
-                let request = match call.request {
-                    UpRequest::Create { group, options } => MiRequest::Create { group, options },
-                    UpRequest::Join { group, member } => MiRequest::Join { group, member },
-                    UpRequest::Leave { group, member } => MiRequest::Leave { group, member },
-                    UpRequest::View { group } => MiRequest::View { group },
-                    UpRequest::Lookup { group, name } => MiRequest::Lookup { group, name },
-                };
+                let request = call.request;
                 if handle
                     .with_core(move |agent, now| agent.request(now, handle_id, request))
                     .await
@@ -106,13 +100,7 @@ async fn bridge(
                 match event {
                     MiEvent::Answered { handle: h, result } => {
                         if let Some(tx) = waiting.remove(&h) {
-                            let _ = tx.send(result.map(|a| match a {
-                                MiAnswer::Created => UpReply::Created,
-                                MiAnswer::Joined(v) => UpReply::Joined(v),
-                                MiAnswer::Left => UpReply::Left,
-                                MiAnswer::View(v) => UpReply::View(v),
-                                MiAnswer::Member(m) => UpReply::Member(m),
-                            }));
+                            let _ = tx.send(result);
                         }
                     }
                     MiEvent::View(v) => {

@@ -9,66 +9,17 @@
 //! `UpCall` eventually; the server still bounds each call by its
 //! `request_timeout`.
 
-use membership::appgroup::{AppError, AppMember, AppView, GroupName, GroupOptions, MemberName};
+use membership::appgroup::agent::{MiAnswer, MiRequest};
+use membership::appgroup::{AppError, AppView, GroupName};
 use uuid::Uuid;
 
 /// A request the server hands the uplink, to be committed by (or read
-/// from) the core-set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpRequest {
-    /// Create an application group -> [`UpReply::Created`].
-    Create {
-        /// Its name.
-        group: GroupName,
-        /// Its options.
-        options: GroupOptions,
-    },
-    /// A local process joins a group -> [`UpReply::Joined`] with the view
-    /// that added it. The server draws `member.id` (`Uuid::now_v7()`) and
-    /// sets `member.host` to the MI's host name.
-    Join {
-        /// The group.
-        group: GroupName,
-        /// The new member.
-        member: AppMember,
-    },
-    /// A local member leaves (asked, or its process died) ->
-    /// [`UpReply::Left`].
-    Leave {
-        /// The group.
-        group: GroupName,
-        /// The member's id.
-        member: Uuid,
-    },
-    /// A group's current view -> [`UpReply::View`].
-    View {
-        /// The group.
-        group: GroupName,
-    },
-    /// A member's address information -> [`UpReply::Member`].
-    Lookup {
-        /// The group.
-        group: GroupName,
-        /// The member's name.
-        name: MemberName,
-    },
-}
+/// from) the core-set: the MI agent's own request type.
+pub type UpRequest = MiRequest;
 
-/// The uplink's successful answer to an [`UpRequest`] (one variant per
-/// request kind, in the same order).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpReply {
-    /// The group was created.
-    Created,
-    /// The join was committed; the view that added the member.
-    Joined(AppView),
-    /// The leave was committed.
-    Left,
-    /// The group's current view.
-    View(AppView),
-    /// The member asked for.
-    Member(AppMember),
-}
+/// A successful answer to an [`UpRequest`]: the MI agent's own answer
+/// type.
+pub type UpReply = MiAnswer;
 
 /// One request and where its answer goes.
 #[derive(Debug)]

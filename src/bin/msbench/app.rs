@@ -58,8 +58,7 @@ use membership::coreset::{CoreSet, CoreSetConfig};
 use membership::id::NodeId;
 use membership::mserver::node::{MserverNode, NodeEvent};
 use membership::rpc::{Rpc, RpcConfig};
-use membership::sansio::{Core, Incoming, Transmit};
-use membership::sim::{SimConfig, Simulator};
+use membership::sim::{Either, EitherEvent, SimConfig, Simulator};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -801,64 +800,9 @@ fn sim_mi(i: usize) -> NodeId {
 }
 
 /// One simulated host: an mserver or an MI (as `mserver/tests/sim_apps.rs`).
-enum Host {
-    Server(Box<MserverNode>),
-    Mi(Box<MiAgent>),
-}
-
+type Host = Either<Box<MserverNode>, Box<MiAgent>>;
 /// What a simulated host reports.
-#[derive(Debug)]
-enum HostEvent {
-    /// The mserver's events are not looked at.
-    Server,
-    Mi(MiEvent),
-}
-
-impl Core for Host {
-    type Event = HostEvent;
-
-    fn handle_packet(&mut self, now: membership::time::Instant, packet: Incoming<'_>) {
-        match self {
-            Host::Server(s) => s.handle_packet(now, packet),
-            Host::Mi(m) => m.handle_packet(now, packet),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: membership::time::Instant) {
-        match self {
-            Host::Server(s) => s.handle_timeout(now),
-            Host::Mi(m) => m.handle_timeout(now),
-        }
-    }
-
-    fn handle_unreachable(&mut self, now: membership::time::Instant, node: NodeId) {
-        match self {
-            Host::Server(s) => s.handle_unreachable(now, node),
-            Host::Mi(m) => m.handle_unreachable(now, node),
-        }
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        match self {
-            Host::Server(s) => s.poll_transmit(),
-            Host::Mi(m) => m.poll_transmit(),
-        }
-    }
-
-    fn poll_event(&mut self) -> Option<HostEvent> {
-        match self {
-            Host::Server(s) => s.poll_event().map(|_: NodeEvent| HostEvent::Server),
-            Host::Mi(m) => m.poll_event().map(HostEvent::Mi),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<membership::time::Instant> {
-        match self {
-            Host::Server(s) => s.poll_timeout(),
-            Host::Mi(m) => m.poll_timeout(),
-        }
-    }
-}
+type HostEvent = EitherEvent<NodeEvent, MiEvent>;
 
 /// A simulator with the 3 mservers' factory and the MIs' (MI i prefers
 /// mserver i % 3, then the others).
@@ -879,7 +823,7 @@ fn simulator(seed: u64) -> Simulator<Host> {
                 RpcConfig::default(),
                 spawn.seed ^ 0x5eed,
             );
-            Host::Server(Box::new(MserverNode::new(
+            Host::Left(Box::new(MserverNode::new(
                 spawn.now,
                 sim_group_addr(),
                 coreset,
@@ -907,7 +851,7 @@ fn simulator(seed: u64) -> Simulator<Host> {
                     )
                 })
                 .collect();
-            Host::Mi(Box::new(MiAgent::new(
+            Host::Right(Box::new(MiAgent::new(
                 spawn.now,
                 c,
                 RpcConfig::default(),
@@ -1037,7 +981,7 @@ fn bootstrap(n: usize, mis: usize, seed: u64, args: &AppArgs) -> Bootstrap {
     let attached = sim.run_until_condition(Duration::from_secs(10), |s| {
         mi_ids
             .iter()
-            .all(|mi| matches!(s.core(*mi), Some(Host::Mi(a)) if a.attached_to().is_some()))
+            .all(|mi| matches!(s.core(*mi), Some(Host::Right(a)) if a.attached_to().is_some()))
     });
     sim.take_events();
     if !attached {
@@ -1049,7 +993,7 @@ fn bootstrap(n: usize, mis: usize, seed: u64, args: &AppArgs) -> Bootstrap {
         return b;
     };
     sim.with_core(mi_ids[0], |c, now| {
-        if let Host::Mi(a) = c {
+        if let Host::Right(a) = c {
             a.request(
                 now,
                 0,
@@ -1065,7 +1009,7 @@ fn bootstrap(n: usize, mis: usize, seed: u64, args: &AppArgs) -> Bootstrap {
     while created.is_none() && sim.now() < end {
         sim.run_for(SIM_STEP);
         for (_, _, e) in sim.take_events() {
-            if let HostEvent::Mi(MiEvent::Answered { handle: 0, result }) = e {
+            if let HostEvent::Right(MiEvent::Answered { handle: 0, result }) = e {
                 created = Some(result.map(|_| ()));
             }
         }
@@ -1104,7 +1048,7 @@ fn bootstrap(n: usize, mis: usize, seed: u64, args: &AppArgs) -> Bootstrap {
             member,
         };
         sim.with_core(mi, |c, now| {
-            if let Host::Mi(a) = c {
+            if let Host::Right(a) = c {
                 a.request(now, k as u64 + 1, request);
             }
         });
@@ -1115,7 +1059,7 @@ fn bootstrap(n: usize, mis: usize, seed: u64, args: &AppArgs) -> Bootstrap {
     loop {
         sim.run_for(SIM_STEP);
         for (t, node, e) in sim.take_events() {
-            let HostEvent::Mi(e) = e else { continue };
+            let HostEvent::Right(e) = e else { continue };
             let since = t.saturating_duration_since(start).as_secs_f64();
             match e {
                 MiEvent::Answered { handle, result } if handle >= 1 => {
@@ -1163,7 +1107,7 @@ fn bootstrap(n: usize, mis: usize, seed: u64, args: &AppArgs) -> Bootstrap {
     b.virtual_reached_s = sim.now().saturating_duration_since(start).as_secs_f64();
     b.mis_with_full_view = full.len();
     for i in 1..=SIM_SERVERS {
-        if let Some(Host::Server(s)) = sim.core(sim_server(i)) {
+        if let Some(Host::Left(s)) = sim.core(sim_server(i)) {
             b.views_pushed += s.apps().stats().views_pushed;
             b.ops_applied += s.apps().stats().applied;
         }
