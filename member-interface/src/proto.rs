@@ -260,7 +260,8 @@ pub fn frame_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, FrameError> {
 
 /// Reads one frame body from `r`: `Ok(None)` when the stream ends cleanly
 /// between frames, [`FrameError::Truncated`] when it ends inside one. The
-/// body buffer is allocated only after its length passed [`frame_len`].
+/// length is checked by [`frame_len`] first, and the body buffer grows only
+/// as its bytes arrive.
 ///
 /// Not cancel-safe: a frame interrupted half-way is lost, so use it from
 /// one task that reads until the stream ends.
@@ -279,14 +280,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
         got += n;
     }
     let len = frame_len(prefix)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
+    // Grown as bytes arrive: a peer announcing a large frame and sending
+    // little holds little memory.
+    let mut body = Vec::with_capacity(len.min(4096));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(FrameError::Truncated);
+    }
     Ok(Some(body))
 }
 

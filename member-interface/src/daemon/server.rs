@@ -48,7 +48,7 @@
 
 use super::uplink_api::{Downcall, UpCall, UpReply, UpRequest};
 use crate::proto::{
-    answer_hello, decode_body, encode_frame, frame_len, ClientMsg, Event, FrameError, HelloOutcome,
+    answer_hello, decode_body, encode_frame, ClientMsg, Event, FrameError, HelloOutcome,
     MembershipId, Op, Reply, ServerMsg, LEN_PREFIX,
 };
 use membership::appgroup::{AppError, AppMember, AppView, GroupName, MemberInfo};
@@ -1062,32 +1062,6 @@ async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
     }
 }
 
-/// Reads one frame body like [`crate::proto::read_frame`], but grows the
-/// buffer only as bytes arrive, so a client announcing a large frame and
-/// sending little holds little memory.
-async fn read_body<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
-    let mut prefix = [0u8; LEN_PREFIX];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        let n = r.read(&mut prefix[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        got += n;
-    }
-    let len = frame_len(prefix)?;
-    let mut body = Vec::with_capacity(len.min(4096));
-    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
-    if body.len() < len {
-        return Err(FrameError::Truncated);
-    }
-    Ok(Some(body))
-}
-
 /// Writes one frame, bounded by `limit`; whether it was written.
 async fn write_within<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg, limit: Duration) -> bool {
     let Ok(frame) = encode_frame(msg) else {
@@ -1111,24 +1085,27 @@ async fn connection(
 ) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    let hello = match tokio::time::timeout(config.handshake_timeout, read_body(&mut rd)).await {
-        Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => {
-            tracing::debug!(conn, "connection closed before its hello");
-            lock(&hub).stats.refused_handshake += 1;
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(conn, "connection refused: bad hello frame: {e}");
-            lock(&hub).stats.refused_handshake += 1;
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(conn, "connection refused: no hello in time");
-            lock(&hub).stats.refused_handshake += 1;
-            return;
-        }
-    };
+    let hello =
+        match tokio::time::timeout(config.handshake_timeout, crate::proto::read_frame(&mut rd))
+            .await
+        {
+            Ok(Ok(Some(body))) => body,
+            Ok(Ok(None)) => {
+                tracing::debug!(conn, "connection closed before its hello");
+                lock(&hub).stats.refused_handshake += 1;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(conn, "connection refused: bad hello frame: {e}");
+                lock(&hub).stats.refused_handshake += 1;
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(conn, "connection refused: no hello in time");
+                lock(&hub).stats.refused_handshake += 1;
+                return;
+            }
+        };
     let client = match answer_hello(&hello, &mi) {
         HelloOutcome::Accept { client, reply } => {
             if !write_within(&mut wr, &reply, config.handshake_timeout).await {
@@ -1158,7 +1135,7 @@ async fn connection(
     tracing::debug!(conn, %client, "client served");
     let reader = async {
         loop {
-            let body = match read_body(&mut rd).await {
+            let body = match crate::proto::read_frame(&mut rd).await {
                 Ok(Some(body)) => body,
                 Ok(None) => return "closed",
                 Err(FrameError::Io(_)) => return "closed",
