@@ -1901,6 +1901,9 @@ fn app_group_views_agree_at_every_mserver() {
         ];
         let mut joined: Vec<(usize, u128)> = Vec::new();
         let mut next_id = 1u128;
+        // The latest attachment submitted per MI: an `MiFailed` names it
+        // (one naming an older attachment spares the MI).
+        let mut attach_seq: BTreeMap<u128, u64> = BTreeMap::new();
         for step in 0..60 {
             h.run_for(Duration::from_millis(rng.random_range(1..40)));
             let live = h.live();
@@ -1934,6 +1937,7 @@ fn app_group_views_agree_at_every_mserver() {
                 } else {
                     mi
                 };
+                attach_seq.insert(mi, seq);
                 AppOp::Attach {
                     req: RequestId {
                         mi: uuid::Uuid::from_u128(mi),
@@ -1969,7 +1973,10 @@ fn app_group_views_agree_at_every_mserver() {
                         }
                     }
                     _ => AppOp::MiFailed {
-                        mis: vec![(uuid::Uuid::from_u128(mi), 0)],
+                        mis: vec![(
+                            uuid::Uuid::from_u128(mi),
+                            attach_seq.get(&mi).copied().unwrap_or(0),
+                        )],
                     },
                 }
             };

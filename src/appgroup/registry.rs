@@ -12,13 +12,16 @@
 //! it.
 //!
 //! - Each group has its own view number: 0 when it is created (no
-//!   members), then one more for every op that changes its membership.
-//!   Members are kept in join order.
+//!   members), then one more for every core-set commit whose ops change
+//!   its membership ([`Registry::apply_payloads`]). Members are kept in
+//!   join order.
 //! - Ops carry a [`RequestId`] (the MI and its request counter); an op
 //!   seen before is answered with the remembered outcome and changes
 //!   nothing, so an MI may resubmit after its mserver failed.
-//! - [`AppOp::MiFailed`] removes every member the MI hosted, in one view
-//!   per group (an MI failure is batched like mserver failures).
+//! - [`AppOp::MiFailed`] removes every member the MIs hosted, in one view
+//!   per group (an MI failure is batched like mserver failures); then each
+//!   group's survive rule decides whether the rest keeps running (if not,
+//!   it is removed too, reported lost, and the group suspended).
 //! - Everything is bounded ([`MAX_GROUPS`], [`MAX_GROUP_MEMBERS`],
 //!   [`MAX_REMEMBERED`]); an op beyond a bound is refused with a typed
 //!   error, at every mserver alike.
@@ -32,9 +35,10 @@
 //!   that re-attached after a failover is sent the views it missed.
 //! - [`Registry::encode`] / [`Registry::decode`]: the copy a newcomer to
 //!   the core-set fetches (state transfer).
-//!
-//! Not yet here (issue 6, next steps in `docs/appgroups-design.md`): the
-//! survive and merge rules at core-set partitions and merges.
+//! - After a core-set merge, [`AppOp::Readmit`] and [`AppOp::Reform`]
+//!   bring an absorbed side's attachments and group parts in; the merge
+//!   rule decides which members join (one view, numbered above both
+//!   sides').
 
 use super::link::VIEW_HISTORY;
 use super::{AppError, AppMember, AppView, GroupName, GroupOptions};

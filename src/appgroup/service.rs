@@ -33,9 +33,13 @@
 //!   and applying those the copy does not include. Until then it refuses
 //!   MI requests with [`AppError::Busy`].
 //!
-//! Not yet here: the survive and merge rules at core-set partitions. After
-//! a merge, the absorbed side adopts the other side's registry; its MIs
-//! re-attach and their members that the other side does not know end.
+//! - **Merges.** When core-set subgroups merge, the side of the merged
+//!   view's lowest rank keeps its registry; every other side fetches it,
+//!   then submits its own attachments and group parts (`AppOp::Readmit`,
+//!   `AppOp::Reform`), which the registry merges by each group's merge
+//!   rule. Until those commit it answers MI requests `Busy`.
+//! - **Exclusion.** An mserver excluded from the core-set stops polling
+//!   its MIs, answers `Busy`, and fetches a copy again when readmitted.
 
 use super::link::{
     AttachReply, AttachRequest, Attached, FetchReply, FetchRequest, GroupInfo, QueryReply,
