@@ -189,7 +189,7 @@ pub trait Core {
     }
 }
 
-/// A boxed core is a core (keeps an [`Either`] of two cores of very
+/// A boxed core is a core (keeps an [`Either`](crate::sim::Either) of two cores of very
 /// different sizes small).
 impl<C: Core + ?Sized> Core for Box<C> {
     type Event = C::Event;

@@ -270,7 +270,7 @@ fn refused(e: AppError) -> Applied {
     }
 }
 
-/// The application groups of one core-set. See the [module docs](self).
+/// The application groups of one core-set. See the module docs of `appgroup::registry` (re-exported in [`crate::appgroup`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registry {
     groups: BTreeMap<GroupName, Group>,
