@@ -148,13 +148,76 @@ impl fmt::Debug for Incarnation {
     }
 }
 
-/// A view: its number and the incarnation of the member that coordinated it.
+/// Where a group stands in its history: the view (its membership) and the
+/// application changes committed since that view was installed, with the
+/// incarnation of the member that coordinated the latest commit.
+///
+/// A view is the group's membership (Kostrivas, 1995, chapter III), so its
+/// `number` goes up only when the membership changes (a join, a failure, a
+/// leave, a merge of subgroups). An application change committed by the
+/// core-set protocol changes no membership: it keeps the number and takes
+/// the next `seq` (its own sequence within the view, 0 at the view's
+/// install). [`ViewId::position`] orders every commit of one history;
+/// every commit has a distinct id.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct ViewId {
-    /// The view number, incremented by every committed change.
+    /// The view number, incremented by every change of the membership.
     pub number: u64,
-    /// Who coordinated the change that installed this view.
+    /// Application commits since view `number` was installed (0 for the
+    /// membership change itself).
+    pub seq: u64,
+    /// Who coordinated the commit that produced this id.
     pub coordinator: Incarnation,
+}
+
+impl ViewId {
+    /// The id's place in the group's history: view number first, then the
+    /// application commit within it. Comparing positions tells which of two
+    /// ids is later (or ahead); equal positions with different coordinators
+    /// are two subgroups that went separate ways.
+    pub fn position(&self) -> CommitPosition {
+        CommitPosition {
+            view: self.number,
+            seq: self.seq,
+        }
+    }
+
+    /// The id of the next membership change coordinated by `coordinator`.
+    pub fn next_view(&self, coordinator: Incarnation) -> ViewId {
+        ViewId {
+            number: self.number.saturating_add(1),
+            seq: 0,
+            coordinator,
+        }
+    }
+
+    /// The id of the next application commit (same view) coordinated by
+    /// `coordinator`.
+    pub fn next_commit(&self, coordinator: Incarnation) -> ViewId {
+        ViewId {
+            number: self.number,
+            seq: self.seq.saturating_add(1),
+            coordinator,
+        }
+    }
+}
+
+/// A commit's place in a group's history (see [`ViewId::position`]):
+/// ordered by view number, then by application commit within the view.
+#[derive(
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize,
+)]
+pub struct CommitPosition {
+    /// The view number.
+    pub view: u64,
+    /// Application commits since that view was installed.
+    pub seq: u64,
+}
+
+impl fmt::Display for CommitPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.view, self.seq)
+    }
 }
 
 /// The protocol a packet belongs to: the key by which the runtime

@@ -32,7 +32,7 @@
 
 use membership::coreset::invariants::{self, SequenceReport};
 use membership::coreset::{ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, Member};
-use membership::id::{Incarnation, NodeId};
+use membership::id::{Incarnation, NodeId, ViewId};
 use membership::sansio::Core;
 use membership::sim::{self, LinkConfig, ResumeOrder, SimConfig, Simulator};
 use membership::sim_replay;
@@ -1796,11 +1796,11 @@ fn app_changes_commit_in_one_order_everywhere() {
         );
         h.run_for(Duration::from_secs(1));
         // Same view id -> same payloads, at every member that reported it.
-        let mut by_view: BTreeMap<(u64, Incarnation), Vec<Vec<u8>>> = BTreeMap::new();
+        let mut by_view: BTreeMap<ViewId, Vec<Vec<u8>>> = BTreeMap::new();
         let mut committed_at: BTreeMap<NodeId, Vec<Vec<u8>>> = BTreeMap::new();
         for (_, node, e) in &h.log {
             if let CoreSetEvent::AppCommitted { view, payloads, .. } = e {
-                let key = (view.number, view.coordinator);
+                let key = *view;
                 match by_view.get(&key) {
                     Some(p) => assert_eq!(
                         p, payloads,

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mcaster: {e:#}");
-            return ExitCode::from(2);
+            return ExitCode::from(daemon_shell::exit::USAGE);
         }
     };
     if let Err(e) =
@@ -35,9 +35,10 @@ fn main() -> ExitCode {
     match system.block_on(daemon::run(settings, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "mcaster failed");
+            // Startup errors (a port in use, a group socket that cannot be
+            // opened): unusable settings, one line, exit 2 as the mserver.
             eprintln!("mcaster: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(daemon_shell::exit::USAGE)
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The mcaster's settings (DESIGN.md section 7): built-in defaults < TOML
 //! file (`--config`) < environment (`MS_*`) < command-line flags.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
+use daemon_shell::settings::{Overrides, Sources};
 use membership::wire::{ClusterKey, KeyRing};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -110,6 +112,7 @@ pub struct Cli {
 
 /// The merged settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// UDP address to listen on.
     pub listen: SocketAddr,
@@ -162,58 +165,33 @@ impl Default for Settings {
 
 impl Settings {
     /// Merges defaults, the file, the environment `env` (the `MS_*`
-    /// variables; pass `None` for the process environment) and the flags.
-    pub fn load(cli: &Cli, env: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
-        let defaults =
-            config::Config::try_from(&Settings::default()).context("built-in defaults")?;
-        let mut b = config::Config::builder().add_source(defaults);
-        if let Some(path) = &cli.config {
-            if !path.is_file() {
-                bail!("config file {} not found", path.display());
-            }
-            b = b.add_source(
-                config::File::from(path.as_path())
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        b = b.add_source(
-            config::Environment::with_prefix("MS")
-                .try_parsing(true)
-                .ignore_empty(true)
-                .list_separator(",")
-                .with_list_parse_key("cluster_keys")
-                .source(env),
-        );
-        let mut set = |key: &str, v: Option<String>| -> anyhow::Result<()> {
-            if let Some(v) = v {
-                b = std::mem::take(&mut b).set_override(key, v)?;
-            }
-            Ok(())
-        };
-        set("listen", cli.listen.map(|a| a.to_string()))?;
-        set("advertise", cli.advertise.map(|a| a.to_string()))?;
-        set("multicast", cli.multicast.map(|m| enum_name(&m)))?;
-        set(
-            "multicast_interface",
-            cli.multicast_interface.map(|a| a.to_string()),
+    /// variables; pass `None` for the process environment) and the flags
+    /// (`daemon_shell::settings`: unknown keys in the file and misspelt
+    /// variables are refused).
+    pub fn load(cli: &Cli, env: Option<BTreeMap<String, String>>) -> anyhow::Result<Settings> {
+        let mut flags = Overrides::new();
+        flags.set("listen", cli.listen);
+        flags.set("advertise", cli.advertise);
+        flags.set("multicast", cli.multicast.map(|m| enum_name(&m)));
+        flags.set("multicast_interface", cli.multicast_interface);
+        flags.set("multicast_ttl", cli.multicast_ttl);
+        flags.set("multicast_loop", cli.multicast_loop);
+        flags.set("member_ttl_ms", cli.member_ttl_ms);
+        flags.set("max_groups", cli.max_groups);
+        flags.set("max_members", cli.max_members);
+        flags.set("summary_interval_secs", cli.summary_interval_secs);
+        flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
+        flags.set("log_level", cli.log_level.as_ref());
+        flags.set_list("cluster_keys", &cli.cluster_key);
+        let s: Settings = daemon_shell::settings::load(
+            Sources {
+                daemon: "mcaster",
+                file: cli.config.as_deref(),
+                env,
+                env_list_keys: &["cluster_keys"],
+            },
+            flags,
         )?;
-        set("multicast_ttl", cli.multicast_ttl.map(|v| v.to_string()))?;
-        set("multicast_loop", cli.multicast_loop.map(|v| v.to_string()))?;
-        set("member_ttl_ms", cli.member_ttl_ms.map(|v| v.to_string()))?;
-        set("max_groups", cli.max_groups.map(|v| v.to_string()))?;
-        set("max_members", cli.max_members.map(|v| v.to_string()))?;
-        set(
-            "summary_interval_secs",
-            cli.summary_interval_secs.map(|v| v.to_string()),
-        )?;
-        set("log_format", cli.log_format.map(|m| enum_name(&m)))?;
-        set("log_level", cli.log_level.clone())?;
-        if !cli.cluster_key.is_empty() {
-            b = b.set_override("cluster_keys", cli.cluster_key.clone())?;
-        }
-        let merged = b.build().context("reading the settings")?;
-        let s: Settings = merged.try_deserialize().context("invalid settings")?;
         s.validate()?;
         Ok(s)
     }
@@ -275,7 +253,7 @@ mod tests {
         Cli::try_parse_from(all).unwrap()
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+    fn env(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
         Some(
             pairs
                 .iter()

@@ -231,6 +231,34 @@ fn help_bad_flags_and_sigterm() {
         .expect("run with a missing config");
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+    // A port in use is unusable settings too: exit 2, one line.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let bad = Command::new(bin)
+        .args(["--listen", &taken_addr, "--multicast", "off"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run on a port in use");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot listen"), "{err}");
+    // An unknown key in the file.
+    let dir = std::env::temp_dir().join(format!("mcaster-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("typo.toml");
+    std::fs::write(&path, "member_ttl = 5000\n").expect("write");
+    let bad = Command::new(bin)
+        .args(["--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run with an unknown key");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown key `member_ttl`") && err.contains("member_ttl_ms"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let mut child = Command::new(bin)

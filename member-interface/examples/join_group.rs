@@ -8,7 +8,7 @@
 //! cargo run -p member-interface --example join_group -- PATH chat alice
 //! ```
 //!
-//! Arguments: the MI's socket (default `/tmp/member-interface.sock`, the daemon's default without `$XDG_RUNTIME_DIR`), the
+//! Arguments: the MI's socket (default: the daemon's default, `member_interface::default_socket_path()`), the
 //! group (default `chat`; created with the default options if it does not
 //! exist yet), this member's name (default `member-<pid>`). Run it in a few
 //! terminals with different names to watch the views change.
@@ -21,7 +21,8 @@ async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .unwrap_or_else(|| "/tmp/member-interface.sock".into());
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(member_interface::default_socket_path);
     let group = args.next().unwrap_or_else(|| "chat".into());
     let name = args
         .next()
@@ -35,7 +36,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(socket: &str, group: &str, name: &str) -> Result<(), AppError> {
+async fn run(socket: &std::path::Path, group: &str, name: &str) -> Result<(), AppError> {
     let client = Client::connect(socket).await?;
     println!("connected to {}", client.mi());
     // Create the group unless it exists: NameTaken means someone did.

@@ -19,7 +19,7 @@
 //! cargo run -p member-interface --example leader_election -- PATH w2
 //! ```
 //!
-//! Arguments: the MI's socket (default `/tmp/member-interface.sock`, the daemon's default without `$XDG_RUNTIME_DIR`), this
+//! Arguments: the MI's socket (default: the daemon's default, `member_interface::default_socket_path()`), this
 //! worker's name (default `worker-<pid>`).
 
 use member_interface::{
@@ -57,7 +57,8 @@ async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .unwrap_or_else(|| "/tmp/member-interface.sock".into());
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(member_interface::default_socket_path);
     let name = args
         .next()
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
@@ -70,7 +71,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(socket: &str, name: &str) -> Result<(), AppError> {
+async fn run(socket: &std::path::Path, name: &str) -> Result<(), AppError> {
     let client = Client::connect(socket).await?;
     let options = GroupOptions {
         survive: SurviveRule::KeepMajority,

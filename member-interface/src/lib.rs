@@ -43,3 +43,11 @@ pub use membership::appgroup::{
     MergeRule, NameError, Scope, SurviveRule,
 };
 pub use proto::MembershipId;
+
+/// The socket the member-interface daemon listens on when started without
+/// `--socket`: `$XDG_RUNTIME_DIR/member-interface.sock` when that variable
+/// is set (and not empty), else `/tmp/member-interface.sock`. Connect to it
+/// when the daemon runs with its defaults, as the same user.
+pub fn default_socket_path() -> std::path::PathBuf {
+    daemon::settings::default_socket(std::env::var_os("XDG_RUNTIME_DIR"))
+}

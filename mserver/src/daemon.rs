@@ -151,6 +151,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         leave_budget: leave_budget(&s),
         started: std::time::Instant::now(),
         deregistering: None,
+        multicast,
     };
     let exit = daemon.event_loop(events).await;
     if let Some(g) = group_socket {
@@ -180,6 +181,8 @@ struct Daemon {
     /// We left the group and wait (at most until then) for the mcaster to
     /// confirm that our registration is withdrawn.
     deregistering: Option<tokio::time::Instant>,
+    /// Group traffic goes by IP multicast (else through the mcaster).
+    multicast: bool,
 }
 
 /// How long a member that left waits for the mcaster's LEAVE answer
@@ -266,6 +269,41 @@ impl Daemon {
                     tracing::debug!(%group, ?answer, "deregistered from the mcaster");
                     return Some(Exit::Left);
                 }
+                RegistrationEvent::Withdrawn { group } if self.deregistering.is_some() => {
+                    tracing::debug!(%group, "the mcaster never listed us: nothing to deregister");
+                    return Some(Exit::Left);
+                }
+                RegistrationEvent::Unanswered {
+                    mcaster,
+                    silent_for,
+                } => {
+                    let silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX);
+                    if self.multicast {
+                        tracing::info!(
+                            %mcaster,
+                            silent_ms,
+                            "no answer from the mcaster at {mcaster}; fine while every member has IP multicast \
+                             (only members started with --multicast off need it)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            %mcaster,
+                            silent_ms,
+                            "no answer from the mcaster at {mcaster}; is it running? Without it this mserver \
+                             cannot reach the other members (--multicast off) and stays in a group of its own"
+                        );
+                    }
+                }
+                RegistrationEvent::Answering {
+                    mcaster,
+                    silent_for,
+                } => {
+                    tracing::info!(
+                        %mcaster,
+                        silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX),
+                        "the mcaster at {mcaster} answers"
+                    );
+                }
                 other => tracing::debug!(event = ?other, "registration"),
             },
             NodeEvent::FaultRequested { token, request } => {
@@ -347,7 +385,7 @@ impl Daemon {
                     joined = %list(&joined),
                     failed = %list(&failed),
                     left = %list(&left),
-                    took_ms = took.as_secs_f64() * 1000.0,
+                    took_ms = %format_ms(took),
                     "view installed"
                 );
             }
@@ -361,11 +399,18 @@ impl Daemon {
                     "the group excluded us (we were paused or cut off); rejoining with a new incarnation"
                 );
             }
-            CoreSetEvent::AppCommitted { view, payloads, .. } => {
-                // The application-group layer (issue 6) consumes these.
-                tracing::debug!(
+            CoreSetEvent::AppCommitted {
+                view,
+                originator,
+                payloads,
+            } => {
+                // The node's application-group service applies them; the
+                // core-set's view (its membership) stays as it is.
+                tracing::info!(
                     view = view.number,
+                    commit = view.seq,
                     changes = payloads.len(),
+                    originator = %originator.map_or_else(|| "-".to_string(), |m| m.addr.to_string()),
                     "application changes committed"
                 );
             }
@@ -434,4 +479,10 @@ fn open_group_socket(
         &[ProtocolId::CoreSet],
         handle.driver.clone(),
     )?)
+}
+
+/// A duration in milliseconds for a log line, rounded to a tenth
+/// (`0.4`, `12.3`).
+fn format_ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }

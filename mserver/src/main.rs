@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mserver: {e:#}");
-            return ExitCode::from(2);
+            return ExitCode::from(daemon_shell::exit::USAGE);
         }
     };
     if let Err(e) =
@@ -30,10 +30,10 @@ fn main() -> ExitCode {
         Ok(Exit::LeaveTimedOut) => ExitCode::SUCCESS,
         Ok(Exit::CoreStopped) => ExitCode::FAILURE,
         Err(e) => {
-            // Startup errors: a port in use, a group that cannot be joined.
-            tracing::error!(error = %format!("{e:#}"), "mserver failed to start");
+            // Startup errors (a port in use, a group that cannot be
+            // joined): unusable settings, one line.
             eprintln!("mserver: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(daemon_shell::exit::USAGE)
         }
     }
 }

@@ -6,7 +6,9 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
+use daemon_shell::settings::{Overrides, Sources};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -126,6 +128,7 @@ pub struct Cli {
 
 /// The merged settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// Group name.
     pub group: String,
@@ -205,72 +208,40 @@ fn parse_fault(spec: &str) -> anyhow::Result<(String, String)> {
 
 impl Settings {
     /// Merges defaults, the file, the environment `env` (the `MS_*`
-    /// variables; `None` for the process environment) and the flags.
-    pub fn load(cli: &Cli, env: Option<config::Map<String, String>>) -> anyhow::Result<Settings> {
-        let defaults =
-            config::Config::try_from(&Settings::default()).context("built-in defaults")?;
-        let mut b = config::Config::builder().add_source(defaults);
-        if let Some(path) = &cli.config {
-            if !path.is_file() {
-                bail!("config file {} not found or not a file", path.display());
-            }
-            if let Err(e) = std::fs::File::open(path) {
-                bail!("config file {}: {e}", path.display());
-            }
-            b = b.add_source(
-                config::File::from(path.as_path())
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        b = b.add_source(
-            config::Environment::with_prefix("MS")
-                .try_parsing(true)
-                .source(env),
-        );
-        let mut overrides: Vec<(String, String)> = Vec::new();
-        let mut set = |key: &str, v: Option<String>| {
-            if let Some(v) = v {
-                overrides.push((key.to_string(), v));
-            }
-        };
-        set("group", cli.group.clone());
-        set("group_addr", cli.group_addr.map(|a| a.to_string()));
-        set("listen", cli.listen.map(|a| a.to_string()));
-        set("advertise", cli.advertise.map(|a| a.to_string()));
-        set("mcaster", cli.mcaster.map(|a| a.to_string()));
-        set("multicast", cli.multicast.map(|m| enum_name(&m)));
-        set(
-            "multicast_interface",
-            cli.multicast_interface.map(|a| a.to_string()),
-        );
-        set(
-            "query_interval_ms",
-            cli.query_interval_ms.map(|v| v.to_string()),
-        );
-        set(
-            "reply_timeout_ms",
-            cli.reply_timeout_ms.map(|v| v.to_string()),
-        );
-        set("retries", cli.retries.map(|v| v.to_string()));
-        set("flap_window_ms", cli.flap_window_ms.map(|v| v.to_string()));
-        set("hold_down_ms", cli.hold_down_ms.map(|v| v.to_string()));
-        set(
-            "hold_down_max_ms",
-            cli.hold_down_max_ms.map(|v| v.to_string()),
-        );
-        set("crash_watch", cli.crash_watch.map(|v| v.to_string()));
-        set("log_format", cli.log_format.map(|m| enum_name(&m)));
-        set("log_level", cli.log_level.clone());
+    /// variables; `None` for the process environment) and the flags
+    /// (`daemon_shell::settings`: unknown keys in the file and misspelt
+    /// variables are refused).
+    pub fn load(cli: &Cli, env: Option<BTreeMap<String, String>>) -> anyhow::Result<Settings> {
+        let mut flags = Overrides::new();
+        flags.set("group", cli.group.as_ref());
+        flags.set("group_addr", cli.group_addr);
+        flags.set("listen", cli.listen);
+        flags.set("advertise", cli.advertise);
+        flags.set("mcaster", cli.mcaster);
+        flags.set("multicast", cli.multicast.map(|m| enum_name(&m)));
+        flags.set("multicast_interface", cli.multicast_interface);
+        flags.set("query_interval_ms", cli.query_interval_ms);
+        flags.set("reply_timeout_ms", cli.reply_timeout_ms);
+        flags.set("retries", cli.retries);
+        flags.set("flap_window_ms", cli.flap_window_ms);
+        flags.set("hold_down_ms", cli.hold_down_ms);
+        flags.set("hold_down_max_ms", cli.hold_down_max_ms);
+        flags.set("crash_watch", cli.crash_watch);
+        flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
+        flags.set("log_level", cli.log_level.as_ref());
         for spec in &cli.fault {
             let (k, v) = parse_fault(spec)?;
-            overrides.push((k, v));
+            flags.set(&k, Some(v));
         }
-        for (k, v) in overrides {
-            b = b.set_override(k, v)?;
-        }
-        let merged = b.build().context("reading the settings")?;
-        let s: Settings = merged.try_deserialize().context("invalid settings")?;
+        let s: Settings = daemon_shell::settings::load(
+            Sources {
+                daemon: "mserver",
+                file: cli.config.as_deref(),
+                env,
+                env_list_keys: &[],
+            },
+            flags,
+        )?;
         s.validate()?;
         Ok(s)
     }
@@ -382,7 +353,7 @@ mod tests {
         Cli::try_parse_from(all).expect("valid flags")
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+    fn env(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
         Some(
             pairs
                 .iter()

@@ -181,7 +181,8 @@ fn three_mservers_three_mis_six_processes() {
     for i in 0..3 {
         c.start(i, &[]);
     }
-    c.wait_converged(&[0, 1, 2], Duration::from_secs(20));
+    let formed = c.wait_converged(&[0, 1, 2], Duration::from_secs(20));
+    let formed_view = formed["view"].as_u64().expect("a view number");
     // MI i prefers mserver i, then the others.
     let mut mis: Vec<Proc> = (0..3)
         .map(|i| start_mi(&c, i, &[i, (i + 1) % 3, (i + 2) % 3]))
@@ -243,10 +244,31 @@ fn three_mservers_three_mis_six_processes() {
     );
     wait_views(&c, &g1(&[3, 5]), &["p3", "p5"], Duration::from_secs(10));
 
+    // All that application traffic changed no mserver's membership: the
+    // core-set's view number is the one it formed with (its application
+    // commits have their own sequence), at every mserver.
+    for i in 0..3 {
+        let v = c.view(i).expect("a view");
+        assert_eq!(
+            v["view"].as_u64(),
+            Some(formed_view),
+            "mserver {i}: application changes must not change the core-set's view: {v}"
+        );
+        assert!(
+            v["commit"].as_u64().is_some_and(|n| n > 10),
+            "mserver {i}: the application commits are counted within the view: {v}"
+        );
+    }
+
     // The mserver MI 2 is attached to killed: MI 2 fails over, its members
     // stay, and it takes new joins.
     c.kill(2);
-    c.wait_converged(&[0, 1], Duration::from_secs(20));
+    let after_kill = c.wait_converged(&[0, 1], Duration::from_secs(20));
+    assert_eq!(
+        after_kill["view"].as_u64(),
+        Some(formed_view + 1),
+        "one membership change, one view: {after_kill}"
+    );
     let after = Joiner::start(&c, 2, "g2", "after");
     wait_views(
         &c,

@@ -21,7 +21,7 @@
 //! every view before it, in order.
 
 use super::{AppError, AppMember, AppOp, AppReply, AppView, GroupName, GroupOptions, MemberName};
-use crate::id::NodeId;
+use crate::id::{CommitPosition, NodeId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -171,16 +171,16 @@ pub struct QueryReply {
 /// [`PROC_REGISTRY_FETCH`]'s request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRequest {
-    /// The core-set view number the asker joined in: the copy must include
-    /// everything committed up to at least that view.
-    pub since_view: u64,
+    /// The core-set commit the asker joined at: the copy must include
+    /// everything committed up to at least that one.
+    pub since_view: CommitPosition,
 }
 
 /// [`PROC_REGISTRY_FETCH`]'s reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchReply {
-    /// The core-set view number the copy is as of (every application
-    /// change committed in a view up to this one is in it), and the
-    /// registry's encoding ([`super::Registry::encode`]); or why not.
-    pub result: Result<(u64, Vec<u8>), AppError>,
+    /// The core-set commit the copy is as of (every application change
+    /// committed up to this one is in it), and the registry's encoding
+    /// ([`super::Registry::encode`]); or why not.
+    pub result: Result<(CommitPosition, Vec<u8>), AppError>,
 }

@@ -48,7 +48,7 @@ use super::link::{
 };
 use super::{AppError, AppOp, AppView, GroupName, Registry, RequestId};
 use crate::coreset::{AppSubmitError, CoreSet, Member};
-use crate::id::NodeId;
+use crate::id::{CommitPosition, NodeId};
 use crate::rpc::{CallError, CallId, CallOptions, RequestToken, Rpc};
 use crate::time::{earliest, Instant};
 use crate::wire::{decode_message, encode_body};
@@ -181,8 +181,8 @@ enum SyncState {
     Synced,
     /// Waiting for a copy of the registry as of at least `since_view`.
     Fetching {
-        since_view: u64,
-        buffered: Vec<(u64, Vec<Vec<u8>>)>,
+        since_view: CommitPosition,
+        buffered: Vec<(CommitPosition, Vec<Vec<u8>>)>,
         /// Members to ask, in turn.
         sources: Vec<NodeId>,
         attempt: usize,
@@ -199,7 +199,8 @@ pub struct AppService {
     sync: SyncState,
     /// This mserver is a member of a view.
     member: bool,
-    view: u64,
+    /// The core-set's latest commit seen here (view, application commit).
+    view: CommitPosition,
     mservers: Vec<NodeId>,
     pending: BTreeMap<RequestId, Pending>,
     local: BTreeMap<Uuid, LocalMi>,
@@ -225,7 +226,7 @@ impl AppService {
             config,
             registry: Registry::new(),
             sync: SyncState::Fetching {
-                since_view: 0,
+                since_view: CommitPosition::default(),
                 buffered: Vec::new(),
                 sources: Vec::new(),
                 attempt: 0,
@@ -233,7 +234,7 @@ impl AppService {
                 retry_at: None,
             },
             member: false,
-            view: 0,
+            view: CommitPosition::default(),
             mservers: Vec::new(),
             pending: BTreeMap::new(),
             local: BTreeMap::new(),
@@ -449,7 +450,10 @@ impl AppService {
         let me = self.config.me;
         let first = !self.member;
         self.member = members.iter().any(|m| m.addr == me);
-        self.view = number;
+        self.view = CommitPosition {
+            view: number,
+            seq: 0,
+        };
         self.mservers = members.iter().map(|m| m.addr).collect();
         if !self.member {
             return;
@@ -467,7 +471,7 @@ impl AppService {
                 let mut sources = vec![p];
                 sources.extend(joined.iter().map(|j| j.addr).filter(|a| *a != p));
                 tracing::info!(primary = %p, "core-set merged: adopting the other side's application groups");
-                self.start_fetch(now, ctx.rpc, number, sources);
+                self.start_fetch(now, ctx.rpc, self.view, sources);
             }
         } else if first {
             let old: Vec<NodeId> = members
@@ -482,7 +486,7 @@ impl AppService {
             } else {
                 // A newcomer: take the copy of a member that was in the
                 // view already.
-                self.start_fetch(now, ctx.rpc, number, old);
+                self.start_fetch(now, ctx.rpc, self.view, old);
             }
         }
         self.note_orphans(now);
@@ -578,7 +582,7 @@ impl AppService {
             }
         }
         self.sync = SyncState::Fetching {
-            since_view: 0,
+            since_view: CommitPosition::default(),
             buffered: Vec::new(),
             sources: Vec::new(),
             attempt: 0,
@@ -610,7 +614,13 @@ impl AppService {
         }
     }
 
-    fn start_fetch(&mut self, now: Instant, rpc: &mut Rpc, since_view: u64, sources: Vec<NodeId>) {
+    fn start_fetch(
+        &mut self,
+        now: Instant,
+        rpc: &mut Rpc,
+        since_view: CommitPosition,
+        sources: Vec<NodeId>,
+    ) {
         self.sync = SyncState::Fetching {
             since_view,
             buffered: Vec::new(),
@@ -655,7 +665,7 @@ impl AppService {
         );
         *call = Some(id);
         self.calls.insert(id, CallTag::Fetch);
-        tracing::debug!(%source, since_view = *since_view, "fetching the application-group registry");
+        tracing::debug!(%source, since_view = %since_view, "fetching the application-group registry");
     }
 
     /// The core-set committed application changes
@@ -664,7 +674,7 @@ impl AppService {
         &mut self,
         now: Instant,
         ctx: ServiceCtx<'_>,
-        view: u64,
+        view: CommitPosition,
         payloads: Vec<Vec<u8>>,
     ) {
         self.view = view;
@@ -1032,7 +1042,7 @@ impl AppService {
                             && before.as_ref().and_then(|b| b.mi(mi)).is_some_and(here))
                 });
                 tracing::info!(
-                    as_of,
+                    %as_of,
                     groups = self.registry.views().len(),
                     "application-group registry copied"
                 );

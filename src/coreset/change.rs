@@ -135,7 +135,7 @@ impl Joined {
             }
         }
         let p = Proposal {
-            view: self.next_view(cx.incarnation),
+            view: self.view.next_commit(cx.incarnation),
             originator: self.my_rank,
             layer: Layer::Application,
             coordinator_failure: false,
@@ -202,11 +202,9 @@ impl Joined {
         true
     }
 
+    /// The id of our next membership change.
     fn next_view(&self, incarnation: Incarnation) -> ViewId {
-        ViewId {
-            number: self.view.number.saturating_add(1),
-            coordinator: incarnation,
-        }
+        self.view.next_view(incarnation)
     }
 
     /// Becomes the coordinator of `p` (phase I): multicasts the AGREE and
@@ -411,7 +409,7 @@ impl Joined {
         takeover: bool,
     ) {
         if view != self.view {
-            if view.number < self.view.number {
+            if view.position() < self.view.position() {
                 if p.view == self.view || view == self.last_commit.0 {
                     // We committed it, or another change of the same base
                     // view that the sender (a member of our view) has not
@@ -424,7 +422,7 @@ impl Joined {
                     io.stats.drops.stale_view += 1;
                     self.send_not_member(now, io, from.addr);
                 }
-            } else if view.number > self.view.number {
+            } else if view.position() > self.view.position() {
                 io.stats.drops.future_view += 1;
             } else {
                 io.stats.drops.stale_view += 1;
@@ -645,7 +643,7 @@ impl Joined {
             io.stats.drops.duplicate += 1;
             return;
         }
-        if c.proposal.view.number > self.view.number
+        if c.proposal.view.position() > self.view.position()
             && !c.table.contains(cx.me, cx.incarnation)
             && c.table.validate().is_ok()
         {
@@ -768,7 +766,7 @@ impl Joined {
             return;
         }
         if view != self.view {
-            if view.number < self.view.number {
+            if view.position() < self.view.position() {
                 io.stats.drops.stale_view += 1;
             } else {
                 io.stats.drops.future_view += 1;

@@ -129,7 +129,11 @@ pub(crate) struct MergeOfferEntry {
 /// The state of a member of a view.
 pub(crate) struct Joined {
     pub(crate) table: Table,
+    /// The latest commit: the view and the application commits since.
     pub(crate) view: ViewId,
+    /// The membership change that installed the current view (`view`
+    /// with commit 0, and the coordinator of that change).
+    pub(crate) installed: ViewId,
     pub(crate) my_rank: u64,
     /// The base and COMMIT that installed the current view (re-sent to a
     /// member or newcomer that missed it).
@@ -194,6 +198,7 @@ enum Sender {
 impl Joined {
     fn empty(now: Instant, table: Table, view: ViewId, base: ViewId, commit: Commit) -> Self {
         Joined {
+            installed: view,
             table,
             view,
             my_rank: 0,
@@ -236,6 +241,7 @@ impl Joined {
         let table = Table::founding(cx.me, cx.incarnation);
         let view = ViewId {
             number: 1,
+            seq: 0,
             coordinator: cx.incarnation,
         };
         let proposal = Proposal {
@@ -403,7 +409,14 @@ impl Joined {
                 old.rows.iter().map(|r| r.addr).collect(),
             )
         });
-        self.emit_installed(cx, io, joined, failed, left, change_started, merged);
+        if proposal.layer == Layer::Physical {
+            // Only a change of the membership is a new view; an
+            // application change is a commit within this one.
+            self.installed = proposal.view;
+            self.emit_installed(cx, io, joined, failed, left, change_started, merged);
+        } else {
+            io.stats.app_commits += 1;
+        }
         if !proposal.app.is_empty() {
             io.event(CoreSetEvent::AppCommitted {
                 view: proposal.view,
@@ -649,7 +662,7 @@ impl Joined {
                 // hold: we missed a view, so we are not in the group's any
                 // more (a change committed without our ACK puts us on its
                 // fail list). Rejoin now rather than wait to be removed.
-                if view.number > self.view.number && !matches!(msg, Msg::MJoinReq { .. }) {
+                if view.position() > self.view.position() && !matches!(msg, Msg::MJoinReq { .. }) {
                     io.stats.drops.future_view += 1;
                     self.on_member_ahead(now, cx, view);
                     return;

@@ -221,6 +221,7 @@ impl Joined {
         Some(Proposal {
             view: ViewId {
                 number: top.saturating_add(1),
+                seq: 0,
                 coordinator: cx.incarnation,
             },
             originator: self.my_rank,
@@ -259,7 +260,7 @@ impl Joined {
             .collect();
         let fits = a.next_rank == self.table.next_rank
             && a.members == ours
-            && c.proposal.view.number > self.view.number
+            && c.proposal.view.position() > self.view.position()
             && c.table.validate().is_ok()
             && ours.iter().all(|(addr, inc)| c.table.contains(*addr, *inc));
         if !fits || leave.is_some() {

@@ -144,8 +144,12 @@ pub enum ChangeState {
 pub struct ViewSnapshot {
     /// The group name.
     pub group: String,
-    /// The installed view ([`NO_VIEW`] while joining).
+    /// The latest commit: the view number and the application commits
+    /// since ([`NO_VIEW`] while joining).
     pub view: ViewId,
+    /// The membership change that installed the view (its number, commit
+    /// 0, and the member that coordinated it; [`NO_VIEW`] while joining).
+    pub installed: ViewId,
     /// Idle or changing.
     pub state: ChangeState,
     /// This mserver.
@@ -556,6 +560,7 @@ impl CoreSet {
             State::Joined(j) => ViewSnapshot {
                 group: self.group.clone(),
                 view: j.view,
+                installed: j.installed,
                 state: if j.busy() {
                     ChangeState::Changing
                 } else {
@@ -573,6 +578,7 @@ impl CoreSet {
             State::Joining(_) | State::Left => ViewSnapshot {
                 group: self.group.clone(),
                 view: NO_VIEW,
+                installed: NO_VIEW,
                 state: if matches!(self.state, State::Left) {
                     ChangeState::Idle
                 } else {

@@ -337,7 +337,7 @@ impl Joined {
         incarnation: crate::id::Incarnation,
         view: ViewId,
     ) {
-        if view.number < self.view.number
+        if view.position() < self.view.position()
             && (view == self.last_commit.0 || self.missed_our_merge(from.addr, incarnation, view))
         {
             // It is one view behind (the COMMIT that installed ours is
@@ -347,7 +347,7 @@ impl Joined {
             self.resend_commit(now, io, from.addr);
             return;
         }
-        let other_side_behind = view.number < self.view.number
+        let other_side_behind = view.position() < self.view.position()
             && self
                 .merge_grace
                 .as_ref()
@@ -358,7 +358,7 @@ impl Joined {
             // from another side of the merge we just installed, whose
             // COMMIT is still on its way to it from its own leader.
             io.stats.drops.stale_view += 1;
-        } else if view.number > self.view.number {
+        } else if view.position() > self.view.position() {
             self.on_newer_view(now, cx, io, leave, view);
         } else if from.rank != self.my_rank {
             io.stats.drops.stale_view += 1;
@@ -382,9 +382,9 @@ impl Joined {
             self.on_reply(now, cx, from);
             return;
         }
-        if view.number > self.view.number {
+        if view.position() > self.view.position() {
             self.on_newer_view(now, cx, io, leave, view);
-        } else if view.number == self.view.number {
+        } else if view.position() == self.view.position() {
             // Same number, another view: it follows another subgroup.
             // Take it out of ours; the subgroups then merge.
             io.stats.drops.stale_view += 1;

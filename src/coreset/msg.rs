@@ -33,6 +33,7 @@ pub const MAX_APP_BATCH_BYTES: usize = 16 * 1024;
 /// The view id of "no view yet" (a joiner's envelopes carry it).
 pub const NO_VIEW: ViewId = ViewId {
     number: 0,
+    seq: 0,
     coordinator: Incarnation::NIL,
 };
 
@@ -148,8 +149,10 @@ pub struct Proposal {
 /// Why a proposal does not fit the receiver's base table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProposalError {
-    /// Its view number is not the base's + 1 (for a merge: one above the
-    /// highest of the base's and the absorbed views' numbers).
+    /// Its view number is not the base's + 1 with commit 0 (for a merge:
+    /// one above the highest of the base's and the absorbed views'
+    /// numbers), or, for an application change, not the base's view with
+    /// the base's commit + 1.
     ViewNumber,
     /// The originator is not in the table, or its incarnation is not the
     /// view id's.
@@ -175,10 +178,18 @@ impl Proposal {
             .iter()
             .map(|a| a.view.number)
             .fold(base.number, u64::max);
-        if self.view.number != top.saturating_add(1) {
+        let app_shaped = !self.app.is_empty();
+        let numbered = if app_shaped {
+            // An application change keeps the view and takes the next
+            // commit of it.
+            self.merges.is_empty()
+                && self.view.position() == base.next_commit(base.coordinator).position()
+        } else {
+            self.view.number == top.saturating_add(1) && self.view.seq == 0
+        };
+        if !numbered {
             return Err(ProposalError::ViewNumber);
         }
-        let app_shaped = !self.app.is_empty();
         if (self.layer == Layer::Application) != app_shaped {
             return Err(ProposalError::Layer);
         }
@@ -620,13 +631,15 @@ mod tests {
             group: "lan-1".into(),
             view: ViewId {
                 number: 12,
+                seq: 0,
                 coordinator: inc(1),
             },
             msg: Msg::Reply { heartbeat: true },
         };
         let bytes = encode_body(&env).unwrap();
         assert_eq!(decode_body::<Envelope>(&bytes).unwrap(), env);
-        // 1 + 5 (name) + 1 + 17 (view) + 1 + 1: the figure docs/protocol.md uses.
-        assert_eq!(bytes.len(), 26);
+        // 1 + 5 (name) + 1 + 18 (view: number, seq, coordinator) + 1 + 1:
+        // the figure docs/protocol.md uses.
+        assert_eq!(bytes.len(), 27);
     }
 }

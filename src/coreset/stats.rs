@@ -149,8 +149,12 @@ pub struct CoreSetStats {
     pub received: MsgCounts,
     /// Messages dropped, by reason.
     pub drops: DropCounts,
-    /// Views installed (founding and joining included).
+    /// Views installed (founding and joining included): changes of the
+    /// membership.
     pub views_installed: u64,
+    /// Application changes committed within a view (they install no new
+    /// view).
+    pub app_commits: u64,
     /// Changes this member committed as coordinator.
     pub changes_coordinated: u64,
     /// Groups founded alone.

@@ -252,6 +252,7 @@ mod tests {
         Proposal {
             view: ViewId {
                 number: 2,
+                seq: 0,
                 coordinator: inc(1),
             },
             originator: 0,

@@ -219,6 +219,7 @@ fn a_stranger_is_told_not_member_and_changes_nothing() {
     let p = Proposal {
         view: ViewId {
             number: v.number + 1,
+            seq: 0,
             coordinator: inc(9),
         },
         originator: 0,
@@ -259,6 +260,7 @@ fn stale_views_and_unacked_commits_change_nothing() {
     let p = Proposal {
         view: ViewId {
             number: v.number + 1,
+            seq: 0,
             coordinator: inc(1),
         },
         originator: 0,
@@ -290,6 +292,7 @@ fn stale_views_and_unacked_commits_change_nothing() {
     // An AGREE on a base that is not our view (a fork of the same number).
     let fork = ViewId {
         number: v.number,
+        seq: 0,
         coordinator: inc(42),
     };
     deliver(
@@ -513,6 +516,7 @@ fn not_member_from_a_newer_view_excludes_and_rejoins() {
     let v = b.view().unwrap();
     let newer = ViewId {
         number: v.number + 3,
+        seq: 0,
         coordinator: inc(1),
     };
     deliver(
@@ -547,6 +551,7 @@ fn not_member_from_a_newer_view_excludes_and_rejoins() {
     let (_a, mut b, now) = pair();
     let old = ViewId {
         number: 0,
+        seq: 0,
         coordinator: inc(1),
     };
     deliver(
@@ -639,6 +644,7 @@ fn hostile_input_never_panics() {
                     .number
                     .saturating_add(rng.random_range(0..3))
                     .saturating_sub(1),
+                seq: v.seq.saturating_add(rng.random_range(0..2)),
                 coordinator: if rng.random_bool(0.7) {
                     v.coordinator
                 } else {
@@ -648,6 +654,7 @@ fn hostile_input_never_panics() {
             let p = Proposal {
                 view: ViewId {
                     number: near.number + 1,
+                    seq: 0,
                     coordinator: from_inc,
                 },
                 originator: rng.random_range(0..4),
@@ -787,11 +794,20 @@ fn app_changes_are_checked_then_committed_alone() {
     );
     let before = c.view().expect("a view");
     assert_eq!(c.submit_app(at, b"create g".to_vec()), Ok(()));
-    // Alone in the group: the change commits at once, as view + 1, with
-    // the same members, and reports the payload.
+    // Alone in the group: the change commits at once, within the same
+    // view (an application change is no change of the membership): the
+    // view number stays, the commit sequence goes up by one, no view is
+    // installed, and the payload is reported.
     let (_, events) = drain(&mut c);
     let view = c.view().expect("a view");
-    assert_eq!(view.number, before.number + 1);
+    assert_eq!(view.number, before.number);
+    assert_eq!(view.seq, before.seq + 1);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, CoreSetEvent::ViewInstalled { .. })),
+        "an application change installs no view: {events:?}"
+    );
     assert!(events.iter().any(|e| matches!(
         e,
         CoreSetEvent::AppCommitted { payloads, .. } if payloads == &vec![b"create g".to_vec()]

@@ -122,8 +122,12 @@ pub struct MemberInfo {
 pub struct ViewReply {
     /// The group's name.
     pub group: String,
-    /// The view number.
+    /// The view number (it changes only when the membership does).
     pub view: u64,
+    /// Application changes committed since this view was installed (the
+    /// commit sequence within the view).
+    #[serde(default)]
+    pub commit: u64,
     /// The incarnation of the member that coordinated this view (with
     /// `view`, the view id: `[coordinator|view]`).
     pub coordinator: String,

@@ -20,7 +20,7 @@
 
 use crate::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
 use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
-use crate::id::{NodeId, ProtocolId};
+use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mserver::admin::{
     FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
     PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
@@ -73,7 +73,7 @@ enum AppInput {
         merged: bool,
     },
     Committed {
-        view: u64,
+        view: CommitPosition,
         payloads: Vec<Vec<u8>>,
     },
     Excluded,
@@ -302,7 +302,7 @@ impl MserverNode {
                     }),
                     CoreSetEvent::AppCommitted { view, payloads, .. } => {
                         self.app_inputs.push_back(AppInput::Committed {
-                            view: view.number,
+                            view: view.position(),
                             payloads: payloads.clone(),
                         })
                     }
@@ -448,7 +448,8 @@ pub fn view_reply(s: &ViewSnapshot) -> ViewReply {
     ViewReply {
         group: s.group.clone(),
         view: s.view.number,
-        coordinator: s.view.coordinator.to_string(),
+        commit: s.view.seq,
+        coordinator: s.installed.coordinator.to_string(),
         state: state.into(),
         me: member_info(&s.me),
         members: s.members.iter().map(member_info).collect(),

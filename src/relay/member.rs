@@ -30,6 +30,13 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// `LEAVE_GROUP` is sent at most this many times (one per interval) before
 /// the member gives up waiting for an answer; the mcaster then expires it.
 pub const LEAVE_ATTEMPTS: u8 = 3;
+/// After this long without any answer from the mcaster while a join waits,
+/// the registration reports [`RegistrationEvent::Unanswered`] (a missing
+/// mcaster splits a unicast-only group silently otherwise).
+pub const DEFAULT_SILENCE_WARNING: Duration = Duration::from_secs(2);
+/// [`RegistrationEvent::Unanswered`] is repeated at most this often while
+/// the silence lasts.
+pub const DEFAULT_SILENCE_REPEAT: Duration = Duration::from_secs(30);
 /// Most groups one member registers at once (further joins are refused
 /// locally with [`RegistrationEvent::Refused`] and `NEG_JOIN`).
 pub const MAX_REGISTERED_GROUPS: usize = 256;
@@ -43,6 +50,12 @@ pub struct RegistrationConfig {
     pub kind: MemberKind,
     /// Interval between refreshes (default one second).
     pub refresh_interval: Duration,
+    /// Silence after which [`RegistrationEvent::Unanswered`] is reported
+    /// ([`DEFAULT_SILENCE_WARNING`]).
+    pub silence_warning: Duration,
+    /// How often that report is repeated while the silence lasts
+    /// ([`DEFAULT_SILENCE_REPEAT`]).
+    pub silence_repeat: Duration,
 }
 
 impl RegistrationConfig {
@@ -53,6 +66,8 @@ impl RegistrationConfig {
             mcaster,
             kind,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            silence_warning: DEFAULT_SILENCE_WARNING,
+            silence_repeat: DEFAULT_SILENCE_REPEAT,
         }
     }
 }
@@ -87,6 +102,30 @@ pub enum RegistrationEvent {
         group: NodeId,
         /// The mcaster's answer, if one came.
         answer: Option<Answer>,
+    },
+    /// A group the mcaster never confirmed was left: there is nothing to
+    /// deregister, and no `LEAVE_GROUP` was sent (an mcaster that listed us
+    /// anyway expires us on its own).
+    Withdrawn {
+        /// The group.
+        group: NodeId,
+    },
+    /// A join has waited this long and the mcaster has not answered
+    /// anything at all (is it running? is the address right?). Reported
+    /// after [`RegistrationConfig::silence_warning`], then every
+    /// [`RegistrationConfig::silence_repeat`] while it lasts.
+    Unanswered {
+        /// The mcaster's address.
+        mcaster: NodeId,
+        /// Since the first unanswered join.
+        silent_for: Duration,
+    },
+    /// The mcaster answered after an [`RegistrationEvent::Unanswered`].
+    Answering {
+        /// The mcaster's address.
+        mcaster: NodeId,
+        /// How long it had been silent.
+        silent_for: Duration,
     },
 }
 
@@ -136,6 +175,13 @@ pub struct Registration {
     out: VecDeque<Transmit>,
     events: VecDeque<RegistrationEvent>,
     counters: RegistrationCounters,
+    /// A join has been waiting since then with no answer from the mcaster
+    /// (cleared by any answer).
+    unanswered_since: Option<Instant>,
+    /// When [`RegistrationEvent::Unanswered`] is reported next.
+    next_warning: Option<Instant>,
+    /// It was reported (so an answer is reported too).
+    warned: bool,
 }
 
 impl Registration {
@@ -149,6 +195,9 @@ impl Registration {
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: RegistrationCounters::default(),
+            unanswered_since: None,
+            next_warning: None,
+            warned: false,
         }
     }
 
@@ -187,6 +236,7 @@ impl Registration {
                 r.state = State::Joining;
                 r.name = name.to_string();
                 self.send_join(group);
+                self.await_answer(now);
             }
             return;
         }
@@ -205,6 +255,7 @@ impl Registration {
             },
         );
         self.send_join(group);
+        self.await_answer(now);
         // A first join that is not answered is repeated soon (the mcaster
         // may be starting at the same moment), not a whole refresh later.
         let soon = now.saturating_add(self.first_join_retry());
@@ -223,8 +274,27 @@ impl Registration {
         if matches!(r.state, State::Leaving(_)) {
             return;
         }
+        if r.state == State::Joining {
+            // The mcaster never listed us: nothing to withdraw.
+            self.groups.remove(&group);
+            self.events
+                .push_back(RegistrationEvent::Withdrawn { group });
+            if !self.wants_answers() {
+                self.unanswered_since = None;
+                self.next_warning = None;
+            }
+            if self.groups.is_empty() {
+                self.next_refresh = None;
+                self.full_refresh_at = None;
+            }
+            return;
+        }
         r.state = State::Leaving(1);
         self.send_leave(group);
+        if !self.wants_answers() {
+            self.unanswered_since = None;
+            self.next_warning = None;
+        }
         if self.next_refresh.is_none() {
             self.next_refresh = Some(now.saturating_add(self.config.refresh_interval));
         }
@@ -246,7 +316,7 @@ impl Registration {
     /// Handles a packet; answers `true` if it was an mcaster packet (for
     /// this component, whether or not it was useful), `false` if it belongs
     /// to the embedding core.
-    pub fn handle(&mut self, _now: Instant, p: &Incoming<'_>) -> bool {
+    pub fn handle(&mut self, now: Instant, p: &Incoming<'_>) -> bool {
         if p.protocol != ProtocolId::Mcaster {
             return false;
         }
@@ -258,6 +328,7 @@ impl Registration {
             self.counters.ignored += 1;
             return true;
         };
+        self.heard_from_mcaster(now);
         let Some(r) = self.groups.get_mut(&group) else {
             self.counters.ignored += 1;
             return true;
@@ -294,6 +365,57 @@ impl Registration {
         true
     }
 
+    /// Joins went out (each is answered, a refresh with `DUP_MEMBER`):
+    /// unless the silence already started, it starts now.
+    fn await_answer(&mut self, now: Instant) {
+        if self.unanswered_since.is_none() {
+            self.unanswered_since = Some(now);
+            self.next_warning = Some(now.saturating_add(self.config.silence_warning));
+        }
+    }
+
+    /// The mcaster answered: the silence (if any) is over.
+    fn heard_from_mcaster(&mut self, now: Instant) {
+        if let Some(since) = self.unanswered_since.take() {
+            if std::mem::take(&mut self.warned) {
+                self.events.push_back(RegistrationEvent::Answering {
+                    mcaster: self.config.mcaster,
+                    silent_for: now.saturating_duration_since(since),
+                });
+            }
+        }
+        self.next_warning = None;
+    }
+
+    /// Some group is joining or joined (not leaving).
+    fn wants_answers(&self) -> bool {
+        self.groups
+            .values()
+            .any(|r| !matches!(r.state, State::Leaving(_)))
+    }
+
+    /// Reports the silence if it has lasted long enough.
+    fn check_silence(&mut self, now: Instant) {
+        if !self.wants_answers() {
+            // Only leaves are left: their answers are not awaited here.
+            self.unanswered_since = None;
+            self.next_warning = None;
+            return;
+        }
+        let (Some(since), Some(at)) = (self.unanswered_since, self.next_warning) else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.warned = true;
+        self.events.push_back(RegistrationEvent::Unanswered {
+            mcaster: self.config.mcaster,
+            silent_for: now.saturating_duration_since(since),
+        });
+        self.next_warning = Some(now.saturating_add(self.config.silence_repeat));
+    }
+
     /// How soon an unanswered first join is repeated: a tenth of the
     /// refresh interval (at least 1 ms).
     fn first_join_retry(&self) -> Duration {
@@ -304,6 +426,7 @@ impl Registration {
     /// While a first join is unanswered it is repeated every tenth of the
     /// interval (only the joining groups are sent again then).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_silence(now);
         let Some(at) = self.next_refresh else {
             return;
         };
@@ -337,6 +460,9 @@ impl Registration {
                 _ => self.send_join(g),
             }
         }
+        if self.wants_answers() {
+            self.await_answer(now);
+        }
         let joining = self.groups.values().any(|r| r.state == State::Joining);
         self.next_refresh = if self.groups.is_empty() {
             None
@@ -349,9 +475,9 @@ impl Registration {
         };
     }
 
-    /// The next refresh.
+    /// The next refresh (or silence report).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_refresh
+        earliest(self.next_refresh, self.next_warning)
     }
 
     /// The next transmit (to the mcaster).

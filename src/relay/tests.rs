@@ -501,9 +501,13 @@ fn reg_events(m: &mut Registration) -> Vec<RegistrationEvent> {
 }
 
 fn answer(m: &mut Registration, group: NodeId, answer: Answer) {
+    answer_at(m, t(0), group, answer);
+}
+
+fn answer_at(m: &mut Registration, now: Instant, group: NodeId, answer: Answer) {
     let body = encode_body(&McasterMsg::Reply { group, answer }).unwrap();
     assert!(m.handle(
-        t(0),
+        now,
         &Incoming::direct(RELAY, Incarnation::NIL, n(1), ProtocolId::Mcaster, &body)
     ));
 }
@@ -580,10 +584,70 @@ fn registration_refusal_retries_and_leave_gives_up() {
     assert_eq!(m.poll_timeout(), None);
 }
 
+/// An mcaster that never answers is reported after two seconds, then
+/// every 30 s; its first answer ends the silence (and says so). Leaving a
+/// group it never listed sends nothing and reports `Withdrawn` at once.
+#[test]
+fn registration_reports_a_silent_mcaster_and_withdraws_unconfirmed_groups() {
+    let mut m = reg();
+    m.join(t(0), G, "g");
+    let mut now = 0;
+    let mut warnings = Vec::new();
+    while now < 65_000 {
+        now = m
+            .poll_timeout()
+            .expect("a timer while joining")
+            .as_micros()
+            .div_ceil(1000);
+        m.handle_timeout(t(now));
+        reg_out(&mut m);
+        for e in reg_events(&mut m) {
+            match e {
+                RegistrationEvent::Unanswered { silent_for, .. } => {
+                    warnings.push(silent_for.as_millis() as u64)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(warnings, vec![2_000, 32_000, 62_000]);
+    answer_at(&mut m, t(now), G, Answer::JoinAck);
+    assert_eq!(
+        reg_events(&mut m),
+        vec![
+            RegistrationEvent::Answering {
+                mcaster: RELAY,
+                silent_for: Duration::from_millis(now),
+            },
+            RegistrationEvent::Registered { group: G },
+        ]
+    );
+    // A refresh answered within the two seconds: no report.
+    for s in 1..10u64 {
+        m.handle_timeout(t(now + s * 1000));
+        reg_out(&mut m);
+        answer(&mut m, G, Answer::DupMember);
+        assert!(reg_events(&mut m).is_empty());
+    }
+    // Never listed: nothing to deregister.
+    let mut q = reg();
+    q.join(t(0), G, "g");
+    reg_out(&mut q);
+    q.leave(t(10), G);
+    assert!(reg_out(&mut q).is_empty(), "no LEAVE_GROUP");
+    assert_eq!(
+        reg_events(&mut q),
+        vec![RegistrationEvent::Withdrawn { group: G }]
+    );
+    assert_eq!(q.poll_timeout(), None);
+}
+
 #[test]
 fn registration_leave_answered_and_routing() {
     let mut m = reg();
     m.join(t(0), G, "g");
+    answer(&mut m, G, Answer::JoinAck);
+    reg_events(&mut m);
     m.leave(t(0), G);
     reg_out(&mut m);
     answer(&mut m, G, Answer::LeaveAck);

@@ -193,9 +193,8 @@ impl GroupEndpoint {
             .clamp(1, crate::relay::member::MAX_REGISTERED_GROUPS);
         let registration = config.transport.registration().map(|(mcaster, kind)| {
             Registration::new(RegistrationConfig {
-                mcaster,
-                kind,
                 refresh_interval: config.refresh_interval,
+                ..RegistrationConfig::new(mcaster, kind)
             })
         });
         GroupEndpoint {

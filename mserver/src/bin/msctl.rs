@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use membership::appgroup::link::{GroupInfo, ReadReply, ReadRequest, PROC_MI_READ};
 use membership::appgroup::{GroupName, GroupOptions, MemberInfo, MemberKind, MemberName};
 use membership::id::{NodeId, ProtocolId};
-use membership::rpc::{CallOptions, Rpc, RpcConfig, RpcEvent};
+use membership::rpc::{CallError, CallOptions, Rpc, RpcConfig, RpcEvent};
 use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
 use membership::wire::{decode_message, encode_body};
 use mserver::admin::{
@@ -438,7 +438,7 @@ async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> a
             if json {
                 println!("{}", serde_json::to_string(&stats)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                print!("{}", stats_text(&stats));
             }
         }
         ServerCommand::Leave => {
@@ -546,11 +546,110 @@ fn print_groups(groups: &[GroupInfo]) {
     }
 }
 
+/// What a failed call means for the user, and what to check.
+fn call_failure(server: SocketAddr, timeout: Duration, e: &CallError) -> String {
+    match e {
+        CallError::Unreachable => format!(
+            "nothing listens at {server} (the host refused the port): is an mserver running there? \
+             Start one (`mserver --listen {server}`) or point --server at one (default {DEFAULT_SERVER})"
+        ),
+        CallError::Timeout => format!(
+            "no answer from {server} within {}: is an mserver running there, and not suspended? \
+             If that is another daemon's port (an mcaster's, a member-interface's), point --server at \
+             an mserver (default {DEFAULT_SERVER}); a busy network may need a longer --timeout-ms",
+            fmt_duration(timeout)
+        ),
+        CallError::NoSuchProcedure => format!(
+            "{server} does not serve msctl's requests: is it an mserver (not an mcaster or a member-interface)?"
+        ),
+        CallError::PeerRestarted => {
+            format!("the mserver at {server} restarted while answering; run the command again")
+        }
+        other => format!("{server}: {other}"),
+    }
+}
+
+/// `3s`, `250ms`.
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `msctl stats` without `--json`: the counters a person reads, zeros
+/// left out.
+fn stats_text(s: &StatsReply) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let up = Duration::from_millis(s.uptime_ms);
+    let _ = writeln!(out, "uptime {}", fmt_uptime(up));
+    let _ = writeln!(
+        out,
+        "socket   sent {} datagrams ({} bytes), received {} ({} bytes)",
+        s.datagrams_sent, s.bytes_sent, s.datagrams_received, s.bytes_received
+    );
+    if !s.protocols.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>10} {:>12} {:>10} {:>12}",
+            "protocol", "sent", "bytes", "received", "bytes"
+        );
+        for (name, t) in &s.protocols {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>10} {:>12} {:>10} {:>12}",
+                name, t.sent, t.bytes_sent, t.received, t.bytes_received
+            );
+        }
+    }
+    let drops: Vec<String> = s
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "dropped  {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(", ")
+        }
+    );
+    let counters: Vec<(&String, &u64)> = s.coreset.iter().filter(|(_, n)| **n > 0).collect();
+    if !counters.is_empty() {
+        let _ = writeln!(out, "core-set counters (non-zero):");
+        for (k, n) in counters {
+            let _ = writeln!(out, "  {k:<32} {n}");
+        }
+    }
+    out
+}
+
+/// `2h 03m 04s`, `5m 00s`, `12s`.
+fn fmt_uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s / 60) % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m {sec:02}s"),
+        (h, m, sec) => format!("{h}h {m:02}m {sec:02}s"),
+    }
+}
+
 fn print_view(v: &ViewReply) {
     println!(
         "group {}  view {} (coordinator {})  {}",
         v.group, v.view, v.coordinator, v.state
     );
+    if v.commit > 0 {
+        println!(
+            "        {} application changes committed in this view",
+            v.commit
+        );
+    }
     println!("{:>6}  {:<22}  incarnation", "rank", "address");
     for m in &v.members {
         let me = if m.addr == v.me.addr {
@@ -635,10 +734,10 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
     let result = match outcome {
         Ok(Some(r)) => r,
         Ok(None) | Err(_) => {
-            return Err(Failure::Call(format!("no answer from {server} within {timeout:?}")).into())
+            return Err(Failure::Call(call_failure(server, timeout, &CallError::Timeout)).into())
         }
     };
-    let reply = result.map_err(|e| Failure::Call(format!("{server}: {e}")))?;
+    let reply = result.map_err(|e| Failure::Call(call_failure(server, timeout, &e)))?;
     decode_message::<R>(&reply)
         .map_err(|e| Failure::Call(format!("{server} answered something unreadable: {e}")).into())
 }

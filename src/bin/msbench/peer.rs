@@ -442,7 +442,10 @@ async fn peer(args: PeerArgs, mode: Delivery) -> anyhow::Result<()> {
             .await;
         let left = tokio::time::timeout(Duration::from_millis(300), async {
             while let Some(e) = events.recv().await {
-                if let EndpointEvent::Registration(r @ RegistrationEvent::Left { .. }) = e {
+                if let EndpointEvent::Registration(
+                    r @ (RegistrationEvent::Left { .. } | RegistrationEvent::Withdrawn { .. }),
+                ) = e
+                {
                     return Some(r);
                 }
             }
@@ -562,6 +565,23 @@ fn registration_json(r: &RegistrationEvent) -> Value {
         }
         RegistrationEvent::Left { group, answer } => json!({
             "event": "left", "group": group.to_string(), "answer": answer.map(|a| a.name()),
+        }),
+        RegistrationEvent::Withdrawn { group } => {
+            json!({"event": "withdrawn", "group": group.to_string()})
+        }
+        RegistrationEvent::Unanswered {
+            mcaster,
+            silent_for,
+        } => json!({
+            "event": "unanswered", "mcaster": mcaster.to_string(),
+            "silent_ms": silent_for.as_millis() as u64,
+        }),
+        RegistrationEvent::Answering {
+            mcaster,
+            silent_for,
+        } => json!({
+            "event": "answering", "mcaster": mcaster.to_string(),
+            "silent_ms": silent_for.as_millis() as u64,
         }),
     }
 }
