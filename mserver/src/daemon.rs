@@ -385,7 +385,7 @@ impl Daemon {
                     joined = %list(&joined),
                     failed = %list(&failed),
                     left = %list(&left),
-                    took_ms = %format_ms(took),
+                    took_ms = round_ms(took),
                     "view installed"
                 );
             }
@@ -482,7 +482,7 @@ fn open_group_socket(
 }
 
 /// A duration in milliseconds for a log line, rounded to a tenth
-/// (`0.4`, `12.3`).
-fn format_ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
+/// (`0.4`, `12.3`; a number in JSON logs).
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }

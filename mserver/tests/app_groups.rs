@@ -255,7 +255,7 @@ fn three_mservers_three_mis_six_processes() {
             "mserver {i}: application changes must not change the core-set's view: {v}"
         );
         assert!(
-            v["commit"].as_u64().is_some_and(|n| n > 10),
+            v["commit"].as_u64().is_some_and(|n| n > 0),
             "mserver {i}: the application commits are counted within the view: {v}"
         );
     }
