@@ -67,188 +67,34 @@
 //! peer, for a bounded number of peers) so that a late fragment of a
 //! delivered message is answered with a "complete" SRR instead of starting a
 //! new reassembly.
+//!
+//! The module: [`packet`] holds the [`BlastPacket`]s, the fragment limits
+//! and the receiver's check of a fragment header; [`config`] the settings
+//! and their defaults; this file the [`Blast`] core, the sender's side
+//! (`send`, SRRs, POLL, DONE) and the receiver's (reassembly, LAST_FRAG,
+//! RETRY, bounds). Its tests are in `src/rpc/tests/blast.rs`.
 
 use super::bytes::Bytes;
 use super::timers::Timers;
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
-use crate::wire::{self, DropCounters, MAX_BODY, MAX_MESSAGE};
-use serde::{Deserialize, Serialize};
+use crate::wire::{self, DropCounters, MAX_BODY};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
-/// Upper bound on the bytes an encoded [`BlastPacket::Fragment`] adds to its
-/// payload (enum tag, varint header fields, the payload's length prefix).
-pub const FRAGMENT_OVERHEAD: usize = 48;
+pub mod config;
+pub mod packet;
 
-/// Smallest fragment payload for a message of more than one fragment. It
-/// bounds the number of fragments of a message to [`MAX_FRAGMENTS`].
-pub const MIN_FRAGMENT_PAYLOAD: usize = 512;
-
-/// Largest fragment payload: a fragment must fit in one datagram body.
-pub const MAX_FRAGMENT_PAYLOAD: usize = MAX_BODY - FRAGMENT_OVERHEAD;
-
-/// Largest number of fragments of one message (4 MiB / 512 B = 8192).
-pub const MAX_FRAGMENTS: u32 = (MAX_MESSAGE / MIN_FRAGMENT_PAYLOAD) as u32;
-
-/// Default fragment payload: 1300 bytes, so that a fragment with the wire
-/// header (68 B), the authentication trailer (24 B), the fragment header
-/// (at most 36 B in practice) and IPv6 + UDP headers (48 B) fits a 1500-byte
-/// Ethernet MTU (1476 B worst case).
-pub const DEFAULT_FRAGMENT_PAYLOAD: usize = 1300;
-
-/// Largest round-trip hint a receiver honours (10 s): an absurd hint cannot
-/// pin a reassembly for longer than a few times this.
-pub const MAX_RTT_HINT: Duration = Duration::from_secs(10);
-
-/// Default window: fragments sent but not yet acknowledged by an SRR.
-pub const DEFAULT_WINDOW: u32 = 128;
-
-/// BLAST settings. Every field has a documented default
-/// ([`BlastConfig::default`]); out-of-range values are clamped when the
-/// core is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlastConfig {
-    /// Payload bytes per fragment. Default [`DEFAULT_FRAGMENT_PAYLOAD`]
-    /// (1300); clamped to [`MIN_FRAGMENT_PAYLOAD`]..=[`MAX_FRAGMENT_PAYLOAD`].
-    pub fragment_payload: usize,
-    /// Most fragments in flight (sent, not acknowledged) per message.
-    /// Default [`DEFAULT_WINDOW`] (128); clamped to 2..=[`MAX_FRAGMENTS`].
-    pub window: u32,
-    /// Receiver LAST_FRAG timer: silence after the last fragment before an
-    /// SRR is sent. Default 50 ms.
-    pub last_frag_timeout: Duration,
-    /// Receiver RETRY timer: between SRRs once stalled. Default 100 ms.
-    pub retry_timeout: Duration,
-    /// Receiver: RETRY expirations before giving up (the last one gives up).
-    /// Default 3.
-    pub max_srr_retries: u32,
-    /// Sender POLL timer: silence before soliciting an SRR. Default 200 ms,
-    /// doubling after every unanswered poll.
-    pub poll_timeout: Duration,
-    /// Sender DONE timer: silence (no SRR) before giving up. Default 2 s.
-    pub done_timeout: Duration,
-    /// Largest message sent or reassembled. Default and maximum
-    /// [`wire::MAX_MESSAGE`] (4 MiB).
-    pub max_message: usize,
-    /// Most concurrent reassemblies from one peer. Default 16.
-    pub max_reassemblies_per_peer: usize,
-    /// Most concurrent reassemblies in total. Default 128.
-    pub max_reassemblies: usize,
-    /// Most fragment bytes buffered by all reassemblies. Default 32 MiB.
-    pub max_reassembly_bytes: usize,
-    /// Completed message ids remembered per peer. Default 64.
-    pub completed_per_peer: usize,
-    /// Peers whose completed message ids are remembered. Default 1024.
-    pub max_completed_peers: usize,
-}
-
-impl Default for BlastConfig {
-    fn default() -> Self {
-        BlastConfig {
-            fragment_payload: DEFAULT_FRAGMENT_PAYLOAD,
-            window: DEFAULT_WINDOW,
-            last_frag_timeout: Duration::from_millis(50),
-            retry_timeout: Duration::from_millis(100),
-            max_srr_retries: 3,
-            poll_timeout: Duration::from_millis(200),
-            done_timeout: Duration::from_secs(2),
-            max_message: MAX_MESSAGE,
-            max_reassemblies_per_peer: 16,
-            max_reassemblies: 128,
-            max_reassembly_bytes: 32 * 1024 * 1024,
-            completed_per_peer: 64,
-            max_completed_peers: 1024,
-        }
-    }
-}
-
-impl BlastConfig {
-    /// This configuration with every field clamped to its valid range.
-    pub fn sanitized(&self) -> BlastConfig {
-        let ms1 = Duration::from_millis(1);
-        BlastConfig {
-            fragment_payload: self
-                .fragment_payload
-                .clamp(MIN_FRAGMENT_PAYLOAD, MAX_FRAGMENT_PAYLOAD),
-            window: self.window.clamp(2, MAX_FRAGMENTS),
-            last_frag_timeout: self.last_frag_timeout.max(ms1),
-            retry_timeout: self.retry_timeout.max(ms1),
-            max_srr_retries: self.max_srr_retries.max(1),
-            poll_timeout: self.poll_timeout.max(ms1),
-            done_timeout: self.done_timeout.max(ms1),
-            max_message: self.max_message.min(MAX_MESSAGE),
-            max_reassemblies_per_peer: self.max_reassemblies_per_peer.max(1),
-            max_reassemblies: self.max_reassemblies.max(1),
-            max_reassembly_bytes: self.max_reassembly_bytes.max(MAX_FRAGMENT_PAYLOAD),
-            completed_per_peer: self.completed_per_peer.max(1),
-            max_completed_peers: self.max_completed_peers.max(1),
-        }
-    }
-}
-
-/// One fragment of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fragment {
-    /// The message id, unique per sender incarnation (the book's MID).
-    pub mid: u64,
-    /// Which fragment, `0..count`.
-    pub index: u32,
-    /// Fragments in the message (the book's NumFrags).
-    pub count: u32,
-    /// Payload bytes of every fragment but the last.
-    pub frag_size: u32,
-    /// Bytes in the whole message.
-    pub total_len: u32,
-    /// The sender's window: the receiver sends a progress SRR every
-    /// `window / 2` new fragments.
-    pub window: u32,
-    /// Per-message transmission counter (every send and resend gets the next).
-    pub seq: u32,
-    /// "Answer with an SRR now" (the sender's POLL).
-    pub poll: bool,
-    /// The sender's round-trip estimate in milliseconds (0: none yet); the
-    /// receiver stretches LAST_FRAG and RETRY to twice it (at most
-    /// [`MAX_RTT_HINT`]) so that a long path does not look stalled.
-    pub rtt_hint_ms: u32,
-    /// The payload.
-    pub data: Bytes,
-}
-
-/// A selective retransmission request: which fragments of `mid` arrived.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Srr {
-    /// The message.
-    pub mid: u64,
-    /// The sender's incarnation as the receiver saw it, so a restarted
-    /// sender never takes an SRR for its previous life's message.
-    pub sender: Incarnation,
-    /// Fragments `0..prefix` all arrived.
-    pub prefix: u32,
-    /// The bitmap covers `prefix..upto`; nothing at or above `upto` arrived.
-    pub upto: u32,
-    /// Bit `i` (LSB first) set: fragment `prefix + i` arrived.
-    pub received: Bytes,
-    /// The highest fragment `seq` the receiver has seen.
-    pub seen_seq: u32,
-    /// All fragments arrived: the message was delivered.
-    pub complete: bool,
-    /// Sent by a receiver timer (LAST_FRAG, RETRY) or in answer to a POLL:
-    /// resend every unacknowledged fragment.
-    pub stalled: bool,
-}
-
-/// The body of every datagram with protocol [`ProtocolId::Rpc`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BlastPacket {
-    /// Data (the book's `Type = DATA`).
-    Fragment(Fragment),
-    /// A selective retransmission request (the book's `Type = SRR`).
-    Srr(Srr),
-}
+pub use config::{BlastConfig, DEFAULT_FRAGMENT_PAYLOAD, DEFAULT_WINDOW, MAX_RTT_HINT};
+pub(crate) use packet::bitmap_len;
+use packet::{bit, check_fragment};
+pub use packet::{
+    BlastPacket, Fragment, Srr, FRAGMENT_OVERHEAD, MAX_FRAGMENTS, MAX_FRAGMENT_PAYLOAD,
+    MIN_FRAGMENT_PAYLOAD,
+};
 
 /// What BLAST reports to the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -460,45 +306,6 @@ pub struct Blast {
     transmits: VecDeque<Transmit>,
     events: VecDeque<BlastEvent>,
     stats: BlastStats,
-}
-
-/// Bytes of a bitmap of `bits` bits.
-pub(crate) fn bitmap_len(bits: u32) -> usize {
-    (bits as usize).div_ceil(8)
-}
-
-fn bit(bitmap: &[u8], i: u32) -> bool {
-    bitmap
-        .get((i / 8) as usize)
-        .is_some_and(|b| b & (1 << (i % 8)) != 0)
-}
-
-/// Why a fragment header is impossible, as a drop-counter kind.
-fn check_fragment(f: &Fragment, max_message: usize) -> Result<(), &'static str> {
-    let total = u64::from(f.total_len);
-    if total > max_message as u64 {
-        return Err("fragment_message_too_large");
-    }
-    if f.count == 0 || f.count > MAX_FRAGMENTS || f.index >= f.count {
-        return Err("absurd_fragment_index");
-    }
-    let fs = u64::from(f.frag_size);
-    if fs == 0 || fs > MAX_FRAGMENT_PAYLOAD as u64 {
-        return Err("absurd_fragment_size");
-    }
-    if f.count > 1 && fs < MIN_FRAGMENT_PAYLOAD as u64 {
-        return Err("absurd_fragment_size");
-    }
-    let expected_count = if total == 0 { 1 } else { total.div_ceil(fs) };
-    if expected_count != u64::from(f.count) {
-        return Err("absurd_fragment_count");
-    }
-    let start = u64::from(f.index) * fs;
-    let len = fs.min(total.saturating_sub(start));
-    if f.data.len() as u64 != len {
-        return Err("absurd_fragment_length");
-    }
-    Ok(())
 }
 
 impl Blast {
