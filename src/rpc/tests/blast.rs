@@ -6,6 +6,7 @@
 //! random lossy transfers.
 
 use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::rpc::blast::packet::bitmap_len;
 use crate::rpc::blast::*;
 use crate::rpc::Bytes;
 use crate::sansio::{Core, Incoming, Transmit};
