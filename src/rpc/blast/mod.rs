@@ -231,8 +231,8 @@ impl Shared {
 }
 
 /// The BLAST core: a sender and a receiver (`sender.rs`, `receiver.rs`)
-/// sharing timers and output. It implements [`Core`] on its own (for tests and for protocols that want bare
-/// fragmentation); CHAN drives one inside.
+/// sharing timers and output. It implements [`Core`] on its own (for tests
+/// and for protocols that want bare fragmentation); CHAN drives one inside.
 #[derive(Debug)]
 pub struct Blast {
     shared: Shared,

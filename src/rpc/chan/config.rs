@@ -17,7 +17,8 @@ pub struct CallOptions {
     /// An absolute deadline; the earlier of this and `timeout` applies.
     pub deadline: Option<Instant>,
     /// Unanswered retransmissions (or probes) before
-    /// [`CallError::Timeout`](super::CallError::Timeout) (default [`ChanConfig::max_retries`]).
+    /// [`CallError::Timeout`](super::CallError::Timeout) (default
+    /// [`ChanConfig::max_retries`]).
     pub max_retries: Option<u32>,
 }
 
@@ -51,11 +52,11 @@ pub struct ChanConfig {
     /// Upper clamp of the RTO, also after back-off. Default 2 s: CHAN serves
     /// a membership service on a LAN, where round trips are milliseconds;
     /// as answers to retransmissions are RTT samples too (see
-    /// [`ChanMessage`](super::ChanMessage)), a long back-off is only ever needed against a dead
-    /// or badly congested peer, and there a 2 s retransmission period is
-    /// gentle enough, while a longer one (the 10 s of WAN-minded stacks)
-    /// makes a single lost datagram cost that long. Raise it for long or
-    /// slow paths.
+    /// [`ChanMessage`](super::ChanMessage)), a long back-off is only ever
+    /// needed against a dead or badly congested peer, and there a 2 s
+    /// retransmission period is gentle enough, while a longer one (the 10 s
+    /// of WAN-minded stacks) makes a single lost datagram cost that long.
+    /// Raise it for long or slow paths.
     pub max_rto: Duration,
     /// Most doublings of the RTO that a *new* call (and each new phase of a
     /// call: request after `Hello`, probing after `Ack`) inherits from the
