@@ -1550,6 +1550,33 @@ fn random_partitions_heal_into_one_view() {
             );
         }
         longest = longest.max(h.sim.now().saturating_duration_since(healed));
+        if std::env::var("SIM_HEAL_REPORT").is_ok() {
+            // One line per seed: mode, members, parts, heal time (ms), the
+            // hold-downs that started before the heal and after it, with
+            // their members.
+            let heal_ms = h.sim.now().saturating_duration_since(healed).as_millis();
+            let holds = |after: bool| -> Vec<String> {
+                h.log
+                    .iter()
+                    .filter(|(t, _, e)| {
+                        matches!(e, CoreSetEvent::HeldDown { .. }) && (*t >= healed) == after
+                    })
+                    .map(|(t, x, _)| {
+                        if after {
+                            format!("{x}@+{}", t.saturating_duration_since(healed).as_millis())
+                        } else {
+                            format!("{x}@-{}", healed.saturating_duration_since(*t).as_millis())
+                        }
+                    })
+                    .collect()
+            };
+            eprintln!(
+                "HEAL seed={seed} mode={mode} n={n} parts={parts} heal_ms={heal_ms} \
+                 held_before={:?} held_after={:?}",
+                holds(false),
+                holds(true)
+            );
+        }
         merges += h.total_stats().merges_coordinated;
         seeds += 1;
     });

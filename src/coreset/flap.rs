@@ -80,12 +80,21 @@ impl FlapRecords {
     /// (`old` is the table before it).
     pub(crate) fn on_view(&mut self, now: Instant, cx: &Ctx, p: &Proposal, old: &Table) {
         for x in &p.removals {
-            if x.reason != RemovalReason::Failed {
-                continue;
-            }
             let Some(r) = old.by_rank(x.rank) else {
                 continue;
             };
+            match x.reason {
+                RemovalReason::Failed => {}
+                RemovalReason::Left => continue,
+                RemovalReason::Elsewhere => {
+                    // Alive in another view (a merge race): this life
+                    // ends without a strike; its earlier strikes stay.
+                    if let Some(f) = self.by_addr.get_mut(&r.addr) {
+                        f.readmitted_at = None;
+                    }
+                    continue;
+                }
+            }
             let f = self.by_addr.entry(r.addr).or_insert(Flap {
                 strikes: 0,
                 failed_at: now,

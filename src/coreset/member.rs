@@ -360,7 +360,9 @@ impl Joined {
         for x in &p.removals {
             if let Some(r) = old.by_rank(x.rank) {
                 match x.reason {
-                    RemovalReason::Failed => failed.push(Member::from(r)),
+                    RemovalReason::Failed | RemovalReason::Elsewhere => {
+                        failed.push(Member::from(r))
+                    }
                     RemovalReason::Left => left.push(Member::from(r)),
                 }
             }
