@@ -124,6 +124,10 @@ impl Joined {
         if self.monitor.queries <= cx.t.retries {
             if self.monitor.queries == 0 {
                 io.stats.overdue += 1;
+            } else {
+                // Its heartbeat is overdue and our QUERY went unanswered:
+                // we stop hearing the group too (`failures_seen`).
+                self.failures_seen = Some(now);
             }
             self.monitor.queries += 1;
             self.monitor.next_check = now + cx.t.reply_timeout;
@@ -396,6 +400,7 @@ impl Joined {
     ) {
         if view == self.view {
             // As good as a heartbeat from it.
+            self.announce_heard = now;
             self.on_reply(now, cx, from);
             return;
         }
