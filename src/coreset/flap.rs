@@ -13,7 +13,15 @@
 //!   excluded while it was running normally (`M_JOIN_REQ.rejoin`): a member
 //!   that was paused (its own timers fired late, see
 //!   [`super::CoreSet`]'s late-timer check) or a fresh process does not
-//!   count, so a SIGSTOP/SIGCONT still rejoins at once.
+//!   count, so a SIGSTOP/SIGCONT still rejoins at once. Nor does a member
+//!   that was cut off itself ([`Joined::was_cut_off`]: members of its view
+//!   fell silent or failed lately, or its lowest rank's ANNOUNCE was
+//!   overdue): that is a partition both ways, healed or flapping, whose
+//!   heal must not hold anyone down (issue 15).
+//! - **Only silence counts**: a member removed because it answered from
+//!   another view ([`RemovalReason::Elsewhere`]: after a heal, two
+//!   subgroups admitted it at once, and it installed the other's view) is
+//!   alive and its link works; its removal is no strike.
 //! - **The monitor keeps watching**: a member that failed B for silence
 //!   ([`Joined::silenced`]) and sees B readmitted within the flap window
 //!   queries B every query interval for the rest of the window, wherever B
