@@ -13,7 +13,15 @@
 //!   excluded while it was running normally (`M_JOIN_REQ.rejoin`): a member
 //!   that was paused (its own timers fired late, see
 //!   [`super::CoreSet`]'s late-timer check) or a fresh process does not
-//!   count, so a SIGSTOP/SIGCONT still rejoins at once.
+//!   count, so a SIGSTOP/SIGCONT still rejoins at once. Nor does a member
+//!   that was cut off itself ([`Joined::was_cut_off`]: members of its view
+//!   fell silent or failed lately, or its lowest rank's ANNOUNCE was
+//!   overdue): that is a partition both ways, healed or flapping, whose
+//!   heal must not hold anyone down (issue 15).
+//! - **Only silence counts**: a member removed because it answered from
+//!   another view ([`RemovalReason::Elsewhere`]: after a heal, two
+//!   subgroups admitted it at once, and it installed the other's view) is
+//!   alive and its link works; its removal is no strike.
 //! - **The monitor keeps watching**: a member that failed B for silence
 //!   ([`Joined::silenced`]) and sees B readmitted within the flap window
 //!   queries B every query interval for the rest of the window, wherever B
@@ -80,12 +88,21 @@ impl FlapRecords {
     /// (`old` is the table before it).
     pub(crate) fn on_view(&mut self, now: Instant, cx: &Ctx, p: &Proposal, old: &Table) {
         for x in &p.removals {
-            if x.reason != RemovalReason::Failed {
-                continue;
-            }
             let Some(r) = old.by_rank(x.rank) else {
                 continue;
             };
+            match x.reason {
+                RemovalReason::Failed => {}
+                RemovalReason::Left => continue,
+                RemovalReason::Elsewhere => {
+                    // Alive in another view (a merge race): this life
+                    // ends without a strike; its earlier strikes stay.
+                    if let Some(f) = self.by_addr.get_mut(&r.addr) {
+                        f.readmitted_at = None;
+                    }
+                    continue;
+                }
+            }
             let f = self.by_addr.entry(r.addr).or_insert(Flap {
                 strikes: 0,
                 failed_at: now,
@@ -241,5 +258,111 @@ impl Joined {
     /// time left instead of admitting it.
     pub(crate) fn held_down_for(&self, now: Instant, cx: &Ctx, addr: NodeId) -> Option<Duration> {
         self.flaps.remaining(now, cx, addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::msg::{Joiner, Layer, Removal};
+    use super::super::{CoreSetConfig, Timings};
+    use super::*;
+    use crate::id::{Incarnation, ViewId};
+
+    fn n(i: u8) -> NodeId {
+        NodeId::v4(10, 0, 0, i, 7000)
+    }
+    fn inc(i: u8, life: u8) -> Incarnation {
+        Incarnation::from_parts(1000 + u64::from(i) + u64::from(life), [i; 10])
+    }
+    fn cx() -> Ctx {
+        let config = CoreSetConfig::new(n(1), inc(1, 0), "unit", NodeId::v4(239, 1, 1, 1, 7000));
+        Ctx {
+            me: n(1),
+            incarnation: inc(1, 0),
+            group_addr: config.group_addr,
+            t: Timings::from_config(&config),
+        }
+    }
+    fn remove(rank: u64, reason: RemovalReason) -> Proposal {
+        change(vec![Removal { rank, reason }], vec![])
+    }
+    fn rejoin(i: u8, life: u8) -> Proposal {
+        change(
+            vec![],
+            vec![Joiner {
+                addr: n(i),
+                incarnation: inc(i, life),
+                rejoin: true,
+            }],
+        )
+    }
+    fn change(removals: Vec<Removal>, joins: Vec<Joiner>) -> Proposal {
+        Proposal {
+            view: ViewId {
+                number: 2,
+                coordinator: inc(1, 0),
+            },
+            originator: 0,
+            layer: Layer::Physical,
+            coordinator_failure: false,
+            removals,
+            joins,
+            merges: Vec::new(),
+            app: Vec::new(),
+        }
+    }
+
+    /// Member 2's history through `steps` (at 100 ms each); whether it is
+    /// held down at the end.
+    fn held_after(steps: &[RemovalReason]) -> Option<Duration> {
+        let cx = cx();
+        let mut table = Table::founding(n(1), inc(1, 0)).apply(&change(
+            vec![],
+            vec![Joiner {
+                addr: n(2),
+                incarnation: inc(2, 0),
+                rejoin: false,
+            }],
+        ));
+        let mut records = FlapRecords::default();
+        let mut now = Instant::from_millis(1000);
+        for (life, reason) in steps.iter().enumerate() {
+            let rank = table.by_addr(n(2)).map(|r| r.rank).expect("a member");
+            let p = remove(rank, *reason);
+            let next = table.apply(&p);
+            records.on_view(now, &cx, &p, &table);
+            table = next;
+            now += Duration::from_millis(100);
+            let life = u8::try_from(life + 1).expect("few steps");
+            if records.remaining(now, &cx, n(2)).is_some() {
+                return records.remaining(now, &cx, n(2));
+            }
+            let p = rejoin(2, life);
+            let next = table.apply(&p);
+            records.on_view(now, &cx, &p, &table);
+            table = next;
+            now += Duration::from_millis(100);
+        }
+        records.remaining(now, &cx, n(2))
+    }
+
+    #[test]
+    fn silence_twice_after_a_rejoin_holds_down() {
+        let held = held_after(&[RemovalReason::Failed, RemovalReason::Failed]);
+        assert_eq!(held, Some(Duration::from_millis(4900)));
+    }
+
+    #[test]
+    fn a_member_alive_in_another_view_is_no_flap() {
+        use RemovalReason::{Elsewhere, Failed};
+        // The split fails it, and after the heal a second subgroup that
+        // admitted it as well removes it again: no hold-down.
+        assert_eq!(held_after(&[Failed, Elsewhere]), None);
+        assert_eq!(held_after(&[Failed, Elsewhere, Elsewhere]), None);
+        // Its strike from the split stays: silence after the next rejoin
+        // is its second.
+        assert!(held_after(&[Failed, Elsewhere, Failed]).is_some());
+        // A leave ends nothing and counts nothing.
+        assert_eq!(held_after(&[Failed, RemovalReason::Left]), None);
     }
 }

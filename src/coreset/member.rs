@@ -177,6 +177,16 @@ pub(crate) struct Joined {
     pub(crate) flaps: super::flap::FlapRecords,
     /// Addresses we failed because they stayed silent, and when.
     pub(crate) silenced: BTreeMap<NodeId, Instant>,
+    /// When this life last saw members of its view fall silent or fail
+    /// (a QUERY to its overdue neighbour unanswered, a member put on its
+    /// fail list, a view installed that failed one): if it is excluded
+    /// soon after, it was cut off from the group itself (a symmetric
+    /// partition), not the one side of a one-way link (`flap.rs`).
+    pub(crate) failures_seen: Option<Instant>,
+    /// When we last heard our lowest rank's ANNOUNCE of our view (or
+    /// installed the view): a member that stopped hearing it before it
+    /// learned it was excluded was cut off from the group too.
+    pub(crate) announce_heard: Instant,
     /// Readmitted members we had failed for silence, watched (by rank)
     /// until the time given.
     pub(crate) suspects: BTreeMap<u64, Instant>,
@@ -230,6 +240,8 @@ impl Joined {
             ahead: None,
             flaps: super::flap::FlapRecords::default(),
             silenced: BTreeMap::new(),
+            failures_seen: None,
+            announce_heard: now,
             suspects: BTreeMap::new(),
             suspect_next: Instant::MAX,
             app_queue: VecDeque::new(),
@@ -366,7 +378,13 @@ impl Joined {
         for x in &p.removals {
             if let Some(r) = old.by_rank(x.rank) {
                 match x.reason {
-                    RemovalReason::Failed => failed.push(Member::from(r)),
+                    RemovalReason::Failed => {
+                        if r.addr != cx.me {
+                            self.failures_seen = Some(now);
+                        }
+                        failed.push(Member::from(r))
+                    }
+                    RemovalReason::Elsewhere => failed.push(Member::from(r)),
                     RemovalReason::Left => left.push(Member::from(r)),
                 }
             }
@@ -381,6 +399,7 @@ impl Joined {
         self.seen_drivers.clear();
         self.merge_offers.clear();
         self.ahead = None;
+        self.announce_heard = now;
         let table = &self.table;
         self.fail_list.retain(|rank, e| {
             table
@@ -472,6 +491,22 @@ impl Joined {
             .is_some_and(|r| r.rank == self.my_rank)
     }
 
+    /// Whether this member stopped hearing the group before it was
+    /// excluded (at `now`): members of its view fell silent or failed
+    /// lately, or the lowest rank's ANNOUNCE is overdue. It was cut off
+    /// as much as the group was from it (a symmetric partition, healed or
+    /// flapping), not the unheard side of a one-way link: its rejoin is no
+    /// flap (`flap.rs`).
+    pub(crate) fn was_cut_off(&self, now: Instant, cx: &Ctx) -> bool {
+        let failures = self
+            .failures_seen
+            .is_some_and(|t| now.saturating_duration_since(t) <= cx.t.cut_memory);
+        let announces = !self.is_lowest()
+            && now.saturating_duration_since(self.announce_heard)
+                > cx.t.announce_interval + cx.t.reply_timeout;
+        failures || announces
+    }
+
     /// Whether this member is the lowest rank of the view.
     pub(crate) fn is_lowest(&self) -> bool {
         self.table.lowest().is_some_and(|r| r.rank == self.my_rank)
@@ -485,6 +520,9 @@ impl Joined {
         let Some(r) = self.table.by_rank(rank) else {
             return false;
         };
+        if reason == RemovalReason::Failed {
+            self.failures_seen = Some(now);
+        }
         self.fail_list.insert(
             rank,
             FailEntry {

@@ -295,6 +295,9 @@ pub(crate) struct Timings {
     /// An exclusion learned this soon after a late timer was caused by a
     /// pause (SIGSTOP, a starved process): the rejoin is not a flap.
     pub(crate) pause_memory: Duration,
+    /// An exclusion this soon after this member saw members of its own
+    /// view fail was a cut both ways: the rejoin is not a flap.
+    pub(crate) cut_memory: Duration,
 }
 
 impl Timings {
@@ -320,6 +323,7 @@ impl Timings {
             hold_down: c.hold_down,
             hold_down_max: c.hold_down_max.max(c.hold_down),
             pause_memory: (c.query_interval + c.reply_timeout).saturating_mul(4),
+            cut_memory: (c.query_interval + c.reply_timeout).saturating_mul(8),
         }
     }
 }
@@ -688,9 +692,9 @@ impl CoreSet {
             self.sync_watch();
             return;
         };
-        let view = match &self.state {
-            State::Joined(j) => Some(j.view),
-            _ => None,
+        let (view, cut_off) = match &self.state {
+            State::Joined(j) => (Some(j.view), j.was_cut_off(now, &self.cx)),
+            _ => (None, false),
         };
         match t {
             Transition::Leave => self.finish_leave(),
@@ -713,8 +717,11 @@ impl CoreSet {
                 let paused = self
                     .late_seen
                     .is_some_and(|t| now.saturating_duration_since(t) <= self.cx.t.pause_memory);
+                // We had stopped hearing the group too (a symmetric
+                // partition, healed or flapping), not the unheard side of
+                // a one-way link: no flap either.
                 let mut joining = Joining::new(now, now + self.cx.t.rejoin_delay);
-                joining.rejoin = !paused;
+                joining.rejoin = !paused && !cut_off;
                 self.state = State::Joining(joining);
             }
         }

@@ -124,6 +124,10 @@ impl Joined {
         if self.monitor.queries <= cx.t.retries {
             if self.monitor.queries == 0 {
                 io.stats.overdue += 1;
+            } else {
+                // Its heartbeat is overdue and our QUERY went unanswered:
+                // we stop hearing the group too (`failures_seen`).
+                self.failures_seen = Some(now);
             }
             self.monitor.queries += 1;
             self.monitor.next_check = now + cx.t.reply_timeout;
@@ -271,9 +275,24 @@ impl Joined {
         leave: Option<LeaveRequest>,
         rank: u64,
     ) {
+        self.confirm_as(now, cx, io, leave, rank, RemovalReason::Failed);
+    }
+
+    /// [`Joined::confirm`] with the reason the change will carry:
+    /// [`RemovalReason::Elsewhere`] for a member that answered from
+    /// another view (alive: no flap), `Failed` for every other evidence.
+    pub(crate) fn confirm_as(
+        &mut self,
+        now: Instant,
+        cx: &Ctx,
+        io: &mut Io,
+        leave: Option<LeaveRequest>,
+        rank: u64,
+        reason: RemovalReason,
+    ) {
         self.probes.remove(&rank);
         self.dead.insert(rank);
-        if self.add_fail(now, rank, RemovalReason::Failed) {
+        if self.add_fail(now, rank, reason) {
             io.stats.hint_failures += 1;
             self.sweep_after(now, cx, io, rank);
         }
@@ -361,8 +380,10 @@ impl Joined {
         } else if view.position() > self.view.position() {
             self.on_newer_view(now, cx, io, leave, view);
         } else if from.rank != self.my_rank {
+            // Alive, in a view that is not ours: out of our view, but no
+            // flap (its link works; it was admitted elsewhere).
             io.stats.drops.stale_view += 1;
-            self.confirm(now, cx, io, leave, from.rank);
+            self.confirm_as(now, cx, io, leave, from.rank, RemovalReason::Elsewhere);
         }
     }
 
@@ -379,6 +400,7 @@ impl Joined {
     ) {
         if view == self.view {
             // As good as a heartbeat from it.
+            self.announce_heard = now;
             self.on_reply(now, cx, from);
             return;
         }
@@ -386,9 +408,10 @@ impl Joined {
             self.on_newer_view(now, cx, io, leave, view);
         } else if view.position() == self.view.position() {
             // Same number, another view: it follows another subgroup.
-            // Take it out of ours; the subgroups then merge.
+            // Take it out of ours (alive: no flap); the subgroups then
+            // merge.
             io.stats.drops.stale_view += 1;
-            self.confirm(now, cx, io, leave, from.rank);
+            self.confirm_as(now, cx, io, leave, from.rank, RemovalReason::Elsewhere);
         } else {
             io.stats.drops.stale_view += 1;
             if self.is_lowest() && io.allow(now, from.addr, MsgKind::Announce) {

@@ -69,6 +69,13 @@ pub enum RemovalReason {
     Failed,
     /// It asked to leave.
     Left,
+    /// It is alive but follows another view: it answered `NOT_MEMBER`
+    /// from a view that is not ours, or announced another view of our
+    /// number (a subgroup that kept it, or a second subgroup that admitted
+    /// it while it rejoined after a heal). A disagreement about who is in
+    /// which subgroup, not a bad link: it does not count as a flap
+    /// (`flap.rs`).
+    Elsewhere,
 }
 
 /// A member a change removes.

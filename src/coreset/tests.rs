@@ -565,6 +565,62 @@ fn not_member_from_a_newer_view_excludes_and_rejoins() {
     assert!(b.is_member());
 }
 
+/// Issue 15: an excluded member says `rejoin: true` (a flap if it is
+/// failed again) only if it heard the group until then. One that stopped
+/// hearing its lowest rank's ANNOUNCE was cut off itself (a partition both
+/// ways), and says no.
+#[test]
+fn a_member_cut_off_itself_rejoins_as_no_flap() {
+    for hears_announces in [true, false] {
+        let (_a, mut b, start) = pair();
+        let v = b.view().unwrap();
+        // 700 ms of heartbeats from node 1 (b's neighbour), with or
+        // without its ANNOUNCEs (every 400 ms).
+        let mut now = start;
+        for step in 1..=7u64 {
+            now = start + Duration::from_millis(100 * step);
+            let until = now;
+            while let Some(t) = b.poll_timeout().filter(|t| *t <= until) {
+                b.handle_timeout(t);
+            }
+            if step % 2 == 0 {
+                let hb = env(v, Msg::Reply { heartbeat: true });
+                deliver(&mut b, now, addr(1), inc(1), addr(2), &hb);
+            }
+            if hears_announces && step % 4 == 0 {
+                let ann = env(v, Msg::Announce { size: 2 });
+                deliver(&mut b, now, addr(1), inc(1), group(), &ann);
+            }
+        }
+        assert!(b.is_member() && b.fail_list().is_empty());
+        drain(&mut b);
+        let newer = ViewId {
+            number: v.number + 1,
+            coordinator: inc(1),
+        };
+        deliver(
+            &mut b,
+            now,
+            addr(1),
+            inc(1),
+            addr(2),
+            &env(newer, Msg::NotMember),
+        );
+        assert!(!b.is_member());
+        run_timers(&mut b, now + Duration::from_millis(5));
+        let (t, _) = drain(&mut b);
+        let rejoin = t.iter().find_map(|(_, e)| match e.msg {
+            Msg::MJoinReq { rejoin, .. } => Some(rejoin),
+            _ => None,
+        });
+        assert_eq!(
+            rejoin,
+            Some(hears_announces),
+            "hears announces: {hears_announces}"
+        );
+    }
+}
+
 #[test]
 fn leaving() {
     // Alone: at once.
