@@ -45,7 +45,7 @@ pub use membership::runtime::logging::LogFormat;
 /// Members on hosts or LANs without IP multicast register their groups
 /// with JOIN_GROUP (refreshed every second) and send group traffic to the
 /// mcaster, which relays every datagram unchanged to the other members
-/// (seed 003, section IV.A). With a cluster key ring (--cluster-key,
+/// (Kostrivas 1995, section IV.A). With a cluster key ring (--cluster-key,
 /// cluster_keys, MS_CLUSTER_KEYS) it verifies every datagram it receives
 /// and signs its own answers; without one it drops signed datagrams.
 /// Settings: built-in defaults < TOML file (--config) < environment

@@ -47,7 +47,7 @@ pub use membership::runtime::logging::LogFormat;
 /// It joins the group named by --group at --group-addr (founding it if
 /// nobody answers), watches its neighbour in the ring, and commits every
 /// join, leave and failure with the other members so that all of them see
-/// the same numbered views (seed 003, chapters III and IV). Inspect it with
+/// the same numbered views (Kostrivas 1995, chapters III and IV). Inspect it with
 /// `msctl --server ADDR view`. SIGTERM (or `msctl leave`) leaves the group
 /// gracefully; SIGKILL is a crash that the others detect.
 ///

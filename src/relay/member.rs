@@ -37,6 +37,9 @@ pub const DEFAULT_SILENCE_WARNING: Duration = Duration::from_secs(2);
 /// [`RegistrationEvent::Unanswered`] is repeated at most this often while
 /// the silence lasts.
 pub const DEFAULT_SILENCE_REPEAT: Duration = Duration::from_secs(30);
+/// Joins in a row that must go unanswered (with the silence lasting
+/// [`RegistrationConfig::silence_warning`]) before the silence is reported.
+const SILENT_JOINS: u32 = 3;
 /// Most groups one member registers at once (further joins are refused
 /// locally with [`RegistrationEvent::Refused`] and `NEG_JOIN`).
 pub const MAX_REGISTERED_GROUPS: usize = 256;
@@ -182,6 +185,8 @@ pub struct Registration {
     next_warning: Option<Instant>,
     /// It was reported (so an answer is reported too).
     warned: bool,
+    /// Joins sent since the silence started.
+    unanswered_joins: u32,
 }
 
 impl Registration {
@@ -198,6 +203,7 @@ impl Registration {
             unanswered_since: None,
             next_warning: None,
             warned: false,
+            unanswered_joins: 0,
         }
     }
 
@@ -281,6 +287,7 @@ impl Registration {
                 .push_back(RegistrationEvent::Withdrawn { group });
             if !self.wants_answers() {
                 self.unanswered_since = None;
+                self.unanswered_joins = 0;
                 self.next_warning = None;
             }
             if self.groups.is_empty() {
@@ -293,6 +300,7 @@ impl Registration {
         self.send_leave(group);
         if !self.wants_answers() {
             self.unanswered_since = None;
+            self.unanswered_joins = 0;
             self.next_warning = None;
         }
         if self.next_refresh.is_none() {
@@ -368,6 +376,7 @@ impl Registration {
     /// Joins went out (each is answered, a refresh with `DUP_MEMBER`):
     /// unless the silence already started, it starts now.
     fn await_answer(&mut self, now: Instant) {
+        self.unanswered_joins = self.unanswered_joins.saturating_add(1);
         if self.unanswered_since.is_none() {
             self.unanswered_since = Some(now);
             self.next_warning = Some(now.saturating_add(self.config.silence_warning));
@@ -376,6 +385,7 @@ impl Registration {
 
     /// The mcaster answered: the silence (if any) is over.
     fn heard_from_mcaster(&mut self, now: Instant) {
+        self.unanswered_joins = 0;
         if let Some(since) = self.unanswered_since.take() {
             if std::mem::take(&mut self.warned) {
                 self.events.push_back(RegistrationEvent::Answering {
@@ -399,6 +409,7 @@ impl Registration {
         if !self.wants_answers() {
             // Only leaves are left: their answers are not awaited here.
             self.unanswered_since = None;
+            self.unanswered_joins = 0;
             self.next_warning = None;
             return;
         }
@@ -406,6 +417,14 @@ impl Registration {
             return;
         };
         if now < at {
+            return;
+        }
+        // Time alone is not enough: a pause of this process (SIGSTOP)
+        // looks like a long silence when it wakes, though the refresh it
+        // sends then is answered at once. Some joins in a row must have
+        // gone unanswered too.
+        if self.unanswered_joins < SILENT_JOINS {
+            self.next_warning = Some(now.saturating_add(self.first_join_retry()));
             return;
         }
         self.warned = true;
@@ -426,7 +445,12 @@ impl Registration {
     /// While a first join is unanswered it is repeated every tenth of the
     /// interval (only the joining groups are sent again then).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.refresh(now);
         self.check_silence(now);
+    }
+
+    /// Sends the refreshes (and repeated leaves) that are due.
+    fn refresh(&mut self, now: Instant) {
         let Some(at) = self.next_refresh else {
             return;
         };

@@ -629,6 +629,19 @@ fn registration_reports_a_silent_mcaster_and_withdraws_unconfirmed_groups() {
         answer(&mut m, G, Answer::DupMember);
         assert!(reg_events(&mut m).is_empty());
     }
+    // This process paused (SIGSTOP) for 2.5 s right after a refresh: on
+    // waking, the silence is long but only one join besides the new
+    // refresh went unanswered, and the refresh is answered at once.
+    let mut p = reg();
+    p.join(t(0), G, "g");
+    answer(&mut p, G, Answer::JoinAck);
+    reg_events(&mut p);
+    p.handle_timeout(t(1000));
+    reg_out(&mut p);
+    p.handle_timeout(t(3500));
+    assert_eq!(reg_out(&mut p).len(), 1, "the refresh on waking");
+    answer_at(&mut p, t(3501), G, Answer::DupMember);
+    assert!(reg_events(&mut p).is_empty(), "a pause of ours is no silence of the mcaster");
     // Never listed: nothing to deregister.
     let mut q = reg();
     q.join(t(0), G, "g");
