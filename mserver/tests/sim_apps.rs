@@ -60,11 +60,16 @@ type Host = Either<Box<MserverNode>, Box<MiAgent>>;
 type HostEvent = EitherEvent<NodeEvent, MiEvent>;
 
 fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
-    let _ = name;
-    let config = SimConfig::new(seed, sim_replay!("sim_apps"));
+    simulator_with(seed, name, Duration::from_millis(200))
+}
+
+/// A simulated LAN whose mservers poll their MIs every `query_interval`.
+fn simulator_with(seed: u64, name: &'static str, query_interval: Duration) -> Simulator<Host> {
+    let config = SimConfig::new(seed, sim_replay!(name));
     let mut sim = Simulator::new(config, move |spawn| {
         if spawn.id.addr().port() == 7200 {
-            let c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr());
+            let mut c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr());
+            c.query_interval = query_interval;
             let coreset = CoreSet::new(c, spawn.now, spawn.seed).expect("config");
             let rpc = Rpc::new(
                 spawn.id,
@@ -703,4 +708,51 @@ fn partition_keeps_the_majority_and_merges_back() {
             );
         }
     }
+}
+
+/// Counts the attachments of each MI over `secs` seconds of virtual time
+/// with mservers polling every `query_interval_ms`: each MI attaches once
+/// and stays attached (issue 14: with a 1 s query interval and a fixed
+/// 700 ms silence timeout an MI re-attached 28 times in 20 s).
+fn attachments(seed: u64, query_interval_ms: u64, secs: u64) -> BTreeMap<NodeId, usize> {
+    let mut sim = simulator_with(
+        seed,
+        "an_attached_mi_stays_attached_at_every_query_interval",
+        Duration::from_millis(query_interval_ms),
+    );
+    for i in 1..=SERVERS {
+        sim.add_node(server(i));
+        sim.run_for(Duration::from_millis(300));
+    }
+    sim.run_for(Duration::from_secs(2));
+    for i in 1..=MIS {
+        sim.add_node(mi_addr(i));
+    }
+    let mut count: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for _ in 0..secs {
+        sim.run_for(Duration::from_secs(1));
+        for (_, node, e) in sim.take_events() {
+            if let HostEvent::Right(MiEvent::Attached { .. }) = e {
+                *count.entry(node).or_default() += 1;
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn an_attached_mi_stays_attached_at_every_query_interval() {
+    let replay = sim_replay!("an_attached_mi_stays_attached_at_every_query_interval");
+    membership::sim::run_seeds(&replay, 2, |seed| {
+        for interval in [200, 500, 1000, 2000] {
+            let count = attachments(seed, interval, 20);
+            for i in 1..=MIS {
+                assert_eq!(
+                    count.get(&mi_addr(i)).copied().unwrap_or(0),
+                    1,
+                    "seed {seed}: query interval {interval} ms: MI {i} attached {count:?} times in 20 s"
+                );
+            }
+        }
+    });
 }

@@ -7,8 +7,9 @@
 //! - **Attachment.** The agent attaches to the first mserver of its list
 //!   that accepts ([`PROC_MI_ATTACH`]); the list is the configured one plus
 //!   the members of the core-set's latest view, learnt from every reply and
-//!   query. When its mserver has not polled it for `silence_timeout`, it
-//!   attaches to another one, giving the last view number it delivered for
+//!   query. When its mserver has not polled it for the silence timeout
+//!   derived from the poll timing its attach answer gave
+//!   ([`PollTiming::silence_timeout`](super::link::PollTiming::silence_timeout)), it attaches to another one, giving the last view number it delivered for
 //!   each group, and gets the views it missed (or learns which members
 //!   could not be caught up: they are reported lost, and left).
 //! - **Requests.** Every request gets a caller-chosen handle and exactly
@@ -55,9 +56,6 @@ pub struct MiAgentConfig {
     pub host: String,
     /// The mservers to attach to, in order of preference.
     pub mservers: Vec<NodeId>,
-    /// How long without a query from its mserver before the MI attaches
-    /// elsewhere.
-    pub silence_timeout: Duration,
     /// Time limit of one call to an mserver.
     pub call_timeout: Duration,
     /// A request unanswered this long is answered [`AppError::Timeout`].
@@ -67,9 +65,9 @@ pub struct MiAgentConfig {
 }
 
 impl MiAgentConfig {
-    /// Settings for mservers with the default timings (queries every
-    /// 200 ms, failed after 300 ms): silence after 700 ms, calls of 1 s,
-    /// requests of 10 s, retries every 100 ms.
+    /// The defaults: calls of 1 s, requests of 10 s, retries every
+    /// 100 ms. (How long the MI waits for a poll is not a setting: each
+    /// mserver says how it polls when the MI attaches.)
     pub fn new(addr: NodeId, incarnation: Incarnation, mi: Uuid, host: String) -> Self {
         MiAgentConfig {
             addr,
@@ -77,7 +75,6 @@ impl MiAgentConfig {
             mi,
             host,
             mservers: Vec::new(),
-            silence_timeout: Duration::from_millis(700),
             call_timeout: Duration::from_secs(1),
             op_timeout: Duration::from_secs(10),
             retry_interval: Duration::from_millis(100),
@@ -193,6 +190,9 @@ enum Link {
         seq: u64,
         last_query: Instant,
         acked_seq: u64,
+        /// No poll this long: the mserver is silent (from its poll
+        /// timing, [`PollTiming::silence_timeout`](super::link::PollTiming::silence_timeout)).
+        silence: Duration,
     },
 }
 
@@ -514,6 +514,7 @@ impl MiAgent {
                     seq,
                     last_query: now,
                     acked_seq: 0,
+                    silence: attached.poll.silence_timeout(),
                 };
                 // Prefer the current view's members from now on.
                 self.learn(&attached.mservers);
@@ -553,6 +554,7 @@ impl MiAgent {
                 seq,
                 last_query,
                 acked_seq,
+                ..
             } if *to == from && *seq == query.attach_seq && query.mi == self.config.mi => {
                 *last_query = now;
                 let mut acked = *acked_seq;
@@ -712,8 +714,12 @@ impl MiAgent {
         }
         match self.link {
             Link::Idle { retry_at } if retry_at <= now => self.attach(now),
-            Link::Attached { to, last_query, .. }
-                if last_query + self.config.silence_timeout <= now =>
+            Link::Attached {
+                to,
+                last_query,
+                silence,
+                ..
+            } if last_query + silence <= now =>
             {
                 tracing::warn!(mserver = %to, "mserver silent: attaching elsewhere");
                 self.events.push_back(MiEvent::Detached { mserver: to });
@@ -806,8 +812,12 @@ impl Core for MiAgent {
         }
         match self.link {
             Link::Idle { retry_at } => t = earliest(t, Some(retry_at)),
-            Link::Attached { last_query, .. } => {
-                t = earliest(t, Some(last_query + self.config.silence_timeout));
+            Link::Attached {
+                last_query,
+                silence,
+                ..
+            } => {
+                t = earliest(t, Some(last_query + silence));
             }
             Link::Attaching { .. } => {}
         }
