@@ -14,8 +14,12 @@
 //!   could not be caught up: they are reported lost, and left).
 //! - **Requests.** Every request gets a caller-chosen handle and exactly
 //!   one [`MiEvent::Answered`]: the committed outcome, or
-//!   [`AppError::Timeout`] after `op_timeout`. Ops carry the MI's request
-//!   id, so sending one again after a failover applies it once.
+//!   [`AppError::Timeout`] after `op_timeout` (the MI's one request
+//!   timeout: the local sessions above have none of their own). Ops carry
+//!   the MI's request id, so sending one again after a failover applies it
+//!   once. A join answered `Timeout` after it was sent is still watched
+//!   for [`LATE_JOIN_TIMEOUTS`] more timeouts: if it commits after all, the
+//!   member is left at once, so no member lingers that nobody knows of.
 //! - **Views.** A query's views are numbered per attachment; each is
 //!   delivered once ([`MiEvent::View`], view numbers increasing per group).
 //!   A local member missing from a view of its group, without having asked
@@ -42,6 +46,9 @@ use uuid::Uuid;
 pub const MAX_REQUESTS: usize = 8192;
 /// Most mservers remembered as places to attach.
 pub const MAX_CANDIDATES: usize = 64;
+/// How many request timeouts a join that timed out is still watched for a
+/// late commit (which is then left at once).
+pub const LATE_JOIN_TIMEOUTS: u32 = 6;
 
 /// The agent's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +184,10 @@ struct Op {
     call: Option<CallId>,
     /// Do not send before this (after a refusal).
     not_before: Instant,
+    /// It was sent at least once (it may commit).
+    sent: bool,
+    /// A join whose caller was answered `Timeout`: if it commits, leave.
+    late: bool,
 }
 
 enum Link {
@@ -363,11 +374,13 @@ impl MiAgent {
                 deadline: now + self.config.op_timeout,
                 call: None,
                 not_before: now,
+                sent: false,
+                late: false,
             },
         );
     }
 
-    fn answer(&mut self, key: u64, result: Result<MiAnswer, AppError>) {
+    fn answer(&mut self, now: Instant, key: u64, result: Result<MiAnswer, AppError>) {
         let Some(op) = self.ops.remove(&key) else {
             return;
         };
@@ -375,6 +388,17 @@ impl MiAgent {
             self.calls.remove(&c);
         }
         match (&op.request, &result) {
+            (MiRequest::Join { group, member }, Ok(MiAnswer::Joined(_))) if op.late => {
+                tracing::debug!(member = %member.id, "a timed-out join committed late: leaving");
+                self.start(
+                    now,
+                    None,
+                    MiRequest::Leave {
+                        group: group.clone(),
+                        member: member.id,
+                    },
+                );
+            }
             (MiRequest::Join { group, member }, Ok(MiAnswer::Joined(view))) => {
                 self.members.insert(member.id, (group.clone(), view.number));
                 self.member_groups.insert(member.id, group.clone());
@@ -396,6 +420,37 @@ impl MiAgent {
         if let Some(handle) = op.handle {
             self.events.push_back(MiEvent::Answered { handle, result });
         }
+    }
+
+    /// Request `key` is out of time: its caller is answered `Timeout`. A
+    /// join that was sent is watched a while longer under an internal
+    /// handle (it may still commit, and is then left).
+    fn time_out(&mut self, now: Instant, key: u64) {
+        let watch = self
+            .ops
+            .get(&key)
+            .is_some_and(|o| o.sent && !o.late && matches!(o.request, MiRequest::Join { .. }));
+        if !watch {
+            self.answer(now, key, Err(AppError::Timeout));
+            return;
+        }
+        let Some(mut op) = self.ops.remove(&key) else {
+            return;
+        };
+        if let Some(handle) = op.handle.take() {
+            self.events.push_back(MiEvent::Answered {
+                handle,
+                result: Err(AppError::Timeout),
+            });
+        }
+        op.late = true;
+        op.deadline = now + self.config.op_timeout.saturating_mul(LATE_JOIN_TIMEOUTS);
+        self.next_internal += 1;
+        let internal = self.next_internal;
+        if let Some(c) = op.call {
+            self.calls.insert(c, CallKind::Op(internal));
+        }
+        self.ops.insert(internal, op);
     }
 
     fn forget_member(&mut self, member: Uuid) {
@@ -631,6 +686,7 @@ impl MiAgent {
             };
             let Ok(body) = body else {
                 self.answer(
+                    now,
                     key,
                     Err(AppError::Internal("cannot encode a request".into())),
                 );
@@ -650,6 +706,7 @@ impl MiAgent {
             self.calls.insert(call, CallKind::Op(key));
             if let Some(op) = self.ops.get_mut(&key) {
                 op.call = Some(call);
+                op.sent = true;
             }
         }
     }
@@ -697,7 +754,7 @@ impl MiAgent {
                     op.not_before = now + self.config.retry_interval;
                 }
             }
-            Ok(result) => self.answer(key, result),
+            Ok(result) => self.answer(now, key, result),
         }
     }
 
@@ -710,7 +767,7 @@ impl MiAgent {
             .map(|(k, _)| *k)
             .collect();
         for key in late {
-            self.answer(key, Err(AppError::Timeout));
+            self.time_out(now, key);
         }
         match self.link {
             Link::Idle { retry_at } if retry_at <= now => self.attach(now),
@@ -719,8 +776,7 @@ impl MiAgent {
                 last_query,
                 silence,
                 ..
-            } if last_query + silence <= now =>
-            {
+            } if last_query + silence <= now => {
                 tracing::warn!(mserver = %to, "mserver silent: attaching elsewhere");
                 self.events.push_back(MiEvent::Detached { mserver: to });
                 // Start with the next one after it.
