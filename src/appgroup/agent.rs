@@ -186,6 +186,8 @@ struct Op {
     not_before: Instant,
     /// It was sent at least once (it may commit).
     sent: bool,
+    /// The attachment (its seq) it was first sent on.
+    sent_on: Option<u64>,
     /// A join whose caller was answered `Timeout`: if it commits, leave.
     late: bool,
 }
@@ -228,6 +230,8 @@ pub struct MiAgent {
     /// The same, as the daemon sees it.
     member_groups: BTreeMap<Uuid, GroupName>,
     leaving: BTreeSet<Uuid>,
+    /// A join answer asks for a catch-up (attach again).
+    resync: bool,
     /// The last view number delivered, per group.
     delivered: BTreeMap<GroupName, u64>,
     events: VecDeque<MiEvent>,
@@ -258,6 +262,7 @@ impl MiAgent {
             members: BTreeMap::new(),
             member_groups: BTreeMap::new(),
             leaving: BTreeSet::new(),
+            resync: false,
             delivered: BTreeMap::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -375,6 +380,7 @@ impl MiAgent {
                 call: None,
                 not_before: now,
                 sent: false,
+                sent_on: None,
                 late: false,
             },
         );
@@ -400,6 +406,19 @@ impl MiAgent {
                 );
             }
             (MiRequest::Join { group, member }, Ok(MiAnswer::Joined(view))) => {
+                // Committed through an earlier attachment: the views after
+                // the join's that were pushed there may never have come, and
+                // the attachment since did not ask for them (the group had
+                // no member here then). Attach again to catch up.
+                let now_on = match self.link {
+                    Link::Attached { seq, .. } => Some(seq),
+                    _ => None,
+                };
+                if op.sent_on.is_some_and(|s| Some(s) != now_on)
+                    && self.delivered.get(group).is_none_or(|d| *d < view.number)
+                {
+                    self.resync = true;
+                }
                 self.members.insert(member.id, (group.clone(), view.number));
                 self.member_groups.insert(member.id, group.clone());
                 // The join view itself is still to come in a query (for the
@@ -451,6 +470,19 @@ impl MiAgent {
             self.calls.insert(c, CallKind::Op(internal));
         }
         self.ops.insert(internal, op);
+    }
+
+    /// Attaches again to the mserver it is attached to, to get the views
+    /// it may have missed (a join committed through an earlier attachment).
+    fn reattach(&mut self, now: Instant) {
+        let Link::Attached { to, .. } = self.link else {
+            return;
+        };
+        tracing::debug!(mserver = %to, "a join committed through an earlier attachment: attaching again to catch up");
+        if let Some(i) = self.candidates.iter().position(|c| *c == to) {
+            self.next_candidate = i;
+        }
+        self.attach(now);
     }
 
     fn forget_member(&mut self, member: Uuid) {
@@ -704,9 +736,14 @@ impl MiAgent {
                 CallOptions::default().with_timeout(timeout.max(Duration::from_millis(1))),
             );
             self.calls.insert(call, CallKind::Op(key));
+            let attachment = match self.link {
+                Link::Attached { seq, .. } => Some(seq),
+                _ => None,
+            };
             if let Some(op) = self.ops.get_mut(&key) {
                 op.call = Some(call);
                 op.sent = true;
+                op.sent_on = op.sent_on.or(attachment);
             }
         }
     }
@@ -754,7 +791,12 @@ impl MiAgent {
                     op.not_before = now + self.config.retry_interval;
                 }
             }
-            Ok(result) => self.answer(now, key, result),
+            Ok(result) => {
+                self.answer(now, key, result);
+                if std::mem::take(&mut self.resync) {
+                    self.reattach(now);
+                }
+            }
         }
     }
 
