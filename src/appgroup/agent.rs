@@ -9,9 +9,12 @@
 //!   the members of the core-set's latest view, learnt from every reply and
 //!   query. When its mserver has not polled it for the silence timeout
 //!   derived from the poll timing its attach answer gave
-//!   ([`PollTiming::silence_timeout`](super::link::PollTiming::silence_timeout)), it attaches to another one, giving the last view number it delivered for
-//!   each group, and gets the views it missed (or learns which members
-//!   could not be caught up: they are reported lost, and left).
+//!   ([`PollTiming::silence_timeout`](super::link::PollTiming::silence_timeout)),
+//!   it attaches to another one, giving the last view number it delivered
+//!   for each group, and gets the views it missed (or learns which members
+//!   could not be caught up: they are reported lost, and left). A join
+//!   answered through a later attachment than the one it was sent on
+//!   attaches again to the same mserver, to catch up the views after it.
 //! - **Requests.** Every request gets a caller-chosen handle and exactly
 //!   one [`MiEvent::Answered`]: the committed outcome, or
 //!   [`AppError::Timeout`] after `op_timeout` (the MI's one request
