@@ -140,7 +140,7 @@ fn gname(s: &str) -> GroupName {
     GroupName::parse(s).expect("group name")
 }
 
-fn mi_node<'a>(sim: &'a Simulator<Host>, mi: NodeId) -> Option<&'a MiNode> {
+fn mi_node(sim: &Simulator<Host>, mi: NodeId) -> Option<&MiNode> {
     match sim.core(mi) {
         Some(Host::Right(n)) => Some(n),
         _ => None,

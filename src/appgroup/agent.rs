@@ -418,7 +418,7 @@ impl MiAgent {
                     _ => None,
                 };
                 if op.sent_on.is_some_and(|s| Some(s) != now_on)
-                    && self.delivered.get(group).is_none_or(|d| *d < view.number)
+                    && self.delivered.get(group).map_or(true, |d| *d < view.number)
                 {
                     self.resync = true;
                 }

@@ -42,8 +42,8 @@
 //!   its MIs, answers `Busy`, and fetches a copy again when readmitted.
 
 use super::link::{
-    AttachReply, AttachRequest, Attached, FetchReply, FetchRequest, GroupInfo, PollTiming, QueryReply,
-    QueryRequest, ReadReply, ReadRequest, SubmitReply, SubmitRequest, PROC_MI_ATTACH,
+    AttachReply, AttachRequest, Attached, FetchReply, FetchRequest, GroupInfo, PollTiming,
+    QueryReply, QueryRequest, ReadReply, ReadRequest, SubmitReply, SubmitRequest, PROC_MI_ATTACH,
     PROC_MI_QUERY, PROC_MI_READ, PROC_MI_SUBMIT, PROC_REGISTRY_FETCH,
 };
 use super::{AppError, AppOp, AppView, GroupName, Registry, RequestId};

@@ -201,7 +201,7 @@ impl MemberIds {
     pub fn new(unix_ms_at_zero: u64, seed: u64) -> Self {
         MemberIds {
             unix_ms_at_zero,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1d5_0f_3e3b),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0001_d50f_3e3b),
             minted: 0,
         }
     }

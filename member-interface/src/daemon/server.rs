@@ -16,7 +16,7 @@
 //! **Connections.** One tokio task per connection; the accept loop never
 //! waits for a client. The first frame must be a `Hello` within
 //! [`ServerConfig::handshake_timeout`], answered with
-//! [`proto::answer_hello`]. At most [`ServerConfig::max_clients`]
+//! [`crate::proto::answer_hello`]. At most [`ServerConfig::max_clients`]
 //! connections are served (those still in their handshake count); one more
 //! is refused with [`AppError::TooManyClients`] by a small task (at most
 //! [`MAX_REFUSERS`] at once, each bounded in time; beyond that the
@@ -461,7 +461,7 @@ impl Pump {
     }
 
     /// One output of the core.
-    fn from_core(&mut self, out: FromCore) {
+    fn on_core(&mut self, out: FromCore) {
         match out {
             FromCore::Send { conn, msg } => self.deliver(conn, msg),
             FromCore::Closed { memberships, .. } => {
@@ -654,7 +654,7 @@ impl Server {
                 biased;
                 () = &mut shutdown => break Ok(()),
                 d = from_core.recv() => match d {
-                    Some(d) => lock(&hub).from_core(d),
+                    Some(d) => lock(&hub).on_core(d),
                     None => {
                         tracing::error!("the uplink closed its channel: stopping the member-interface server");
                         break Err(ServerError::UplinkClosed);
@@ -690,7 +690,7 @@ impl Server {
             let mut h = lock(&hub);
             // What the core said until now still counts.
             while let Ok(d) = from_core.try_recv() {
-                h.from_core(d);
+                h.on_core(d);
             }
             // The statistics stop here: the closes below are the server's.
             let stats = h.stats.clone();
