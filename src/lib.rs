@@ -15,6 +15,8 @@
 //!   views and the change protocols (seed 003, chapters III and IV.C);
 //! - [`mserver`]: the mserver's composite core (core-set, registration,
 //!   application groups, admin procedures on one socket);
+//! - [`mi`]: the member interface's composite core (its agent and the
+//!   local processes' sessions), run by the member-interface daemon;
 //! - [`relay`]: the multicast emulator (mcaster) and its member side (seed
 //!   003, section IV.A);
 //! - [`sim`]: the deterministic simulator that runs the cores on virtual time;
@@ -26,6 +28,7 @@
 pub mod appgroup;
 pub mod coreset;
 pub mod id;
+pub mod mi;
 pub mod mserver;
 pub mod relay;
 pub mod rmcast;

@@ -10,8 +10,9 @@
 //!   create, join, receive every view of the group in order, look members
 //!   up, leave; every call has a timeout;
 //! - [`blocking`]: the same API for programs without an async runtime;
-//! - [`daemon`]: the per-host MI daemon's parts (the Unix-socket server
-//!   for local processes, its settings, and its channels to the uplink).
+//! - [`daemon`]: the per-host MI daemon's parts (the Unix-socket frame
+//!   pump for local processes, its settings, and the runner of the MI's
+//!   sans-IO core, [`membership::mi::MiNode`]).
 //!
 //! The application-group vocabulary (names, views, options, errors) is
 //! [`membership::appgroup`], re-exported here.

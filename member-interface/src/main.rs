@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         eprintln!("member-interface: {e}");
         return ExitCode::from(2);
     }
+    let core_config = config.clone();
     let system = actix::System::new();
     system.block_on(async move {
         let server = match Server::bind(config).await {
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let link = match uplink::start(cli.args.listen, &cli.args.mservers, cli.args.host_name()) {
+        let link = match uplink::start(cli.args.listen, &cli.args.mservers, &core_config) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("member-interface: cannot listen on {}: {e}", cli.args.listen);
@@ -84,14 +85,17 @@ fn main() -> ExitCode {
                 _ = int.recv() => tracing::info!("SIGINT: leaving"),
             }
         };
-        let result = server.run(link.up, link.down, shutdown).await;
-        // The members' Leaves were handed to the agent: give them a moment
-        // (bounded) to commit before the process ends.
+        let result = server.run(link.port, shutdown).await;
+        // Every connection's close reached the core (the bridge ends after
+        // the server's last input), so the members' Leaves were handed to
+        // the agent: give them a moment (bounded) to commit before the
+        // process ends.
+        let _ = link.bridge.await;
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let busy = link
                 .handle
-                .with_core(|agent, _| agent.in_progress())
+                .with_core(|node, _| node.in_progress())
                 .await
                 .unwrap_or(0);
             if busy == 0 {

@@ -32,9 +32,7 @@
 //! implement the handshake decisions; [`read_frame`] and [`write_frame`]
 //! move frames over any tokio stream.
 
-use membership::appgroup::{
-    AppError, AppMember, AppView, GroupName, GroupOptions, MemberInfo, MemberName,
-};
+use membership::appgroup::AppError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -49,10 +47,9 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 
-/// Identifies one membership (one process's presence in one group) on one
-/// connection; the MI chooses it when the join succeeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct MembershipId(pub u64);
+/// The session vocabulary (requests, answers, events, membership ids) is
+/// the MI core's ([`membership::mi`]): the frames below carry it as is.
+pub use membership::mi::{Event, MembershipId, Op, Reply};
 
 /// A frame from the client to the MI.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,91 +69,6 @@ pub enum ClientMsg {
         id: u64,
         /// What to do.
         op: Op,
-    },
-}
-
-/// What a client asks of its MI.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// Create an application group -> [`Reply::Created`]; errors
-    /// [`AppError::NameTaken`], [`AppError::InvalidOptions`].
-    CreateGroup {
-        /// Its name, unique under `options.name_scope`.
-        name: GroupName,
-        /// Scopes and partition rules.
-        options: GroupOptions,
-    },
-    /// Join a group -> [`Reply::Joined`]; errors [`AppError::NoSuchGroup`],
-    /// [`AppError::NameTaken`] (a member of that name is in the group),
-    /// [`AppError::AlreadyMember`].
-    Join {
-        /// The group.
-        group: GroupName,
-        /// The new member's name and kind.
-        member: MemberInfo,
-    },
-    /// Leave a group -> [`Reply::Left`]; error [`AppError::NotMember`].
-    Leave {
-        /// The membership to end.
-        membership_id: MembershipId,
-    },
-    /// The group's current view -> [`Reply::View`]; error
-    /// [`AppError::NoSuchGroup`].
-    View {
-        /// The group.
-        group: GroupName,
-    },
-    /// A member's address information -> [`Reply::Member`]; errors
-    /// [`AppError::NoSuchGroup`], [`AppError::NotMember`] (no member of
-    /// that name).
-    Lookup {
-        /// The group.
-        group: GroupName,
-        /// The member's name.
-        member_name: MemberName,
-    },
-}
-
-/// A successful answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
-    /// The group was created.
-    Created,
-    /// The join was committed.
-    Joined {
-        /// The new membership; later views come as [`Event::View`]s with it.
-        membership_id: MembershipId,
-        /// The joiner as the group sees it (its id and host).
-        me: AppMember,
-        /// The view that added it.
-        view: AppView,
-    },
-    /// The leave was committed.
-    Left,
-    /// A group's current view.
-    View(AppView),
-    /// A member.
-    Member(AppMember),
-}
-
-/// Something the MI tells the client unasked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Event {
-    /// A new view of a membership's group (numbers increase by one per
-    /// change; each view once, in order).
-    View {
-        /// The membership.
-        membership_id: MembershipId,
-        /// The view.
-        view: AppView,
-    },
-    /// A membership ended without the client asking (for example
-    /// [`AppError::Excluded`]); no more events for it follow.
-    Ended {
-        /// The membership.
-        membership_id: MembershipId,
-        /// Why.
-        reason: AppError,
     },
 }
 
@@ -405,6 +317,9 @@ pub fn check_welcome(body: &[u8]) -> Result<String, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use membership::appgroup::{
+        AppMember, AppView, GroupName, GroupOptions, MemberInfo, MemberName,
+    };
     use membership::appgroup::{MemberKind, MergeRule, Scope, SurviveRule};
     use proptest::prelude::*;
     use uuid::Uuid;

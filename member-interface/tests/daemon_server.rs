@@ -1,13 +1,14 @@
 //! The MI daemon's Unix-socket server (`member_interface::daemon::server`),
-//! run in-process on a temporary socket, with a test-double uplink that
-//! keeps application groups in a `membership::appgroup::Registry` (the
-//! replicated registry the mservers hold) and sends every view it makes as
-//! a `Downcall::View` *before* answering the request, the least convenient
-//! order for the server. The real `member_interface::Client` talks to it,
-//! plus raw sockets for the misbehaving clients.
+//! run in-process on a temporary socket. Behind its core port runs the MI's
+//! real session rules (`membership::mi::Sessions`) with a test-double
+//! uplink in place of the MI's agent: it keeps application groups in a
+//! `membership::appgroup::Registry` (the replicated registry the mservers
+//! hold) and hands the sessions every view it makes *before* answering the
+//! request, the least convenient order. The real `member_interface::Client`
+//! talks to it, plus raw sockets for the misbehaving clients.
 
 use member_interface::daemon::{
-    Downcall, Server, ServerConfig, ServerError, ServerStats, UpCall, UpReply, UpRequest,
+    CorePort, FromCore, Server, ServerConfig, ServerError, ServerStats, ToCore,
 };
 use member_interface::proto::{
     encode_frame, read_msg, ClientMsg, MembershipId, Op, Reply, ServerMsg, VERSION,
@@ -16,7 +17,10 @@ use member_interface::{
     AppError, AppView, Client, ClientConfig, GroupName, GroupOptions, MemberInfo, MemberName,
     Membership,
 };
+use membership::appgroup::agent::{MiAnswer as UpReply, MiRequest as UpRequest};
 use membership::appgroup::{AppOp, AppReply, Registry, RequestId};
+use membership::mi::{SessionOutput, Sessions};
+use membership::runtime::clock::Clock;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,10 +39,25 @@ const GUARD: Duration = Duration::from_secs(10);
 enum Mode {
     /// From its registry.
     Registry,
-    /// Keeps every call and never answers.
+    /// Never reaches an mserver: every request is answered `Timeout` after
+    /// the request timeout, as the MI's agent (the owner of that one
+    /// timeout) does.
     Silent,
-    /// Drops every call unanswered.
+    /// Drops every call: answered `Disconnected`.
     Drop,
+}
+
+/// What the test makes the uplink report unasked.
+#[derive(Clone, Debug)]
+enum Downcall {
+    /// A new view of a group.
+    View(AppView),
+    /// A local member was removed.
+    Lost {
+        group: GroupName,
+        member: Uuid,
+        reason: AppError,
+    },
 }
 
 fn name(s: &str) -> MemberName {
@@ -49,13 +68,17 @@ fn group(s: &str) -> GroupName {
     GroupName::parse(s).expect("group name")
 }
 
-/// The test-double uplink: answers from a registry, reports every request
-/// it gets on `seen`.
-async fn uplink(
-    mut calls: mpsc::Receiver<UpCall>,
-    down: mpsc::Sender<Downcall>,
+/// The core behind the server's port: the real sessions, and the
+/// test-double uplink that answers their requests from a registry and
+/// reports every request it gets on `seen`.
+async fn core(
+    mut sessions: Sessions,
+    mut inputs: mpsc::UnboundedReceiver<ToCore>,
+    out: mpsc::UnboundedSender<FromCore>,
+    mut down: mpsc::Receiver<Downcall>,
     seen: mpsc::UnboundedSender<UpRequest>,
     mode: Mode,
+    request_timeout: Duration,
 ) {
     let mut registry = Registry::new();
     let mi = Uuid::from_u128(0xfeed);
@@ -67,63 +90,101 @@ async fn uplink(
         host: "test-host".into(),
         mserver: membership::id::NodeId::v4(127, 0, 0, 1, 7200),
     });
-    let mut held = Vec::new();
-    while let Some(UpCall { request, reply }) = calls.recv().await {
-        let _ = seen.send(request.clone());
-        match mode {
-            Mode::Silent => {
-                held.push(reply);
-                continue;
-            }
-            Mode::Drop => continue,
-            Mode::Registry => {}
-        }
-        seq += 1;
-        let req = RequestId { mi, seq };
-        let op = match request {
-            UpRequest::Create { group, options } => AppOp::Create {
-                req,
-                group,
-                options,
+    let (late_tx, mut late) = mpsc::unbounded_channel::<u64>();
+    loop {
+        tokio::select! {
+            input = inputs.recv() => match input {
+                None => return,
+                Some(ToCore::Open { conn, client }) => sessions.open(conn, client),
+                Some(ToCore::Request { conn, id, op }) => {
+                    sessions.request(Clock::now(), conn, id, op)
+                }
+                Some(ToCore::Close { conn }) => {
+                    let memberships = sessions.close(conn);
+                    let _ = out.send(FromCore::Closed { conn, memberships });
+                }
+                Some(ToCore::Undeliverable { conn, membership }) => {
+                    sessions.undeliverable(conn, membership)
+                }
             },
-            UpRequest::Join { group, member } => AppOp::Join { req, group, member },
-            UpRequest::Leave { group, member } => AppOp::Leave { req, group, member },
-            UpRequest::View { group } => {
-                let _ = reply.send(
-                    registry
-                        .view(&group)
-                        .map(UpReply::View)
-                        .ok_or(AppError::NoSuchGroup),
-                );
-                continue;
-            }
-            UpRequest::Lookup { group, name } => {
-                let answer = match registry.view(&group) {
-                    None => Err(AppError::NoSuchGroup),
-                    Some(v) => v
-                        .member(&name)
-                        .cloned()
-                        .map(UpReply::Member)
-                        .ok_or(AppError::NotMember),
-                };
-                let _ = reply.send(answer);
-                continue;
-            }
-        };
-        let applied = registry.apply(&op);
-        for v in applied.views {
-            let _ = down.send(Downcall::View(v)).await;
+            Some(d) = down.recv() => match d {
+                Downcall::View(v) => sessions.view(v),
+                Downcall::Lost { group, member, reason } => sessions.lost(&group, member, reason),
+            },
+            Some(handle) = late.recv() => sessions.answered(handle, Err(AppError::Timeout)),
         }
-        let answer = match applied.result {
-            Ok(AppReply::Created) => Ok(UpReply::Created),
-            Ok(AppReply::Joined(v)) => Ok(UpReply::Joined(v)),
-            Ok(AppReply::Left) => Ok(UpReply::Left),
-            Ok(AppReply::MiRemoved(_) | AppReply::Attached | AppReply::Reformed) => {
-                Err(AppError::Internal("unexpected".into()))
+        while let Some(o) = sessions.poll_output() {
+            let (handle, request) = match o {
+                SessionOutput::Send { conn, msg } => {
+                    let _ = out.send(FromCore::Send { conn, msg });
+                    continue;
+                }
+                SessionOutput::Up { handle, request } => (handle, request),
+            };
+            let _ = seen.send(request.clone());
+            match mode {
+                Mode::Silent => {
+                    let late_tx = late_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(request_timeout).await;
+                        let _ = late_tx.send(handle);
+                    });
+                    continue;
+                }
+                Mode::Drop => {
+                    sessions.answered(handle, Err(AppError::Disconnected));
+                    continue;
+                }
+                Mode::Registry => {}
             }
-            Err(e) => Err(e),
-        };
-        let _ = reply.send(answer);
+            seq += 1;
+            let req = RequestId { mi, seq };
+            let op = match request {
+                UpRequest::Create { group, options } => AppOp::Create {
+                    req,
+                    group,
+                    options,
+                },
+                UpRequest::Join { group, member } => AppOp::Join { req, group, member },
+                UpRequest::Leave { group, member } => AppOp::Leave { req, group, member },
+                UpRequest::View { group } => {
+                    sessions.answered(
+                        handle,
+                        registry
+                            .view(&group)
+                            .map(UpReply::View)
+                            .ok_or(AppError::NoSuchGroup),
+                    );
+                    continue;
+                }
+                UpRequest::Lookup { group, name } => {
+                    let answer = match registry.view(&group) {
+                        None => Err(AppError::NoSuchGroup),
+                        Some(v) => v
+                            .member(&name)
+                            .cloned()
+                            .map(UpReply::Member)
+                            .ok_or(AppError::NotMember),
+                    };
+                    sessions.answered(handle, answer);
+                    continue;
+                }
+            };
+            let applied = registry.apply(&op);
+            for v in applied.views {
+                sessions.view(v);
+            }
+            let answer = match applied.result {
+                Ok(AppReply::Created) => Ok(UpReply::Created),
+                Ok(AppReply::Joined(v)) => Ok(UpReply::Joined(v)),
+                Ok(AppReply::Left) => Ok(UpReply::Left),
+                Ok(AppReply::MiRemoved(_) | AppReply::Attached | AppReply::Reformed) => {
+                    Err(AppError::Internal("unexpected".into()))
+                }
+                Err(e) => Err(e),
+            };
+            sessions.answered(handle, answer);
+        }
     }
 }
 
@@ -138,7 +199,7 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-/// A running server with its test-double uplink.
+/// A running server with its core (sessions and test-double uplink).
 struct Mi {
     path: PathBuf,
     dir: PathBuf,
@@ -157,13 +218,25 @@ impl Mi {
         let path = dir.join("mi.sock");
         let mut config = ServerConfig::new(&path, "test-host");
         tweak(&mut config);
-        let (up_tx, up_rx) = mpsc::channel(1024);
+        let sessions = Sessions::new(config.session_config(0, 7));
+        let request_timeout = config.request_timeout;
+        let (to_core, inputs) = mpsc::unbounded_channel();
+        let (out, from_core) = mpsc::unbounded_channel();
         let (down_tx, down_rx) = mpsc::channel(1024);
         let (seen_tx, seen) = mpsc::unbounded_channel();
-        tokio::spawn(uplink(up_rx, down_tx.clone(), seen_tx, mode));
+        tokio::spawn(core(
+            sessions,
+            inputs,
+            out,
+            down_rx,
+            seen_tx,
+            mode,
+            request_timeout,
+        ));
         let server = Server::bind(config).await.expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(up_tx, down_rx, async move {
+        let port = CorePort { to_core, from_core };
+        let task = tokio::spawn(server.run(port, async move {
             let _ = stopped.await;
         }));
         Mi {

@@ -78,6 +78,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         hold_down_max: Duration::from_millis(s.hold_down_max_ms),
         ..CoreSetConfig::new(me, incarnation, s.group.clone(), group_addr)
     };
+    let leave_budget = leave_budget(&config);
     let coreset = CoreSet::new(config, now, seed)
         .map_err(|e| anyhow::anyhow!("invalid core-set settings: {e}"))?;
     let kind = if multicast {
@@ -148,7 +149,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
             .crash_watch
             .then(|| CrashWatch::new(handle.driver.clone().recipient())),
         leave_deadline: None,
-        leave_budget: leave_budget(&s),
+        leave_budget,
         started: std::time::Instant::now(),
         deregistering: None,
         multicast,
@@ -163,12 +164,13 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
-/// How long a graceful leave may take before the daemon exits anyway:
-/// enough for a change with every retry and a coordinator takeover.
-fn leave_budget(s: &Settings) -> Duration {
-    let round = s.reply_timeout() * (s.retries + 1);
-    (round * 6 + s.query_interval() * 2 + s.commit_delay().unwrap_or_default())
-        .max(Duration::from_secs(2))
+/// How long a graceful leave may take before the daemon exits anyway. One
+/// owner: the core-set's own leave bound ([`CoreSetConfig::leave_timeout`];
+/// a leave that has not committed by then completes anyway and the core
+/// reports `Left`), plus one reply timeout for that report to reach the
+/// daemon's loop. The daemon's deadline is only a backstop.
+fn leave_budget(config: &CoreSetConfig) -> Duration {
+    config.leave_timeout() + config.reply_timeout
 }
 
 /// The loop's state.

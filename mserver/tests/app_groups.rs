@@ -291,3 +291,40 @@ fn three_mservers_three_mis_six_processes() {
     assert_gap_free(&late, "late");
     mis.clear();
 }
+
+/// Issue 14: an mserver polling every second (`--query-interval-ms 1000`)
+/// keeps its MI attached. The MI's silence timeout used to be a fixed
+/// 700 ms, shorter than the poll period, so the MI re-attached every poll;
+/// now the mserver tells it how it polls and the MI waits accordingly. The
+/// MI attaches once, never takes its mserver for silent over several
+/// polls, and serves a request at the end.
+#[test]
+fn an_mi_stays_attached_at_a_one_second_query_interval() {
+    let mut c = Cluster::new("slowpoll");
+    c.start(0, &["--query-interval-ms", "1000"]);
+    c.wait_converged(&[0], Duration::from_secs(20));
+    let mi = start_mi(&c, 0, &[0]);
+    let log = || std::fs::read_to_string(&mi.log).unwrap_or_default();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !log().contains("attached to mserver") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        log().contains("attached to mserver"),
+        "the MI never attached: {}",
+        mi.log_tail(20)
+    );
+    // Six poll periods.
+    std::thread::sleep(Duration::from_secs(6));
+    let text = log();
+    let attachments = text.matches("attached to mserver").count();
+    let silences = text.matches("mserver silent").count();
+    assert_eq!(
+        (attachments, silences),
+        (1, 0),
+        "the MI re-attached at a 1 s query interval: {}",
+        mi.log_tail(30)
+    );
+    let (code, out) = msctl_mi(&c, 0, &["create", "slow"]);
+    assert_eq!(code, Some(0), "create through the MI: {out}");
+}

@@ -1,27 +1,36 @@
 //! Application groups in the deterministic simulator: mservers (the real
-//! [`MserverNode`], without an mcaster) and member-interface agents
-//! ([`MiAgent`]) on one simulated LAN, with random joins, leaves, MI
-//! crashes and mserver crashes (issue 6; DESIGN.md section 5 invariants,
-//! per application group).
+//! [`MserverNode`], without an mcaster) and member interfaces (the real
+//! [`MiNode`]: the MI's agent and its local sessions, the core the
+//! member-interface daemon runs) on one simulated LAN, with local
+//! application sessions opening connections, joining, leaving, asking for
+//! views and disconnecting, and with MI crashes and mserver crashes (issue
+//! 6, issue 14; DESIGN.md section 5 invariants, per application group).
 //!
 //! Checked, for every seed:
-//! - every request gets exactly one answer;
-//! - per MI and group, views are delivered with increasing numbers, and a
-//!   local member that is in two consecutive delivered views saw every view
-//!   in between (no gap while it stays);
+//! - every request of a connection that stays open gets exactly one answer
+//!   (and no request gets two);
+//! - per membership, views come with increasing numbers after its join's
+//!   view, and while its member stays in the group, with none skipped;
 //! - at the end, every live mserver with a current registry holds the same
-//!   groups and views, every live MI's last view of each of its groups is
-//!   the current one, every live MI's members are in it and no member of a
-//!   crashed MI is.
+//!   groups and views, every live membership's member is in its group's
+//!   current view and its last view is that view, no member of a crashed
+//!   MI is in any view, and no member of a closed connection is either;
+//! - an attached MI stays attached at every query interval (it re-attached
+//!   again and again when its silence timeout was shorter than the poll
+//!   period).
 //!
-//! `SIM_RUNS=N` runs more seeds; `SIM_SEED=S` one seed.
+//! Every test runs the shared seed runner: `SIM_RUNS=N` runs more seeds,
+//! `SIM_SEED=S` one seed, and a failure prints its replay line.
 
-use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiAnswer, MiEvent, MiRequest};
-use membership::appgroup::{AppMember, AppView, GroupName, GroupOptions, MemberKind, MemberName};
+use membership::appgroup::agent::MiAgentConfig;
+use membership::appgroup::{AppError, AppView, GroupName, GroupOptions, MemberInfo, MemberName};
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent};
 use membership::id::NodeId;
+use membership::mi::{
+    ConnId, Event, MembershipId, MiNode, MiNodeEvent, Op, Reply, SessionConfig, ToClient,
+};
 use membership::rpc::{Rpc, RpcConfig};
-use membership::sim::{Either, EitherEvent, SimConfig, Simulator};
+use membership::sim::{run_seeds, Either, EitherEvent, SimConfig, Simulator};
 use membership::sim_replay;
 use membership::time::Instant;
 use mserver::node::{MserverNode, NodeEvent};
@@ -33,6 +42,8 @@ use uuid::Uuid;
 
 const SERVERS: u8 = 3;
 const MIS: u8 = 3;
+/// Connections each MI life opens at its start.
+const CONNS: usize = 3;
 
 fn group_addr() -> NodeId {
     NodeId::v4(239, 9, 9, 9, 7000)
@@ -55,16 +66,21 @@ fn host_index(addr: NodeId) -> u8 {
 }
 
 /// One simulated host: an mserver or an MI.
-type Host = Either<Box<MserverNode>, Box<MiAgent>>;
+type Host = Either<Box<MserverNode>, Box<MiNode>>;
 /// What a simulated host reports.
-type HostEvent = EitherEvent<NodeEvent, MiEvent>;
+type HostEvent = EitherEvent<NodeEvent, MiNodeEvent>;
 
 fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
-    let _ = name;
-    let config = SimConfig::new(seed, sim_replay!("sim_apps"));
+    simulator_with(seed, name, Duration::from_millis(200))
+}
+
+/// A simulated LAN whose mservers poll their MIs every `query_interval`.
+fn simulator_with(seed: u64, name: &'static str, query_interval: Duration) -> Simulator<Host> {
+    let config = SimConfig::new(seed, sim_replay!(name));
     let mut sim = Simulator::new(config, move |spawn| {
         if spawn.id.addr().port() == 7200 {
-            let c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr());
+            let mut c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr());
+            c.query_interval = query_interval;
             let coreset = CoreSet::new(c, spawn.now, spawn.seed).expect("config");
             let rpc = Rpc::new(
                 spawn.id,
@@ -92,9 +108,17 @@ fn simulator(seed: u64, name: &'static str) -> Simulator<Host> {
             c.mservers = (0..SERVERS)
                 .map(|j| server(1 + (k - 1 + j) % SERVERS))
                 .collect();
-            Host::Right(Box::new(MiAgent::new(
+            let sessions = SessionConfig {
+                host: format!("host{k}"),
+                max_inflight: 64,
+                max_buffered: 1024,
+                unix_ms_at_zero: 0,
+                seed: spawn.seed ^ 0x1d,
+            };
+            Host::Right(Box::new(MiNode::new(
                 spawn.now,
                 c,
+                sessions,
                 RpcConfig::default(),
                 spawn.seed,
             )))
@@ -116,12 +140,53 @@ fn gname(s: &str) -> GroupName {
     GroupName::parse(s).expect("group name")
 }
 
-/// Everything the MIs reported, in order.
+fn mi_node(sim: &Simulator<Host>, mi: NodeId) -> Option<&MiNode> {
+    match sim.core(mi) {
+        Some(Host::Right(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// Opens connection `conn` on MI `mi` (a process connected).
+fn open(sim: &mut Simulator<Host>, mi: NodeId, conn: ConnId) {
+    sim.with_core(mi, |c, now| {
+        if let Host::Right(n) = c {
+            n.open(now, conn, format!("process {conn}"));
+        }
+    });
+}
+
+/// Request `id` of connection `conn` on MI `mi`.
+fn send(sim: &mut Simulator<Host>, mi: NodeId, conn: ConnId, id: u64, op: Op) {
+    sim.with_core(mi, |c, now| {
+        if let Host::Right(n) = c {
+            n.request(now, conn, id, op);
+        }
+    });
+}
+
+/// Connection `conn` on MI `mi` closes (its process died).
+fn close(sim: &mut Simulator<Host>, mi: NodeId, conn: ConnId) {
+    sim.with_core(mi, |c, now| {
+        if let Host::Right(n) = c {
+            n.close(now, conn);
+        }
+    });
+}
+
+type Mkey = (NodeId, ConnId, MembershipId);
+
+/// Everything the local sessions received, in order.
 #[derive(Default)]
 struct Record {
-    answers: BTreeMap<(NodeId, u64), Vec<Result<MiAnswer, membership::appgroup::AppError>>>,
-    /// Per MI (by address and life) and group: the views delivered.
-    views: BTreeMap<(NodeId, u32), BTreeMap<GroupName, Vec<AppView>>>,
+    answers: BTreeMap<(NodeId, ConnId, u64), Vec<Result<Reply, AppError>>>,
+    /// Per membership: its join's view, then every view event.
+    views: BTreeMap<Mkey, Vec<AppView>>,
+    /// Per membership: its group and member id.
+    members: BTreeMap<Mkey, (GroupName, Uuid)>,
+    ended: BTreeMap<Mkey, AppError>,
+    /// The member ids joined through each MI life.
+    joined_by: BTreeMap<(NodeId, u32), BTreeSet<Uuid>>,
 }
 
 fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId, u32>) {
@@ -129,9 +194,11 @@ fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId,
     for (t, node, e) in sim.take_events() {
         if debug {
             match &e {
-                HostEvent::Left(NodeEvent::CoreSet(
-                    membership::coreset::CoreSetEvent::AppCommitted { view, payloads, .. },
-                )) => {
+                HostEvent::Left(NodeEvent::CoreSet(CoreSetEvent::AppCommitted {
+                    view,
+                    payloads,
+                    ..
+                })) => {
                     for p in payloads {
                         println!(
                             "{t:?} {node} committed in view {}: {:?}",
@@ -143,20 +210,41 @@ fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId,
                 _ => println!("{t:?} {node} {e:?}"),
             }
         }
-        if let HostEvent::Right(e) = e {
-            let life = lives.get(&node).copied().unwrap_or(0);
-            match e {
-                MiEvent::Answered { handle, result } => {
-                    rec.answers.entry((node, handle)).or_default().push(result)
+        let HostEvent::Right(MiNodeEvent::Send { conn, msg }) = e else {
+            continue;
+        };
+        match msg {
+            ToClient::Response { id, result } => {
+                if let Ok(Reply::Joined {
+                    membership_id,
+                    me,
+                    view,
+                }) = &result
+                {
+                    let key = (node, conn, *membership_id);
+                    rec.views.insert(key, vec![view.clone()]);
+                    rec.members.insert(key, (view.group.clone(), me.id));
+                    let life = lives.get(&node).copied().unwrap_or(0);
+                    rec.joined_by.entry((node, life)).or_default().insert(me.id);
                 }
-                MiEvent::View(v) => rec
-                    .views
-                    .entry((node, life))
+                rec.answers
+                    .entry((node, conn, id))
                     .or_default()
-                    .entry(v.group.clone())
-                    .or_default()
-                    .push(v),
-                _ => {}
+                    .push(result);
+            }
+            ToClient::Event(Event::View {
+                membership_id,
+                view,
+            }) => rec
+                .views
+                .entry((node, conn, membership_id))
+                .or_default()
+                .push(view),
+            ToClient::Event(Event::Ended {
+                membership_id,
+                reason,
+            }) => {
+                rec.ended.insert((node, conn, membership_id), reason);
             }
         }
     }
@@ -184,7 +272,7 @@ fn servers_agree(sim: &Simulator<Host>) -> Option<Vec<AppView>> {
     seen
 }
 
-fn run_seed(seed: u64, steps: usize, faults: bool) {
+fn run_seed(seed: u64, steps: usize, faults: bool, name: &'static str) {
     if std::env::var("SIM_DEBUG").is_ok() {
         let _ = membership::runtime::logging::init_logging(
             "debug",
@@ -192,7 +280,7 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         );
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA99);
-    let mut sim = simulator(seed, "random");
+    let mut sim = simulator(seed, name);
     let mut rec = Record::default();
     let mut lives: BTreeMap<NodeId, u32> = BTreeMap::new();
     for i in 1..=SERVERS {
@@ -200,37 +288,49 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         sim.run_for(Duration::from_millis(300));
     }
     sim.run_for(Duration::from_secs(1));
+    // The open connections of each MI; connection ids are never reused.
+    let mut conns: BTreeMap<NodeId, Vec<ConnId>> = BTreeMap::new();
+    let mut next_conn: ConnId = 1;
+    let mut open_conns =
+        |sim: &mut Simulator<Host>, mi: NodeId, conns: &mut BTreeMap<NodeId, Vec<ConnId>>| {
+            let list = conns.entry(mi).or_default();
+            while list.len() < CONNS {
+                open(sim, mi, next_conn);
+                list.push(next_conn);
+                next_conn += 1;
+            }
+        };
     for i in 1..=MIS {
         sim.add_node(mi_addr(i));
+        open_conns(&mut sim, mi_addr(i), &mut conns);
     }
     sim.run_for(Duration::from_millis(500));
     let groups = [gname("g1"), gname("g2")];
-    let mut next_handle = 1u64;
-    let mut requested: BTreeSet<(NodeId, u64)> = BTreeSet::new();
-    // Members each MI joined (by its answer) that it has not left.
-    let mut next_member = 1u128;
+    let mut next_id = 1u64;
+    let mut requested: BTreeSet<(NodeId, ConnId, u64)> = BTreeSet::new();
+    // Connections that closed: the test closed them, or their MI crashed.
+    let mut closed: BTreeSet<(NodeId, ConnId)> = BTreeSet::new();
+    // Connections the test closed while their MI stayed up.
+    let mut hung_up: BTreeSet<(NodeId, ConnId)> = BTreeSet::new();
     let mut crashed_mis: BTreeSet<NodeId> = BTreeSet::new();
-    // The member ids each MI life asked to join.
-    let mut joined_by: BTreeMap<(NodeId, u32), BTreeSet<Uuid>> = BTreeMap::new();
-    let mut request = |sim: &mut Simulator<Host>, mi: NodeId, r: MiRequest, h: &mut u64| {
-        let handle = *h;
-        *h += 1;
-        requested.insert((mi, handle));
-        sim.with_core(mi, |c, now| {
-            if let Host::Right(a) = c {
-                a.request(now, handle, r);
-            }
-        });
-    };
+    let mut request =
+        |sim: &mut Simulator<Host>, mi: NodeId, conn: ConnId, op: Op, id: &mut u64| {
+            let rid = *id;
+            *id += 1;
+            requested.insert((mi, conn, rid));
+            send(sim, mi, conn, rid, op);
+        };
+    let first = conns[&mi_addr(1)][0];
     for g in &groups {
         request(
             &mut sim,
             mi_addr(1),
-            MiRequest::Create {
-                group: g.clone(),
+            first,
+            Op::CreateGroup {
+                name: g.clone(),
                 options: GroupOptions::default(),
             },
-            &mut next_handle,
+            &mut next_id,
         );
     }
     sim.run_for(Duration::from_millis(200));
@@ -249,6 +349,7 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
             if rng.random_range(0..4) == 0 {
                 sim.restart(mi);
                 *lives.entry(mi).or_insert(0) += 1;
+                open_conns(&mut sim, mi, &mut conns);
             }
             continue;
         }
@@ -257,6 +358,9 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         if faults && roll < 3 {
             crashed_mis.insert(mi);
             sim.crash(mi);
+            for c in conns.remove(&mi).unwrap_or_default() {
+                closed.insert((mi, c));
+            }
             continue;
         }
         if faults && roll < 5 {
@@ -280,37 +384,44 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
             }
             continue;
         }
-        let members: Vec<(Uuid, GroupName)> = match sim.core(mi) {
-            Some(Host::Right(a)) => a.members().iter().map(|(m, g)| (*m, g.clone())).collect(),
-            _ => Vec::new(),
-        };
-        if roll < 65 || members.is_empty() {
-            next_member += 1;
+        let list = conns.get(&mi).cloned().unwrap_or_default();
+        if list.is_empty() {
+            continue;
+        }
+        let conn = list[rng.random_range(0..list.len())];
+        let memberships = mi_node(&sim, mi)
+            .map(|n| n.sessions().memberships(conn))
+            .unwrap_or_default();
+        if roll < 60 || (roll < 90 && memberships.is_empty()) {
             let name = format!("p{}", rng.random_range(0..20));
-            let member = AppMember {
-                name: MemberName::parse(&name).expect("name"),
-                kind: MemberKind::default(),
-                id: Uuid::from_u128(next_member),
-                host: format!("host{}", host_index(mi)),
-            };
-            joined_by
-                .entry((mi, lives.get(&mi).copied().unwrap_or(0)))
-                .or_default()
-                .insert(member.id);
+            let member = MemberInfo::new(MemberName::parse(&name).expect("name"));
             request(
                 &mut sim,
                 mi,
-                MiRequest::Join { group: g, member },
-                &mut next_handle,
+                conn,
+                Op::Join { group: g, member },
+                &mut next_id,
             );
+        } else if roll < 90 {
+            let (mid, _, _) = memberships[rng.random_range(0..memberships.len())].clone();
+            request(
+                &mut sim,
+                mi,
+                conn,
+                Op::Leave { membership_id: mid },
+                &mut next_id,
+            );
+        } else if roll < 96 {
+            request(&mut sim, mi, conn, Op::View { group: g }, &mut next_id);
         } else {
-            let (member, group) = members[rng.random_range(0..members.len())].clone();
-            request(
-                &mut sim,
-                mi,
-                MiRequest::Leave { group, member },
-                &mut next_handle,
-            );
+            // The process dies; another one connects.
+            close(&mut sim, mi, conn);
+            closed.insert((mi, conn));
+            hung_up.insert((mi, conn));
+            if let Some(l) = conns.get_mut(&mi) {
+                l.retain(|c| *c != conn);
+            }
+            open_conns(&mut sim, mi, &mut conns);
         }
     }
     if let Some((x, _)) = paused_until.take() {
@@ -320,15 +431,16 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
     sim.run_for(Duration::from_secs(12));
     collect(&mut sim, &mut rec, &lives);
 
-    // Every request answered exactly once.
+    // Every request answered exactly once (at most once if its connection
+    // closed).
     for key in &requested {
-        let (mi, _) = key;
-        let alive_whole_time = !crashed_mis.contains(mi);
+        let (mi, conn, _) = key;
+        let open_whole_time = !closed.contains(&(*mi, *conn));
         match rec.answers.get(key) {
             Some(a) => assert_eq!(a.len(), 1, "seed {seed}: {key:?} answered {a:?}"),
             None => assert!(
-                !alive_whole_time,
-                "seed {seed}: request {key:?} of a live MI never answered"
+                !open_whole_time,
+                "seed {seed}: request {key:?} of an open connection never answered"
             ),
         }
     }
@@ -338,70 +450,63 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
         .iter()
         .map(|v| (v.group.clone(), v.clone()))
         .collect();
-    // Delivered views: increasing, gap-free while a member stays.
-    for ((mi, life), per_group) in &rec.views {
-        for (g, views) in per_group {
-            for w in views.windows(2) {
-                assert!(
-                    w[1].number > w[0].number,
-                    "seed {seed}: MI {mi} life {life} got view {} of {g} after {}",
-                    w[1].number,
-                    w[0].number
-                );
-                let mine = joined_by.get(&(*mi, *life));
-                let stayed = w[0]
-                    .members
-                    .iter()
-                    .any(|m| mine.is_some_and(|s| s.contains(&m.id)) && w[1].contains(m.id));
-                assert!(
-                    !stayed || w[1].number == w[0].number + 1,
-                    "seed {seed}: MI {mi} skipped from view {} to {} of {g} while its member stayed",
-                    w[0].number,
-                    w[1].number
-                );
-            }
+    // Delivered views: increasing, gap-free while the member stays.
+    for (key, views) in &rec.views {
+        let (group, member) = &rec.members[key];
+        for w in views.windows(2) {
+            assert!(
+                w[1].number > w[0].number,
+                "seed {seed}: membership {key:?} got view {} of {group} after {}",
+                w[1].number,
+                w[0].number
+            );
+            let stayed = w[0].contains(*member) && w[1].contains(*member);
+            assert!(
+                !stayed || w[1].number == w[0].number + 1,
+                "seed {seed}: membership {key:?} skipped from view {} to {} of {group} while its member stayed",
+                w[0].number,
+                w[1].number
+            );
         }
     }
-    // Live MIs: their members are in the current views, and their last
-    // delivered view is the current one.
+    // Live memberships: their members are in the current views, and
+    // their last view is the current one.
     for i in 1..=MIS {
         let mi = mi_addr(i);
         if !sim.is_running(mi) {
             continue;
         }
-        let Some(Host::Right(a)) = sim.core(mi) else {
+        let Some(n) = mi_node(&sim, mi) else {
             continue;
         };
-        let life = lives.get(&mi).copied().unwrap_or(0);
-        for (member, g) in a.members() {
-            let view = current
-                .get(g)
-                .unwrap_or_else(|| panic!("seed {seed}: group {g} missing"));
-            assert!(
-                view.contains(*member),
-                "seed {seed}: MI {mi}'s member {member} is not in {g}'s final view {}",
-                view.number
-            );
-            let last = rec
-                .views
-                .get(&(mi, life))
-                .and_then(|pg| pg.get(g))
-                .and_then(|v| v.last())
-                .map(|v| v.number);
-            assert_eq!(
-                last,
-                Some(view.number),
-                "seed {seed}: MI {mi} did not get {g}'s current view"
-            );
+        for conn in conns.get(&mi).cloned().unwrap_or_default() {
+            for (mid, g, member) in n.sessions().memberships(conn) {
+                let view = current
+                    .get(&g)
+                    .unwrap_or_else(|| panic!("seed {seed}: group {g} missing"));
+                assert!(
+                    view.contains(member),
+                    "seed {seed}: MI {mi}'s member {member} is not in {g}'s final view {}",
+                    view.number
+                );
+                let last = rec
+                    .views
+                    .get(&(mi, conn, mid))
+                    .and_then(|v| v.last())
+                    .map(|v| v.number);
+                assert_eq!(
+                    last,
+                    Some(view.number),
+                    "seed {seed}: membership {mid:?} of connection {conn} on MI {mi} did not get {g}'s current view"
+                );
+            }
         }
     }
-    // Every member left is hosted by a live MI's current life.
+    // Every member left is hosted by a live MI's current life, and none
+    // belongs to a connection that closed.
     let live_mis: BTreeSet<Uuid> = (1..=MIS)
         .filter(|i| sim.is_running(mi_addr(*i)))
-        .filter_map(|i| match sim.core(mi_addr(i)) {
-            Some(Host::Right(a)) => Some(a.mi()),
-            _ => None,
-        })
+        .filter_map(|i| mi_node(&sim, mi_addr(i)).map(|n| n.agent().mi()))
         .collect();
     let registry = (1..=SERVERS)
         .filter(|i| sim.is_running(server(*i)))
@@ -410,6 +515,12 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
             _ => None,
         })
         .unwrap_or_else(|| panic!("seed {seed}: no live mserver with a registry"));
+    let of_closed: BTreeSet<Uuid> = rec
+        .members
+        .iter()
+        .filter(|((mi, conn, _), _)| hung_up.contains(&(*mi, *conn)))
+        .map(|(_, (_, id))| *id)
+        .collect();
     for v in &final_views {
         for m in &v.members {
             let host = registry.host_of(&v.group, m.id);
@@ -420,59 +531,65 @@ fn run_seed(seed: u64, steps: usize, faults: bool) {
                 host.and_then(|h| registry.mi(&h).cloned()),
                 v.group
             );
+            assert!(
+                !of_closed.contains(&m.id),
+                "seed {seed}: member {} of a closed connection is still in {}",
+                m.name,
+                v.group
+            );
         }
     }
-}
-
-fn seeds(default: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("SIM_SEED") {
-        return s.parse().map(|s| vec![s]).unwrap_or_default();
+    // Ended memberships were the MI's (a sanity check of the record).
+    for key in rec.ended.keys() {
+        assert!(
+            rec.members.contains_key(key),
+            "seed {seed}: {key:?} ended without having joined"
+        );
     }
-    let n = std::env::var("SIM_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
+    let _ = &rec.joined_by;
 }
 
 #[test]
 fn app_groups_without_faults_deliver_every_view() {
-    for seed in seeds(20) {
-        run_seed(seed, 40, false);
-    }
+    const NAME: &str = "app_groups_without_faults_deliver_every_view";
+    run_seeds(&sim_replay!(NAME), 20, |seed| {
+        run_seed(seed, 40, false, NAME)
+    });
 }
 
 #[test]
 fn app_groups_survive_mi_and_mserver_crashes() {
-    for seed in seeds(1000) {
-        run_seed(seed + 1_000, 60, true);
-    }
+    const NAME: &str = "app_groups_survive_mi_and_mserver_crashes";
+    run_seeds(&sim_replay!(NAME), 1000, |seed| {
+        run_seed(seed.wrapping_add(1_000), 60, true, NAME)
+    });
 }
 
-/// Requests `r` at MI `mi` with handle `h` and runs until it is answered
-/// (bounded); the answer.
+/// Sends request `id` on connection `conn` of MI `mi` and runs until it
+/// is answered (bounded); the answer, and every other event meanwhile.
 fn ask(
     sim: &mut Simulator<Host>,
     mi: NodeId,
-    h: u64,
-    r: MiRequest,
-) -> Result<MiAnswer, membership::appgroup::AppError> {
-    sim.with_core(mi, |c, now| {
-        if let Host::Right(a) = c {
-            a.request(now, h, r);
-        }
-    });
+    conn: ConnId,
+    id: u64,
+    op: Op,
+) -> Result<Reply, AppError> {
+    send(sim, mi, conn, id, op);
     for _ in 0..200 {
         sim.run_for(Duration::from_millis(10));
         for (_, node, e) in sim.take_events() {
-            if let HostEvent::Right(MiEvent::Answered { handle, result }) = e {
-                if node == mi && handle == h {
+            if let HostEvent::Right(MiNodeEvent::Send {
+                conn: c,
+                msg: ToClient::Response { id: i, result },
+            }) = e
+            {
+                if node == mi && c == conn && i == id {
                     return result;
                 }
             }
         }
     }
-    panic!("request {h} at {mi} never answered");
+    panic!("request {id} of connection {conn} at {mi} never answered");
 }
 
 /// The members (sorted names) of `group`'s latest view at every live
@@ -533,19 +650,22 @@ fn wait_members(
 /// A core-set partition and its heal, with a keep-all group and a
 /// keep-majority group spread over three MIs: the minority side keeps its
 /// part of the keep-all group and terminates its part of the keep-majority
-/// group (its member is told, `MiEvent::Lost`); after the merge the
-/// keep-all group is the union again, above both sides' view numbers, and
-/// every MI delivers the merged view.
+/// group (its member is told: its MI reports it lost and its session gets
+/// `Ended { Excluded }`); after the merge the keep-all group is the union
+/// again, above both sides' view numbers, and every MI's session delivers
+/// the merged view.
 #[test]
 fn partition_keeps_the_majority_and_merges_back() {
+    const NAME: &str = "partition_keeps_the_majority_and_merges_back";
     if std::env::var("SIM_DEBUG").is_ok() {
         let _ = membership::runtime::logging::init_logging(
             "debug",
             membership::runtime::logging::LogFormat::Human,
         );
     }
-    for seed in seeds(200) {
-        let mut sim = simulator(seed + 5_000, "partition");
+    run_seeds(&sim_replay!(NAME), 200, |seed| {
+        let seed = seed.wrapping_add(5_000);
+        let mut sim = simulator(seed, NAME);
         for i in 1..=SERVERS {
             sim.add_node(server(i));
             sim.run_for(Duration::from_millis(300));
@@ -553,6 +673,8 @@ fn partition_keeps_the_majority_and_merges_back() {
         sim.run_for(Duration::from_secs(1));
         for i in 1..=MIS {
             sim.add_node(mi_addr(i));
+            // Connection `i` on MI `i`: one process per host.
+            open(&mut sim, mi_addr(i), ConnId::from(i));
         }
         sim.run_for(Duration::from_millis(500));
         let all = gname("all");
@@ -566,9 +688,10 @@ fn partition_keeps_the_majority_and_merges_back() {
             let r = ask(
                 &mut sim,
                 mi_addr(1),
+                1,
                 h,
-                MiRequest::Create {
-                    group: g.clone(),
+                Op::CreateGroup {
+                    name: g.clone(),
                     options,
                 },
             );
@@ -576,26 +699,29 @@ fn partition_keeps_the_majority_and_merges_back() {
             h += 1;
         }
         let mut ids = BTreeMap::new();
+        let mut mids = BTreeMap::new();
         for i in 1..=MIS {
             for g in [&all, &maj] {
-                let id = Uuid::from_u128(u128::from(h));
-                let member = AppMember {
-                    name: MemberName::parse(&format!("p{i}")).expect("name"),
-                    kind: MemberKind::default(),
-                    id,
-                    host: format!("host{i}"),
-                };
-                ids.insert((i, g.clone()), id);
+                let member = MemberInfo::new(MemberName::parse(&format!("p{i}")).expect("name"));
                 let r = ask(
                     &mut sim,
                     mi_addr(i),
+                    ConnId::from(i),
                     h,
-                    MiRequest::Join {
+                    Op::Join {
                         group: g.clone(),
                         member,
                     },
                 );
-                assert!(r.is_ok(), "seed {seed}: join {g}: {r:?}");
+                match r {
+                    Ok(Reply::Joined {
+                        membership_id, me, ..
+                    }) => {
+                        ids.insert((i, g.clone()), me.id);
+                        mids.insert((i, g.clone()), membership_id);
+                    }
+                    other => panic!("seed {seed}: join {g}: {other:?}"),
+                }
                 h += 1;
             }
         }
@@ -632,21 +758,30 @@ fn partition_keeps_the_majority_and_merges_back() {
                 }
             }
         }
-        let lost: Vec<(NodeId, Uuid)> = events
-            .into_iter()
-            .filter_map(|(_, node, e)| match e {
-                HostEvent::Right(MiEvent::Lost { member, .. }) => Some((node, member)),
-                _ => None,
-            })
-            .collect();
-        let attached = match sim.core(mi_addr(3)) {
-            Some(Host::Right(a)) => (
-                a.attached_to(),
-                a.acked_seq(),
-                a.delivered().clone(),
-                a.members().clone(),
+        let mut lost: Vec<(NodeId, Uuid)> = Vec::new();
+        let mut ended: Vec<(NodeId, ConnId, MembershipId, AppError)> = Vec::new();
+        for (_, node, e) in events {
+            match e {
+                HostEvent::Right(MiNodeEvent::Lost { member, .. }) => lost.push((node, member)),
+                HostEvent::Right(MiNodeEvent::Send {
+                    conn,
+                    msg:
+                        ToClient::Event(Event::Ended {
+                            membership_id,
+                            reason,
+                        }),
+                }) => ended.push((node, conn, membership_id, reason)),
+                _ => {}
+            }
+        }
+        let attached = match mi_node(&sim, mi_addr(3)) {
+            Some(n) => (
+                n.agent().attached_to(),
+                n.agent().acked_seq(),
+                n.agent().delivered().clone(),
+                n.agent().members().clone(),
             ),
-            _ => (None, None, BTreeMap::new(), BTreeMap::new()),
+            None => (None, None, BTreeMap::new(), BTreeMap::new()),
         };
         let at3 = match sim.core(server(3)) {
             Some(Host::Left(s)) => format!(
@@ -661,6 +796,10 @@ fn partition_keeps_the_majority_and_merges_back() {
         assert!(
             lost.contains(&(mi_addr(3), ids[&(3, maj.clone())])),
             "seed {seed}: MI 3 (attached to {attached:?}) was not told its keep-majority member ended: {lost:?}"
+        );
+        assert!(
+            ended.contains(&(mi_addr(3), 3, mids[&(3, maj.clone())], AppError::Excluded)),
+            "seed {seed}: the session of MI 3's keep-majority member did not end Excluded: {ended:?}"
         );
         let numbers_before: Vec<u64> = [1u8, 3]
             .iter()
@@ -686,12 +825,17 @@ fn partition_keeps_the_majority_and_merges_back() {
             "seed {seed}: merged view {} not above both sides' {numbers_before:?}",
             merged.number
         );
-        // Every MI delivered the merged view of the keep-all group.
+        // Every MI's session delivered the merged view of the keep-all
+        // group.
         let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
         for (_, node, e) in sim.take_events() {
-            if let HostEvent::Right(MiEvent::View(v)) = e {
-                if v.group == all {
-                    last.insert(node, v.number);
+            if let HostEvent::Right(MiNodeEvent::Send {
+                msg: ToClient::Event(Event::View { view, .. }),
+                ..
+            }) = e
+            {
+                if view.group == all {
+                    last.insert(node, view.number);
                 }
             }
         }
@@ -702,5 +846,54 @@ fn partition_keeps_the_majority_and_merges_back() {
                 "seed {seed}: MI {i} did not deliver the merged view"
             );
         }
+    });
+}
+
+/// Counts the attachments of each MI over `secs` seconds of virtual time
+/// with mservers polling every `query_interval_ms`.
+fn attachments(seed: u64, query_interval_ms: u64, secs: u64) -> BTreeMap<NodeId, usize> {
+    let mut sim = simulator_with(
+        seed,
+        "an_attached_mi_stays_attached_at_every_query_interval",
+        Duration::from_millis(query_interval_ms),
+    );
+    for i in 1..=SERVERS {
+        sim.add_node(server(i));
+        sim.run_for(Duration::from_millis(300));
     }
+    sim.run_for(Duration::from_secs(2));
+    for i in 1..=MIS {
+        sim.add_node(mi_addr(i));
+    }
+    let mut count: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for _ in 0..secs {
+        sim.run_for(Duration::from_secs(1));
+        for (_, node, e) in sim.take_events() {
+            if let HostEvent::Right(MiNodeEvent::Attached { .. }) = e {
+                *count.entry(node).or_default() += 1;
+            }
+        }
+    }
+    count
+}
+
+/// Issue 14: the MI's silence timeout was fixed at 700 ms while the
+/// mserver polls every query interval, so with a 1 s interval an MI
+/// re-attached again and again (28 times in 20 s). Each MI attaches once
+/// and stays attached for 20 s of virtual time, at every interval.
+#[test]
+fn an_attached_mi_stays_attached_at_every_query_interval() {
+    const NAME: &str = "an_attached_mi_stays_attached_at_every_query_interval";
+    run_seeds(&sim_replay!(NAME), 2, |seed| {
+        for interval in [200, 500, 1000, 2000] {
+            let count = attachments(seed, interval, 20);
+            for i in 1..=MIS {
+                assert_eq!(
+                    count.get(&mi_addr(i)).copied().unwrap_or(0),
+                    1,
+                    "seed {seed}: query interval {interval} ms: MI {i} attached {count:?} times in 20 s"
+                );
+            }
+        }
+    });
 }

@@ -7,14 +7,22 @@
 //! - **Attachment.** The agent attaches to the first mserver of its list
 //!   that accepts ([`PROC_MI_ATTACH`]); the list is the configured one plus
 //!   the members of the core-set's latest view, learnt from every reply and
-//!   query. When its mserver has not polled it for `silence_timeout`, it
-//!   attaches to another one, giving the last view number it delivered for
-//!   each group, and gets the views it missed (or learns which members
-//!   could not be caught up: they are reported lost, and left).
+//!   query. When its mserver has not polled it for the silence timeout
+//!   derived from the poll timing its attach answer gave
+//!   ([`PollTiming::silence_timeout`](super::link::PollTiming::silence_timeout)),
+//!   it attaches to another one, giving the last view number it delivered
+//!   for each group, and gets the views it missed (or learns which members
+//!   could not be caught up: they are reported lost, and left). A join
+//!   answered through a later attachment than the one it was sent on
+//!   attaches again to the same mserver, to catch up the views after it.
 //! - **Requests.** Every request gets a caller-chosen handle and exactly
 //!   one [`MiEvent::Answered`]: the committed outcome, or
-//!   [`AppError::Timeout`] after `op_timeout`. Ops carry the MI's request
-//!   id, so sending one again after a failover applies it once.
+//!   [`AppError::Timeout`] after `op_timeout` (the MI's one request
+//!   timeout: the local sessions above have none of their own). Ops carry
+//!   the MI's request id, so sending one again after a failover applies it
+//!   once. A join answered `Timeout` after it was sent is still watched
+//!   for [`LATE_JOIN_TIMEOUTS`] more timeouts: if it commits after all, the
+//!   member is left at once, so no member lingers that nobody knows of.
 //! - **Views.** A query's views are numbered per attachment; each is
 //!   delivered once ([`MiEvent::View`], view numbers increasing per group).
 //!   A local member missing from a view of its group, without having asked
@@ -41,6 +49,9 @@ use uuid::Uuid;
 pub const MAX_REQUESTS: usize = 8192;
 /// Most mservers remembered as places to attach.
 pub const MAX_CANDIDATES: usize = 64;
+/// How many request timeouts a join that timed out is still watched for a
+/// late commit (which is then left at once).
+pub const LATE_JOIN_TIMEOUTS: u32 = 6;
 
 /// The agent's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,9 +66,6 @@ pub struct MiAgentConfig {
     pub host: String,
     /// The mservers to attach to, in order of preference.
     pub mservers: Vec<NodeId>,
-    /// How long without a query from its mserver before the MI attaches
-    /// elsewhere.
-    pub silence_timeout: Duration,
     /// Time limit of one call to an mserver.
     pub call_timeout: Duration,
     /// A request unanswered this long is answered [`AppError::Timeout`].
@@ -67,9 +75,9 @@ pub struct MiAgentConfig {
 }
 
 impl MiAgentConfig {
-    /// Settings for mservers with the default timings (queries every
-    /// 200 ms, failed after 300 ms): silence after 700 ms, calls of 1 s,
-    /// requests of 10 s, retries every 100 ms.
+    /// The defaults: calls of 1 s, requests of 10 s, retries every
+    /// 100 ms. (How long the MI waits for a poll is not a setting: each
+    /// mserver says how it polls when the MI attaches.)
     pub fn new(addr: NodeId, incarnation: Incarnation, mi: Uuid, host: String) -> Self {
         MiAgentConfig {
             addr,
@@ -77,7 +85,6 @@ impl MiAgentConfig {
             mi,
             host,
             mservers: Vec::new(),
-            silence_timeout: Duration::from_millis(700),
             call_timeout: Duration::from_secs(1),
             op_timeout: Duration::from_secs(10),
             retry_interval: Duration::from_millis(100),
@@ -180,6 +187,12 @@ struct Op {
     call: Option<CallId>,
     /// Do not send before this (after a refusal).
     not_before: Instant,
+    /// It was sent at least once (it may commit).
+    sent: bool,
+    /// The attachment (its seq) it was first sent on.
+    sent_on: Option<u64>,
+    /// A join whose caller was answered `Timeout`: if it commits, leave.
+    late: bool,
 }
 
 enum Link {
@@ -193,6 +206,9 @@ enum Link {
         seq: u64,
         last_query: Instant,
         acked_seq: u64,
+        /// No poll this long: the mserver is silent (from its poll
+        /// timing, [`PollTiming::silence_timeout`](super::link::PollTiming::silence_timeout)).
+        silence: Duration,
     },
 }
 
@@ -217,6 +233,8 @@ pub struct MiAgent {
     /// The same, as the daemon sees it.
     member_groups: BTreeMap<Uuid, GroupName>,
     leaving: BTreeSet<Uuid>,
+    /// A join answer asks for a catch-up (attach again).
+    resync: bool,
     /// The last view number delivered, per group.
     delivered: BTreeMap<GroupName, u64>,
     events: VecDeque<MiEvent>,
@@ -247,6 +265,7 @@ impl MiAgent {
             members: BTreeMap::new(),
             member_groups: BTreeMap::new(),
             leaving: BTreeSet::new(),
+            resync: false,
             delivered: BTreeMap::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -363,11 +382,14 @@ impl MiAgent {
                 deadline: now + self.config.op_timeout,
                 call: None,
                 not_before: now,
+                sent: false,
+                sent_on: None,
+                late: false,
             },
         );
     }
 
-    fn answer(&mut self, key: u64, result: Result<MiAnswer, AppError>) {
+    fn answer(&mut self, now: Instant, key: u64, result: Result<MiAnswer, AppError>) {
         let Some(op) = self.ops.remove(&key) else {
             return;
         };
@@ -375,7 +397,31 @@ impl MiAgent {
             self.calls.remove(&c);
         }
         match (&op.request, &result) {
+            (MiRequest::Join { group, member }, Ok(MiAnswer::Joined(_))) if op.late => {
+                tracing::debug!(member = %member.id, "a timed-out join committed late: leaving");
+                self.start(
+                    now,
+                    None,
+                    MiRequest::Leave {
+                        group: group.clone(),
+                        member: member.id,
+                    },
+                );
+            }
             (MiRequest::Join { group, member }, Ok(MiAnswer::Joined(view))) => {
+                // Committed through an earlier attachment: the views after
+                // the join's that were pushed there may never have come, and
+                // the attachment since did not ask for them (the group had
+                // no member here then). Attach again to catch up.
+                let now_on = match self.link {
+                    Link::Attached { seq, .. } => Some(seq),
+                    _ => None,
+                };
+                if op.sent_on.is_some_and(|s| Some(s) != now_on)
+                    && self.delivered.get(group).map_or(true, |d| *d < view.number)
+                {
+                    self.resync = true;
+                }
                 self.members.insert(member.id, (group.clone(), view.number));
                 self.member_groups.insert(member.id, group.clone());
                 // The join view itself is still to come in a query (for the
@@ -396,6 +442,50 @@ impl MiAgent {
         if let Some(handle) = op.handle {
             self.events.push_back(MiEvent::Answered { handle, result });
         }
+    }
+
+    /// Request `key` is out of time: its caller is answered `Timeout`. A
+    /// join that was sent is watched a while longer under an internal
+    /// handle (it may still commit, and is then left).
+    fn time_out(&mut self, now: Instant, key: u64) {
+        let watch = self
+            .ops
+            .get(&key)
+            .is_some_and(|o| o.sent && !o.late && matches!(o.request, MiRequest::Join { .. }));
+        if !watch {
+            self.answer(now, key, Err(AppError::Timeout));
+            return;
+        }
+        let Some(mut op) = self.ops.remove(&key) else {
+            return;
+        };
+        if let Some(handle) = op.handle.take() {
+            self.events.push_back(MiEvent::Answered {
+                handle,
+                result: Err(AppError::Timeout),
+            });
+        }
+        op.late = true;
+        op.deadline = now + self.config.op_timeout.saturating_mul(LATE_JOIN_TIMEOUTS);
+        self.next_internal += 1;
+        let internal = self.next_internal;
+        if let Some(c) = op.call {
+            self.calls.insert(c, CallKind::Op(internal));
+        }
+        self.ops.insert(internal, op);
+    }
+
+    /// Attaches again to the mserver it is attached to, to get the views
+    /// it may have missed (a join committed through an earlier attachment).
+    fn reattach(&mut self, now: Instant) {
+        let Link::Attached { to, .. } = self.link else {
+            return;
+        };
+        tracing::debug!(mserver = %to, "a join committed through an earlier attachment: attaching again to catch up");
+        if let Some(i) = self.candidates.iter().position(|c| *c == to) {
+            self.next_candidate = i;
+        }
+        self.attach(now);
     }
 
     fn forget_member(&mut self, member: Uuid) {
@@ -514,6 +604,7 @@ impl MiAgent {
                     seq,
                     last_query: now,
                     acked_seq: 0,
+                    silence: attached.poll.silence_timeout(),
                 };
                 // Prefer the current view's members from now on.
                 self.learn(&attached.mservers);
@@ -553,6 +644,7 @@ impl MiAgent {
                 seq,
                 last_query,
                 acked_seq,
+                ..
             } if *to == from && *seq == query.attach_seq && query.mi == self.config.mi => {
                 *last_query = now;
                 let mut acked = *acked_seq;
@@ -629,6 +721,7 @@ impl MiAgent {
             };
             let Ok(body) = body else {
                 self.answer(
+                    now,
                     key,
                     Err(AppError::Internal("cannot encode a request".into())),
                 );
@@ -646,8 +739,14 @@ impl MiAgent {
                 CallOptions::default().with_timeout(timeout.max(Duration::from_millis(1))),
             );
             self.calls.insert(call, CallKind::Op(key));
+            let attachment = match self.link {
+                Link::Attached { seq, .. } => Some(seq),
+                _ => None,
+            };
             if let Some(op) = self.ops.get_mut(&key) {
                 op.call = Some(call);
+                op.sent = true;
+                op.sent_on = op.sent_on.or(attachment);
             }
         }
     }
@@ -695,7 +794,12 @@ impl MiAgent {
                     op.not_before = now + self.config.retry_interval;
                 }
             }
-            Ok(result) => self.answer(key, result),
+            Ok(result) => {
+                self.answer(now, key, result);
+                if std::mem::take(&mut self.resync) {
+                    self.reattach(now);
+                }
+            }
         }
     }
 
@@ -708,13 +812,16 @@ impl MiAgent {
             .map(|(k, _)| *k)
             .collect();
         for key in late {
-            self.answer(key, Err(AppError::Timeout));
+            self.time_out(now, key);
         }
         match self.link {
             Link::Idle { retry_at } if retry_at <= now => self.attach(now),
-            Link::Attached { to, last_query, .. }
-                if last_query + self.config.silence_timeout <= now =>
-            {
+            Link::Attached {
+                to,
+                last_query,
+                silence,
+                ..
+            } if last_query + silence <= now => {
                 tracing::warn!(mserver = %to, "mserver silent: attaching elsewhere");
                 self.events.push_back(MiEvent::Detached { mserver: to });
                 // Start with the next one after it.
@@ -806,8 +913,12 @@ impl Core for MiAgent {
         }
         match self.link {
             Link::Idle { retry_at } => t = earliest(t, Some(retry_at)),
-            Link::Attached { last_query, .. } => {
-                t = earliest(t, Some(last_query + self.config.silence_timeout));
+            Link::Attached {
+                last_query,
+                silence,
+                ..
+            } => {
+                t = earliest(t, Some(last_query + silence));
             }
             Link::Attaching { .. } => {}
         }

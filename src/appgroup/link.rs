@@ -23,6 +23,7 @@
 use super::{AppError, AppMember, AppOp, AppReply, AppView, GroupName, GroupOptions, MemberName};
 use crate::id::{CommitPosition, NodeId};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// MI -> mserver: attach (or re-attach after a failover).
@@ -65,9 +66,43 @@ pub struct AttachReply {
     pub result: Result<Attached, AppError>,
 }
 
+/// How an mserver polls the MIs attached to it ([`PROC_MI_QUERY`]), told
+/// in every [`Attached`] answer. The mserver's query interval is the one
+/// owner of every MI timing derived from it: the MI's silence timeout and
+/// the mserver's orphan grace both come from [`PollTiming::silence_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollTiming {
+    /// An attached MI is polled this often (the mserver's query interval;
+    /// the next poll is sent this long after the last one was answered).
+    pub interval: Duration,
+    /// A poll unanswered this long fails the MI.
+    pub timeout: Duration,
+}
+
+impl PollTiming {
+    /// How long an MI goes without a poll before it takes its mserver for
+    /// silent and attaches elsewhere: two poll periods plus the poll
+    /// timeout (one poll may be late by a whole timeout of retransmissions,
+    /// and the next one is sent an interval after it was answered). With
+    /// the default timings (200 ms, 300 ms): 700 ms.
+    pub fn silence_timeout(&self) -> Duration {
+        self.interval.saturating_mul(2).saturating_add(self.timeout)
+    }
+
+    /// How long the MIs of an mserver that left the view have to attach
+    /// elsewhere before they are failed: two silence timeouts (they first
+    /// notice the silence, then attach; 1.4 s with the default timings).
+    pub fn orphan_grace(&self) -> Duration {
+        self.silence_timeout().saturating_mul(2)
+    }
+}
+
 /// A committed attachment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attached {
+    /// How the mserver will poll the MI (the MI's silence timeout is
+    /// derived from it).
+    pub poll: PollTiming,
     /// The mservers of the core-set's current view (where to re-attach if
     /// this one fails).
     pub mservers: Vec<NodeId>,

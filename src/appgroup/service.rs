@@ -42,8 +42,8 @@
 //!   its MIs, answers `Busy`, and fetches a copy again when readmitted.
 
 use super::link::{
-    AttachReply, AttachRequest, Attached, FetchReply, FetchRequest, GroupInfo, QueryReply,
-    QueryRequest, ReadReply, ReadRequest, SubmitReply, SubmitRequest, PROC_MI_ATTACH,
+    AttachReply, AttachRequest, Attached, FetchReply, FetchRequest, GroupInfo, PollTiming,
+    QueryReply, QueryRequest, ReadReply, ReadRequest, SubmitReply, SubmitRequest, PROC_MI_ATTACH,
     PROC_MI_QUERY, PROC_MI_READ, PROC_MI_SUBMIT, PROC_REGISTRY_FETCH,
 };
 use super::{AppError, AppOp, AppView, GroupName, Registry, RequestId};
@@ -97,9 +97,10 @@ pub struct AppServiceConfig {
 impl AppServiceConfig {
     /// Timings derived from the core-set's: queries every query interval,
     /// failed after `reply_timeout * (1 + retries)`, the same bound as the
-    /// ring's monitoring; an orphan grace of four query intervals plus the
-    /// query timeout (an MI notices its mserver's silence after two query
-    /// intervals plus the query timeout, then re-attaches).
+    /// ring's monitoring; the orphan grace of [`PollTiming::orphan_grace`]
+    /// (an MI notices its mserver's silence after
+    /// [`PollTiming::silence_timeout`], told in its attach answer, then
+    /// re-attaches).
     pub fn new(
         me: NodeId,
         query_interval: Duration,
@@ -107,13 +108,28 @@ impl AppServiceConfig {
         retries: u32,
     ) -> Self {
         let query_timeout = reply_timeout * (1 + retries.min(16));
+        let poll = PollTiming {
+            interval: query_interval,
+            timeout: query_timeout,
+        };
         AppServiceConfig {
             me,
             query_interval,
             query_timeout,
-            orphan_grace: query_interval * 4 + query_timeout * 2,
+            orphan_grace: poll.orphan_grace(),
             resubmit_after: Duration::from_secs(2),
             fetch_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl AppServiceConfig {
+    /// How this mserver polls its MIs, as told to each in its attach
+    /// answer.
+    pub fn poll_timing(&self) -> PollTiming {
+        PollTiming {
+            interval: self.query_interval,
+            timeout: self.query_timeout,
         }
     }
 }
@@ -831,6 +847,7 @@ impl AppService {
             }
         }
         Attached {
+            poll: self.config.poll_timing(),
             mservers: self.mservers.clone(),
             views,
             lost,

@@ -1,8 +1,11 @@
 //! The MI daemon's local side: the Unix-socket server application processes
-//! connect to (seed 003, section II.B.4 "Member Interfaces": a process
-//! hands its requests to the MI of its host and receives every view of its
-//! groups from it; DESIGN.md section 6; `docs/appgroups-design.md`, "Views
-//! to processes").
+//! connect to (seed 003, section II.B.4 "Member Interfaces"; DESIGN.md
+//! section 6). A frame pump: it accepts connections, does the version
+//! handshake, reads request frames and hands them to the MI's core
+//! ([`membership::mi::MiNode`], which holds every session rule:
+//! memberships, views held back until a join is answered, `AlreadyMember`,
+//! `NotMember`, member ids, the request timeout), and writes what the core
+//! answers. `docs/appgroups-design.md`, "Views to processes".
 //!
 //! [`Server::bind`] takes the socket path ([`ServerError`] says why it
 //! cannot: a live MI answers there, the path is not a socket, the directory
@@ -13,46 +16,34 @@
 //! **Connections.** One tokio task per connection; the accept loop never
 //! waits for a client. The first frame must be a `Hello` within
 //! [`ServerConfig::handshake_timeout`], answered with
-//! [`proto::answer_hello`]. At most [`ServerConfig::max_clients`]
+//! [`crate::proto::answer_hello`]. At most [`ServerConfig::max_clients`]
 //! connections are served (those still in their handshake count); one more
 //! is refused with [`AppError::TooManyClients`] by a small task (at most
 //! [`MAX_REFUSERS`] at once, each bounded in time; beyond that the
 //! connection is simply closed).
 //!
-//! **Requests.** Each request becomes an [`UpCall`] to the uplink, answered
-//! within [`ServerConfig::request_timeout`] ([`AppError::Timeout`]; a
-//! dropped call is [`AppError::Disconnected`]); at most
-//! [`ServerConfig::max_inflight_per_client`] per connection are in flight
-//! ([`AppError::Busy`] beyond). Memberships belong to the connection that
-//! joined: a [`MembershipId`] per join (a counter per connection) names the
-//! group, the member's id (drawn here, a UUID v7) and the last view number
-//! delivered. Joining a group twice on one connection is
-//! [`AppError::AlreadyMember`] and leaving an unknown membership
-//! [`AppError::NotMember`], both without asking the uplink.
-//!
-//! **Views.** Each [`Downcall::View`] goes to every local membership of its
-//! group whose last delivered number is lower, in order, and never before
-//! the `Joined` answer of that membership: views that arrive while a join
-//! is in flight wait for its answer. [`Downcall::Lost`] ends a membership
-//! with `Event::Ended`.
+//! **The core.** The server talks to the core through a [`CorePort`]: it
+//! sends [`ToCore`] (a connection opened, a request, a connection closed, a
+//! view too large for a frame) and receives [`FromCore`] (a message for a
+//! connection, the memberships a close ended). The daemon connects the port
+//! to the `MiNode` it runs on the runtime's core driver
+//! ([`super::uplink`]).
 //!
 //! **Failures.** Every client has a bounded outgoing queue
 //! ([`ServerConfig::queue_per_client`] frames and
 //! [`ServerConfig::max_queued_bytes`] bytes). A client that does not read
 //! and fills it is excluded: nothing more is sent, its connection is
-//! closed, and it is treated like a dead process. A connection that closes
-//! (the process died or dropped its client) leaves every group it joined
-//! at once: one `Leave` per membership, sent without waiting. Bad input (an
-//! oversized frame, a malformed body, a second `Hello`, a request before
-//! `Hello`) closes that connection only.
+//! closed, and the core treats it like a dead process (its memberships
+//! leave at once). Bad input (an oversized frame, a malformed body, a
+//! second `Hello`, a request before `Hello`) closes that connection only.
 
-use super::uplink_api::{Downcall, UpCall, UpReply, UpRequest};
 use crate::proto::{
-    answer_hello, decode_body, encode_frame, ClientMsg, Event, FrameError, HelloOutcome,
-    MembershipId, Op, Reply, ServerMsg, LEN_PREFIX,
+    answer_hello, decode_body, encode_frame, ClientMsg, Event, FrameError, HelloOutcome, ServerMsg,
+    LEN_PREFIX,
 };
-use membership::appgroup::{AppError, AppMember, AppView, GroupName, MemberInfo};
-use std::collections::{BTreeMap, BTreeSet};
+use membership::appgroup::AppError;
+use membership::mi::{ConnId, MembershipId, Op, SessionConfig, ToClient};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -62,9 +53,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 /// Default socket mode: owner and group may connect.
 pub const DEFAULT_MODE: u32 = 0o660;
@@ -92,9 +82,6 @@ const REFUSE_DRAIN: usize = 64 << 10;
 const WRITE_BATCH: usize = 256 << 10;
 /// Longest host name accepted in [`ServerConfig::host`].
 pub const MAX_HOST: usize = 255;
-/// How many request timeouts a join that timed out is still watched for a
-/// late success (which is then left at once, so no member lingers).
-const LATE_JOIN_TIMEOUTS: u32 = 6;
 
 /// How the server behaves. [`ServerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -107,7 +94,8 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// The MI's host name: the `host` of every member joined here.
     pub host: String,
-    /// How long a request waits for the uplink's answer.
+    /// How long a request waits for the mservers' answer (the MI core's
+    /// one request timeout, `MiAgentConfig::op_timeout`).
     pub request_timeout: Duration,
     /// How long a new connection has to send its `Hello`.
     pub handshake_timeout: Duration,
@@ -164,6 +152,19 @@ impl ServerConfig {
             return Err("timeouts must be above zero".into());
         }
         check_host(&self.host)
+    }
+
+    /// The core's session settings from these: member ids stamped from
+    /// `unix_ms_at_zero` (the Unix time at the core's `Instant::ZERO`) and
+    /// drawn from `seed`.
+    pub fn session_config(&self, unix_ms_at_zero: u64, seed: u64) -> SessionConfig {
+        SessionConfig {
+            host: self.host.clone(),
+            max_inflight: self.max_inflight_per_client,
+            max_buffered: self.queue_per_client,
+            unix_ms_at_zero,
+            seed,
+        }
     }
 }
 
@@ -237,8 +238,8 @@ pub enum ServerError {
         /// The OS error.
         source: io::Error,
     },
-    /// The uplink closed its downcall channel: no view can be delivered
-    /// any more, so the server stopped.
+    /// The core stopped (its port closed): no view can be delivered any
+    /// more, so the server stopped.
     #[error("the uplink to the mservers stopped: no more views can be delivered")]
     UplinkClosed,
 }
@@ -263,7 +264,8 @@ pub struct ServerStats {
     /// Served connections that closed while holding memberships (dead
     /// processes, dropped clients, exclusions).
     pub deaths: u64,
-    /// Memberships ended by those closes (one `Leave` each).
+    /// Memberships ended by those closes (one `Leave` each, sent by the
+    /// core).
     pub memberships_ended: u64,
     /// Requests received.
     pub requests: u64,
@@ -271,130 +273,129 @@ pub struct ServerStats {
     pub views_delivered: u64,
 }
 
-type ConnId = u64;
-
-/// Where a membership stands.
-#[derive(Debug)]
-enum State {
-    /// The join is in flight: views of the group wait here for its answer.
-    Joining {
-        buffered: Vec<AppView>,
-        /// The uplink removed the member before the answer came.
-        lost: Option<AppError>,
-        /// Too many views waited: the membership ends once joined.
-        overflow: bool,
+/// What the server hands the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToCore {
+    /// A connection passed its handshake.
+    Open {
+        /// The connection.
+        conn: ConnId,
+        /// How the client describes itself (for logs).
+        client: String,
     },
-    /// Joined; the number of the last view delivered.
-    Member { last: u64 },
-    /// A leave was asked (views are no longer delivered); kept until the
-    /// uplink confirms, so a close resends it if it failed.
-    Leaving,
+    /// A request of a connection.
+    Request {
+        /// The connection.
+        conn: ConnId,
+        /// The client's request id.
+        id: u64,
+        /// What it asks.
+        op: Op,
+    },
+    /// A connection closed, or was excluded: its memberships leave.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A view for a membership does not fit in a frame: it is excluded.
+    Undeliverable {
+        /// The connection.
+        conn: ConnId,
+        /// The membership.
+        membership: MembershipId,
+    },
 }
 
+/// What the core hands the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromCore {
+    /// A message for a connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: ToClient,
+    },
+    /// A [`ToCore::Close`] ended this many memberships.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Memberships ended (each left).
+        memberships: usize,
+    },
+}
+
+/// The server's two channels to the core. Whoever drives the core takes
+/// every [`ToCore`] in order and sends back every [`FromCore`]; when it
+/// stops (closes `from_core`), the server stops with
+/// [`ServerError::UplinkClosed`].
 #[derive(Debug)]
-struct Mship {
-    group: GroupName,
-    member: Uuid,
-    state: State,
+pub struct CorePort {
+    /// Inputs for the core.
+    pub to_core: mpsc::UnboundedSender<ToCore>,
+    /// What the core sends connections.
+    pub from_core: mpsc::UnboundedReceiver<FromCore>,
 }
 
-/// One served connection as the hub sees it.
+/// One served connection as the pump sees it: where its frames go.
 struct Conn {
     client: String,
     out: mpsc::Sender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     kill: Arc<Notify>,
-    next_mid: u64,
-    inflight: usize,
-    memberships: BTreeMap<MembershipId, Mship>,
 }
 
-/// The state every connection task, request task and the downcall loop
-/// share (under one mutex, never held across an await).
-struct Hub {
-    up: mpsc::Sender<UpCall>,
-    host: String,
-    request_timeout: Duration,
-    max_inflight: usize,
+/// The state the accept loop, the connection tasks and the core's output
+/// share (under one mutex, never held across an await): where each
+/// connection's frames go, and the counters. No session state: that is
+/// the core's.
+struct Pump {
+    to_core: mpsc::UnboundedSender<ToCore>,
     queue_per_client: usize,
     max_queued_bytes: usize,
     conns: BTreeMap<ConnId, Conn>,
-    by_group: BTreeMap<GroupName, BTreeSet<(ConnId, MembershipId)>>,
-    by_member: BTreeMap<Uuid, (ConnId, MembershipId)>,
     stats: ServerStats,
 }
 
-type Shared = Arc<Mutex<Hub>>;
+type Shared = Arc<Mutex<Pump>>;
 
-fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
-    hub.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(pump: &Mutex<Pump>) -> MutexGuard<'_, Pump> {
+    pump.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hands `request` to the uplink and waits for the answer until
-/// `timeout`. On a timeout after the call was handed over, the receiver is
-/// returned too, so a late answer can still be looked at.
-async fn ask(
-    up: &mpsc::Sender<UpCall>,
-    request: UpRequest,
-    timeout: Duration,
-) -> (
-    Result<UpReply, AppError>,
-    Option<oneshot::Receiver<Result<UpReply, AppError>>>,
-) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let (tx, mut rx) = oneshot::channel();
-    let call = UpCall { request, reply: tx };
-    match tokio::time::timeout_at(deadline, up.send(call)).await {
-        Err(_) => return (Err(AppError::Timeout), None),
-        Ok(Err(_)) => return (Err(AppError::Disconnected), None),
-        Ok(Ok(())) => {}
-    }
-    match tokio::time::timeout_at(deadline, &mut rx).await {
-        Ok(Ok(result)) => (result, None),
-        Ok(Err(_)) => (Err(AppError::Disconnected), None),
-        Err(_) => (Err(AppError::Timeout), Some(rx)),
-    }
-}
-
-fn unexpected(reply: &UpReply) -> AppError {
-    AppError::Internal(format!("the uplink gave an unexpected answer: {reply:?}"))
-}
-
-impl Hub {
-    fn new(config: &ServerConfig, up: mpsc::Sender<UpCall>) -> Hub {
-        Hub {
-            up,
-            host: config.host.clone(),
-            request_timeout: config.request_timeout,
-            max_inflight: config.max_inflight_per_client,
+impl Pump {
+    fn new(config: &ServerConfig, to_core: mpsc::UnboundedSender<ToCore>) -> Pump {
+        Pump {
+            to_core,
             queue_per_client: config.queue_per_client,
             max_queued_bytes: config.max_queued_bytes,
             conns: BTreeMap::new(),
-            by_group: BTreeMap::new(),
-            by_member: BTreeMap::new(),
             stats: ServerStats::default(),
         }
     }
 
+    fn core(&self, input: ToCore) {
+        // A stopped core is noticed by the run loop (its output closes).
+        let _ = self.to_core.send(input);
+    }
+
     /// Registers a connection that passed the handshake.
-    fn add_conn(&mut self, id: ConnId, client: String) -> (mpsc::Receiver<Vec<u8>>, Conn2) {
+    fn add_conn(&mut self, id: ConnId, client: String) -> (mpsc::Receiver<Vec<u8>>, Handle) {
         let (out, rx) = mpsc::channel(self.queue_per_client.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let kill = Arc::new(Notify::new());
         self.conns.insert(
             id,
             Conn {
-                client,
+                client: client.clone(),
                 out,
                 queued: Arc::clone(&queued),
                 kill: Arc::clone(&kill),
-                next_mid: 1,
-                inflight: 0,
-                memberships: BTreeMap::new(),
             },
         );
         self.stats.accepted += 1;
-        (rx, Conn2 { queued, kill })
+        self.core(ToCore::Open { conn: id, client });
+        (rx, Handle { queued, kill })
     }
 
     /// Queues one frame for `conn`; a full queue excludes the client.
@@ -421,366 +422,68 @@ impl Hub {
         false
     }
 
-    /// Answers request `id` of `conn`.
-    fn respond(&mut self, conn: ConnId, id: u64, result: Result<Reply, AppError>) -> bool {
-        let frame = match encode_frame(&ServerMsg::Response { id, result }) {
-            Ok(f) => f,
-            Err(e) => {
-                let result = Err(AppError::Internal(format!("cannot send the answer: {e}")));
+    /// Writes what the core sends a connection.
+    fn deliver(&mut self, conn: ConnId, msg: ToClient) {
+        let membership = match &msg {
+            ToClient::Event(Event::View { membership_id, .. }) => Some(*membership_id),
+            _ => None,
+        };
+        let frame = match msg {
+            ToClient::Response { id, result } => {
                 match encode_frame(&ServerMsg::Response { id, result }) {
                     Ok(f) => f,
-                    Err(_) => return false,
-                }
-            }
-        };
-        self.push(conn, frame)
-    }
-
-    /// Answers a request that was counted in flight.
-    fn finish(&mut self, conn: ConnId, id: u64, result: Result<Reply, AppError>) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.inflight = c.inflight.saturating_sub(1);
-            self.respond(conn, id, result);
-        }
-    }
-
-    /// Forgets one membership; whether it existed.
-    fn forget(&mut self, conn: ConnId, mid: MembershipId) -> Option<Mship> {
-        let m = self.conns.get_mut(&conn)?.memberships.remove(&mid)?;
-        self.unindex(conn, mid, &m);
-        Some(m)
-    }
-
-    fn unindex(&mut self, conn: ConnId, mid: MembershipId, m: &Mship) {
-        if let Some(set) = self.by_group.get_mut(&m.group) {
-            set.remove(&(conn, mid));
-            if set.is_empty() {
-                self.by_group.remove(&m.group);
-            }
-        }
-        if self.by_member.get(&m.member) == Some(&(conn, mid)) {
-            self.by_member.remove(&m.member);
-        }
-    }
-
-    /// Sends `Leave` for a member without waiting for the answer.
-    fn fire_leave(&self, group: GroupName, member: Uuid) {
-        let up = self.up.clone();
-        let timeout = self.request_timeout;
-        tokio::spawn(async move {
-            let (result, _) = ask(&up, UpRequest::Leave { group, member }, timeout).await;
-            tracing::debug!(%member, ?result, "leave of a gone member");
-        });
-    }
-
-    /// A connection is gone (closed, excluded, or the server stops): every
-    /// membership it holds leaves its group. A join still in flight is
-    /// left by its own task when the answer comes.
-    fn drop_conn(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.remove(&conn) else {
-            return;
-        };
-        let n = c.memberships.len();
-        for (mid, m) in c.memberships {
-            self.unindex(conn, mid, &m);
-            if !matches!(m.state, State::Joining { .. }) {
-                self.fire_leave(m.group, m.member);
-            }
-        }
-        if n > 0 {
-            self.stats.deaths += 1;
-            self.stats.memberships_ended += n as u64;
-            tracing::info!(conn, client = %c.client, memberships = n, "process gone: its memberships ended");
-        }
-    }
-
-    /// Starts a join: `AlreadyMember` if this connection is in (or joining)
-    /// the group; otherwise the new membership and the member to submit.
-    fn start_join(
-        &mut self,
-        conn: ConnId,
-        group: &GroupName,
-        info: MemberInfo,
-    ) -> Result<(MembershipId, AppMember), AppError> {
-        let c = self.conns.get_mut(&conn).ok_or(AppError::Disconnected)?;
-        if c.memberships
-            .values()
-            .any(|m| &m.group == group && !matches!(m.state, State::Leaving))
-        {
-            return Err(AppError::AlreadyMember);
-        }
-        let mid = MembershipId(c.next_mid);
-        c.next_mid += 1;
-        let member = AppMember {
-            name: info.name,
-            kind: info.kind,
-            id: Uuid::now_v7(),
-            host: self.host.clone(),
-        };
-        c.memberships.insert(
-            mid,
-            Mship {
-                group: group.clone(),
-                member: member.id,
-                state: State::Joining {
-                    buffered: Vec::new(),
-                    lost: None,
-                    overflow: false,
-                },
-            },
-        );
-        self.by_group
-            .entry(group.clone())
-            .or_default()
-            .insert((conn, mid));
-        self.by_member.insert(member.id, (conn, mid));
-        Ok((mid, member))
-    }
-
-    /// The uplink answered a join: answer the client, then the views that
-    /// came meanwhile (newer than the join's view only).
-    fn finish_join(
-        &mut self,
-        conn: ConnId,
-        id: u64,
-        mid: MembershipId,
-        me: AppMember,
-        result: Result<UpReply, AppError>,
-    ) {
-        let joining = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.memberships.get(&mid))
-            .is_some_and(|m| matches!(m.state, State::Joining { .. }));
-        if !joining {
-            // The connection went away meanwhile: a committed join leaves.
-            if let Ok(UpReply::Joined(view)) = result {
-                self.fire_leave(view.group, me.id);
-            }
-            return;
-        }
-        let view = match result {
-            Ok(UpReply::Joined(view)) => view,
-            Ok(other) => {
-                self.forget(conn, mid);
-                self.finish(conn, id, Err(unexpected(&other)));
-                return;
-            }
-            Err(e) => {
-                self.forget(conn, mid);
-                self.finish(conn, id, Err(e));
-                return;
-            }
-        };
-        let me = view
-            .members
-            .iter()
-            .find(|m| m.id == me.id)
-            .cloned()
-            .unwrap_or(me);
-        let last = view.number;
-        let group = view.group.clone();
-        // Joined from here on, before the answer is queued: if queueing it
-        // excludes the client, the close leaves the group for it.
-        let Some(m) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| c.memberships.get_mut(&mid))
-        else {
-            return;
-        };
-        let State::Joining {
-            buffered,
-            lost,
-            overflow,
-        } = std::mem::replace(&mut m.state, State::Member { last })
-        else {
-            return;
-        };
-        self.finish(
-            conn,
-            id,
-            Ok(Reply::Joined {
-                membership_id: mid,
-                me: me.clone(),
-                view,
-            }),
-        );
-        for v in buffered {
-            self.deliver(conn, mid, &v);
-        }
-        if overflow {
-            if self.end(conn, mid, AppError::Excluded) {
-                self.fire_leave(group, me.id);
-            }
-        } else if let Some(reason) = lost {
-            self.end(conn, mid, reason);
-        }
-    }
-
-    /// Ends a membership with `Event::Ended` and forgets it; whether it
-    /// was there.
-    fn end(&mut self, conn: ConnId, mid: MembershipId, reason: AppError) -> bool {
-        if self.forget(conn, mid).is_none() {
-            return false;
-        }
-        let event = ServerMsg::Event(Event::Ended {
-            membership_id: mid,
-            reason,
-        });
-        if let Ok(frame) = encode_frame(&event) {
-            self.push(conn, frame);
-        }
-        true
-    }
-
-    /// Delivers `view` to one joined membership if it is newer than the
-    /// last one it got.
-    fn deliver(&mut self, conn: ConnId, mid: MembershipId, view: &AppView) {
-        let Some(m) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| c.memberships.get_mut(&mid))
-        else {
-            return;
-        };
-        let State::Member { last } = &mut m.state else {
-            return;
-        };
-        if *last >= view.number {
-            return;
-        }
-        *last = view.number;
-        let member = m.member;
-        let event = ServerMsg::Event(Event::View {
-            membership_id: mid,
-            view: view.clone(),
-        });
-        match encode_frame(&event) {
-            Ok(frame) => {
-                if self.push(conn, frame) {
-                    self.stats.views_delivered += 1;
-                }
-            }
-            Err(e) => {
-                // A view beyond the frame limit cannot reach this member:
-                // it is excluded rather than miss a view.
-                tracing::warn!(conn, ?mid, "view not deliverable: {e}");
-                self.end(conn, mid, AppError::Excluded);
-                self.fire_leave(view.group.clone(), member);
-            }
-        }
-    }
-
-    /// One downcall from the uplink.
-    fn downcall(&mut self, d: Downcall) {
-        match d {
-            Downcall::View(view) => {
-                let keys: Vec<(ConnId, MembershipId)> = match self.by_group.get(&view.group) {
-                    Some(set) => set.iter().copied().collect(),
-                    None => return,
-                };
-                let cap = self.queue_per_client;
-                for (conn, mid) in keys {
-                    let Some(m) = self
-                        .conns
-                        .get_mut(&conn)
-                        .and_then(|c| c.memberships.get_mut(&mid))
-                    else {
-                        continue;
-                    };
-                    if matches!(m.state, State::Member { .. }) {
-                        self.deliver(conn, mid, &view);
-                    } else if let State::Joining {
-                        buffered, overflow, ..
-                    } = &mut m.state
-                    {
-                        if *overflow {
-                            // Ends once joined; nothing more to keep.
-                        } else if buffered.len() >= cap {
-                            *overflow = true;
-                            buffered.clear();
-                        } else {
-                            buffered.push(view.clone());
+                    Err(e) => {
+                        let result =
+                            Err(AppError::Internal(format!("cannot send the answer: {e}")));
+                        match encode_frame(&ServerMsg::Response { id, result }) {
+                            Ok(f) => f,
+                            Err(_) => return,
                         }
                     }
                 }
             }
-            Downcall::Lost {
-                group,
-                member,
-                reason,
-            } => {
-                let Some(&(conn, mid)) = self.by_member.get(&member) else {
-                    return;
-                };
-                let Some(m) = self
-                    .conns
-                    .get_mut(&conn)
-                    .and_then(|c| c.memberships.get_mut(&mid))
-                else {
-                    return;
-                };
-                if m.group != group {
+            ToClient::Event(event) => match encode_frame(&ServerMsg::Event(event)) {
+                Ok(f) => f,
+                Err(e) => {
+                    // A view beyond the frame limit cannot reach this
+                    // member: the core excludes it rather than miss a view.
+                    tracing::warn!(conn, ?membership, "event not deliverable: {e}");
+                    if let Some(membership) = membership {
+                        self.core(ToCore::Undeliverable { conn, membership });
+                    }
                     return;
                 }
-                tracing::debug!(conn, ?mid, %reason, "membership lost");
-                if let State::Joining { lost, .. } = &mut m.state {
-                    *lost = Some(reason);
-                } else if matches!(m.state, State::Member { .. }) {
-                    self.end(conn, mid, reason);
-                } else {
-                    self.forget(conn, mid);
+            },
+        };
+        if self.push(conn, frame) && membership.is_some() {
+            self.stats.views_delivered += 1;
+        }
+    }
+
+    /// One output of the core.
+    fn on_core(&mut self, out: FromCore) {
+        match out {
+            FromCore::Send { conn, msg } => self.deliver(conn, msg),
+            FromCore::Closed { memberships, .. } => {
+                if memberships > 0 {
+                    self.stats.deaths += 1;
+                    self.stats.memberships_ended += memberships as u64;
                 }
             }
         }
     }
 
-    /// Starts a leave: `NotMember` for an unknown membership (or one whose
-    /// join is still in flight).
-    fn start_leave(
-        &mut self,
-        conn: ConnId,
-        mid: MembershipId,
-    ) -> Result<(GroupName, Uuid), AppError> {
-        let m = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| c.memberships.get_mut(&mid))
-            .ok_or(AppError::NotMember)?;
-        if matches!(m.state, State::Joining { .. }) {
-            return Err(AppError::NotMember);
+    /// A connection is gone (closed, excluded, or the server stops): the
+    /// core ends its memberships.
+    fn drop_conn(&mut self, conn: ConnId) {
+        if self.conns.remove(&conn).is_some() {
+            self.core(ToCore::Close { conn });
         }
-        m.state = State::Leaving;
-        Ok((m.group.clone(), m.member))
-    }
-
-    /// The uplink answered a leave: the membership is forgotten unless
-    /// the leave may not have happened (then a close resends it).
-    fn finish_leave(
-        &mut self,
-        conn: ConnId,
-        id: u64,
-        mid: MembershipId,
-        result: Result<UpReply, AppError>,
-    ) {
-        let result = match result {
-            Ok(UpReply::Left) => Ok(Reply::Left),
-            Ok(other) => Err(unexpected(&other)),
-            Err(e) => Err(e),
-        };
-        if matches!(
-            result,
-            Ok(_) | Err(AppError::NotMember | AppError::NoSuchGroup)
-        ) {
-            self.forget(conn, mid);
-        }
-        self.finish(conn, id, result);
     }
 }
 
-/// What a connection task keeps of its hub entry.
-struct Conn2 {
+/// What a connection task keeps of its pump entry.
+struct Handle {
     queued: Arc<AtomicUsize>,
     kill: Arc<Notify>,
 }
@@ -915,22 +618,25 @@ impl Server {
     }
 
     /// Serves clients until `shutdown` resolves (then `Ok` with the
-    /// statistics) or the uplink closes `down` ([`ServerError::UplinkClosed`]).
+    /// statistics) or the core stops ([`ServerError::UplinkClosed`]).
     /// Either way every connection is closed, each of its memberships is
     /// left (best effort: the `Leave`s are spawned, not awaited), and the
     /// socket file is removed.
     pub async fn run(
         self,
-        up: mpsc::Sender<UpCall>,
-        mut down: mpsc::Receiver<Downcall>,
+        port: CorePort,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ServerStats, ServerError> {
+        let CorePort {
+            to_core,
+            mut from_core,
+        } = port;
         let Server {
             config,
             listener,
             socket,
         } = self;
-        let hub: Shared = Arc::new(Mutex::new(Hub::new(&config, up)));
+        let hub: Shared = Arc::new(Mutex::new(Pump::new(&config, to_core)));
         let config = Arc::new(config);
         let live = Arc::new(AtomicUsize::new(0));
         let refusers = Arc::new(AtomicUsize::new(0));
@@ -947,8 +653,8 @@ impl Server {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break Ok(()),
-                d = down.recv() => match d {
-                    Some(d) => lock(&hub).downcall(d),
+                d = from_core.recv() => match d {
+                    Some(d) => lock(&hub).on_core(d),
                     None => {
                         tracing::error!("the uplink closed its channel: stopping the member-interface server");
                         break Err(ServerError::UplinkClosed);
@@ -982,6 +688,10 @@ impl Server {
         drop(socket);
         let stats = {
             let mut h = lock(&hub);
+            // What the core said until now still counts.
+            while let Ok(d) = from_core.try_recv() {
+                h.on_core(d);
+            }
             // The statistics stop here: the closes below are the server's.
             let stats = h.stats.clone();
             let conns: Vec<ConnId> = h.conns.keys().copied().collect();
@@ -1002,15 +712,13 @@ impl Server {
 }
 
 /// Binds per `config` and serves until `shutdown` resolves: [`Server::bind`]
-/// then [`Server::run`]. `up` carries the requests to the uplink, `down`
-/// its views and forced ends.
+/// then [`Server::run`], talking to the core through `port`.
 pub async fn serve(
     config: ServerConfig,
-    up: mpsc::Sender<UpCall>,
-    down: mpsc::Receiver<Downcall>,
+    port: CorePort,
     shutdown: impl Future<Output = ()>,
 ) -> Result<ServerStats, ServerError> {
-    Server::bind(config).await?.run(up, down, shutdown).await
+    Server::bind(config).await?.run(port, shutdown).await
 }
 
 /// A counted connection; uncounted when its task ends.
@@ -1146,7 +854,11 @@ async fn connection(
                 }
             };
             match decode_body::<ClientMsg>(&body) {
-                Ok(ClientMsg::Request { id, op }) => request(&hub, &config, conn, id, op),
+                Ok(ClientMsg::Request { id, op }) => {
+                    let mut h = lock(&hub);
+                    h.stats.requests += 1;
+                    h.core(ToCore::Request { conn, id, op });
+                }
                 Ok(ClientMsg::Hello { .. }) => {
                     tracing::info!(conn, %client, "closing the connection: a second hello");
                     lock(&hub).stats.bad_input += 1;
@@ -1189,201 +901,4 @@ async fn connection(
     };
     lock(&hub).drop_conn(conn);
     tracing::debug!(conn, %client, why, "connection closed");
-}
-
-/// Handles one request of `conn`: answered at once, or by a task that asks
-/// the uplink.
-fn request(hub: &Shared, config: &ServerConfig, conn: ConnId, id: u64, op: Op) {
-    let mut h = lock(hub);
-    h.stats.requests += 1;
-    let max = h.max_inflight;
-    let Some(c) = h.conns.get_mut(&conn) else {
-        return;
-    };
-    if c.inflight >= max {
-        h.respond(conn, id, Err(AppError::Busy));
-        return;
-    }
-    let timeout = config.request_timeout;
-    let up = h.up.clone();
-    let (request, expect) = match op {
-        Op::Join { group, member } => match h.start_join(conn, &group, member) {
-            Err(e) => {
-                h.respond(conn, id, Err(e));
-                return;
-            }
-            Ok((mid, me)) => {
-                count(&mut h, conn);
-                let hub = Arc::clone(hub);
-                tokio::spawn(async move {
-                    let request = UpRequest::Join {
-                        group,
-                        member: me.clone(),
-                    };
-                    let (result, late) = ask(&up, request, timeout).await;
-                    let member = me.id;
-                    lock(&hub).finish_join(conn, id, mid, me, result);
-                    if let Some(rx) = late {
-                        // The client was told Timeout: a join committed
-                        // after all must not leave a member behind.
-                        let window = timeout.saturating_mul(LATE_JOIN_TIMEOUTS);
-                        if let Ok(Ok(Ok(UpReply::Joined(view)))) =
-                            tokio::time::timeout(window, rx).await
-                        {
-                            tracing::debug!(%member, "a timed-out join committed late: leaving");
-                            lock(&hub).fire_leave(view.group, member);
-                        }
-                    }
-                });
-                return;
-            }
-        },
-        Op::Leave { membership_id } => match h.start_leave(conn, membership_id) {
-            Err(e) => {
-                h.respond(conn, id, Err(e));
-                return;
-            }
-            Ok((group, member)) => {
-                count(&mut h, conn);
-                let hub = Arc::clone(hub);
-                tokio::spawn(async move {
-                    let (result, _) = ask(&up, UpRequest::Leave { group, member }, timeout).await;
-                    lock(&hub).finish_leave(conn, id, membership_id, result);
-                });
-                return;
-            }
-        },
-        Op::CreateGroup { name, options } => (
-            UpRequest::Create {
-                group: name,
-                options,
-            },
-            Expect::Created,
-        ),
-        Op::View { group } => (UpRequest::View { group }, Expect::View),
-        Op::Lookup { group, member_name } => (
-            UpRequest::Lookup {
-                group,
-                name: member_name,
-            },
-            Expect::Member,
-        ),
-    };
-    count(&mut h, conn);
-    let hub = Arc::clone(hub);
-    tokio::spawn(async move {
-        let (result, _) = ask(&up, request, timeout).await;
-        let result = match (expect, result) {
-            (Expect::Created, Ok(UpReply::Created)) => Ok(Reply::Created),
-            (Expect::View, Ok(UpReply::View(v))) => Ok(Reply::View(v)),
-            (Expect::Member, Ok(UpReply::Member(m))) => Ok(Reply::Member(m)),
-            (_, Ok(other)) => Err(unexpected(&other)),
-            (_, Err(e)) => Err(e),
-        };
-        lock(&hub).finish(conn, id, result);
-    });
-}
-
-/// The answer a pass-through request expects.
-#[derive(Clone, Copy)]
-enum Expect {
-    Created,
-    View,
-    Member,
-}
-
-fn count(h: &mut Hub, conn: ConnId) {
-    if let Some(c) = h.conns.get_mut(&conn) {
-        c.inflight += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::decode_body;
-    use membership::appgroup::MemberName;
-
-    fn view(n: u64, members: &[&AppMember]) -> AppView {
-        AppView {
-            group: GroupName::parse("g").expect("group"),
-            number: n,
-            members: members.iter().map(|m| (*m).clone()).collect(),
-        }
-    }
-
-    fn frames(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<ServerMsg> {
-        let mut out = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            out.push(decode_body(&f[LEN_PREFIX..]).expect("decode"));
-        }
-        out
-    }
-
-    fn hub() -> (Hub, mpsc::Receiver<UpCall>) {
-        let (up, calls) = mpsc::channel(16);
-        (Hub::new(&ServerConfig::new("/x", "h"), up), calls)
-    }
-
-    /// Views that reach the server while a join is in flight come after
-    /// its answer, and only those newer than the join's view.
-    #[test]
-    fn views_before_the_join_answer_follow_it() {
-        let (mut hub, _calls) = hub();
-        let (mut rx, _h) = hub.add_conn(1, "c".into());
-        let g = GroupName::parse("g").expect("group");
-        let info = MemberInfo::new(MemberName::parse("a").expect("name"));
-        let (mid, me) = hub.start_join(1, &g, info.clone()).expect("join");
-        assert_eq!(
-            hub.start_join(1, &g, info).map(|_| ()),
-            Err(AppError::AlreadyMember)
-        );
-        for n in [4, 5, 6] {
-            hub.downcall(Downcall::View(view(n, &[&me])));
-        }
-        assert!(frames(&mut rx).is_empty(), "nothing before the answer");
-        hub.finish_join(1, 7, mid, me.clone(), Ok(UpReply::Joined(view(5, &[&me]))));
-        hub.downcall(Downcall::View(view(6, &[&me])));
-        hub.downcall(Downcall::View(view(7, &[&me])));
-        let got = frames(&mut rx);
-        assert!(
-            matches!(&got[0], ServerMsg::Response { id: 7, result: Ok(Reply::Joined { view, .. }) } if view.number == 5)
-        );
-        let numbers: Vec<u64> = got[1..]
-            .iter()
-            .map(|m| match m {
-                ServerMsg::Event(Event::View { view, .. }) => view.number,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(numbers, vec![6, 7]);
-    }
-
-    /// A member lost while its join was in flight gets the answer, then
-    /// its end.
-    #[test]
-    fn lost_while_joining_ends_after_the_answer() {
-        let (mut hub, _calls) = hub();
-        let (mut rx, _h) = hub.add_conn(1, "c".into());
-        let g = GroupName::parse("g").expect("group");
-        let info = MemberInfo::new(MemberName::parse("a").expect("name"));
-        let (mid, me) = hub.start_join(1, &g, info).expect("join");
-        hub.downcall(Downcall::Lost {
-            group: g.clone(),
-            member: me.id,
-            reason: AppError::Excluded,
-        });
-        hub.finish_join(1, 1, mid, me.clone(), Ok(UpReply::Joined(view(1, &[&me]))));
-        let got = frames(&mut rx);
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[1],
-            ServerMsg::Event(Event::Ended {
-                membership_id: mid,
-                reason: AppError::Excluded
-            })
-        );
-        assert!(hub.by_group.is_empty() && hub.by_member.is_empty());
-        assert_eq!(hub.start_leave(1, mid), Err(AppError::NotMember));
-    }
 }

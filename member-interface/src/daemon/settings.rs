@@ -4,7 +4,7 @@
 //! name, and the server's bounds. Every invalid value is refused by clap
 //! with one line naming the option.
 
-use super::server::{check_host, ServerConfig, DEFAULT_MAX_CLIENTS};
+use super::server::{check_host, ServerConfig, DEFAULT_MAX_CLIENTS, DEFAULT_REQUEST_TIMEOUT};
 use clap::{Args as ClapArgs, ValueEnum};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ pub enum LogFormat {
 }
 
 /// The daemon's options (flatten into the binary's parser, or parse with
-/// [`Args::parse_from`]-style helpers of a `clap::Parser` wrapper).
+/// `parse_from`-style helpers of a `clap::Parser` wrapper).
 #[derive(Clone, Debug, ClapArgs)]
 pub struct Args {
     /// An mserver to attach to (IP:PORT); repeat it for more, tried in
@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
     pub max_clients: usize,
     /// How long a request waits for the mservers, in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_timeout_ms)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64, value_parser = parse_timeout_ms)]
     pub request_timeout_ms: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]

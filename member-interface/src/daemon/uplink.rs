@@ -1,129 +1,138 @@
-//! The uplink: the MI daemon's link to its mserver, the sans-IO
-//! [`MiAgent`] driven by the runtime's core driver on one UDP socket, and
-//! the bridge between it and the Unix-socket server's channels
-//! ([`super::uplink_api`]) (seed 003, section II.B.4; DESIGN.md section 3:
-//! the protocol is in the agent, this module only carries messages).
+//! The MI daemon's core runner: the sans-IO [`MiNode`] (the MI's link to
+//! its mserver plus its local sessions) driven by the runtime's core driver
+//! on one UDP socket, and the bridge between it and the Unix-socket
+//! server's [`CorePort`] (seed 003, section II.B.4; DESIGN.md section 3:
+//! the protocol is in the core, this module only carries messages).
 
-use super::uplink_api::{Downcall, UpCall, UpReply};
-use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiEvent};
-use membership::appgroup::AppError;
+use super::server::{CorePort, FromCore, ServerConfig, ToCore};
+use membership::appgroup::agent::MiAgentConfig;
 use membership::id::{NodeId, ProtocolId};
+use membership::mi::{MiNode, MiNodeEvent};
 use membership::rpc::RpcConfig;
 use membership::runtime::{new_incarnation, spawn_core, CoreHandle, SocketOptions, SpawnedCore};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Capacity of the server -> uplink request channel.
-pub const UP_QUEUE: usize = 4096;
-/// Capacity of the uplink -> server downcall channel.
-pub const DOWN_QUEUE: usize = 65_536;
-
-/// What [`start`] gives the server.
+/// What [`start`] gives the daemon.
 pub struct Uplink {
-    /// Requests for the mservers.
-    pub up: mpsc::Sender<UpCall>,
-    /// Views and forced ends.
-    pub down: mpsc::Receiver<Downcall>,
+    /// The server's side of the core.
+    pub port: CorePort,
     /// The MI's id.
     pub mi: Uuid,
     /// The UDP address the MI's mservers query.
     pub local: NodeId,
-    /// The agent (to stop it).
-    pub handle: CoreHandle<MiAgent>,
+    /// The core (to stop it).
+    pub handle: CoreHandle<MiNode>,
+    /// The bridge task: it ends once the server dropped its side of the
+    /// port and every input before that reached the core.
+    pub bridge: tokio::task::JoinHandle<()>,
 }
 
-/// Binds the MI's UDP socket on `listen`, starts the agent (it attaches
-/// to the first of `mservers` that accepts) and the bridge task. Must run
-/// inside an actix system.
+/// Binds the MI's UDP socket on `listen`, starts the core (it attaches to
+/// the first of `mservers` that accepts) and the bridge task. `server` gives
+/// the sessions' settings and the one request timeout. Must run inside an
+/// actix system.
 #[allow(clippy::disallowed_methods)] // a daemon owns the clock and draws its id
-pub fn start(listen: SocketAddr, mservers: &[SocketAddr], host: String) -> std::io::Result<Uplink> {
+pub fn start(
+    listen: SocketAddr,
+    mservers: &[SocketAddr],
+    server: &ServerConfig,
+) -> std::io::Result<Uplink> {
     let incarnation = new_incarnation();
     let mi = Uuid::now_v7();
     let mut options = SocketOptions::new(listen);
     options.incarnation = Some(incarnation);
     let servers: Vec<NodeId> = mservers.iter().map(|a| NodeId::new(*a)).collect();
     let seed = u64::from_le_bytes(incarnation.to_bytes()[..8].try_into().unwrap_or([7; 8]));
+    // The Unix time at the core's `Instant::ZERO`: member ids are stamped
+    // from it and the core's `now` (the core reads no clock).
+    let unix_ms_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let since_zero = membership::runtime::clock::Clock::now().as_micros() / 1_000;
+    let unix_ms_at_zero = unix_ms_now.saturating_sub(since_zero);
+    let sessions = server.session_config(unix_ms_at_zero, seed.rotate_left(17));
+    let host = server.host.clone();
+    let op_timeout = server.request_timeout;
     let mut local = None;
     let SpawnedCore { handle, events } = spawn_core(options, &[ProtocolId::Rpc], |cx| {
         local = Some(cx.local);
         let mut config = MiAgentConfig::new(cx.local, cx.incarnation, mi, host);
         config.mservers = servers;
-        MiAgent::new(cx.now, config, RpcConfig::default(), seed)
+        config.op_timeout = op_timeout;
+        MiNode::new(cx.now, config, sessions, RpcConfig::default(), seed)
     })?;
     let local = local.unwrap_or_else(|| NodeId::new(listen));
-    let (up_tx, up_rx) = mpsc::channel(UP_QUEUE);
-    let (down_tx, down_rx) = mpsc::channel(DOWN_QUEUE);
-    tokio::task::spawn_local(bridge(handle.clone(), events, up_rx, down_tx));
+    let (to_core, inputs) = mpsc::unbounded_channel();
+    let (out, from_core) = mpsc::unbounded_channel();
+    let bridge = tokio::task::spawn_local(bridge(handle.clone(), events, inputs, out));
     tracing::info!(%mi, %local, mservers = ?mservers, "member-interface uplink started");
     Ok(Uplink {
-        up: up_tx,
-        down: down_rx,
+        port: CorePort { to_core, from_core },
         mi,
         local,
         handle,
+        bridge,
     })
 }
 
-/// Carries requests to the agent and its events back, until the server
-/// drops its sender and the agent stops.
+/// Carries the server's inputs to the core and the core's events back,
+/// until the server drops its sender (every input before is handed over)
+/// or the core stops.
 async fn bridge(
-    handle: CoreHandle<MiAgent>,
-    mut events: mpsc::UnboundedReceiver<MiEvent>,
-    mut up: mpsc::Receiver<UpCall>,
-    down: mpsc::Sender<Downcall>,
+    handle: CoreHandle<MiNode>,
+    mut events: mpsc::UnboundedReceiver<MiNodeEvent>,
+    mut inputs: mpsc::UnboundedReceiver<ToCore>,
+    out: mpsc::UnboundedSender<FromCore>,
 ) {
-    let mut waiting: BTreeMap<u64, oneshot::Sender<Result<UpReply, AppError>>> = BTreeMap::new();
-    let mut next: u64 = 1;
     loop {
         tokio::select! {
-            call = up.recv() => {
-                let Some(call) = call else { break };
-                let handle_id = next;
-                next += 1;
-                waiting.insert(handle_id, call.reply);
-                let request = call.request;
-                if handle
-                    .with_core(move |agent, now| agent.request(now, handle_id, request))
-                    .await
-                    .is_err()
-                {
-                    if let Some(tx) = waiting.remove(&handle_id) {
-                        let _ = tx.send(Err(AppError::Disconnected));
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                let closed = match input {
+                    ToCore::Open { conn, client } => handle
+                        .with_core(move |n, now| n.open(now, conn, client))
+                        .await
+                        .map(|()| None),
+                    ToCore::Request { conn, id, op } => handle
+                        .with_core(move |n, now| n.request(now, conn, id, op))
+                        .await
+                        .map(|()| None),
+                    ToCore::Close { conn } => handle
+                        .with_core(move |n, now| n.close(now, conn))
+                        .await
+                        .map(|memberships| Some(FromCore::Closed { conn, memberships })),
+                    ToCore::Undeliverable { conn, membership } => handle
+                        .with_core(move |n, now| n.undeliverable(now, conn, membership))
+                        .await
+                        .map(|()| None),
+                };
+                match closed {
+                    Ok(Some(report)) => {
+                        let _ = out.send(report);
                     }
-                    break;
+                    Ok(None) => {}
+                    Err(_) => break,
                 }
             }
             event = events.recv() => {
                 let Some(event) = event else { break };
                 match event {
-                    MiEvent::Answered { handle: h, result } => {
-                        if let Some(tx) = waiting.remove(&h) {
-                            let _ = tx.send(result);
-                        }
-                    }
-                    MiEvent::View(v) => {
-                        if down.send(Downcall::View(v)).await.is_err() {
+                    MiNodeEvent::Send { conn, msg } => {
+                        if out.send(FromCore::Send { conn, msg }).is_err() {
                             break;
                         }
                     }
-                    MiEvent::Lost { group, member } => {
-                        tracing::warn!(%group, %member, "a local member was removed from its group");
-                        let lost = Downcall::Lost { group, member, reason: AppError::Excluded };
-                        if down.send(lost).await.is_err() {
-                            break;
-                        }
+                    MiNodeEvent::Lost { group, member } => {
+                        tracing::warn!(%group, %member, "a local member was removed from its group")
                     }
-                    MiEvent::Attached { mserver } => tracing::info!(%mserver, "attached to mserver"),
-                    MiEvent::Detached { mserver } => {
+                    MiNodeEvent::Attached { mserver } => tracing::info!(%mserver, "attached to mserver"),
+                    MiNodeEvent::Detached { mserver } => {
                         tracing::warn!(%mserver, "mserver silent: looking for another")
                     }
                 }
             }
         }
-    }
-    for (_, tx) in waiting {
-        let _ = tx.send(Err(AppError::Disconnected));
     }
 }
