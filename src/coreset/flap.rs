@@ -300,6 +300,7 @@ mod tests {
         Proposal {
             view: ViewId {
                 number: 2,
+                seq: 0,
                 coordinator: inc(1, 0),
             },
             originator: 0,

@@ -596,6 +596,7 @@ fn a_member_cut_off_itself_rejoins_as_no_flap() {
         drain(&mut b);
         let newer = ViewId {
             number: v.number + 1,
+            seq: 0,
             coordinator: inc(1),
         };
         deliver(
