@@ -22,13 +22,13 @@
 
 mod common;
 
-use common::{agreed, msctl_bin, mserver_bin, Proc};
+use common::{msctl_bin, mserver_bin, Proc};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use testkit::cluster::json_output;
+use testkit::cluster::{json_output, wait_agreement};
 use testkit::netns::{self, skip};
 
 const TAG: &str = "pn";
@@ -109,17 +109,10 @@ impl Net {
     /// themselves; that view. Panics with the logs after [`PATIENCE`].
     fn wait_converged(&self, ids: &[usize]) -> Value {
         let want: Vec<String> = ids.iter().map(|i| self.addr(*i)).collect();
-        let mut last = Vec::new();
-        let agreed_view = testkit::wait::until(PATIENCE, Duration::from_millis(100), || {
-            last = ids.iter().map(|i| self.view(*i)).collect();
-            agreed(&last, &want)
-        });
-        if let Some(v) = agreed_view {
-            return v;
-        }
-        self.fail(&format!(
-            "no agreement on {want:?} within {PATIENCE:?}; last views: {last:#?}"
-        ));
+        wait_agreement(PATIENCE, Duration::from_millis(100), &want, || {
+            ids.iter().map(|i| self.view(*i)).collect()
+        })
+        .unwrap_or_else(|e| self.fail(&e))
     }
 
     /// Each mserver's own incarnation.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// `mcaster --listen LISTEN --multicast off --summary-interval-secs 0`
 /// (`RUST_LOG=warn`, stdin closed), not yet started.
@@ -120,6 +121,25 @@ pub fn agreement(views: &[Option<Value>], want: &BTreeSet<String>) -> Result<Val
         first = Some(v);
     }
     first.cloned().ok_or_else(|| "no view".into())
+}
+
+/// Asks `views` (the `msctl view --json` answers of some mservers) every
+/// `every` until they agree on one idle view of exactly the addresses
+/// `want` ([`agreement`]), for at most `limit`: that view, or a message
+/// with the last answers.
+pub fn wait_agreement(
+    limit: Duration,
+    every: Duration,
+    want: &[String],
+    mut views: impl FnMut() -> Vec<Option<Value>>,
+) -> Result<Value, String> {
+    let want: BTreeSet<String> = want.iter().cloned().collect();
+    let mut last = Vec::new();
+    crate::wait::until(limit, every, || {
+        last = views();
+        agreement(&last, &want).ok()
+    })
+    .ok_or_else(|| format!("no agreement on {want:?} within {limit:?}; last views: {last:#?}"))
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@
 //! - [`netns`]: a LAN of network namespaces (bridges, veth pairs, real IP
 //!   multicast), deleted when dropped, also when a test fails.
 //!
-//! What is specific to one crate's tests (the mserver cluster and its
-//! `msctl` views, the fake member interface, the mcaster tests' member
-//! core) stays in that crate's `tests/common`.
+//! What is specific to one crate's tests (the mserver tests' `Cluster` with
+//! its faults and partitions, the fake member interfaces, the mcaster
+//! tests' member core) stays in that crate's tests.
 //!
 //! # Finding the binaries
 //!
@@ -34,7 +34,9 @@
 //!   `cargo test -p mserver` needs the `mcaster` of another package), it is
 //!   built once per test process with `cargo build -p PACKAGE --bin NAME`
 //!   in the same profile (`test` for `target/debug`, `release` for
-//!   `target/release`). An existing binary of *another* package is not
+//!   `target/release`); the first such build may take minutes, as cargo
+//!   resolves features for that package alone and compiles dependencies
+//!   again. An existing binary of *another* package is not
 //!   rebuilt: after changing that daemon, test with `--workspace` (or
 //!   build it) so its binary is fresh.
 //! - **`msbench`** calls [`bins::locate`], which looks in its own
@@ -42,6 +44,8 @@
 //!   build command (`cargo build --release --workspace`).
 //!
 //! Test support may panic: every panic here says what failed and why.
+//! `msbench`, which is not a test, uses only the functions that do not
+//! (the `try_` ones, [`bins::locate`], [`netns`], [`wait`]).
 
 // Test support owns the wall clock (bounded waits, deadlines).
 #![allow(clippy::disallowed_methods)]

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use testkit::cluster::{agreement, mcaster_command, msctl_json, mserver_command};
+use testkit::cluster::{agreement, mcaster_command, msctl_json, mserver_command, wait_agreement};
 use testkit::wait;
 
 pub use testkit::Proc;
@@ -264,17 +264,10 @@ impl Cluster {
     /// everywhere. Returns that view. Panics (with the logs) after `limit`.
     pub fn wait_converged(&self, members: &[usize], limit: Duration) -> Value {
         let want: Vec<String> = members.iter().map(|i| self.addr(*i).to_string()).collect();
-        let mut last: Vec<Option<Value>> = Vec::new();
-        let agreed_view = wait::until(limit, POLL, || {
-            last = members.iter().map(|i| self.view(*i)).collect();
-            agreed(&last, &want)
-        });
-        if let Some(v) = agreed_view {
-            return v;
-        }
-        self.fail(&format!(
-            "no agreement on {want:?} within {limit:?}; last views: {last:#?}"
-        ));
+        wait_agreement(limit, POLL, &want, || {
+            members.iter().map(|i| self.view(*i)).collect()
+        })
+        .unwrap_or_else(|e| self.fail(&e))
     }
 
     /// Panics with `msg` and the tail of every log.
