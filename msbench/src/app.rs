@@ -6,7 +6,7 @@
 //!
 //! **Real processes** ([`real_half`]): an `mcaster`, 3 `mserver`s on
 //! 127.0.0.(10 + i) (`--multicast off`, as `msbench partition`; the
-//! process helpers of `msbench membership`, [`procs::Cluster`]), formed into
+//! process helpers of `msbench membership`, [`Cluster`]), formed into
 //! one view (checked with `msctl view --json`), 3 `member-interface`
 //! daemons (MI i prefers mserver i, then the two others) and one group per
 //! size (`--sizes`, default 2, 8, 32) created with `msctl --mi ... create`.
