@@ -21,14 +21,14 @@
 
 mod common;
 
-use common::{Ev, TestMember};
+use common::{mcaster_bin, Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{MemberKind, RegistrationEvent};
 use membership::runtime::{spawn_core, CoreHandle, SetKeyRing, SocketOptions, SpawnedCore};
 use membership::wire::{AuthConfig, ClusterKey, KeyRing};
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -54,41 +54,30 @@ fn ring(specs: &[&str]) -> KeyRing {
 }
 
 fn free_port() -> u16 {
-    StdUdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port on 127.0.0.1")
+    testkit::free_udp_port("127.0.0.1")
 }
 
 /// The mcaster process and its log (JSON lines on stderr, read on a
 /// thread). Killed when dropped, also when a test fails.
 struct Daemon {
-    child: Child,
+    child: testkit::Proc,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Daemon {
     fn start(listen: SocketAddr, args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcaster"))
-            .args(["--listen", &listen.to_string()])
+        let mut cmd = Command::new(mcaster_bin());
+        cmd.args(["--listen", &listen.to_string()])
             .args(["--multicast", "off", "--summary-interval-secs", "1"])
             .args(["--log-format", "json"])
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("MS_CLUSTER_KEYS")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mcaster");
-        let stderr = child.stderr.take().expect("piped stderr");
+            .stderr(Stdio::piped());
+        let mut child = testkit::Proc::spawn("mcaster", &mut cmd);
+        let stderr = child.child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -146,11 +135,7 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.child.signal(sig);
     }
 }
 
@@ -374,7 +359,7 @@ async fn key_rotation_without_a_restart() {
     let set = |ep: &Ep, keys: &[&str]| ep.handle.socket.send(SetKeyRing(ring(keys)));
     // Step 1: the new key second everywhere.
     write_keys(&[K1, K2]);
-    daemon.signal("-HUP");
+    daemon.signal("HUP");
     daemon
         .wait_line("reload 1", |l| {
             l.contains("cluster key ring reloaded") && l.contains("key ids 1,2, signing with 1")
@@ -387,7 +372,7 @@ async fn key_rotation_without_a_restart() {
     // Step 2: the new key first everywhere (the mcaster first: members
     // still signing with the old key get through meanwhile).
     write_keys(&[K2, K1]);
-    daemon.signal("-HUP");
+    daemon.signal("HUP");
     daemon
         .wait_line("reload 2", |l| {
             l.contains("cluster key ring reloaded") && l.contains("signing with 2")
@@ -400,7 +385,7 @@ async fn key_rotation_without_a_restart() {
     all_flow(&mut eps, mcaster).await;
     // Step 3: the old key removed; a member left on it is dropped.
     write_keys(&[K2]);
-    daemon.signal("-HUP");
+    daemon.signal("HUP");
     daemon
         .wait_line("reload 3", |l| {
             l.contains("cluster key ring reloaded") && l.contains("key ids 2, signing with 2")

@@ -1,7 +1,7 @@
 //! The `mcaster` binary with REAL IP multicast, in network namespaces: a
 //! mixed LAN as in seed 003, section IV.A, figure 6.
 //!
-//! Six namespaces named `ms-nt-<pid>-*`: a "switch" (`sw`, one bridge with
+//! Six namespaces named `ms-nt-<pid>-*` (`testkit::netns`): a "switch" (`sw`, one bridge with
 //! multicast snooping off) and five hosts joined to it by veth pairs, with
 //! addresses from 10.231.7.0/24 that exist only inside these namespaces,
 //! multicast on and a route for 224.0.0.0/4 on each host's `eth0`:
@@ -41,23 +41,26 @@
 
 mod common;
 
-use common::{Ev, TestMember};
+use common::{mcaster_bin, Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{MemberKind, RegistrationEvent};
 use membership::runtime::{spawn_core, MulticastOptions, SocketOptions, SpawnedCore};
 use membership::wire::{AuthConfig, ClusterKey, KeyRing};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{ChildStdin, Stdio};
 use std::time::Duration;
+use testkit::netns::{self, ip, skip};
+use testkit::{Lines, Proc};
 
 const GROUP_IP: Ipv4Addr = Ipv4Addr::new(239, 77, 0, 1);
 const GROUP_PORT: u16 = 7000;
 const GROUP: NodeId = NodeId::v4(239, 77, 0, 1, GROUP_PORT);
 const MCASTER_PORT: u16 = 7100;
-const PREFIX: &str = "ms-nt-";
+/// Namespaces `ms-nt-<pid>-*` (`testkit::netns`).
+const TAG: &str = "nt";
+const SUBNET: [u8; 3] = [10, 231, 7];
 /// Generous bound on every wait (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(15);
 /// A member process exits on its own after this long.
@@ -164,83 +167,8 @@ async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr, auth: O
 
 // ---------------------------------------------------------- orchestrator
 
-/// Runs `ip ARGS`; an error names the command and its stderr.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-fn netns_list() -> Vec<String> {
-    Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Deletes namespaces `ms-nt-<pid>-*` left by test processes that are gone.
-fn delete_stale() {
-    for ns in netns_list() {
-        let Some(rest) = ns.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or("");
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = ip(&["netns", "del", &ns]);
-        }
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Deletes its namespaces (and with them every veth and the bridge) when
-/// dropped, also on panic.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = ip(&["netns", "del", ns]);
-        }
-    }
-}
-
-/// Kills a child process when dropped (before the namespaces go).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The hosts: (name, last address byte, role).
+/// The hosts: (name, last address byte, role). `testkit::netns::Lan::build`
+/// gives them 10.231.7.1, .2, ... in this order.
 const HOSTS: [(&str, u8, &str); 5] = [
     ("m", 1, "mcaster"),
     ("a", 2, "mc"),
@@ -249,105 +177,27 @@ const HOSTS: [(&str, u8, &str); 5] = [
     ("d", 5, "uc"),
 ];
 
-/// Builds the switch and the hosts; `guard` gets every namespace as soon
-/// as it exists.
-fn build_lan(pid: u32, guard: &mut Namespaces) -> Result<(), String> {
-    let sw = format!("{PREFIX}{pid}-sw");
-    ip(&["netns", "add", &sw])?;
-    guard.0.push(sw.clone());
-    ip(&["-n", &sw, "link", "set", "lo", "up"])?;
+/// The mcaster's host gets a second interface, a decoy, that its routing
+/// table prefers for multicast: its class D copies reach the LAN only if
+/// `--multicast-interface` picks eth0 for them too (IP_MULTICAST_IF), not
+/// just for the joins.
+fn add_decoy(ns: &str) -> Result<(), String> {
+    let route = |verb: &str, dev: &str, metric: Option<&str>| {
+        let mut args = vec!["-n", ns, "route", verb, "224.0.0.0/4", "dev", dev];
+        args.extend(metric.map(|m| ["metric", m]).into_iter().flatten());
+        ip(&args)
+    };
+    route("del", "eth0", None)?;
+    route("add", "eth0", Some("100"))?;
     ip(&[
-        "-n",
-        &sw,
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "mcast_snooping",
-        "0",
+        "-n", ns, "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1",
     ])?;
-    ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-    for (name, i, _) in HOSTS {
-        let ns = format!("{PREFIX}{pid}-{name}");
-        ip(&["netns", "add", &ns])?;
-        guard.0.push(ns.clone());
-        let port = format!("p{name}");
-        ip(&[
-            "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        ip(&["-n", &sw, "link", "set", &port, "master", "br0"])?;
-        ip(&["-n", &sw, "link", "set", &port, "up"])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        let addr = format!("{}/24", host_ip(i));
-        ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        if name == "m" {
-            // The mcaster's host has a second interface, a decoy, that the
-            // routing table prefers for multicast: its class D copies reach
-            // the LAN only if `--multicast-interface` picks eth0 for them
-            // too (IP_MULTICAST_IF), not just for the joins.
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "224.0.0.0/4",
-                "dev",
-                "eth0",
-                "metric",
-                "100",
-            ])?;
-            ip(&[
-                "-n", &ns, "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1",
-            ])?;
-            ip(&["-n", &ns, "addr", "add", "10.232.7.1/24", "dev", "decoy0"])?;
-            for dev in ["decoy0", "decoy1"] {
-                ip(&["-n", &ns, "link", "set", dev, "multicast", "on"])?;
-                ip(&["-n", &ns, "link", "set", dev, "up"])?;
-            }
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "224.0.0.0/4",
-                "dev",
-                "decoy0",
-                "metric",
-                "10",
-            ])?;
-        } else {
-            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
-        }
+    ip(&["-n", ns, "addr", "add", "10.232.7.1/24", "dev", "decoy0"])?;
+    for dev in ["decoy0", "decoy1"] {
+        ip(&["-n", ns, "link", "set", dev, "multicast", "on"])?;
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
     }
-    Ok(())
-}
-
-/// Skips (prints why and returns), or fails under `CI=true` as root.
-fn skip(reason: &str) {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    assert!(
-        !(ci && is_root()),
-        "CI=true and root, but the netns test could not run: {reason}"
-    );
-    println!("SKIPPED: {reason}");
-}
-
-/// One line from a child: (host name, line); `None` at its EOF.
-type Line = (&'static str, Option<String>);
-
-fn read_lines<R: std::io::Read + Send + 'static>(host: &'static str, r: R, tx: mpsc::Sender<Line>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send((host, Some(line))).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send((host, None));
-    });
+    route("add", "decoy0", Some("10"))
 }
 
 /// A message: (sender, seq, [(receiver, the UDP peer it must come from)]).
@@ -372,42 +222,24 @@ fn parse_recv(line: &str) -> Option<(String, u64, String)> {
     Some((from?, seq?, peer?))
 }
 
-struct Lan {
-    rx: mpsc::Receiver<Line>,
-    /// (receiver host, from, seq) -> peers it came from.
-    got: BTreeMap<(&'static str, String, u64), Vec<String>>,
-    log: String,
+/// What the members received: (receiver host, from, seq) -> the peers it
+/// came from.
+type Got = BTreeMap<(&'static str, String, u64), Vec<String>>;
+
+/// The receptions in the members' lines so far.
+fn got(lines: &Lines) -> Got {
+    let mut got = Got::new();
+    for (host, _, _) in HOSTS.iter().skip(1) {
+        for (from, seq, peer) in lines.of(host).iter().filter_map(|l| parse_recv(l)) {
+            got.entry((*host, from, seq)).or_default().push(peer);
+        }
+    }
+    got
 }
 
-impl Lan {
-    /// Takes lines until `done` holds or about `limit` passes (counted in
-    /// 20 ms slices without a line, so without reading the clock); false
-    /// on timeout.
-    fn pump(&mut self, limit: Duration, mut done: impl FnMut(&Lan) -> bool) -> bool {
-        const SLICE: Duration = Duration::from_millis(20);
-        let mut idle = limit.as_millis() / SLICE.as_millis();
-        for _ in 0..100_000 {
-            if done(self) {
-                return true;
-            }
-            match self.rx.recv_timeout(SLICE) {
-                Ok((host, Some(line))) => {
-                    self.log.push_str(&format!("{host}: {line}\n"));
-                    if let Some((from, seq, peer)) = parse_recv(&line) {
-                        self.got.entry((host, from, seq)).or_default().push(peer);
-                    }
-                }
-                Ok((host, None)) => self.log.push_str(&format!("{host}: <eof>\n")),
-                Err(mpsc::RecvTimeoutError::Timeout) if idle > 0 => idle -= 1,
-                Err(_) => return done(self),
-            }
-        }
-        done(self)
-    }
-
-    fn ready_count(&self) -> usize {
-        self.log.lines().filter(|l| l.ends_with("READY")).count()
-    }
+/// How many members said `READY`.
+fn ready_count(lines: &Lines) -> usize {
+    lines.log.iter().filter(|l| l.ends_with("READY")).count()
 }
 
 #[test]
@@ -415,43 +247,41 @@ fn mixed_lan_in_network_namespaces() {
     if std::env::var("MS_NETNS_ROLE").is_ok() {
         return; // a member process runs only the role function
     }
-    if !is_root() {
-        return skip("not root (network namespaces need CAP_SYS_ADMIN)");
+    if let Err(reason) = netns::available() {
+        return skip(&reason);
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return skip("`ip` (iproute2) not found");
+    netns::delete_stale(TAG);
+    let names = HOSTS.map(|h| h.0);
+    let lan = match netns::Lan::build(TAG, SUBNET, &names) {
+        Ok(lan) => lan,
+        Err(e) => return skip(&format!("cannot build the namespaces: {e}")),
+    };
+    if let Err(e) = add_decoy(&lan.hosts[0].ns) {
+        drop(lan);
+        return skip(&format!("cannot add the decoy interface: {e}"));
     }
-    delete_stale();
     let pid = std::process::id();
-    let mut guard = Namespaces(Vec::new());
-    if let Err(e) = build_lan(pid, &mut guard) {
-        drop(guard);
-        return skip(&format!("cannot build the namespaces: {e}"));
-    }
     // The same LAN twice: without authentication, then with a cluster key
     // everywhere (the mcaster's from MS_CLUSTER_KEYS).
-    run_lan(pid, None);
-    run_lan(pid, Some(CLUSTER_KEY));
-    drop(guard);
-    let left: Vec<String> = netns_list()
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("{PREFIX}{pid}-")))
-        .collect();
+    run_lan(&lan, None);
+    run_lan(&lan, Some(CLUSTER_KEY));
+    drop(lan);
+    let left = netns::leftovers(TAG);
     assert!(left.is_empty(), "namespaces left: {left:?}");
     println!("netns mixed LAN ok (pid {pid})");
 }
 
-/// Starts the mcaster and the four members in the namespaces of `pid`,
+/// Starts the mcaster and the four members in the namespaces of `lan`,
 /// checks the receptions, and stops them all. With `key`, everything is
 /// authenticated with it.
-fn run_lan(pid: u32, key: Option<&str>) {
-    let ns = |name: &str| format!("{PREFIX}{pid}-{name}");
+fn run_lan(net: &netns::Lan, key: Option<&str>) {
+    let host = |name: &str| net.host(name).expect("a host of the LAN");
     let mcaster = SocketAddr::from((host_ip(1), MCASTER_PORT));
-    let (tx, rx) = mpsc::channel::<Line>();
+    let mut lines = Lines::new();
 
     // The mcaster in `m`, probing multicast itself.
-    let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &ns("m"), env!("CARGO_BIN_EXE_mcaster")])
+    let mut daemon = net.command(host("m"), &mcaster_bin());
+    daemon
         .args([
             // On every interface, as on a real host: the kernel does not
             // pick the outgoing interface from a bound source address then.
@@ -469,22 +299,15 @@ fn run_lan(pid: u32, key: Option<&str>) {
             "json",
         ])
         .env("RUST_LOG", "info")
-        .envs(key.map(|k| ("MS_CLUSTER_KEYS", k)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the mcaster");
-    read_lines("m", daemon.stderr.take().expect("piped"), tx.clone());
-    let _daemon = Proc(daemon);
+        .envs(key.map(|k| ("MS_CLUSTER_KEYS", k)));
+    let _daemon = lines.spawn("m", daemon);
 
     // The members: this binary, re-executed in its namespace.
     let exe = std::env::current_exe().expect("current_exe");
     let mut members: Vec<(&'static str, Proc, ChildStdin)> = Vec::new();
     for (name, i, role) in HOSTS.iter().skip(1) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns(name)])
-            .arg(&exe)
+        let mut child = net.command(host(name), &exe);
+        child
             .args([
                 "--exact",
                 "netns_member_role",
@@ -499,35 +322,35 @@ fn run_lan(pid: u32, key: Option<&str>) {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let child = child
             .spawn()
-            .expect("start a member");
-        read_lines(name, child.stdout.take().expect("piped"), tx.clone());
-        let stdin = child.stdin.take().expect("piped");
-        members.push((name, Proc(child), stdin));
+            .unwrap_or_else(|e| panic!("start member {name}: {e}"));
+        let mut child = Proc::adopt(name, child);
+        lines.attach(name, &mut child.child);
+        let stdin = child.child.stdin.take().expect("piped");
+        members.push((name, child, stdin));
     }
-    drop(tx);
-    let mut lan = Lan {
-        rx,
-        got: BTreeMap::new(),
-        log: String::new(),
-    };
 
     let auth = if key.is_some() { "on (" } else { "off (" };
-    let probed = lan.pump(PATIENCE, |l| {
-        l.log.lines().any(|x| {
+    let probed = lines.pump(PATIENCE, |l| {
+        l.log.iter().any(|x| {
             x.contains("mcaster running") && x.contains("\"multicast\":true") && x.contains(auth)
         })
     });
     assert!(
         probed,
         "the mcaster did not start with a usable multicast probe:\n{}",
-        lan.log
+        lines.tail(usize::MAX)
     );
-    let ready = lan.pump(PATIENCE, |l| l.ready_count() >= 4);
-    assert!(ready, "not every member registered:\n{}", lan.log);
+    let ready = lines.pump(PATIENCE, |l| ready_count(l) >= 4);
+    assert!(
+        ready,
+        "not every member registered:\n{}",
+        lines.tail(usize::MAX)
+    );
     // Let the mcaster's class D join (on the first JOIN_GROUP) settle.
-    lan.pump(QUIET, |_| false);
+    lines.pump(QUIET, |_| false);
 
     let addr = |name: &str| {
         let i = HOSTS.iter().find(|h| h.0 == name).expect("host").1;
@@ -566,25 +389,26 @@ fn run_lan(pid: u32, key: Option<&str>) {
     for (sender, seq, receivers) in &cases {
         send(sender, *seq);
         let from = addr(sender);
-        let all = lan.pump(PATIENCE, |l| {
+        let all = lines.pump(PATIENCE, |l| {
+            let got = got(l);
             receivers
                 .iter()
-                .all(|(r, _)| l.got.contains_key(&(*r, from.clone(), *seq)))
+                .all(|(r, _)| got.contains_key(&(*r, from.clone(), *seq)))
         });
         assert!(
             all,
             "message {seq} from {sender} not received by all:\n{}",
-            lan.log
+            lines.tail(usize::MAX)
         );
         // Any duplicate would arrive right after.
-        lan.pump(QUIET, |_| false);
+        lines.pump(QUIET, |_| false);
     }
     for (_, _, stdin) in &mut members {
         let _ = writeln!(stdin, "QUIT");
     }
     let mut eofs = 0;
-    lan.pump(PATIENCE, |l| {
-        eofs = l.log.lines().filter(|x| x.ends_with(": <eof>")).count();
+    lines.pump(PATIENCE, |l| {
+        eofs = l.log.iter().filter(|x| x.ends_with(": <eof>")).count();
         eofs >= 4
     });
 
@@ -596,15 +420,16 @@ fn run_lan(pid: u32, key: Option<&str>) {
             expected.insert((*r, addr(sender), *seq), vec![peer.clone()]);
         }
     }
-    assert_eq!(lan.got, expected, "receptions differ:\n{}", lan.log);
+    let log = lines.tail(usize::MAX);
+    let got = got(&lines);
+    assert_eq!(got, expected, "receptions differ:\n{log}");
     assert!(
-        !lan.got.keys().any(|(_, from, _)| *from == mc_str),
+        !got.keys().any(|(_, from, _)| *from == mc_str),
         "the mcaster named as a sender"
     );
     assert!(
-        !lan.log.contains("failed authentication") && !lan.log.contains("no cluster key, so"),
-        "the mcaster dropped datagrams for authentication:\n{}",
-        lan.log
+        !log.contains("failed authentication") && !log.contains("no cluster key, so"),
+        "the mcaster dropped datagrams for authentication:\n{log}"
     );
     drop(members);
     drop(_daemon);

@@ -12,14 +12,15 @@
 
 mod common;
 
-use common::{Ev, TestMember};
+use common::{mcaster_bin, Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
 use membership::relay::{MemberKind, RegistrationEvent};
 use membership::runtime::{spawn_core, CoreHandle, SocketOptions, SpawnedCore};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::{Lines, Proc};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const GROUP: NodeId = NodeId::v4(239, 77, 0, 1, 7000);
@@ -27,41 +28,28 @@ const MEMBER_TTL_MS: u64 = 1500;
 /// Generous bound on every wait (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Kills the mcaster when dropped (also when a test fails).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A free UDP port on 127.0.0.1.
 fn free_port() -> u16 {
-    StdUdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port on 127.0.0.1")
+    testkit::free_udp_port("127.0.0.1")
 }
 
-fn start_mcaster(listen: SocketAddr) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_mcaster"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--multicast",
-            "off",
-            "--member-ttl-ms",
-            &MEMBER_TTL_MS.to_string(),
-            "--summary-interval-secs",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mcaster");
-    Daemon(child)
+/// Starts the mcaster; it is killed when dropped (also when a test fails).
+fn start_mcaster(listen: SocketAddr) -> Proc {
+    let mut cmd = Command::new(mcaster_bin());
+    cmd.args([
+        "--listen",
+        &listen.to_string(),
+        "--multicast",
+        "off",
+        "--member-ttl-ms",
+        &MEMBER_TTL_MS.to_string(),
+        "--summary-interval-secs",
+        "1",
+    ])
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    Proc::spawn("mcaster", &mut cmd)
 }
 
 struct Ep {
@@ -187,8 +175,7 @@ async fn relays_expires_and_survives_a_restart() {
 
     // SIGKILL the mcaster and start a new one on the same address: the
     // endpoints' refreshes teach it the group again.
-    daemon.0.kill().expect("kill the mcaster");
-    let _ = daemon.0.wait();
+    daemon.kill();
     drop(daemon);
     let _daemon = start_mcaster(mcaster);
     let (first, rest) = eps.split_at_mut(1);
@@ -204,8 +191,8 @@ async fn relays_expires_and_survives_a_restart() {
 
 #[test]
 fn help_bad_flags_and_sigterm() {
-    let bin = env!("CARGO_BIN_EXE_mcaster");
-    let help = Command::new(bin)
+    let bin = mcaster_bin();
+    let help = Command::new(&bin)
         .arg("--help")
         .output()
         .expect("run --help");
@@ -220,12 +207,12 @@ fn help_bad_flags_and_sigterm() {
         "{text}"
     );
 
-    let bad = Command::new(bin)
+    let bad = Command::new(&bin)
         .args(["--max-groups", "many"])
         .output()
         .expect("run with a bad flag");
     assert_eq!(bad.status.code(), Some(2));
-    let bad = Command::new(bin)
+    let bad = Command::new(&bin)
         .args(["--config", "/nonexistent/mcaster.toml"])
         .output()
         .expect("run with a missing config");
@@ -261,53 +248,24 @@ fn help_bad_flags_and_sigterm() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let mut child = Command::new(bin)
-        .args(["--listen", &listen.to_string(), "--multicast", "off"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mcaster");
-    // Read its log on a thread; wait (bounded) until it runs.
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--listen", &listen.to_string(), "--multicast", "off"])
+        .env("RUST_LOG", "info");
+    // Read its log; wait (bounded) until it runs.
+    let mut lines = Lines::new();
+    let mut child = lines.spawn("mcaster", cmd);
+    let running = lines.pump(PATIENCE, |l| {
+        l.log.iter().any(|x| x.contains("mcaster running"))
     });
-    let mut log = String::new();
-    loop {
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("mcaster did not start: {log}"));
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("mcaster running") {
-            break;
-        }
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let mut waited = 0;
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        waited += 1;
-        assert!(waited < 500, "mcaster ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = reader.join();
-    log.extend(rx.try_iter().map(|l| l + "\n"));
-    assert!(exit.success(), "{exit:?}: {log}");
+    assert!(running, "mcaster did not start: {}", lines.tail(usize::MAX));
+    child.signal("TERM");
+    let exit = child.wait_exit(Duration::from_secs(10));
+    assert!(exit.is_some(), "mcaster ignored SIGTERM");
+    lines.pump(PATIENCE, |l| {
+        l.log.iter().any(|x| x == "mcaster (stderr): <eof>")
+    });
+    let log = lines.tail(usize::MAX);
+    assert_eq!(exit, Some(Some(0)), "{log}");
     assert!(
         log.contains("SIGTERM") && log.contains("final summary"),
         "{log}"

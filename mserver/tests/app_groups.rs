@@ -8,33 +8,15 @@
 
 mod common;
 
-use common::{mserver_bin, Cluster, Proc};
+use common::{Cluster, Proc};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The `member-interface` binary (another package of the workspace).
 fn mi_bin() -> PathBuf {
-    let dir = mserver_bin()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let path = dir.join("member-interface");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "member-interface",
-                "--bin",
-                "member-interface",
-            ])
-            .status()
-            .expect("run cargo to build the member-interface");
-        assert!(status.success(), "building the member-interface failed");
-    }
-    path
+    testkit::bin("member-interface", "member-interface")
 }
 
 fn start_mi(c: &Cluster, i: usize, mservers: &[usize]) -> Proc {
@@ -44,26 +26,21 @@ fn start_mi(c: &Cluster, i: usize, mservers: &[usize]) -> Proc {
     for m in mservers {
         cmd.args(["--mserver", &c.addr(*m).to_string()]);
     }
-    let child = cmd
-        .args([
-            "--socket",
-            &sock.to_string_lossy(),
-            "--host",
-            &format!("h{i}"),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("MS_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start member-interface");
-    let end = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cmd.args([
+        "--socket",
+        &sock.to_string_lossy(),
+        "--host",
+        &format!("h{i}"),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env("MS_LOG_LEVEL", "info");
+    let p = Proc::spawn_logged(&format!("MI {i}"), &mut cmd, &log);
+    testkit::wait::until_true(Duration::from_secs(10), Duration::from_millis(20), || {
+        sock.exists()
+    });
     assert!(sock.exists(), "MI {i} did not create its socket");
-    Proc { child, log }
+    p
 }
 
 fn msctl_mi(c: &Cluster, mi: usize, args: &[&str]) -> (Option<i32>, String) {
@@ -102,7 +79,11 @@ impl Joiner {
             .spawn()
             .expect("start msctl join");
         Joiner {
-            proc: Proc { child, log },
+            proc: Proc {
+                name: name.to_string(),
+                child,
+                log: Some(log),
+            },
             out,
         }
     }
@@ -120,17 +101,9 @@ impl Joiner {
     }
 }
 
+/// The member names of a view, sorted.
 fn names(view: &Value) -> Vec<String> {
-    let mut n: Vec<String> = view["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    n.sort();
-    n
+    testkit::cluster::member_field(view, "name")
 }
 
 /// Waits until every joiner in `who` has a last view with exactly `want`

@@ -41,7 +41,7 @@ const STEP: Duration = Duration::from_millis(10);
 const MAX_CONNS: u64 = 64;
 
 fn msctl_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_msctl"))
+    testkit::bin("mserver", "msctl")
 }
 
 // ---------------------------------------------------------------- the fake
@@ -494,11 +494,9 @@ impl Msctl {
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{sig}");
+        if let Err(e) = testkit::procs::signal_all(&[self.child.id()], sig) {
+            panic!("{e}");
+        }
     }
 
     /// Waits (bounded) for the exit: its code, the stdout lines not read

@@ -1,7 +1,7 @@
 //! A real link cut between two LAN halves, in network namespaces (issue 5;
 //! DESIGN.md section 9; seed 003, section III.D).
 //!
-//! Seven namespaces `ms-pn-<pid>-*` (see `src/bin/msbench/netns.rs`,
+//! Seven namespaces `ms-pn-<pid>-*` (see `msbench/src/netns.rs`,
 //! [`netns::Lan::build_halves`]): a switch namespace with two bridges
 //! (multicast snooping off) joined by a veth pair, the "trunk"; hosts `a0`,
 //! `a1`, `a2` on one bridge and `b0`, `b1`, `b2` on the other, all on
@@ -20,18 +20,16 @@
 //! then the namespaces deleted, by drop guards, also on failure; stale
 //! namespaces of dead test processes are deleted at start.
 
-#![allow(clippy::disallowed_methods)] // tests own the clock (bounded waits)
-
 mod common;
-#[path = "../../src/bin/msbench/netns.rs"]
-mod netns;
 
-use common::{agreed, msctl_bin, mserver_bin, Proc};
+use common::{msctl_bin, mserver_bin, Proc};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::cluster::{json_output, wait_agreement};
+use testkit::netns::{self, skip};
 
 const TAG: &str = "pn";
 const SUBNET: [u8; 3] = [10, 231, 9];
@@ -43,16 +41,6 @@ const LEFT: [&str; 3] = ["a0", "a1", "a2"];
 const RIGHT: [&str; 3] = ["b0", "b1", "b2"];
 /// Generous bound on every wait (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Skips (prints why and returns), or fails under `CI=true` as root.
-fn skip(reason: &str) {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    assert!(
-        !(ci && netns::is_root()),
-        "CI=true and root, but the netns test could not run: {reason}"
-    );
-    println!("SKIPPED: {reason}");
-}
 
 /// The mservers and the namespaces they run in. Fields drop in order: the
 /// processes are killed before the namespaces are deleted.
@@ -99,49 +87,32 @@ impl Net {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("start mserver in its namespace");
-        self.servers.insert(i, Proc { child, log });
+        self.servers.insert(
+            i,
+            Proc {
+                name: format!("mserver {}", h.name),
+                child,
+                log: Some(log),
+            },
+        );
     }
 
     /// `msctl view --json` of mserver `i`, run in its namespace.
     fn view(&self, i: usize) -> Option<Value> {
-        let out = self
-            .lan
-            .command(self.host(i), &msctl_bin())
-            .args([
-                "--server",
-                &self.addr(i),
-                "--timeout-ms",
-                "1000",
-                "view",
-                "--json",
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        let mut cmd = self.lan.command(self.host(i), &msctl_bin());
+        cmd.args(["--server", &self.addr(i), "--timeout-ms", "1000"])
+            .args(["view", "--json"]);
+        json_output(&mut cmd)
     }
 
     /// Waits until the mservers `ids` agree on an idle view of exactly
     /// themselves; that view. Panics with the logs after [`PATIENCE`].
     fn wait_converged(&self, ids: &[usize]) -> Value {
-        let mut want: Vec<String> = ids.iter().map(|i| self.addr(*i)).collect();
-        want.sort();
-        let end = Instant::now() + PATIENCE;
-        let mut last = Vec::new();
-        while Instant::now() < end {
-            last = ids.iter().map(|i| self.view(*i)).collect();
-            if let Some(v) = agreed(&last, &want) {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.fail(&format!(
-            "no agreement on {want:?} within {PATIENCE:?}; last views: {last:#?}"
-        ));
+        let want: Vec<String> = ids.iter().map(|i| self.addr(*i)).collect();
+        wait_agreement(PATIENCE, Duration::from_millis(100), &want, || {
+            ids.iter().map(|i| self.view(*i)).collect()
+        })
+        .unwrap_or_else(|e| self.fail(&e))
     }
 
     /// Each mserver's own incarnation.

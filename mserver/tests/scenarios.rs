@@ -11,8 +11,9 @@
 
 mod common;
 
-use common::{member_addrs, Cluster, PATIENCE};
+use common::{Cluster, PATIENCE};
 use std::time::{Duration, Instant};
+use testkit::cluster::member_addrs;
 
 fn view_number(v: &serde_json::Value) -> u64 {
     v["view"].as_u64().expect("a view number")

@@ -1,5 +1,6 @@
-//! The test member core shared by the mcaster process tests: the member-side
-//! registration (`relay::Registration`) plus numbered group messages on
+//! What the mcaster process tests share besides `testkit`: the `mcaster`
+//! binary, and the test member core: the member-side registration
+//! (`relay::Registration`) plus numbered group messages on
 //! `ProtocolId::Test`, each reported as [`Ev::Got`] with its original sender
 //! and the UDP peer it came from.
 
@@ -12,6 +13,12 @@ use membership::sansio::{Core, Incoming, Transmit};
 use membership::time::Instant;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The `mcaster` binary (found by `testkit`, as every test finds it).
+pub fn mcaster_bin() -> PathBuf {
+    testkit::bin("mcaster", "mcaster")
+}
 
 /// What a test member reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,132 +6,43 @@
 //! [`Cluster::heal`].
 //!
 //! Every wait is bounded ([`PATIENCE`] unless said otherwise); children are
-//! killed when the harness is dropped, also when a test fails; each
-//! mserver's stderr goes to a file whose tail is printed on failure.
+//! `testkit` processes, killed when the harness is dropped, also when a
+//! test fails; each mserver's stderr goes to a file whose tail is printed
+//! on failure. Binaries, ports, command lines and the agreement of `msctl`
+//! views are `testkit`'s (shared with `msbench membership`).
 
 // Every test binary compiles this module on its own and uses a subset.
 #![allow(dead_code)]
-// Tests own the clock (bounded waits).
-#![allow(clippy::disallowed_methods)]
 
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use testkit::cluster::{agreement, mcaster_command, msctl_json, mserver_command, wait_agreement};
+use testkit::wait;
+
+pub use testkit::Proc;
 
 /// Generous bound on waits for convergence (never a timing assertion).
 pub const PATIENCE: Duration = Duration::from_secs(20);
+/// How often the waits look again.
+const POLL: Duration = Duration::from_millis(50);
 
 /// The `mserver` binary.
 pub fn mserver_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mserver"))
+    testkit::bin("mserver", "mserver")
 }
 
 /// The `msctl` binary.
 pub fn msctl_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_msctl"))
+    testkit::bin("mserver", "msctl")
 }
 
-/// The `mcaster` binary (another package of the workspace): next to ours,
-/// built on demand when this package is tested alone.
+/// The `mcaster` binary (another package of the workspace).
 pub fn mcaster_bin() -> PathBuf {
-    let dir = mserver_bin()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let path = dir.join("mcaster");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "mcaster", "--bin", "mcaster"])
-            .status()
-            .expect("run cargo to build the mcaster");
-        assert!(status.success(), "building the mcaster failed");
-    }
-    path
-}
-
-/// A distinct block of ports per harness (tests of one binary run in
-/// parallel): ports are taken from a per-process counter starting at a
-/// pid-derived offset, and checked free.
-fn next_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 20_000) as u16,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..2000 {
-        let p = NEXT.fetch_add(1, Ordering::SeqCst);
-        let p = if p >= 60_000 { 20_000 + p % 1000 } else { p };
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port found");
-}
-
-/// A child process killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` (e.g. "KILL", "STOP", "CONT", "TERM").
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -{signal} {}", self.pid())])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {}", self.pid());
-    }
-
-    /// Whether it has exited; its exit code if so.
-    pub fn try_exit(&mut self) -> Option<Option<i32>> {
-        self.child.try_wait().ok().flatten().map(|s| s.code())
-    }
-
-    /// Waits (bounded) for it to exit; its exit code.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<Option<i32>> {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Some(code) = self.try_exit() {
-                return Some(code);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// The last `n` lines of its log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // A stopped process must be continued to die of SIGKILL promptly.
-        let _ = self.child.kill();
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill -CONT {} 2>/dev/null", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-    }
+    testkit::bin("mcaster", "mcaster")
 }
 
 /// An mcaster and a set of mservers of one group.
@@ -155,9 +66,9 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("ms-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mcaster_port = next_port();
-        let port = next_port();
-        let group_port = next_port();
+        let mcaster_port = testkit::free_port();
+        let port = testkit::free_port();
+        let group_port = testkit::free_port();
         let mut c = Cluster {
             name: name.to_string(),
             dir,
@@ -176,21 +87,8 @@ impl Cluster {
     /// Starts (or restarts) the mcaster.
     pub fn start_mcaster(&mut self) {
         let log = self.dir.join("mcaster.log");
-        let child = Command::new(mcaster_bin())
-            .args([
-                "--listen",
-                &self.mcaster_addr.to_string(),
-                "--multicast",
-                "off",
-                "--summary-interval-secs",
-                "0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log_file(&log))
-            .spawn()
-            .expect("start mcaster");
-        self.mcaster = Some(Proc { child, log });
+        let mut cmd = mcaster_command(&mcaster_bin(), self.mcaster_addr);
+        self.mcaster = Some(Proc::spawn_logged("mcaster", &mut cmd, &log));
     }
 
     /// The address of mserver `i`: 127.0.0.(10 + i), the cluster's port.
@@ -202,28 +100,16 @@ impl Cluster {
     pub fn start(&mut self, i: usize, extra: &[&str]) {
         let addr = self.addr(i);
         let log = self.dir.join(format!("mserver-{i}.log"));
-        let mut args: Vec<String> = vec![
-            "--group".into(),
-            self.name.clone(),
-            "--group-addr".into(),
-            self.group_addr.to_string(),
-            "--listen".into(),
-            addr.to_string(),
-            "--mcaster".into(),
-            self.mcaster_addr.to_string(),
-            "--multicast".into(),
-            "off".into(),
-        ];
-        args.extend(self.extra.iter().cloned());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(mserver_bin())
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file(&log))
-            .spawn()
-            .expect("start mserver");
-        self.servers.insert(i, Proc { child, log });
+        let mut cmd = mserver_command(
+            &mserver_bin(),
+            &self.name,
+            self.group_addr,
+            addr,
+            self.mcaster_addr,
+        );
+        cmd.args(&self.extra).args(extra).env("RUST_LOG", "info");
+        let p = Proc::spawn_logged(&format!("mserver {i}"), &mut cmd, &log);
+        self.servers.insert(i, p);
         self.addrs.insert(i, addr);
     }
 
@@ -235,15 +121,13 @@ impl Cluster {
     /// Sends `signal` to several mservers with one `kill` command, so
     /// they are hit within microseconds of each other.
     pub fn signal_many(&self, ids: &[usize], signal: &str) {
-        let pids: Vec<String> = ids
+        let pids: Vec<u32> = ids
             .iter()
-            .map(|i| self.servers.get(i).expect("started").pid().to_string())
+            .map(|i| self.servers.get(i).expect("started").pid())
             .collect();
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -{signal} {}", pids.join(" "))])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pids:?}");
+        if let Err(e) = testkit::procs::signal_all(&pids, signal) {
+            panic!("{e}");
+        }
     }
 
     /// SIGKILLs mserver `i` and forgets it.
@@ -256,22 +140,7 @@ impl Cluster {
 
     /// `msctl view --json` of mserver `i` (None if it did not answer).
     pub fn view(&self, i: usize) -> Option<Value> {
-        let out = Command::new(msctl_bin())
-            .args([
-                "--server",
-                &self.addr(i).to_string(),
-                "--timeout-ms",
-                "1000",
-                "view",
-                "--json",
-            ])
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        msctl_json(&msctl_bin(), self.addr(i), "view")
     }
 
     /// Runs msctl against mserver `i` with `args`; (exit code, stdout).
@@ -365,8 +234,7 @@ impl Cluster {
     /// on, if they all answer an idle view of exactly `members` with the
     /// same view id and table.
     pub fn converged_now(&self, members: &[usize]) -> Option<Value> {
-        let mut want: Vec<String> = members.iter().map(|i| self.addr(*i).to_string()).collect();
-        want.sort();
+        let want: Vec<String> = members.iter().map(|i| self.addr(*i).to_string()).collect();
         let views: Vec<Option<Value>> = members.iter().map(|i| self.view(*i)).collect();
         agreed(&views, &want)
     }
@@ -375,14 +243,14 @@ impl Cluster {
     /// view of exactly itself (as [`Cluster::wait_converged`]); which one
     /// (its index) and the view. Panics (with the logs) after `limit`.
     pub fn wait_converged_any(&self, candidates: &[Vec<usize>], limit: Duration) -> (usize, Value) {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            for (k, members) in candidates.iter().enumerate() {
-                if let Some(v) = self.converged_now(members) {
-                    return (k, v);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let found = wait::until(limit, POLL, || {
+            candidates
+                .iter()
+                .enumerate()
+                .find_map(|(k, members)| self.converged_now(members).map(|v| (k, v)))
+        });
+        if let Some(found) = found {
+            return found;
         }
         let last: Vec<(usize, Option<Value>)> =
             self.servers.keys().map(|i| (*i, self.view(*i))).collect();
@@ -395,23 +263,11 @@ impl Cluster {
     /// member addresses are exactly `members`' addresses, the same view id
     /// everywhere. Returns that view. Panics (with the logs) after `limit`.
     pub fn wait_converged(&self, members: &[usize], limit: Duration) -> Value {
-        let want: Vec<String> = {
-            let mut v: Vec<String> = members.iter().map(|i| self.addr(*i).to_string()).collect();
-            v.sort();
-            v
-        };
-        let end = Instant::now() + limit;
-        let mut last: Vec<Option<Value>> = Vec::new();
-        while Instant::now() < end {
-            last = members.iter().map(|i| self.view(*i)).collect();
-            if let Some(v) = agreed(&last, &want) {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.fail(&format!(
-            "no agreement on {want:?} within {limit:?}; last views: {last:#?}"
-        ));
+        let want: Vec<String> = members.iter().map(|i| self.addr(*i).to_string()).collect();
+        wait_agreement(limit, POLL, &want, || {
+            members.iter().map(|i| self.view(*i)).collect()
+        })
+        .unwrap_or_else(|e| self.fail(&e))
     }
 
     /// Panics with `msg` and the tail of every log.
@@ -438,26 +294,6 @@ impl Drop for Cluster {
     }
 }
 
-fn log_file(path: &Path) -> Stdio {
-    std::fs::File::create(path)
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null())
-}
-
-/// The addresses of a view's members, sorted.
-pub fn member_addrs(view: &Value) -> Vec<String> {
-    let mut v: Vec<String> = view["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["addr"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// The incarnation `view` lists for the member at `addr`, if it is there.
 pub fn incarnation_in(view: &Value, addr: &str) -> Option<String> {
     view["members"]
@@ -468,18 +304,8 @@ pub fn incarnation_in(view: &Value, addr: &str) -> Option<String> {
 }
 
 /// If every view is present, idle, equal in (view, coordinator, members)
-/// and has exactly `want` (sorted addresses) as members: that view.
+/// and has exactly the addresses `want` as members: that view.
 pub fn agreed(views: &[Option<Value>], want: &[String]) -> Option<Value> {
-    let first = views.first()?.as_ref()?;
-    for v in views {
-        let v = v.as_ref()?;
-        if v["state"] != "idle"
-            || v["view"] != first["view"]
-            || v["coordinator"] != first["coordinator"]
-            || v["members"] != first["members"]
-        {
-            return None;
-        }
-    }
-    (member_addrs(first) == want).then(|| first.clone())
+    let want: BTreeSet<String> = want.iter().cloned().collect();
+    agreement(views, &want).ok()
 }

@@ -4,6 +4,7 @@
 //! machine the repeatable figure is the instruction count under callgrind:
 //!
 //! ```text
+//! cargo build --release -p msbench &&
 //! valgrind --tool=callgrind ./target/release/msbench rpc-core --calls 20000
 //! ```
 //!

@@ -4,7 +4,7 @@
 //!
 //! The real-process half (this file): `--members` (default 6) `mserver`s
 //! on 127.0.0.(10 + i) through a real `mcaster` (`--multicast off`), using
-//! the process helpers of `msbench membership` ([`procs::Cluster`]).
+//! the process helpers of `msbench membership` ([`Cluster`]).
 //! `--trials` (default 20) of each:
 //!
 //! - **split and heal**: a random half of the members is cut from the

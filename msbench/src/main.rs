@@ -17,7 +17,6 @@
 mod app;
 mod mcast;
 mod membership;
-mod netns;
 mod partition;
 mod peer;
 mod raw;

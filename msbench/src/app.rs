@@ -6,7 +6,7 @@
 //!
 //! **Real processes** ([`real_half`]): an `mcaster`, 3 `mserver`s on
 //! 127.0.0.(10 + i) (`--multicast off`, as `msbench partition`; the
-//! process helpers of `msbench membership`, [`procs::Cluster`]), formed into
+//! process helpers of `msbench membership`, [`Cluster`]), formed into
 //! one view (checked with `msctl view --json`), 3 `member-interface`
 //! daemons (MI i prefers mserver i, then the two others) and one group per
 //! size (`--sizes`, default 2, 8, 32) created with `msctl --mi ... create`.
@@ -51,7 +51,7 @@ use crate::membership::procs::{Binaries, Cluster};
 use crate::membership::real::converge;
 use crate::raw;
 use crate::stats::Latencies;
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiAnswer, MiEvent, MiRequest};
 use membership::appgroup::{AppMember, GroupName, GroupOptions, MemberKind, MemberName};
 use membership::coreset::{CoreSet, CoreSetConfig};
@@ -65,9 +65,10 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
+use testkit::Proc;
 use uuid::Uuid;
 
 /// Issue 6: `join()` -> the new view at every member, p50, loopback.
@@ -300,15 +301,8 @@ fn read_member(name: String, out: impl Read, tx: Sender<Report>) {
 
 /// A `msctl --mi ... join` child, SIGKILLed on drop.
 struct Member {
-    child: Child,
+    child: Proc,
     stderr: PathBuf,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The member interfaces, their sockets' directory, the member processes
@@ -320,7 +314,7 @@ struct Apps {
     /// directory).
     dir: PathBuf,
     own_dir: bool,
-    mis: Vec<Child>,
+    mis: Vec<Proc>,
     members: BTreeMap<String, Member>,
     tx: Sender<Report>,
     rx: Receiver<Report>,
@@ -331,10 +325,7 @@ struct Apps {
 impl Drop for Apps {
     fn drop(&mut self) {
         self.members.clear();
-        for mi in &mut self.mis {
-            let _ = mi.kill();
-            let _ = mi.wait();
-        }
+        self.mis.clear();
         if self.own_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -382,23 +373,19 @@ impl Apps {
         for m in mservers {
             cmd.args(["--mserver", &m.to_string()]);
         }
-        let child = cmd
-            .arg("--socket")
+        cmd.arg("--socket")
             .arg(&sock)
             .args(["--host", &format!("h{i}"), "--listen", "127.0.0.1:0"])
             .env("MS_LOG_LEVEL", "info")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        let child = Proc::try_spawn(&format!("MI {i}"), &mut cmd)
             .with_context(|| format!("cannot start {}", self.mi_bin.display()))?;
         self.mis.push(child);
-        let end = Instant::now() + MI_START_LIMIT;
-        while !sock.exists() {
-            if Instant::now() >= end {
-                bail!("MI {i} did not create its socket within {MI_START_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let up =
+            testkit::wait::until_true(MI_START_LIMIT, Duration::from_millis(20), || sock.exists());
+        if !up {
+            bail!("MI {i} did not create its socket within {MI_START_LIMIT:?}");
         }
         Ok(())
     }
@@ -427,19 +414,15 @@ impl Apps {
     /// --timestamps`, its stdout read by a thread.
     fn join(&mut self, mi: usize, group: &str, name: &str) -> anyhow::Result<()> {
         let stderr = self.dir.join(format!("{group}-{name}.err"));
-        let mut child = Command::new(&self.msctl)
-            .arg("--mi")
+        let mut cmd = Command::new(&self.msctl);
+        cmd.arg("--mi")
             .arg(self.socket(mi))
             .args(["--timeout-ms", "10000", "join", group, "--name", name])
             .args(["--json", "--timestamps"])
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).context("cannot create a log file")?)
-            .spawn()
-            .context("cannot start msctl join")?;
-        let Some(out) = child.stdout.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
+            .stderr(std::fs::File::create(&stderr).context("cannot create a log file")?);
+        let mut child = Proc::try_spawn(name, &mut cmd).context("cannot start msctl join")?;
+        let Some(out) = child.child.stdout.take() else {
             bail!("no stdout pipe for {name}");
         };
         let tx = self.tx.clone();
@@ -457,8 +440,7 @@ impl Apps {
     fn kill(&mut self, name: &str) -> Option<u64> {
         let mut m = self.members.remove(name)?;
         let t0 = realtime_ns();
-        let _ = m.child.kill();
-        let _ = m.child.wait();
+        m.child.kill();
         Some(t0)
     }
 
@@ -492,22 +474,10 @@ impl Apps {
     }
 
     /// Processes reports until `cond` gives a value or `limit` passes.
-    fn wait_for<T>(
-        &mut self,
-        limit: Duration,
-        mut cond: impl FnMut(&Apps) -> Option<T>,
-    ) -> Option<T> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(v) = cond(self) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= end {
-                return None;
-            }
-            self.pump((end - now).min(Duration::from_millis(20)));
-        }
+    fn wait_for<T>(&mut self, limit: Duration, cond: impl FnMut(&Apps) -> Option<T>) -> Option<T> {
+        testkit::wait::pumping(self, limit, Duration::from_millis(20), cond, |s, d| {
+            s.pump(d)
+        })
     }
 
     /// How many views each member has printed so far.
@@ -583,17 +553,7 @@ struct SizeRun {
 /// The real-process half: the `"real"` object of the output.
 fn real_half(args: &AppArgs) -> anyhow::Result<Value> {
     let bins = Binaries::locate()?;
-    let mi_bin = bins
-        .msctl
-        .parent()
-        .map(|d| d.join("member-interface"))
-        .unwrap_or_default();
-    if !mi_bin.is_file() {
-        bail!(
-            "member-interface not found next to msctl ({}): run `cargo build --release --workspace` first",
-            mi_bin.display()
-        );
-    }
+    let [mi_bin] = testkit::bins::locate(["member-interface"]).map_err(|e| anyhow!(e))?;
     let raw_rtt = raw::ping_pong(64, 500, 5000).context("raw UDP ping-pong")?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let tag = 600 + (args.seed % 100) as u16;

@@ -35,14 +35,13 @@ use membership::id::ProtocolId;
 use membership::relay::{Relay, RelayConfig, RelayCounters};
 use membership::runtime::{spawn_core, SocketOptions};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use super::netns;
+use testkit::netns;
+use testkit::{Lines, Proc};
 
 const GROUP: &str = "239.77.9.1:7000";
 const NETNS_TAG: &str = "bn";
@@ -177,94 +176,59 @@ pub fn run_raw(args: &McastRawArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Child processes printing JSON lines; all killed when dropped.
+/// Child processes printing JSON lines (`testkit::Lines`, each child
+/// named by its index); all killed when dropped.
 struct Procs {
-    tx: mpsc::Sender<(usize, String)>,
-    rx: mpsc::Receiver<(usize, String)>,
-    children: Vec<Child>,
-    /// JSON lines per child.
-    lines: Vec<Vec<Value>>,
+    lines: Lines,
+    children: Vec<Proc>,
 }
 
 impl Procs {
     fn new() -> Self {
-        let (tx, rx) = mpsc::channel();
         Procs {
-            tx,
-            rx,
+            lines: Lines::new(),
             children: Vec::new(),
-            lines: Vec::new(),
         }
     }
 
     /// Starts `cmd`; its index.
     fn spawn(&mut self, mut cmd: Command) -> anyhow::Result<usize> {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env("RUST_LOG", "error")
-            .spawn()
-            .context("start a benchmark process")?;
         let i = self.children.len();
-        if let Some(out) = child.stdout.take() {
-            let tx = self.tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send((i, line)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        cmd.env("RUST_LOG", "error");
+        let child = self
+            .lines
+            .try_spawn(&i.to_string(), cmd)
+            .context("start a benchmark process")?;
         self.children.push(child);
-        self.lines.push(Vec::new());
         Ok(i)
     }
 
     /// Reads lines until `done` holds; an error after `limit`.
-    #[allow(clippy::disallowed_methods)] // the benchmark owns the clock
     fn wait(
         &mut self,
         limit: Duration,
         what: &str,
-        done: impl Fn(&Procs) -> bool,
+        done: impl Fn(&Lines) -> bool,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("timed out waiting for {what}");
-            }
-            if let Ok((i, line)) = self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    self.lines[i].push(v);
-                }
-            }
+        if !self.lines.wait(limit, done) {
+            bail!("timed out waiting for {what}");
         }
         Ok(())
     }
 
     /// The first line of child `i` with `"event": event`.
     fn event(&self, i: usize, event: &str) -> Option<&Value> {
-        self.lines[i].iter().find(|v| v["event"] == event)
+        first_event(&self.lines, i, event)
     }
 
     fn term(&self, i: usize) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.children[i].id().to_string()])
-            .status();
+        self.children[i].term();
     }
 }
 
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The first line of child `i` of `lines` with `"event": event`.
+fn first_event<'a>(lines: &'a Lines, i: usize, event: &str) -> Option<&'a Value> {
+    lines.events(&i.to_string(), event).next()
 }
 
 /// Where the members run.
@@ -341,11 +305,9 @@ impl Hosts {
     }
 }
 
+/// A UDP port on `ip` the kernel says is free (0, any port, if none).
 fn free_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    testkit::ports::try_free_udp_port(ip).unwrap_or(0)
 }
 
 /// The raw fan-out baseline: one source, `n` sinks.
@@ -362,7 +324,9 @@ fn raw_case(hosts: &Hosts, args: &McastArgs, size: usize, parcels: u64) -> anyho
         sinks.push((procs.spawn(cmd)?, sink));
     }
     procs.wait(START_LIMIT, "raw sinks", |p| {
-        sinks.iter().all(|(i, _)| p.event(*i, "ready").is_some())
+        sinks
+            .iter()
+            .all(|(i, _)| first_event(p, *i, "ready").is_some())
     })?;
     let mut cmd = hosts.command(0, &exe);
     let source_addr = format!("{}:0", hosts.ip(0));
@@ -378,10 +342,10 @@ fn raw_case(hosts: &Hosts, args: &McastArgs, size: usize, parcels: u64) -> anyho
     cmd.args(["--fragment", &args.fragment_payload.to_string()]);
     let source = procs.spawn(cmd)?;
     procs.wait(CASE_LIMIT, "the raw fan-out", |p| {
-        p.event(source, "source_done").is_some()
+        first_event(p, source, "source_done").is_some()
             && sinks
                 .iter()
-                .all(|(i, _)| p.event(*i, "sink_done").is_some())
+                .all(|(i, _)| first_event(p, *i, "sink_done").is_some())
     })?;
     let owed = (size as u64 * parcels) as f64;
     let mut slowest = f64::INFINITY;
@@ -460,15 +424,19 @@ fn rmcast_case(
         "ready"
     };
     procs.wait(START_LIMIT, "the receivers", |p| {
-        receivers.iter().all(|i| p.event(*i, ready).is_some())
+        receivers
+            .iter()
+            .all(|i| first_event(p, *i, ready).is_some())
     })?;
     let mut cmd = hosts.command(0, &exe);
     cmd.arg("mcast-peer").args(common(0));
     cmd.args(["--send", &parcels.to_string(), "--size", &size.to_string()]);
     let sender = procs.spawn(cmd)?;
     procs.wait(CASE_LIMIT, "the rmcast stream", |p| {
-        p.event(sender, "plan_done").is_some()
-            && receivers.iter().all(|i| p.event(*i, "complete").is_some())
+        first_event(p, sender, "plan_done").is_some()
+            && receivers
+                .iter()
+                .all(|i| first_event(p, *i, "complete").is_some())
     })?;
     // The counters come with the exits.
     for i in std::iter::once(sender).chain(receivers.iter().copied()) {
@@ -478,7 +446,7 @@ fn rmcast_case(
         .chain(receivers.iter().copied())
         .collect();
     procs.wait(START_LIMIT, "the peers' exits", |p| {
-        all.iter().all(|i| p.event(*i, "exit").is_some())
+        all.iter().all(|i| first_event(p, *i, "exit").is_some())
     })?;
     let done = procs
         .event(sender, "plan_done")

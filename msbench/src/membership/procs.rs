@@ -4,8 +4,10 @@
 //! a thread that timestamps the lines the bench cares about on arrival with
 //! the bench's own clock.
 //!
-//! Every wait is bounded; every child is killed (and a stopped one
-//! continued) when the [`Cluster`] is dropped.
+//! Every wait is bounded; every child is a [`testkit::Proc`], killed (and a
+//! stopped one continued) when the [`Cluster`] is dropped. The binaries,
+//! ports, command lines and the `msctl view` agreement come from
+//! `testkit`, as the mserver tests have them.
 
 // The benchmark owns the clock.
 #![allow(clippy::disallowed_methods)]
@@ -14,12 +16,14 @@ use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::cluster::{agreement, mcaster_command, msctl_command, msctl_json, mserver_command};
+use testkit::Proc;
 
 /// Longest stderr line kept (longer ones are cut; the rest is skipped).
 const MAX_LINE: usize = 64 * 1024;
@@ -39,32 +43,15 @@ pub struct Binaries {
 
 impl Binaries {
     /// Looks for `mserver`, `msctl` and `mcaster` in the directory of the
-    /// running executable.
+    /// running executable (`testkit::bins::locate`).
     pub fn locate() -> anyhow::Result<Binaries> {
-        let exe = std::env::current_exe().context("cannot find the msbench executable")?;
-        let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-        let b = Binaries {
-            mserver: dir.join("mserver"),
-            msctl: dir.join("msctl"),
-            mcaster: dir.join("mcaster"),
-        };
-        let missing: Vec<&str> = [
-            ("mserver", &b.mserver),
-            ("msctl", &b.msctl),
-            ("mcaster", &b.mcaster),
-        ]
-        .iter()
-        .filter(|(_, p)| !p.is_file())
-        .map(|(n, _)| *n)
-        .collect();
-        if !missing.is_empty() {
-            bail!(
-                "{} not found in {}: run `cargo build --release --workspace` first",
-                missing.join(", "),
-                dir.display()
-            );
-        }
-        Ok(b)
+        let [mserver, msctl, mcaster] =
+            testkit::bins::locate(["mserver", "msctl", "mcaster"]).map_err(|e| anyhow!(e))?;
+        Ok(Binaries {
+            mserver,
+            msctl,
+            mcaster,
+        })
     }
 }
 
@@ -223,7 +210,7 @@ fn reader_thread(
 
 /// One running (or stopped) mserver process.
 pub struct Server {
-    child: Child,
+    child: Proc,
     /// Which life this is.
     pub life: u64,
     /// When its "mserver started" line arrived.
@@ -259,7 +246,7 @@ pub struct Cluster {
     group_addr: SocketAddr,
     mcaster_addr: SocketAddr,
     port: u16,
-    mcaster: Option<Child>,
+    mcaster: Option<Proc>,
     servers: BTreeMap<usize, Server>,
     next_life: u64,
     tx: Sender<LogEvent>,
@@ -273,31 +260,18 @@ pub struct Cluster {
     pub warnings: BTreeMap<String, u64>,
 }
 
-/// A free port on 127.0.0.1 for UDP and TCP, near `hint`.
-fn free_port(hint: u16, avoid: &[u16]) -> anyhow::Result<u16> {
-    for k in 0..2000u16 {
-        let p = 20_000 + (hint.wrapping_add(k.wrapping_mul(7))) % 40_000;
-        if avoid.contains(&p) {
-            continue;
-        }
-        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
-        {
-            return Ok(p);
-        }
-    }
-    bail!("no free port found on 127.0.0.1")
+/// A free port on 127.0.0.1 for UDP and TCP (never the same twice).
+fn free_port() -> anyhow::Result<u16> {
+    testkit::ports::try_free_port().ok_or_else(|| anyhow!("no free port found on 127.0.0.1"))
 }
 
 impl Cluster {
     /// A new cluster with its own mcaster; no mserver yet. `tag` makes the
     /// group name and ports distinct between runs.
     pub fn new(bins: &Binaries, tag: u16) -> anyhow::Result<Cluster> {
-        let hint = (std::process::id() as u16)
-            .wrapping_mul(31)
-            .wrapping_add(tag);
-        let mcaster_port = free_port(hint, &[])?;
-        let port = free_port(hint.wrapping_add(101), &[mcaster_port])?;
-        let group_port = free_port(hint.wrapping_add(211), &[mcaster_port, port])?;
+        let mcaster_port = free_port()?;
+        let port = free_port()?;
+        let group_port = free_port()?;
         let (tx, rx) = channel();
         let mut c = Cluster {
             bins: bins.clone(),
@@ -315,22 +289,9 @@ impl Cluster {
             log: Vec::new(),
             warnings: BTreeMap::new(),
         };
-        let child = Command::new(&c.bins.mcaster)
-            .args([
-                "--listen",
-                &c.mcaster_addr.to_string(),
-                "--multicast",
-                "off",
-                "--summary-interval-secs",
-                "0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the mcaster")?;
-        c.mcaster = Some(child);
+        let mut cmd = mcaster_command(&c.bins.mcaster, c.mcaster_addr);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        c.mcaster = Some(Proc::try_spawn("mcaster", &mut cmd).context("cannot start the mcaster")?);
         Ok(c)
     }
 
@@ -358,31 +319,23 @@ impl Cluster {
         let life = self.next_life;
         self.next_life += 1;
         let spawned = Instant::now();
-        let mut child = Command::new(&self.bins.mserver)
-            .args([
-                "--group",
-                &self.group,
-                "--group-addr",
-                &self.group_addr.to_string(),
-                "--listen",
-                &addr.to_string(),
-                "--mcaster",
-                &self.mcaster_addr.to_string(),
-                "--multicast",
-                "off",
-                "--log-format",
-                "json",
-                "--log-level",
-                &std::env::var("MSBENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-            ])
+        let mut cmd = mserver_command(
+            &self.bins.mserver,
+            &self.group,
+            self.group_addr,
+            addr,
+            self.mcaster_addr,
+        );
+        cmd.args(["--log-format", "json", "--log-level"])
+            .arg(std::env::var("MSBENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
             .env_remove("RUST_LOG")
             .env_remove("MS_CONFIG")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stderr(Stdio::piped());
+        let mut child = Proc::try_spawn(&format!("mserver {i}"), &mut cmd)
             .with_context(|| format!("cannot start mserver {i}"))?;
         let stderr = child
+            .child
             .stderr
             .take()
             .ok_or_else(|| anyhow!("no stderr pipe for mserver {i}"))?;
@@ -408,11 +361,7 @@ impl Cluster {
         let mut s = self.servers.remove(&i)?;
         self.latest.remove(&i);
         let t0 = Instant::now();
-        let _ = s.child.kill();
-        if s.stopped {
-            let _ = signal(s.child.id(), "CONT");
-        }
-        let _ = s.child.wait();
+        s.child.kill();
         Some(t0)
     }
 
@@ -424,26 +373,17 @@ impl Cluster {
             .get(&i)
             .ok_or_else(|| anyhow!("mserver {i} is not running"))?;
         let t0 = Instant::now();
-        signal(s.child.id(), "TERM")?;
+        s.child.try_signal("TERM").map_err(|e| anyhow!(e))?;
         Ok(t0)
     }
 
     /// Waits (bounded) for mserver `i` to exit after a SIGTERM, and forgets
     /// it; SIGKILLs it if it does not exit in time.
     pub fn reap(&mut self, i: usize, limit: Duration) -> anyhow::Result<()> {
-        let end = Instant::now() + limit;
-        if let Some(s) = self.servers.get_mut(&i) {
-            while Instant::now() < end {
-                if let Ok(Some(_)) = s.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
         let exited = self
             .servers
             .get_mut(&i)
-            .is_some_and(|s| matches!(s.child.try_wait(), Ok(Some(_))));
+            .is_some_and(|s| s.child.wait_exit(limit).is_some());
         self.kill(i);
         if !exited {
             bail!("mserver {i} did not exit within {limit:?} of SIGTERM");
@@ -459,7 +399,9 @@ impl Cluster {
             .get_mut(&i)
             .ok_or_else(|| anyhow!("mserver {i} is not running"))?;
         let t0 = Instant::now();
-        signal(s.child.id(), if stop { "STOP" } else { "CONT" })?;
+        s.child
+            .try_signal(if stop { "STOP" } else { "CONT" })
+            .map_err(|e| anyhow!(e))?;
         s.stopped = stop;
         Ok(t0)
     }
@@ -535,19 +477,11 @@ impl Cluster {
     pub fn wait_for<T>(
         &mut self,
         limit: Duration,
-        mut cond: impl FnMut(&Cluster) -> Option<T>,
+        cond: impl FnMut(&Cluster) -> Option<T>,
     ) -> Option<T> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(v) = cond(self) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= end {
-                return None;
-            }
-            self.pump((end - now).min(Duration::from_millis(20)));
-        }
+        testkit::wait::pumping(self, limit, Duration::from_millis(20), cond, |s, d| {
+            s.pump(d)
+        })
     }
 
     /// Lets `d` pass while processing log lines.
@@ -606,42 +540,19 @@ impl Cluster {
 
     /// `msctl view --json` of mserver `i`.
     pub fn msctl_view(&self, i: usize) -> Option<Value> {
-        self.msctl_json(i, "view")
+        msctl_json(&self.bins.msctl, self.addr(i), "view")
     }
 
     /// `msctl stats --json` of mserver `i`.
     pub fn msctl_stats(&self, i: usize) -> Option<Value> {
-        self.msctl_json(i, "stats")
+        msctl_json(&self.bins.msctl, self.addr(i), "stats")
     }
 
     /// A `msctl --server <mserver i> --timeout-ms 1000 ARGS` command, not
     /// yet run (stdin closed, output piped), so that callers can run
     /// several at once.
     pub fn msctl_command(&self, i: usize, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bins.msctl);
-        cmd.args([
-            "--server",
-            &self.addr(i).to_string(),
-            "--timeout-ms",
-            "1000",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn msctl_json(&self, i: usize, what: &str) -> Option<Value> {
-        let out = self
-            .msctl_command(i, &[what, "--json"])
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        msctl_command(&self.bins.msctl, self.addr(i), args)
     }
 
     /// Checks with msctl that every mserver is idle in the same view with
@@ -652,18 +563,16 @@ impl Cluster {
             .keys()
             .map(|i| self.addr(*i).to_string())
             .collect();
-        let end = Instant::now() + limit;
         let mut last = String::new();
-        while Instant::now() < end {
+        let agreed = testkit::wait::until(limit, Duration::from_millis(50), || {
             let views: Vec<Option<Value>> =
                 self.servers.keys().map(|i| self.msctl_view(*i)).collect();
-            match agree(&views, &want) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = e,
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            agreement(&views, &want).map_err(|e| last = e).ok()
+        });
+        if agreed.is_none() {
+            bail!("msctl views do not agree: {last}")
         }
-        bail!("msctl views do not agree: {last}")
+        Ok(())
     }
 
     /// The last log lines of every mserver, for failure reports.
@@ -681,67 +590,13 @@ impl Cluster {
     }
 }
 
-/// Whether all `views` are idle, equal in view, coordinator and members,
-/// with members exactly `want`.
-fn agree(views: &[Option<Value>], want: &BTreeSet<String>) -> Result<(), String> {
-    let mut first: Option<&Value> = None;
-    for v in views {
-        let v = v.as_ref().ok_or("an mserver did not answer msctl view")?;
-        if v["state"] != "idle" {
-            return Err(format!("state {} at {}", v["state"], v["me"]["addr"]));
-        }
-        if let Some(f) = first {
-            if f["view"] != v["view"] || f["coordinator"] != v["coordinator"] {
-                return Err(format!(
-                    "view {} at {} vs {} at {}",
-                    f["view"], f["me"]["addr"], v["view"], v["me"]["addr"]
-                ));
-            }
-            if f["members"] != v["members"] {
-                return Err("member tables differ".into());
-            }
-        }
-        let addrs: BTreeSet<String> = v["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["addr"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if &addrs != want {
-            return Err(format!("members {addrs:?}, expected {want:?}"));
-        }
-        first = Some(v);
-    }
-    Ok(())
-}
-
-/// Sends `sig` (e.g. "STOP") to `pid` with kill(1).
-fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run kill -{sig} {pid}"))?;
-    if !status.success() {
-        bail!("kill -{sig} {pid} failed");
-    }
-    Ok(())
-}
-
 impl Drop for Cluster {
     fn drop(&mut self) {
         let idx: Vec<usize> = self.servers.keys().copied().collect();
         for i in idx {
             self.kill(i);
         }
-        if let Some(mut m) = self.mcaster.take() {
-            let _ = m.kill();
-            let _ = m.wait();
-        }
+        self.mcaster = None;
     }
 }
 

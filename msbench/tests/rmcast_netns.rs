@@ -1,7 +1,7 @@
 //! rmcast over REAL IP multicast, in network namespaces: a mixed LAN as in
 //! seed 003, section IV.A, figure 6 (DESIGN.md section 9).
 //!
-//! Six namespaces `ms-rn-<pid>-*` (see `src/bin/msbench/netns.rs`): a
+//! Six namespaces `ms-rn-<pid>-*` (see `msbench/src/netns.rs`): a
 //! bridge with multicast snooping off and five hosts on 10.231.8.0/24:
 //!
 //! - `m`: the `mcaster` (`--multicast auto`: its probe must succeed, so it
@@ -23,11 +23,11 @@
 //! were killed; stale ones of dead test processes are deleted at start.
 
 mod common;
-#[path = "../src/bin/msbench/netns.rs"]
-mod netns;
 
-use common::{mcaster, msbench, Lines, Proc};
+use common::{mcaster, msbench};
 use std::time::Duration;
+use testkit::netns;
+use testkit::{Lines, Proc};
 
 const TAG: &str = "rn";
 const SUBNET: [u8; 3] = [10, 231, 8];
@@ -38,25 +38,15 @@ const PARCELS: u64 = 200;
 /// Generous bound on every wait (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Skips (prints why and returns), or fails under `CI=true` as root.
-fn skip(reason: &str) {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    assert!(
-        !(ci && netns::is_root()),
-        "CI=true and root, but the netns test could not run: {reason}"
-    );
-    println!("SKIPPED: {reason}");
-}
-
 #[test]
 fn rmcast_mixed_lan_in_network_namespaces() {
     if let Err(reason) = netns::available() {
-        return skip(&reason);
+        return netns::skip(&reason);
     }
     netns::delete_stale(TAG);
     let lan = match netns::Lan::build(TAG, SUBNET, &["m", "a", "b", "c", "d"]) {
         Ok(lan) => lan,
-        Err(e) => return skip(&format!("cannot build the namespaces: {e}")),
+        Err(e) => return netns::skip(&format!("cannot build the namespaces: {e}")),
     };
     let host = |n: &str| lan.host(n).expect("a host").clone();
     let mcaster_addr = format!("{}:{MCASTER_PORT}", host("m").ip);

@@ -25,10 +25,11 @@
 
 mod common;
 
-use common::{free_port, mcaster, msbench, Lines, Proc};
+use common::{mcaster, msbench};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
+use testkit::{free_udp_port, Lines, Proc};
 
 const GROUP: &str = "239.77.3.1:7000";
 /// Generous bound on every wait (never a timing assertion).
@@ -44,9 +45,9 @@ struct Net {
 impl Net {
     fn new(block: u8) -> Self {
         let ip = |i: u8| format!("127.0.{block}.{i}");
-        let mcaster = format!("{}:{}", ip(1), free_port(&ip(1)));
+        let mcaster = format!("{}:{}", ip(1), free_udp_port(&ip(1)));
         let peers = (2..=6)
-            .map(|i| format!("{}:{}", ip(i), free_port(&ip(i))))
+            .map(|i| format!("{}:{}", ip(i), free_udp_port(&ip(i))))
             .collect();
         Net { mcaster, peers }
     }
@@ -157,7 +158,12 @@ fn stop_all(lines: &mut Lines, net: &Net, peers: &mut [Proc], live: &[usize]) {
     for &i in live {
         let e: Vec<&Value> = lines.events(&net.peers[i], "exit").collect();
         assert_eq!(e[0]["reason"], "sigterm", "{}", e[0]);
-        assert_eq!(peers[i].wait_exit(PATIENCE), Some(0), "{}", net.peers[i]);
+        assert_eq!(
+            peers[i].wait_exit(PATIENCE),
+            Some(Some(0)),
+            "{}",
+            net.peers[i]
+        );
     }
 }
 
