@@ -221,7 +221,7 @@ fn help_bad_flags_and_sigterm() {
     // A port in use is unusable settings too: exit 2, one line.
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().expect("addr").to_string();
-    let bad = Command::new(bin)
+    let bad = Command::new(&bin)
         .args(["--listen", &taken_addr, "--multicast", "off"])
         .env_remove("RUST_LOG")
         .output()
@@ -235,7 +235,7 @@ fn help_bad_flags_and_sigterm() {
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("typo.toml");
     std::fs::write(&path, "member_ttl = 5000\n").expect("write");
-    let bad = Command::new(bin)
+    let bad = Command::new(&bin)
         .args(["--config", path.to_str().expect("utf-8")])
         .output()
         .expect("run with an unknown key");

@@ -277,7 +277,12 @@ fn an_mi_stays_attached_at_a_one_second_query_interval() {
     c.start(0, &["--query-interval-ms", "1000"]);
     c.wait_converged(&[0], Duration::from_secs(20));
     let mi = start_mi(&c, 0, &[0]);
-    let log = || std::fs::read_to_string(&mi.log).unwrap_or_default();
+    let log = || {
+        mi.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
     let end = Instant::now() + Duration::from_secs(10);
     while !log().contains("attached to mserver") && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));

@@ -641,7 +641,10 @@ fn registration_reports_a_silent_mcaster_and_withdraws_unconfirmed_groups() {
     p.handle_timeout(t(3500));
     assert_eq!(reg_out(&mut p).len(), 1, "the refresh on waking");
     answer_at(&mut p, t(3501), G, Answer::DupMember);
-    assert!(reg_events(&mut p).is_empty(), "a pause of ours is no silence of the mcaster");
+    assert!(
+        reg_events(&mut p).is_empty(),
+        "a pause of ours is no silence of the mcaster"
+    );
     // Never listed: nothing to deregister.
     let mut q = reg();
     q.join(t(0), G, "g");
