@@ -1,5 +1,5 @@
 //! The test member core shared by the mcaster process tests: the member-side
-//! registration (`relay::Registration`) plus numbered group messages on
+//! registration (`mcaster_reg::Registration`) plus numbered group messages on
 //! `ProtocolId::Test`, each reported as [`Ev::Got`] with its original sender
 //! and the UDP peer it came from.
 
@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
 use membership::sansio::{Core, Incoming, Transmit};
 use membership::time::Instant;
 use std::collections::VecDeque;
@@ -42,7 +42,7 @@ impl TestMember {
         now: Instant,
         local: NodeId,
         mcaster: SocketAddr,
-        kind: MemberKind,
+        kind: ReceiveMode,
         group: NodeId,
         name: &str,
     ) -> Self {
