@@ -1,7 +1,7 @@
 //! The sans-IO contract every protocol core follows (DESIGN.md section 3).
 //!
-//! A core is a pure state machine. Its driver (the simulator in
-//! [`crate::sim`], or the actix driver in `crate::runtime`) owns the clock,
+//! A core is a pure state machine. Its driver (the simulator in `sim`, or
+//! the actix driver in `runtime`, both above this module) owns the clock,
 //! the sockets and the timer, and calls it in this order:
 //!
 //! 1. an input: [`Core::handle_packet`] for a datagram that passed the wire
@@ -189,7 +189,7 @@ pub trait Core {
     }
 }
 
-/// A boxed core is a core (keeps an [`Either`](crate::sim::Either) of two cores of very
+/// A boxed core is a core (keeps a `sim::Either` of two cores of very
 /// different sizes small).
 impl<C: Core + ?Sized> Core for Box<C> {
     type Event = C::Event;

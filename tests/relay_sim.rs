@@ -18,9 +18,9 @@
 //! `SIM_SEED=N cargo test --test relay_sim -- relay_many_seeds` replays one.
 
 use membership::id::{Incarnation, NodeId, ProtocolId};
-use membership::relay::{
-    MemberKind, Registration, RegistrationConfig, RegistrationEvent, Relay, RelayConfig,
-    RelayEvent, DEFAULT_REFRESH_INTERVAL,
+use membership::mcaster::{Mcaster, McasterConfig, McasterEvent};
+use membership::mcaster_reg::{
+    ReceiveMode, Registration, RegistrationConfig, RegistrationEvent, DEFAULT_REFRESH_INTERVAL,
 };
 use membership::sansio::{Core, Incoming, Transmit};
 use membership::sim::{self, LinkConfig, NodeSpawn, SimConfig, Simulator};
@@ -48,7 +48,7 @@ fn mc_members() -> Vec<NodeId> {
 /// What the nodes report.
 #[derive(Debug, Clone)]
 enum Ev {
-    Relay(RelayEvent),
+    Mcaster(McasterEvent),
     Reg(RegistrationEvent),
     Got {
         from: NodeId,
@@ -70,7 +70,7 @@ struct Member {
 }
 
 impl Member {
-    fn new(spawn: &NodeSpawn, kind: MemberKind) -> Self {
+    fn new(spawn: &NodeSpawn, kind: ReceiveMode) -> Self {
         let mut reg = Registration::new(RegistrationConfig::new(RELAY, kind));
         reg.join(spawn.now, GROUP, "test-group");
         Member {
@@ -97,7 +97,7 @@ impl Member {
 /// its size does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Node {
-    Relay(Relay),
+    Mcaster(Mcaster),
     Member(Member),
 }
 
@@ -106,7 +106,7 @@ impl Core for Node {
 
     fn handle_packet(&mut self, now: Instant, p: Incoming<'_>) {
         match self {
-            Node::Relay(r) => r.handle_packet(now, p),
+            Node::Mcaster(r) => r.handle_packet(now, p),
             Node::Member(m) => {
                 if !m.reg.handle(now, &p) && p.protocol == ProtocolId::Test && p.body.len() == 26 {
                     let mut seq = [0u8; 8];
@@ -128,7 +128,7 @@ impl Core for Node {
 
     fn handle_timeout(&mut self, now: Instant) {
         match self {
-            Node::Relay(r) => r.handle_timeout(now),
+            Node::Mcaster(r) => r.handle_timeout(now),
             Node::Member(m) => {
                 m.reg.handle_timeout(now);
                 m.drain_reg();
@@ -148,21 +148,21 @@ impl Core for Node {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         match self {
-            Node::Relay(r) => r.poll_transmit(),
+            Node::Mcaster(r) => r.poll_transmit(),
             Node::Member(m) => m.out.pop_front(),
         }
     }
 
     fn poll_event(&mut self) -> Option<Ev> {
         match self {
-            Node::Relay(r) => r.poll_event().map(Ev::Relay),
+            Node::Mcaster(r) => r.poll_event().map(Ev::Mcaster),
             Node::Member(m) => m.events.pop_front(),
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         match self {
-            Node::Relay(r) => r.poll_timeout(),
+            Node::Mcaster(r) => r.poll_timeout(),
             Node::Member(m) => earliest(m.reg.poll_timeout(), Some(m.next_send)),
         }
     }
@@ -170,7 +170,7 @@ impl Core for Node {
 
 fn relay_members(sim: &Simulator<Node>) -> BTreeSet<NodeId> {
     match sim.core(RELAY) {
-        Some(Node::Relay(r)) => r
+        Some(Node::Mcaster(r)) => r
             .group(GROUP)
             .map(|g| g.members.iter().map(|(m, _)| *m).collect())
             .unwrap_or_default(),
@@ -191,17 +191,17 @@ fn run(seed: u64, test: &str) -> String {
     let mc_set: BTreeSet<NodeId> = mc.iter().copied().collect();
     let mut sim = Simulator::new(cfg, move |spawn| {
         if spawn.id == RELAY {
-            Node::Relay(Relay::new(
+            Node::Mcaster(Mcaster::new(
                 RELAY,
-                RelayConfig {
+                McasterConfig {
                     multicast: true,
-                    ..RelayConfig::default()
+                    ..McasterConfig::default()
                 },
             ))
         } else if mc_set.contains(&spawn.id) {
-            Node::Member(Member::new(&spawn, MemberKind::Mc))
+            Node::Member(Member::new(&spawn, ReceiveMode::Mc))
         } else {
-            Node::Member(Member::new(&spawn, MemberKind::Uc))
+            Node::Member(Member::new(&spawn, ReceiveMode::Uc))
         }
     });
 
@@ -230,7 +230,7 @@ fn run(seed: u64, test: &str) -> String {
                     relearned_c.borrow_mut().insert(*node);
                     continue;
                 }
-                Ev::Relay(RelayEvent::MemberJoined { member, .. }) if member == node => {
+                Ev::Mcaster(McasterEvent::MemberJoined { member, .. }) if member == node => {
                     return Err(format!("the relay listed itself at {t}"));
                 }
                 _ => continue,

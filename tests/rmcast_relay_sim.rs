@@ -1,7 +1,7 @@
 //! rmcast through the mcaster in the deterministic simulator (seed 003,
 //! section IV.A, figure 6; seed 000, section 6.1; DESIGN.md sections 4
 //! and 9): every member runs a `rmcast::GroupEndpoint`, the mcaster runs
-//! the `relay::Relay` core with its NACK aggregation cache.
+//! the `mcaster::Mcaster` core with its NACK aggregation cache.
 //!
 //! Two LANs, each over many seeds:
 //!
@@ -29,7 +29,7 @@
 //! replays one.
 
 use membership::id::{Incarnation, NodeId};
-use membership::relay::{Relay, RelayConfig, RelayCounters, RelayEvent};
+use membership::mcaster::{Mcaster, McasterConfig, McasterCounters, McasterEvent};
 use membership::rmcast::{
     Delivery, EndpointConfig, EndpointError, EndpointEvent, GroupEndpoint, RmcastEvent, SendError,
     Transport,
@@ -145,13 +145,13 @@ impl Member {
 
 #[allow(clippy::large_enum_variant)]
 enum Node {
-    Relay(Relay),
+    Mcaster(Mcaster),
     Member(Member),
 }
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Relay(RelayEvent),
+    Mcaster(McasterEvent),
     Member(EndpointEvent),
 }
 
@@ -160,14 +160,14 @@ impl Core for Node {
 
     fn handle_packet(&mut self, now: Instant, p: Incoming<'_>) {
         match self {
-            Node::Relay(r) => r.handle_packet(now, p),
+            Node::Mcaster(r) => r.handle_packet(now, p),
             Node::Member(m) => m.ep.handle_packet(now, p),
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         match self {
-            Node::Relay(r) => r.handle_timeout(now),
+            Node::Mcaster(r) => r.handle_timeout(now),
             Node::Member(m) => {
                 m.ep.handle_timeout(now);
                 m.send_due(now);
@@ -177,21 +177,21 @@ impl Core for Node {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         match self {
-            Node::Relay(r) => r.poll_transmit(),
+            Node::Mcaster(r) => r.poll_transmit(),
             Node::Member(m) => m.ep.poll_transmit(),
         }
     }
 
     fn poll_event(&mut self) -> Option<Ev> {
         match self {
-            Node::Relay(r) => r.poll_event().map(Ev::Relay),
+            Node::Mcaster(r) => r.poll_event().map(Ev::Mcaster),
             Node::Member(m) => m.ep.poll_event().map(Ev::Member),
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         match self {
-            Node::Relay(r) => r.poll_timeout(),
+            Node::Mcaster(r) => r.poll_timeout(),
             Node::Member(m) => earliest(m.ep.poll_timeout(), m.next_send),
         }
     }
@@ -218,7 +218,7 @@ struct Tally {
     nacks_sent: u64,
 }
 
-fn add_relay(t: &mut Tally, c: &RelayCounters) {
+fn add_relay(t: &mut Tally, c: &McasterCounters) {
     t.nacks_answered += c.nacks_answered;
     t.nack_resends += c.nack_resends;
     t.nacks_suppressed += c.nacks_suppressed;
@@ -226,9 +226,9 @@ fn add_relay(t: &mut Tally, c: &RelayCounters) {
     t.relayed += c.relayed;
 }
 
-fn relay_counters(sim: &Simulator<Node>) -> Option<RelayCounters> {
+fn relay_counters(sim: &Simulator<Node>) -> Option<McasterCounters> {
     match sim.core(RELAY) {
-        Some(Node::Relay(r)) => Some(r.counters().clone()),
+        Some(Node::Mcaster(r)) => Some(r.counters().clone()),
         _ => None,
     }
 }
@@ -257,11 +257,11 @@ fn run(seed: u64, test: &str, mixed: bool, tally: &mut Tally) -> String {
     let view = all.clone();
     let mut sim = Simulator::new(cfg, move |spawn| {
         if spawn.id == RELAY {
-            return Node::Relay(Relay::new(
+            return Node::Mcaster(Mcaster::new(
                 RELAY,
-                RelayConfig {
+                McasterConfig {
                     multicast: true,
-                    ..RelayConfig::default()
+                    ..McasterConfig::default()
                 },
             ));
         }
@@ -283,11 +283,11 @@ fn run(seed: u64, test: &str, mixed: bool, tally: &mut Tally) -> String {
         for (t, node, event) in view.new_events() {
             let (group, event) = match event {
                 Ev::Member(EndpointEvent::Rmcast { group, event }) => (group, event),
-                Ev::Relay(RelayEvent::MemberExpired { .. }) => {
+                Ev::Mcaster(McasterEvent::MemberExpired { .. }) => {
                     *expired_c.borrow_mut() += 1;
                     continue;
                 }
-                Ev::Relay(RelayEvent::MemberJoined { member, .. }) if member == node => {
+                Ev::Mcaster(McasterEvent::MemberJoined { member, .. }) if member == node => {
                     return Err(format!("the relay listed itself at {t}"));
                 }
                 _ => continue,

@@ -1,11 +1,11 @@
-//! The daemon around [`Relay`]: the socket, the timer, the multicast
+//! The daemon around [`Mcaster`]: the socket, the timer, the multicast
 //! group sockets, the periodic summary and the signals. No protocol logic
-//! lives here (DESIGN.md section 3): the relay core decides who gets what.
+//! lives here (DESIGN.md section 3): the mcaster core decides who gets what.
 //!
 //! With a cluster key ring every socket (the main one and each class D
 //! one) opens datagrams with an authenticating codec, so forged,
 //! unauthenticated and replayed datagrams are dropped and counted before
-//! the relay sees them, and the relay's answers are signed; SIGHUP applies
+//! the core sees them, and the core's answers are signed; SIGHUP applies
 //! a reloaded ring to every socket (key rotation). Authentication failures
 //! (or, without a key, signed datagrams) are explained in a warning at a
 //! limited rate ([`AuthWatch`]). The class D copies leave from the main
@@ -13,7 +13,7 @@
 
 use crate::settings::{MulticastMode, Settings};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{Relay, RelayConfig, RelayEvent};
+use membership::mcaster::{Mcaster, McasterConfig, McasterEvent};
 use membership::runtime::{
     probe_multicast, spawn_core, CoreHandle, GetStats, MulticastOptions, MulticastSend, SetKeyRing,
     SocketOptions, SpawnedCore,
@@ -75,15 +75,15 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
     // The class D copies leave from the main socket: through the
     // configured interface, with the configured TTL and loopback.
     options.multicast_send = multicast.then_some(send);
-    let config = RelayConfig {
+    let config = McasterConfig {
         member_ttl: Duration::from_millis(s.member_ttl_ms),
         max_groups: s.max_groups,
         max_members: s.max_members,
         multicast,
-        ..RelayConfig::default()
+        ..McasterConfig::default()
     };
     let SpawnedCore { handle, mut events } = spawn_core(options, &ProtocolId::ALL, move |ctx| {
-        Relay::new(ctx.local, config)
+        Mcaster::new(ctx.local, config)
     })
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
     tracing::info!(
@@ -177,11 +177,11 @@ fn describe(ring: Option<&KeyRing>) -> String {
     }
 }
 
-/// The daemon's state: the relay's handle and the class D sockets.
+/// The daemon's state: the core's handle and the class D sockets.
 struct Daemon {
     /// The settings it started with.
     settings: Settings,
-    handle: CoreHandle<Relay>,
+    handle: CoreHandle<Mcaster>,
     groups: BTreeMap<NodeId, GroupSocket>,
     multicast: bool,
     /// Interface, TTL and loopback for class D joins.
@@ -192,9 +192,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn on_event(&mut self, e: RelayEvent) {
+    fn on_event(&mut self, e: McasterEvent) {
         match e {
-            RelayEvent::GroupCreated { group, name } => {
+            McasterEvent::GroupCreated { group, name } => {
                 tracing::info!(%group, %name, "group created");
                 if self.multicast {
                     match GroupSocket::open(group, self.send, self.ring.clone(), &self.handle) {
@@ -208,22 +208,22 @@ impl Daemon {
                     }
                 }
             }
-            RelayEvent::GroupDeleted { group, name } => {
+            McasterEvent::GroupDeleted { group, name } => {
                 tracing::info!(%group, %name, "group deleted (its last member is gone)");
                 if let Some(g) = self.groups.remove(&group) {
                     g.stop();
                     tracing::info!(%group, "left the class D address");
                 }
             }
-            RelayEvent::MemberJoined {
+            McasterEvent::MemberJoined {
                 group,
                 member,
                 kind,
             } => tracing::info!(%group, %member, %kind, "member joined"),
-            RelayEvent::MemberLeft { group, member } => {
+            McasterEvent::MemberLeft { group, member } => {
                 tracing::info!(%group, %member, "member left")
             }
-            RelayEvent::MemberExpired { group, member } => {
+            McasterEvent::MemberExpired { group, member } => {
                 tracing::info!(%group, %member, "member expired (no refresh)")
             }
         }
@@ -418,7 +418,7 @@ impl AuthWatch {
 }
 
 /// A socket bound to a group's class D address and port, joined to the
-/// group, whose datagrams (from multicast members) go to the relay core.
+/// group, whose datagrams (from multicast members) go to the mcaster core.
 struct GroupSocket(membership::runtime::GroupSocket);
 
 impl GroupSocket {
@@ -428,7 +428,7 @@ impl GroupSocket {
         group: NodeId,
         send: MulticastSend,
         ring: Option<KeyRing>,
-        handle: &CoreHandle<Relay>,
+        handle: &CoreHandle<Mcaster>,
     ) -> anyhow::Result<Self> {
         let IpAddr::V4(ip) = group.addr().ip() else {
             anyhow::bail!("only IPv4 groups can be joined");

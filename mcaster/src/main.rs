@@ -1,7 +1,7 @@
 //! `mcaster`: the Membership Service's multicast emulator (seed 003,
 //! section IV.A; DESIGN.md sections 1 and 7).
 //!
-//! An actix daemon around the sans-IO [`membership::relay::Relay`]: it owns
+//! An actix daemon around the sans-IO [`membership::mcaster::Mcaster`]: it owns
 //! the UDP socket, the timer, the class D sockets of the groups it serves
 //! (when its host can multicast), the command line and the logs. See
 //! `docs/mcaster.md`.

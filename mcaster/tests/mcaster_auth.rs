@@ -23,7 +23,7 @@ mod common;
 
 use common::{mcaster_bin, Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, RegistrationEvent};
+use membership::mcaster_reg::{ReceiveMode, RegistrationEvent};
 use membership::runtime::{spawn_core, CoreHandle, SetKeyRing, SocketOptions, SpawnedCore};
 use membership::wire::{AuthConfig, ClusterKey, KeyRing};
 use std::collections::BTreeSet;
@@ -168,7 +168,7 @@ fn start_member(i: u8, mcaster: SocketAddr, keys: &[&str]) -> Ep {
     o.auth = (!keys.is_empty()).then(|| AuthConfig::new(ring(keys)));
     let SpawnedCore { handle, events } =
         spawn_core(o, &[ProtocolId::Mcaster, ProtocolId::Test], |ctx| {
-            TestMember::new(ctx.now, ctx.local, mcaster, MemberKind::Uc, GROUP, "auth")
+            TestMember::new(ctx.now, ctx.local, mcaster, ReceiveMode::Uc, GROUP, "auth")
         })
         .expect("bind a member");
     Ep { handle, events }

@@ -43,7 +43,7 @@ mod common;
 
 use common::{mcaster_bin, Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, RegistrationEvent};
+use membership::mcaster_reg::{ReceiveMode, RegistrationEvent};
 use membership::runtime::{spawn_core, MulticastOptions, SocketOptions, SpawnedCore};
 use membership::wire::{AuthConfig, ClusterKey, KeyRing};
 use std::collections::BTreeMap;
@@ -85,8 +85,8 @@ fn netns_member_role() {
     }
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let kind = match var("MS_NETNS_KIND").as_str() {
-        "mc" => MemberKind::Mc,
-        _ => MemberKind::Uc,
+        "mc" => ReceiveMode::Mc,
+        _ => ReceiveMode::Uc,
     };
     let ip: Ipv4Addr = var("MS_NETNS_ADDR").parse().expect("MS_NETNS_ADDR");
     let mcaster: SocketAddr = var("MS_NETNS_MCASTER").parse().expect("MS_NETNS_MCASTER");
@@ -98,9 +98,14 @@ fn netns_member_role() {
     actix_rt::System::new().block_on(run_member(kind, ip, mcaster, auth));
 }
 
-async fn run_member(kind: MemberKind, ip: Ipv4Addr, mcaster: SocketAddr, auth: Option<AuthConfig>) {
+async fn run_member(
+    kind: ReceiveMode,
+    ip: Ipv4Addr,
+    mcaster: SocketAddr,
+    auth: Option<AuthConfig>,
+) {
     let local = NodeId::new(SocketAddr::from((ip, GROUP_PORT)));
-    let options = if kind == MemberKind::Mc {
+    let options = if kind == ReceiveMode::Mc {
         // One socket on 0.0.0.0:GROUP_PORT joined to the group receives
         // both the class D datagrams and unicast to ip:GROUP_PORT; group
         // traffic is sent to the class D address itself.

@@ -14,7 +14,7 @@ mod common;
 
 use common::{mcaster_bin, Ev, TestMember};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, RegistrationEvent};
+use membership::mcaster_reg::{ReceiveMode, RegistrationEvent};
 use membership::runtime::{spawn_core, CoreHandle, SocketOptions, SpawnedCore};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -66,7 +66,7 @@ fn start_endpoint(i: u8, mcaster: SocketAddr) -> Ep {
                 ctx.now,
                 ctx.local,
                 mcaster,
-                MemberKind::Uc,
+                ReceiveMode::Uc,
                 GROUP,
                 "process-test",
             )

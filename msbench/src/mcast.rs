@@ -11,7 +11,7 @@
 //! and the contents. Two transports:
 //!
 //! - **through the mcaster on loopback** (127.0.0.x, a unicast-only LAN):
-//!   every member is `uc`; the mcaster is the `relay::Relay` core run in
+//!   every member is `uc`; the mcaster is the `mcaster::Mcaster` core run in
 //!   this process on its own thread and socket, as the `mcaster` daemon
 //!   runs it;
 //! - **over real IP multicast** in network namespaces joined by a bridge
@@ -32,7 +32,7 @@
 use super::stats::{ratio, round2};
 use anyhow::{anyhow, bail, Context as _};
 use membership::id::ProtocolId;
-use membership::relay::{Relay, RelayConfig, RelayCounters};
+use membership::mcaster::{Mcaster, McasterConfig, McasterCounters};
 use membership::runtime::{spawn_core, SocketOptions};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -517,14 +517,14 @@ fn transport_cases(hosts: &Hosts, args: &McastArgs) -> Value {
 
 /// The relay core on its own thread (as the `mcaster` daemon runs it);
 /// stopped by sending on the returned channel, which answers its counters.
-fn start_relay() -> anyhow::Result<(SocketAddr, mpsc::Sender<mpsc::Sender<RelayCounters>>)> {
+fn start_relay() -> anyhow::Result<(SocketAddr, mpsc::Sender<mpsc::Sender<McasterCounters>>)> {
     let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = mpsc::channel::<mpsc::Sender<RelayCounters>>();
+    let (stop_tx, stop_rx) = mpsc::channel::<mpsc::Sender<McasterCounters>>();
     std::thread::spawn(move || {
         actix::System::new().block_on(async move {
             let bind = SocketAddr::from(([127, 0, 0, 1], 0));
             let spawned = spawn_core(SocketOptions::new(bind), &ProtocolId::ALL, |ctx| {
-                Relay::new(ctx.local, RelayConfig::default())
+                Mcaster::new(ctx.local, McasterConfig::default())
             });
             let Ok(mut spawned) = spawned else {
                 return;
@@ -534,7 +534,7 @@ fn start_relay() -> anyhow::Result<(SocketAddr, mpsc::Sender<mpsc::Sender<RelayC
                 if let Ok(answer) = stop_rx.try_recv() {
                     let c = spawned
                         .handle
-                        .with_core(|r: &mut Relay, _| r.counters().clone())
+                        .with_core(|r: &mut Mcaster, _| r.counters().clone())
                         .await
                         .unwrap_or_default();
                     let _ = answer.send(c);
@@ -552,7 +552,7 @@ fn start_relay() -> anyhow::Result<(SocketAddr, mpsc::Sender<mpsc::Sender<RelayC
     Ok((addr, stop_tx))
 }
 
-fn relay_json(c: &RelayCounters) -> Value {
+fn relay_json(c: &McasterCounters) -> Value {
     json!({
         "relayed": c.relayed, "copies": c.copies, "nacks_answered": c.nacks_answered,
         "nack_resends": c.nack_resends, "nacks_forwarded": c.nacks_forwarded,

@@ -28,7 +28,7 @@
 
 use anyhow::{bail, Context as _};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::RegistrationEvent;
+use membership::mcaster_reg::RegistrationEvent;
 use membership::rmcast::{
     Delivery, EndpointConfig, EndpointError, EndpointEvent, GroupEndpoint, ParcelId, RmcastConfig,
     RmcastEvent, SendError, Transport,

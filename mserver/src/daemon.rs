@@ -15,7 +15,7 @@ use crate::node::{MserverNode, NodeEvent};
 use crate::settings::{MulticastMode, Settings};
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
 use membership::rpc::{Rpc, RpcConfig};
 use membership::runtime::{
     new_incarnation, probe_multicast, spawn_core, Clock, CoreHandle, CrashWatch,
@@ -82,9 +82,9 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     let coreset = CoreSet::new(config, now, seed)
         .map_err(|e| anyhow::anyhow!("invalid core-set settings: {e}"))?;
     let kind = if multicast {
-        MemberKind::Mc
+        ReceiveMode::Mc
     } else {
-        MemberKind::Uc
+        ReceiveMode::Uc
     };
     let registration = Registration::new(RegistrationConfig::new(NodeId::new(s.mcaster), kind));
     let rpc = Rpc::new(me, incarnation, RpcConfig::default(), seed ^ 0x5eed_5eed);

@@ -8,7 +8,7 @@
 //! [`ViewReply`] are the public contract of `msctl view --json` and are
 //! never renamed (fields may be added).
 
-use crate::runtime::FaultConfig;
+use crate::fault::FaultConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 

@@ -21,11 +21,11 @@
 use crate::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
 use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
 use crate::id::{CommitPosition, NodeId, ProtocolId};
+use crate::mcaster_reg::{Registration, RegistrationEvent};
 use crate::mserver::admin::{
     FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
     PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
-use crate::relay::{Registration, RegistrationEvent};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
@@ -529,7 +529,7 @@ mod tests {
     use super::*;
     use crate::coreset::CoreSetConfig;
     use crate::id::Incarnation;
-    use crate::relay::{MemberKind, RegistrationConfig};
+    use crate::mcaster_reg::{ReceiveMode, RegistrationConfig};
     use crate::rpc::RpcConfig;
 
     fn node() -> MserverNode {
@@ -541,7 +541,7 @@ mod tests {
             CoreSet::new(CoreSetConfig::new(me, inc, "lan", group), now, 1).expect("valid config");
         let reg = Registration::new(RegistrationConfig::new(
             NodeId::v4(127, 0, 0, 1, 7100),
-            MemberKind::Uc,
+            ReceiveMode::Uc,
         ));
         let rpc = Rpc::new(me, inc, RpcConfig::default(), 2);
         MserverNode::new(now, group, coreset, Some(reg), rpc)

@@ -37,8 +37,8 @@
 
 use super::{Delivery, Envelope, ParcelId, Rmcast, RmcastConfig, RmcastEvent, SendError};
 use crate::id::{Incarnation, NodeId, ProtocolId};
-use crate::relay::{
-    MemberKind, Registration, RegistrationConfig, RegistrationEvent, DEFAULT_REFRESH_INTERVAL,
+use crate::mcaster_reg::{
+    ReceiveMode, Registration, RegistrationConfig, RegistrationEvent, DEFAULT_REFRESH_INTERVAL,
     MAX_NAME_LEN,
 };
 use crate::sansio::{Core, Incoming, Transmit};
@@ -77,11 +77,11 @@ pub enum Transport {
 
 impl Transport {
     /// The mcaster and the kind this member registers as, if any.
-    pub fn registration(&self) -> Option<(NodeId, MemberKind)> {
+    pub fn registration(&self) -> Option<(NodeId, ReceiveMode)> {
         match *self {
             Transport::Multicast => None,
-            Transport::MulticastWithMcaster { mcaster } => Some((mcaster, MemberKind::Mc)),
-            Transport::Mcaster { mcaster } => Some((mcaster, MemberKind::Uc)),
+            Transport::MulticastWithMcaster { mcaster } => Some((mcaster, ReceiveMode::Mc)),
+            Transport::Mcaster { mcaster } => Some((mcaster, ReceiveMode::Uc)),
         }
     }
 }
@@ -190,7 +190,7 @@ impl GroupEndpoint {
         let mut config = config;
         config.max_groups = config
             .max_groups
-            .clamp(1, crate::relay::member::MAX_REGISTERED_GROUPS);
+            .clamp(1, crate::mcaster_reg::registration::MAX_REGISTERED_GROUPS);
         let registration = config.transport.registration().map(|(mcaster, kind)| {
             Registration::new(RegistrationConfig {
                 refresh_interval: config.refresh_interval,
@@ -440,7 +440,7 @@ impl Core for GroupEndpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::{Answer, McasterMsg};
+    use crate::mcaster_reg::{Answer, McasterMsg};
     use crate::wire::{decode_body, encode_body};
 
     const G1: NodeId = NodeId::v4(239, 1, 1, 1, 7000);
@@ -660,7 +660,7 @@ mod tests {
             McasterMsg::JoinGroup {
                 group: G1,
                 name: "one".into(),
-                kind: MemberKind::Uc
+                kind: ReceiveMode::Uc
             }
         );
         // The mcaster's answer becomes a tagged event.
@@ -733,7 +733,7 @@ mod tests {
             McasterMsg::JoinGroup {
                 group: G1,
                 name: "one".into(),
-                kind: MemberKind::Mc
+                kind: ReceiveMode::Mc
             }
         );
         a.set_receivers(t(1), G1, [B].into()).unwrap();

@@ -37,7 +37,7 @@
 //!   parcels its sender accepted after adding it; it learns where that is
 //!   with a [`Hello`]/[`Start`] handshake.
 //!
-//! [`relay`] holds the RMTP middle layer for the mcaster: NACK aggregation
+//! [`nack_cache`] holds the RMTP middle layer for the mcaster: NACK aggregation
 //! and a small retransmission cache.
 //!
 //! Every input is bounded: windows, queues, caches and reassembly buffers
@@ -46,10 +46,10 @@
 //! [`RmcastStats::drops`], never a panic.
 
 pub mod endpoint;
+pub mod nack_cache;
 mod packet;
 mod ranges;
 mod receiver;
-pub mod relay;
 mod sender;
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! What the mcaster process tests share besides `testkit`: the `mcaster`
 //! binary, and the test member core: the member-side registration
-//! (`relay::Registration`) plus numbered group messages on
+//! (`mcaster_reg::Registration`) plus numbered group messages on
 //! `ProtocolId::Test`, each reported as [`Ev::Got`] with its original sender
 //! and the UDP peer it came from.
 
@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use membership::id::{NodeId, ProtocolId};
-use membership::relay::{MemberKind, Registration, RegistrationConfig, RegistrationEvent};
+use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
 use membership::sansio::{Core, Incoming, Transmit};
 use membership::time::Instant;
 use std::collections::VecDeque;
@@ -49,7 +49,7 @@ impl TestMember {
         now: Instant,
         local: NodeId,
         mcaster: SocketAddr,
-        kind: MemberKind,
+        kind: ReceiveMode,
         group: NodeId,
         name: &str,
     ) -> Self {

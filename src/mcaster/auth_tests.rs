@@ -13,6 +13,7 @@
 
 use super::*;
 use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::mcaster_reg::*;
 use crate::rmcast::{Data, Envelope, Nack, RmcastPacket};
 use crate::rpc::Bytes;
 use crate::sansio::{Core, Incoming};
@@ -88,7 +89,7 @@ impl Member {
         out
     }
 
-    fn join(&mut self, kind: MemberKind) -> Vec<u8> {
+    fn join(&mut self, kind: ReceiveMode) -> Vec<u8> {
         let body = encode_body(&McasterMsg::JoinGroup {
             group: G,
             name: "g".into(),
@@ -115,21 +116,21 @@ impl Member {
     }
 }
 
-/// The mcaster: the relay core behind a codec, as the daemon runs it.
-struct Mcaster {
-    relay: Relay,
+/// The mcaster: the mcaster core behind a codec, as the daemon runs it.
+struct KeyedMcaster {
+    relay: Mcaster,
     codec: WireCodec,
     incarnation: Incarnation,
 }
 
-impl Mcaster {
+impl KeyedMcaster {
     fn new(keys: &[(u8, u8)], multicast: bool) -> Self {
-        Mcaster {
-            relay: Relay::new(
+        KeyedMcaster {
+            relay: Mcaster::new(
                 MCASTER,
-                RelayConfig {
+                McasterConfig {
                     multicast,
-                    ..RelayConfig::default()
+                    ..McasterConfig::default()
                 },
             ),
             codec: codec(keys),
@@ -182,7 +183,7 @@ impl Mcaster {
     }
 
     /// A member's `JOIN_GROUP`; answers the mcaster's (signed) answer.
-    fn join(&mut self, m: &mut Member, kind: MemberKind) -> Answer {
+    fn join(&mut self, m: &mut Member, kind: ReceiveMode) -> Answer {
         let bytes = m.join(kind);
         let out = self.ingest(t(0), m.node, &bytes).expect("join opens");
         assert_eq!(out.len(), 1, "one answer");
@@ -194,11 +195,11 @@ impl Mcaster {
 const K1: &[(u8, u8)] = &[(1, 1)];
 
 /// An mcaster and uc members 1, 2, 3 in `G`, all with key 1.
-fn cluster() -> (Mcaster, Vec<Member>) {
-    let mut mc = Mcaster::new(K1, false);
+fn cluster() -> (KeyedMcaster, Vec<Member>) {
+    let mut mc = KeyedMcaster::new(K1, false);
     let mut members: Vec<Member> = (1..=3).map(|i| Member::new(i, K1)).collect();
     for m in &mut members {
-        assert_eq!(mc.join(m, MemberKind::Uc), Answer::JoinAck);
+        assert_eq!(mc.join(m, ReceiveMode::Uc), Answer::JoinAck);
     }
     (mc, members)
 }
@@ -261,7 +262,7 @@ fn unknown_key_id_and_wrong_secret_get_nothing_through() {
         (5, &[(1, 9)][..], DecodeError::BadTag),
     ] {
         let mut m = Member::new(i, keys);
-        let join = m.join(MemberKind::Uc);
+        let join = m.join(ReceiveMode::Uc);
         assert_eq!(mc.ingest(t(1), m.node, &join), Err(err.clone()));
         let data = m.seal(G, ProtocolId::Test, b"intruder");
         assert_eq!(mc.ingest(t(1), m.node, &data), Err(err));
@@ -294,7 +295,7 @@ fn replayed_datagram_is_relayed_once() {
     assert_eq!(mc.ingest(t(2), a, &bytes), Err(DecodeError::Replayed));
     // A replayed JOIN_GROUP is refused too (an old join cannot re-register
     // a member that left).
-    let join = members[1].join(MemberKind::Uc);
+    let join = members[1].join(ReceiveMode::Uc);
     assert_eq!(mc.ingest(t(3), n(2), &join).unwrap().len(), 1);
     assert_eq!(mc.ingest(t(3), n(2), &join), Err(DecodeError::Replayed));
     assert_eq!(mc.codec.drops().get("replayed"), 2);
@@ -306,23 +307,23 @@ fn unsigned_and_signed_traffic_with_mismatched_configuration() {
     // An mcaster with a key drops unsigned datagrams.
     let (mut mc, _) = cluster();
     let mut plain = Member::new(7, &[]);
-    let join = plain.join(MemberKind::Uc);
+    let join = plain.join(ReceiveMode::Uc);
     assert_eq!(mc.ingest(t(1), n(7), &join), Err(DecodeError::MissingAuth));
     assert_eq!(mc.codec.drops().get("missing_auth"), 1);
     // One without a key drops signed ones (and its own answers are
     // unsigned, so keyed members drop those).
-    let mut bare = Mcaster::new(&[], false);
+    let mut bare = KeyedMcaster::new(&[], false);
     let mut keyed = Member::new(1, K1);
-    let join = keyed.join(MemberKind::Uc);
+    let join = keyed.join(ReceiveMode::Uc);
     assert_eq!(
         bare.ingest(t(1), n(1), &join),
         Err(DecodeError::UnexpectedAuth)
     );
     assert_eq!(bare.codec.drops().get("unexpected_auth"), 1);
     assert_eq!(bare.relay.group_count(), 0);
-    assert_eq!(bare.join(&mut plain, MemberKind::Uc), Answer::JoinAck);
+    assert_eq!(bare.join(&mut plain, ReceiveMode::Uc), Answer::JoinAck);
     let answer = bare
-        .ingest(t(2), n(7), &plain.join(MemberKind::Uc))
+        .ingest(t(2), n(7), &plain.join(ReceiveMode::Uc))
         .unwrap();
     assert_eq!(
         keyed.receive(MCASTER, &answer[0].1),
@@ -333,15 +334,15 @@ fn unsigned_and_signed_traffic_with_mismatched_configuration() {
 #[test]
 fn answers_are_signed_with_the_first_key_and_rotation_keeps_working() {
     // Rotation step 2 at the mcaster: the new key (2) first, the old second.
-    let mut mc = Mcaster::new(&[(2, 2), (1, 1)], false);
+    let mut mc = KeyedMcaster::new(&[(2, 2), (1, 1)], false);
     // A member still at step 1 (old key first) and one at step 2.
     let mut old_first = Member::new(1, &[(1, 1), (2, 2)]);
     let mut new_first = Member::new(2, &[(2, 2), (1, 1)]);
-    let bytes = old_first.join(MemberKind::Uc);
+    let bytes = old_first.join(ReceiveMode::Uc);
     let out = mc.ingest(t(0), n(1), &bytes).unwrap();
     assert_eq!(out[0].1[OFF_KEY_ID], 2, "signed with the first key");
     assert_eq!(old_first.answer(&out[0].1), Answer::JoinAck);
-    assert_eq!(mc.join(&mut new_first, MemberKind::Uc), Answer::JoinAck);
+    assert_eq!(mc.join(&mut new_first, ReceiveMode::Uc), Answer::JoinAck);
     // Each one's traffic reaches the other, whatever key signed it.
     let data = old_first.seal(G, ProtocolId::Test, b"k1");
     let out = mc.ingest(t(1), n(1), &data).unwrap();
@@ -394,11 +395,11 @@ fn relayed_bit_cannot_be_set_on_a_forward() {
 fn a_copy_by_multicast_and_one_through_the_mcaster_count_once() {
     // Members 1 and 2 uc, 3 mc; 2 is misconfigured: registered uc but also
     // listening to the class D address.
-    let mut mc = Mcaster::new(K1, true);
+    let mut mc = KeyedMcaster::new(K1, true);
     let mut members: Vec<Member> = (1..=3).map(|i| Member::new(i, K1)).collect();
     for (m, kind) in members
         .iter_mut()
-        .zip([MemberKind::Uc, MemberKind::Uc, MemberKind::Mc])
+        .zip([ReceiveMode::Uc, ReceiveMode::Uc, ReceiveMode::Mc])
     {
         assert_eq!(mc.join(m, kind), Answer::JoinAck);
     }

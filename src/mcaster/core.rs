@@ -1,10 +1,10 @@
 //! The mcaster's sans-IO core: group lists, `JOIN_GROUP` / `LEAVE_GROUP`,
 //! soft-state expiry and the propagation rules of figure 8 (seed 003,
-//! section IV.A). See the module docs of [`crate::relay`].
+//! section IV.A). See the module docs of [`crate::mcaster`].
 
-use super::msg::{Answer, McasterMsg, MemberKind, MAX_NAME_LEN};
 use crate::id::{Incarnation, NodeId, ProtocolId};
-use crate::rmcast::relay::{Forward, RelayCache, RelayConfig as CacheConfig};
+use crate::mcaster_reg::{Answer, McasterMsg, ReceiveMode, MAX_NAME_LEN};
+use crate::rmcast::nack_cache::{Forward, NackCache, NackCacheConfig};
 use crate::rmcast::{Envelope, RmcastPacket};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
@@ -24,9 +24,9 @@ pub const DEFAULT_MAX_MEMBERS: usize = 256;
 /// driver that never drains cannot make the core grow.
 pub const MAX_PENDING: usize = 65_536;
 
-/// Settings of a [`Relay`].
+/// Settings of a [`Mcaster`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RelayConfig {
+pub struct McasterConfig {
     /// A member not refreshed for this long is removed.
     pub member_ttl: Duration,
     /// Most groups served at once (further new groups get `NEG_JOIN`).
@@ -42,24 +42,24 @@ pub struct RelayConfig {
     /// which also bound the cached raw datagrams), the NACK table
     /// (`nack_entries`, `waiters_per_entry`) and its lifetime
     /// (`nack_timeout`). See `docs/mcaster.md`, "NACK aggregation".
-    pub nack_cache: CacheConfig,
+    pub nack_cache: NackCacheConfig,
 }
 
-impl Default for RelayConfig {
+impl Default for McasterConfig {
     fn default() -> Self {
-        RelayConfig {
+        McasterConfig {
             member_ttl: DEFAULT_MEMBER_TTL,
             max_groups: DEFAULT_MAX_GROUPS,
             max_members: DEFAULT_MAX_MEMBERS,
             multicast: false,
-            nack_cache: CacheConfig::default(),
+            nack_cache: NackCacheConfig::default(),
         }
     }
 }
 
 /// What the relay reports to its daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RelayEvent {
+pub enum McasterEvent {
     /// A group was created by its first `JOIN_GROUP`: a multicast-capable
     /// daemon joins its class D address.
     GroupCreated {
@@ -83,7 +83,7 @@ pub enum RelayEvent {
         /// The member.
         member: NodeId,
         /// How it receives.
-        kind: MemberKind,
+        kind: ReceiveMode,
     },
     /// A member left with `LEAVE_GROUP`.
     MemberLeft {
@@ -103,7 +103,7 @@ pub enum RelayEvent {
 
 /// The relay's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RelayCounters {
+pub struct McasterCounters {
     /// Group datagrams accepted for relaying.
     pub relayed: u64,
     /// Copies sent for them (unicast copies plus class D copies).
@@ -148,7 +148,7 @@ pub struct RelayCounters {
 /// One member of a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Member {
-    kind: MemberKind,
+    kind: ReceiveMode,
     expires: Instant,
 }
 
@@ -167,41 +167,41 @@ pub struct GroupInfo {
     /// Its name.
     pub name: String,
     /// Its members, in address order, with their kind.
-    pub members: Vec<(NodeId, MemberKind)>,
+    pub members: Vec<(NodeId, ReceiveMode)>,
 }
 
-/// The mcaster's protocol core; see [`crate::relay`].
+/// The mcaster's protocol core; see [`crate::mcaster`].
 #[derive(Debug)]
-pub struct Relay {
+pub struct Mcaster {
     local: NodeId,
-    config: RelayConfig,
+    config: McasterConfig,
     groups: BTreeMap<NodeId, Group>,
     /// Name to address, so that one name names one group.
     names: BTreeMap<String, NodeId>,
     /// (expiry, group, member) of every member: the next expiry is first.
     expiry: BTreeSet<(Instant, NodeId, NodeId)>,
     out: VecDeque<Transmit>,
-    events: VecDeque<RelayEvent>,
-    counters: RelayCounters,
+    events: VecDeque<McasterEvent>,
+    counters: McasterCounters,
     /// NACK aggregation and the retransmission cache (decoded packets).
-    nack_cache: RelayCache,
+    nack_cache: NackCache,
     /// The original sealed datagrams of cached data packets, resent
     /// unchanged.
     raw: RawCache,
 }
 
-impl Relay {
+impl Mcaster {
     /// A relay at `local` (the address members send to) with `config`.
-    pub fn new(local: NodeId, config: RelayConfig) -> Self {
-        Relay {
+    pub fn new(local: NodeId, config: McasterConfig) -> Self {
+        Mcaster {
             local,
             groups: BTreeMap::new(),
             names: BTreeMap::new(),
             expiry: BTreeSet::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
-            counters: RelayCounters::default(),
-            nack_cache: RelayCache::new(config.nack_cache.clone()),
+            counters: McasterCounters::default(),
+            nack_cache: NackCache::new(config.nack_cache.clone()),
             raw: RawCache::new(
                 config.nack_cache.cache_packets,
                 config.nack_cache.cache_bytes,
@@ -211,18 +211,18 @@ impl Relay {
     }
 
     /// The settings.
-    pub fn config(&self) -> &RelayConfig {
+    pub fn config(&self) -> &McasterConfig {
         &self.config
     }
 
     /// The counters.
-    pub fn counters(&self) -> &RelayCounters {
+    pub fn counters(&self) -> &McasterCounters {
         &self.counters
     }
 
     /// The rmcast NACK aggregation state (its own stats, cache and
     /// NACK-table sizes).
-    pub fn nack_cache(&self) -> &RelayCache {
+    pub fn nack_cache(&self) -> &NackCache {
         &self.nack_cache
     }
 
@@ -263,7 +263,7 @@ impl Relay {
         }
     }
 
-    fn push_event(&mut self, e: RelayEvent) {
+    fn push_event(&mut self, e: McasterEvent) {
         if self.events.len() >= MAX_PENDING {
             self.counters.dropped.record_kind("events_full");
         } else {
@@ -316,12 +316,12 @@ impl Relay {
         member: NodeId,
         group: NodeId,
         name: String,
-        kind: MemberKind,
+        kind: ReceiveMode,
     ) -> Answer {
         if !is_group(group) || name.is_empty() || name.len() > MAX_NAME_LEN {
             return Answer::NegJoin;
         }
-        if kind == MemberKind::Mc && !self.config.multicast {
+        if kind == ReceiveMode::Mc && !self.config.multicast {
             return Answer::NegJoin;
         }
         let expires = now.saturating_add(self.config.member_ttl);
@@ -358,10 +358,10 @@ impl Relay {
                     members,
                 },
             );
-            self.push_event(RelayEvent::GroupCreated { group, name });
+            self.push_event(McasterEvent::GroupCreated { group, name });
         }
         self.expiry.insert((expires, group, member));
-        self.push_event(RelayEvent::MemberJoined {
+        self.push_event(McasterEvent::MemberJoined {
             group,
             member,
             kind,
@@ -381,7 +381,7 @@ impl Relay {
             return Answer::NoMember;
         }
         self.remove_member(group, member);
-        self.push_event(RelayEvent::MemberLeft { group, member });
+        self.push_event(McasterEvent::MemberLeft { group, member });
         self.delete_if_empty(group);
         Answer::LeaveAck
     }
@@ -403,7 +403,7 @@ impl Relay {
         {
             if let Some(g) = self.groups.remove(&group) {
                 self.names.remove(&g.name);
-                self.push_event(RelayEvent::GroupDeleted {
+                self.push_event(McasterEvent::GroupDeleted {
                     group,
                     name: g.name,
                 });
@@ -449,10 +449,10 @@ impl Relay {
             }
             match (sender.kind, m.kind) {
                 // A multicast sender already reached the mc members.
-                (MemberKind::Mc, MemberKind::Mc) => {}
+                (ReceiveMode::Mc, ReceiveMode::Mc) => {}
                 // One class D copy for all mc members (`mcflag`).
-                (MemberKind::Uc, MemberKind::Mc) => class_d = true,
-                (_, MemberKind::Uc) => targets.push(*addr),
+                (ReceiveMode::Uc, ReceiveMode::Mc) => class_d = true,
+                (_, ReceiveMode::Uc) => targets.push(*addr),
             }
         }
         let sender_kind = sender.kind;
@@ -480,11 +480,11 @@ impl Relay {
     }
 }
 
-impl Relay {
+impl Mcaster {
     /// An rmcast datagram about to be relayed (sender checked): feeds the
     /// NACK aggregation, resends cached datagrams to a uc NACKer. Returns
     /// whether to relay the datagram as usual.
-    fn rmcast(&mut self, now: Instant, p: &Incoming<'_>, sender_kind: MemberKind) -> bool {
+    fn rmcast(&mut self, now: Instant, p: &Incoming<'_>, sender_kind: ReceiveMode) -> bool {
         let Ok(env) = Envelope::decode(p.body) else {
             self.counters.rmcast_malformed += 1;
             return true;
@@ -501,7 +501,7 @@ impl Relay {
             // An mc member's NACK already reached the mc members and (if
             // mc) the sender by multicast: relay it to the uc members as
             // before, without answering it.
-            RmcastPacket::Nack(_) if sender_kind != MemberKind::Uc => return true,
+            RmcastPacket::Nack(_) if sender_kind != ReceiveMode::Uc => return true,
             // Only reliable data is kept raw: the original bytes of a timed
             // fragment carry the time-to-live it had when first sent, and
             // resending them later would stretch its life.
@@ -660,8 +660,8 @@ fn is_group(id: NodeId) -> bool {
     id.addr().ip().is_multicast()
 }
 
-impl Core for Relay {
-    type Event = RelayEvent;
+impl Core for Mcaster {
+    type Event = McasterEvent;
 
     fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
         if packet.protocol == ProtocolId::Mcaster {
@@ -685,7 +685,7 @@ impl Core for Relay {
             if live {
                 self.remove_member(group, member);
                 self.counters.expired += 1;
-                self.push_event(RelayEvent::MemberExpired { group, member });
+                self.push_event(McasterEvent::MemberExpired { group, member });
                 self.delete_if_empty(group);
             }
         }
@@ -695,7 +695,7 @@ impl Core for Relay {
         self.out.pop_front()
     }
 
-    fn poll_event(&mut self) -> Option<RelayEvent> {
+    fn poll_event(&mut self) -> Option<McasterEvent> {
         self.events.pop_front()
     }
 

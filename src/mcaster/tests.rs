@@ -1,7 +1,8 @@
-//! Unit tests of the relay core and the member registration.
+//! Unit tests of the mcaster core and the member registration.
 
 use super::*;
 use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::mcaster_reg::*;
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
 use crate::wire::{decode_body, encode_body, Header, WireCodec};
@@ -20,17 +21,17 @@ fn t(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
-fn relay(multicast: bool) -> Relay {
-    Relay::new(
+fn relay(multicast: bool) -> Mcaster {
+    Mcaster::new(
         RELAY,
-        RelayConfig {
+        McasterConfig {
             multicast,
-            ..RelayConfig::default()
+            ..McasterConfig::default()
         },
     )
 }
 
-fn send_control(r: &mut Relay, now: Instant, from: NodeId, msg: McasterMsg) -> Vec<Transmit> {
+fn send_control(r: &mut Mcaster, now: Instant, from: NodeId, msg: McasterMsg) -> Vec<Transmit> {
     let body = encode_body(&msg).unwrap();
     r.handle_packet(
         now,
@@ -39,15 +40,15 @@ fn send_control(r: &mut Relay, now: Instant, from: NodeId, msg: McasterMsg) -> V
     drain(r)
 }
 
-fn drain(r: &mut Relay) -> Vec<Transmit> {
+fn drain(r: &mut Mcaster) -> Vec<Transmit> {
     std::iter::from_fn(|| r.poll_transmit()).collect()
 }
 
-fn events(r: &mut Relay) -> Vec<RelayEvent> {
+fn events(r: &mut Mcaster) -> Vec<McasterEvent> {
     std::iter::from_fn(|| r.poll_event()).collect()
 }
 
-fn join(r: &mut Relay, now: Instant, from: NodeId, group: NodeId, kind: MemberKind) -> Answer {
+fn join(r: &mut Mcaster, now: Instant, from: NodeId, group: NodeId, kind: ReceiveMode) -> Answer {
     join_named(r, now, from, group, &name_of(group), kind)
 }
 
@@ -56,12 +57,12 @@ fn name_of(group: NodeId) -> String {
 }
 
 fn join_named(
-    r: &mut Relay,
+    r: &mut Mcaster,
     now: Instant,
     from: NodeId,
     group: NodeId,
     name: &str,
-    kind: MemberKind,
+    kind: ReceiveMode,
 ) -> Answer {
     let out = send_control(
         r,
@@ -76,7 +77,7 @@ fn join_named(
     answer_of(&out, from, group)
 }
 
-fn leave(r: &mut Relay, now: Instant, from: NodeId, group: NodeId) -> Answer {
+fn leave(r: &mut Mcaster, now: Instant, from: NodeId, group: NodeId) -> Answer {
     let out = send_control(r, now, from, McasterMsg::LeaveGroup { group });
     answer_of(&out, from, group)
 }
@@ -118,7 +119,7 @@ fn datagram(from: NodeId, group: NodeId, body: &[u8]) -> Vec<u8> {
 /// Relays a group datagram from `from` (arriving from UDP peer `peer`);
 /// answers the destinations of the copies (sorted) after checking each is a
 /// byte-for-byte forward.
-fn relay_from(r: &mut Relay, from: NodeId, peer: NodeId, group: NodeId) -> Vec<NodeId> {
+fn relay_from(r: &mut Mcaster, from: NodeId, peer: NodeId, group: NodeId) -> Vec<NodeId> {
     let d = datagram(from, group, b"payload");
     let incoming = Incoming {
         source: from,
@@ -149,26 +150,32 @@ fn relay_from(r: &mut Relay, from: NodeId, peer: NodeId, group: NodeId) -> Vec<N
 #[test]
 fn join_creates_the_group_and_answers_join_ack() {
     let mut r = relay(false);
-    assert_eq!(join(&mut r, t(0), n(1), G, MemberKind::Uc), Answer::JoinAck);
+    assert_eq!(
+        join(&mut r, t(0), n(1), G, ReceiveMode::Uc),
+        Answer::JoinAck
+    );
     assert_eq!(
         events(&mut r),
         vec![
-            RelayEvent::GroupCreated {
+            McasterEvent::GroupCreated {
                 group: G,
                 name: name_of(G)
             },
-            RelayEvent::MemberJoined {
+            McasterEvent::MemberJoined {
                 group: G,
                 member: n(1),
-                kind: MemberKind::Uc
+                kind: ReceiveMode::Uc
             }
         ]
     );
-    assert_eq!(join(&mut r, t(0), n(2), G, MemberKind::Uc), Answer::JoinAck);
+    assert_eq!(
+        join(&mut r, t(0), n(2), G, ReceiveMode::Uc),
+        Answer::JoinAck
+    );
     let info = r.group(G).unwrap();
     assert_eq!(
         info.members,
-        vec![(n(1), MemberKind::Uc), (n(2), MemberKind::Uc)]
+        vec![(n(1), ReceiveMode::Uc), (n(2), ReceiveMode::Uc)]
     );
     assert_eq!(r.counters().answers.get("JOIN_ACK"), Some(&2));
 }
@@ -176,10 +183,10 @@ fn join_creates_the_group_and_answers_join_ack() {
 #[test]
 fn duplicate_join_answers_dup_member_and_refreshes() {
     let mut r = relay(false);
-    join(&mut r, t(0), n(1), G, MemberKind::Uc);
+    join(&mut r, t(0), n(1), G, ReceiveMode::Uc);
     events(&mut r);
     assert_eq!(
-        join(&mut r, t(2000), n(1), G, MemberKind::Uc),
+        join(&mut r, t(2000), n(1), G, ReceiveMode::Uc),
         Answer::DupMember
     );
     assert!(events(&mut r).is_empty(), "a refresh is no change");
@@ -196,39 +203,45 @@ fn neg_join_for_bad_groups_names_and_unsupported_kind() {
     let mut r = relay(false);
     // Not a multicast address.
     assert_eq!(
-        join(&mut r, t(0), n(1), n(9), MemberKind::Uc),
+        join(&mut r, t(0), n(1), n(9), ReceiveMode::Uc),
         Answer::NegJoin
     );
     // Bad names.
     assert_eq!(
-        join_named(&mut r, t(0), n(1), G, "", MemberKind::Uc),
+        join_named(&mut r, t(0), n(1), G, "", ReceiveMode::Uc),
         Answer::NegJoin
     );
     let long = "x".repeat(MAX_NAME_LEN + 1);
     assert_eq!(
-        join_named(&mut r, t(0), n(1), G, &long, MemberKind::Uc),
+        join_named(&mut r, t(0), n(1), G, &long, ReceiveMode::Uc),
         Answer::NegJoin
     );
     // A multicast member on an mcaster that cannot multicast.
-    assert_eq!(join(&mut r, t(0), n(1), G, MemberKind::Mc), Answer::NegJoin);
+    assert_eq!(
+        join(&mut r, t(0), n(1), G, ReceiveMode::Mc),
+        Answer::NegJoin
+    );
     assert_eq!(r.group_count(), 0);
     assert!(events(&mut r).is_empty());
     let mut r = relay(true);
-    assert_eq!(join(&mut r, t(0), n(1), G, MemberKind::Mc), Answer::JoinAck);
+    assert_eq!(
+        join(&mut r, t(0), n(1), G, ReceiveMode::Mc),
+        Answer::JoinAck
+    );
 }
 
 #[test]
 fn group_exists_for_name_or_address_conflicts() {
     let mut r = relay(false);
-    join_named(&mut r, t(0), n(1), G, "alpha", MemberKind::Uc);
+    join_named(&mut r, t(0), n(1), G, "alpha", ReceiveMode::Uc);
     // Same address, other name.
     assert_eq!(
-        join_named(&mut r, t(0), n(2), G, "beta", MemberKind::Uc),
+        join_named(&mut r, t(0), n(2), G, "beta", ReceiveMode::Uc),
         Answer::GroupExists
     );
     // Same name, other address.
     assert_eq!(
-        join_named(&mut r, t(0), n(2), G2, "alpha", MemberKind::Uc),
+        join_named(&mut r, t(0), n(2), G2, "alpha", ReceiveMode::Uc),
         Answer::GroupExists
     );
     assert_eq!(r.group_count(), 1);
@@ -236,7 +249,7 @@ fn group_exists_for_name_or_address_conflicts() {
     // After the group is gone, the name is free again.
     assert_eq!(leave(&mut r, t(0), n(1), G), Answer::LeaveAck);
     assert_eq!(
-        join_named(&mut r, t(0), n(2), G2, "alpha", MemberKind::Uc),
+        join_named(&mut r, t(0), n(2), G2, "alpha", ReceiveMode::Uc),
         Answer::JoinAck
     );
 }
@@ -246,14 +259,14 @@ fn leave_answers() {
     let mut r = relay(false);
     assert_eq!(leave(&mut r, t(0), n(1), n(9)), Answer::NegLeave);
     assert_eq!(leave(&mut r, t(0), n(1), G), Answer::NoGroup);
-    join(&mut r, t(0), n(1), G, MemberKind::Uc);
-    join(&mut r, t(0), n(2), G, MemberKind::Uc);
+    join(&mut r, t(0), n(1), G, ReceiveMode::Uc);
+    join(&mut r, t(0), n(2), G, ReceiveMode::Uc);
     assert_eq!(leave(&mut r, t(0), n(3), G), Answer::NoMember);
     events(&mut r);
     assert_eq!(leave(&mut r, t(0), n(1), G), Answer::LeaveAck);
     assert_eq!(
         events(&mut r),
-        vec![RelayEvent::MemberLeft {
+        vec![McasterEvent::MemberLeft {
             group: G,
             member: n(1)
         }]
@@ -263,11 +276,11 @@ fn leave_answers() {
     assert_eq!(
         events(&mut r),
         vec![
-            RelayEvent::MemberLeft {
+            McasterEvent::MemberLeft {
                 group: G,
                 member: n(2)
             },
-            RelayEvent::GroupDeleted {
+            McasterEvent::GroupDeleted {
                 group: G,
                 name: name_of(G)
             }
@@ -283,10 +296,10 @@ fn figure_8_for_every_sender_and_member_kind() {
     // Members: uc 1, 2; mc 3, 4. The mcaster can multicast.
     let mut r = relay(true);
     for (i, k) in [
-        (1, MemberKind::Uc),
-        (2, MemberKind::Uc),
-        (3, MemberKind::Mc),
-        (4, MemberKind::Mc),
+        (1, ReceiveMode::Uc),
+        (2, ReceiveMode::Uc),
+        (3, ReceiveMode::Mc),
+        (4, ReceiveMode::Mc),
     ] {
         join(&mut r, t(0), n(i), G, k);
     }
@@ -301,7 +314,7 @@ fn figure_8_for_every_sender_and_member_kind() {
     // Only uc members: unicast copies, no class D.
     let mut r = relay(true);
     for i in 1..=3 {
-        join(&mut r, t(0), n(i), G, MemberKind::Uc);
+        join(&mut r, t(0), n(i), G, ReceiveMode::Uc);
     }
     assert_eq!(relay_from(&mut r, n(2), n(2), G), vec![n(1), n(3)]);
 
@@ -309,24 +322,24 @@ fn figure_8_for_every_sender_and_member_kind() {
     // after) one class D copy however many mc members there are.
     let mut r = relay(true);
     for i in 1..=3 {
-        join(&mut r, t(0), n(i), G, MemberKind::Mc);
+        join(&mut r, t(0), n(i), G, ReceiveMode::Mc);
     }
     assert_eq!(relay_from(&mut r, n(1), n(1), G), Vec::<NodeId>::new());
     assert_eq!(r.counters().no_receivers, 1);
-    join(&mut r, t(0), n(9), G, MemberKind::Uc);
+    join(&mut r, t(0), n(9), G, ReceiveMode::Uc);
     assert_eq!(relay_from(&mut r, n(9), n(9), G), vec![G]);
 
     // A lone sender: nothing.
     let mut r = relay(false);
-    join(&mut r, t(0), n(1), G, MemberKind::Uc);
+    join(&mut r, t(0), n(1), G, ReceiveMode::Uc);
     assert_eq!(relay_from(&mut r, n(1), n(1), G), Vec::<NodeId>::new());
 }
 
 #[test]
 fn relay_drops_are_counted_never_forwarded() {
     let mut r = relay(true);
-    join(&mut r, t(0), n(1), G, MemberKind::Uc);
-    join(&mut r, t(0), n(2), G, MemberKind::Uc);
+    join(&mut r, t(0), n(1), G, ReceiveMode::Uc);
+    join(&mut r, t(0), n(2), G, ReceiveMode::Uc);
     // Unknown group.
     assert!(relay_from(&mut r, n(1), n(1), G2).is_empty());
     // Not a member.
@@ -380,7 +393,7 @@ fn malformed_and_forged_control_is_dropped() {
     let body = encode_body(&McasterMsg::JoinGroup {
         group: G,
         name: "g".into(),
-        kind: MemberKind::Uc,
+        kind: ReceiveMode::Uc,
     })
     .unwrap();
     let mut forged = Incoming::direct(n(1), Incarnation::NIL, RELAY, ProtocolId::Mcaster, &body);
@@ -396,27 +409,27 @@ fn malformed_and_forged_control_is_dropped() {
 #[test]
 fn members_expire_and_the_group_with_the_last() {
     let mut r = relay(false);
-    join(&mut r, t(0), n(1), G, MemberKind::Uc);
-    join(&mut r, t(500), n(2), G, MemberKind::Uc);
-    join(&mut r, t(0), n(3), G2, MemberKind::Uc);
+    join(&mut r, t(0), n(1), G, ReceiveMode::Uc);
+    join(&mut r, t(500), n(2), G, ReceiveMode::Uc);
+    join(&mut r, t(0), n(3), G2, ReceiveMode::Uc);
     events(&mut r);
     assert_eq!(r.poll_timeout(), Some(t(3000)));
     // Early or spurious timeouts are harmless.
     r.handle_timeout(t(100));
     assert_eq!(r.member_count(), 3);
     // n(2) keeps refreshing.
-    join(&mut r, t(2500), n(2), G, MemberKind::Uc);
+    join(&mut r, t(2500), n(2), G, ReceiveMode::Uc);
     r.handle_timeout(t(3000));
     let ev = events(&mut r);
-    assert!(ev.contains(&RelayEvent::MemberExpired {
+    assert!(ev.contains(&McasterEvent::MemberExpired {
         group: G,
         member: n(1)
     }));
-    assert!(ev.contains(&RelayEvent::GroupDeleted {
+    assert!(ev.contains(&McasterEvent::GroupDeleted {
         group: G2,
         name: name_of(G2)
     }));
-    assert_eq!(r.group(G).unwrap().members, vec![(n(2), MemberKind::Uc)]);
+    assert_eq!(r.group(G).unwrap().members, vec![(n(2), ReceiveMode::Uc)]);
     assert_eq!(r.counters().expired, 2);
     r.handle_timeout(t(5500));
     assert_eq!(r.group_count(), 0);
@@ -425,30 +438,36 @@ fn members_expire_and_the_group_with_the_last() {
 
 #[test]
 fn bounds_answer_neg_join() {
-    let mut r = Relay::new(
+    let mut r = Mcaster::new(
         RELAY,
-        RelayConfig {
+        McasterConfig {
             max_groups: 2,
             max_members: 3,
-            ..RelayConfig::default()
+            ..McasterConfig::default()
         },
     );
     for i in 1..=3 {
-        assert_eq!(join(&mut r, t(0), n(i), G, MemberKind::Uc), Answer::JoinAck);
+        assert_eq!(
+            join(&mut r, t(0), n(i), G, ReceiveMode::Uc),
+            Answer::JoinAck
+        );
     }
-    assert_eq!(join(&mut r, t(0), n(4), G, MemberKind::Uc), Answer::NegJoin);
+    assert_eq!(
+        join(&mut r, t(0), n(4), G, ReceiveMode::Uc),
+        Answer::NegJoin
+    );
     // A listed member still refreshes.
     assert_eq!(
-        join(&mut r, t(0), n(3), G, MemberKind::Uc),
+        join(&mut r, t(0), n(3), G, ReceiveMode::Uc),
         Answer::DupMember
     );
     assert_eq!(
-        join(&mut r, t(0), n(1), G2, MemberKind::Uc),
+        join(&mut r, t(0), n(1), G2, ReceiveMode::Uc),
         Answer::JoinAck
     );
     let g3 = NodeId::v4(239, 1, 1, 3, 7000);
     assert_eq!(
-        join(&mut r, t(0), n(1), g3, MemberKind::Uc),
+        join(&mut r, t(0), n(1), g3, ReceiveMode::Uc),
         Answer::NegJoin
     );
     assert_eq!(r.group_count(), 2);
@@ -457,12 +476,12 @@ fn bounds_answer_neg_join() {
 
 #[test]
 fn many_distinct_joiners_stay_bounded() {
-    let mut r = Relay::new(
+    let mut r = Mcaster::new(
         RELAY,
-        RelayConfig {
+        McasterConfig {
             max_groups: 8,
             max_members: 8,
-            ..RelayConfig::default()
+            ..McasterConfig::default()
         },
     );
     for gi in 0..50u8 {
@@ -473,7 +492,7 @@ fn many_distinct_joiners_stay_bounded() {
                 t(0),
                 NodeId::v4(10, 1, gi, mi, 7000),
                 g,
-                MemberKind::Uc,
+                ReceiveMode::Uc,
             );
         }
     }
@@ -484,7 +503,7 @@ fn many_distinct_joiners_stay_bounded() {
 // ---- member registration -------------------------------------------------
 
 fn reg() -> Registration {
-    Registration::new(RegistrationConfig::new(RELAY, MemberKind::Uc))
+    Registration::new(RegistrationConfig::new(RELAY, ReceiveMode::Uc))
 }
 
 fn reg_out(m: &mut Registration) -> Vec<McasterMsg> {
@@ -695,7 +714,7 @@ fn registration_leave_answered_and_routing() {
     assert_eq!(tx.destination, G);
     let tx = m.route(Transmit::new(n(2), ProtocolId::Test, vec![1]));
     assert_eq!(tx.next_hop(), n(2));
-    let mc = Registration::new(RegistrationConfig::new(RELAY, MemberKind::Mc));
+    let mc = Registration::new(RegistrationConfig::new(RELAY, ReceiveMode::Mc));
     assert_eq!(
         mc.route(Transmit::new(G, ProtocolId::Test, vec![]))
             .next_hop(),

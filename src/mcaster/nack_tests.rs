@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::id::{Incarnation, NodeId, ProtocolId};
-use crate::rmcast::relay::RelayConfig as CacheConfig;
+use crate::mcaster_reg::*;
+use crate::rmcast::nack_cache::NackCacheConfig;
 use crate::rmcast::{Data, Envelope, Nack, RmcastPacket};
 use crate::rpc::Bytes;
 use crate::sansio::{Core, Incoming, Transmit};
@@ -25,24 +26,24 @@ fn inc() -> Incarnation {
     Incarnation::from_parts(5, [1; 10])
 }
 
-fn drain(r: &mut Relay) -> Vec<Transmit> {
+fn drain(r: &mut Mcaster) -> Vec<Transmit> {
     std::iter::from_fn(|| r.poll_transmit()).collect()
 }
 
 /// A relay with uc members 1 (the sender), 2, 3 and 4 in `G`.
-fn setup(cache: CacheConfig) -> Relay {
-    let mut r = Relay::new(
+fn setup(cache: NackCacheConfig) -> Mcaster {
+    let mut r = Mcaster::new(
         RELAY,
-        RelayConfig {
+        McasterConfig {
             nack_cache: cache,
-            ..RelayConfig::default()
+            ..McasterConfig::default()
         },
     );
     for i in 1..=4 {
         let body = encode_body(&McasterMsg::JoinGroup {
             group: G,
             name: "g".into(),
-            kind: MemberKind::Uc,
+            kind: ReceiveMode::Uc,
         })
         .unwrap();
         r.handle_packet(
@@ -56,7 +57,7 @@ fn setup(cache: CacheConfig) -> Relay {
 }
 
 /// Sends `body` (with `raw` as its whole sealed datagram) from `from`.
-fn send(r: &mut Relay, now: Instant, from: NodeId, body: &[u8], raw: &[u8]) -> Vec<Transmit> {
+fn send(r: &mut Mcaster, now: Instant, from: NodeId, body: &[u8], raw: &[u8]) -> Vec<Transmit> {
     let incarnation = if from == SENDER {
         inc()
     } else {
@@ -118,11 +119,16 @@ fn raw_data(seq: u64) -> Vec<u8> {
     v
 }
 
-fn send_data(r: &mut Relay, now: Instant, seq: u64) -> Vec<Transmit> {
+fn send_data(r: &mut Mcaster, now: Instant, seq: u64) -> Vec<Transmit> {
     send(r, now, SENDER, &data_body(seq, 8), &raw_data(seq))
 }
 
-fn send_nack(r: &mut Relay, now: Instant, from: NodeId, ranges: Vec<(u64, u64)>) -> Vec<Transmit> {
+fn send_nack(
+    r: &mut Mcaster,
+    now: Instant,
+    from: NodeId,
+    ranges: Vec<(u64, u64)>,
+) -> Vec<Transmit> {
     send(r, now, from, &nack_body(ranges), b"SEALED-NACK")
 }
 
@@ -132,7 +138,7 @@ fn dests(out: &[Transmit]) -> Vec<NodeId> {
 
 #[test]
 fn nack_for_a_cached_packet_is_answered_to_the_nacker_only() {
-    let mut r = setup(CacheConfig::default());
+    let mut r = setup(NackCacheConfig::default());
     let out = send_data(&mut r, t(1), 7);
     assert_eq!(dests(&out), vec![n(2), n(3), n(4)]);
     let out = send_nack(&mut r, t(2), n(3), vec![(7, 8)]);
@@ -153,7 +159,7 @@ fn nack_for_a_cached_packet_is_answered_to_the_nacker_only() {
 
 #[test]
 fn nack_for_an_uncached_packet_is_forwarded_to_the_sender() {
-    let mut r = setup(CacheConfig::default());
+    let mut r = setup(NackCacheConfig::default());
     let out = send_nack(&mut r, t(1), n(3), vec![(7, 8)]);
     let to = dests(&out);
     assert!(to.contains(&SENDER), "{to:?}");
@@ -165,7 +171,7 @@ fn nack_for_an_uncached_packet_is_forwarded_to_the_sender() {
 
 #[test]
 fn partly_cached_nack_is_answered_and_forwarded_unchanged() {
-    let mut r = setup(CacheConfig::default());
+    let mut r = setup(NackCacheConfig::default());
     let _ = send_data(&mut r, t(1), 7);
     // 7 is cached, 8 is not: 7 goes to the NACKer, and the NACK (which
     // the mcaster cannot re-seal trimmed) goes on unchanged.
@@ -181,8 +187,8 @@ fn partly_cached_nack_is_answered_and_forwarded_unchanged() {
 
 #[test]
 fn second_nack_within_the_table_lifetime_is_suppressed() {
-    let timeout = CacheConfig::default().nack_timeout;
-    let mut r = setup(CacheConfig::default());
+    let timeout = NackCacheConfig::default().nack_timeout;
+    let mut r = setup(NackCacheConfig::default());
     assert!(!send_nack(&mut r, t(10), n(3), vec![(7, 9)]).is_empty());
     // Same range, another member and the same member, within the lifetime.
     assert!(send_nack(&mut r, t(11), n(4), vec![(7, 9)]).is_empty());
@@ -197,10 +203,10 @@ fn second_nack_within_the_table_lifetime_is_suppressed() {
 
 #[test]
 fn cache_bounds_hold() {
-    let cfg = CacheConfig {
+    let cfg = NackCacheConfig {
         cache_packets: 4,
         cache_bytes: 1 << 20,
-        ..CacheConfig::default()
+        ..NackCacheConfig::default()
     };
     let mut r = setup(cfg);
     for seq in 0..100 {
@@ -216,9 +222,9 @@ fn cache_bounds_hold() {
     assert_eq!(dests(&out), vec![n(2)]);
 
     // Bytes: each raw datagram is 19 bytes; 50 bytes hold two.
-    let cfg = CacheConfig {
+    let cfg = NackCacheConfig {
         cache_bytes: 50,
-        ..CacheConfig::default()
+        ..NackCacheConfig::default()
     };
     let mut r = setup(cfg);
     for seq in 0..100 {
@@ -231,7 +237,7 @@ fn cache_bounds_hold() {
 
 #[test]
 fn malformed_rmcast_bodies_are_counted_and_forwarded_unchanged() {
-    let mut r = setup(CacheConfig::default());
+    let mut r = setup(NackCacheConfig::default());
     let out = send(&mut r, t(1), n(2), &[0xff; 5], b"JUNK");
     assert_eq!(dests(&out), vec![n(1), n(3), n(4)]);
     assert!(out.iter().all(|x| x.body == b"JUNK"));

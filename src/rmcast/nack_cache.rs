@@ -2,9 +2,9 @@
 //! component for the mcaster: a small cache of the sequenced data it
 //! forwarded, and a NACK table that aggregates NACKs from its members.
 //!
-//! The relay feeds [`RelayCache::handle`] every rmcast packet it is about
+//! The relay feeds [`NackCache::handle`] every rmcast packet it is about
 //! to forward for a group (decoded, with the original sender from the
-//! header) and gets a [`RelayDecision`]:
+//! header) and gets a [`NackCacheDecision`]:
 //!
 //! - **Data** is cached (bounded by packets and bytes, oldest evicted) and
 //!   forwarded unchanged. If NACK-table entries wait for it, they are
@@ -14,7 +14,7 @@
 //! - **A NACK** from member `M`: every sequence the cache holds is resent
 //!   to `M` alone from the cache ([`Resend`], a retransmission as if from
 //!   the original sender). For the others, the NACK table decides: if an
-//!   entry for the sequence is younger than [`RelayConfig::nack_timeout`],
+//!   entry for the sequence is younger than [`NackCacheConfig::nack_timeout`],
 //!   `M` joins its waiters and the sequence is not forwarded (aggregation);
 //!   otherwise the entry is created (or refreshed) and the sequence is
 //!   forwarded towards the sender. The NACK is forwarded unchanged, trimmed
@@ -36,9 +36,9 @@ use crate::wire::{DropCounters, MAX_MESSAGE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// Relay settings (defaults for a LAN mcaster).
+/// NACK cache settings (defaults for a LAN mcaster).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayConfig {
+pub struct NackCacheConfig {
     /// Most data packets cached. Default 1024.
     pub cache_packets: usize,
     /// Most payload bytes cached. Default 2 MiB.
@@ -57,9 +57,9 @@ pub struct RelayConfig {
     pub max_nack_span: u64,
 }
 
-impl Default for RelayConfig {
+impl Default for NackCacheConfig {
     fn default() -> Self {
-        RelayConfig {
+        NackCacheConfig {
             cache_packets: 1024,
             cache_bytes: 2 << 20,
             nack_entries: 4096,
@@ -96,9 +96,9 @@ pub struct Resend {
     pub packet: Envelope,
 }
 
-/// The relay's decision for one packet.
+/// The NACK cache's decision for one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayDecision {
+pub struct NackCacheDecision {
     /// Whether and what to forward.
     pub forward: Forward,
     /// Packets to send from the cache.
@@ -108,9 +108,9 @@ pub struct RelayDecision {
     pub waiting: Vec<NodeId>,
 }
 
-impl RelayDecision {
-    fn unchanged() -> RelayDecision {
-        RelayDecision {
+impl NackCacheDecision {
+    fn unchanged() -> NackCacheDecision {
+        NackCacheDecision {
             forward: Forward::Unchanged,
             resend: Vec::new(),
             waiting: Vec::new(),
@@ -118,9 +118,9 @@ impl RelayDecision {
     }
 }
 
-/// Relay counters.
+/// NACK cache counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelayStats {
+pub struct NackCacheStats {
     /// Data packets cached.
     pub cached: u64,
     /// Cached packets evicted by the limits.
@@ -160,21 +160,21 @@ struct Entry {
 /// NACK aggregation and a retransmission cache for a relay. See the
 /// [module docs](self).
 #[derive(Debug)]
-pub struct RelayCache {
-    config: RelayConfig,
+pub struct NackCache {
+    config: NackCacheConfig,
     cache: BTreeMap<Key, Cached>,
     order: BTreeMap<u64, Key>,
     next_order: u64,
     bytes: usize,
     entries: BTreeMap<Key, Entry>,
     by_stamp: BTreeSet<(Instant, Key)>,
-    stats: RelayStats,
+    stats: NackCacheStats,
 }
 
-impl RelayCache {
+impl NackCache {
     /// An empty cache and NACK table.
-    pub fn new(config: RelayConfig) -> Self {
-        RelayCache {
+    pub fn new(config: NackCacheConfig) -> Self {
+        NackCache {
             config,
             cache: BTreeMap::new(),
             order: BTreeMap::new(),
@@ -182,12 +182,12 @@ impl RelayCache {
             bytes: 0,
             entries: BTreeMap::new(),
             by_stamp: BTreeSet::new(),
-            stats: RelayStats::default(),
+            stats: NackCacheStats::default(),
         }
     }
 
     /// Counters.
-    pub fn stats(&self) -> &RelayStats {
+    pub fn stats(&self) -> &NackCacheStats {
         &self.stats
     }
 
@@ -214,18 +214,18 @@ impl RelayCache {
         from: NodeId,
         from_incarnation: Incarnation,
         envelope: &Envelope,
-    ) -> RelayDecision {
+    ) -> NackCacheDecision {
         self.expire(now);
         let group = envelope.group;
         match &envelope.packet {
             RmcastPacket::Data(d) => {
                 if d.check(MAX_MESSAGE).is_err() {
                     self.stats.drops.record_kind("absurd_data");
-                    return RelayDecision::unchanged();
+                    return NackCacheDecision::unchanged();
                 }
                 let key = (group, from, from_incarnation, d.seq);
                 self.insert(now, key, d.clone());
-                let mut decision = RelayDecision::unchanged();
+                let mut decision = NackCacheDecision::unchanged();
                 if let Some(e) = self.remove_entry(&key) {
                     self.stats.answered += 1;
                     decision.waiting = e.waiters.into_iter().collect();
@@ -247,21 +247,27 @@ impl RelayCache {
                         waiting.extend(e.waiters);
                     }
                 }
-                RelayDecision {
+                NackCacheDecision {
                     forward: Forward::Unchanged,
                     resend: Vec::new(),
                     waiting: waiting.into_iter().collect(),
                 }
             }
             RmcastPacket::Nack(n) => self.on_nack(now, group, from, n),
-            _ => RelayDecision::unchanged(),
+            _ => NackCacheDecision::unchanged(),
         }
     }
 
-    fn on_nack(&mut self, now: Instant, group: NodeId, from: NodeId, n: &Nack) -> RelayDecision {
+    fn on_nack(
+        &mut self,
+        now: Instant,
+        group: NodeId,
+        from: NodeId,
+        n: &Nack,
+    ) -> NackCacheDecision {
         if !n.is_well_formed() {
             self.stats.drops.record_kind("malformed_nack");
-            return RelayDecision {
+            return NackCacheDecision {
                 forward: Forward::Drop,
                 resend: Vec::new(),
                 waiting: Vec::new(),
@@ -270,7 +276,7 @@ impl RelayCache {
         let span: u64 = n.ranges.iter().map(|(a, b)| b - a).sum();
         if span > self.config.max_nack_span {
             self.stats.drops.record_kind("nack_too_wide");
-            return RelayDecision::unchanged();
+            return NackCacheDecision::unchanged();
         }
         self.stats.nacks += 1;
         let mut resend = Vec::new();
@@ -340,7 +346,7 @@ impl RelayCache {
                 }),
             })
         };
-        RelayDecision {
+        NackCacheDecision {
             forward,
             resend,
             waiting: Vec::new(),
@@ -468,7 +474,7 @@ mod tests {
 
     #[test]
     fn cached_sequences_are_answered_locally_and_trimmed() {
-        let mut r = RelayCache::new(RelayConfig::default());
+        let mut r = NackCache::new(NackCacheConfig::default());
         for seq in [1, 2, 4] {
             let d = r.handle(ms(0), sender(), inc(), &data(seq, None));
             assert_eq!(d.forward, Forward::Unchanged);
@@ -503,7 +509,7 @@ mod tests {
 
     #[test]
     fn nacks_are_aggregated_until_the_entry_times_out() {
-        let mut r = RelayCache::new(RelayConfig::default());
+        let mut r = NackCache::new(NackCacheConfig::default());
         let d = r.handle(ms(0), member(1), inc(), &nack(vec![(7, 8)]));
         assert_eq!(d.forward, Forward::Unchanged);
         // A second member within the timeout: aggregated, not forwarded.
@@ -537,7 +543,7 @@ mod tests {
 
     #[test]
     fn other_incarnations_and_groups_do_not_mix() {
-        let mut r = RelayCache::new(RelayConfig::default());
+        let mut r = NackCache::new(NackCacheConfig::default());
         r.handle(ms(0), sender(), inc(), &data(1, None));
         let other = Incarnation::from_parts(6, [1; 10]);
         let mut n = nack(vec![(1, 2)]);
@@ -554,7 +560,7 @@ mod tests {
 
     #[test]
     fn timed_data_is_resent_with_less_time_or_not_at_all() {
-        let mut r = RelayCache::new(RelayConfig::default());
+        let mut r = NackCache::new(NackCacheConfig::default());
         r.handle(ms(0), sender(), inc(), &data(1, Some(50)));
         let d = r.handle(ms(20), member(1), inc(), &nack(vec![(1, 2)]));
         match &d.resend[0].packet.packet {
@@ -576,14 +582,14 @@ mod tests {
 
     #[test]
     fn bounded_cache_and_table_and_bad_nacks() {
-        let config = RelayConfig {
+        let config = NackCacheConfig {
             cache_packets: 4,
             cache_bytes: 10,
             nack_entries: 2,
             max_nack_span: 100,
-            ..RelayConfig::default()
+            ..NackCacheConfig::default()
         };
-        let mut r = RelayCache::new(config);
+        let mut r = NackCache::new(config);
         for seq in 0..10 {
             r.handle(ms(0), sender(), inc(), &data(seq, None));
             assert!(r.cached_packets() <= 4);

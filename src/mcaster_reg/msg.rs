@@ -16,18 +16,18 @@ pub const MAX_NAME_LEN: usize = 64;
 /// 11): by IP multicast on its own LAN (mc), or only by unicast from the
 /// mcaster (uc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum MemberKind {
+pub enum ReceiveMode {
     /// Unicast-capable only: the mcaster sends it a copy of every message.
     Uc,
     /// Multicast-capable: it receives the class D address itself.
     Mc,
 }
 
-impl fmt::Display for MemberKind {
+impl fmt::Display for ReceiveMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            MemberKind::Uc => "uc",
-            MemberKind::Mc => "mc",
+            ReceiveMode::Uc => "uc",
+            ReceiveMode::Mc => "mc",
         })
     }
 }
@@ -44,7 +44,7 @@ pub enum McasterMsg {
         /// The group's name (at most [`MAX_NAME_LEN`] bytes).
         name: String,
         /// How the member receives the group's traffic.
-        kind: MemberKind,
+        kind: ReceiveMode,
     },
     /// `LEAVE_GROUP` (121): remove the sender from `group`.
     LeaveGroup {
@@ -140,7 +140,7 @@ mod tests {
             McasterMsg::JoinGroup {
                 group: g,
                 name: "cs".into(),
-                kind: MemberKind::Mc,
+                kind: ReceiveMode::Mc,
             },
             McasterMsg::LeaveGroup { group: g },
             McasterMsg::Reply {

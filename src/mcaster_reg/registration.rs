@@ -17,7 +17,7 @@
 //! traffic of a unicast-only member, [`Registration::route`] sends a
 //! transmit addressed to a group by unicast to the mcaster.
 
-use super::msg::{Answer, McasterMsg, MemberKind};
+use super::msg::{Answer, McasterMsg, ReceiveMode};
 use crate::id::{NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
@@ -50,7 +50,7 @@ pub struct RegistrationConfig {
     /// The mcaster's address.
     pub mcaster: NodeId,
     /// How this member receives group traffic.
-    pub kind: MemberKind,
+    pub kind: ReceiveMode,
     /// Interval between refreshes (default one second).
     pub refresh_interval: Duration,
     /// Silence after which [`RegistrationEvent::Unanswered`] is reported
@@ -64,7 +64,7 @@ pub struct RegistrationConfig {
 impl RegistrationConfig {
     /// A member of `kind` registering with the mcaster at `mcaster`,
     /// refreshing every second.
-    pub fn new(mcaster: NodeId, kind: MemberKind) -> Self {
+    pub fn new(mcaster: NodeId, kind: ReceiveMode) -> Self {
         RegistrationConfig {
             mcaster,
             kind,
@@ -314,7 +314,7 @@ impl Registration {
     /// returned unchanged.
     pub fn route(&self, t: Transmit) -> Transmit {
         let group = t.destination.addr().ip().is_multicast();
-        if self.config.kind == MemberKind::Uc && group && !t.sealed && t.via.is_none() {
+        if self.config.kind == ReceiveMode::Uc && group && !t.sealed && t.via.is_none() {
             t.with_via(self.config.mcaster)
         } else {
             t

@@ -6,19 +6,26 @@
 //! This module holds its protocol logic; the `mcaster` daemon only owns the
 //! socket, the timer and the command line.
 //!
-//! - [`Relay`] (the mcaster's core) keeps the **group lists** of figure 11:
+//! Layering: the mcaster's messages and the member side
+//! ([`Registration`](crate::mcaster_reg::Registration)) are in
+//! [`crate::mcaster_reg`], below `rmcast` (whose `GroupEndpoint` registers
+//! at an mcaster). This module, the mcaster's own core, is above `rmcast`:
+//! it feeds rmcast's NACK cache ([`crate::rmcast::nack_cache`]). Nothing
+//! below imports it.
+//!
+//! - [`Mcaster`] (the mcaster's core) keeps the **group lists** of figure 11:
 //!   per group (a class D address and port, and a name) its members and
-//!   their kind, [`MemberKind::Uc`] or [`MemberKind::Mc`]. Members manage
-//!   them with [`McasterMsg::JoinGroup`] and [`McasterMsg::LeaveGroup`],
-//!   answered as in figure 12 ([`Answer`]: `JOIN_ACK`, `DUP_MEMBER`,
+//!   their kind, [`ReceiveMode::Uc`](crate::mcaster_reg::ReceiveMode::Uc) or [`ReceiveMode::Mc`](crate::mcaster_reg::ReceiveMode::Mc). Members manage
+//!   them with [`McasterMsg::JoinGroup`](crate::mcaster_reg::McasterMsg::JoinGroup) and [`McasterMsg::LeaveGroup`](crate::mcaster_reg::McasterMsg::LeaveGroup),
+//!   answered as in figure 12 ([`Answer`](crate::mcaster_reg::Answer): `JOIN_ACK`, `DUP_MEMBER`,
 //!   `NEG_JOIN`, `LEAVE_ACK`, `NO_GROUP`, `NO_MEMBER`, `NEG_LEAVE`,
 //!   `GROUP_EXISTS`). A group is created by its first join and disappears
 //!   with its last member.
 //! - **Soft state** (seed 000, section 4, GMP): members repeat
 //!   `JOIN_GROUP` every refresh interval (1 s); a member not refreshed for
-//!   [`RelayConfig::member_ttl`] (3 s) is removed. So a member that died
+//!   [`McasterConfig::member_ttl`] (3 s) is removed. So a member that died
 //!   without `LEAVE_GROUP` expires, and a restarted mcaster relearns every
-//!   group within one interval. The member side is [`Registration`].
+//!   group within one interval. The member side is [`Registration`](crate::mcaster_reg::Registration).
 //! - **Relaying** (figure 8): every other packet whose header names a
 //!   group is relayed to that group's members. From a uc sender, one copy
 //!   goes to the class D address if any member is mc (the thesis's
@@ -37,7 +44,7 @@
 //!   [`crate::wire::WireCodec`] holding the cluster key ring (header, CRC,
 //!   HMAC tag, and a replay window per header source, as every member
 //!   does), so forged, unauthenticated and replayed datagrams are dropped
-//!   and counted there and never reach the relay; the relay's own answers
+//!   and counted there and never reach the core; the core's own answers
 //!   are sealed, so signed with the ring's first key, by the same codec.
 //!   A forward keeps the `RELAYED` header bit as the sender sealed it
 //!   (clear): the bit is covered by the CRC and the tag, so the mcaster
@@ -47,13 +54,13 @@
 //!   cache resend of one it already has) is dropped as `replayed` the
 //!   second time. Tests: `auth_tests.rs`.
 //! - **NACK aggregation** (seed 000, section 6.1): relayed rmcast
-//!   datagrams feed a bounded [`crate::rmcast::relay::RelayCache`]
-//!   ([`RelayConfig::nack_cache`]). A uc member's NACK is answered from the
+//!   datagrams feed a bounded [`crate::rmcast::nack_cache::NackCache`]
+//!   ([`McasterConfig::nack_cache`]). A uc member's NACK is answered from the
 //!   cache by forwarding the cached original sealed data datagrams to it
 //!   alone (never re-sealed), and relayed unchanged unless fully answered
 //!   or aggregated with a live NACK-table entry (then suppressed). A
 //!   member that NACKs again a datagram already resent to it gets it again
-//!   and its NACK goes upstream too ([`RelayCounters::nack_repeats`]): with
+//!   and its NACK goes upstream too ([`McasterCounters::nack_repeats`]): with
 //!   a cluster key, a cached copy whose counter fell out of the member's
 //!   replay window can never be accepted, and only the sender can seal a
 //!   fresh one. See `docs/mcaster.md`, "NACK aggregation".
@@ -61,13 +68,11 @@
 //! Bad input never panics and never grows memory without bound: malformed
 //! control messages, relay packets for unknown groups or from non-members,
 //! packets already relayed, and our own class D copies looped back are
-//! dropped and counted ([`RelayCounters::dropped`]); groups, members per
-//! group and group names are bounded ([`RelayConfig`], [`MAX_NAME_LEN`]),
+//! dropped and counted ([`McasterCounters::dropped`]); groups, members per
+//! group and group names are bounded ([`McasterConfig`], [`MAX_NAME_LEN`](crate::mcaster_reg::MAX_NAME_LEN)),
 //! and joins beyond a bound are answered `NEG_JOIN`.
 
-mod mcaster;
-pub mod member;
-mod msg;
+mod core;
 
 #[cfg(test)]
 mod auth_tests;
@@ -76,12 +81,7 @@ mod nack_tests;
 #[cfg(test)]
 mod tests;
 
-pub use mcaster::{
-    GroupInfo, Relay, RelayConfig, RelayCounters, RelayEvent, DEFAULT_MAX_GROUPS,
+pub use self::core::{
+    GroupInfo, Mcaster, McasterConfig, McasterCounters, McasterEvent, DEFAULT_MAX_GROUPS,
     DEFAULT_MAX_MEMBERS, DEFAULT_MEMBER_TTL, MAX_PENDING, MAX_RESENT_TO,
 };
-pub use member::{
-    Registration, RegistrationConfig, RegistrationCounters, RegistrationEvent,
-    DEFAULT_REFRESH_INTERVAL,
-};
-pub use msg::{Answer, McasterMsg, MemberKind, MAX_NAME_LEN};
