@@ -77,6 +77,8 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         Relay::new(ctx.local, config)
     })
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
+    // Before "mcaster running": a SIGTERM sent on that line is handled.
+    let mut signals = Signals::stop_and_reload()?;
     tracing::info!(
         listen = %s.listen,
         node = %handle.local,
@@ -99,7 +101,6 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         send,
         ring,
     };
-    let mut signals = Signals::stop_and_reload()?;
     let mut summary = (s.summary_interval_secs > 0).then(|| {
         let period = Duration::from_secs(s.summary_interval_secs);
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)
