@@ -55,8 +55,8 @@
 //! A transmit with a `via` goes by UDP to that hop (its header still naming
 //! the destination), and a forward ([`crate::sansio::Transmit::forward`],
 //! an mcaster relaying) leaves with its bytes unchanged. The receiver's
-//! [`Incoming`] names the UDP peer the copy came from and carries the whole
-//! datagram.
+//! [`Incoming`](crate::sansio::Incoming) names the UDP peer the copy came
+//! from and carries the whole datagram.
 //! On arrival the bytes go through the receiver's
 //! [`WireCodec::open_counted`], so corrupted and truncated datagrams exercise
 //! the real decoder and are counted, never seen by the core.
