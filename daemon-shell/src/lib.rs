@@ -4,8 +4,16 @@
 //! - [`settings`]: the settings layering every daemon uses (built-in
 //!   defaults < TOML file < `MS_*` environment < command-line flags), with
 //!   unknown keys in the file refused and misspelt `MS_*` variables caught.
+//! - [`startup`]: the `main` skeleton: settings or one line and exit 2,
+//!   logging, an actix system around the daemon, its exit code.
+//! - [`multicast`]: the startup probe for `--multicast auto` and the group
+//!   sockets (class D address joined, datagrams to the daemon's core).
+//! - [`signals`]: SIGTERM, SIGINT and SIGHUP as one stream.
 //! - [`exit`]: the exit codes every daemon and tool uses.
 #![forbid(unsafe_code)]
 
 pub mod exit;
+pub mod multicast;
 pub mod settings;
+pub mod signals;
+pub mod startup;

@@ -12,23 +12,22 @@
 //! socket with explicit multicast send options (interface, TTL, loopback).
 
 use crate::settings::{MulticastMode, Settings};
+use daemon_shell::multicast::{open_group_socket, use_multicast};
+use daemon_shell::signals::{Signal, Signals};
 use membership::id::{NodeId, ProtocolId};
 use membership::mcaster::{Mcaster, McasterConfig, McasterEvent};
 use membership::runtime::{
-    probe_multicast, spawn_core, CoreHandle, GetStats, MulticastOptions, MulticastSend, SetKeyRing,
-    SocketOptions, SpawnedCore,
+    spawn_core, CoreHandle, GetStats, GroupSocket, MulticastSend, SetKeyRing, SocketOptions,
+    SpawnedCore,
 };
 use membership::wire::{AuthConfig, KeyRing};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// The class D address the startup probe uses (administratively scoped;
 /// with TTL 1 and loopback it never leaves the host's LAN).
 const PROBE_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
-/// How long the probe waits for its datagram to come back.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the wire drop counters are checked for authentication
 /// failures.
 const AUTH_CHECK: Duration = Duration::from_secs(1);
@@ -49,20 +48,12 @@ const UNEXPECTED_AUTH: &str = "unexpected_auth";
 /// Runs the mcaster until SIGTERM or SIGINT; SIGHUP calls `reload` and
 /// applies the cluster key ring it answers.
 pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> anyhow::Result<()> {
-    let multicast = match s.multicast {
-        MulticastMode::Off => false,
-        MulticastMode::On => true,
-        MulticastMode::Auto => {
-            let c = probe_multicast(
-                SocketAddrV4::new(PROBE_GROUP, 0),
-                s.multicast_interface,
-                PROBE_TIMEOUT,
-            )
-            .await;
-            tracing::info!(usable = c.usable(), reason = %c.reason, "multicast probe");
-            c.usable()
-        }
+    let forced = match s.multicast {
+        MulticastMode::Off => Some(false),
+        MulticastMode::On => Some(true),
+        MulticastMode::Auto => None,
     };
+    let multicast = use_multicast(forced, PROBE_GROUP, s.multicast_interface).await;
     let ring = s.key_ring()?;
     let send = MulticastSend {
         interface: s.multicast_interface,
@@ -86,6 +77,8 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         Mcaster::new(ctx.local, config)
     })
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
+    // Before "mcaster running": a SIGTERM sent on that line is handled.
+    let mut signals = Signals::stop_and_reload()?;
     tracing::info!(
         listen = %s.listen,
         node = %handle.local,
@@ -108,9 +101,6 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         send,
         ring,
     };
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut summary = (s.summary_interval_secs > 0).then(|| {
         let period = Duration::from_secs(s.summary_interval_secs);
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)
@@ -131,15 +121,13 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
                 let drops = d.wire_drops().await;
                 d.watch.check(&drops);
             }
-            _ = hup.recv() => d.reload_keys(reload()).await,
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: shutting down");
-                break;
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: shutting down");
-                break;
-            }
+            signal = signals.recv() => match signal {
+                Signal::Hangup => d.reload_keys(reload()).await,
+                Signal::Terminate | Signal::Interrupt => {
+                    tracing::info!("{signal}: shutting down");
+                    break;
+                }
+            },
         }
     }
     d.log_summary("final summary").await;
@@ -197,7 +185,13 @@ impl Daemon {
             McasterEvent::GroupCreated { group, name } => {
                 tracing::info!(%group, %name, "group created");
                 if self.multicast {
-                    match GroupSocket::open(group, self.send, self.ring.clone(), &self.handle) {
+                    let protocols: Vec<ProtocolId> = ProtocolId::ALL
+                        .iter()
+                        .copied()
+                        .filter(|p| *p != ProtocolId::Mcaster)
+                        .collect();
+                    let ring = self.ring.clone();
+                    match open_group_socket(group, self.send, ring, &protocols, &self.handle) {
                         Ok(g) => {
                             tracing::info!(%group, "joined the class D address");
                             self.groups.insert(group, g);
@@ -242,7 +236,7 @@ impl Daemon {
             add(s);
         }
         for g in self.groups.values() {
-            if let Ok(s) = g.0.socket().send(GetStats).await {
+            if let Ok(s) = g.socket().send(GetStats).await {
                 add(s);
             }
         }
@@ -276,11 +270,11 @@ impl Daemon {
                     .await
                     .unwrap_or(false);
                 for g in self.groups.values() {
-                    applied &=
-                        g.0.socket()
-                            .send(SetKeyRing(ring.clone()))
-                            .await
-                            .unwrap_or(false);
+                    applied &= g
+                        .socket()
+                        .send(SetKeyRing(ring.clone()))
+                        .await
+                        .unwrap_or(false);
                 }
                 tracing::info!(
                     authentication = %describe(Some(&ring)),
@@ -414,48 +408,5 @@ impl AuthWatch {
                  file, or MS_CLUSTER_KEYS)"
             );
         }
-    }
-}
-
-/// A socket bound to a group's class D address and port, joined to the
-/// group, whose datagrams (from multicast members) go to the mcaster core.
-struct GroupSocket(membership::runtime::GroupSocket);
-
-impl GroupSocket {
-    /// Binds the group's address, joins it as `send` says (interface,
-    /// loopback, TTL), and verifies what arrives with `ring`, if any.
-    fn open(
-        group: NodeId,
-        send: MulticastSend,
-        ring: Option<KeyRing>,
-        handle: &CoreHandle<Mcaster>,
-    ) -> anyhow::Result<Self> {
-        let IpAddr::V4(ip) = group.addr().ip() else {
-            anyhow::bail!("only IPv4 groups can be joined");
-        };
-        let mut o = SocketOptions::new(group.addr());
-        o.reuse_address = true;
-        o.advertise = Some(handle.local);
-        o.auth = ring.map(AuthConfig::new);
-        o.multicast = Some(MulticastOptions {
-            group: ip,
-            interface: send.interface,
-            loopback: send.loopback,
-            ttl: send.ttl,
-        });
-        let protocols: Vec<ProtocolId> = ProtocolId::ALL
-            .iter()
-            .copied()
-            .filter(|p| *p != ProtocolId::Mcaster)
-            .collect();
-        Ok(GroupSocket(membership::runtime::GroupSocket::open(
-            o,
-            &protocols,
-            handle.driver.clone(),
-        )?))
-    }
-
-    fn stop(self) {
-        self.0.stop();
     }
 }

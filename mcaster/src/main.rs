@@ -17,28 +17,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
     let cli = Cli::parse();
-    let settings = match Settings::load(&cli, None) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mcaster: {e:#}");
-            return ExitCode::from(daemon_shell::exit::USAGE);
-        }
-    };
-    if let Err(e) =
-        membership::runtime::logging::init_logging(&settings.log_level, settings.log_format)
-    {
-        eprintln!("mcaster: {e}");
-        return ExitCode::from(2);
-    }
-    let system = actix::System::new();
-    let reload = move || Settings::load(&cli, None);
-    match system.block_on(daemon::run(settings, reload)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Startup errors (a port in use, a group socket that cannot be
-            // opened): unusable settings, one line, exit 2 as the mserver.
-            eprintln!("mcaster: {e:#}");
-            ExitCode::from(daemon_shell::exit::USAGE)
-        }
-    }
+    daemon_shell::startup::run(
+        "mcaster",
+        Settings::load(&cli, None),
+        |s| (s.log_level.clone(), s.log_format),
+        // Startup errors (a port in use, a group socket that cannot be
+        // opened): unusable settings, one line, exit 2 as the mserver.
+        move |s| async move {
+            daemon::run(s, move || Settings::load(&cli, None)).await?;
+            Ok(daemon_shell::exit::OK)
+        },
+    )
 }

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use daemon_shell::exit;
+use daemon_shell::signals::Signals;
+use daemon_shell::startup::Fatal;
 use member_interface::daemon::{uplink, Args, LogFormat, Server};
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// The member-interface daemon: one per host.
 ///
@@ -45,70 +47,47 @@ fn main() -> ExitCode {
         LogFormat::Human => membership::runtime::logging::LogFormat::Human,
         LogFormat::Json => membership::runtime::logging::LogFormat::Json,
     };
-    if let Err(e) = membership::runtime::logging::init_logging(&cli.log_level, format) {
-        eprintln!("member-interface: {e}");
-        return ExitCode::from(2);
-    }
+    daemon_shell::startup::run(
+        "member-interface",
+        Ok(cli),
+        |cli| (cli.log_level.clone(), format),
+        run,
+    )
+}
+
+/// The daemon, once logging is set up.
+async fn run(cli: Cli) -> Result<u8, Fatal> {
     let config = cli.args.server_config();
-    if let Err(e) = config.validate() {
-        eprintln!("member-interface: {e}");
-        return ExitCode::from(2);
-    }
+    config.validate().map_err(Fatal::usage)?;
     let core_config = config.clone();
-    let system = actix::System::new();
-    system.block_on(async move {
-        let server = match Server::bind(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("member-interface: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let link = match uplink::start(cli.args.listen, &cli.args.mservers, &core_config) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("member-interface: cannot listen on {}: {e}", cli.args.listen);
-                return ExitCode::from(2);
-            }
-        };
-        tracing::info!(socket = %server.path().display(), mi = %link.mi, udp = %link.local, "member-interface ready");
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            eprintln!("member-interface: cannot install signal handlers");
-            return ExitCode::from(2);
-        };
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: leaving"),
-                _ = int.recv() => tracing::info!("SIGINT: leaving"),
-            }
-        };
-        let result = server.run(link.port, shutdown).await;
-        // Every connection's close reached the core (the bridge ends after
-        // the server's last input), so the members' Leaves were handed to
-        // the agent: give them a moment (bounded) to commit before the
-        // process ends.
-        let _ = link.bridge.await;
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let busy = link
-                .handle
-                .with_core(|node, _| node.in_progress())
-                .await
-                .unwrap_or(0);
-            if busy == 0 {
-                break;
-            }
+    let server = Server::bind(config).await.map_err(Fatal::usage)?;
+    let link = uplink::start(cli.args.listen, &cli.args.mservers, &core_config)
+        .map_err(|e| Fatal::usage(format!("cannot listen on {}: {e}", cli.args.listen)))?;
+    tracing::info!(socket = %server.path().display(), mi = %link.mi, udp = %link.local, "member-interface ready");
+    let mut signals =
+        Signals::stop().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
+    let shutdown = async move {
+        let signal = signals.recv().await;
+        tracing::info!("{signal}: leaving");
+    };
+    let result = server.run(link.port, shutdown).await;
+    // Every connection's close reached the core (the bridge ends after
+    // the server's last input), so the members' Leaves were handed to
+    // the agent: give them a moment (bounded) to commit before the
+    // process ends.
+    let _ = link.bridge.await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let busy = link
+            .handle
+            .with_core(|node, _| node.in_progress())
+            .await
+            .unwrap_or(0);
+        if busy == 0 {
+            break;
         }
-        link.handle.stop();
-        match result {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("member-interface: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    }
+    link.handle.stop();
+    result.map_err(Fatal::failure)?;
+    Ok(exit::OK)
 }

@@ -13,24 +13,22 @@
 use crate::admin::{FaultReply, ProtocolTraffic};
 use crate::node::{MserverNode, NodeEvent};
 use crate::settings::{MulticastMode, Settings};
+use daemon_shell::multicast::{open_group_socket, use_multicast};
+use daemon_shell::signals::Signals;
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
 use membership::id::{NodeId, ProtocolId};
 use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
 use membership::rpc::{Rpc, RpcConfig};
 use membership::runtime::{
-    new_incarnation, probe_multicast, spawn_core, Clock, CoreHandle, CrashWatch,
-    CrashWatchListener, GetFaults, GroupSocket, MulticastOptions, SetIncarnation, SocketOptions,
-    SpawnedCore,
+    new_incarnation, spawn_core, Clock, CoreHandle, CrashWatch, CrashWatchListener, GetFaults,
+    MulticastSend, SetIncarnation, SocketOptions, SpawnedCore,
 };
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The class D address the startup probe uses.
 const PROBE_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 78);
-/// How long the probe waits for its datagram to come back.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How the daemon ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,20 +47,12 @@ type Handle = CoreHandle<MserverNode>;
 /// errors (exit code 2 in `main`).
 #[allow(clippy::disallowed_methods)] // a daemon owns the clock
 pub async fn run(s: Settings) -> anyhow::Result<Exit> {
-    let multicast = match s.multicast {
-        MulticastMode::Off => false,
-        MulticastMode::On => true,
-        MulticastMode::Auto => {
-            let c = probe_multicast(
-                SocketAddrV4::new(PROBE_GROUP, 0),
-                s.multicast_interface,
-                PROBE_TIMEOUT,
-            )
-            .await;
-            tracing::info!(usable = c.usable(), reason = %c.reason, "multicast probe");
-            c.usable()
-        }
+    let forced = match s.multicast {
+        MulticastMode::Off => Some(false),
+        MulticastMode::On => Some(true),
+        MulticastMode::Auto => None,
     };
+    let multicast = use_multicast(forced, PROBE_GROUP, s.multicast_interface).await;
     let me = NodeId::new(s.node_addr());
     let group_addr = NodeId::new(s.group_addr);
     let incarnation = new_incarnation();
@@ -105,7 +95,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
 
     let group_socket = if multicast {
-        match open_group_socket(group_addr, s.multicast_interface, &handle) {
+        let send = MulticastSend::new(s.multicast_interface);
+        match open_group_socket(group_addr, send, None, &[ProtocolId::CoreSet], &handle) {
             Ok(g) => Some(g),
             Err(e) => {
                 handle.stop();
@@ -193,17 +184,9 @@ const DEREGISTER_GRACE: Duration = Duration::from_millis(300);
 
 impl Daemon {
     async fn event_loop(&mut self, mut events: UnboundedReceiver<NodeEvent>) -> Exit {
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            _ => {
-                tracing::error!(
-                    "cannot install signal handlers; SIGTERM will not leave gracefully"
-                );
-                return self.loop_without_signals(&mut events).await;
-            }
+        let Ok(mut signals) = Signals::stop() else {
+            tracing::error!("cannot install signal handlers; SIGTERM will not leave gracefully");
+            return self.loop_without_signals(&mut events).await;
         };
         loop {
             let deadline = self.leave_deadline;
@@ -218,8 +201,7 @@ impl Daemon {
                         return Exit::CoreStopped;
                     }
                 },
-                _ = term.recv() => self.start_leave("SIGTERM").await,
-                _ = int.recv() => self.start_leave("SIGINT").await,
+                signal = signals.recv() => self.start_leave(signal.name()).await,
                 _ = sleep_until(deregistered) => {
                     tracing::info!("the mcaster did not confirm our deregistration; exiting anyway");
                     return Exit::Left;
@@ -460,27 +442,6 @@ fn seed_from(bytes: [u8; 16]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[8..16]);
     u64::from_le_bytes(b)
-}
-
-/// Opens a socket bound to the group's port and joined to its class D
-/// address, whose datagrams go to the node.
-fn open_group_socket(
-    group: NodeId,
-    iface: Ipv4Addr,
-    handle: &Handle,
-) -> anyhow::Result<GroupSocket> {
-    let IpAddr::V4(ip) = group.addr().ip() else {
-        anyhow::bail!("only IPv4 groups can be joined");
-    };
-    let mut o = SocketOptions::new(group.addr());
-    o.reuse_address = true;
-    o.advertise = Some(handle.local);
-    o.multicast = Some(MulticastOptions::new(ip, iface));
-    Ok(GroupSocket::open(
-        o,
-        &[ProtocolId::CoreSet],
-        handle.driver.clone(),
-    )?)
 }
 
 /// A duration in milliseconds for a log line, rounded to a tenth

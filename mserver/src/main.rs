@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use daemon_shell::exit;
 use mserver::daemon::{self, Exit};
 use mserver::settings::{Cli, Settings};
 use std::process::ExitCode;
@@ -11,29 +12,17 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
     let cli = Cli::parse();
-    let settings = match Settings::load(&cli, None) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mserver: {e:#}");
-            return ExitCode::from(daemon_shell::exit::USAGE);
-        }
-    };
-    if let Err(e) =
-        membership::runtime::logging::init_logging(&settings.log_level, settings.log_format)
-    {
-        eprintln!("mserver: {e}");
-        return ExitCode::from(2);
-    }
-    let system = actix::System::new();
-    match system.block_on(daemon::run(settings)) {
-        Ok(Exit::Left) => ExitCode::SUCCESS,
-        Ok(Exit::LeaveTimedOut) => ExitCode::SUCCESS,
-        Ok(Exit::CoreStopped) => ExitCode::FAILURE,
-        Err(e) => {
-            // Startup errors (a port in use, a group that cannot be
-            // joined): unusable settings, one line.
-            eprintln!("mserver: {e:#}");
-            ExitCode::from(daemon_shell::exit::USAGE)
-        }
-    }
+    daemon_shell::startup::run(
+        "mserver",
+        Settings::load(&cli, None),
+        |s| (s.log_level.clone(), s.log_format),
+        // Startup errors (a port in use, a group that cannot be joined):
+        // unusable settings, one line, exit 2.
+        |s| async move {
+            Ok(match daemon::run(s).await? {
+                Exit::Left | Exit::LeaveTimedOut => exit::OK,
+                Exit::CoreStopped => exit::FAILURE,
+            })
+        },
+    )
 }

@@ -11,6 +11,7 @@
 //! [`EXIT_ENDED`] or [`EXIT_DISCONNECTED`].
 
 use super::presets::{format_merge, format_scope, format_survive};
+use daemon_shell::signals::Signals;
 use member_interface::{
     AppError, AppMember, AppView, Client, ClientConfig, GroupName, GroupOptions, MemberInfo,
     MemberName, NameError,
@@ -20,7 +21,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Exit code: the MI did not answer, refused, or the call failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -238,7 +238,7 @@ async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(
             // Installed before connecting, so that a signal during the
             // join is not fatal: it is seen once joined, and the member
             // leaves.
-            let signals = Signals::install().map_err(|e| {
+            let signals = Signals::stop().map_err(|e| {
                 Fail::new(
                     format!("{what}: cannot install the signal handlers: {e}"),
                     EXIT_FAILED,
@@ -309,29 +309,6 @@ async fn execute(path: &Path, timeout: Duration, command: MiCommand) -> Result<(
             } else {
                 member_line(&m)
             }))
-        }
-    }
-}
-
-/// SIGINT and SIGTERM.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Waits for either; names it.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
         }
     }
 }
