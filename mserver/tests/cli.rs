@@ -1,7 +1,6 @@
-//! The mserver and msctl command lines (DESIGN.md sections 7 and 8): help,
-//! and bad input giving one clear line and exit code 2.
+//! The mserver and msctl command lines: help, and bad input giving one clear
+//! line and exit code 2.
 #![allow(clippy::disallowed_methods)] // a process test waits on the wall clock
-#![allow(clippy::disallowed_methods)] // process tests wait on the wall clock (bounded waits)
 
 mod common;
 
