@@ -125,7 +125,7 @@ enum Command {
         /// The group.
         #[arg(value_name = "GROUP")]
         group: String,
-        /// This member's name in the group [default: <hostname>-<pid>].
+        /// This member's name in the group [default: HOSTNAME-PID].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// This member's kind (a tag the partition rules can test).
