@@ -2,33 +2,36 @@
 //! format, the RPC layer, the deterministic simulator and the runtime that
 //! runs the protocol cores under actix.
 //!
-//! Layers, bottom-up (DESIGN.md section 2):
+//! Layers, bottom-up (each module imports only modules listed before it;
+//! `docs/architecture.md` has the picture):
 //!
 //! - [`time`], [`id`]: our own `Instant` and the identifiers every layer uses;
-//! - [`wire`]: the packet header, bounded bodies, authentication (seed 000 DNP);
+//! - [`wire`]: the packet header, bounded bodies, authentication (the
+//!   Burghers design document's DNP);
 //! - [`sansio`]: the contract every protocol core follows;
 //! - [`fault`]: the faults a driver injects (loss, delay, duplication,
 //!   blocks), applied by the runtime's interceptor and set by `msctl`;
-//! - [`rpc`]: BLAST, CHAN and SELECT (seed 004, section 5.3);
+//! - the two drivers, generic over any core: [`sim`], the deterministic
+//!   simulator on virtual time (and the checker traits the cores'
+//!   invariant checkers implement), and [`runtime`], the only I/O in this
+//!   crate (the actix socket actor, the interceptor pipeline, the generic
+//!   core driver);
+//! - [`rpc`]: BLAST, CHAN and SELECT (Peterson & Davie, section 5.3);
 //! - [`mcaster_reg`]: registering at an mcaster: its control messages and
-//!   the member side's `Registration` (seed 003, section IV.A), below
-//!   `rmcast`, which embeds it;
+//!   the member side's `Registration` (Kostrivas 1995, section IV.A);
 //! - [`rmcast`]: reliable multicast, its NACK cache for the mcaster, and a
 //!   node's groups over IP multicast or an mcaster (`GroupEndpoint`);
 //! - [`mcaster`]: the multicast emulator's core (group lists, answers,
 //!   forwarding, soft state), above `rmcast`, whose NACK cache it feeds;
-//! - [`appgroup`]: application groups (seed 003, chapter II): the
+//! - [`coreset`]: the mserver group protocol: core table, ring monitoring,
+//!   views and the change protocols (Kostrivas 1995, chapters III and IV.C);
+//! - [`appgroup`]: application groups (Kostrivas 1995, chapter II): the
 //!   vocabulary shared by applications, member interfaces and mservers, the
 //!   replicated registry, the mserver's service and the MI's agent;
-//! - [`coreset`]: the mserver group protocol: core table, ring monitoring,
-//!   views and the change protocols (seed 003, chapters III and IV.C);
-//! - [`mserver`]: the mserver's composite core (core-set, registration,
-//!   application groups, admin procedures on one socket);
-//! - [`mi`]: the member interface's composite core (its agent and the
-//!   local processes' sessions), run by the member-interface daemon;
-//! - [`sim`]: the deterministic simulator that runs the cores on virtual time;
-//! - [`runtime`]: the only I/O in this crate, the actix socket actor, the
-//!   interceptor pipeline and the generic core driver.
+//! - the node compositions the daemons run: [`mserver`] (core-set,
+//!   registration, application groups, admin procedures on one socket),
+//!   [`mi`] (the member interface's agent and local sessions), and
+//!   [`mcaster`] above.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
