@@ -1,8 +1,13 @@
 //! The mserver's application-group service: a sans-IO state machine that
 //! holds this mserver's copy of the [`Registry`], serves the member
 //! interfaces (MIs) attached to it and keeps the copy in step with the
-//! core-set (seed 003, section II.B.4 "Member Interfaces" and chapter III
-//! for the commit; DESIGN.md section 6; `docs/appgroups-design.md`).
+//! core-set (Kostrivas 1995, section II.B.4 "Member Interfaces" and
+//! chapter III for the commit; `docs/appgroups-design.md`).
+//!
+//! This file holds the service's state, its inputs from the core-set and
+//! its timers; `requests.rs` the MI requests, `polling.rs` the MI polls
+//! (views out, liveness, orphans, MI failures) and `transfer.rs` the
+//! registry state transfer and the merge ops.
 //!
 //! It drives no socket and reads no clock: the mserver's composite core
 //! hands it the RPC requests of [`super::link`]'s procedures, the
@@ -55,6 +60,10 @@ use crate::wire::{decode_message, encode_body};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
+
+mod polling;
+mod requests;
+mod transfer;
 
 /// Most requests waiting for their op to commit (more are refused with
 /// [`AppError::Busy`]).
@@ -297,157 +306,8 @@ impl AppService {
         self.calls.contains_key(&id)
     }
 
-    fn ready(&self) -> bool {
+    pub(super) fn ready(&self) -> bool {
         self.member && self.synced() && self.merge_ops.is_empty()
-    }
-
-    /// A request for one of [`AppService::PROCEDURES`].
-    pub fn on_request(
-        &mut self,
-        now: Instant,
-        ctx: ServiceCtx<'_>,
-        token: RequestToken,
-        from: NodeId,
-        procedure: u16,
-        body: &[u8],
-    ) {
-        match procedure {
-            PROC_MI_ATTACH => {
-                let request = match decode_message::<AttachRequest>(body) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.stats.refused += 1;
-                        let err = AppError::Internal(format!("unreadable attach request: {e}"));
-                        respond(now, ctx.rpc, token, &AttachReply { result: Err(err) });
-                        return;
-                    }
-                };
-                if !self.ready() {
-                    self.stats.refused += 1;
-                    respond(
-                        now,
-                        ctx.rpc,
-                        token,
-                        &AttachReply {
-                            result: Err(AppError::Busy),
-                        },
-                    );
-                    return;
-                }
-                let op = AppOp::Attach {
-                    req: RequestId {
-                        mi: request.mi,
-                        seq: request.seq,
-                    },
-                    host: request.host,
-                    mserver: self.config.me,
-                };
-                let kind = PendingKind::Attach {
-                    from,
-                    have: request.have,
-                };
-                if let Err(e) = self.submit_op(now, ctx.coreset, token, op, kind) {
-                    respond(now, ctx.rpc, token, &AttachReply { result: Err(e) });
-                }
-            }
-            PROC_MI_SUBMIT => {
-                let request = match decode_message::<SubmitRequest>(body) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.stats.refused += 1;
-                        let err = AppError::Internal(format!("unreadable submit request: {e}"));
-                        respond(now, ctx.rpc, token, &SubmitReply { result: Err(err) });
-                        return;
-                    }
-                };
-                let refusal = if !self.ready() {
-                    Some(AppError::Busy)
-                } else if matches!(request.op, AppOp::Attach { .. } | AppOp::MiFailed { .. }) {
-                    Some(AppError::InvalidOptions(
-                        "attachments and MI failures are not submitted by MIs".into(),
-                    ))
-                } else {
-                    None
-                };
-                if let Some(err) = refusal {
-                    self.stats.refused += 1;
-                    respond(now, ctx.rpc, token, &SubmitReply { result: Err(err) });
-                    return;
-                }
-                if let Err(e) =
-                    self.submit_op(now, ctx.coreset, token, request.op, PendingKind::Submit)
-                {
-                    respond(now, ctx.rpc, token, &SubmitReply { result: Err(e) });
-                }
-            }
-            PROC_MI_READ => {
-                let reply = match decode_message::<ReadRequest>(body) {
-                    Err(e) => ReadReply::Groups(Err(AppError::Internal(format!(
-                        "unreadable read request: {e}"
-                    )))),
-                    Ok(_) if !self.synced() => ReadReply::Groups(Err(AppError::Busy)),
-                    Ok(ReadRequest::View { group }) => {
-                        ReadReply::View(self.registry.view(&group).ok_or(AppError::NoSuchGroup))
-                    }
-                    Ok(ReadRequest::Lookup { group, name }) => {
-                        ReadReply::Member(match self.registry.view(&group) {
-                            None => Err(AppError::NoSuchGroup),
-                            Some(v) => v.member(&name).cloned().ok_or(AppError::NotMember),
-                        })
-                    }
-                    Ok(ReadRequest::Groups) => ReadReply::Groups(Ok(self.groups())),
-                };
-                respond(now, ctx.rpc, token, &reply);
-            }
-            PROC_REGISTRY_FETCH => {
-                let result = match decode_message::<FetchRequest>(body) {
-                    Err(e) => Err(AppError::Internal(format!("unreadable fetch request: {e}"))),
-                    Ok(r) if !self.synced() || !self.member || self.view < r.since_view => {
-                        Err(AppError::Busy)
-                    }
-                    Ok(_) => self.registry.encode().map(|bytes| (self.view, bytes)),
-                };
-                respond(now, ctx.rpc, token, &FetchReply { result });
-            }
-            _ => self.stats.refused += 1,
-        }
-    }
-
-    fn submit_op(
-        &mut self,
-        now: Instant,
-        coreset: &mut CoreSet,
-        token: RequestToken,
-        op: AppOp,
-        kind: PendingKind,
-    ) -> Result<(), AppError> {
-        let Some(req) = op.request_id() else {
-            return Err(AppError::Internal("an op without a request id".into()));
-        };
-        if let Some(p) = self.pending.get_mut(&req) {
-            // The MI asked again (its call was retried, or it re-attached
-            // here): answer every asker when the op commits.
-            if p.tokens.len() < 16 {
-                p.tokens.push(token);
-            }
-            return Ok(());
-        }
-        if self.pending.len() >= MAX_PENDING {
-            self.stats.refused += 1;
-            return Err(AppError::Busy);
-        }
-        let payload = op.encode()?;
-        submit_payload(now, coreset, payload.clone())?;
-        self.pending.insert(
-            req,
-            Pending {
-                tokens: vec![token],
-                payload,
-                submitted_at: now,
-                kind,
-            },
-        );
-        Ok(())
     }
 
     /// The core-set installed a view (`CoreSetEvent::ViewInstalled`;
@@ -508,62 +368,6 @@ impl AppService {
         self.note_orphans(now);
     }
 
-    /// After a merge, once this (absorbed) side adopted the other side's
-    /// registry: the ops that bring its own attachments and group parts in.
-    fn submit_premerge(&mut self, now: Instant, coreset: &mut CoreSet, before: Registry) {
-        let mut ops = Vec::new();
-        let records: Vec<(Uuid, super::MiRecord)> =
-            before.mis().map(|(mi, r)| (*mi, r.clone())).collect();
-        for chunk in records.chunks(16) {
-            ops.push(AppOp::Readmit {
-                mis: chunk.to_vec(),
-            });
-        }
-        for (options, view) in before.groups() {
-            let base = before.base_of(&view.group);
-            let hosted: Vec<(super::AppMember, Uuid)> = view
-                .members
-                .iter()
-                .filter_map(|m| before.host_of(&view.group, m.id).map(|mi| (m.clone(), mi)))
-                .collect();
-            let mut parts: Vec<Vec<(super::AppMember, Uuid)>> = vec![Vec::new()];
-            let mut size = 0usize;
-            for (m, mi) in hosted {
-                let cost = m.name.as_str().len() + m.kind.as_str().len() + m.host.len() + 48;
-                if size + cost > MERGE_OP_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
-                    parts.push(Vec::new());
-                    size = 0;
-                }
-                size += cost;
-                if let Some(p) = parts.last_mut() {
-                    p.push((m, mi));
-                }
-            }
-            for members in parts {
-                ops.push(AppOp::Reform {
-                    group: view.group.clone(),
-                    options: options.clone(),
-                    number: view.number,
-                    base: base.clone(),
-                    members,
-                });
-            }
-        }
-        for op in ops {
-            let Ok(payload) = op.encode() else { continue };
-            // Submitted again on the timer if this fails.
-            let at = match submit_payload(now, coreset, payload.clone()) {
-                Ok(()) => now,
-                Err(_) => Instant::ZERO,
-            };
-            self.merge_ops.push((payload, at));
-        }
-        tracing::info!(
-            ops = self.merge_ops.len(),
-            "submitted this side's application groups for the merge"
-        );
-    }
-
     /// This mserver was excluded from the core-set, or left it: its copy
     /// is no longer current. It stops polling its MIs (they attach
     /// elsewhere), answers what it was asked `Busy` (the MIs retry), and
@@ -607,83 +411,6 @@ impl AppService {
         };
     }
 
-    /// MIs attached to mservers that are not in the view, or to us but not
-    /// known here (we restarted): they have `orphan_grace` to re-attach.
-    fn note_orphans(&mut self, now: Instant) {
-        if !self.synced() {
-            return;
-        }
-        let me = self.config.me;
-        let deadline = now + self.config.orphan_grace;
-        let orphans: Vec<Uuid> = self
-            .registry
-            .mis()
-            .filter(|(mi, r)| {
-                !self.mservers.contains(&r.mserver)
-                    || (r.mserver == me && !self.local.contains_key(mi))
-            })
-            .map(|(mi, _)| *mi)
-            .collect();
-        self.orphans.retain(|mi, _| orphans.contains(mi));
-        for mi in orphans {
-            self.orphans.entry(mi).or_insert(deadline);
-        }
-    }
-
-    fn start_fetch(
-        &mut self,
-        now: Instant,
-        rpc: &mut Rpc,
-        since_view: CommitPosition,
-        sources: Vec<NodeId>,
-    ) {
-        self.sync = SyncState::Fetching {
-            since_view,
-            buffered: Vec::new(),
-            sources,
-            attempt: 0,
-            call: None,
-            retry_at: None,
-        };
-        self.send_fetch(now, rpc);
-    }
-
-    fn send_fetch(&mut self, now: Instant, rpc: &mut Rpc) {
-        let timeout = self.config.fetch_timeout;
-        let SyncState::Fetching {
-            since_view,
-            sources,
-            attempt,
-            call,
-            retry_at,
-            ..
-        } = &mut self.sync
-        else {
-            return;
-        };
-        if sources.is_empty() {
-            return;
-        }
-        let source = sources[*attempt % sources.len()];
-        *attempt += 1;
-        *retry_at = None;
-        let Ok(body) = encode_body(&FetchRequest {
-            since_view: *since_view,
-        }) else {
-            return;
-        };
-        let id = rpc.call(
-            now,
-            source,
-            PROC_REGISTRY_FETCH,
-            body,
-            CallOptions::default().with_timeout(timeout),
-        );
-        *call = Some(id);
-        self.calls.insert(id, CallTag::Fetch);
-        tracing::debug!(%source, since_view = %since_view, "fetching the application-group registry");
-    }
-
     /// The core-set committed application changes
     /// (`CoreSetEvent::AppCommitted`).
     pub fn on_app_committed(
@@ -706,7 +433,7 @@ impl AppService {
 
     /// Applies one commit's payloads (one view per changed group for the
     /// whole commit), then carries out what each op asks of this mserver.
-    fn apply_commit(&mut self, now: Instant, rpc: &mut Rpc, payloads: &[Vec<u8>]) {
+    pub(super) fn apply_commit(&mut self, now: Instant, rpc: &mut Rpc, payloads: &[Vec<u8>]) {
         let results = self.registry.apply_payloads(payloads);
         let mut pushed: BTreeSet<(GroupName, u64)> = BTreeSet::new();
         for (payload, applied) in payloads.iter().zip(results) {
@@ -714,7 +441,7 @@ impl AppService {
         }
     }
 
-    fn after_apply(
+    pub(super) fn after_apply(
         &mut self,
         now: Instant,
         rpc: &mut Rpc,
@@ -826,94 +553,6 @@ impl AppService {
         }
     }
 
-    /// What an MI that just attached missed.
-    fn catch_up(&self, mi: Uuid, have: &[(GroupName, u64)]) -> Attached {
-        let mut views = Vec::new();
-        let mut lost = Vec::new();
-        for (group, number) in have.iter().take(super::MAX_GROUPS) {
-            match self.registry.views_since(group, *number) {
-                Some(v) => views.extend(v),
-                None => {
-                    // Too far behind: its members there cannot be given
-                    // every view.
-                    if let Some(view) = self.registry.view(group) {
-                        for m in &view.members {
-                            if self.registry.host_of(group, m.id) == Some(mi) {
-                                lost.push((group.clone(), m.id));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Attached {
-            poll: self.config.poll_timing(),
-            mservers: self.mservers.clone(),
-            views,
-            lost,
-        }
-    }
-
-    /// Sends a query to every attached MI with views waiting and no query
-    /// in flight.
-    fn push_all(&mut self, now: Instant, rpc: &mut Rpc) {
-        let due: Vec<Uuid> = self
-            .local
-            .iter()
-            .filter(|(_, l)| l.in_flight.is_none() && (!l.queue.is_empty() || !l.lost.is_empty()))
-            .map(|(mi, _)| *mi)
-            .collect();
-        for mi in due {
-            self.send_query(now, rpc, mi);
-        }
-    }
-
-    fn send_query(&mut self, now: Instant, rpc: &mut Rpc, mi: Uuid) {
-        let mservers = self.mservers.clone();
-        let timeout = self.config.query_timeout;
-        let Some(local) = self.local.get_mut(&mi) else {
-            return;
-        };
-        // Bounded in views and in member entries, so the MI's decoder
-        // (4 MiB) always takes it; at least one view.
-        let mut views: Vec<AppView> = Vec::new();
-        let mut entries = 0usize;
-        for (_, v) in local.queue.iter().take(MAX_VIEWS_PER_QUERY) {
-            entries += v.members.len().max(1);
-            if !views.is_empty() && entries > MAX_QUERY_ENTRIES {
-                break;
-            }
-            views.push(v.clone());
-        }
-        let first_seq = local.queue.front().map_or(local.next_seq, |(s, _)| *s);
-        let request = QueryRequest {
-            mi,
-            attach_seq: local.attach_seq,
-            first_seq,
-            views,
-            lost: local.lost.clone(),
-            mservers,
-        };
-        let Ok(body) = encode_body(&request) else {
-            return;
-        };
-        let id = rpc.call(
-            now,
-            local.addr,
-            PROC_MI_QUERY,
-            body,
-            CallOptions::default().with_timeout(timeout),
-        );
-        local.in_flight = Some(id);
-        self.calls.insert(
-            id,
-            CallTag::Query {
-                mi,
-                lost: request.lost.len(),
-            },
-        );
-    }
-
     /// One of this service's calls ended ([`AppService::owns_call`]).
     pub fn on_call_completed(
         &mut self,
@@ -926,158 +565,6 @@ impl AppService {
             Some(CallTag::Query { mi, lost }) => self.on_query_done(now, ctx, mi, id, lost, result),
             Some(CallTag::Fetch) => self.on_fetch_done(now, ctx, id, result),
             None => {}
-        }
-    }
-
-    fn on_query_done(
-        &mut self,
-        now: Instant,
-        ctx: ServiceCtx<'_>,
-        mi: Uuid,
-        id: CallId,
-        lost: usize,
-        result: Result<Vec<u8>, CallError>,
-    ) {
-        let interval = self.config.query_interval;
-        let Some(local) = self.local.get_mut(&mi) else {
-            return;
-        };
-        if local.in_flight != Some(id) {
-            return;
-        }
-        local.in_flight = None;
-        if matches!(result, Err(CallError::PeerRestarted)) {
-            // The RPC layer still knew an earlier life of the MI's address:
-            // the call failed unexecuted. Ask again (a new life answers
-            // "not attached", which makes the old one an orphan).
-            self.send_query(now, ctx.rpc, mi);
-            return;
-        }
-        let reply = result
-            .map_err(|e| e.to_string())
-            .and_then(|b| decode_message::<QueryReply>(&b).map_err(|e| e.to_string()));
-        match reply {
-            Ok(r) if r.attached => {
-                while local.queue.front().is_some_and(|(s, _)| *s <= r.acked_seq) {
-                    local.queue.pop_front();
-                }
-                let acked_all = local.queue.is_empty() || r.acked_seq + 1 >= local.next_seq;
-                if acked_all || local.queue.front().is_none() {
-                    let n = lost.min(local.lost.len());
-                    local.lost.drain(..n);
-                }
-                local.next_query = now + interval;
-                if !local.queue.is_empty() || !local.lost.is_empty() {
-                    self.send_query(now, ctx.rpc, mi);
-                }
-            }
-            Ok(_) => {
-                // It attached elsewhere, or it is another life of the MI
-                // at that address: stop polling it here. If no attachment
-                // elsewhere commits within the orphan grace, it is failed.
-                tracing::debug!(%mi, "MI no longer attached here");
-                self.local.remove(&mi);
-                self.note_orphans(now);
-            }
-            Err(e) => {
-                tracing::info!(%mi, addr = %local.addr, error = %e, "MI did not answer its query: failing it");
-                self.local.remove(&mi);
-                self.fail_mis(now, ctx.coreset, vec![mi]);
-            }
-        }
-    }
-
-    /// Submits `MiFailed` for `mis` (those not failing already), in ops of
-    /// at most [`MAX_FAILED_PER_OP`] MIs.
-    fn fail_mis(&mut self, now: Instant, coreset: &mut CoreSet, mis: Vec<Uuid>) {
-        let batch: Vec<(Uuid, u64)> = mis
-            .into_iter()
-            .filter(|mi| !self.failing.contains_key(mi))
-            .filter_map(|mi| self.registry.mi(&mi).map(|r| (mi, r.attach_seq)))
-            .collect();
-        for chunk in batch.chunks(MAX_FAILED_PER_OP) {
-            let Ok(payload) = (AppOp::MiFailed {
-                mis: chunk.to_vec(),
-            })
-            .encode() else {
-                continue;
-            };
-            if submit_payload(now, coreset, payload).is_ok() {
-                for (mi, _) in chunk {
-                    self.stats.mis_failed += 1;
-                    self.failing.insert(*mi, now);
-                }
-            }
-        }
-    }
-
-    fn on_fetch_done(
-        &mut self,
-        now: Instant,
-        ctx: ServiceCtx<'_>,
-        id: CallId,
-        result: Result<Vec<u8>, CallError>,
-    ) {
-        let retry = now + self.config.query_interval;
-        let SyncState::Fetching {
-            call,
-            buffered,
-            retry_at,
-            ..
-        } = &mut self.sync
-        else {
-            return;
-        };
-        if *call != Some(id) {
-            return;
-        }
-        *call = None;
-        let copy = result
-            .map_err(|e| AppError::Internal(e.to_string()))
-            .and_then(|b| {
-                decode_message::<FetchReply>(&b).map_err(|e| AppError::Internal(e.to_string()))
-            })
-            .and_then(|r| r.result)
-            .and_then(|(view, bytes)| Registry::decode(&bytes).map(|r| (view, r)));
-        match copy {
-            Ok((as_of, registry)) => {
-                let buffered = std::mem::take(buffered);
-                self.registry = registry;
-                self.sync = SyncState::Synced;
-                self.stats.transfers += 1;
-                let me = self.config.me;
-                let before = self.premerge.take();
-                // Our own MIs that neither the copy nor our side's registry
-                // (brought in by the merge ops) has attached here must
-                // attach again.
-                let registry = &self.registry;
-                self.local.retain(|mi, l| {
-                    let here =
-                        |r: &super::MiRecord| r.mserver == me && r.attach_seq == l.attach_seq;
-                    registry.mi(mi).is_some_and(here)
-                        || (registry.mi(mi).is_none()
-                            && before.as_ref().and_then(|b| b.mi(mi)).is_some_and(here))
-                });
-                tracing::info!(
-                    %as_of,
-                    groups = self.registry.views().len(),
-                    "application-group registry copied"
-                );
-                for (view, payloads) in buffered {
-                    if view > as_of {
-                        self.apply_commit(now, ctx.rpc, &payloads);
-                    }
-                }
-                if let Some(before) = before {
-                    self.submit_premerge(now, ctx.coreset, before);
-                }
-                self.note_orphans(now);
-                self.push_all(now, ctx.rpc);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "registry fetch failed; asking again");
-                *retry_at = Some(retry);
-            }
         }
     }
 
@@ -1199,7 +686,11 @@ impl AppService {
     }
 }
 
-fn submit_payload(now: Instant, coreset: &mut CoreSet, payload: Vec<u8>) -> Result<(), AppError> {
+pub(super) fn submit_payload(
+    now: Instant,
+    coreset: &mut CoreSet,
+    payload: Vec<u8>,
+) -> Result<(), AppError> {
     coreset.submit_app(now, payload).map_err(|e| match e {
         AppSubmitError::NotMember | AppSubmitError::QueueFull => AppError::Busy,
         AppSubmitError::Empty | AppSubmitError::TooLarge(_) => {
@@ -1208,7 +699,12 @@ fn submit_payload(now: Instant, coreset: &mut CoreSet, payload: Vec<u8>) -> Resu
     })
 }
 
-fn respond<T: serde::Serialize>(now: Instant, rpc: &mut Rpc, token: RequestToken, reply: &T) {
+pub(super) fn respond<T: serde::Serialize>(
+    now: Instant,
+    rpc: &mut Rpc,
+    token: RequestToken,
+    reply: &T,
+) {
     match encode_body(reply) {
         Ok(body) => {
             rpc.respond(now, token, body);
