@@ -405,6 +405,28 @@ impl Daemon {
                      (a one-way or flapping link to a member?); we keep asking"
                 );
             }
+            CoreSetEvent::TreeCommitted {
+                view,
+                originator,
+                op,
+            } => {
+                tracing::info!(
+                    view = view.number,
+                    originator = %originator.map_or_else(|| "-".to_string(), |m| m.addr.to_string()),
+                    change = ?op,
+                    "tree change committed"
+                );
+            }
+            CoreSetEvent::TreeRefused { op, error } => {
+                tracing::warn!(change = ?op, %error, "tree change dropped: it no longer fits the group");
+            }
+            CoreSetEvent::JoinRefused { reason } => {
+                tracing::warn!(
+                    reason = ?reason,
+                    "a group of our name at this address refuses us: it is a group of another \
+                     level of the hierarchy; choose another --group or --group-addr (we keep asking)"
+                );
+            }
             CoreSetEvent::Watch(target) => {
                 if let Some(w) = self.watch.as_mut() {
                     tracing::debug!(target = ?target, "crash watch target");

@@ -4,12 +4,14 @@
 //! simultaneous changes, phase II, and the coordinator-failure election
 //! with its compressed and full three-phase outcomes.
 
-use super::member::{Acker, Drive, Election, Joined, Lock, QueuedJoin, MAX_JOIN_QUEUE};
-use super::msg::{
-    CoStatus, Commit, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal, RemovalReason,
-    MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH, MAX_MEMBERS,
+use super::member::{
+    Acker, Drive, Election, JoinRequest, Joined, Lock, QueuedJoin, MAX_JOIN_QUEUE,
 };
-use super::{Ctx, Io, LeaveRequest, Transition};
+use super::msg::{
+    CoStatus, Commit, JoinRefusal, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
+    RemovalReason, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH, MAX_MEMBERS,
+};
+use super::{CoreSetEvent, Ctx, Io, LeaveRequest, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,6 +92,7 @@ impl Joined {
                 joins: Vec::new(),
                 merges: Vec::new(),
                 app: Vec::new(),
+                tree: Vec::new(),
             };
             self.start_drive(
                 now,
@@ -112,8 +115,12 @@ impl Joined {
                 return;
             }
         }
-        // Application changes last (priority rule 2): any member that
-        // has some queued proposes them.
+        // Then tree changes, then application changes (priority rule 2):
+        // any member that has some queued proposes them.
+        if let Some((p, since)) = self.tree_proposal(cx, io) {
+            self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
+            return;
+        }
         if let Some((p, since)) = self.app_proposal(cx) {
             self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
         }
@@ -143,8 +150,38 @@ impl Joined {
             joins: Vec::new(),
             merges: Vec::new(),
             app,
+            tree: Vec::new(),
         };
         Some((p, since))
+    }
+
+    /// A tree change of the first queued op, checked at the current base:
+    /// an op that no longer fits (a race made it invalid) leaves the queue
+    /// with [`CoreSetEvent::TreeRefused`]. The op stays at the front of the
+    /// queue until its change commits ([`Joined::drop_originated`]), so a
+    /// withdrawn change is proposed again at the next base.
+    fn tree_proposal(&mut self, cx: &Ctx, io: &mut Io) -> Option<(Proposal, Instant)> {
+        let ranks: Vec<u64> = self.table.rows.iter().map(|r| r.rank).collect();
+        while let Some((op, since)) = self.tree_queue.front().cloned() {
+            if let Err(error) = self.table.tree.check(&op, self.my_rank, &ranks) {
+                self.tree_queue.pop_front();
+                io.event(CoreSetEvent::TreeRefused { op, error });
+                continue;
+            }
+            let p = Proposal {
+                view: self.next_view(cx.incarnation),
+                originator: self.my_rank,
+                layer: Layer::Tree,
+                coordinator_failure: false,
+                removals: Vec::new(),
+                joins: Vec::new(),
+                merges: Vec::new(),
+                app: Vec::new(),
+                tree: vec![op],
+            };
+            return Some((p, since));
+        }
+        None
     }
 
     /// Application payloads of a change of ours that will not commit go
@@ -175,7 +212,7 @@ impl Joined {
             .iter()
             .filter(|(a, _)| table.by_addr(**a).is_none())
             .take(room)
-            .map(|(a, q)| (*a, *q))
+            .map(|(a, q)| (*a, q.clone()))
             .collect();
         if picked.is_empty() {
             return false;
@@ -193,10 +230,13 @@ impl Joined {
                     addr: *addr,
                     incarnation: q.incarnation,
                     rejoin: q.rejoin,
+                    declined: q.declined,
+                    child_group: q.child_group.clone(),
                 })
                 .collect(),
             merges: Vec::new(),
             app: Vec::new(),
+            tree: Vec::new(),
         };
         self.start_drive(now, cx, io, leave, p, false, started, &BTreeSet::new());
         true
@@ -975,7 +1015,10 @@ impl Joined {
     /// A join request (figure 26): the coordinator queues it (and answers
     /// JOIN_WAIT while busy); a member whose request repeats but who is
     /// already in the table gets the view re-sent; the second and third
-    /// ranks tell a repeating newcomer that the group exists.
+    /// ranks tell a repeating newcomer that the group exists. A
+    /// newcomer whose claim does not fit this group's level (a parent
+    /// group is one level above its child set; no claim means level 1) is
+    /// refused for good by the coordinator.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_join_req(
         &mut self,
@@ -985,9 +1028,31 @@ impl Joined {
         leave: Option<LeaveRequest>,
         source: NodeId,
         incarnation: Incarnation,
-        attempt: u32,
-        rejoin: bool,
+        req: JoinRequest,
     ) {
+        let JoinRequest {
+            attempt,
+            rejoin,
+            child,
+            declined,
+        } = req;
+        if child.as_ref().is_some_and(|c| !c.is_valid()) {
+            io.stats.drops.malformed += 1;
+            return;
+        }
+        let claimed = child.as_ref().map_or(0, |c| c.level);
+        if claimed.saturating_add(1) != self.table.tree.level {
+            if self.is_join_coordinator() && io.allow(now, source, MsgKind::JoinRefused) {
+                io.stats.join_refusals += 1;
+                let reason = JoinRefusal::LevelMismatch {
+                    level: self.table.tree.level,
+                    claimed,
+                };
+                io.send(source, self.view, Msg::JoinRefused { reason });
+            }
+            return;
+        }
+        let child_group = child.map(|c| c.group);
         if let Some(r) = self.table.by_addr(source).copied() {
             if r.incarnation == incarnation {
                 // Admitted, but it missed the COMMIT.
@@ -1029,6 +1094,8 @@ impl Joined {
                     }
                     q.last_heard = now;
                     q.rejoin = rejoin;
+                    q.declined = declined;
+                    q.child_group = child_group;
                 }
                 None if room => {
                     self.join_queue.insert(
@@ -1038,6 +1105,8 @@ impl Joined {
                             since: now,
                             last_heard: now,
                             rejoin,
+                            declined,
+                            child_group,
                         },
                     );
                 }

@@ -2,6 +2,7 @@
 //! section 7: query interval 200 ms, reply timeout 100 ms, 2 retries; the
 //! derived timers are explained in `docs/protocol.md`, "Timers").
 
+use super::tree::{TreeSettings, MAX_PARENTS};
 use crate::id::{Incarnation, NodeId};
 use std::time::Duration;
 use thiserror::Error;
@@ -89,6 +90,9 @@ pub struct CoreSetConfig {
     pub hold_down: Duration,
     /// The longest hold-down. Default 5 minutes.
     pub hold_down_max: Duration,
+    /// The group's place in the tree: level 1 by default, or a parent
+    /// group's level with the child set this member is a parent of.
+    pub tree: TreeSettings,
 }
 
 /// A configuration that cannot run.
@@ -112,6 +116,13 @@ pub enum ConfigError {
         /// Its value.
         value: Duration,
     },
+    /// `max_parents` is 0 or above [`MAX_PARENTS`].
+    #[error("max parents must be between 1 and {MAX_PARENTS}, not {0}")]
+    BadMaxParents(u8),
+    /// A claimed child set or a parent group that is malformed, a claim
+    /// of the top level, or a child set that is this very group.
+    #[error("invalid place in the tree: {0}")]
+    BadTree(String),
     /// A retry count above [`MAX_RETRIES`].
     #[error("{name} must be at most {MAX_RETRIES}, not {value}")]
     BadRetries {
@@ -158,6 +169,7 @@ impl CoreSetConfig {
             flap_window: Duration::from_secs(60),
             hold_down: Duration::from_secs(5),
             hold_down_max: Duration::from_secs(300),
+            tree: TreeSettings::default(),
         }
     }
 
@@ -245,6 +257,35 @@ impl CoreSetConfig {
                 if value > MAX_RETRIES {
                     return Err(ConfigError::BadRetries { name, value });
                 }
+            }
+        }
+        let tree = &self.tree;
+        if !(1..=MAX_PARENTS).contains(&tree.max_parents) {
+            return Err(ConfigError::BadMaxParents(tree.max_parents));
+        }
+        if let Some(c) = &tree.child {
+            if !c.is_valid() {
+                return Err(ConfigError::BadTree(format!(
+                    "child set {} at level {} (levels 1 to 15 have a level above)",
+                    c.group, c.level
+                )));
+            }
+            if c.group.name == self.group {
+                return Err(ConfigError::BadTree(format!(
+                    "group {} cannot be its own child set",
+                    self.group
+                )));
+            }
+        }
+        if let Some(p) = &tree.parent_group {
+            if let Err(e) = p.check() {
+                return Err(ConfigError::BadTree(format!("parent group: {e}")));
+            }
+            if p.name == self.group {
+                return Err(ConfigError::BadTree(format!(
+                    "group {} cannot be its own parent group",
+                    self.group
+                )));
             }
         }
         Ok(())

@@ -281,6 +281,7 @@ mod tests {
             incarnation: inc(1, 0),
             group_addr: config.group_addr,
             t: Timings::from_config(&config),
+            tree: config.tree.clone(),
         }
     }
     fn remove(rank: u64, reason: RemovalReason) -> Proposal {
@@ -293,6 +294,8 @@ mod tests {
                 addr: n(i),
                 incarnation: inc(i, life),
                 rejoin: true,
+                declined: false,
+                child_group: None,
             }],
         )
     }
@@ -310,6 +313,7 @@ mod tests {
             joins,
             merges: Vec::new(),
             app: Vec::new(),
+            tree: Vec::new(),
         }
     }
 
@@ -323,6 +327,8 @@ mod tests {
                 addr: n(2),
                 incarnation: inc(2, 0),
                 rejoin: false,
+                declined: false,
+                child_group: None,
             }],
         ));
         let mut records = FlapRecords::default();

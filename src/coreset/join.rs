@@ -119,6 +119,8 @@ impl Joining {
             Msg::MJoinReq {
                 attempt: self.attempts,
                 rejoin: self.rejoin,
+                child: cx.tree.child.clone(),
+                declined: cx.tree.declined,
             },
         );
         self.attempts = self.attempts.saturating_add(1);
@@ -165,6 +167,16 @@ impl Joining {
                 // Ask again as soon as it ends (not a whole wait later).
                 if until < self.next_send {
                     self.next_send = until;
+                }
+            }
+            Msg::JoinRefused { reason } => {
+                // The group is there, and will not take us as we are: the
+                // layer above decides (keep asking, or give up).
+                self.heard_group = Some(now);
+                if reason.is_valid() {
+                    io.event(CoreSetEvent::JoinRefused { reason });
+                } else {
+                    io.stats.drops.malformed += 1;
                 }
             }
             Msg::MJoinReq { .. } => {

@@ -3,8 +3,11 @@
 //! of this view, a newer life of one, an older life, a stranger) decides
 //! what may happen before the message kind does.
 
-use super::msg::{Commit, Envelope, Joiner, Layer, Msg, Proposal, RemovalReason, NO_VIEW};
+use super::msg::{
+    Absorbed, Commit, Envelope, Joiner, Layer, Msg, Proposal, RemovalReason, NO_VIEW,
+};
 use super::table::{Row, Table};
+use super::tree::{ChildClaim, GroupRef, TreeOp};
 use super::{ChangeRole, CoreSetEvent, Ctx, Io, LeaveRequest, Member, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};
@@ -30,13 +33,30 @@ pub(crate) struct FailEntry {
 }
 
 /// A join request queued at the coordinator.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct QueuedJoin {
     pub(crate) incarnation: Incarnation,
     pub(crate) since: Instant,
     pub(crate) last_heard: Instant,
     /// Its request said it rejoins after an exclusion while running.
     pub(crate) rejoin: bool,
+    /// Not a candidate for automatic re-parenting.
+    pub(crate) declined: bool,
+    /// Above level 1: the child set it is a parent of.
+    pub(crate) child_group: Option<GroupRef>,
+}
+
+/// What an `M_JOIN_REQ` says, as its handler takes it.
+#[derive(Clone, Debug)]
+pub(crate) struct JoinRequest {
+    /// Requests the newcomer sent before this one.
+    pub(crate) attempt: u32,
+    /// It rejoins after an exclusion while running.
+    pub(crate) rejoin: bool,
+    /// Above level 1: the child set it comes as a parent of.
+    pub(crate) child: Option<ChildClaim>,
+    /// Not a candidate for automatic re-parenting.
+    pub(crate) declined: bool,
 }
 
 /// A change this member ACKed and whose COMMIT it waits for.
@@ -195,6 +215,9 @@ pub(crate) struct Joined {
     /// Application change payloads submitted here and not yet proposed,
     /// with when each was submitted.
     pub(crate) app_queue: VecDeque<(Vec<u8>, Instant)>,
+    /// Tree changes submitted here and not yet committed, with when each
+    /// was submitted (proposed one at a time, in order).
+    pub(crate) tree_queue: VecDeque<(TreeOp, Instant)>,
 }
 
 /// Who sent a datagram, relative to our table.
@@ -245,12 +268,14 @@ impl Joined {
             suspects: BTreeMap::new(),
             suspect_next: Instant::MAX,
             app_queue: VecDeque::new(),
+            tree_queue: VecDeque::new(),
         }
     }
 
-    /// Founds a group alone: rank 0, view 1.
+    /// Founds a group alone: rank 0, view 1, at the level its claim
+    /// implies (level 1 without one).
     pub(crate) fn found(now: Instant, cx: &Ctx, io: &mut Io, since: Instant) -> Box<Joined> {
-        let table = Table::founding(cx.me, cx.incarnation);
+        let table = Table::founding_with(cx.me, cx.incarnation, cx.tree.founding_record());
         let view = ViewId {
             number: 1,
             seq: 0,
@@ -266,9 +291,12 @@ impl Joined {
                 rejoin: false,
                 addr: cx.me,
                 incarnation: cx.incarnation,
+                declined: cx.tree.declined,
+                child_group: cx.tree.child.as_ref().map(|c| c.group.clone()),
             }],
             merges: Vec::new(),
             app: Vec::new(),
+            tree: Vec::new(),
         };
         let commit = Commit {
             proposal,
@@ -428,13 +456,21 @@ impl Joined {
                 old.rows.iter().map(|r| r.addr).collect(),
             )
         });
-        if proposal.layer == Layer::Physical {
-            // Only a change of the membership is a new view; an
+        if proposal.layer != Layer::Application {
+            // A change of the membership or of the tree is a new view; an
             // application change is a commit within this one.
             self.installed = proposal.view;
             self.emit_installed(cx, io, joined, failed, left, change_started, merged);
         } else {
             io.stats.app_commits += 1;
+        }
+        for op in proposal.tree {
+            io.stats.tree_commits += 1;
+            io.event(CoreSetEvent::TreeCommitted {
+                view: proposal.view,
+                originator: old.by_rank(proposal.originator).map(Member::from),
+                op,
+            });
         }
         if !proposal.app.is_empty() {
             io.event(CoreSetEvent::AppCommitted {
@@ -448,11 +484,17 @@ impl Joined {
     }
 
     /// Forgets the change this member originated; unless it is the one
-    /// that just committed (`committed`), its application payloads go back
-    /// to the queue (another change took its place).
+    /// that just committed (`committed`), its application payloads and its
+    /// tree change go back to the front of their queues (another change
+    /// took its place; a tree change is checked again at the new base).
     pub(crate) fn drop_originated(&mut self, committed: Option<ViewId>) {
         if let Some((p, since)) = self.originated.take() {
-            if Some(p.view) != committed && !p.app.is_empty() {
+            if Some(p.view) == committed {
+                // It committed: its tree change left the queue for good.
+                if !p.tree.is_empty() {
+                    self.tree_queue.pop_front();
+                }
+            } else if !p.app.is_empty() {
                 self.requeue_app(p.app, since);
             }
         }
@@ -692,6 +734,7 @@ impl Joined {
                                 group: String::new(),
                                 view,
                                 msg,
+                                life: None,
                             },
                         );
                     }
@@ -742,22 +785,49 @@ impl Joined {
         msg: Msg,
     ) {
         match msg {
-            Msg::MJoinReq { attempt, rejoin } => {
-                self.on_join_req(now, cx, io, leave, source, incarnation, attempt, rejoin)
-            }
-            Msg::Announce { .. } => {
-                self.on_foreign_announce(now, cx, io, leave, source, incarnation)
-            }
-            Msg::MergeOffer { next_rank, members } => self.on_merge_offer(
+            Msg::MJoinReq {
+                attempt,
+                rejoin,
+                child,
+                declined,
+            } => self.on_join_req(
                 now,
                 cx,
                 io,
                 leave,
                 source,
                 incarnation,
-                view,
+                JoinRequest {
+                    attempt,
+                    rejoin,
+                    child,
+                    declined,
+                },
+            ),
+            Msg::Announce { .. } => {
+                self.on_foreign_announce(now, cx, io, leave, source, incarnation)
+            }
+            Msg::MergeOffer {
                 next_rank,
                 members,
+                bits,
+                level,
+                parent_group,
+            } => self.on_merge_offer(
+                now,
+                cx,
+                io,
+                leave,
+                source,
+                incarnation,
+                level,
+                Absorbed {
+                    view,
+                    next_rank,
+                    members,
+                    bits,
+                    parent_group,
+                },
             ),
             Msg::Commit(c) => self.on_foreign_commit(now, cx, io, leave, c),
             Msg::Query
@@ -785,10 +855,26 @@ impl Joined {
         msg: Msg,
     ) {
         match msg {
-            Msg::MJoinReq { attempt, rejoin } => {
-                self.on_join_req(now, cx, io, leave, r.addr, r.incarnation, attempt, rejoin)
-            }
-            Msg::JoinWait { .. } => io.stats.drops.unexpected += 1,
+            Msg::MJoinReq {
+                attempt,
+                rejoin,
+                child,
+                declined,
+            } => self.on_join_req(
+                now,
+                cx,
+                io,
+                leave,
+                r.addr,
+                r.incarnation,
+                JoinRequest {
+                    attempt,
+                    rejoin,
+                    child,
+                    declined,
+                },
+            ),
+            Msg::JoinWait { .. } | Msg::JoinRefused { .. } => io.stats.drops.unexpected += 1,
             Msg::AgreeJ { proposal, takeover } => {
                 if proposal.is_join() {
                     self.on_agree(now, cx, io, r, view, proposal, takeover);

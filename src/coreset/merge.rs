@@ -100,6 +100,13 @@ impl Joined {
                 .iter()
                 .map(|r| (r.addr, r.incarnation))
                 .collect();
+            let bits = self
+                .table
+                .tree
+                .members
+                .iter()
+                .filter_map(|m| self.table.by_rank(m.rank).map(|r| (r.addr, m.bits.clone())))
+                .collect();
             io.stats.merge_offers += 1;
             self.merge_hold_until = now + cx.t.announce_interval;
             io.send(
@@ -108,6 +115,9 @@ impl Joined {
                 Msg::MergeOffer {
                     next_rank: self.table.next_rank,
                     members,
+                    bits,
+                    level: self.table.tree.level,
+                    parent_group: self.table.tree.parent_group.clone(),
                 },
             );
         } else if io.allow(now, cx.group_addr, MsgKind::Announce) {
@@ -131,14 +141,25 @@ impl Joined {
         leave: Option<LeaveRequest>,
         source: NodeId,
         incarnation: Incarnation,
-        view: ViewId,
-        next_rank: u64,
-        members: Vec<(NodeId, Incarnation)>,
+        level: u8,
+        offered: Absorbed,
     ) {
         if !self.speaks_for_subgroup() || leave.is_some() {
             io.stats.drops.unexpected += 1;
             return;
         }
+        if level != self.table.tree.level {
+            // A group of our name at another level: not a subgroup of ours.
+            io.stats.drops.wrong_group += 1;
+            return;
+        }
+        let Absorbed {
+            view,
+            next_rank,
+            members,
+            bits,
+            parent_group,
+        } = offered;
         let well_formed = members.first() == Some(&(source, incarnation))
             && members.len() <= MAX_MEMBERS
             && (incarnation, source) > self.age_key(cx)
@@ -174,6 +195,8 @@ impl Joined {
                     view,
                     next_rank,
                     members,
+                    bits,
+                    parent_group,
                 },
                 heard: now,
             },
@@ -231,6 +254,7 @@ impl Joined {
             joins: Vec::new(),
             merges,
             app: Vec::new(),
+            tree: Vec::new(),
         })
     }
 

@@ -56,6 +56,7 @@ mod monitor;
 pub mod msg;
 mod stats;
 pub mod table;
+pub mod tree;
 
 #[cfg(test)]
 mod tests;
@@ -65,12 +66,16 @@ pub use config::{
 };
 pub use flap::HeldDown;
 pub use msg::{
-    CoStatus, Commit, Envelope, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
-    RemovalReason, Subject, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_APP_PAYLOAD, MAX_JOIN_BATCH,
-    MAX_MEMBERS, NO_VIEW,
+    CoStatus, Commit, Envelope, JoinRefusal, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal,
+    Removal, RemovalReason, Subject, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_APP_PAYLOAD,
+    MAX_JOIN_BATCH, MAX_MEMBERS, NO_VIEW,
 };
 pub use stats::{CoreSetStats, DropCounts, MsgCounts};
 pub use table::{Row, Table, FLAG_ACTIVE};
+pub use tree::{
+    ChildClaim, GroupRef, GroupRefError, MemberBits, TreeOp, TreeOpError, TreeRecord, TreeSettings,
+    MAX_LEVEL, MAX_PARENTS, MAX_UPPER_MEMBERS,
+};
 
 use crate::id::{Incarnation, NodeId, ProtocolId, ViewId};
 use crate::sansio::{Core, Incoming, Transmit};
@@ -102,6 +107,23 @@ pub enum AppSubmitError {
     /// [`MAX_APP_QUEUE`] payloads are waiting already.
     #[error("{MAX_APP_QUEUE} application changes are queued already")]
     QueueFull,
+}
+
+/// Most tree changes queued at one member.
+pub const MAX_TREE_QUEUE: usize = 8;
+
+/// Why [`CoreSet::submit_tree`] refused a tree change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TreeSubmitError {
+    /// This mserver is not a member of a view (joining, leaving or left).
+    #[error("not a member of a view (joining, leaving or left)")]
+    NotMember,
+    /// [`MAX_TREE_QUEUE`] tree changes are waiting already.
+    #[error("{MAX_TREE_QUEUE} tree changes are queued already")]
+    QueueFull,
+    /// The change does not fit the group as it is now.
+    #[error("{0}")]
+    Invalid(TreeOpError),
 }
 
 /// Most (destination, kind) pairs remembered for answer rate limits.
@@ -161,6 +183,9 @@ pub struct ViewSnapshot {
     /// Addresses whose rejoin the group holds down (they were failed
     /// again and again after rejoining: a one-way or flapping link).
     pub held_down: Vec<HeldDown>,
+    /// The group's tree record (level, parent group, parent bits); while
+    /// joining, the level this member joins at and nothing else.
+    pub tree: TreeRecord,
 }
 
 /// What the core reports to the daemon.
@@ -206,6 +231,32 @@ pub enum CoreSetEvent {
     },
     /// The voluntary leave is done (or timed out); the daemon exits.
     Left,
+    /// A tree change committed (in the view `view`, right after its
+    /// `ViewInstalled`): every member of the view gets it, views in order.
+    TreeCommitted {
+        /// The view the change installed.
+        view: ViewId,
+        /// The member that submitted it (in the base view).
+        originator: Option<Member>,
+        /// The change.
+        op: TreeOp,
+    },
+    /// A tree change submitted here no longer fits the group (a failure or
+    /// another change went first and made it invalid): it was dropped.
+    TreeRefused {
+        /// The change.
+        op: TreeOp,
+        /// Why it does not fit.
+        error: TreeOpError,
+    },
+    /// While joining: the group's coordinator refused this member for
+    /// good (a claim that does not fit the group's level). The core keeps
+    /// asking (the refusal may come from a stale group of the same name);
+    /// the layer above decides whether to give up.
+    JoinRefused {
+        /// Why.
+        reason: JoinRefusal,
+    },
     /// Application changes committed by the core-set (in the view `view`,
     /// right after its `ViewInstalled`): every member of the view gets the
     /// same payloads in the same order, views in order.
@@ -329,12 +380,15 @@ impl Timings {
 }
 
 /// Who this node is (changes only on a rejoin).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Ctx {
     pub(crate) me: NodeId,
     pub(crate) incarnation: Incarnation,
     pub(crate) group_addr: NodeId,
     pub(crate) t: Timings,
+    /// The group's place in the tree (what a founder records, what a
+    /// joiner claims).
+    pub(crate) tree: TreeSettings,
 }
 
 /// A change of the whole state that a handler asks for; applied by
@@ -352,6 +406,8 @@ pub(crate) enum Transition {
 /// handlers can borrow both.
 pub(crate) struct Io {
     group: String,
+    /// Above level 1: our life, sent in every envelope.
+    life: Option<Incarnation>,
     group_addr: NodeId,
     reply_timeout: Duration,
     transmits: VecDeque<Transmit>,
@@ -373,6 +429,7 @@ impl Io {
             group: self.group.clone(),
             view,
             msg,
+            life: self.life,
         };
         // A body over the limit would be a table above MAX_MEMBERS, which
         // validation prevents; if it ever happens, nothing is sent.
@@ -463,11 +520,13 @@ impl CoreSet {
     pub fn new(config: CoreSetConfig, now: Instant, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let t = Timings::from_config(&config);
+        let upper = config.tree.is_upper();
         let cx = Ctx {
             me: config.me,
             incarnation: config.incarnation,
             group_addr: config.group_addr,
             t,
+            tree: config.tree.clone(),
         };
         let mut core = CoreSet {
             cx,
@@ -476,6 +535,7 @@ impl CoreSet {
             rng: ChaCha8Rng::seed_from_u64(seed),
             io: Io {
                 group: config.group,
+                life: upper.then_some(config.incarnation),
                 group_addr: config.group_addr,
                 reply_timeout: t.reply_timeout,
                 transmits: VecDeque::new(),
@@ -553,6 +613,45 @@ impl CoreSet {
         Ok(())
     }
 
+    /// Submits a tree change for the group to commit: this member proposes
+    /// it once no membership change is pending (priority rule 2: after
+    /// membership changes, before application changes), and every member
+    /// reports it in [`CoreSetEvent::TreeCommitted`] after the view that
+    /// applied it. It is checked now against the group's record, and again
+    /// at the base it finally applies to: if a race made it invalid by
+    /// then, [`CoreSetEvent::TreeRefused`] says so and nothing of it is
+    /// committed. It is lost if this member is excluded, leaves or fails
+    /// before it commits.
+    pub fn submit_tree(&mut self, now: Instant, op: TreeOp) -> Result<(), TreeSubmitError> {
+        if self.leave.is_some() {
+            return Err(TreeSubmitError::NotMember);
+        }
+        let State::Joined(j) = &mut self.state else {
+            return Err(TreeSubmitError::NotMember);
+        };
+        if j.tree_queue.len() >= MAX_TREE_QUEUE {
+            return Err(TreeSubmitError::QueueFull);
+        }
+        let ranks: Vec<u64> = j.table.rows.iter().map(|r| r.rank).collect();
+        j.table
+            .tree
+            .check(&op, j.my_rank, &ranks)
+            .map_err(TreeSubmitError::Invalid)?;
+        j.tree_queue.push_back((op, now));
+        j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+        self.apply_transition(now);
+        self.rearm();
+        Ok(())
+    }
+
+    /// This member's rank in its view, if a member.
+    pub fn my_rank(&self) -> Option<u64> {
+        match &self.state {
+            State::Joined(j) => Some(j.my_rank),
+            _ => None,
+        }
+    }
+
     /// The view as `msctl view --json` shows it, at time `now`.
     pub fn snapshot(&self, now: Instant) -> ViewSnapshot {
         let not_member = Member {
@@ -578,6 +677,7 @@ impl CoreSet {
                 members: j.table.rows.iter().map(Member::from).collect(),
                 joined: true,
                 held_down: j.flaps.held_down(now, &self.cx),
+                tree: j.table.tree.clone(),
             },
             State::Joining(_) | State::Left => ViewSnapshot {
                 group: self.group.clone(),
@@ -592,6 +692,10 @@ impl CoreSet {
                 members: Vec::new(),
                 joined: false,
                 held_down: Vec::new(),
+                tree: TreeRecord {
+                    level: self.cx.tree.level(),
+                    ..TreeRecord::default()
+                },
             },
         }
     }
@@ -710,6 +814,9 @@ impl CoreSet {
                 self.set_watch(None);
                 let inc = self.next_incarnation(now);
                 self.cx.incarnation = inc;
+                if self.io.life.is_some() {
+                    self.io.life = Some(inc);
+                }
                 self.incarnation_taken = now;
                 self.io.event(CoreSetEvent::NewIncarnation(inc));
                 // Excluded while running normally (not just resumed from
@@ -835,6 +942,16 @@ impl Core for CoreSet {
             self.io.stats.drops.unexpected += 1;
             return;
         }
+        // Above level 1 the sender's life in this group travels in the
+        // envelope (the header's is its level-1 life).
+        let source_incarnation = match (self.io.life.is_some(), env.life) {
+            (true, Some(life)) => life,
+            (true, None) => {
+                self.io.stats.drops.malformed += 1;
+                return;
+            }
+            (false, _) => packet.source_incarnation,
+        };
         match &mut self.state {
             State::Left => self.io.stats.drops.after_leave += 1,
             State::Joining(_) => self.joining_packet(now, packet.source, env),
@@ -844,7 +961,7 @@ impl Core for CoreSet {
                 &mut self.io,
                 self.leave,
                 packet.source,
-                packet.source_incarnation,
+                source_incarnation,
                 env,
             ),
         }

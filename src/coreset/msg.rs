@@ -9,6 +9,7 @@
 //! with its fields and when it is sent.
 
 use super::table::Table;
+use super::tree::{ChildClaim, GroupRef, MemberBits, TreeOp, TreeOpError, MAX_LEVEL};
 use crate::id::{Incarnation, NodeId, ViewId};
 use serde::{Deserialize, Serialize};
 use std::cmp::{Ordering, Reverse};
@@ -48,6 +49,10 @@ pub struct Envelope {
     pub view: ViewId,
     /// The message.
     pub msg: Msg,
+    /// Above level 1: the sender's life in this group (level 1 uses the
+    /// wire header's incarnation; one socket serves every level, so an
+    /// upper level's life travels here). `None` at level 1.
+    pub life: Option<Incarnation>,
 }
 
 /// Which layer of the hierarchy a change belongs to (priority rule 2:
@@ -57,6 +62,9 @@ pub struct Envelope {
 pub enum Layer {
     /// A change of the mserver group itself.
     Physical,
+    /// A change of the tree: who is a parent, where the parent group is
+    /// ([`Proposal::tree`]).
+    Tree,
     /// A change of application groups: opaque payloads of the
     /// application-group layer ([`Proposal::app`]).
     Application,
@@ -88,7 +96,7 @@ pub struct Removal {
 }
 
 /// A newcomer a change admits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Joiner {
     /// Its address.
     pub addr: NodeId,
@@ -97,6 +105,10 @@ pub struct Joiner {
     /// It rejoins after the group excluded it while it was running (its
     /// M_JOIN_REQ said so): a flap if it is failed again (`flap.rs`).
     pub rejoin: bool,
+    /// It is not a candidate for automatic re-parenting.
+    pub declined: bool,
+    /// Above level 1: the child set it is a parent of (its claim).
+    pub child_group: Option<GroupRef>,
 }
 
 /// A subgroup a merge absorbs (DESIGN.md section 5, "Partitions"): its
@@ -111,6 +123,10 @@ pub struct Absorbed {
     pub next_rank: u64,
     /// Its members, oldest first.
     pub members: Vec<(NodeId, Incarnation)>,
+    /// The tree bits of those of its members that have some.
+    pub bits: Vec<(NodeId, MemberBits)>,
+    /// Its recorded parent group.
+    pub parent_group: Option<GroupRef>,
 }
 
 impl Absorbed {
@@ -151,11 +167,16 @@ pub struct Proposal {
     /// otherwise): opaque payloads of the application-group layer,
     /// committed in this order at every member (`CoreSetEvent::AppCommitted`).
     pub app: Vec<Vec<u8>>,
+    /// A tree change (layer [`Layer::Tree`]; at most one; empty
+    /// otherwise): a new view like a membership change.
+    pub tree: Vec<TreeOp>,
 }
 
 /// Why a proposal does not fit the receiver's base table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProposalError {
+    /// A tree change that does not fit the group's tree record.
+    Tree(TreeOpError),
     /// Its view number is not the base's + 1 with commit 0 (for a merge:
     /// one above the highest of the base's and the absorbed views'
     /// numbers), or, for an application change, not the base's view with
@@ -197,7 +218,10 @@ impl Proposal {
         if !numbered {
             return Err(ProposalError::ViewNumber);
         }
-        if (self.layer == Layer::Application) != app_shaped {
+        let tree_shaped = !self.tree.is_empty();
+        if (self.layer == Layer::Application) != app_shaped
+            || (self.layer == Layer::Tree) != tree_shaped
+        {
             return Err(ProposalError::Layer);
         }
         match table.by_rank(self.originator) {
@@ -219,8 +243,10 @@ impl Proposal {
             !self.joins.is_empty(),
             !self.merges.is_empty(),
             app_shaped,
+            tree_shaped,
         ];
         if kinds.iter().filter(|k| **k).count() != 1
+            || self.tree.len() > 1
             || self.removals.len() > table.len()
             || self.joins.len() > MAX_JOIN_BATCH
             || table.len().saturating_add(self.joins.len()) > MAX_MEMBERS
@@ -241,8 +267,21 @@ impl Proposal {
                 .joins
                 .iter()
                 .any(|j| table.by_addr(j.addr).is_some() || j.addr.addr().ip().is_multicast())
+            || self
+                .joins
+                .iter()
+                .any(|j| (table.tree.level > 1) != j.child_group.is_some())
+            || (table.tree.level > 1
+                && table.len().saturating_add(self.joins.len()) > super::tree::MAX_UPPER_MEMBERS)
         {
             return Err(ProposalError::Joins);
+        }
+        if let Some(op) = self.tree.first() {
+            let ranks: Vec<u64> = table.rows.iter().map(|r| r.rank).collect();
+            table
+                .tree
+                .check(op, self.originator, &ranks)
+                .map_err(ProposalError::Tree)?;
         }
         if !self.merges.is_empty() {
             let mut total = table.len();
@@ -255,6 +294,28 @@ impl Proposal {
             }
             if addrs.iter().any(|a| a.addr().ip().is_multicast()) {
                 return Err(ProposalError::Merges);
+            }
+            // The tree bits must name members of their side, and above
+            // level 1 every absorbed member brings its child set.
+            for a in &self.merges {
+                let named = |addr: &NodeId| a.members.iter().any(|(m, _)| m == addr);
+                let with_child = a
+                    .bits
+                    .iter()
+                    .filter(|(_, b)| b.child_group.as_ref().is_some_and(GroupRef::is_valid))
+                    .count();
+                let expected = if table.tree.level > 1 {
+                    a.members.len()
+                } else {
+                    0
+                };
+                if a.bits.iter().any(|(addr, b)| !named(addr) || b.is_plain())
+                    || a.bits.len() > a.members.len()
+                    || with_child != expected
+                    || a.parent_group.as_ref().is_some_and(|g| !g.is_valid())
+                {
+                    return Err(ProposalError::Merges);
+                }
             }
             addrs.sort();
             if addrs.windows(2).any(|w| w[0] == w[1]) {
@@ -293,6 +354,11 @@ impl Proposal {
             (Some(x), _) => Subject::Member(x.rank),
             (None, Some(j)) => Subject::Joiner(j.addr),
             (None, None) if !self.app.is_empty() => Subject::Member(self.originator),
+            (None, None) if !self.tree.is_empty() => Subject::Member(
+                self.tree
+                    .first()
+                    .map_or(self.originator, |op| op.subject(self.originator)),
+            ),
             (None, None) => Subject::Joiner(NodeId::v4(255, 255, 255, 255, 65535)),
         };
         PriorityKey {
@@ -324,7 +390,8 @@ pub enum Subject {
 ///    coordinator failed) first; between two coordinators' own changes this
 ///    rule is kept by locking instead: a member that ACKed a change refuses
 ///    every other until that one commits or is withdrawn;
-/// 2. physical-hierarchy changes before application-group changes;
+/// 2. membership changes before tree changes before application-group
+///    changes;
 /// 3. the failure of the coordinator of a change in progress;
 /// 4. the lowest subject: members by rank before newcomers by address;
 ///    with the same lowest subject, the change that removes more members
@@ -401,6 +468,16 @@ pub enum Msg {
         /// It rejoins after the group excluded it while it was running
         /// (not paused): a one-way or flapping link may be the cause.
         rejoin: bool,
+        /// Above level 1: it comes as a parent of this child set.
+        child: Option<ChildClaim>,
+        /// It is not a candidate for automatic re-parenting.
+        declined: bool,
+    },
+    /// The coordinator refuses a join for good (unicast to the newcomer),
+    /// unlike `JOIN_WAIT`, which asks it to keep trying.
+    JoinRefused {
+        /// Why.
+        reason: JoinRefusal,
     },
     /// The group is busy, or holds this newcomer down: keep asking
     /// (unicast to a newcomer).
@@ -438,6 +515,12 @@ pub enum Msg {
         next_rank: u64,
         /// Its members, oldest first.
         members: Vec<(NodeId, Incarnation)>,
+        /// The tree bits of those of its members that have some.
+        bits: Vec<(NodeId, MemberBits)>,
+        /// Its level (a leader ignores an offer of another level).
+        level: u8,
+        /// Its recorded parent group.
+        parent_group: Option<GroupRef>,
     },
     /// Acknowledges an AGREE (unicast to its sender). Also resent by a
     /// member that waits too long for the COMMIT (a nudge).
@@ -494,6 +577,31 @@ pub enum Msg {
     },
 }
 
+/// Why a join is refused for good ([`Msg::JoinRefused`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JoinRefusal {
+    /// The newcomer's claim does not fit this group's level: it comes as
+    /// a parent of a child set at level `claimed`, and this group is at
+    /// level `level` (a parent group must be exactly one level up).
+    LevelMismatch {
+        /// This group's level.
+        level: u8,
+        /// The level of the child set the newcomer claims.
+        claimed: u8,
+    },
+}
+
+impl JoinRefusal {
+    /// Whether it names levels that exist.
+    pub fn is_valid(&self) -> bool {
+        match self {
+            JoinRefusal::LevelMismatch { level, claimed } => {
+                (1..=MAX_LEVEL).contains(level) && (1..=MAX_LEVEL).contains(claimed)
+            }
+        }
+    }
+}
+
 /// The kinds of [`Msg`], for counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MsgKind {
@@ -501,6 +609,8 @@ pub enum MsgKind {
     MJoinReq,
     /// [`Msg::JoinWait`].
     JoinWait,
+    /// [`Msg::JoinRefused`].
+    JoinRefused,
     /// [`Msg::AgreeJ`].
     AgreeJ,
     /// [`Msg::AgreeL`].
@@ -535,6 +645,7 @@ impl Msg {
         match self {
             Msg::MJoinReq { .. } => MsgKind::MJoinReq,
             Msg::JoinWait { .. } => MsgKind::JoinWait,
+            Msg::JoinRefused { .. } => MsgKind::JoinRefused,
             Msg::AgreeJ { .. } => MsgKind::AgreeJ,
             Msg::AgreeL { .. } => MsgKind::AgreeL,
             Msg::AgreeM { .. } => MsgKind::AgreeM,
@@ -642,11 +753,21 @@ mod tests {
                 coordinator: inc(1),
             },
             msg: Msg::Reply { heartbeat: true },
+            life: None,
         };
         let bytes = encode_body(&env).unwrap();
         assert_eq!(decode_body::<Envelope>(&bytes).unwrap(), env);
-        // 1 + 5 (name) + 1 + 18 (view: number, seq, coordinator) + 1 + 1:
-        // the figure docs/protocol.md uses.
-        assert_eq!(bytes.len(), 27);
+        // 1 + 5 (name) + 1 + 18 (view: number, seq, coordinator) + 1 + 1
+        // + 1 (no life): the figure docs/protocol.md uses.
+        assert_eq!(bytes.len(), 28);
+        // Above level 1 the life takes 17 more bytes (an incarnation, as
+        // the view id's coordinator is encoded).
+        let upper = Envelope {
+            life: Some(inc(2)),
+            ..env
+        };
+        let bytes = encode_body(&upper).unwrap();
+        assert_eq!(decode_body::<Envelope>(&bytes).unwrap(), upper);
+        assert_eq!(bytes.len(), 28 + 17);
     }
 }

@@ -11,6 +11,8 @@ pub struct MsgCounts {
     pub m_join_req: u64,
     /// JOIN_WAIT.
     pub join_wait: u64,
+    /// JOIN_REFUSED.
+    pub join_refused: u64,
     /// AGREE_J.
     pub agree_j: u64,
     /// AGREE_L.
@@ -45,6 +47,7 @@ impl MsgCounts {
         let c = match kind {
             MsgKind::MJoinReq => &mut self.m_join_req,
             MsgKind::JoinWait => &mut self.join_wait,
+            MsgKind::JoinRefused => &mut self.join_refused,
             MsgKind::AgreeJ => &mut self.agree_j,
             MsgKind::AgreeL => &mut self.agree_l,
             MsgKind::AgreeM => &mut self.agree_m,
@@ -199,4 +202,8 @@ pub struct CoreSetStats {
     pub suspect_probes: u64,
     /// Join requests answered with a hold-down (a flapping member).
     pub held_down_refusals: u64,
+    /// Join requests refused for good (a claim of the wrong level).
+    pub join_refusals: u64,
+    /// Tree changes committed (views that changed the tree).
+    pub tree_commits: u64,
 }

@@ -11,6 +11,7 @@
 //! COMMIT is accepted only if [`Table::validate`] finds it well formed.
 
 use super::msg::{Proposal, MAX_MEMBERS};
+use super::tree::{MemberBits, RecordError, TreeRecord};
 use crate::id::{Incarnation, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -38,13 +39,17 @@ pub struct Row {
     pub flag: u8,
 }
 
-/// The core table: rows sorted by rank, and the next rank to hand out.
+/// The core table: rows sorted by rank, the next rank to hand out, and
+/// what the group records about the tree (`tree.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Table {
     /// The members, sorted by rank.
     pub rows: Vec<Row>,
     /// The rank the next newcomer gets (one above every rank ever given).
     pub next_rank: u64,
+    /// The group's level, parent group, and which members are parents
+    /// and of which child set.
+    pub tree: TreeRecord,
 }
 
 /// Why a table from the wire was refused.
@@ -58,11 +63,19 @@ pub enum TableError {
     Addresses,
     /// `cw`, `ccw` or `flag` not what the ranks imply.
     Ring,
+    /// The tree record does not fit (`tree.rs`).
+    Tree(RecordError),
 }
 
 impl Table {
-    /// The table of a group founded by `addr` alone (rank 0).
+    /// The table of a level-1 group founded by `addr` alone (rank 0).
     pub fn founding(addr: NodeId, incarnation: Incarnation) -> Self {
+        Self::founding_with(addr, incarnation, TreeRecord::default())
+    }
+
+    /// The table of a group founded by `addr` alone (rank 0) with the
+    /// tree record `tree` (its own bits at rank 0).
+    pub fn founding_with(addr: NodeId, incarnation: Incarnation, tree: TreeRecord) -> Self {
         let mut t = Table {
             rows: vec![Row {
                 addr,
@@ -73,6 +86,7 @@ impl Table {
                 flag: FLAG_ACTIVE,
             }],
             next_rank: 1,
+            tree,
         };
         t.relink();
         t
@@ -140,8 +154,18 @@ impl Table {
             .filter(|r| !proposal.removals.iter().any(|x| x.rank == r.rank))
             .copied()
             .collect();
+        let mut tree = self.tree.clone();
+        tree.retain(|rank| !proposal.removes(rank));
         let mut next_rank = self.next_rank;
         for j in &proposal.joins {
+            tree.set(
+                next_rank,
+                MemberBits {
+                    parent: false,
+                    declined: j.declined,
+                    child_group: j.child_group.clone(),
+                },
+            );
             rows.push(Row {
                 addr: j.addr,
                 incarnation: j.incarnation,
@@ -152,8 +176,15 @@ impl Table {
             });
             next_rank = next_rank.saturating_add(1);
         }
+        for op in &proposal.tree {
+            tree.apply(op);
+        }
         rows.sort_by_key(|r| r.rank);
-        let mut t = Table { rows, next_rank };
+        let mut t = Table {
+            rows,
+            next_rank,
+            tree,
+        };
         t.relink();
         t
     }
@@ -162,8 +193,26 @@ impl Table {
     /// anew above every side's high-water mark so that no rank is reused.
     /// Each side keeps its own order (its ranks are its committed age
     /// order); between sides the older incarnation (UUID v7, time-ordered)
-    /// goes first, ties by address.
+    /// goes first, ties by address. Every member keeps its tree bits; the
+    /// group keeps its own record, and takes the parent group of the
+    /// first absorbed side that has one if it has none.
     fn merged(&self, proposal: &Proposal) -> Table {
+        let mut bits: std::collections::BTreeMap<NodeId, MemberBits> = self
+            .tree
+            .members
+            .iter()
+            .filter_map(|m| self.by_rank(m.rank).map(|r| (r.addr, m.bits.clone())))
+            .collect();
+        for a in &proposal.merges {
+            bits.extend(a.bits.iter().cloned());
+        }
+        let mut tree = TreeRecord {
+            members: Vec::new(),
+            ..self.tree.clone()
+        };
+        if tree.parent_group.is_none() {
+            tree.parent_group = proposal.merges.iter().find_map(|a| a.parent_group.clone());
+        }
         let mut sides: Vec<std::collections::VecDeque<(NodeId, Incarnation)>> =
             Vec::with_capacity(proposal.merges.len() + 1);
         sides.push(self.rows.iter().map(|r| (r.addr, r.incarnation)).collect());
@@ -189,6 +238,9 @@ impl Table {
             let Some((addr, incarnation)) = sides.get_mut(i).and_then(|s| s.pop_front()) else {
                 break;
             };
+            if let Some(b) = bits.remove(&addr) {
+                tree.set(rank, b);
+            }
             rows.push(Row {
                 addr,
                 incarnation,
@@ -202,6 +254,7 @@ impl Table {
         let mut t = Table {
             rows,
             next_rank: rank,
+            tree,
         };
         t.relink();
         t
@@ -232,7 +285,8 @@ impl Table {
         if linked.rows != self.rows {
             return Err(TableError::Ring);
         }
-        Ok(())
+        let ranks: Vec<u64> = self.rows.iter().map(|r| r.rank).collect();
+        self.tree.validate(&ranks).map_err(TableError::Tree)
     }
 }
 
@@ -271,10 +325,13 @@ mod tests {
                     addr: n(i),
                     incarnation: inc(i),
                     rejoin: false,
+                    declined: false,
+                    child_group: None,
                 })
                 .collect(),
             merges: Vec::new(),
             app: Vec::new(),
+            tree: Vec::new(),
         }
     }
 

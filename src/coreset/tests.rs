@@ -4,6 +4,7 @@
 //! `tests/sim_coreset.rs`.
 
 use super::*;
+use crate::coreset::msg::ProposalError;
 use crate::sansio::{Core, Incoming};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,6 +60,7 @@ fn env(view: ViewId, msg: Msg) -> Envelope {
         group: "unit".into(),
         view,
         msg,
+        life: None,
     }
 }
 
@@ -123,7 +125,9 @@ fn founding_alone_after_the_retries() {
         t[0].1.msg,
         Msg::MJoinReq {
             attempt: 0,
-            rejoin: false
+            rejoin: false,
+            child: None,
+            declined: false,
         }
     ));
     let mut at = Instant::ZERO;
@@ -151,6 +155,8 @@ fn a_lower_newcomer_heard_keeps_us_asking() {
         Msg::MJoinReq {
             attempt: 0,
             rejoin: false,
+            child: None,
+            declined: false,
         },
     );
     for t in [0, 100, 200, 300, 400] {
@@ -232,6 +238,7 @@ fn a_stranger_is_told_not_member_and_changes_nothing() {
         joins: vec![],
         merges: Vec::new(),
         app: Vec::new(),
+        tree: Vec::new(),
     };
     let table = a.table().unwrap().apply(&p);
     for m in [
@@ -271,9 +278,12 @@ fn stale_views_and_unacked_commits_change_nothing() {
             addr: addr(7),
             incarnation: inc(7),
             rejoin: false,
+            declined: false,
+            child_group: None,
         }],
         merges: Vec::new(),
         app: Vec::new(),
+        tree: Vec::new(),
     };
     let table = b.table().unwrap().apply(&p);
     let commit = Commit {
@@ -346,6 +356,8 @@ fn duplicated_phase_messages_install_once() {
             Msg::MJoinReq {
                 attempt: 0,
                 rejoin: false,
+                child: None,
+                declined: false,
             },
         ),
     );
@@ -405,6 +417,8 @@ fn join_requests_from_a_member_address() {
         Msg::MJoinReq {
             attempt: 3,
             rejoin: false,
+            child: None,
+            declined: false,
         },
     );
     // The same life asks again: it missed its COMMIT, which is re-sent.
@@ -732,10 +746,13 @@ fn hostile_input_never_panics() {
                         addr: addr(rng.random_range(1..=9)),
                         incarnation: inc(rng.random_range(1..=9)),
                         rejoin: rng.random(),
+                        declined: false,
+                        child_group: None,
                     })
                     .collect(),
                 merges: Vec::new(),
                 app: Vec::new(),
+                tree: Vec::new(),
             };
             let table = target
                 .table()
@@ -745,6 +762,8 @@ fn hostile_input_never_panics() {
                 0 => Msg::MJoinReq {
                     attempt: rng.random(),
                     rejoin: rng.random(),
+                    child: None,
+                    declined: false,
                 },
                 1 => Msg::JoinWait {
                     held_down_ms: rng.random(),
@@ -869,4 +888,321 @@ fn app_changes_are_checked_then_committed_alone() {
         e,
         CoreSetEvent::AppCommitted { payloads, .. } if payloads == &vec![b"create g".to_vec()]
     )));
+}
+
+// ----- the tree's part (docs/hierarchy.md, build plan steps 1 and 2) ------
+
+fn parent_group() -> GroupRef {
+    GroupRef::new("bldg", NodeId::v4(239, 1, 2, 4, 7001)).expect("valid")
+}
+
+fn flag(rank: u64) -> TreeOp {
+    TreeOp::SetParent {
+        rank,
+        parent: true,
+        declined: false,
+        group: Some(parent_group()),
+    }
+}
+
+/// A core founded alone (level 1 unless `config` claims a child set).
+fn founded(config: CoreSetConfig) -> (CoreSet, Instant) {
+    let mut c = CoreSet::new(config, Instant::ZERO, 1).expect("config");
+    let now = run_timers(&mut c, ms(2000));
+    assert!(c.is_member(), "founded alone");
+    drain(&mut c);
+    (c, now)
+}
+
+#[test]
+fn tree_changes_are_views_checked_before_and_at_their_base() {
+    let mut c = CoreSet::new(config(1), Instant::ZERO, 1).expect("config");
+    assert_eq!(
+        c.submit_tree(Instant::ZERO, flag(0)),
+        Err(TreeSubmitError::NotMember),
+        "not before the first view"
+    );
+    let now = run_timers(&mut c, ms(2000));
+    drain(&mut c);
+    let before = c.view().expect("a view");
+    assert_eq!(c.table().map(|t| t.tree.level), Some(1));
+    // Refused before anything is sent: every validation error.
+    assert_eq!(
+        c.submit_tree(now, flag(7)),
+        Err(TreeSubmitError::Invalid(TreeOpError::NotMember))
+    );
+    let no_group = TreeOp::SetParent {
+        rank: 0,
+        parent: true,
+        declined: false,
+        group: None,
+    };
+    assert_eq!(
+        c.submit_tree(now, no_group),
+        Err(TreeSubmitError::Invalid(TreeOpError::BadGroup))
+    );
+    let unflag = TreeOp::SetParent {
+        rank: 0,
+        parent: false,
+        declined: true,
+        group: None,
+    };
+    assert_eq!(
+        c.submit_tree(now, unflag.clone()),
+        Err(TreeSubmitError::Invalid(TreeOpError::NotParent))
+    );
+    let (t, _) = drain(&mut c);
+    assert!(t.is_empty(), "a refused change sends nothing: {t:?}");
+    // Alone, a tree change commits at once as a new view (+1, commit 0).
+    assert_eq!(c.submit_tree(now, flag(0)), Ok(()));
+    let (_, events) = drain(&mut c);
+    let view = c.view().expect("a view");
+    assert_eq!(view.number, before.number + 1);
+    assert_eq!(view.seq, 0);
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            CoreSetEvent::ViewInstalled { .. } => Some("view"),
+            CoreSetEvent::TreeCommitted { op, .. } if *op == flag(0) => Some("tree"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec!["view", "tree"], "{events:?}");
+    let table = c.table().expect("a table");
+    assert_eq!(table.tree.parents(), vec![0]);
+    assert_eq!(table.tree.parent_group, Some(parent_group()));
+    assert_eq!(table.validate(), Ok(()));
+    assert_eq!(
+        c.submit_tree(now, flag(0)),
+        Err(TreeSubmitError::Invalid(TreeOpError::AlreadyParent))
+    );
+    let other = TreeOp::SetParentGroup {
+        group: Some(GroupRef::new("campus", NodeId::v4(239, 1, 2, 5, 7002)).expect("valid")),
+    };
+    assert_eq!(c.submit_tree(now, other), Ok(()));
+    assert_eq!(c.submit_tree(now, unflag), Ok(()));
+    let table = c.table().expect("a table");
+    assert!(table.tree.parents().is_empty());
+    assert!(table.tree.bits(0).declined);
+    assert_eq!(c.view().map(|v| v.number), Some(before.number + 3));
+    let snap = c.snapshot(now);
+    assert_eq!(snap.tree, table.tree);
+    assert_eq!(c.stats().tree_commits, 3);
+}
+
+#[test]
+fn membership_changes_go_before_tree_changes_before_application_changes() {
+    let view = ViewId {
+        number: 4,
+        seq: 0,
+        coordinator: inc(1),
+    };
+    let base = Proposal {
+        view,
+        originator: 0,
+        layer: Layer::Physical,
+        coordinator_failure: false,
+        removals: Vec::new(),
+        joins: Vec::new(),
+        merges: Vec::new(),
+        app: Vec::new(),
+        tree: Vec::new(),
+    };
+    let failure = Proposal {
+        removals: vec![Removal {
+            rank: 9,
+            reason: RemovalReason::Failed,
+        }],
+        originator: 5,
+        ..base.clone()
+    };
+    let tree = Proposal {
+        layer: Layer::Tree,
+        tree: vec![flag(0)],
+        ..base.clone()
+    };
+    let app = Proposal {
+        layer: Layer::Application,
+        app: vec![b"x".to_vec()],
+        ..base
+    };
+    assert!(failure.key(false).outranks(&tree.key(false)));
+    assert!(tree.key(false).outranks(&app.key(false)));
+    // Among tree changes, the lower subject (the flagged rank) first.
+    let higher = Proposal {
+        tree: vec![flag(3)],
+        originator: 0,
+        ..tree.clone()
+    };
+    assert!(tree.key(false).outranks(&higher.key(false)));
+    // A tree change carries exactly one op and nothing else.
+    let table = Table::founding(addr(1), inc(1));
+    let base_view = ViewId {
+        number: 3,
+        seq: 0,
+        coordinator: inc(1),
+    };
+    assert_eq!(tree.validate(base_view, &table), Ok(()));
+    let two = Proposal {
+        tree: vec![flag(0), flag(0)],
+        ..tree.clone()
+    };
+    assert_eq!(two.validate(base_view, &table), Err(ProposalError::Shape));
+    let wrong_layer = Proposal {
+        layer: Layer::Physical,
+        ..tree.clone()
+    };
+    assert_eq!(
+        wrong_layer.validate(base_view, &table),
+        Err(ProposalError::Layer)
+    );
+    let not_member = Proposal {
+        tree: vec![flag(5)],
+        ..tree
+    };
+    assert_eq!(
+        not_member.validate(base_view, &table),
+        Err(ProposalError::Tree(TreeOpError::NotMember))
+    );
+}
+
+fn upper_config(i: u8) -> CoreSetConfig {
+    let mut c = CoreSetConfig::new(addr(i), inc(i + 100), "bldg", parent_group().addr);
+    c.tree.child = Some(ChildClaim {
+        group: GroupRef::new(format!("dept-{i}"), NodeId::v4(239, 1, 3, i, 7000)).expect("valid"),
+        level: 1,
+    });
+    c
+}
+
+#[test]
+fn a_parent_founds_one_level_up_and_speaks_with_its_life_in_the_envelope() {
+    let (mut a, now) = founded(upper_config(1));
+    let table = a.table().expect("a table").clone();
+    assert_eq!(table.tree.level, 2);
+    assert_eq!(
+        table.tree.bits(0).child_group.map(|g| g.name),
+        Some("dept-1".to_string())
+    );
+    // A second parent joins with its claim; its envelopes carry its
+    // level-2 life, and the header's incarnation (its level-1 life) is
+    // another one.
+    let mut b = CoreSet::new(upper_config(2), now, 2).expect("config");
+    let (t, _) = drain(&mut b);
+    let (_, req) = t.into_iter().next().expect("a join request");
+    assert_eq!(req.life, Some(inc(102)));
+    assert!(matches!(
+        req.msg,
+        Msg::MJoinReq {
+            child: Some(ChildClaim { level: 1, .. }),
+            ..
+        }
+    ));
+    // Without the life it is dropped as malformed.
+    let bare = Envelope {
+        life: None,
+        ..req.clone()
+    };
+    let malformed = a.stats().drops.malformed;
+    deliver(&mut a, now, addr(2), inc(2), parent_group().addr, &bare);
+    assert_eq!(a.stats().drops.malformed, malformed + 1);
+    assert!(drain(&mut a).0.is_empty());
+    deliver(&mut a, now, addr(2), inc(2), parent_group().addr, &req);
+    let (t, _) = drain(&mut a);
+    let commit = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::Commit(_)))
+        .expect("a COMMIT")
+        .1
+        .clone();
+    assert_eq!(commit.life, Some(inc(101)));
+    deliver(&mut b, now, addr(1), inc(1), parent_group().addr, &commit);
+    assert!(b.is_member());
+    let table = b.table().expect("a table");
+    assert_eq!(
+        table.by_addr(addr(2)).map(|r| r.incarnation),
+        Some(inc(102))
+    );
+    assert_eq!(
+        table
+            .by_addr(addr(2))
+            .and_then(|r| table.tree.bits(r.rank).child_group)
+            .map(|g| g.name),
+        Some("dept-2".to_string())
+    );
+    assert_eq!(a.table(), b.table());
+}
+
+#[test]
+fn a_claim_of_the_wrong_level_is_refused_for_good() {
+    // A level-1 group; a newcomer claims a child set of level 1, so it
+    // wants a level-2 group of that name: the coordinator refuses it.
+    let (mut a, now) = founded(config(1));
+    let mut upper = upper_config(2);
+    upper.group = "unit".into();
+    upper.group_addr = group();
+    let mut b = CoreSet::new(upper, now, 2).expect("config");
+    let (t, _) = drain(&mut b);
+    let (_, req) = t.into_iter().next().expect("a join request");
+    deliver(&mut a, now, addr(2), inc(2), group(), &req);
+    let (t, _) = drain(&mut a);
+    let refusal = t
+        .iter()
+        .find(|(_, e)| matches!(e.msg, Msg::JoinRefused { .. }))
+        .expect("a JOIN_REFUSED")
+        .1
+        .clone();
+    assert!(
+        !t.iter().any(|(_, e)| matches!(e.msg, Msg::Commit(_))),
+        "nothing committed"
+    );
+    assert_eq!(a.stats().join_refusals, 1);
+    // The newcomer reports it (upper envelopes need a life).
+    let refusal = Envelope {
+        life: Some(inc(101)),
+        ..refusal
+    };
+    deliver(&mut b, now, addr(1), inc(1), addr(2), &refusal);
+    let (_, events) = drain(&mut b);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CoreSetEvent::JoinRefused {
+            reason: JoinRefusal::LevelMismatch {
+                level: 1,
+                claimed: 1
+            }
+        }
+    )));
+    assert!(!b.is_member());
+}
+
+#[test]
+fn tree_settings_are_checked_by_new() {
+    let mut c = config(1);
+    c.tree.max_parents = 0;
+    assert!(matches!(
+        CoreSet::new(c, Instant::ZERO, 1),
+        Err(ConfigError::BadMaxParents(0))
+    ));
+    let mut c = upper_config(1);
+    c.tree.child = Some(ChildClaim {
+        group: GroupRef {
+            name: "bldg".into(),
+            addr: NodeId::v4(239, 1, 1, 1, 1),
+        },
+        level: 1,
+    });
+    assert!(matches!(
+        CoreSet::new(c, Instant::ZERO, 1),
+        Err(ConfigError::BadTree(_))
+    ));
+    let mut c = upper_config(1);
+    c.tree.child = Some(ChildClaim {
+        group: parent_group(),
+        level: MAX_LEVEL,
+    });
+    assert!(matches!(
+        CoreSet::new(c, Instant::ZERO, 1),
+        Err(ConfigError::BadTree(_))
+    ));
 }

@@ -115,6 +115,28 @@ pub struct MemberInfo {
     pub addr: String,
     /// Its incarnation (UUID v7).
     pub incarnation: String,
+    /// It is a parent of this group (also a member of the parent group).
+    #[serde(default)]
+    pub parent: bool,
+    /// It is not a candidate for automatic re-parenting.
+    #[serde(default)]
+    pub declined: bool,
+    /// Above level 1: the name of the child set it is a parent of
+    /// (`null` at level 1).
+    #[serde(default)]
+    pub child_group: Option<String>,
+    /// Above level 1: that child set's group address.
+    #[serde(default)]
+    pub child_group_addr: Option<String>,
+}
+
+/// A group as `msctl view --json` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// Its name.
+    pub name: String,
+    /// Its group address.
+    pub addr: String,
 }
 
 /// The reply to `view`: the JSON object of `msctl view --json`.
@@ -122,8 +144,19 @@ pub struct MemberInfo {
 pub struct ViewReply {
     /// The group's name.
     pub group: String,
-    /// The view number (it changes only when the membership does).
+    /// The view number (it changes only when the membership or the tree
+    /// does).
     pub view: u64,
+    /// The group's level in the hierarchy (1: the lowest mserver groups).
+    #[serde(default)]
+    pub level: u8,
+    /// Where the tree continues: the group this group's parents belong to
+    /// (`null` at the top or when not known).
+    #[serde(default)]
+    pub parent_group: Option<GroupInfo>,
+    /// Most parents the group keeps.
+    #[serde(default)]
+    pub max_parents: u8,
     /// Application changes committed since this view was installed (the
     /// commit sequence within the view).
     #[serde(default)]

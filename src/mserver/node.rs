@@ -19,12 +19,12 @@
 //!   events in the order they happen.
 
 use crate::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
-use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
+use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, TreeRecord, ViewSnapshot};
 use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
 use crate::mserver::admin::{
-    FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
-    PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
+    FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, MemberInfo, StatsReply,
+    ViewReply, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
@@ -427,11 +427,16 @@ impl MserverNode {
     }
 }
 
-fn member_info(m: &Member) -> MemberInfo {
+fn member_info(m: &Member, tree: &TreeRecord) -> MemberInfo {
+    let bits = tree.bits(m.rank);
     MemberInfo {
         rank: m.rank,
         addr: m.addr.to_string(),
         incarnation: m.incarnation.to_string(),
+        parent: bits.parent,
+        declined: bits.declined,
+        child_group: bits.child_group.as_ref().map(|g| g.name.clone()),
+        child_group_addr: bits.child_group.as_ref().map(|g| g.addr.to_string()),
     }
 }
 
@@ -451,8 +456,14 @@ pub fn view_reply(s: &ViewSnapshot) -> ViewReply {
         commit: s.view.seq,
         coordinator: s.installed.coordinator.to_string(),
         state: state.into(),
-        me: member_info(&s.me),
-        members: s.members.iter().map(member_info).collect(),
+        level: s.tree.level,
+        parent_group: s.tree.parent_group.as_ref().map(|g| GroupInfo {
+            name: g.name.clone(),
+            addr: g.addr.to_string(),
+        }),
+        max_parents: s.tree.max_parents,
+        me: member_info(&s.me, &s.tree),
+        members: s.members.iter().map(|m| member_info(m, &s.tree)).collect(),
         held_down: s
             .held_down
             .iter()
