@@ -31,7 +31,9 @@
 //! one seed.
 
 use membership::coreset::invariants::{self, SequenceReport};
-use membership::coreset::{ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, Member};
+use membership::coreset::{
+    ChangeRole, CoreSet, CoreSetConfig, CoreSetEvent, CoreSetStats, GroupRef, Member, TreeOp,
+};
 use membership::id::{Incarnation, NodeId, ViewId};
 use membership::sansio::Core;
 use membership::sim::{self, LinkConfig, ResumeOrder, SimConfig, Simulator};
@@ -81,6 +83,8 @@ struct Harness {
     gone: BTreeSet<NodeId>,
     /// Counters of lives that ended (a crash drops the core).
     ended: CoreSetStats,
+    /// Tree changes dropped at the base they would apply to.
+    tree_refused: u64,
     setup: Setup,
 }
 
@@ -136,6 +140,7 @@ impl Harness {
             keep_log: true,
             gone: BTreeSet::new(),
             ended: CoreSetStats::default(),
+            tree_refused: 0,
             setup,
         }
     }
@@ -205,6 +210,7 @@ impl Harness {
                 CoreSetEvent::Watch(None) => {
                     self.watches.remove(&n);
                 }
+                CoreSetEvent::TreeRefused { .. } => self.tree_refused += 1,
                 CoreSetEvent::Left => {
                     // The daemon exits.
                     self.note_end(n);
@@ -370,6 +376,7 @@ impl Harness {
 
 fn add_stats(into: &mut CoreSetStats, s: &CoreSetStats) {
     into.views_installed += s.views_installed;
+    into.tree_commits += s.tree_commits;
     into.changes_coordinated += s.changes_coordinated;
     into.founded += s.founded;
     into.takeovers += s.takeovers;
@@ -728,6 +735,183 @@ fn coreset_many_seeds() {
         assert!(s.takeovers > 0 && s.elections > 0 && s.excluded > 0);
         assert!(s.hint_failures > 0 && s.monitor_failures > 0 && s.silent_failures > 0);
         assert!(s.late_timers > 0 && s.restarts_detected > 0);
+    }
+}
+
+// ----- tree changes racing faults (docs/hierarchy.md, build step 2) ----------
+
+/// What the tree-change runs exercised, summed over seeds.
+#[derive(Default, Debug)]
+struct TreeTally {
+    seeds: u64,
+    submitted: u64,
+    refused_at_submit: u64,
+    /// Tree changes installed, summed over members.
+    installed: u64,
+    dropped_at_base: u64,
+    crashes: u64,
+    coordinator_kills: u64,
+    app_changes: u64,
+}
+
+/// A random tree change about a member of `c`'s view, as an mserver would
+/// submit it: flag or unflag a member, or retarget the parent group.
+fn random_tree_op(rng: &mut ChaCha8Rng, c: &CoreSet) -> Option<TreeOp> {
+    let table = c.table()?;
+    let rank = pick(rng, &table.rows)?.rank;
+    let group = |i: u8| GroupRef::new(format!("up-{i}"), NodeId::v4(239, 9, 9, 10 + i, 7000)).ok();
+    Some(match rng.random_range(0..10) {
+        0..=4 => TreeOp::SetParent {
+            rank,
+            parent: true,
+            declined: false,
+            group: group(rng.random_range(0..2)),
+        },
+        5..=7 => TreeOp::SetParent {
+            rank,
+            parent: false,
+            declined: rng.random_bool(0.5),
+            group: None,
+        },
+        _ => TreeOp::SetParentGroup {
+            group: group(rng.random_range(0..2)),
+        },
+    })
+}
+
+/// One seed: a group of 3 to 8 under 0 to 10% loss takes tree changes
+/// submitted at random members, racing crashes, restarts, application
+/// changes and coordinators killed in phase I; invariants (a)-(d) run
+/// after every step (the tree record is part of the table (a) compares).
+/// After the faults every live member holds one view with one table, and
+/// the tree record is one every member could have validated: no more
+/// parents than the group keeps, bits only for members.
+fn tree_race_run(seed: u64, tally: &mut TreeTally) {
+    let test = "tree_changes_race_faults";
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7EEE);
+    let nodes: Vec<NodeId> = (1..=rng.random_range(3..=8u8)).map(node).collect();
+    let loss = if rng.random_bool(0.4) {
+        0.0
+    } else {
+        rng.random_range(0.0..=0.1)
+    };
+    let link = LinkConfig::lan().with_loss(loss);
+    let mut h = Harness::new(
+        seed,
+        test,
+        link.clone(),
+        Setup::default(),
+        rng.random_bool(0.5),
+    );
+    h.keep_log = false;
+    tally.seeds += 1;
+    form_group(&mut h, &nodes);
+    for _ in 0..30 {
+        let up = h.live();
+        let members: Vec<NodeId> = up
+            .iter()
+            .copied()
+            .filter(|n| h.sim.core(*n).is_some_and(|c| c.is_member()))
+            .collect();
+        match rng.random_range(0..100) {
+            0..=49 => {
+                // One to three tree changes at once, at random members.
+                for _ in 0..rng.random_range(1..=3) {
+                    let Some(&n) = pick(&mut rng, &members) else {
+                        break;
+                    };
+                    let Some(op) = h.sim.core(n).and_then(|c| random_tree_op(&mut rng, c)) else {
+                        continue;
+                    };
+                    tally.submitted += 1;
+                    let r = h.sim.with_core(n, |c, now| c.submit_tree(now, op));
+                    if matches!(r, Some(Err(_))) {
+                        tally.refused_at_submit += 1;
+                    }
+                }
+            }
+            50..=59 => {
+                if let Some(&n) = pick(&mut rng, &members) {
+                    let _ = h
+                        .sim
+                        .with_core(n, |c, now| c.submit_app(now, b"app".to_vec()));
+                    tally.app_changes += 1;
+                }
+            }
+            60..=74 if up.len() > 2 => {
+                if let Some(&n) = pick(&mut rng, &up) {
+                    h.crash(n);
+                    tally.crashes += 1;
+                }
+            }
+            75..=84 => {
+                let down: Vec<NodeId> = nodes.iter().copied().filter(|n| !up.contains(n)).collect();
+                if let Some(&n) = pick(&mut rng, &down) {
+                    h.start(n);
+                }
+            }
+            _ if up.len() > 2 => {
+                // Kill the coordinator of a tree change in phase I.
+                if let Some(&n) = pick(&mut rng, &members) {
+                    if let Some(op) = h.sim.core(n).and_then(|c| random_tree_op(&mut rng, c)) {
+                        let _ = h.sim.with_core(n, |c, now| c.submit_tree(now, op));
+                    }
+                }
+                let limit = Duration::from_millis(50);
+                if h.run_until(limit, |h| coordinator_in(h, Trap::PhaseOne).is_some()) {
+                    if let Some(c) = coordinator_in(&h, Trap::PhaseOne) {
+                        h.crash(c);
+                        tally.coordinator_kills += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        h.drain();
+        let gap = Duration::from_millis(rng.random_range(0..=120));
+        h.run_for(gap);
+    }
+    let mut clean = link;
+    clean.loss = 0.0;
+    h.sim.set_default_link(clean);
+    if h.live().is_empty() {
+        h.start(nodes[0]);
+    }
+    if !h.run_until(HEAL_BOUND, |h| h.converged()) {
+        h.sim.fail(format!(
+            "no single view of the live members {:?} within {HEAL_BOUND:?}",
+            h.live()
+        ));
+    }
+    let live = h.live();
+    let tables: Vec<_> = live
+        .iter()
+        .filter_map(|n| h.sim.core(*n).and_then(|c| c.table().cloned()))
+        .collect();
+    if tables.windows(2).any(|w| w[0] != w[1]) {
+        h.sim.fail(format!("one view, two tables: {tables:#?}"));
+    }
+    if let Some(t) = tables.first() {
+        if t.validate().is_err() || t.tree.parents().len() > usize::from(t.tree.max_parents) {
+            h.sim
+                .fail(format!("a tree record no member should accept: {t:#?}"));
+        }
+    }
+    tally.installed += h.total_stats().tree_commits;
+    tally.dropped_at_base += h.tree_refused;
+}
+
+/// Tree changes racing faults in one group, 300 seeds (more with
+/// `SIM_RUNS`); `SIM_SEED=N` replays one.
+#[test]
+fn tree_changes_race_faults() {
+    let replay = sim_replay!("tree_changes_race_faults");
+    let mut tally = TreeTally::default();
+    sim::run_seeds(&replay, 300, |seed| tree_race_run(seed, &mut tally));
+    eprintln!("{tally:#?}");
+    if tally.seeds >= 100 {
+        assert!(tally.installed > 0 && tally.refused_at_submit > 0 && tally.dropped_at_base > 0);
+        assert!(tally.crashes > 0 && tally.coordinator_kills > 0);
     }
 }
 
