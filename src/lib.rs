@@ -49,4 +49,5 @@ pub mod runtime;
 pub mod sansio;
 pub mod sim;
 pub mod time;
+pub mod tree;
 pub mod wire;

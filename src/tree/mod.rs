@@ -1,0 +1,633 @@
+//! The chain of mserver groups one mserver belongs to: one core-set per
+//! level, from level 1 up to its top, on one socket (seed 003, sections
+//! II.A.3-5 and III.A.1; `docs/hierarchy.md`, "One mserver, several
+//! levels").
+//!
+//! In every group below its top an mserver is a *parent*: it is flagged in
+//! that group's view and is a member of the group one level up, the parent
+//! group ("dual membership in the child-set as well as the original peer
+//! group"). Because the parent is in its child set's ring, the child set
+//! monitors it like any member: vertical monitoring with no protocol of
+//! its own.
+//!
+//! [`Chain`] is a sans-IO core ([`Core`]) composed of one [`CoreSet`] per
+//! level. It demultiplexes datagrams by the group name in the envelope (and
+//! the group address for multicasts), hands unreachable reports to every
+//! level that holds the node, arms the earliest timer of its levels and its
+//! task, and takes every coupling decision itself from the views its levels
+//! install; the daemon (or the simulator) only carries out what it reports:
+//! [`ChainEvent::JoinGroup`] / [`ChainEvent::LeaveGroup`] for the
+//! multicast memberships, [`ChainEvent::Watch`] for the crash watches, and
+//! [`ChainEvent::NewIncarnation`] for the header (level 1's life; upper
+//! levels carry their own lives in their envelopes and their new lives
+//! never reach the daemon).
+//!
+//! What is built so far (`docs/hierarchy.md`, build plan step 3): static
+//! chains from configuration. Once level k has a view and the configuration
+//! names a group above it, the mserver runs *Add_parent*
+//! ([`task`](self::task)): it flags itself as a parent in level k (a tree
+//! change committed by level k; `max_parents` decides between candidates
+//! there), then joins level k+1 claiming level k as its child set. A
+//! candidate that the child set refuses (it has its parents already, or
+//! they are in another parent group) stays a *standby* member of the
+//! levels it reached. Reformation after failures (automatic re-parenting,
+//! stepping down, the exclusion cascade) and the operator's changes come
+//! with the next steps of the build plan.
+
+mod task;
+
+use crate::coreset::{
+    ChildClaim, ConfigError, CoreSet, CoreSetConfig, CoreSetEvent, GroupRef, TreeOp, TreeOpError,
+    TreeSettings, MAX_LEVEL,
+};
+use crate::id::{Incarnation, NodeId, ProtocolId};
+use crate::sansio::{Core, Incoming, Transmit};
+use crate::time::{earliest, Instant};
+use crate::wire::decode_body;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+use task::AddParent;
+
+/// The settings of one level above level 1 (a `--parent` entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelSettings {
+    /// The group of that level.
+    pub group: GroupRef,
+    /// Its query interval (default: level 1's).
+    pub query_interval: Duration,
+    /// Its reply timeout (default: level 1's).
+    pub reply_timeout: Duration,
+    /// Its monitoring retries (default: level 1's).
+    pub retries: u32,
+}
+
+/// What a chain is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// Level 1: this mserver, its group and timings. Its `tree` gives
+    /// `max_parents` (for groups this mserver founds) and `declined`;
+    /// `child` must be `None` and `parent_group` is taken from `parents`.
+    pub level1: CoreSetConfig,
+    /// The groups above, lowest first: this mserver becomes a parent of
+    /// level k in the group of entry k (if the child set takes it).
+    pub parents: Vec<LevelSettings>,
+}
+
+/// Why a chain configuration cannot run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A level's core-set settings are invalid.
+    #[error("level {level}: {error}")]
+    Level {
+        /// The level.
+        level: u8,
+        /// What is wrong.
+        error: ConfigError,
+    },
+    /// A group name appears twice along the chain (names are the key that
+    /// tells levels apart).
+    #[error("group {0} appears twice in the chain (--group and --parent must all differ)")]
+    ChainRepeatsGroup(String),
+    /// More levels than [`MAX_LEVEL`].
+    #[error("a chain has at most {MAX_LEVEL} levels")]
+    TooDeep,
+}
+
+impl ChainConfig {
+    /// Checks the whole chain.
+    pub fn validate(&self) -> Result<(), ChainError> {
+        if self.parents.len() >= usize::from(MAX_LEVEL) {
+            return Err(ChainError::TooDeep);
+        }
+        let mut names = BTreeSet::new();
+        names.insert(self.level1.group.clone());
+        for p in &self.parents {
+            if !names.insert(p.group.name.clone()) {
+                return Err(ChainError::ChainRepeatsGroup(p.group.name.clone()));
+            }
+        }
+        for level in 1..=self.top() {
+            if let Some(c) = self.level_config(level, self.level1.incarnation, None) {
+                c.validate()
+                    .map_err(|error| ChainError::Level { level, error })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest level this chain may reach.
+    pub fn top(&self) -> u8 {
+        u8::try_from(self.parents.len() + 1).unwrap_or(MAX_LEVEL)
+    }
+
+    /// The group of `level` (1 ..= top).
+    pub fn group(&self, level: u8) -> Option<GroupRef> {
+        if level == 1 {
+            return Some(GroupRef {
+                name: self.level1.group.clone(),
+                addr: self.level1.group_addr,
+            });
+        }
+        self.parents
+            .get(usize::from(level).checked_sub(2)?)
+            .map(|p| p.group.clone())
+    }
+
+    /// The core-set settings of `level` for a life `incarnation`; above
+    /// level 1, `child` is the claimed child set (level - 1's group).
+    fn level_config(
+        &self,
+        level: u8,
+        incarnation: Incarnation,
+        child: Option<ChildClaim>,
+    ) -> Option<CoreSetConfig> {
+        let group = self.group(level)?;
+        if level == 0 {
+            return None;
+        }
+        let mut c = self.level1.clone();
+        c.incarnation = incarnation;
+        c.group = group.name;
+        c.group_addr = group.addr;
+        if let Some(p) = usize::from(level)
+            .checked_sub(2)
+            .and_then(|i| self.parents.get(i))
+        {
+            {
+                c.query_interval = p.query_interval;
+                c.reply_timeout = p.reply_timeout;
+                c.retries = p.retries;
+                // Every derived timer follows this level's base timings.
+                c.change_retries = None;
+                c.commit_timeout = None;
+                c.join_timeout = None;
+                c.join_timeout_max = None;
+                c.announce_interval = None;
+                c.leave_timeout = None;
+            }
+        }
+        c.tree = TreeSettings {
+            child: if level >= 2 {
+                Some(child.unwrap_or(ChildClaim {
+                    group: self.group(level - 1)?,
+                    level: level - 1,
+                }))
+            } else {
+                None
+            },
+            parent_group: self.group(level + 1),
+            max_parents: self.level1.tree.max_parents,
+            declined: self.level1.tree.declined,
+        };
+        Some(c)
+    }
+}
+
+/// What the chain reports to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainEvent {
+    /// An event of the core-set of `level`.
+    Level {
+        /// The level (1 = the lowest mserver group).
+        level: u8,
+        /// The event.
+        event: CoreSetEvent,
+    },
+    /// Listen on this group's address (a level was added).
+    JoinGroup(GroupRef),
+    /// Stop listening on this group's address (a level was dropped).
+    LeaveGroup(GroupRef),
+    /// The members whose crash the daemon should watch (the union of the
+    /// levels' clockwise neighbours).
+    Watch(BTreeSet<NodeId>),
+    /// Level 1 took a new life: stamp it on every packet from now on.
+    NewIncarnation(Incarnation),
+    /// This mserver stays at `level`: the child set there did not take it
+    /// as a parent (it has its parents, or they are in another group), or
+    /// the parent group did not admit it.
+    Standby {
+        /// The highest level it belongs to.
+        level: u8,
+        /// Why.
+        reason: StandbyReason,
+    },
+    /// This mserver became a parent of `level` and a member of the group
+    /// above it.
+    Parent {
+        /// The child set's level.
+        level: u8,
+        /// The parent group it joined.
+        group: GroupRef,
+    },
+}
+
+/// Why an mserver stays below the top of its configured chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyReason {
+    /// The child set refused the flag (it keeps `max_parents` parents
+    /// already, or they belong to another parent group).
+    #[error("the child set did not take us as a parent: {0}")]
+    Refused(TreeOpError),
+    /// The parent group refused the claim (it is of another level).
+    #[error("the parent group is of another level")]
+    LevelMismatch,
+    /// The parent group did not admit us within the parent join timeout
+    /// (held down, or busy for too long); the flag was undone.
+    #[error("the parent group did not admit us in time")]
+    NotAdmitted,
+}
+
+/// Counters of the chain itself (each level counts its own in
+/// [`CoreSet::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainStats {
+    /// Datagrams for no level of the chain (or undecodable).
+    pub wrong_group: u64,
+    /// Add_parent tasks that ended with this mserver a parent.
+    pub parent_tasks_done: u64,
+    /// Add_parent tasks undone or refused.
+    pub parent_tasks_failed: u64,
+}
+
+/// One level of the chain.
+struct Level {
+    group: GroupRef,
+    core: CoreSet,
+    watching: Option<NodeId>,
+}
+
+/// One mserver's chain of core-sets. See the [module docs](self).
+pub struct Chain {
+    config: ChainConfig,
+    levels: Vec<Level>,
+    task: Option<AddParent>,
+    standby: Option<(u8, StandbyReason)>,
+    rng: ChaCha8Rng,
+    started: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ChainEvent>,
+    watching: BTreeSet<NodeId>,
+    stats: ChainStats,
+}
+
+impl Chain {
+    /// A chain for `config`, starting at once with level 1 (its first
+    /// `M_JOIN_REQ` is queued). `seed` seeds the levels' RNGs and the
+    /// lives of upper levels.
+    pub fn new(config: ChainConfig, now: Instant, seed: u64) -> Result<Self, ChainError> {
+        config.validate()?;
+        let level1 = config
+            .level_config(1, config.level1.incarnation, None)
+            .ok_or(ChainError::TooDeep)?;
+        let core = CoreSet::new(level1, now, seed)
+            .map_err(|error| ChainError::Level { level: 1, error })?;
+        let group = config.group(1).ok_or(ChainError::TooDeep)?;
+        let mut chain = Chain {
+            config,
+            levels: vec![Level {
+                group,
+                core,
+                watching: None,
+            }],
+            task: None,
+            standby: None,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7EE5),
+            started: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            watching: BTreeSet::new(),
+            stats: ChainStats::default(),
+        };
+        chain.step(now);
+        Ok(chain)
+    }
+
+    /// The number of levels this mserver belongs to (or is joining).
+    pub fn top(&self) -> u8 {
+        u8::try_from(self.levels.len()).unwrap_or(MAX_LEVEL)
+    }
+
+    /// The core-set of `level` (1 ..= top).
+    pub fn level(&self, level: u8) -> Option<&CoreSet> {
+        self.levels
+            .get(usize::from(level).checked_sub(1)?)
+            .map(|l| &l.core)
+    }
+
+    /// The group of `level`.
+    pub fn group(&self, level: u8) -> Option<&GroupRef> {
+        self.levels
+            .get(usize::from(level).checked_sub(1)?)
+            .map(|l| &l.group)
+    }
+
+    /// Whether an Add_parent task is in progress.
+    pub fn has_task(&self) -> bool {
+        self.task.is_some()
+    }
+
+    /// The level this mserver stays at as a standby, and why, if so.
+    pub fn standby(&self) -> Option<(u8, StandbyReason)> {
+        self.standby
+    }
+
+    /// The chain's own counters.
+    pub fn stats(&self) -> &ChainStats {
+        &self.stats
+    }
+
+    /// Whether nothing is in progress: every level a member of a view with
+    /// no change in progress, and no task.
+    pub fn is_settled(&self) -> bool {
+        self.task.is_none()
+            && self
+                .levels
+                .iter()
+                .all(|l| l.core.is_member() && l.core.change_role().is_none())
+    }
+
+    /// The level whose group is `name` (and, for a datagram sent to a
+    /// multicast address, whose address is `destination`).
+    fn level_for(&self, name: &str, destination: NodeId) -> Option<usize> {
+        let to_group = destination.addr().ip().is_multicast();
+        self.levels
+            .iter()
+            .position(|l| l.group.name == name && (!to_group || l.group.addr == destination))
+    }
+
+    /// A new life for an upper level: a UUID v7 a little after level 1's,
+    /// with random bits from our RNG.
+    fn new_life(&mut self, now: Instant) -> Incarnation {
+        let b = self.config.level1.incarnation.to_bytes();
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&b[..6]);
+        let base = u64::from_be_bytes(ms);
+        let elapsed = u64::try_from(now.saturating_duration_since(self.started).as_millis())
+            .unwrap_or(u64::MAX);
+        let millis = base
+            .saturating_add(elapsed)
+            .saturating_add(1)
+            .min((1 << 48) - 1);
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random[..]);
+        Incarnation::from_parts(millis, random)
+    }
+
+    /// Adds level `top + 1` as a parent of level `top` (its core-set starts
+    /// joining at once).
+    fn add_level(&mut self, now: Instant) -> bool {
+        let child_level = self.top();
+        let Some(child) = self.group(child_level).cloned() else {
+            return false;
+        };
+        let life = self.new_life(now);
+        let claim = ChildClaim {
+            group: child,
+            level: child_level,
+        };
+        let Some(config) = self.config.level_config(child_level + 1, life, Some(claim)) else {
+            return false;
+        };
+        let Some(group) = self.config.group(child_level + 1) else {
+            return false;
+        };
+        let seed = self.rng.random::<u64>();
+        let Ok(core) = CoreSet::new(config, now, seed) else {
+            return false;
+        };
+        self.events.push_back(ChainEvent::JoinGroup(group.clone()));
+        self.levels.push(Level {
+            group,
+            core,
+            watching: None,
+        });
+        true
+    }
+
+    /// Drops the levels above `level` (their core-sets leave voluntarily
+    /// first when they can; the group detects the silence otherwise).
+    fn drop_levels_above(&mut self, now: Instant, level: u8) {
+        while self.top() > level {
+            if let Some(mut l) = self.levels.pop() {
+                l.core.leave(now);
+                while let Some(t) = l.core.poll_transmit() {
+                    self.transmits.push_back(t);
+                }
+                self.events.push_back(ChainEvent::LeaveGroup(l.group));
+            }
+        }
+    }
+
+    /// After every input: collects the levels' outputs, runs the task, and
+    /// starts the next one.
+    fn step(&mut self, now: Instant) {
+        // A task step (a submitted change, a new level) makes output that
+        // the next round collects; a handful of rounds always suffices (a
+        // task acts at most twice per input).
+        for _ in 0..8 {
+            let events = self.collect();
+            let quiet = events.is_empty();
+            for (level, event) in events {
+                self.on_level_event(now, level, &event);
+                self.events.push_back(ChainEvent::Level { level, event });
+            }
+            let acted = self.run_task(now);
+            if quiet && !acted {
+                break;
+            }
+        }
+        self.sync_watch();
+    }
+
+    /// Drains every level's transmits and events.
+    fn collect(&mut self) -> Vec<(u8, CoreSetEvent)> {
+        let mut events = Vec::new();
+        for (i, l) in self.levels.iter_mut().enumerate() {
+            let level = u8::try_from(i + 1).unwrap_or(MAX_LEVEL);
+            while let Some(t) = l.core.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+            while let Some(e) = l.core.poll_event() {
+                events.push((level, e));
+            }
+        }
+        events
+    }
+
+    /// What the chain itself does with a level's event.
+    fn on_level_event(&mut self, now: Instant, level: u8, event: &CoreSetEvent) {
+        let index = usize::from(level).saturating_sub(1);
+        match event {
+            CoreSetEvent::Watch(target) => {
+                if let Some(l) = self.levels.get_mut(index) {
+                    l.watching = *target;
+                }
+            }
+            CoreSetEvent::NewIncarnation(life) if level == 1 => {
+                self.events.push_back(ChainEvent::NewIncarnation(*life));
+            }
+            CoreSetEvent::Excluded { .. } => {
+                // No longer a parent of this group: the levels above go
+                // (their groups see a leave), and this level rejoins as a
+                // plain member. A task about them ends.
+                self.drop_levels_above(now, level);
+                if self.task.as_ref().is_some_and(|t| t.child_level() >= level) {
+                    self.task = None;
+                    self.stats.parent_tasks_failed += 1;
+                }
+            }
+            CoreSetEvent::Left if level >= 2 => {
+                // An upper level that left (its leave completed).
+                self.drop_levels_above(now, level.saturating_sub(1));
+            }
+            _ => {}
+        }
+        if let Some(task) = self.task.as_mut() {
+            task.on_event(level, event);
+        }
+    }
+
+    /// Emits `Watch` if the union of the levels' targets changed.
+    fn sync_watch(&mut self) {
+        let set: BTreeSet<NodeId> = self.levels.iter().filter_map(|l| l.watching).collect();
+        if set != self.watching {
+            self.watching = set.clone();
+            self.events.push_back(ChainEvent::Watch(set));
+        }
+    }
+
+    /// Runs the Add_parent task, and starts one when the configuration
+    /// names a group above our top and our top has a view. Whether it
+    /// acted (started, advanced or ended a task).
+    fn run_task(&mut self, now: Instant) -> bool {
+        let mut acted = false;
+        if self.task.is_none() && self.standby.is_none() && self.top() < self.config.top() {
+            let top = self.top();
+            let parent_group = self.config.group(top + 1);
+            if let (Some(core), Some(group)) = (self.level(top), parent_group) {
+                if core.is_member() && core.change_role().is_none() {
+                    self.task = Some(AddParent::new(top, group));
+                    acted = true;
+                }
+            }
+        }
+        let Some(mut task) = self.task.take() else {
+            return acted;
+        };
+        let outcome = task.advance(now, self);
+        match outcome {
+            task::Outcome::Running { acted: a } => {
+                self.task = Some(task);
+                return acted || a;
+            }
+            task::Outcome::Parent => {
+                self.stats.parent_tasks_done += 1;
+                self.events.push_back(ChainEvent::Parent {
+                    level: task.child_level(),
+                    group: task.group().clone(),
+                });
+            }
+            task::Outcome::Standby(reason) => {
+                self.stats.parent_tasks_failed += 1;
+                let level = self.top();
+                self.standby = Some((level, reason));
+                self.events.push_back(ChainEvent::Standby { level, reason });
+            }
+        }
+        true
+    }
+
+    /// How long a flagged parent waits to be admitted to the group of
+    /// `level` before it undoes its flag: three of that level's longest
+    /// join waits (owned by its core-set settings).
+    fn parent_join_timeout(&self, level: u8) -> Duration {
+        self.config
+            .level_config(level, self.config.level1.incarnation, None)
+            .map_or(Duration::from_secs(3), |c| {
+                c.join_timeout_max().saturating_mul(3)
+            })
+    }
+
+    /// Submits a tree change at `level` (the task's steps).
+    fn submit_tree(
+        &mut self,
+        now: Instant,
+        level: u8,
+        op: TreeOp,
+    ) -> Result<(), crate::coreset::TreeSubmitError> {
+        match self.levels.get_mut(usize::from(level).saturating_sub(1)) {
+            Some(l) => l.core.submit_tree(now, op),
+            None => Err(crate::coreset::TreeSubmitError::NotMember),
+        }
+    }
+}
+
+impl Core for Chain {
+    type Event = ChainEvent;
+
+    fn describe_packet(body: &[u8]) -> Option<String> {
+        CoreSet::describe_packet(body)
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        if packet.protocol != ProtocolId::CoreSet {
+            self.stats.wrong_group += 1;
+            return;
+        }
+        // The group name picks the level; the level's core decodes the
+        // body again and counts what it drops.
+        let name = match decode_body::<crate::coreset::Envelope>(packet.body) {
+            Ok(env) => env.group,
+            Err(_) => {
+                self.stats.wrong_group += 1;
+                return;
+            }
+        };
+        match self.level_for(&name, packet.destination) {
+            Some(i) => {
+                if let Some(l) = self.levels.get_mut(i) {
+                    l.core.handle_packet(now, packet);
+                }
+            }
+            None => self.stats.wrong_group += 1,
+        }
+        self.step(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        for l in &mut self.levels {
+            if l.core.poll_timeout().is_some_and(|t| t <= now) {
+                l.core.handle_timeout(now);
+            }
+        }
+        self.step(now);
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
+        for l in &mut self.levels {
+            if l.core.table().is_some_and(|t| t.by_addr(node).is_some()) {
+                l.core.handle_unreachable(now, node);
+            }
+        }
+        self.step(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<ChainEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let levels = self
+            .levels
+            .iter()
+            .filter_map(|l| l.core.poll_timeout())
+            .min();
+        earliest(levels, self.task.as_ref().and_then(AddParent::deadline))
+    }
+}

@@ -1,0 +1,203 @@
+//! *Add_parent* (seed 003, section III.A.1; `docs/hierarchy.md`, "Add_parent"
+//! and "The one rule that orders every two-level change"): an mserver of
+//! level k becomes a parent of its level-k group X and a member of the
+//! parent group P, in two commits in a fixed order:
+//!
+//! 1. flag: X commits `SetParent { me, parent: true, group: P }` (the child
+//!    set is the arbiter: two candidates are serialized in X's total order
+//!    and `max_parents` is enforced by validation there);
+//! 2. join: a new core-set joins P claiming X (level k) as its child set.
+//!
+//! Between the two, the mserver is flagged in X and not a member of P; if
+//! it crashes there, X removes it like any failed member. A refused flag
+//! leaves it a *standby*; a join that P refuses (another level) or does not
+//! admit within `parent_join_timeout` is undone (X unflags it, declined)
+//! and leaves it a standby too.
+
+use super::{Chain, StandbyReason};
+use crate::coreset::{CoreSetEvent, GroupRef, TreeOp, TreeSubmitError};
+use crate::time::Instant;
+
+/// Where the task is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Submit the flag to the child set.
+    Flag,
+    /// The flag is submitted; waiting for it to commit (or be refused).
+    WaitFlag(TreeOp),
+    /// Flagged: join the parent group.
+    Join,
+    /// Joining the parent group, until `deadline`.
+    WaitJoin {
+        /// The end of `parent_join_timeout`.
+        deadline: Instant,
+    },
+}
+
+/// How a step of the task ended.
+pub(super) enum Outcome {
+    /// Still running (`acted`: it submitted or started something now).
+    Running {
+        /// It made output this step.
+        acted: bool,
+    },
+    /// This mserver is a parent of the child level and a member of P.
+    Parent,
+    /// It stays at its top level.
+    Standby(StandbyReason),
+}
+
+/// One Add_parent in progress.
+pub(super) struct AddParent {
+    child_level: u8,
+    group: GroupRef,
+    phase: Phase,
+    /// The flag committed (seen in the child level's events).
+    flagged: bool,
+    /// The flag was refused at its base.
+    refused: Option<crate::coreset::TreeOpError>,
+    /// The parent group refused our claim.
+    join_refused: bool,
+}
+
+impl AddParent {
+    /// Makes this mserver a parent of `child_level` in `group`.
+    pub(super) fn new(child_level: u8, group: GroupRef) -> Self {
+        AddParent {
+            child_level,
+            group,
+            phase: Phase::Flag,
+            flagged: false,
+            refused: None,
+            join_refused: false,
+        }
+    }
+
+    /// The child set's level.
+    pub(super) fn child_level(&self) -> u8 {
+        self.child_level
+    }
+
+    /// The parent group.
+    pub(super) fn group(&self) -> &GroupRef {
+        &self.group
+    }
+
+    /// The task's own deadline, if it has one now.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::WaitJoin { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Notes what the levels report about the task's changes.
+    pub(super) fn on_event(&mut self, level: u8, event: &CoreSetEvent) {
+        let Phase::WaitFlag(op) = &self.phase else {
+            if level == self.child_level + 1 {
+                if let CoreSetEvent::JoinRefused { .. } = event {
+                    self.join_refused = true;
+                }
+            }
+            return;
+        };
+        if level != self.child_level {
+            return;
+        }
+        match event {
+            CoreSetEvent::TreeCommitted { op: done, .. } if done == op => self.flagged = true,
+            CoreSetEvent::TreeRefused { op: dropped, error } if dropped == op => {
+                self.refused = Some(*error);
+            }
+            _ => {}
+        }
+    }
+
+    /// Advances the task as far as it can go now.
+    pub(super) fn advance(&mut self, now: Instant, chain: &mut Chain) -> Outcome {
+        let k = self.child_level;
+        match self.phase.clone() {
+            Phase::Flag => {
+                let Some(core) = chain.level(k) else {
+                    return Outcome::Standby(StandbyReason::NotAdmitted);
+                };
+                let Some(rank) = core.my_rank() else {
+                    return Outcome::Running { acted: false };
+                };
+                if core.table().is_some_and(|t| t.tree.is_parent(rank)) {
+                    // Flagged already (a task that was cut short): join.
+                    self.phase = Phase::Join;
+                    return self.advance(now, chain);
+                }
+                let op = TreeOp::SetParent {
+                    rank,
+                    parent: true,
+                    declined: chain.config.level1.tree.declined,
+                    group: Some(self.group.clone()),
+                };
+                match chain.submit_tree(now, k, op.clone()) {
+                    Ok(()) => {
+                        self.phase = Phase::WaitFlag(op);
+                        Outcome::Running { acted: true }
+                    }
+                    Err(TreeSubmitError::Invalid(e)) => Outcome::Standby(StandbyReason::Refused(e)),
+                    // Not a member right now, or the queue is full: the
+                    // next input tries again.
+                    Err(TreeSubmitError::NotMember | TreeSubmitError::QueueFull) => {
+                        Outcome::Running { acted: false }
+                    }
+                }
+            }
+            Phase::WaitFlag(_) => {
+                if let Some(e) = self.refused {
+                    return Outcome::Standby(StandbyReason::Refused(e));
+                }
+                if self.flagged {
+                    self.phase = Phase::Join;
+                    return self.advance(now, chain);
+                }
+                Outcome::Running { acted: false }
+            }
+            Phase::Join => {
+                let timeout = chain.parent_join_timeout(k + 1);
+                if !chain.add_level(now) {
+                    return self.undo(now, chain, StandbyReason::NotAdmitted);
+                }
+                self.phase = Phase::WaitJoin {
+                    deadline: now + timeout,
+                };
+                Outcome::Running { acted: true }
+            }
+            Phase::WaitJoin { deadline } => {
+                if chain.level(k + 1).is_some_and(|c| c.is_member()) {
+                    return Outcome::Parent;
+                }
+                if self.join_refused {
+                    return self.undo(now, chain, StandbyReason::LevelMismatch);
+                }
+                if now >= deadline {
+                    return self.undo(now, chain, StandbyReason::NotAdmitted);
+                }
+                Outcome::Running { acted: false }
+            }
+        }
+    }
+
+    /// Undoes step 1: drops the parent level and unflags this mserver in
+    /// the child set (declined, so the next candidate is chosen).
+    fn undo(&mut self, now: Instant, chain: &mut Chain, reason: StandbyReason) -> Outcome {
+        let k = self.child_level;
+        chain.drop_levels_above(now, k);
+        if let Some(rank) = chain.level(k).and_then(|c| c.my_rank()) {
+            let op = TreeOp::SetParent {
+                rank,
+                parent: false,
+                declined: true,
+                group: None,
+            };
+            // A refusal means we are not flagged any more: nothing to undo.
+            let _ = chain.submit_tree(now, k, op);
+        }
+        Outcome::Standby(reason)
+    }
+}

@@ -1,0 +1,464 @@
+//! The chain of mserver groups in the deterministic simulator
+//! (`docs/hierarchy.md`, build plan step 3: static chains).
+//!
+//! Every host runs a [`Chain`]: level 1 from `--group`, and the groups
+//! above from its `--parent` entries. The harness carries out what the
+//! chains report, as the daemon does: it joins and leaves the multicast
+//! groups (`JoinGroup`/`LeaveGroup`) and stamps level 1's new lives. Trees
+//! of two and three levels form from simultaneous or staggered starts,
+//! under loss, and at every quiet point the tree invariants hold:
+//!
+//! - **T1** a member flagged as parent in a view of level k is a member of
+//!   the parent group's view with `child_group` = that level-k group, and
+//!   every member of an upper group is flagged in the child set it names;
+//! - **T2** levels differ by one along every edge, chains have no gap;
+//! - **T4** the members of one group agree on its parent group;
+//! - **(a)** members of one group that hold the same view id hold the same
+//!   table (tree record included).
+//!
+//! and, once settled: every child set has exactly one parent (the default
+//! `max_parents`), and each upper group holds exactly the parents of its
+//! child sets.
+//!
+//! `SIM_SEED=N cargo test --test sim_tree -- tree_forms_many_seeds`
+//! replays one seed.
+
+use membership::coreset::{CoreSetConfig, GroupRef, Table};
+use membership::id::{NodeId, ViewId};
+use membership::sim::{self, LinkConfig, SimConfig, Simulator};
+use membership::sim_replay;
+use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn host(i: u8) -> NodeId {
+    NodeId::v4(10, 0, 1, i, 7000)
+}
+
+fn group(name: &str, i: u8) -> GroupRef {
+    GroupRef::new(name, NodeId::v4(239, 7, 0, i, 7000)).expect("valid group")
+}
+
+/// A tree layout: per host, its level-1 group and its configured parents.
+#[derive(Clone, Default)]
+struct Layout {
+    chains: BTreeMap<NodeId, (GroupRef, Vec<GroupRef>)>,
+}
+
+impl Layout {
+    /// `sizes[i]` hosts in child set i; child sets are grouped `fanout` to
+    /// a parent group per level, up to one top group (`levels` levels).
+    fn new(sizes: &[u8], fanout: usize, levels: u8) -> Self {
+        let mut chains = BTreeMap::new();
+        let mut next_host = 1u8;
+        let mut next_group = 1u8;
+        let mut level_groups: Vec<Vec<GroupRef>> = Vec::new();
+        // Groups per level: level 1 has one per child set.
+        let mut count = sizes.len();
+        for level in 1..=levels {
+            let mut gs = Vec::new();
+            for j in 0..count {
+                gs.push(group(&format!("l{level}-g{j}"), next_group));
+                next_group += 1;
+            }
+            level_groups.push(gs);
+            count = count.div_ceil(fanout).max(1);
+        }
+        for (i, size) in sizes.iter().enumerate() {
+            for _ in 0..*size {
+                let mut parents = Vec::new();
+                let mut index = i;
+                for level in 2..=usize::from(levels) {
+                    index /= fanout;
+                    if let Some(g) = level_groups.get(level - 1).and_then(|gs| gs.get(index)) {
+                        parents.push(g.clone());
+                    }
+                }
+                chains.insert(host(next_host), (level_groups[0][i].clone(), parents));
+                next_host += 1;
+            }
+        }
+        Layout { chains }
+    }
+
+    fn config(&self, n: NodeId, incarnation: membership::id::Incarnation) -> ChainConfig {
+        let (g1, parents) = self.chains.get(&n).cloned().expect("a host of the layout");
+        let level1 = CoreSetConfig::new(n, incarnation, g1.name, g1.addr);
+        let parents = parents
+            .into_iter()
+            .map(|group| LevelSettings {
+                group,
+                query_interval: level1.query_interval,
+                reply_timeout: level1.reply_timeout,
+                retries: level1.retries,
+            })
+            .collect();
+        ChainConfig { level1, parents }
+    }
+}
+
+struct Harness {
+    sim: Simulator<Chain>,
+    layout: Layout,
+}
+
+impl Harness {
+    fn new(seed: u64, test: &str, link: LinkConfig, layout: Layout) -> Self {
+        let config = SimConfig::new(seed, sim_replay!(test)).with_link(link);
+        let l = layout.clone();
+        let mut sim = Simulator::new(config, move |spawn| {
+            match Chain::new(l.config(spawn.id, spawn.incarnation), spawn.now, spawn.seed) {
+                Ok(c) => c,
+                Err(e) => panic!("config: {e}"),
+            }
+        });
+        sim.track_incarnation(|e| match e {
+            ChainEvent::NewIncarnation(i) => Some(*i),
+            _ => None,
+        });
+        Harness { sim, layout }
+    }
+
+    fn start(&mut self, n: NodeId) {
+        if let Some((g1, _)) = self.layout.chains.get(&n) {
+            self.sim.join_group(n, g1.addr);
+        }
+        self.sim.add_node(n);
+        self.drain();
+    }
+
+    /// Carries out what the chains report, as the daemon does.
+    fn drain(&mut self) {
+        for (_, n, e) in self.sim.take_events() {
+            match e {
+                ChainEvent::JoinGroup(g) => self.sim.join_group(n, g.addr),
+                ChainEvent::LeaveGroup(g) => self.sim.leave_group(n, g.addr),
+                _ => {}
+            }
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
+        let end = self.sim.now() + limit;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            match self.sim.next_event_time() {
+                Some(t) if t <= end => {
+                    self.sim.step();
+                    self.drain();
+                }
+                _ => {
+                    self.sim.run_until(end);
+                    self.drain();
+                    return cond(self);
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.sim.now() + d;
+        while self.sim.now() < end {
+            let step = Duration::from_millis(5).min(end - self.sim.now());
+            self.sim.run_for(step);
+            self.drain();
+        }
+    }
+
+    fn chains(&self) -> Vec<(NodeId, &Chain)> {
+        self.sim
+            .up_nodes()
+            .filter_map(|n| self.sim.core(n).map(|c| (n, c)))
+            .collect()
+    }
+
+    /// Every chain settled: each level a member with no change in
+    /// progress, no task, and either at its configured top or a standby.
+    fn settled(&self) -> bool {
+        self.chains().iter().all(|(n, c)| {
+            let configured = 1 + self.layout.chains.get(n).map_or(0, |(_, p)| p.len());
+            c.is_settled() && (usize::from(c.top()) == configured || c.standby().is_some())
+        })
+    }
+
+    /// Every group's members in one view (per group name).
+    fn one_view_per_group(&self) -> bool {
+        let mut views: BTreeMap<String, ViewId> = BTreeMap::new();
+        for (_, c) in self.chains() {
+            for level in 1..=c.top() {
+                let (Some(core), Some(g)) = (c.level(level), c.group(level)) else {
+                    return false;
+                };
+                let Some(v) = core.view() else {
+                    return false;
+                };
+                if *views.entry(g.name.clone()).or_insert(v) != v {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The tables each group's members hold, by group name.
+fn tables(h: &Harness) -> BTreeMap<String, Vec<(NodeId, ViewId, Table)>> {
+    let mut out: BTreeMap<String, Vec<(NodeId, ViewId, Table)>> = BTreeMap::new();
+    for (n, c) in h.chains() {
+        for level in 1..=c.top() {
+            let (Some(core), Some(g)) = (c.level(level), c.group(level)) else {
+                continue;
+            };
+            if let (Some(v), Some(t)) = (core.view(), core.table()) {
+                out.entry(g.name.clone())
+                    .or_default()
+                    .push((n, v, t.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// T1, T2, T4 and (a) at a quiet point. See the module docs.
+fn check_tree(h: &Harness) -> Result<(), String> {
+    let by_group = tables(h);
+    for (name, held) in &by_group {
+        // (a) and T4: one view id, one table (the record included).
+        for w in held.windows(2) {
+            if w[0].1 == w[1].1 && w[0].2 != w[1].2 {
+                return Err(format!(
+                    "{name}: {} and {} hold view {:?} with different tables",
+                    w[0].0, w[1].0, w[0].1
+                ));
+            }
+        }
+    }
+    for (n, c) in h.chains() {
+        // T2: no gap; each level one above the one below.
+        for level in 1..=c.top() {
+            let t = c.level(level).and_then(|x| x.table());
+            let Some(t) = t else {
+                return Err(format!("{n}: level {level} holds no view at a quiet point"));
+            };
+            if t.tree.level != level {
+                return Err(format!(
+                    "{n}: its level-{level} group records level {}",
+                    t.tree.level
+                ));
+            }
+        }
+        // T1, both ways, per mserver.
+        for level in 1..c.top() {
+            let (Some(low), Some(high)) = (c.level(level), c.level(level + 1)) else {
+                continue;
+            };
+            let (Some(lt), Some(ht)) = (low.table(), high.table()) else {
+                continue;
+            };
+            let flagged = low.my_rank().is_some_and(|r| lt.tree.is_parent(r));
+            if !flagged {
+                return Err(format!(
+                    "{n}: member of level {} but not flagged in level {level}",
+                    level + 1
+                ));
+            }
+            let claims = high.my_rank().and_then(|r| ht.tree.bits(r).child_group);
+            if claims.as_ref() != c.group(level) {
+                return Err(format!(
+                    "{n}: its row at level {} names child set {claims:?}, not {:?}",
+                    level + 1,
+                    c.group(level)
+                ));
+            }
+            // The child set records the parent group it is in.
+            if lt.tree.parent_group.as_ref() != c.group(level + 1) {
+                return Err(format!(
+                    "{n}: level {level} records parent group {:?}, its parent is in {:?}",
+                    lt.tree.parent_group,
+                    c.group(level + 1)
+                ));
+            }
+        }
+        // A flagged parent at its top is mid-task only.
+        let top = c.top();
+        if let (Some(core), false) = (c.level(top), c.has_task()) {
+            if let (Some(t), Some(r)) = (core.table(), core.my_rank()) {
+                if t.tree.is_parent(r) {
+                    return Err(format!("{n}: flagged in its top level {top} with no task"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Once settled: every child set has exactly one parent, and each upper
+/// group holds exactly the parents of the child sets that name it.
+fn check_one_parent_each(h: &Harness) -> Result<(), String> {
+    let by_group = tables(h);
+    for (name, held) in &by_group {
+        let Some((_, _, t)) = held.first() else {
+            continue;
+        };
+        let configured_parent = h
+            .layout
+            .chains
+            .values()
+            .find(|(g1, _)| g1.name == *name)
+            .map(|(_, p)| !p.is_empty());
+        let has_parent_above = t.tree.parent_group.is_some();
+        if (configured_parent == Some(true) || (configured_parent.is_none() && has_parent_above))
+            && t.tree.parents().len() != 1
+        {
+            return Err(format!(
+                "{name}: {} parents, not one: {:?}",
+                t.tree.parents().len(),
+                t.tree
+            ));
+        }
+        if t.tree.level >= 2 {
+            // Its members are the parents of its child sets.
+            let children: Vec<String> = t
+                .rows
+                .iter()
+                .filter_map(|r| t.tree.bits(r.rank).child_group.map(|g| g.name))
+                .collect();
+            let mut sorted = children.clone();
+            sorted.sort();
+            sorted.dedup();
+            if sorted.len() != children.len() {
+                return Err(format!(
+                    "{name}: two members claim one child set: {children:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn form(seed: u64, test: &str, layout: Layout, link: LinkConfig, stagger_ms: u64) -> Harness {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7EE);
+    let mut h = Harness::new(seed, test, link, layout.clone());
+    let hosts: Vec<NodeId> = layout.chains.keys().copied().collect();
+    for n in hosts {
+        h.start(n);
+        if stagger_ms > 0 {
+            let gap = rng.random_range(0..=stagger_ms);
+            h.run_for(Duration::from_millis(gap));
+        }
+    }
+    let bound = Duration::from_secs(15);
+    let ok = h.run_until(bound, |h| h.settled() && h.one_view_per_group());
+    if !ok {
+        let mut s = String::new();
+        for (n, c) in h.chains() {
+            s.push_str(&format!(
+                "\n  {n}: top {} task {} standby {:?}",
+                c.top(),
+                c.has_task(),
+                c.standby()
+            ));
+            for level in 1..=c.top() {
+                if let Some(core) = c.level(level) {
+                    s.push_str(&format!(
+                        "\n    level {level}: {:?}",
+                        core.snapshot(h.sim.now())
+                    ));
+                }
+            }
+        }
+        h.sim
+            .fail(format!("the tree did not settle within {bound:?}:{s}"));
+    }
+    // A quiet point: the invariants hold, and go on holding while idle.
+    for _ in 0..3 {
+        if let Err(e) = check_tree(&h).and_then(|()| check_one_parent_each(&h)) {
+            h.sim.fail(e);
+        }
+        h.run_for(Duration::from_millis(500));
+    }
+    h
+}
+
+#[test]
+fn a_two_level_tree_forms_from_simultaneous_starts() {
+    let layout = Layout::new(&[3, 3, 2], 8, 2);
+    let h = form(
+        1,
+        "a_two_level_tree_forms_from_simultaneous_starts",
+        layout,
+        LinkConfig::lan(),
+        0,
+    );
+    // The top group: exactly the three parents, one per child set.
+    let top = tables(&h)
+        .get("l2-g0")
+        .and_then(|v| v.first().map(|x| x.2.clone()))
+        .expect("a top group");
+    assert_eq!(top.len(), 3, "{top:?}");
+    assert_eq!(top.tree.level, 2);
+    assert_eq!(top.tree.parent_group, None);
+}
+
+#[test]
+fn a_three_level_tree_forms() {
+    let layout = Layout::new(&[2, 2, 2, 2], 2, 3);
+    let h = form(2, "a_three_level_tree_forms", layout, LinkConfig::lan(), 50);
+    let t = tables(&h);
+    for (name, held) in &t {
+        eprintln!(
+            "{name}: {:?}",
+            held.iter()
+                .map(|x| (x.0, x.1.number, x.2.tree.clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+    let campus = t.get("l3-g0").and_then(|v| v.first()).expect("a top group");
+    assert_eq!(campus.2.len(), 2, "one parent per level-2 group");
+    assert_eq!(campus.2.tree.level, 3);
+    for name in ["l2-g0", "l2-g1"] {
+        let g = t
+            .get(name)
+            .and_then(|v| v.first())
+            .expect("a level-2 group");
+        assert_eq!(g.2.len(), 2, "{name}: one parent per child set");
+        assert_eq!(
+            g.2.tree.parents().len(),
+            1,
+            "{name} has one parent in campus"
+        );
+    }
+}
+
+/// Random layouts (2 or 3 levels, 2 to 5 child sets of 1 to 4 hosts),
+/// simultaneous or staggered starts, 0 to 5% loss; 100 seeds (more with
+/// `SIM_RUNS`).
+#[test]
+fn tree_forms_many_seeds() {
+    let replay = sim_replay!("tree_forms_many_seeds");
+    sim::run_seeds(&replay, 100, |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let sets: Vec<u8> = (0..rng.random_range(2..=5))
+            .map(|_| rng.random_range(1..=4))
+            .collect();
+        let levels = rng.random_range(2..=3);
+        let layout = Layout::new(&sets, 2, levels);
+        let loss = if rng.random_bool(0.5) {
+            0.0
+        } else {
+            rng.random_range(0.0..=0.05)
+        };
+        let stagger = if rng.random_bool(0.5) { 0 } else { 200 };
+        form(
+            seed,
+            "tree_forms_many_seeds",
+            layout,
+            LinkConfig::lan().with_loss(loss),
+            stagger,
+        );
+    });
+}
