@@ -25,6 +25,9 @@
 //!   forwarding, soft state), above `rmcast`, whose NACK cache it feeds;
 //! - [`coreset`]: the mserver group protocol: core table, ring monitoring,
 //!   views and the change protocols (Kostrivas 1995, chapters III and IV.C);
+//! - [`tree`]: the hierarchy of mserver groups: the chain of core-sets one
+//!   mserver belongs to, one per level, and the tasks that couple two
+//!   levels (Kostrivas 1995, sections II.A.3-5 and III.A.1);
 //! - [`appgroup`]: application groups (Kostrivas 1995, chapter II): the
 //!   vocabulary shared by applications, member interfaces and mservers, the
 //!   replicated registry, the mserver's service and the MI's agent;
