@@ -22,23 +22,33 @@
 //! levels carry their own lives in their envelopes and their new lives
 //! never reach the daemon).
 //!
-//! What is built so far (`docs/hierarchy.md`, build plan step 3): static
-//! chains from configuration. Once level k has a view and the configuration
-//! names a group above it, the mserver runs *Add_parent*
-//! ([`task`](self::task)): it flags itself as a parent in level k (a tree
-//! change committed by level k; `max_parents` decides between candidates
-//! there), then joins level k+1 claiming level k as its child set. A
-//! candidate that the child set refuses (it has its parents already, or
-//! they are in another parent group) stays a *standby* member of the
-//! levels it reached. Reformation after failures (automatic re-parenting,
-//! stepping down, the exclusion cascade) and the operator's changes come
-//! with the next steps of the build plan.
+//! What is built so far (`docs/hierarchy.md`, build plan steps 3 and 4):
+//!
+//! - **static chains** from configuration: once level k has a view and the
+//!   configuration names a group above it, the mserver runs *Add_parent*
+//!   ([`task`](self::task)): it flags itself as a parent in level k (a
+//!   tree change committed by level k; `max_parents` decides between
+//!   candidates there), then joins level k+1 claiming level k as its child
+//!   set. A candidate the child set refuses stays a *standby*;
+//! - **automatic re-parenting**: a group that records a parent group and
+//!   has no parent is given one by its lowest-rank member that does not
+//!   decline (every member decides from the same view, so exactly one
+//!   acts);
+//! - **stepping down** (*Del_parent*: leave above, then unflag) when a
+//!   group has more parents than it keeps, or a parent is in another
+//!   group than the one its child set records (both arise from heals);
+//! - the **exclusion cascade**: excluded from level k, an mserver leaves
+//!   every level above it (voluntarily, top first) and rejoins level k as
+//!   a plain member.
+//!
+//! The operator's changes (`add-parent`, `del-parent`, `split`, `merge`)
+//! and the daemon's use of the chain come with the next steps.
 
 mod task;
 
 use crate::coreset::{
     ChildClaim, ConfigError, CoreSet, CoreSetConfig, CoreSetEvent, GroupRef, TreeOp, TreeOpError,
-    TreeSettings, MAX_LEVEL,
+    TreeSettings, TreeSubmitError, MAX_LEVEL,
 };
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
@@ -48,7 +58,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
-use task::AddParent;
+use task::{AddParent, DelParent, Outcome};
 
 /// The settings of one level above level 1 (a `--parent` entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,20 +119,28 @@ impl ChainConfig {
             }
         }
         for level in 1..=self.top() {
-            if let Some(c) = self.level_config(level, self.level1.incarnation, None) {
-                c.validate()
+            if let Some(group) = self.group(level) {
+                let claim = match level {
+                    1 => None,
+                    _ => self.group(level - 1).map(|group| ChildClaim {
+                        group,
+                        level: level - 1,
+                    }),
+                };
+                self.level_config(&group, self.level1.incarnation, claim)
+                    .validate()
                     .map_err(|error| ChainError::Level { level, error })?;
             }
         }
         Ok(())
     }
 
-    /// The highest level this chain may reach.
+    /// The highest level this chain is configured to reach.
     pub fn top(&self) -> u8 {
         u8::try_from(self.parents.len() + 1).unwrap_or(MAX_LEVEL)
     }
 
-    /// The group of `level` (1 ..= top).
+    /// The configured group of `level` (1 ..= top).
     pub fn group(&self, level: u8) -> Option<GroupRef> {
         if level == 1 {
             return Some(GroupRef {
@@ -135,53 +153,46 @@ impl ChainConfig {
             .map(|p| p.group.clone())
     }
 
-    /// The core-set settings of `level` for a life `incarnation`; above
-    /// level 1, `child` is the claimed child set (level - 1's group).
+    /// The core-set settings for `group` with life `incarnation`, as a
+    /// parent of `claim` (`None`: level 1). Timings are the configured
+    /// entry's when `group` is one of the `--parent` entries, else level
+    /// 1's (a group learned from a child set's record); the parent group a
+    /// founder records is the entry after it in the chain.
     fn level_config(
         &self,
-        level: u8,
+        group: &GroupRef,
         incarnation: Incarnation,
-        child: Option<ChildClaim>,
-    ) -> Option<CoreSetConfig> {
-        let group = self.group(level)?;
-        if level == 0 {
-            return None;
-        }
+        claim: Option<ChildClaim>,
+    ) -> CoreSetConfig {
         let mut c = self.level1.clone();
         c.incarnation = incarnation;
-        c.group = group.name;
+        c.group = group.name.clone();
         c.group_addr = group.addr;
-        if let Some(p) = usize::from(level)
-            .checked_sub(2)
-            .and_then(|i| self.parents.get(i))
-        {
-            {
-                c.query_interval = p.query_interval;
-                c.reply_timeout = p.reply_timeout;
-                c.retries = p.retries;
-                // Every derived timer follows this level's base timings.
-                c.change_retries = None;
-                c.commit_timeout = None;
-                c.join_timeout = None;
-                c.join_timeout_max = None;
-                c.announce_interval = None;
-                c.leave_timeout = None;
-            }
+        let entry = self.parents.iter().position(|p| p.group == *group);
+        let next = if claim.is_none() {
+            self.parents.first()
+        } else {
+            entry.and_then(|i| self.parents.get(i + 1))
+        };
+        if let Some(p) = entry.and_then(|i| self.parents.get(i)) {
+            c.query_interval = p.query_interval;
+            c.reply_timeout = p.reply_timeout;
+            c.retries = p.retries;
+            // Every derived timer follows this level's base timings.
+            c.change_retries = None;
+            c.commit_timeout = None;
+            c.join_timeout = None;
+            c.join_timeout_max = None;
+            c.announce_interval = None;
+            c.leave_timeout = None;
         }
         c.tree = TreeSettings {
-            child: if level >= 2 {
-                Some(child.unwrap_or(ChildClaim {
-                    group: self.group(level - 1)?,
-                    level: level - 1,
-                }))
-            } else {
-                None
-            },
-            parent_group: self.group(level + 1),
+            child: claim,
+            parent_group: next.map(|p| p.group.clone()),
             max_parents: self.level1.tree.max_parents,
             declined: self.level1.tree.declined,
         };
-        Some(c)
+        c
     }
 }
 
@@ -212,6 +223,12 @@ pub enum ChainEvent {
         level: u8,
         /// Why.
         reason: StandbyReason,
+    },
+    /// This mserver stepped down as a parent of `level` (it left the
+    /// levels above and is unflagged there).
+    SteppedDown {
+        /// The child set's level.
+        level: u8,
     },
     /// This mserver became a parent of `level` and a member of the group
     /// above it.
@@ -249,21 +266,63 @@ pub struct ChainStats {
     pub parent_tasks_done: u64,
     /// Add_parent tasks undone or refused.
     pub parent_tasks_failed: u64,
+    /// Step-downs (Del_parent) completed.
+    pub step_downs: u64,
 }
 
 /// One level of the chain.
 struct Level {
+    number: u8,
     group: GroupRef,
     core: CoreSet,
     watching: Option<NodeId>,
 }
 
+/// The task in progress (one at a time).
+enum Task {
+    /// Becoming a parent.
+    Add(AddParent),
+    /// Stepping down as a parent.
+    Del(DelParent),
+}
+
+impl Task {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Task::Add(t) => t.deadline(),
+            Task::Del(_) => None,
+        }
+    }
+
+    fn child_level(&self) -> u8 {
+        match self {
+            Task::Add(t) => t.child_level(),
+            Task::Del(t) => t.child_level(),
+        }
+    }
+
+    fn on_event(&mut self, level: u8, event: &CoreSetEvent) {
+        match self {
+            Task::Add(t) => t.on_event(level, event),
+            Task::Del(t) => t.on_event(level, event),
+        }
+    }
+}
+
 /// One mserver's chain of core-sets. See the [module docs](self).
 pub struct Chain {
     config: ChainConfig,
+    /// Level 1 first; each level a parent of the one below.
     levels: Vec<Level>,
-    task: Option<AddParent>,
+    /// Levels dropped from the chain whose voluntary leave has not
+    /// completed yet (still demultiplexed and timed until `Left`).
+    leaving: Vec<Level>,
+    task: Option<Task>,
     standby: Option<(u8, StandbyReason)>,
+    /// After a parent join that was not admitted in time, automatic
+    /// re-parenting waits until then (the parent group may be busy or
+    /// cut off; we stay the candidate and try again).
+    retry_after: Option<Instant>,
     rng: ChaCha8Rng,
     started: Instant,
     transmits: VecDeque<Transmit>,
@@ -278,21 +337,22 @@ impl Chain {
     /// lives of upper levels.
     pub fn new(config: ChainConfig, now: Instant, seed: u64) -> Result<Self, ChainError> {
         config.validate()?;
-        let level1 = config
-            .level_config(1, config.level1.incarnation, None)
-            .ok_or(ChainError::TooDeep)?;
+        let group = config.group(1).ok_or(ChainError::TooDeep)?;
+        let level1 = config.level_config(&group, config.level1.incarnation, None);
         let core = CoreSet::new(level1, now, seed)
             .map_err(|error| ChainError::Level { level: 1, error })?;
-        let group = config.group(1).ok_or(ChainError::TooDeep)?;
         let mut chain = Chain {
             config,
             levels: vec![Level {
+                number: 1,
                 group,
                 core,
                 watching: None,
             }],
+            leaving: Vec::new(),
             task: None,
             standby: None,
+            retry_after: None,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7EE5),
             started: now,
             transmits: VecDeque::new(),
@@ -323,7 +383,8 @@ impl Chain {
             .map(|l| &l.group)
     }
 
-    /// Whether an Add_parent task is in progress.
+    /// Whether a task (becoming or stepping down as a parent) is in
+    /// progress.
     pub fn has_task(&self) -> bool {
         self.task.is_some()
     }
@@ -339,22 +400,27 @@ impl Chain {
     }
 
     /// Whether nothing is in progress: every level a member of a view with
-    /// no change in progress, and no task.
+    /// no change in progress, no level still leaving, and no task.
     pub fn is_settled(&self) -> bool {
         self.task.is_none()
+            && self.leaving.is_empty()
             && self
                 .levels
                 .iter()
                 .all(|l| l.core.is_member() && l.core.change_role().is_none())
     }
 
-    /// The level whose group is `name` (and, for a datagram sent to a
+    /// The level (index into `levels`, or into `leaving` when the second
+    /// is true) whose group is `name` (and, for a datagram sent to a
     /// multicast address, whose address is `destination`).
-    fn level_for(&self, name: &str, destination: NodeId) -> Option<usize> {
+    fn level_for(&self, name: &str, destination: NodeId) -> Option<(bool, usize)> {
         let to_group = destination.addr().ip().is_multicast();
+        let fits = |l: &Level| l.group.name == name && (!to_group || l.group.addr == destination);
         self.levels
             .iter()
-            .position(|l| l.group.name == name && (!to_group || l.group.addr == destination))
+            .position(fits)
+            .map(|i| (false, i))
+            .or_else(|| self.leaving.iter().position(fits).map(|i| (true, i)))
     }
 
     /// A new life for an upper level: a UUID v7 a little after level 1's,
@@ -375,49 +441,55 @@ impl Chain {
         Incarnation::from_parts(millis, random)
     }
 
-    /// Adds level `top + 1` as a parent of level `top` (its core-set starts
-    /// joining at once).
-    fn add_level(&mut self, now: Instant) -> bool {
+    /// Adds `group` as level `top + 1`, a parent of level `top` (its
+    /// core-set starts joining at once).
+    fn add_level(&mut self, now: Instant, group: &GroupRef) -> bool {
         let child_level = self.top();
         let Some(child) = self.group(child_level).cloned() else {
             return false;
         };
+        if self.levels.iter().any(|l| l.group.name == group.name) {
+            return false;
+        }
         let life = self.new_life(now);
         let claim = ChildClaim {
             group: child,
             level: child_level,
         };
-        let Some(config) = self.config.level_config(child_level + 1, life, Some(claim)) else {
-            return false;
-        };
-        let Some(group) = self.config.group(child_level + 1) else {
-            return false;
-        };
+        let config = self.config.level_config(group, life, Some(claim));
         let seed = self.rng.random::<u64>();
         let Ok(core) = CoreSet::new(config, now, seed) else {
             return false;
         };
         self.events.push_back(ChainEvent::JoinGroup(group.clone()));
         self.levels.push(Level {
-            group,
+            number: child_level + 1,
+            group: group.clone(),
             core,
             watching: None,
         });
         true
     }
 
-    /// Drops the levels above `level` (their core-sets leave voluntarily
-    /// first when they can; the group detects the silence otherwise).
+    /// Drops the levels above `level`, top first: each leaves its group
+    /// voluntarily (its group sees a leave, not a failure) and stays
+    /// demultiplexed until its `Left`.
     fn drop_levels_above(&mut self, now: Instant, level: u8) {
         while self.top() > level {
             if let Some(mut l) = self.levels.pop() {
                 l.core.leave(now);
-                while let Some(t) = l.core.poll_transmit() {
-                    self.transmits.push_back(t);
-                }
-                self.events.push_back(ChainEvent::LeaveGroup(l.group));
+                l.watching = None;
+                self.leaving.push(l);
             }
         }
+    }
+
+    /// The parent group of `level` the chain should be in, by the group's
+    /// record.
+    fn recorded_parent_group(&self, level: u8) -> Option<GroupRef> {
+        self.level(level)
+            .and_then(|c| c.table())
+            .and_then(|t| t.tree.parent_group.clone())
     }
 
     /// After every input: collects the levels' outputs, runs the task, and
@@ -429,8 +501,8 @@ impl Chain {
         for _ in 0..8 {
             let events = self.collect();
             let quiet = events.is_empty();
-            for (level, event) in events {
-                self.on_level_event(now, level, &event);
+            for (level, leaving, event) in events {
+                self.on_level_event(now, level, leaving, &event);
                 self.events.push_back(ChainEvent::Level { level, event });
             }
             let acted = self.run_task(now);
@@ -441,23 +513,40 @@ impl Chain {
         self.sync_watch();
     }
 
-    /// Drains every level's transmits and events.
-    fn collect(&mut self) -> Vec<(u8, CoreSetEvent)> {
+    /// Drains every level's transmits and events (leaving levels too).
+    fn collect(&mut self) -> Vec<(u8, bool, CoreSetEvent)> {
         let mut events = Vec::new();
-        for (i, l) in self.levels.iter_mut().enumerate() {
-            let level = u8::try_from(i + 1).unwrap_or(MAX_LEVEL);
-            while let Some(t) = l.core.poll_transmit() {
-                self.transmits.push_back(t);
-            }
-            while let Some(e) = l.core.poll_event() {
-                events.push((level, e));
+        for (leaving, list) in [(false, &mut self.levels), (true, &mut self.leaving)] {
+            for l in list.iter_mut() {
+                while let Some(t) = l.core.poll_transmit() {
+                    self.transmits.push_back(t);
+                }
+                while let Some(e) = l.core.poll_event() {
+                    events.push((l.number, leaving, e));
+                }
             }
         }
         events
     }
 
     /// What the chain itself does with a level's event.
-    fn on_level_event(&mut self, now: Instant, level: u8, event: &CoreSetEvent) {
+    fn on_level_event(&mut self, now: Instant, level: u8, leaving: bool, event: &CoreSetEvent) {
+        if leaving {
+            if matches!(event, CoreSetEvent::Left) {
+                if let Some(i) = self
+                    .leaving
+                    .iter()
+                    .position(|l| l.number == level && l.core.has_left())
+                {
+                    let l = self.leaving.remove(i);
+                    self.events.push_back(ChainEvent::LeaveGroup(l.group));
+                }
+            }
+            if let Some(task) = self.task.as_mut() {
+                task.on_event(level, event);
+            }
+            return;
+        }
         let index = usize::from(level).saturating_sub(1);
         match event {
             CoreSetEvent::Watch(target) => {
@@ -469,18 +558,15 @@ impl Chain {
                 self.events.push_back(ChainEvent::NewIncarnation(*life));
             }
             CoreSetEvent::Excluded { .. } => {
-                // No longer a parent of this group: the levels above go
-                // (their groups see a leave), and this level rejoins as a
+                // Exclusion cascade: no longer a parent of this group (its
+                // row, flag and all, went with the old life), so the
+                // levels above go, top first; this level rejoins as a
                 // plain member. A task about them ends.
                 self.drop_levels_above(now, level);
                 if self.task.as_ref().is_some_and(|t| t.child_level() >= level) {
                     self.task = None;
                     self.stats.parent_tasks_failed += 1;
                 }
-            }
-            CoreSetEvent::Left if level >= 2 => {
-                // An upper level that left (its leave completed).
-                self.drop_levels_above(now, level.saturating_sub(1));
             }
             _ => {}
         }
@@ -498,68 +584,133 @@ impl Chain {
         }
     }
 
-    /// Runs the Add_parent task, and starts one when the configuration
-    /// names a group above our top and our top has a view. Whether it
-    /// acted (started, advanced or ended a task).
+    /// The task to start now, if any, decided from the views the levels
+    /// hold (the same inputs at every member of a group, so exactly one
+    /// member acts where one must):
+    ///
+    /// 1. *step down* at the lowest level k where this mserver is a
+    ///    parent it should not be: the group has more parents than it
+    ///    keeps and we are not among the oldest, or our level-k+1 group is
+    ///    not the one the group records;
+    /// 2. *automatic re-parenting* at our top: the group records a parent
+    ///    group, has no parent, and we are its lowest-rank member that
+    ///    does not decline;
+    /// 3. the *configured chain*: our top has room for a parent and the
+    ///    configuration names a group above it.
+    fn next_task(&self, now: Instant) -> Option<Task> {
+        for k in 1..self.top() {
+            let core = self.level(k)?;
+            let (table, rank) = (core.table()?, core.my_rank()?);
+            if !core.is_member() || core.change_role().is_some() {
+                return None;
+            }
+            let parents = table.tree.parents();
+            let keep = usize::from(table.tree.max_parents);
+            let excess = parents.len() > keep && !parents.iter().take(keep).any(|r| *r == rank);
+            let wrong = table.tree.parent_group.as_ref() != self.group(k + 1);
+            if excess || wrong {
+                return Some(Task::Del(DelParent::new(k, false)));
+            }
+        }
+        let top = self.top();
+        let core = self.level(top)?;
+        if !core.is_member() || core.change_role().is_some() || !self.leaving.is_empty() {
+            return None;
+        }
+        let (table, rank) = (core.table()?, core.my_rank()?);
+        let parents = table.tree.parents();
+        let candidate = table
+            .rows
+            .iter()
+            .find(|r| !table.tree.bits(r.rank).declined)
+            .map(|r| r.rank);
+        if let Some(p) = self.recorded_parent_group(top) {
+            let waiting = self.retry_after.is_some_and(|t| now < t);
+            if parents.is_empty()
+                && candidate == Some(rank)
+                && !self.config.level1.tree.declined
+                && !waiting
+            {
+                return Some(Task::Add(AddParent::new(top, p)));
+            }
+        }
+        if self.standby.is_none() && top < self.config.top() {
+            // Tried once: the child set decides (a full set refuses it,
+            // and this mserver stays a standby).
+            let group = self.config.group(top + 1)?;
+            return Some(Task::Add(AddParent::new(top, group)));
+        }
+        None
+    }
+
+    /// Runs the task in progress, or starts the next one. Whether it acted
+    /// (started, advanced or ended a task).
     fn run_task(&mut self, now: Instant) -> bool {
         let mut acted = false;
-        if self.task.is_none() && self.standby.is_none() && self.top() < self.config.top() {
-            let top = self.top();
-            let parent_group = self.config.group(top + 1);
-            if let (Some(core), Some(group)) = (self.level(top), parent_group) {
-                if core.is_member() && core.change_role().is_none() {
-                    self.task = Some(AddParent::new(top, group));
-                    acted = true;
-                }
-            }
+        if self.retry_after.is_some_and(|t| now >= t) {
+            self.retry_after = None;
         }
-        let Some(mut task) = self.task.take() else {
+        if self.task.is_none() {
+            self.task = self.next_task(now);
+            acted = self.task.is_some();
+        }
+        let Some(task) = self.task.take() else {
             return acted;
         };
-        let outcome = task.advance(now, self);
-        match outcome {
-            task::Outcome::Running { acted: a } => {
-                self.task = Some(task);
-                return acted || a;
-            }
-            task::Outcome::Parent => {
-                self.stats.parent_tasks_done += 1;
-                self.events.push_back(ChainEvent::Parent {
-                    level: task.child_level(),
-                    group: task.group().clone(),
-                });
-            }
-            task::Outcome::Standby(reason) => {
-                self.stats.parent_tasks_failed += 1;
-                let level = self.top();
-                self.standby = Some((level, reason));
-                self.events.push_back(ChainEvent::Standby { level, reason });
-            }
+        match task {
+            Task::Add(mut t) => match t.advance(now, self) {
+                Outcome::Running { acted: a } => {
+                    self.task = Some(Task::Add(t));
+                    acted || a
+                }
+                Outcome::Done => {
+                    self.stats.parent_tasks_done += 1;
+                    self.standby = None;
+                    self.events.push_back(ChainEvent::Parent {
+                        level: t.child_level(),
+                        group: t.group().clone(),
+                    });
+                    true
+                }
+                Outcome::Standby(reason) => {
+                    self.stats.parent_tasks_failed += 1;
+                    let level = self.top();
+                    self.standby = Some((level, reason));
+                    self.events.push_back(ChainEvent::Standby { level, reason });
+                    true
+                }
+            },
+            Task::Del(mut t) => match t.advance(now, self) {
+                Outcome::Running { acted: a } => {
+                    self.task = Some(Task::Del(t));
+                    acted || a
+                }
+                Outcome::Done | Outcome::Standby(_) => {
+                    self.stats.step_downs += 1;
+                    self.events.push_back(ChainEvent::SteppedDown {
+                        level: t.child_level(),
+                    });
+                    true
+                }
+            },
         }
-        true
     }
 
-    /// How long a flagged parent waits to be admitted to the group of
-    /// `level` before it undoes its flag: three of that level's longest
-    /// join waits (owned by its core-set settings).
-    fn parent_join_timeout(&self, level: u8) -> Duration {
+    /// How long a flagged parent waits to be admitted to `group` before it
+    /// undoes its flag: three of that level's longest join waits (owned by
+    /// its core-set settings).
+    fn parent_join_timeout(&self, group: &GroupRef) -> Duration {
         self.config
-            .level_config(level, self.config.level1.incarnation, None)
-            .map_or(Duration::from_secs(3), |c| {
-                c.join_timeout_max().saturating_mul(3)
-            })
+            .level_config(group, self.config.level1.incarnation, None)
+            .join_timeout_max()
+            .saturating_mul(3)
     }
 
-    /// Submits a tree change at `level` (the task's steps).
-    fn submit_tree(
-        &mut self,
-        now: Instant,
-        level: u8,
-        op: TreeOp,
-    ) -> Result<(), crate::coreset::TreeSubmitError> {
+    /// Submits a tree change at `level` (the tasks' steps).
+    fn submit_tree(&mut self, now: Instant, level: u8, op: TreeOp) -> Result<(), TreeSubmitError> {
         match self.levels.get_mut(usize::from(level).saturating_sub(1)) {
             Some(l) => l.core.submit_tree(now, op),
-            None => Err(crate::coreset::TreeSubmitError::NotMember),
+            None => Err(TreeSubmitError::NotMember),
         }
     }
 }
@@ -586,8 +737,13 @@ impl Core for Chain {
             }
         };
         match self.level_for(&name, packet.destination) {
-            Some(i) => {
+            Some((false, i)) => {
                 if let Some(l) = self.levels.get_mut(i) {
+                    l.core.handle_packet(now, packet);
+                }
+            }
+            Some((true, i)) => {
+                if let Some(l) = self.leaving.get_mut(i) {
                     l.core.handle_packet(now, packet);
                 }
             }
@@ -597,7 +753,7 @@ impl Core for Chain {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for l in &mut self.levels {
+        for l in self.levels.iter_mut().chain(self.leaving.iter_mut()) {
             if l.core.poll_timeout().is_some_and(|t| t <= now) {
                 l.core.handle_timeout(now);
             }
@@ -606,7 +762,7 @@ impl Core for Chain {
     }
 
     fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
-        for l in &mut self.levels {
+        for l in self.levels.iter_mut().chain(self.leaving.iter_mut()) {
             if l.core.table().is_some_and(|t| t.by_addr(node).is_some()) {
                 l.core.handle_unreachable(now, node);
             }
@@ -626,8 +782,12 @@ impl Core for Chain {
         let levels = self
             .levels
             .iter()
+            .chain(self.leaving.iter())
             .filter_map(|l| l.core.poll_timeout())
             .min();
-        earliest(levels, self.task.as_ref().and_then(AddParent::deadline))
+        earliest(
+            earliest(levels, self.task.as_ref().and_then(Task::deadline)),
+            self.retry_after,
+        )
     }
 }

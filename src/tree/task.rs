@@ -11,10 +11,19 @@
 //! Between the two, the mserver is flagged in X and not a member of P; if
 //! it crashes there, X removes it like any failed member. A refused flag
 //! leaves it a *standby*; a join that P refuses (another level) or does not
-//! admit within `parent_join_timeout` is undone (X unflags it, declined)
-//! and leaves it a standby too.
+//! admit within `parent_join_timeout` is undone (X unflags it) and leaves
+//! it a standby too: declined after a refusal, so the next candidate is
+//! chosen; still a candidate after a timeout, retried a timeout later.
+//!
+//! *Del_parent* runs the same two steps the other way round: leave P (and
+//! every level above it, top first; each a voluntary leave, so those
+//! groups see `Left`, not a failure), then unflag in X. The in-between
+//! state is again "flagged in X, not in P". An automatic step-down (too
+//! many parents after a merge, or a parent in another group than X
+//! records) leaves the member a candidate (`declined` false).
 
 use super::{Chain, StandbyReason};
+use crate::coreset::TreeOpError;
 use crate::coreset::{CoreSetEvent, GroupRef, TreeOp, TreeSubmitError};
 use crate::time::Instant;
 
@@ -41,8 +50,9 @@ pub(super) enum Outcome {
         /// It made output this step.
         acted: bool,
     },
-    /// This mserver is a parent of the child level and a member of P.
-    Parent,
+    /// Done: for Add_parent, this mserver is a parent of the child level
+    /// and a member of P; for Del_parent, it left P and is unflagged.
+    Done,
     /// It stays at its top level.
     Standby(StandbyReason),
 }
@@ -55,7 +65,7 @@ pub(super) struct AddParent {
     /// The flag committed (seen in the child level's events).
     flagged: bool,
     /// The flag was refused at its base.
-    refused: Option<crate::coreset::TreeOpError>,
+    refused: Option<TreeOpError>,
     /// The parent group refused our claim.
     join_refused: bool,
 }
@@ -159,8 +169,8 @@ impl AddParent {
                 Outcome::Running { acted: false }
             }
             Phase::Join => {
-                let timeout = chain.parent_join_timeout(k + 1);
-                if !chain.add_level(now) {
+                let timeout = chain.parent_join_timeout(&self.group);
+                if !chain.add_level(now, &self.group) {
                     return self.undo(now, chain, StandbyReason::NotAdmitted);
                 }
                 self.phase = Phase::WaitJoin {
@@ -170,7 +180,7 @@ impl AddParent {
             }
             Phase::WaitJoin { deadline } => {
                 if chain.level(k + 1).is_some_and(|c| c.is_member()) {
-                    return Outcome::Parent;
+                    return Outcome::Done;
                 }
                 if self.join_refused {
                     return self.undo(now, chain, StandbyReason::LevelMismatch);
@@ -184,20 +194,140 @@ impl AddParent {
     }
 
     /// Undoes step 1: drops the parent level and unflags this mserver in
-    /// the child set (declined, so the next candidate is chosen).
+    /// the child set (declined after a level mismatch, so the next
+    /// candidate is chosen; after a timeout it stays the candidate and
+    /// automatic re-parenting waits one more parent join timeout).
     fn undo(&mut self, now: Instant, chain: &mut Chain, reason: StandbyReason) -> Outcome {
         let k = self.child_level;
         chain.drop_levels_above(now, k);
+        // A parent group of the wrong level is a configuration mistake:
+        // decline, so that the next candidate is chosen. One that did not
+        // admit us in time may be busy or cut off: stay the candidate and
+        // try again after a while.
+        let declined = reason == StandbyReason::LevelMismatch;
+        if !declined {
+            chain.retry_after = Some(now + chain.parent_join_timeout(&self.group));
+        }
         if let Some(rank) = chain.level(k).and_then(|c| c.my_rank()) {
             let op = TreeOp::SetParent {
                 rank,
                 parent: false,
-                declined: true,
+                declined,
                 group: None,
             };
             // A refusal means we are not flagged any more: nothing to undo.
             let _ = chain.submit_tree(now, k, op);
         }
         Outcome::Standby(reason)
+    }
+}
+
+/// Where a step-down is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DelPhase {
+    /// Leave the levels above the child set.
+    Leave,
+    /// Waiting for their leaves to complete (each bounded by its group's
+    /// leave timeout).
+    WaitLeft,
+    /// Unflag in the child set.
+    Unflag,
+    /// The unflag is submitted; waiting for it to commit (or be refused:
+    /// then we are not flagged any more either).
+    WaitUnflag(TreeOp),
+}
+
+/// One Del_parent in progress.
+pub(super) struct DelParent {
+    child_level: u8,
+    declined: bool,
+    phase: DelPhase,
+    /// The unflag committed or was refused.
+    ended: bool,
+}
+
+impl DelParent {
+    /// Steps down as a parent of `child_level`; `declined` is written into
+    /// our row (a voluntary step-down declines, an automatic one does not).
+    pub(super) fn new(child_level: u8, declined: bool) -> Self {
+        DelParent {
+            child_level,
+            declined,
+            phase: DelPhase::Leave,
+            ended: false,
+        }
+    }
+
+    /// The child set's level.
+    pub(super) fn child_level(&self) -> u8 {
+        self.child_level
+    }
+
+    /// Notes what the child level reports about the unflag.
+    pub(super) fn on_event(&mut self, level: u8, event: &CoreSetEvent) {
+        let DelPhase::WaitUnflag(op) = &self.phase else {
+            return;
+        };
+        if level != self.child_level {
+            return;
+        }
+        match event {
+            CoreSetEvent::TreeCommitted { op: done, .. } if done == op => self.ended = true,
+            CoreSetEvent::TreeRefused { op: dropped, .. } if dropped == op => self.ended = true,
+            _ => {}
+        }
+    }
+
+    /// Advances the step-down as far as it can go now.
+    pub(super) fn advance(&mut self, now: Instant, chain: &mut Chain) -> Outcome {
+        let k = self.child_level;
+        match self.phase.clone() {
+            DelPhase::Leave => {
+                chain.drop_levels_above(now, k);
+                self.phase = DelPhase::WaitLeft;
+                Outcome::Running { acted: true }
+            }
+            DelPhase::WaitLeft => {
+                if !chain.leaving.is_empty() {
+                    return Outcome::Running { acted: false };
+                }
+                self.phase = DelPhase::Unflag;
+                self.advance(now, chain)
+            }
+            DelPhase::Unflag => {
+                let Some(core) = chain.level(k) else {
+                    return Outcome::Done;
+                };
+                let Some(rank) = core.my_rank() else {
+                    // Not a member now (excluded meanwhile): no flag left.
+                    return Outcome::Done;
+                };
+                if !core.table().is_some_and(|t| t.tree.is_parent(rank)) {
+                    return Outcome::Done;
+                }
+                let op = TreeOp::SetParent {
+                    rank,
+                    parent: false,
+                    declined: self.declined,
+                    group: None,
+                };
+                match chain.submit_tree(now, k, op.clone()) {
+                    Ok(()) => {
+                        self.phase = DelPhase::WaitUnflag(op);
+                        Outcome::Running { acted: true }
+                    }
+                    Err(TreeSubmitError::Invalid(_)) => Outcome::Done,
+                    Err(TreeSubmitError::NotMember | TreeSubmitError::QueueFull) => {
+                        Outcome::Running { acted: false }
+                    }
+                }
+            }
+            DelPhase::WaitUnflag(_) => {
+                if self.ended || !chain.level(k).is_some_and(|c| c.is_member()) {
+                    return Outcome::Done;
+                }
+                Outcome::Running { acted: false }
+            }
+        }
     }
 }
