@@ -14,7 +14,10 @@
 //! - **T2** levels differ by one along every edge, chains have no gap;
 //! - **T4** the members of one group agree on its parent group;
 //! - **(a)** members of one group that hold the same view id hold the same
-//!   table (tree record included).
+//!   table (tree record included); with (b) (view numbers go up by one per
+//!   life, per group) and (c) (no view without oneself) it also runs after
+//!   every step, per group (`coreset::invariants`, generic over nodes that
+//!   hold several core-sets).
 //!
 //! and, once settled: every child set has exactly one parent (the default
 //! `max_parents`), and each upper group holds exactly the parents of its
@@ -23,6 +26,7 @@
 //! `SIM_SEED=N cargo test --test sim_tree -- tree_forms_many_seeds`
 //! replays one seed.
 
+use membership::coreset::invariants;
 use membership::coreset::{CoreSetConfig, GroupRef, Table};
 use membership::id::{NodeId, ViewId};
 use membership::sim::{self, LinkConfig, SimConfig, Simulator};
@@ -121,6 +125,10 @@ impl Harness {
             ChainEvent::NewIncarnation(i) => Some(*i),
             _ => None,
         });
+        // (a), (b) and (c), per group, after every step.
+        sim.add_invariant(Box::new(invariants::SameViewSameTable::new()));
+        sim.add_invariant(Box::new(invariants::ViewNumbers::new()));
+        sim.add_invariant(Box::new(invariants::SelfInclusion::new()));
         Harness {
             sim,
             layout,

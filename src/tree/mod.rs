@@ -46,6 +46,7 @@
 
 mod task;
 
+use crate::coreset::invariants::CoreSets;
 use crate::coreset::{
     ChildClaim, ConfigError, CoreSet, CoreSetConfig, CoreSetEvent, GroupRef, TreeOp, TreeOpError,
     TreeSettings, TreeSubmitError, MAX_LEVEL,
@@ -197,12 +198,18 @@ impl ChainConfig {
 }
 
 /// What the chain reports to the daemon.
+// `Level` carries a whole core-set event (views are the bulk of the
+// traffic here); the other variants are rare. Events sit in a queue only
+// until the driver drains them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainEvent {
     /// An event of the core-set of `level`.
     Level {
         /// The level (1 = the lowest mserver group).
         level: u8,
+        /// That level's group.
+        group: GroupRef,
         /// The event.
         event: CoreSetEvent,
     },
@@ -501,9 +508,13 @@ impl Chain {
         for _ in 0..8 {
             let events = self.collect();
             let quiet = events.is_empty();
-            for (level, leaving, event) in events {
+            for (level, group, leaving, event) in events {
                 self.on_level_event(now, level, leaving, &event);
-                self.events.push_back(ChainEvent::Level { level, event });
+                self.events.push_back(ChainEvent::Level {
+                    level,
+                    group,
+                    event,
+                });
             }
             let acted = self.run_task(now);
             if quiet && !acted {
@@ -514,7 +525,7 @@ impl Chain {
     }
 
     /// Drains every level's transmits and events (leaving levels too).
-    fn collect(&mut self) -> Vec<(u8, bool, CoreSetEvent)> {
+    fn collect(&mut self) -> Vec<(u8, GroupRef, bool, CoreSetEvent)> {
         let mut events = Vec::new();
         for (leaving, list) in [(false, &mut self.levels), (true, &mut self.leaving)] {
             for l in list.iter_mut() {
@@ -522,7 +533,7 @@ impl Chain {
                     self.transmits.push_back(t);
                 }
                 while let Some(e) = l.core.poll_event() {
-                    events.push((l.number, leaving, e));
+                    events.push((l.number, l.group.clone(), leaving, e));
                 }
             }
         }
@@ -789,5 +800,23 @@ impl Core for Chain {
             earliest(levels, self.task.as_ref().and_then(Task::deadline)),
             self.retry_after,
         )
+    }
+}
+
+impl CoreSets for Chain {
+    fn coreset_event(event: &ChainEvent) -> Option<(Option<&str>, &CoreSetEvent)> {
+        match event {
+            ChainEvent::Level { group, event, .. } => Some((Some(group.name.as_str()), event)),
+            _ => None,
+        }
+    }
+
+    fn coresets(&self, group: Option<&str>) -> Vec<&CoreSet> {
+        self.levels
+            .iter()
+            .chain(self.leaving.iter())
+            .filter(|l| Some(l.group.name.as_str()) == group)
+            .map(|l| &l.core)
+            .collect()
     }
 }

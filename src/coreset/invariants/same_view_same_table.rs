@@ -7,7 +7,8 @@
 //! still shows that view after the step, its whole table (cw, ccw, flags)
 //! is recorded and compared too.
 
-use crate::coreset::{CoreSet, CoreSetEvent, Member, Table};
+use super::CoreSets;
+use crate::coreset::{CoreSetEvent, Member, Table};
 use crate::id::{NodeId, ViewId};
 use crate::sim::{CheckView, Invariant};
 use std::collections::BTreeMap;
@@ -15,7 +16,8 @@ use std::collections::BTreeMap;
 /// Checker (a). See the [module docs](self).
 #[derive(Default)]
 pub struct SameViewSameTable {
-    views: BTreeMap<ViewId, Recorded>,
+    /// By group (`None` for nodes of one group) and view id.
+    views: BTreeMap<(Option<String>, ViewId), Recorded>,
 }
 
 struct Recorded {
@@ -37,13 +39,16 @@ impl SameViewSameTable {
     }
 }
 
-impl Invariant<CoreSet> for SameViewSameTable {
+impl<C: CoreSets> Invariant<C> for SameViewSameTable {
     fn name(&self) -> &str {
         "(a) same view id, same table"
     }
 
-    fn check(&mut self, view: &CheckView<'_, CoreSet>) -> Result<(), String> {
+    fn check(&mut self, view: &CheckView<'_, C>) -> Result<(), String> {
         for (_, node, ev) in view.new_events() {
+            let Some((group, ev)) = C::coreset_event(ev) else {
+                continue;
+            };
             let CoreSetEvent::ViewInstalled {
                 view: id,
                 members,
@@ -53,10 +58,11 @@ impl Invariant<CoreSet> for SameViewSameTable {
             else {
                 continue;
             };
-            match self.views.get(id) {
+            let key = (group.map(str::to_string), *id);
+            match self.views.get(&key) {
                 None => {
                     self.views.insert(
-                        *id,
+                        key.clone(),
                         Recorded {
                             members: members.clone(),
                             next_rank: *next_rank,
@@ -76,16 +82,17 @@ impl Invariant<CoreSet> for SameViewSameTable {
                 }
             }
             // The whole table, when the core still shows this view.
-            let Some(core) = view.core(*node) else {
+            let Some(node_core) = view.core(*node) else {
                 continue;
             };
-            if core.view() != Some(*id) {
+            let cores = node_core.coresets(group);
+            let Some(core) = cores.iter().find(|c| c.view() == Some(*id)) else {
                 continue;
-            }
+            };
             let Some(table) = core.table() else {
                 continue;
             };
-            if let Some(r) = self.views.get_mut(id) {
+            if let Some(r) = self.views.get_mut(&key) {
                 match &r.table {
                     None => r.table = Some(table.clone()),
                     Some(t) if t != table => {

@@ -10,14 +10,16 @@
 //! section 5); it must still increase. [`ViewNumbers::allow_jumps_when`]
 //! replaces that rule.
 
-use super::Life;
-use crate::coreset::{CoreSet, CoreSetEvent};
+use super::CoreSets;
+use crate::coreset::CoreSetEvent;
+use crate::id::{Incarnation, NodeId};
 use crate::sim::{CheckView, Invariant};
 use std::collections::BTreeMap;
 
 /// Checker (b). See the [module docs](self).
 pub struct ViewNumbers {
-    last: BTreeMap<Life, u64>,
+    /// By node, group (`None` for a node of one group) and life.
+    last: BTreeMap<(NodeId, Option<String>, Incarnation), u64>,
     allow_jump: Box<dyn Fn(&CoreSetEvent) -> bool>,
 }
 
@@ -44,20 +46,23 @@ impl ViewNumbers {
     }
 }
 
-impl Invariant<CoreSet> for ViewNumbers {
+impl<C: CoreSets> Invariant<C> for ViewNumbers {
     fn name(&self) -> &str {
         "(b) view numbers go up by one"
     }
 
-    fn check(&mut self, view: &CheckView<'_, CoreSet>) -> Result<(), String> {
+    fn check(&mut self, view: &CheckView<'_, C>) -> Result<(), String> {
         for (_, node, ev) in view.new_events() {
+            let Some((group, ev)) = C::coreset_event(ev) else {
+                continue;
+            };
             let CoreSetEvent::ViewInstalled { view: id, me, .. } = ev else {
                 continue;
             };
             if id.number == 0 {
                 return Err(format!("{node} installed view number 0: {id:?}"));
             }
-            let life = (*node, me.incarnation);
+            let life = (*node, group.map(str::to_string), me.incarnation);
             if let Some(prev) = self.last.get(&life) {
                 let ok = id.number == prev + 1 || (id.number > *prev && (self.allow_jump)(ev));
                 if !ok {
