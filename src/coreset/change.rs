@@ -7,8 +7,9 @@
 use super::member::{Acker, Drive, Election, Joined, Lock, QueuedJoin, MAX_JOIN_QUEUE};
 use super::msg::{
     CoStatus, Commit, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal, RemovalReason,
-    MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH, MAX_MEMBERS,
+    MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH,
 };
+use super::table::MAX_MEMBERS;
 use super::{Ctx, Io, LeaveRequest, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};

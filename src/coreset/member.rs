@@ -174,7 +174,7 @@ pub(crate) struct Joined {
     /// proof that we were failed ([`Joined::on_member_ahead`]).
     pub(crate) ahead: Option<(ViewId, Instant)>,
     /// Flap history per address (`flap.rs`).
-    pub(crate) flaps: super::flap::FlapRecords,
+    pub(crate) flaps: super::holddown::FlapRecords,
     /// Addresses we failed because they stayed silent, and when.
     pub(crate) silenced: BTreeMap<NodeId, Instant>,
     /// When this life last saw members of its view fall silent or fail
@@ -238,7 +238,7 @@ impl Joined {
             offered_to: None,
             merge_grace: None,
             ahead: None,
-            flaps: super::flap::FlapRecords::default(),
+            flaps: super::holddown::FlapRecords::default(),
             silenced: BTreeMap::new(),
             failures_seen: None,
             announce_heard: now,

@@ -32,7 +32,8 @@
 //!   (it answers `NOT_MEMBER`), and its subgroup merges again.
 
 use super::member::{Joined, MergeOfferEntry};
-use super::msg::{Absorbed, Commit, Layer, Msg, MsgKind, Proposal, MAX_MEMBERS};
+use super::msg::{Absorbed, Commit, Layer, Msg, MsgKind, Proposal};
+use super::table::MAX_MEMBERS;
 use super::{Ctx, Io, LeaveRequest};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::Instant;

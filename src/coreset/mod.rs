@@ -48,6 +48,7 @@
 mod change;
 mod config;
 mod flap;
+mod holddown;
 pub mod invariants;
 mod join;
 mod member;
@@ -63,14 +64,14 @@ mod tests;
 pub use config::{
     valid_group_name, ConfigError, CoreSetConfig, MAX_GROUP_NAME, MAX_RETRIES, MAX_TIMER,
 };
-pub use flap::HeldDown;
+pub use holddown::HeldDown;
 pub use msg::{
     CoStatus, Commit, Envelope, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
     RemovalReason, Subject, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_APP_PAYLOAD, MAX_JOIN_BATCH,
-    MAX_MEMBERS, NO_VIEW,
+    NO_VIEW,
 };
 pub use stats::{CoreSetStats, DropCounts, MsgCounts};
-pub use table::{Row, Table, FLAG_ACTIVE};
+pub use table::{Row, Table, FLAG_ACTIVE, MAX_MEMBERS};
 
 use crate::id::{Incarnation, NodeId, ProtocolId, ViewId};
 use crate::sansio::{Core, Incoming, Transmit};

@@ -8,14 +8,10 @@
 //! incarnation are trusted instead. `docs/protocol.md` lists every message
 //! with its fields and when it is sent.
 
-use super::table::Table;
+use super::table::{Row, Table, FLAG_ACTIVE, MAX_MEMBERS};
 use crate::id::{Incarnation, NodeId, ViewId};
 use serde::{Deserialize, Serialize};
 use std::cmp::{Ordering, Reverse};
-
-/// Most members a table may hold (a COMMIT with 1024 rows is about 32 KB,
-/// well inside one datagram).
-pub const MAX_MEMBERS: usize = 1024;
 
 /// Most newcomers one AGREE_J admits.
 pub const MAX_JOIN_BATCH: usize = 64;
@@ -303,6 +299,92 @@ impl Proposal {
             batch: u32::try_from(self.removals.len()).unwrap_or(u32::MAX),
             coordinator_rank: self.originator,
         }
+    }
+}
+
+/// Applying a committed change to the core table: the twin of
+/// [`Proposal::validate`], kept beside the proposal so that the table
+/// (below the messages) knows nothing of them.
+impl Table {
+    /// The table after `proposal`: its removals taken out, its joiners
+    /// added in address order with ranks `next_rank`, `next_rank + 1`, ...
+    /// The caller has checked the proposal against this table
+    /// ([`Proposal::validate`]).
+    pub fn apply(&self, proposal: &Proposal) -> Table {
+        if proposal.is_merge() {
+            return self.merged(proposal);
+        }
+        let mut rows: Vec<Row> = self
+            .rows
+            .iter()
+            .filter(|r| !proposal.removals.iter().any(|x| x.rank == r.rank))
+            .copied()
+            .collect();
+        let mut next_rank = self.next_rank;
+        for j in &proposal.joins {
+            rows.push(Row {
+                addr: j.addr,
+                incarnation: j.incarnation,
+                rank: next_rank,
+                cw: 0,
+                ccw: 0,
+                flag: FLAG_ACTIVE,
+            });
+            next_rank = next_rank.saturating_add(1);
+        }
+        rows.sort_by_key(|r| r.rank);
+        let mut t = Table { rows, next_rank };
+        t.relink();
+        t
+    }
+
+    /// The table of a merge: every side's members in age order, ranked
+    /// anew above every side's high-water mark so that no rank is reused.
+    /// Each side keeps its own order (its ranks are its committed age
+    /// order); between sides the older incarnation (UUID v7, time-ordered)
+    /// goes first, ties by address.
+    fn merged(&self, proposal: &Proposal) -> Table {
+        let mut sides: Vec<std::collections::VecDeque<(NodeId, Incarnation)>> =
+            Vec::with_capacity(proposal.merges.len() + 1);
+        sides.push(self.rows.iter().map(|r| (r.addr, r.incarnation)).collect());
+        for a in &proposal.merges {
+            sides.push(a.members.iter().copied().collect());
+        }
+        let start = proposal
+            .merges
+            .iter()
+            .map(|a| a.next_rank)
+            .fold(self.next_rank, u64::max);
+        let mut rows = Vec::new();
+        let mut rank = start;
+        loop {
+            let next = sides
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.front().map(|(a, inc)| (*inc, *a, i)))
+                .min();
+            let Some((_, _, i)) = next else {
+                break;
+            };
+            let Some((addr, incarnation)) = sides.get_mut(i).and_then(|s| s.pop_front()) else {
+                break;
+            };
+            rows.push(Row {
+                addr,
+                incarnation,
+                rank,
+                cw: 0,
+                ccw: 0,
+                flag: FLAG_ACTIVE,
+            });
+            rank = rank.saturating_add(1);
+        }
+        let mut t = Table {
+            rows,
+            next_rank: rank,
+        };
+        t.relink();
+        t
     }
 }
 

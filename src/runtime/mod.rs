@@ -145,6 +145,7 @@ pub mod queue;
 mod recverr;
 pub mod socket;
 mod socket_io;
+mod socket_types;
 pub mod watch;
 
 pub use clock::{new_incarnation, Clock};
