@@ -172,8 +172,8 @@ impl Joining {
                     if self.lower.len() >= MAX_LOWER_JOINERS && !self.lower.contains_key(&source) {
                         let highest = self.lower.keys().next_back().copied();
                         match highest {
-                            Some(h) if source < h => {
-                                self.lower.remove(&h);
+                            Some(top) if source < top => {
+                                self.lower.remove(&top);
                             }
                             _ => return None,
                         }

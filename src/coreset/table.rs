@@ -161,7 +161,7 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
-    use super::super::msg::{Joiner, Layer, Removal, RemovalReason};
+    use super::super::msg::{Joiner, Layer, Proposal, Removal, RemovalReason};
     use super::*;
     use crate::id::ViewId;
 

@@ -584,7 +584,9 @@ impl Handler<StopSocket> for SocketActor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::multicast::MulticastSend;
     use super::*;
+    use crate::id::NodeId;
 
     #[actix_rt::test]
     async fn unspecified_bind_needs_advertise() {
