@@ -45,7 +45,7 @@ use super::holddown::MAX_RECORDS;
 use super::member::Joined;
 use super::msg::Proposal;
 use super::table::Table;
-use super::{Ctx, Io, LeaveRequest};
+use super::{Ctx, HandlerCtx};
 use crate::id::NodeId;
 use crate::time::Instant;
 use std::time::Duration;
@@ -88,30 +88,24 @@ impl Joined {
 
     /// The watch on readmitted members we had failed for silence: one
     /// (hard) probe each query interval; silence fails them again.
-    pub(crate) fn suspect_timer(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        _leave: Option<LeaveRequest>,
-    ) {
-        if now < self.suspect_next || self.busy() {
+    pub(crate) fn suspect_timer(&mut self, h: &mut HandlerCtx<'_>) {
+        if h.now < self.suspect_next || self.busy() {
             return;
         }
-        self.suspects.retain(|_, until| *until > now);
+        self.suspects.retain(|_, until| *until > h.now);
         if self.suspects.is_empty() {
             self.suspect_next = Instant::MAX;
             return;
         }
-        self.suspect_next = now + cx.t.query_interval;
+        self.suspect_next = h.now + h.cx.t.query_interval;
         let ranks: Vec<u64> = self.suspects.keys().copied().collect();
         for rank in ranks {
             if self.monitor.target.is_some_and(|(r, _)| r == rank) {
                 // Our ring neighbour: monitored anyway.
                 continue;
             }
-            io.stats.suspect_probes += 1;
-            self.probe(now, cx, io, rank, false);
+            h.io.stats.suspect_probes += 1;
+            self.probe(h, rank, false);
         }
     }
 

@@ -432,6 +432,22 @@ pub(crate) struct LeaveRequest {
     pub(crate) deadline: Instant,
 }
 
+/// What every handler of a joining or joined member works with, made by
+/// [`CoreSet`] for each input and handed down the call chain: the time of
+/// the input, who this node is (and its timers), the outputs, and the
+/// voluntary leave in progress. A handler's own arguments are then only
+/// what its message or timer carries.
+pub(crate) struct HandlerCtx<'a> {
+    /// The time of the input being handled.
+    pub(crate) now: Instant,
+    /// Who this node is, and the timers.
+    pub(crate) cx: &'a Ctx,
+    /// Transmits, events, counters and the transition asked for.
+    pub(crate) io: &'a mut Io,
+    /// The voluntary leave in progress, if any.
+    pub(crate) leave: Option<LeaveRequest>,
+}
+
 enum State {
     Joining(Joining),
     Joined(Box<Joined>),
@@ -516,7 +532,13 @@ impl CoreSet {
                 if j.table.len() <= 1 {
                     self.io.transition(Transition::Leave);
                 } else {
-                    j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+                    let mut h = HandlerCtx {
+                        now,
+                        cx: &self.cx,
+                        io: &mut self.io,
+                        leave: self.leave,
+                    };
+                    j.maybe_propose(&mut h);
                 }
             }
         }
@@ -548,7 +570,12 @@ impl CoreSet {
             return Err(AppSubmitError::QueueFull);
         }
         j.app_queue.push_back((payload, now));
-        j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+        j.maybe_propose(&mut HandlerCtx {
+            now,
+            cx: &self.cx,
+            io: &mut self.io,
+            leave: self.leave,
+        });
         self.apply_transition(now);
         self.rearm();
         Ok(())
@@ -772,11 +799,15 @@ impl CoreSet {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        if let Some(joined) = jn.on_packet(now, &self.cx, &mut self.io, source, env) {
+        let mut h = HandlerCtx {
+            now,
+            cx: &self.cx,
+            io: &mut self.io,
+            leave: self.leave,
+        };
+        if let Some(mut joined) = jn.on_packet(&mut h, source, env) {
+            joined.maybe_propose(&mut h);
             self.state = State::Joined(joined);
-            if let State::Joined(j) = &mut self.state {
-                j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
-            }
         }
     }
 
@@ -791,7 +822,13 @@ impl CoreSet {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        if let Some(joined) = jn.on_timeout(now, late, jitter, &self.cx, &mut self.io) {
+        let mut h = HandlerCtx {
+            now,
+            cx: &self.cx,
+            io: &mut self.io,
+            leave: self.leave,
+        };
+        if let Some(joined) = jn.on_timeout(&mut h, late, jitter) {
             self.state = State::Joined(joined);
         }
     }
@@ -839,15 +876,15 @@ impl Core for CoreSet {
         match &mut self.state {
             State::Left => self.io.stats.drops.after_leave += 1,
             State::Joining(_) => self.joining_packet(now, packet.source, env),
-            State::Joined(j) => j.on_packet(
-                now,
-                &self.cx,
-                &mut self.io,
-                self.leave,
-                packet.source,
-                packet.source_incarnation,
-                env,
-            ),
+            State::Joined(j) => {
+                let mut h = HandlerCtx {
+                    now,
+                    cx: &self.cx,
+                    io: &mut self.io,
+                    leave: self.leave,
+                };
+                j.on_packet(&mut h, packet.source, packet.source_incarnation, env);
+            }
         }
         self.apply_transition(now);
         self.rearm();
@@ -872,7 +909,15 @@ impl Core for CoreSet {
                 if self.leave.is_some_and(|l| now >= l.deadline) {
                     self.io.transition(Transition::Leave);
                 } else {
-                    j.on_timeout(now, late, &self.cx, &mut self.io, self.leave);
+                    j.on_timeout(
+                        &mut HandlerCtx {
+                            now,
+                            cx: &self.cx,
+                            io: &mut self.io,
+                            leave: self.leave,
+                        },
+                        late,
+                    );
                 }
             }
         }
@@ -882,7 +927,15 @@ impl Core for CoreSet {
 
     fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
         match &mut self.state {
-            State::Joined(j) => j.on_unreachable(now, &self.cx, &mut self.io, self.leave, node),
+            State::Joined(j) => {
+                let mut h = HandlerCtx {
+                    now,
+                    cx: &self.cx,
+                    io: &mut self.io,
+                    leave: self.leave,
+                };
+                j.on_unreachable(&mut h, node);
+            }
             _ => self.io.stats.drops.unreachable_non_member += 1,
         }
         self.apply_transition(now);

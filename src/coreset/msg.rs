@@ -576,6 +576,19 @@ pub enum Msg {
     },
 }
 
+/// The fields of a CO_FAIL ([`Msg::CoFail`]), as its handler takes them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoFail {
+    /// The change whose COMMIT is overdue.
+    pub(crate) proposal: ViewId,
+    /// The rank of the suspected coordinator.
+    pub(crate) suspect: u64,
+    /// Where the sender stands in that change.
+    pub(crate) status: CoStatus,
+    /// It answers another CO_FAIL.
+    pub(crate) reply: bool,
+}
+
 /// The kinds of [`Msg`], for counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MsgKind {
