@@ -45,8 +45,10 @@
 //! [`invariants`] holds the view invariants of DESIGN.md section 5, one
 //! checker per file, for the simulator.
 
+mod admit;
 mod change;
 mod config;
+mod election;
 mod flap;
 mod holddown;
 pub mod invariants;
