@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::appgroup::{MemberKind, MemberName};
+use crate::id::NodeId;
 
 fn gname(s: &str) -> GroupName {
     GroupName::parse(s).expect("group name")
