@@ -4,9 +4,9 @@
 //! help a newcomer that keeps asking find the group. The newcomer's own
 //! side is `join.rs`.
 
+use super::context::HandlerCtx;
 use super::member::{Joined, QueuedJoin, MAX_JOIN_QUEUE};
 use super::msg::{Msg, MsgKind};
-use super::HandlerCtx;
 use crate::id::{Incarnation, NodeId};
 
 impl Joined {

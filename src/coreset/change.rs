@@ -4,13 +4,13 @@
 //! simultaneous changes, and phase II. The coordinator-failure election
 //! is `election.rs`; the join requests a coordinator queues, `admit.rs`.
 
+use super::context::{Ctx, HandlerCtx, Transition};
 use super::member::{Acker, Drive, Joined, Lock, QueuedJoin};
 use super::msg::{
     Commit, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal, RemovalReason,
     MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH,
 };
 use super::table::MAX_MEMBERS;
-use super::{Ctx, HandlerCtx, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,9 +7,9 @@
 //! suspect and the silent members (the full three-phase protocol), whose
 //! failure is processed right after.
 
+use super::context::HandlerCtx;
 use super::member::{Election, Joined};
 use super::msg::{CoFail, CoStatus, Msg, MsgKind, RemovalReason};
-use super::HandlerCtx;
 use crate::id::ViewId;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -41,11 +41,11 @@
 //! coordinator of joins (after the old one failed) holds the same members
 //! down; a member that joined later starts without the history.
 
+use super::context::{Ctx, HandlerCtx};
 use super::holddown::MAX_RECORDS;
 use super::member::Joined;
 use super::msg::Proposal;
 use super::table::Table;
-use super::{Ctx, HandlerCtx};
 use crate::id::NodeId;
 use crate::time::Instant;
 use std::time::Duration;

@@ -1,34 +1,20 @@
 //! The flap history every member keeps per address, and the hold-down it
 //! gives (the rules are in `flap.rs`): [`FlapRecords`], updated from every
-//! installed view, and [`HeldDown`], what `msctl view --json` lists. Plain
-//! data below the member state, which holds one.
+//! installed view, and the [`HeldDown`] entries `msctl view --json`
+//! lists. Plain data below the member state, which holds one.
 
+use super::context::Ctx;
+use super::event::HeldDown;
 use super::msg::{Proposal, RemovalReason};
 use super::table::Table;
-use super::Ctx;
 use crate::id::NodeId;
 use crate::time::Instant;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Most addresses with a flap record (the oldest failures are forgotten
 /// first).
 pub(crate) const MAX_RECORDS: usize = 256;
-
-/// A member held down by the group: it rejoined after an exclusion and was
-/// failed again, repeatedly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldDown {
-    /// Its address.
-    pub addr: NodeId,
-    /// Failures counted in a row (each within the flap window of its
-    /// re-admission).
-    pub strikes: u32,
-    /// How much longer (milliseconds) its rejoin requests are answered
-    /// `JOIN_WAIT`.
-    pub remaining_ms: u64,
-}
 
 /// The flap history of one address.
 #[derive(Clone, Copy, Debug)]
@@ -154,8 +140,9 @@ impl FlapRecords {
 
 #[cfg(test)]
 mod tests {
+    use super::super::context::Timings;
     use super::super::msg::{Joiner, Layer, Removal};
-    use super::super::{CoreSetConfig, Timings};
+    use super::super::CoreSetConfig;
     use super::*;
     use crate::id::{Incarnation, ViewId};
 

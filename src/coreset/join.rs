@@ -23,9 +23,10 @@
 //! (`flap.rs`), which the newcomer reports once per hold-down
 //! ([`CoreSetEvent::HeldDown`]) while it keeps asking.
 
+use super::context::HandlerCtx;
+use super::event::CoreSetEvent;
 use super::member::Joined;
 use super::msg::{Envelope, Msg, NO_VIEW};
-use super::{CoreSetEvent, HandlerCtx};
 use crate::id::NodeId;
 use crate::time::Instant;
 use std::collections::BTreeMap;

@@ -3,9 +3,10 @@
 //! of this view, a newer life of one, an older life, a stranger) decides
 //! what may happen before the message kind does.
 
+use super::context::{Ctx, HandlerCtx, Transition};
+use super::event::{ChangeRole, CoreSetEvent, Member};
 use super::msg::{CoFail, Commit, Envelope, Joiner, Layer, Msg, Proposal, RemovalReason, NO_VIEW};
 use super::table::{Row, Table};
-use super::{ChangeRole, CoreSetEvent, Ctx, HandlerCtx, Member, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -31,10 +31,10 @@
 //!   whose subgroup moved on refuses it: the merged group then fails it
 //!   (it answers `NOT_MEMBER`), and its subgroup merges again.
 
+use super::context::{Ctx, HandlerCtx};
 use super::member::{Joined, MergeOfferEntry};
 use super::msg::{Absorbed, Commit, Layer, Msg, MsgKind, Proposal};
 use super::table::MAX_MEMBERS;
-use super::{Ctx, HandlerCtx};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::Instant;
 use std::collections::BTreeSet;

@@ -18,10 +18,10 @@
 //!   views learns it, and a subgroup of the same name (two founders, or a
 //!   split) learns about the other and they merge (`merge.rs`).
 
+use super::context::{Ctx, HandlerCtx};
 use super::member::{Joined, Monitor, Probe};
 use super::msg::{Msg, MsgKind, RemovalReason};
 use super::table::Row;
-use super::{Ctx, HandlerCtx};
 use crate::id::{NodeId, ViewId};
 use crate::time::Instant;
 

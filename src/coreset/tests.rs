@@ -3,8 +3,10 @@
 //! hints, leaving. The protocol under faults is tested in
 //! `tests/sim_coreset.rs`.
 
+use super::context::MAX_RATE_LIMITS;
 use super::*;
 use crate::sansio::{Core, Incoming};
+use crate::wire::encode_body;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

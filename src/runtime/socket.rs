@@ -1,7 +1,7 @@
 //! The UDP socket actor: with its I/O state (`socket_io.rs`), the only place
 //! in `src/` that sends and receives datagrams (DESIGN.md section 4).
 //!
-//! One [`SocketActor`] owns one UDP socket, the node's [`NodeId`] and
+//! One [`SocketActor`] owns one UDP socket, the node's [`NodeId`](crate::id::NodeId) and
 //! [`Incarnation`], a [`WireCodec`](crate::wire::WireCodec) (optionally
 //! authenticating) and the interceptor [`Pipeline`]. That state and both
 //! I/O paths live in a plain struct (`SocketIo`) which the actor shares with
