@@ -7,7 +7,10 @@ use super::ops::{AppOp, AppReply, Applied, MiRecord, RequestId};
 use super::{
     refused, Group, Registry, MAX_GROUPS, MAX_GROUP_MEMBERS, MAX_HOST, MAX_MIS, MAX_REMEMBERED,
 };
-use crate::appgroup::{AppError, AppMember, AppView, GroupName, GroupOptions};
+use crate::appgroup::error::AppError;
+use crate::appgroup::names::GroupName;
+use crate::appgroup::rules::GroupOptions;
+use crate::appgroup::view::{AppMember, AppView};
 use crate::id::NodeId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use uuid::Uuid;

@@ -52,13 +52,19 @@ mod tests;
 
 pub use ops::{AppOp, AppReply, Applied, MiRecord, RequestId};
 
-use super::link::VIEW_HISTORY;
-use super::{AppError, AppMember, AppView, GroupName, GroupOptions};
+use super::error::AppError;
+use super::names::GroupName;
+use super::rules::GroupOptions;
+use super::view::{AppMember, AppView};
 use crate::wire::{decode_message, encode_body};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
 
+/// Most views an MI may be behind on one group before its members there
+/// are excluded rather than caught up: the views each group keeps
+/// (`link` re-exports it).
+pub const VIEW_HISTORY: usize = 32;
 /// Most application groups one core-set holds.
 pub const MAX_GROUPS: usize = 4096;
 /// Most members of one application group.

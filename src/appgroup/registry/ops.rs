@@ -2,7 +2,10 @@
 //! the [`RequestId`] it answers) and what applying one gives
 //! ([`Applied`], [`AppReply`]), plus an MI's attachment ([`MiRecord`]).
 
-use crate::appgroup::{AppError, AppMember, AppView, GroupName, GroupOptions};
+use crate::appgroup::error::AppError;
+use crate::appgroup::names::GroupName;
+use crate::appgroup::rules::GroupOptions;
+use crate::appgroup::view::{AppMember, AppView};
 use crate::id::NodeId;
 use crate::wire::{decode_body, encode_body};
 use serde::{Deserialize, Serialize};
