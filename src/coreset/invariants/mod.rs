@@ -17,23 +17,21 @@
 //! taken from the `me` of each `ViewInstalled`. [`add_all`] registers the
 //! four on a simulator of [`CoreSet`]s.
 
+mod life;
 pub mod same_sequence;
 pub mod same_view_same_table;
 pub mod self_inclusion;
 pub mod view_numbers;
 
+pub use life::Life;
 pub use same_sequence::{Fork, SameSequence, SequenceReport};
 pub use same_view_same_table::SameViewSameTable;
 pub use self_inclusion::SelfInclusion;
 pub use view_numbers::ViewNumbers;
 
 use super::CoreSet;
-use crate::id::{Incarnation, NodeId};
 use crate::sim::Simulator;
 use std::time::Duration;
-
-/// One life of a node.
-pub type Life = (NodeId, Incarnation);
 
 /// Registers (a), (b), (c) and (d) on `sim`, with `fork_bound` for (d);
 /// returns the handle of (d) for a final check.

@@ -10,7 +10,7 @@
 //! section 5); it must still increase. [`ViewNumbers::allow_jumps_when`]
 //! replaces that rule.
 
-use super::Life;
+use super::life::Life;
 use crate::coreset::{CoreSet, CoreSetEvent};
 use crate::sim::{CheckView, Invariant};
 use std::collections::BTreeMap;
