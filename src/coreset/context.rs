@@ -207,3 +207,15 @@ pub(crate) struct HandlerCtx<'a> {
     /// The voluntary leave in progress, if any.
     pub(crate) leave: Option<LeaveRequest>,
 }
+
+impl<'a> HandlerCtx<'a> {
+    /// The context of one input at `now`.
+    pub(crate) fn new(
+        now: Instant,
+        cx: &'a Ctx,
+        io: &'a mut Io,
+        leave: Option<LeaveRequest>,
+    ) -> Self {
+        HandlerCtx { now, cx, io, leave }
+    }
+}

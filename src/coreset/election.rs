@@ -27,31 +27,23 @@ impl Joined {
             }
             return;
         }
+        // What nudges the coordinator: our ACK again.
+        let ack = Msg::AgreeAck {
+            proposal: l.proposal.view,
+        };
         if h.now >= l.commit_deadline {
             if late {
                 // Starved: give the coordinator another chance first.
                 l.commit_deadline = h.now + h.cx.t.reply_timeout;
                 l.nudge_at = h.now + h.cx.t.nudge_interval;
-                h.io.send(
-                    l.driver,
-                    view,
-                    Msg::AgreeAck {
-                        proposal: l.proposal.view,
-                    },
-                );
+                h.io.send(l.driver, view, ack);
             } else {
                 let suspect = l.driver_rank;
                 self.start_election(h, suspect);
             }
         } else if h.now >= l.nudge_at {
             l.nudge_at = h.now + h.cx.t.nudge_interval;
-            h.io.send(
-                l.driver,
-                view,
-                Msg::AgreeAck {
-                    proposal: l.proposal.view,
-                },
-            );
+            h.io.send(l.driver, view, ack);
         }
     }
 

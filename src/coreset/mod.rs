@@ -205,12 +205,7 @@ impl CoreSet {
                 if j.table.len() <= 1 {
                     self.io.transition(Transition::Leave);
                 } else {
-                    let mut h = HandlerCtx {
-                        now,
-                        cx: &self.cx,
-                        io: &mut self.io,
-                        leave: self.leave,
-                    };
+                    let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
                     j.maybe_propose(&mut h);
                 }
             }
@@ -243,12 +238,12 @@ impl CoreSet {
             return Err(AppSubmitError::QueueFull);
         }
         j.app_queue.push_back((payload, now));
-        j.maybe_propose(&mut HandlerCtx {
+        j.maybe_propose(&mut HandlerCtx::new(
             now,
-            cx: &self.cx,
-            io: &mut self.io,
-            leave: self.leave,
-        });
+            &self.cx,
+            &mut self.io,
+            self.leave,
+        ));
         self.apply_transition(now);
         self.rearm();
         Ok(())
@@ -472,12 +467,7 @@ impl CoreSet {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        let mut h = HandlerCtx {
-            now,
-            cx: &self.cx,
-            io: &mut self.io,
-            leave: self.leave,
-        };
+        let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
         if let Some(mut joined) = jn.on_packet(&mut h, source, env) {
             joined.maybe_propose(&mut h);
             self.state = State::Joined(joined);
@@ -495,12 +485,7 @@ impl CoreSet {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        let mut h = HandlerCtx {
-            now,
-            cx: &self.cx,
-            io: &mut self.io,
-            leave: self.leave,
-        };
+        let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
         if let Some(joined) = jn.on_timeout(&mut h, late, jitter) {
             self.state = State::Joined(joined);
         }
@@ -550,12 +535,7 @@ impl Core for CoreSet {
             State::Left => self.io.stats.drops.after_leave += 1,
             State::Joining(_) => self.joining_packet(now, packet.source, env),
             State::Joined(j) => {
-                let mut h = HandlerCtx {
-                    now,
-                    cx: &self.cx,
-                    io: &mut self.io,
-                    leave: self.leave,
-                };
+                let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
                 j.on_packet(&mut h, packet.source, packet.source_incarnation, env);
             }
         }
@@ -583,12 +563,7 @@ impl Core for CoreSet {
                     self.io.transition(Transition::Leave);
                 } else {
                     j.on_timeout(
-                        &mut HandlerCtx {
-                            now,
-                            cx: &self.cx,
-                            io: &mut self.io,
-                            leave: self.leave,
-                        },
+                        &mut HandlerCtx::new(now, &self.cx, &mut self.io, self.leave),
                         late,
                     );
                 }
@@ -601,12 +576,7 @@ impl Core for CoreSet {
     fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
         match &mut self.state {
             State::Joined(j) => {
-                let mut h = HandlerCtx {
-                    now,
-                    cx: &self.cx,
-                    io: &mut self.io,
-                    leave: self.leave,
-                };
+                let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
                 j.on_unreachable(&mut h, node);
             }
             _ => self.io.stats.drops.unreachable_non_member += 1,
