@@ -40,8 +40,8 @@ pub const PROC_MI_QUERY: u16 = 43;
 pub const PROC_REGISTRY_FETCH: u16 = 45;
 
 /// Most views an MI may be behind on one group before its members there
-/// are excluded rather than caught up.
-pub const VIEW_HISTORY: usize = 32;
+/// are excluded rather than caught up (the registry keeps that many).
+pub use super::registry::VIEW_HISTORY;
 
 /// [`PROC_MI_ATTACH`]'s request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

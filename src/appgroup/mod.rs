@@ -24,7 +24,7 @@
 //!   a [`MergeRule`] (which parts merge again when they hear each other);
 //! - the typed errors an application sees, [`AppError`];
 //! - the replicated [`Registry`] of groups that every mserver of a
-//!   core-set applies the committed [`AppOp`]s to (`registry.rs`);
+//!   core-set applies the committed [`AppOp`]s to (`registry/`);
 //! - [`link`]: the MI <-> mserver RPC procedures and messages;
 //! - [`service`]: the mserver's sans-IO application-group service;
 //! - [`agent`]: the MI's sans-IO link to its mserver.

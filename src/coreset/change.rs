@@ -1,17 +1,17 @@
 //! The change protocols (seed 003, sections III.A-C and IV.C.3-4; figures
 //! 5, 21, 25, 27, 28): proposing (batched AGREE_L, AGREE_J), phase I with
 //! retries and non-responders, refusals and withdrawals between virtually
-//! simultaneous changes, phase II, and the coordinator-failure election
-//! with its compressed and full three-phase outcomes.
+//! simultaneous changes, and phase II. The coordinator-failure election
+//! is `election.rs`; the join requests a coordinator queues, `admit.rs`.
 
-use super::member::{
-    Acker, Drive, Election, JoinRequest, Joined, Lock, QueuedJoin, MAX_JOIN_QUEUE,
-};
+use super::context::{Ctx, HandlerCtx, Transition};
+use super::event::CoreSetEvent;
+use super::member::{Acker, Drive, Joined, Lock, QueuedJoin};
 use super::msg::{
-    CoStatus, Commit, JoinRefusal, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal,
-    RemovalReason, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH, MAX_MEMBERS,
+    Commit, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal, Removal, RemovalReason,
+    MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_JOIN_BATCH,
 };
-use super::{CoreSetEvent, Ctx, Io, LeaveRequest, Transition};
+use super::table::MAX_MEMBERS;
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,19 +23,13 @@ impl Joined {
     /// withdrawn change again (unchanged), else its whole fail list (and
     /// its own leave) in one AGREE_L, else, as coordinator of joins, the
     /// queued newcomers in one AGREE_J.
-    pub(crate) fn maybe_propose(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
-        if self.busy() || now < self.retry_after {
+    pub(crate) fn maybe_propose(&mut self, h: &mut HandlerCtx<'_>) {
+        if self.busy() || h.now < self.retry_after {
             return;
         }
         // The back-off (if any) is over; it arms no timer any more.
         self.retry_after = Instant::ZERO;
-        if io.transition.is_some() || self.probes.values().any(|p| p.soft) {
+        if h.io.transition.is_some() || self.probes.values().any(|p| p.soft) {
             return;
         }
         let table = &self.table;
@@ -46,7 +40,7 @@ impl Joined {
         });
         if let Some((p, since)) = self.originated.clone() {
             if p.validate(self.view, &self.table).is_ok() {
-                self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
+                self.start_drive(h, p, false, since, &BTreeSet::new());
                 return;
             }
             self.originated = None;
@@ -61,7 +55,7 @@ impl Joined {
             })
             .collect();
         let mut started = self.fail_list.values().map(|e| e.since).min();
-        if let Some(l) = leave {
+        if let Some(l) = h.leave {
             if !removals.iter().any(|x| x.rank == self.my_rank) {
                 removals.push(Removal {
                     rank: self.my_rank,
@@ -74,8 +68,8 @@ impl Joined {
         if !removals.is_empty() {
             if removals.len() >= self.table.len() {
                 // We leave and every other member failed: nobody to tell.
-                if leave.is_some() {
-                    io.transition(Transition::Leave);
+                if h.leave.is_some() {
+                    h.io.transition(Transition::Leave);
                 }
                 return;
             }
@@ -84,7 +78,7 @@ impl Joined {
                     || self.fail_list.get(&x.rank).is_some_and(|e| e.coordinator)
             });
             let p = Proposal {
-                view: self.next_view(cx.incarnation),
+                view: self.next_view(h.cx.incarnation),
                 originator: self.my_rank,
                 layer: Layer::Physical,
                 coordinator_failure,
@@ -94,35 +88,26 @@ impl Joined {
                 app: Vec::new(),
                 tree: Vec::new(),
             };
-            self.start_drive(
-                now,
-                cx,
-                io,
-                leave,
-                p,
-                false,
-                started.unwrap_or(now),
-                &BTreeSet::new(),
-            );
+            self.start_drive(h, p, false, started.unwrap_or(h.now), &BTreeSet::new());
             return;
         }
         if self.is_join_coordinator() {
-            if self.propose_join(now, cx, io, leave) {
+            if self.propose_join(h) {
                 return;
             }
-            if let Some(p) = self.merge_proposal(now, cx) {
-                self.start_drive(now, cx, io, leave, p, false, now, &BTreeSet::new());
+            if let Some(p) = self.merge_proposal(h.now, h.cx) {
+                self.start_drive(h, p, false, h.now, &BTreeSet::new());
                 return;
             }
         }
         // Then tree changes, then application changes (priority rule 2):
         // any member that has some queued proposes them.
-        if let Some((p, since)) = self.tree_proposal(cx, io) {
-            self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
+        if let Some((p, since)) = self.tree_proposal(h) {
+            self.start_drive(h, p, false, since, &BTreeSet::new());
             return;
         }
-        if let Some((p, since)) = self.app_proposal(cx) {
-            self.start_drive(now, cx, io, leave, p, false, since, &BTreeSet::new());
+        if let Some((p, since)) = self.app_proposal(h.cx) {
+            self.start_drive(h, p, false, since, &BTreeSet::new());
         }
     }
 
@@ -160,16 +145,16 @@ impl Joined {
     /// with [`CoreSetEvent::TreeRefused`]. The op stays at the front of the
     /// queue until its change commits ([`Joined::drop_originated`]), so a
     /// withdrawn change is proposed again at the next base.
-    fn tree_proposal(&mut self, cx: &Ctx, io: &mut Io) -> Option<(Proposal, Instant)> {
+    fn tree_proposal(&mut self, h: &mut HandlerCtx<'_>) -> Option<(Proposal, Instant)> {
         let ranks: Vec<u64> = self.table.rows.iter().map(|r| r.rank).collect();
         while let Some((op, since)) = self.tree_queue.front().cloned() {
             if let Err(error) = self.table.tree.check(&op, self.my_rank, &ranks) {
                 self.tree_queue.pop_front();
-                io.event(CoreSetEvent::TreeRefused { op, error });
+                h.io.event(CoreSetEvent::TreeRefused { op, error });
                 continue;
             }
             let p = Proposal {
-                view: self.next_view(cx.incarnation),
+                view: self.next_view(h.cx.incarnation),
                 originator: self.my_rank,
                 layer: Layer::Tree,
                 coordinator_failure: false,
@@ -194,15 +179,9 @@ impl Joined {
 
     /// As coordinator of joins: proposes the queued join requests, if any
     /// (whether it did).
-    fn propose_join(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) -> bool {
-        let ttl = cx.t.join_ttl;
-        self.join_queue.retain(|_, q| q.last_heard + ttl > now);
+    fn propose_join(&mut self, h: &mut HandlerCtx<'_>) -> bool {
+        let ttl = h.cx.t.join_ttl;
+        self.join_queue.retain(|_, q| q.last_heard + ttl > h.now);
         let room = MAX_MEMBERS
             .saturating_sub(self.table.len())
             .min(MAX_JOIN_BATCH);
@@ -217,9 +196,9 @@ impl Joined {
         if picked.is_empty() {
             return false;
         }
-        let started = picked.iter().map(|(_, q)| q.since).min().unwrap_or(now);
+        let started = picked.iter().map(|(_, q)| q.since).min().unwrap_or(h.now);
         let p = Proposal {
-            view: self.next_view(cx.incarnation),
+            view: self.next_view(h.cx.incarnation),
             originator: self.my_rank,
             layer: Layer::Physical,
             coordinator_failure: false,
@@ -238,7 +217,7 @@ impl Joined {
             app: Vec::new(),
             tree: Vec::new(),
         };
-        self.start_drive(now, cx, io, leave, p, false, started, &BTreeSet::new());
+        self.start_drive(h, p, false, started, &BTreeSet::new());
         true
     }
 
@@ -249,13 +228,9 @@ impl Joined {
 
     /// Becomes the coordinator of `p` (phase I): multicasts the AGREE and
     /// waits for every member but the subjects, the `exclude`d and us.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_drive(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         p: Proposal,
         takeover: bool,
         started: Instant,
@@ -288,24 +263,18 @@ impl Joined {
             takeover,
             started,
             expected,
-            next_retx: now + cx.t.reply_timeout,
+            next_retx: h.now + h.cx.t.reply_timeout,
             delay_until: None,
         });
         if anyone {
-            io.multicast(self.view, Msg::agree(p, takeover));
+            h.io.multicast(self.view, Msg::agree(p, takeover));
         }
-        self.check_phase_one(now, cx, io, leave);
+        self.check_phase_one(h);
     }
 
     /// Phase I is over when every expected member ACKed or is taken as
     /// failed; then (after `commit_delay`) the COMMIT.
-    pub(crate) fn check_phase_one(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
+    pub(crate) fn check_phase_one(&mut self, h: &mut HandlerCtx<'_>) {
         let Some(d) = &self.drive else {
             return;
         };
@@ -319,27 +288,21 @@ impl Joined {
             .map(|(r, _)| *r)
             .collect();
         for rank in silent {
-            if self.add_fail(now, rank, RemovalReason::Failed) {
-                io.stats.silent_failures += 1;
+            if self.add_fail(h.now, rank, RemovalReason::Failed) {
+                h.io.stats.silent_failures += 1;
             }
         }
-        if let Some(delay) = cx.t.commit_delay {
+        if let Some(delay) = h.cx.t.commit_delay {
             if let Some(d) = &mut self.drive {
-                d.delay_until = Some(now + delay);
+                d.delay_until = Some(h.now + delay);
             }
             return;
         }
-        self.send_commit(now, cx, io, leave);
+        self.send_commit(h);
     }
 
     /// Phase II: multicast the COMMIT and install it.
-    pub(crate) fn send_commit(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
+    pub(crate) fn send_commit(&mut self, h: &mut HandlerCtx<'_>) {
         let Some(d) = self.drive.take() else {
             return;
         };
@@ -348,64 +311,57 @@ impl Joined {
             proposal: d.proposal,
             table,
         };
-        io.multicast(self.view, Msg::Commit(commit.clone()));
+        h.io.multicast(self.view, Msg::Commit(commit.clone()));
         if commit.proposal.is_merge() {
-            self.send_merge_commit(io, self.view, &commit);
-            io.stats.merges_coordinated += 1;
+            self.send_merge_commit(h, self.view, &commit);
+            h.io.stats.merges_coordinated += 1;
         }
-        io.stats.changes_coordinated += 1;
-        self.install(now, cx, io, leave, commit, d.started);
+        h.io.stats.changes_coordinated += 1;
+        self.install(h, commit, d.started);
     }
 
     /// Withdraws the change we coordinate (a higher-priority one is in
     /// progress): ABORT to the group, requeue, back off.
-    pub(crate) fn abort_drive(&mut self, now: Instant, cx: &Ctx, io: &mut Io) {
+    pub(crate) fn abort_drive(&mut self, h: &mut HandlerCtx<'_>) {
         let Some(d) = self.drive.take() else {
             return;
         };
-        io.multicast(
+        h.io.multicast(
             self.view,
             Msg::Abort {
                 proposal: d.proposal.view,
             },
         );
         self.remember_aborted(d.proposal.view);
-        io.stats.aborts += 1;
+        h.io.stats.aborts += 1;
         if d.takeover {
             // Not ours to re-propose unchanged: requeue its removals.
             for x in &d.proposal.removals {
-                self.add_fail(now, x.rank, x.reason);
+                self.add_fail(h.now, x.rank, x.reason);
             }
         }
-        self.retry_after = now + cx.t.abort_backoff;
-        self.resume_idle(now, cx);
+        self.retry_after = h.now + h.cx.t.abort_backoff;
+        self.resume_idle(h.now, h.cx);
     }
 
     /// The coordinator's phase timers: retransmissions (non-responders
     /// become failed after the retries; a late round resets the count) and
     /// the delayed COMMIT.
-    pub(crate) fn drive_timer(
-        &mut self,
-        now: Instant,
-        late: bool,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
+    pub(crate) fn drive_timer(&mut self, h: &mut HandlerCtx<'_>, late: bool) {
         let view = self.view;
         let Some(d) = &mut self.drive else {
             return;
         };
         if let Some(t) = d.delay_until {
-            if now >= t {
-                self.send_commit(now, cx, io, leave);
+            if h.now >= t {
+                self.send_commit(h);
             }
             return;
         }
-        if now < d.next_retx {
+        if h.now < d.next_retx {
             return;
         }
-        let max = cx.t.change_retries.saturating_add(1);
+        let max = h.cx.t.change_retries.saturating_add(1);
         let mut resend = Vec::new();
         for a in d.expected.values_mut() {
             if a.acked || a.dead {
@@ -416,7 +372,7 @@ impl Joined {
             }
             let refusing_too_long = a
                 .refusing_since
-                .is_some_and(|t| now.saturating_duration_since(t) > cx.t.refuse_limit);
+                .is_some_and(|t| h.now.saturating_duration_since(t) > h.cx.t.refuse_limit);
             if a.sends >= max || refusing_too_long {
                 a.dead = true;
                 continue;
@@ -424,12 +380,12 @@ impl Joined {
             a.sends += 1;
             resend.push(a.addr);
         }
-        d.next_retx = now + cx.t.reply_timeout;
+        d.next_retx = h.now + h.cx.t.reply_timeout;
         let msg = Msg::agree(d.proposal.clone(), d.takeover);
         for addr in resend {
-            io.send(addr, view, msg.clone());
+            h.io.send(addr, view, msg.clone());
         }
-        self.check_phase_one(now, cx, io, leave);
+        self.check_phase_one(h);
     }
 
     // ----- receiving change messages -------------------------------------
@@ -437,12 +393,9 @@ impl Joined {
     /// An AGREE_J or AGREE_L from member `from` (seed 003 figure 27b):
     /// ACK it if idle; refuse it (BUSY) if holding another change, or
     /// withdraw ours if it outranks ours.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_agree(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
+        h: &mut HandlerCtx<'_>,
         from: super::table::Row,
         view: ViewId,
         p: Proposal,
@@ -456,25 +409,25 @@ impl Joined {
                     // heard of yet: the COMMIT that installed our view
                     // brings it here. (NOT_MEMBER would be wrong: it may
                     // arrive after that COMMIT, in our own view.)
-                    self.resend_commit(now, io, from.addr);
+                    self.resend_commit(h, from.addr);
                 } else {
                     // The proposer is behind the group: tell it.
-                    io.stats.drops.stale_view += 1;
-                    self.send_not_member(now, io, from.addr);
+                    h.io.stats.drops.stale_view += 1;
+                    self.send_not_member(h, from.addr);
                 }
             } else if view.position() > self.view.position() {
-                io.stats.drops.future_view += 1;
+                h.io.stats.drops.future_view += 1;
             } else {
-                io.stats.drops.stale_view += 1;
+                h.io.stats.drops.stale_view += 1;
             }
             return;
         }
         if p.validate(view, &self.table).is_err() {
-            io.stats.drops.invalid_proposal += 1;
+            h.io.stats.drops.invalid_proposal += 1;
             return;
         }
         if p.removes(self.my_rank) {
-            io.stats.drops.agree_removes_me += 1;
+            h.io.stats.drops.agree_removes_me += 1;
             return;
         }
         self.seen_drivers.insert(from.rank);
@@ -483,19 +436,19 @@ impl Joined {
         if let Some(d) = &self.drive {
             if d.proposal.view == p.view {
                 if d.proposal != p {
-                    io.stats.drops.invalid_proposal += 1;
+                    h.io.stats.drops.invalid_proposal += 1;
                 } else {
                     // Another coordinator of our change: agree.
-                    io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
+                    h.io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
                 }
                 return;
             }
             let mine = d.proposal.key(d.takeover);
             if key.outranks(&mine) && d.delay_until.is_none() {
-                self.abort_drive(now, cx, io);
+                self.abort_drive(h);
             } else {
                 let locked = d.proposal.view;
-                io.send(
+                h.io.send(
                     from.addr,
                     self.view,
                     Msg::Busy {
@@ -510,7 +463,7 @@ impl Joined {
         if let Some(l) = &mut self.lock {
             if l.proposal.view == p.view {
                 if l.proposal != p {
-                    io.stats.drops.invalid_proposal += 1;
+                    h.io.stats.drops.invalid_proposal += 1;
                     return;
                 }
                 if l.driver != from.addr || takeover {
@@ -519,14 +472,14 @@ impl Joined {
                 l.driver = from.addr;
                 l.driver_rank = from.rank;
                 l.takeover |= takeover;
-                l.commit_deadline = now + cx.t.commit_timeout;
-                l.nudge_at = now + cx.t.nudge_interval;
-                io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
+                l.commit_deadline = h.now + h.cx.t.commit_timeout;
+                l.nudge_at = h.now + h.cx.t.nudge_interval;
+                h.io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
                 return;
             }
             let held: PriorityKey = l.proposal.key(l.takeover);
             let (held_id, driver) = (l.proposal.view, l.driver);
-            io.send(
+            h.io.send(
                 from.addr,
                 self.view,
                 Msg::Busy {
@@ -537,8 +490,8 @@ impl Joined {
             );
             // Ours is outranked: ask its coordinator whether it still
             // stands (it answers an ACK for a withdrawn change with ABORT).
-            if key.outranks(&held) && io.allow(now, driver, MsgKind::AgreeAck) {
-                io.send(driver, self.view, Msg::AgreeAck { proposal: held_id });
+            if key.outranks(&held) && h.io.allow(h.now, driver, MsgKind::AgreeAck) {
+                h.io.send(driver, self.view, Msg::AgreeAck { proposal: held_id });
             }
             return;
         }
@@ -547,585 +500,127 @@ impl Joined {
             takeover,
             driver: from.addr,
             driver_rank: from.rank,
-            since: now,
-            commit_deadline: now + cx.t.commit_timeout,
-            nudge_at: now + cx.t.nudge_interval,
+            since: h.now,
+            commit_deadline: h.now + h.cx.t.commit_timeout,
+            nudge_at: h.now + h.cx.t.nudge_interval,
             election: None,
         });
-        io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
+        h.io.send(from.addr, self.view, Msg::AgreeAck { proposal: p.view });
     }
 
     /// Re-sends the COMMIT of our current view to `to` (rate-limited).
-    pub(crate) fn resend_commit(&mut self, now: Instant, io: &mut Io, to: NodeId) {
-        if io.allow(now, to, MsgKind::Commit) {
+    pub(crate) fn resend_commit(&mut self, h: &mut HandlerCtx<'_>, to: NodeId) {
+        if h.io.allow(h.now, to, MsgKind::Commit) {
             let (base, c) = self.last_commit.clone();
-            io.send(to, base, Msg::Commit(c));
+            h.io.send(to, base, Msg::Commit(c));
         }
     }
 
     /// An AGREE_ACK (or a nudge) from member `from`.
     pub(crate) fn on_ack(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         from: super::table::Row,
         proposal: ViewId,
     ) {
         if let Some(d) = &mut self.drive {
             if d.proposal.view == proposal {
                 match d.expected.get_mut(&from.rank) {
-                    Some(a) if a.acked => io.stats.drops.duplicate += 1,
+                    Some(a) if a.acked => h.io.stats.drops.duplicate += 1,
                     Some(a) => {
                         a.acked = true;
                         a.refusing_since = None;
                     }
-                    None => io.stats.drops.unexpected += 1,
+                    None => h.io.stats.drops.unexpected += 1,
                 }
-                self.check_phase_one(now, cx, io, leave);
+                self.check_phase_one(h);
                 return;
             }
         }
         if proposal == self.view {
-            io.stats.drops.duplicate += 1;
-            self.resend_commit(now, io, from.addr);
+            h.io.stats.drops.duplicate += 1;
+            self.resend_commit(h, from.addr);
         } else if self.aborted.contains(&proposal) {
-            io.stats.drops.duplicate += 1;
-            if io.allow(now, from.addr, MsgKind::Abort) {
-                io.send(from.addr, self.view, Msg::Abort { proposal });
+            h.io.stats.drops.duplicate += 1;
+            if h.io.allow(h.now, from.addr, MsgKind::Abort) {
+                h.io.send(from.addr, self.view, Msg::Abort { proposal });
             }
         } else {
-            io.stats.drops.unexpected += 1;
+            h.io.stats.drops.unexpected += 1;
         }
     }
 
     /// A BUSY: `from` holds another change. It is alive; if its change
     /// outranks ours, withdraw ours.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_busy(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
+        h: &mut HandlerCtx<'_>,
         from: super::table::Row,
         refused: ViewId,
         key: PriorityKey,
     ) {
         let Some(d) = &mut self.drive else {
-            io.stats.drops.unexpected += 1;
+            h.io.stats.drops.unexpected += 1;
             return;
         };
         if d.proposal.view != refused {
-            io.stats.drops.unexpected += 1;
+            h.io.stats.drops.unexpected += 1;
             return;
         }
         if let Some(a) = d.expected.get_mut(&from.rank) {
             a.sends = 0;
-            a.refusing_since.get_or_insert(now);
+            a.refusing_since.get_or_insert(h.now);
         }
         let mine = d.proposal.key(d.takeover);
         if key.outranks(&mine) && d.delay_until.is_none() {
-            self.abort_drive(now, cx, io);
+            self.abort_drive(h);
         }
     }
 
     /// An ABORT: the change we hold was withdrawn.
-    pub(crate) fn on_abort(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        proposal: ViewId,
-    ) {
+    pub(crate) fn on_abort(&mut self, h: &mut HandlerCtx<'_>, proposal: ViewId) {
         if self
             .lock
             .as_ref()
             .is_some_and(|l| l.proposal.view == proposal)
         {
             self.lock = None;
-            self.resume_idle(now, cx);
-            self.maybe_propose(now, cx, io, leave);
+            self.resume_idle(h.now, h.cx);
+            self.maybe_propose(h);
         } else {
-            io.stats.drops.duplicate += 1;
+            h.io.stats.drops.duplicate += 1;
         }
     }
 
     /// A COMMIT (figure 27b, lines 10-19): installed only for the change we
     /// hold, checked against our own computation; a newer view without us
     /// means we were failed.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_commit(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        base: ViewId,
-        c: Commit,
-    ) {
+    pub(crate) fn on_commit(&mut self, h: &mut HandlerCtx<'_>, base: ViewId, c: Commit) {
         if let Some(p) = self.held() {
             if p.view == c.proposal.view && base == self.view {
                 if *p != c.proposal || self.table.apply(p) != c.table {
-                    io.stats.drops.commit_mismatch += 1;
+                    h.io.stats.drops.commit_mismatch += 1;
                     return;
                 }
                 if self.drive.as_ref().is_some_and(|d| d.takeover) {
-                    io.stats.compressed_takeovers += 1;
+                    h.io.stats.compressed_takeovers += 1;
                 }
-                let since = self.held_since(now);
-                self.install(now, cx, io, leave, c, since);
+                let since = self.held_since(h.now);
+                self.install(h, c, since);
                 return;
             }
         }
         if c.proposal.view == self.view {
-            io.stats.drops.duplicate += 1;
+            h.io.stats.drops.duplicate += 1;
             return;
         }
         if c.proposal.view.position() > self.view.position()
-            && !c.table.contains(cx.me, cx.incarnation)
+            && !c.table.contains(h.cx.me, h.cx.incarnation)
             && c.table.validate().is_ok()
         {
-            self.on_newer_view(now, cx, io, leave, c.proposal.view);
+            self.on_newer_view(h, c.proposal.view);
             return;
         }
-        io.stats.drops.unacked_commit += 1;
-    }
-
-    // ----- coordinator failure ------------------------------------------
-
-    /// The ACK-holder's timers: nudge the coordinator, suspect it when the
-    /// COMMIT is overdue (CO_FAIL), run the election.
-    pub(crate) fn lock_timer(
-        &mut self,
-        now: Instant,
-        late: bool,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
-        let view = self.view;
-        let Some(l) = &mut self.lock else {
-            return;
-        };
-        if let Some(e) = &l.election {
-            if now >= e.deadline {
-                self.check_election(now, cx, io, leave, true, late);
-            }
-            return;
-        }
-        if now >= l.commit_deadline {
-            if late {
-                // Starved: give the coordinator another chance first.
-                l.commit_deadline = now + cx.t.reply_timeout;
-                l.nudge_at = now + cx.t.nudge_interval;
-                io.send(
-                    l.driver,
-                    view,
-                    Msg::AgreeAck {
-                        proposal: l.proposal.view,
-                    },
-                );
-            } else {
-                let suspect = l.driver_rank;
-                self.start_election(now, cx, io, suspect);
-            }
-        } else if now >= l.nudge_at {
-            l.nudge_at = now + cx.t.nudge_interval;
-            io.send(
-                l.driver,
-                view,
-                Msg::AgreeAck {
-                    proposal: l.proposal.view,
-                },
-            );
-        }
-    }
-
-    /// Suspects the coordinator `suspect` of the held change: CO_FAIL with
-    /// our status (phase I finished) to the group.
-    pub(crate) fn start_election(&mut self, now: Instant, cx: &Ctx, io: &mut Io, suspect: u64) {
-        let view = self.view;
-        let my_rank = self.my_rank;
-        let Some(l) = &mut self.lock else {
-            return;
-        };
-        let mut statuses = BTreeMap::new();
-        statuses.insert(my_rank, CoStatus::PhaseI);
-        l.election = Some(Election {
-            suspect,
-            statuses,
-            deadline: now + cx.t.reply_timeout,
-            sends: 1,
-        });
-        io.stats.elections += 1;
-        io.multicast(
-            view,
-            Msg::CoFail {
-                proposal: l.proposal.view,
-                suspect,
-                status: CoStatus::PhaseI,
-                reply: false,
-            },
-        );
-    }
-
-    /// A CO_FAIL from member `from` (figure 28).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_co_fail(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        from: super::table::Row,
-        view: ViewId,
-        proposal: ViewId,
-        suspect: u64,
-        status: CoStatus,
-        reply: bool,
-    ) {
-        if proposal == self.view {
-            // We committed it: the compressed three-phase protocol. Send
-            // the COMMIT again to everyone still waiting, and have the old
-            // coordinator checked (one prober: the lowest other rank).
-            if io.allow(now, cx.group_addr, MsgKind::Commit) {
-                let (base, c) = self.last_commit.clone();
-                io.multicast(base, Msg::Commit(c));
-            }
-            let prober = self
-                .table
-                .rows
-                .iter()
-                .find(|r| r.rank != suspect)
-                .map(|r| r.rank);
-            if prober == Some(self.my_rank) && suspect != self.my_rank {
-                self.probe(now, cx, io, suspect, false);
-            }
-            return;
-        }
-        if view != self.view {
-            if view.position() < self.view.position() {
-                io.stats.drops.stale_view += 1;
-            } else {
-                io.stats.drops.future_view += 1;
-            }
-            return;
-        }
-        if self
-            .drive
-            .as_ref()
-            .is_some_and(|d| d.proposal.view == proposal)
-        {
-            // We coordinate it and are alive: the election is off.
-            if io.allow(now, cx.group_addr, MsgKind::CoFail) {
-                io.multicast(
-                    self.view,
-                    Msg::CoFail {
-                        proposal,
-                        suspect: self.my_rank,
-                        status: CoStatus::Driving,
-                        reply: true,
-                    },
-                );
-            }
-            return;
-        }
-        if self.aborted.contains(&proposal) {
-            if io.allow(now, from.addr, MsgKind::Abort) {
-                io.send(from.addr, self.view, Msg::Abort { proposal });
-            }
-            return;
-        }
-        let holds = self
-            .lock
-            .as_ref()
-            .is_some_and(|l| l.proposal.view == proposal);
-        if !holds {
-            if !reply && io.allow(now, cx.group_addr, MsgKind::CoFail) {
-                io.multicast(
-                    self.view,
-                    Msg::CoFail {
-                        proposal,
-                        suspect,
-                        status: CoStatus::Unknown,
-                        reply: true,
-                    },
-                );
-            }
-            return;
-        }
-        let my_rank = self.my_rank;
-        let Some(l) = &mut self.lock else {
-            return;
-        };
-        if status == CoStatus::Driving {
-            let was_suspect = l.election.as_ref().is_some_and(|e| e.suspect == from.rank);
-            if from.rank == l.driver_rank || was_suspect {
-                l.driver = from.addr;
-                l.driver_rank = from.rank;
-                l.election = None;
-                l.commit_deadline = now + cx.t.commit_timeout;
-                l.nudge_at = now + cx.t.nudge_interval;
-            }
-            return;
-        }
-        if suspect != l.driver_rank && !l.election.as_ref().is_some_and(|e| e.suspect == suspect) {
-            // They suspect a coordinator we no longer wait for: just say
-            // where we stand.
-            if !reply && io.allow(now, cx.group_addr, MsgKind::CoFail) {
-                io.multicast(
-                    self.view,
-                    Msg::CoFail {
-                        proposal,
-                        suspect,
-                        status: CoStatus::PhaseI,
-                        reply: true,
-                    },
-                );
-            }
-            return;
-        }
-        if l.election.is_none() {
-            self.start_election(now, cx, io, suspect);
-        }
-        if let Some(e) = self.lock.as_mut().and_then(|l| l.election.as_mut()) {
-            e.statuses.insert(from.rank, status);
-            e.statuses.insert(my_rank, CoStatus::PhaseI);
-        }
-        self.check_election(now, cx, io, leave, false, false);
-    }
-
-    /// Ends the election when every expected member answered (or, from the
-    /// timer, after the retries): the lowest rank that finished phase I
-    /// takes over; the others wait for it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn check_election(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        timer: bool,
-        late: bool,
-    ) {
-        let view = self.view;
-        let my_rank = self.my_rank;
-        let Some(l) = &mut self.lock else {
-            return;
-        };
-        let Some(e) = &mut l.election else {
-            return;
-        };
-        let expected: BTreeSet<u64> = self
-            .table
-            .rows
-            .iter()
-            .map(|r| r.rank)
-            .filter(|r| {
-                *r != my_rank
-                    && *r != e.suspect
-                    && !l.proposal.removes(*r)
-                    && !self.dead.contains(r)
-            })
-            .collect();
-        let all = expected.iter().all(|r| e.statuses.contains_key(r));
-        if !all {
-            if !timer || now < e.deadline {
-                return;
-            }
-            if late || e.sends < cx.t.retries.saturating_add(1) {
-                if !late {
-                    e.sends += 1;
-                }
-                e.deadline = now + cx.t.reply_timeout;
-                let (proposal, suspect) = (l.proposal.view, e.suspect);
-                io.multicast(
-                    view,
-                    Msg::CoFail {
-                        proposal,
-                        suspect,
-                        status: CoStatus::PhaseI,
-                        reply: false,
-                    },
-                );
-                return;
-            }
-        }
-        let elected = e
-            .statuses
-            .iter()
-            .filter(|(_, s)| matches!(s, CoStatus::PhaseI | CoStatus::Committed))
-            .map(|(r, _)| *r)
-            .min()
-            .unwrap_or(my_rank);
-        let silent: BTreeSet<u64> = expected
-            .iter()
-            .filter(|r| !e.statuses.contains_key(r))
-            .copied()
-            .collect();
-        let suspect = e.suspect;
-        if elected == my_rank {
-            self.take_over(now, cx, io, leave, suspect, silent);
-        } else if let Some(row) = self.table.by_rank(elected) {
-            l.driver = row.addr;
-            l.driver_rank = elected;
-            l.election = None;
-            l.commit_deadline = now + cx.t.commit_timeout;
-            l.nudge_at = now + cx.t.nudge_interval;
-        }
-    }
-
-    /// Takes over the held change from the failed coordinator `suspect`
-    /// (three-phase protocol): rerun phase I of the same change without
-    /// the suspect and the silent members, which go on the fail list and
-    /// are removed right after.
-    fn take_over(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        suspect: u64,
-        silent: BTreeSet<u64>,
-    ) {
-        let Some(l) = self.lock.take() else {
-            return;
-        };
-        io.stats.takeovers += 1;
-        if self.add_fail(now, suspect, RemovalReason::Failed) {
-            io.stats.silent_failures += 1;
-        }
-        if let Some(e) = self.fail_list.get_mut(&suspect) {
-            e.coordinator = true;
-        }
-        for s in &silent {
-            if self.add_fail(now, *s, RemovalReason::Failed) {
-                io.stats.silent_failures += 1;
-            }
-        }
-        let mut exclude = silent;
-        exclude.insert(suspect);
-        self.start_drive(now, cx, io, leave, l.proposal, true, l.since, &exclude);
-    }
-
-    // ----- joins --------------------------------------------------------
-
-    /// A join request (figure 26): the coordinator queues it (and answers
-    /// JOIN_WAIT while busy); a member whose request repeats but who is
-    /// already in the table gets the view re-sent; the second and third
-    /// ranks tell a repeating newcomer that the group exists. A
-    /// newcomer whose claim does not fit this group's level (a parent
-    /// group is one level above its child set; no claim means level 1) is
-    /// refused for good by the coordinator.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_join_req(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        source: NodeId,
-        incarnation: Incarnation,
-        req: JoinRequest,
-    ) {
-        let JoinRequest {
-            attempt,
-            rejoin,
-            child,
-            declined,
-        } = req;
-        if child.as_ref().is_some_and(|c| !c.is_valid()) {
-            io.stats.drops.malformed += 1;
-            return;
-        }
-        let claimed = child.as_ref().map_or(0, |c| c.level);
-        if claimed.saturating_add(1) != self.table.tree.level {
-            if self.is_join_coordinator() && io.allow(now, source, MsgKind::JoinRefused) {
-                io.stats.join_refusals += 1;
-                let reason = JoinRefusal::LevelMismatch {
-                    level: self.table.tree.level,
-                    claimed,
-                };
-                io.send(source, self.view, Msg::JoinRefused { reason });
-            }
-            return;
-        }
-        let child_group = child.map(|c| c.group);
-        if let Some(r) = self.table.by_addr(source).copied() {
-            if r.incarnation == incarnation {
-                // Admitted, but it missed the COMMIT.
-                if self.is_join_coordinator() {
-                    self.resend_commit(now, io, source);
-                }
-                io.stats.drops.duplicate += 1;
-                return;
-            }
-            if incarnation < r.incarnation {
-                io.stats.drops.stale_incarnation += 1;
-                return;
-            }
-            // A newer life: its old one is on the fail list (restart_hint)
-            // and is removed before the new one is admitted.
-        }
-        if self.is_join_coordinator() {
-            if rejoin {
-                if let Some(left) = self.held_down_for(now, cx, source) {
-                    // A flapping member: not before its hold-down ends.
-                    self.join_queue.remove(&source);
-                    if io.allow(now, source, MsgKind::JoinWait) {
-                        io.stats.held_down_refusals += 1;
-                        // Rounded up: never 0, which would mean "busy".
-                        let held_down_ms = u64::try_from(left.as_micros().div_ceil(1000))
-                            .unwrap_or(u64::MAX)
-                            .max(1);
-                        io.send(source, self.view, Msg::JoinWait { held_down_ms });
-                    }
-                    return;
-                }
-            }
-            let room = self.join_queue.len() < MAX_JOIN_QUEUE;
-            match self.join_queue.get_mut(&source) {
-                Some(q) => {
-                    if incarnation > q.incarnation {
-                        q.incarnation = incarnation;
-                        q.since = now;
-                    }
-                    q.last_heard = now;
-                    q.rejoin = rejoin;
-                    q.declined = declined;
-                    q.child_group = child_group;
-                }
-                None if room => {
-                    self.join_queue.insert(
-                        source,
-                        QueuedJoin {
-                            incarnation,
-                            since: now,
-                            last_heard: now,
-                            rejoin,
-                            declined,
-                            child_group,
-                        },
-                    );
-                }
-                None => {
-                    io.stats.drops.unexpected += 1;
-                    return;
-                }
-            }
-            if (self.busy() || self.table.by_addr(source).is_some())
-                && io.allow(now, source, MsgKind::JoinWait)
-            {
-                io.send(source, self.view, Msg::JoinWait { held_down_ms: 0 });
-            }
-            self.maybe_propose(now, cx, io, leave);
-        } else if attempt >= 1 {
-            let pos = self.table.rows.iter().position(|r| r.rank == self.my_rank);
-            if matches!(pos, Some(1) | Some(2)) && io.allow(now, source, MsgKind::JoinWait) {
-                io.send(source, self.view, Msg::JoinWait { held_down_ms: 0 });
-            }
-        }
+        h.io.stats.drops.unacked_commit += 1;
     }
 }

@@ -23,9 +23,10 @@
 //! (`flap.rs`), which the newcomer reports once per hold-down
 //! ([`CoreSetEvent::HeldDown`]) while it keeps asking.
 
+use super::context::HandlerCtx;
+use super::event::CoreSetEvent;
 use super::member::Joined;
 use super::msg::{Envelope, Msg, NO_VIEW};
-use super::{CoreSetEvent, Ctx, Io};
 use crate::id::NodeId;
 use crate::time::Instant;
 use std::collections::BTreeMap;
@@ -83,17 +84,15 @@ impl Joining {
     /// founds one.
     pub(crate) fn on_timeout(
         &mut self,
-        now: Instant,
+        h: &mut HandlerCtx<'_>,
         late: bool,
         jitter: Duration,
-        cx: &Ctx,
-        io: &mut Io,
     ) -> Option<Box<Joined>> {
-        if now < self.next_send {
+        if h.now < self.next_send {
             return None;
         }
         if self.wait.is_zero() {
-            self.wait = cx.t.join_timeout;
+            self.wait = h.cx.t.join_timeout;
         }
         if self.attempts > 0 && !late {
             if self.heard_group.is_some_and(|t| t >= self.last_send) {
@@ -101,31 +100,31 @@ impl Joining {
                 self.wait = self
                     .wait
                     .saturating_mul(2)
-                    .min(cx.t.join_timeout_max)
-                    .max(cx.t.join_timeout);
+                    .min(h.cx.t.join_timeout_max)
+                    .max(h.cx.t.join_timeout);
             } else {
                 self.silent = self.silent.saturating_add(1);
-                self.wait = cx.t.join_timeout;
+                self.wait = h.cx.t.join_timeout;
             }
         }
-        let window = cx.t.join_timeout_max.saturating_mul(2);
+        let window = h.cx.t.join_timeout_max.saturating_mul(2);
         self.lower
-            .retain(|_, t| now.saturating_duration_since(*t) <= window);
-        if self.silent > cx.t.retries && self.lower.is_empty() {
-            return Some(Joined::found(now, cx, io, self.since));
+            .retain(|_, t| h.now.saturating_duration_since(*t) <= window);
+        if self.silent > h.cx.t.retries && self.lower.is_empty() {
+            return Some(Joined::found(h, self.since));
         }
-        io.multicast(
+        h.io.multicast(
             NO_VIEW,
             Msg::MJoinReq {
                 attempt: self.attempts,
                 rejoin: self.rejoin,
-                child: cx.tree.child.clone(),
-                declined: cx.tree.declined,
+                child: h.cx.tree.child.clone(),
+                declined: h.cx.tree.declined,
             },
         );
         self.attempts = self.attempts.saturating_add(1);
-        self.last_send = now;
-        self.next_send = now + self.wait + jitter;
+        self.last_send = h.now;
+        self.next_send = h.now + self.wait + jitter;
         None
     }
 
@@ -133,35 +132,33 @@ impl Joining {
     /// COMMIT admits us.
     pub(crate) fn on_packet(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
+        h: &mut HandlerCtx<'_>,
         source: NodeId,
         env: Envelope,
     ) -> Option<Box<Joined>> {
         match env.msg {
             Msg::Commit(c) => {
-                if c.table.contains(cx.me, cx.incarnation) {
+                if c.table.contains(h.cx.me, h.cx.incarnation) {
                     if c.table.validate().is_err() || c.proposal.view.number == 0 {
-                        io.stats.drops.malformed += 1;
+                        h.io.stats.drops.malformed += 1;
                         return None;
                     }
-                    return Some(Joined::admitted(now, cx, io, env.view, c, self.since));
+                    return Some(Joined::admitted(h, env.view, c, self.since));
                 }
-                self.heard_group = Some(now);
-                io.stats.drops.unexpected += 1;
+                self.heard_group = Some(h.now);
+                h.io.stats.drops.unexpected += 1;
             }
             Msg::JoinWait { held_down_ms } if held_down_ms > 0 => {
-                self.heard_group = Some(now);
+                self.heard_group = Some(h.now);
                 let left = Duration::from_millis(held_down_ms.min(MAX_HOLD_DOWN_MS));
-                let until = now + left;
+                let until = h.now + left;
                 // Report a new hold-down, not every reminder of the same.
                 let known = self.held_until.is_some_and(|t| {
                     t.saturating_duration_since(until) + until.saturating_duration_since(t)
-                        < cx.t.join_timeout_max
+                        < h.cx.t.join_timeout_max
                 });
                 if !known {
-                    io.event(CoreSetEvent::HeldDown { remaining: left });
+                    h.io.event(CoreSetEvent::HeldDown { remaining: left });
                 }
                 self.held_until = Some(until);
                 // Ask again as soon as it ends (not a whole wait later).
@@ -172,31 +169,31 @@ impl Joining {
             Msg::JoinRefused { reason } => {
                 // The group is there, and will not take us as we are: the
                 // layer above decides (keep asking, or give up).
-                self.heard_group = Some(now);
+                self.heard_group = Some(h.now);
                 if reason.is_valid() {
-                    io.event(CoreSetEvent::JoinRefused { reason });
+                    h.io.event(CoreSetEvent::JoinRefused { reason });
                 } else {
-                    io.stats.drops.malformed += 1;
+                    h.io.stats.drops.malformed += 1;
                 }
             }
             Msg::MJoinReq { .. } => {
-                if source < cx.me {
+                if source < h.cx.me {
                     if self.lower.len() >= MAX_LOWER_JOINERS && !self.lower.contains_key(&source) {
                         let highest = self.lower.keys().next_back().copied();
                         match highest {
-                            Some(h) if source < h => {
-                                self.lower.remove(&h);
+                            Some(top) if source < top => {
+                                self.lower.remove(&top);
                             }
                             _ => return None,
                         }
                     }
-                    self.lower.insert(source, now);
+                    self.lower.insert(source, h.now);
                 }
             }
             _ => {
                 // Some group is there (maybe our old one, still asking
                 // after our previous life): it is not empty.
-                self.heard_group = Some(now);
+                self.heard_group = Some(h.now);
             }
         }
         None

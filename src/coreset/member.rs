@@ -3,12 +3,13 @@
 //! of this view, a newer life of one, an older life, a stranger) decides
 //! what may happen before the message kind does.
 
+use super::context::{Ctx, HandlerCtx, Transition};
+use super::event::{ChangeRole, CoreSetEvent, Member};
 use super::msg::{
-    Absorbed, Commit, Envelope, Joiner, Layer, Msg, Proposal, RemovalReason, NO_VIEW,
+    Absorbed, CoFail, Commit, Envelope, Joiner, Layer, Msg, Proposal, RemovalReason, NO_VIEW,
 };
 use super::table::{Row, Table};
 use super::tree::{ChildClaim, GroupRef, TreeOp};
-use super::{ChangeRole, CoreSetEvent, Ctx, Io, LeaveRequest, Member, Transition};
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::{earliest, Instant};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -194,7 +195,7 @@ pub(crate) struct Joined {
     /// proof that we were failed ([`Joined::on_member_ahead`]).
     pub(crate) ahead: Option<(ViewId, Instant)>,
     /// Flap history per address (`flap.rs`).
-    pub(crate) flaps: super::flap::FlapRecords,
+    pub(crate) flaps: super::holddown::FlapRecords,
     /// Addresses we failed because they stayed silent, and when.
     pub(crate) silenced: BTreeMap<NodeId, Instant>,
     /// When this life last saw members of its view fall silent or fail
@@ -261,7 +262,7 @@ impl Joined {
             offered_to: None,
             merge_grace: None,
             ahead: None,
-            flaps: super::flap::FlapRecords::default(),
+            flaps: super::holddown::FlapRecords::default(),
             silenced: BTreeMap::new(),
             failures_seen: None,
             announce_heard: now,
@@ -274,12 +275,12 @@ impl Joined {
 
     /// Founds a group alone: rank 0, view 1, at the level its claim
     /// implies (level 1 without one).
-    pub(crate) fn found(now: Instant, cx: &Ctx, io: &mut Io, since: Instant) -> Box<Joined> {
-        let table = Table::founding_with(cx.me, cx.incarnation, cx.tree.founding_record());
+    pub(crate) fn found(h: &mut HandlerCtx<'_>, since: Instant) -> Box<Joined> {
+        let table = Table::founding_with(h.cx.me, h.cx.incarnation, h.cx.tree.founding_record());
         let view = ViewId {
             number: 1,
             seq: 0,
-            coordinator: cx.incarnation,
+            coordinator: h.cx.incarnation,
         };
         let proposal = Proposal {
             view,
@@ -289,10 +290,10 @@ impl Joined {
             removals: Vec::new(),
             joins: vec![Joiner {
                 rejoin: false,
-                addr: cx.me,
-                incarnation: cx.incarnation,
-                declined: cx.tree.declined,
-                child_group: cx.tree.child.as_ref().map(|c| c.group.clone()),
+                addr: h.cx.me,
+                incarnation: h.cx.incarnation,
+                declined: h.cx.tree.declined,
+                child_group: h.cx.tree.child.as_ref().map(|c| c.group.clone()),
             }],
             merges: Vec::new(),
             app: Vec::new(),
@@ -302,23 +303,21 @@ impl Joined {
             proposal,
             table: table.clone(),
         };
-        io.stats.founded += 1;
-        Self::admitted(now, cx, io, NO_VIEW, commit, since)
+        h.io.stats.founded += 1;
+        Self::admitted(h, NO_VIEW, commit, since)
     }
 
     /// Installs our first view (founded, or from a COMMIT that lists us).
     pub(crate) fn admitted(
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
+        h: &mut HandlerCtx<'_>,
         base: ViewId,
         commit: Commit,
         since: Instant,
     ) -> Box<Joined> {
         let table = commit.table.clone();
         let view = commit.proposal.view;
-        let mut j = Box::new(Joined::empty(now, table, view, base, commit));
-        j.my_rank = j.table.by_addr(cx.me).map(|r| r.rank).unwrap_or(u64::MAX);
+        let mut j = Box::new(Joined::empty(h.now, table, view, base, commit));
+        j.my_rank = j.table.by_addr(h.cx.me).map(|r| r.rank).unwrap_or(u64::MAX);
         let mut joined: Vec<Member> = j
             .last_commit
             .1
@@ -327,39 +326,37 @@ impl Joined {
             .iter()
             .filter_map(|x| j.table.by_addr(x.addr).map(Member::from))
             .collect();
-        if !joined.iter().any(|m| m.addr == cx.me) {
-            if let Some(r) = j.table.by_addr(cx.me) {
+        if !joined.iter().any(|m| m.addr == h.cx.me) {
+            if let Some(r) = j.table.by_addr(h.cx.me) {
                 joined.push(Member::from(r));
             }
         }
         joined.sort();
-        j.emit_installed(cx, io, joined, Vec::new(), Vec::new(), since, false);
-        j.resume_idle(now, cx);
+        j.emit_installed(h, joined, Vec::new(), Vec::new(), since, false);
+        j.resume_idle(h.now, h.cx);
         j
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn emit_installed(
         &self,
-        cx: &Ctx,
-        io: &mut Io,
+        h: &mut HandlerCtx<'_>,
         joined: Vec<Member>,
         failed: Vec<Member>,
         left: Vec<Member>,
         change_started: Instant,
         merged: bool,
     ) {
-        io.stats.views_installed += 1;
+        h.io.stats.views_installed += 1;
         let me = self
             .table
-            .by_addr(cx.me)
+            .by_addr(h.cx.me)
             .map(Member::from)
             .unwrap_or(Member {
                 rank: u64::MAX,
-                addr: cx.me,
-                incarnation: cx.incarnation,
+                addr: h.cx.me,
+                incarnation: h.cx.incarnation,
             });
-        io.event(CoreSetEvent::ViewInstalled {
+        h.io.event(CoreSetEvent::ViewInstalled {
             view: self.view,
             members: self.table.rows.iter().map(Member::from).collect(),
             joined,
@@ -375,10 +372,7 @@ impl Joined {
     /// Installs the view `commit` (based on our current view `base`).
     pub(crate) fn install(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         commit: Commit,
         change_started: Instant,
     ) {
@@ -407,8 +401,8 @@ impl Joined {
             if let Some(r) = old.by_rank(x.rank) {
                 match x.reason {
                     RemovalReason::Failed => {
-                        if r.addr != cx.me {
-                            self.failures_seen = Some(now);
+                        if r.addr != h.cx.me {
+                            self.failures_seen = Some(h.now);
                         }
                         failed.push(Member::from(r))
                     }
@@ -427,7 +421,7 @@ impl Joined {
         self.seen_drivers.clear();
         self.merge_offers.clear();
         self.ahead = None;
-        self.announce_heard = now;
+        self.announce_heard = h.now;
         let table = &self.table;
         self.fail_list.retain(|rank, e| {
             table
@@ -441,18 +435,18 @@ impl Joined {
         });
         self.probes.retain(|rank, _| table.by_rank(*rank).is_some());
         self.dead.retain(|rank| table.by_rank(*rank).is_some());
-        match self.table.by_addr(cx.me) {
+        match self.table.by_addr(h.cx.me) {
             Some(r) => self.my_rank = r.rank,
             None => {
                 // Only our own leave commits a view without us.
-                io.transition(Transition::Leave);
+                h.io.transition(Transition::Leave);
                 return;
             }
         }
-        self.after_view_flaps(now, cx, &proposal, &old);
+        self.after_view_flaps(h.now, h.cx, &proposal, &old);
         self.merge_grace = merged.then(|| {
             (
-                now + cx.t.commit_timeout,
+                h.now + h.cx.t.commit_timeout,
                 old.rows.iter().map(|r| r.addr).collect(),
             )
         });
@@ -460,27 +454,27 @@ impl Joined {
             // A change of the membership or of the tree is a new view; an
             // application change is a commit within this one.
             self.installed = proposal.view;
-            self.emit_installed(cx, io, joined, failed, left, change_started, merged);
+            self.emit_installed(h, joined, failed, left, change_started, merged);
         } else {
-            io.stats.app_commits += 1;
+            h.io.stats.app_commits += 1;
         }
         for op in proposal.tree {
-            io.stats.tree_commits += 1;
-            io.event(CoreSetEvent::TreeCommitted {
+            h.io.stats.tree_commits += 1;
+            h.io.event(CoreSetEvent::TreeCommitted {
                 view: proposal.view,
                 originator: old.by_rank(proposal.originator).map(Member::from),
                 op,
             });
         }
         if !proposal.app.is_empty() {
-            io.event(CoreSetEvent::AppCommitted {
+            h.io.event(CoreSetEvent::AppCommitted {
                 view: proposal.view,
                 originator: old.by_rank(proposal.originator).map(Member::from),
                 payloads: proposal.app,
             });
         }
-        self.resume_idle(now, cx);
-        self.maybe_propose(now, cx, io, leave);
+        self.resume_idle(h.now, h.cx);
+        self.maybe_propose(h);
     }
 
     /// Forgets the change this member originated; unless it is the one
@@ -666,13 +660,9 @@ impl Joined {
     // ----- inputs -------------------------------------------------------
 
     /// A datagram for our group.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_packet(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         source: NodeId,
         incarnation: Incarnation,
         env: Envelope,
@@ -683,32 +673,30 @@ impl Joined {
         // restarted neighbour may be the one telling us.
         if let (Msg::NotMember, Some(r)) = (&msg, row) {
             if incarnation >= r.incarnation {
-                self.on_not_member(now, cx, io, leave, r, incarnation, view);
+                self.on_not_member(h, r, incarnation, view);
                 return;
             }
         }
         let sender = match row {
             Some(r) if r.incarnation == incarnation => Sender::Member(r),
             Some(r) if incarnation > r.incarnation => {
-                self.restart_hint(now, cx, io, leave, r);
+                self.restart_hint(h, r);
                 Sender::Stranger
             }
             Some(_) => {
-                io.stats.drops.stale_incarnation += 1;
+                h.io.stats.drops.stale_incarnation += 1;
                 return;
             }
             None => Sender::Stranger,
         };
         match sender {
-            Sender::Stranger => {
-                self.on_stranger(now, cx, io, leave, source, incarnation, view, msg)
-            }
+            Sender::Stranger => self.on_stranger(h, source, incarnation, view, msg),
             Sender::Member(r) => {
                 // A merge that absorbs our subgroup, re-sent by a member
                 // of ours that installed it: whatever its envelope's view.
                 if let Msg::Commit(c) = &msg {
                     if c.proposal.absorbs(self.view).is_some() {
-                        self.on_foreign_commit(now, cx, io, leave, c.clone());
+                        self.on_foreign_commit(h, c.clone());
                         return;
                     }
                 }
@@ -718,16 +706,13 @@ impl Joined {
                 // that change committed, and its COMMIT was lost to us.
                 if let Some(p) = self.held() {
                     if p.view == view && !matches!(msg, Msg::MJoinReq { .. }) {
-                        io.stats.inferred_commits += 1;
-                        self.commit_held(now, cx, io, leave);
-                        if io.transition.is_some() {
+                        h.io.stats.inferred_commits += 1;
+                        self.commit_held(h);
+                        if h.io.transition.is_some() {
                             return;
                         }
                         return self.on_packet(
-                            now,
-                            cx,
-                            io,
-                            leave,
+                            h,
                             source,
                             incarnation,
                             Envelope {
@@ -744,41 +729,31 @@ impl Joined {
                 // more (a change committed without our ACK puts us on its
                 // fail list). Rejoin now rather than wait to be removed.
                 if view.position() > self.view.position() && !matches!(msg, Msg::MJoinReq { .. }) {
-                    io.stats.drops.future_view += 1;
-                    self.on_member_ahead(now, cx, view);
+                    h.io.stats.drops.future_view += 1;
+                    self.on_member_ahead(h.now, h.cx, view);
                     return;
                 }
-                self.on_member(now, cx, io, leave, r, view, msg);
+                self.on_member(h, r, view, msg);
                 if swept {
-                    self.maybe_propose(now, cx, io, leave);
+                    self.maybe_propose(h);
                 }
             }
         }
     }
 
     /// Installs the held change from our own computation.
-    pub(crate) fn commit_held(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
+    pub(crate) fn commit_held(&mut self, h: &mut HandlerCtx<'_>) {
         let Some(p) = self.held().cloned() else {
             return;
         };
-        let since = self.held_since(now);
+        let since = self.held_since(h.now);
         let table = self.table.apply(&p);
-        self.install(now, cx, io, leave, Commit { proposal: p, table }, since);
+        self.install(h, Commit { proposal: p, table }, since);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_stranger(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         source: NodeId,
         incarnation: Incarnation,
         view: ViewId,
@@ -791,10 +766,7 @@ impl Joined {
                 child,
                 declined,
             } => self.on_join_req(
-                now,
-                cx,
-                io,
-                leave,
+                h,
                 source,
                 incarnation,
                 JoinRequest {
@@ -804,9 +776,7 @@ impl Joined {
                     declined,
                 },
             ),
-            Msg::Announce { .. } => {
-                self.on_foreign_announce(now, cx, io, leave, source, incarnation)
-            }
+            Msg::Announce { .. } => self.on_foreign_announce(h, source, incarnation),
             Msg::MergeOffer {
                 next_rank,
                 members,
@@ -814,10 +784,7 @@ impl Joined {
                 level,
                 parent_group,
             } => self.on_merge_offer(
-                now,
-                cx,
-                io,
-                leave,
+                h,
                 source,
                 incarnation,
                 level,
@@ -829,31 +796,21 @@ impl Joined {
                     parent_group,
                 },
             ),
-            Msg::Commit(c) => self.on_foreign_commit(now, cx, io, leave, c),
+            Msg::Commit(c) => self.on_foreign_commit(h, c),
             Msg::Query
             | Msg::Reply { .. }
             | Msg::AgreeJ { .. }
             | Msg::AgreeL { .. }
             | Msg::AgreeAck { .. }
             | Msg::CoFail { reply: false, .. } => {
-                io.stats.drops.non_member += 1;
-                self.send_not_member(now, io, source);
+                h.io.stats.drops.non_member += 1;
+                self.send_not_member(h, source);
             }
-            _ => io.stats.drops.non_member += 1,
+            _ => h.io.stats.drops.non_member += 1,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_member(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        r: Row,
-        view: ViewId,
-        msg: Msg,
-    ) {
+    fn on_member(&mut self, h: &mut HandlerCtx<'_>, r: Row, view: ViewId, msg: Msg) {
         match msg {
             Msg::MJoinReq {
                 attempt,
@@ -861,10 +818,7 @@ impl Joined {
                 child,
                 declined,
             } => self.on_join_req(
-                now,
-                cx,
-                io,
-                leave,
+                h,
                 r.addr,
                 r.incarnation,
                 JoinRequest {
@@ -874,51 +828,57 @@ impl Joined {
                     declined,
                 },
             ),
-            Msg::JoinWait { .. } | Msg::JoinRefused { .. } => io.stats.drops.unexpected += 1,
+            Msg::JoinWait { .. } | Msg::JoinRefused { .. } => h.io.stats.drops.unexpected += 1,
             Msg::AgreeJ { proposal, takeover } => {
                 if proposal.is_join() {
-                    self.on_agree(now, cx, io, r, view, proposal, takeover);
+                    self.on_agree(h, r, view, proposal, takeover);
                 } else {
-                    io.stats.drops.malformed += 1;
+                    h.io.stats.drops.malformed += 1;
                 }
             }
             Msg::AgreeL { proposal, takeover } => {
                 if proposal.is_join() || proposal.is_merge() {
-                    io.stats.drops.malformed += 1;
+                    h.io.stats.drops.malformed += 1;
                 } else {
-                    self.on_agree(now, cx, io, r, view, proposal, takeover);
+                    self.on_agree(h, r, view, proposal, takeover);
                 }
             }
             Msg::AgreeM { proposal, takeover } => {
                 if proposal.is_merge() {
-                    self.on_agree(now, cx, io, r, view, proposal, takeover);
+                    self.on_agree(h, r, view, proposal, takeover);
                 } else {
-                    io.stats.drops.malformed += 1;
+                    h.io.stats.drops.malformed += 1;
                 }
             }
             // Offers come from the lowest rank of another subgroup, never
             // from a member of ours.
-            Msg::MergeOffer { .. } => io.stats.drops.unexpected += 1,
-            Msg::AgreeAck { proposal } => self.on_ack(now, cx, io, leave, r, proposal),
+            Msg::MergeOffer { .. } => h.io.stats.drops.unexpected += 1,
+            Msg::AgreeAck { proposal } => self.on_ack(h, r, proposal),
             Msg::Busy {
                 refused,
                 locked: _,
                 key,
-            } => self.on_busy(now, cx, io, r, refused, key),
-            Msg::Abort { proposal } => self.on_abort(now, cx, io, leave, proposal),
-            Msg::Commit(c) => self.on_commit(now, cx, io, leave, view, c),
+            } => self.on_busy(h, r, refused, key),
+            Msg::Abort { proposal } => self.on_abort(h, proposal),
+            Msg::Commit(c) => self.on_commit(h, view, c),
             Msg::CoFail {
                 proposal,
                 suspect,
                 status,
                 reply,
-            } => self.on_co_fail(
-                now, cx, io, leave, r, view, proposal, suspect, status, reply,
-            ),
-            Msg::Query => self.on_query(io, r),
-            Msg::Reply { .. } => self.on_reply(now, cx, r),
-            Msg::NotMember => self.on_not_member(now, cx, io, leave, r, r.incarnation, view),
-            Msg::Announce { .. } => self.on_member_announce(now, cx, io, leave, r, view),
+            } => {
+                let co_fail = CoFail {
+                    proposal,
+                    suspect,
+                    status,
+                    reply,
+                };
+                self.on_co_fail(h, r, view, co_fail)
+            }
+            Msg::Query => self.on_query(h, r),
+            Msg::Reply { .. } => self.on_reply(h.now, h.cx, r),
+            Msg::NotMember => self.on_not_member(h, r, r.incarnation, view),
+            Msg::Announce { .. } => self.on_member_announce(h, r, view),
         }
     }
 
@@ -927,14 +887,7 @@ impl Joined {
     /// we stop waiting at once; the coordinator of joins and `r`'s monitor
     /// also put it on the fail list (the others leave that to them, so that
     /// one change, not one per member, removes it).
-    fn restart_hint(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        r: Row,
-    ) {
+    fn restart_hint(&mut self, h: &mut HandlerCtx<'_>, r: Row) {
         let monitor_of_r = self
             .table
             .by_rank(r.ccw)
@@ -946,9 +899,9 @@ impl Joined {
             || self.lock.as_ref().is_some_and(|l| l.driver_rank == r.rank);
         if self.is_join_coordinator() || monitor_of_r || waited_for {
             if !self.fail_list.contains_key(&r.rank) {
-                io.stats.restarts_detected += 1;
+                h.io.stats.restarts_detected += 1;
             }
-            self.confirm(now, cx, io, leave, r.rank);
+            self.confirm(h, r.rank);
         }
     }
 
@@ -964,39 +917,26 @@ impl Joined {
     }
 
     /// The grace of [`Joined::on_member_ahead`] is over: we were failed.
-    pub(crate) fn ahead_timer(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-    ) {
+    pub(crate) fn ahead_timer(&mut self, h: &mut HandlerCtx<'_>) {
         if let Some((view, deadline)) = self.ahead {
-            if now >= deadline {
+            if h.now >= deadline {
                 self.ahead = None;
-                self.on_newer_view(now, cx, io, leave, view);
+                self.on_newer_view(h, view);
             }
         }
     }
 
     /// We are not in the group's view `view`, or it moved past us.
-    pub(crate) fn on_newer_view(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        view: ViewId,
-    ) {
+    pub(crate) fn on_newer_view(&mut self, h: &mut HandlerCtx<'_>, view: ViewId) {
         if self.held().is_some_and(|p| p.view == view) {
-            io.stats.inferred_commits += 1;
-            self.commit_held(now, cx, io, leave);
+            h.io.stats.inferred_commits += 1;
+            self.commit_held(h);
             return;
         }
-        if leave.is_some() {
-            io.transition(Transition::Leave);
+        if h.leave.is_some() {
+            h.io.transition(Transition::Leave);
         } else {
-            io.transition(Transition::Exclude);
+            h.io.transition(Transition::Exclude);
         }
     }
 }

@@ -31,9 +31,10 @@
 //!   whose subgroup moved on refuses it: the merged group then fails it
 //!   (it answers `NOT_MEMBER`), and its subgroup merges again.
 
+use super::context::{Ctx, HandlerCtx};
 use super::member::{Joined, MergeOfferEntry};
-use super::msg::{Absorbed, Commit, Layer, Msg, MsgKind, Proposal, MAX_MEMBERS};
-use super::{Ctx, Io, LeaveRequest};
+use super::msg::{Absorbed, Commit, Layer, Msg, MsgKind, Proposal};
+use super::table::MAX_MEMBERS;
 use crate::id::{Incarnation, NodeId, ViewId};
 use crate::time::Instant;
 use std::collections::BTreeSet;
@@ -68,17 +69,14 @@ impl Joined {
     /// `source`, not in our table).
     pub(crate) fn on_foreign_announce(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         source: NodeId,
         incarnation: Incarnation,
     ) {
-        if !self.speaks_for_subgroup() || leave.is_some() {
+        if !self.speaks_for_subgroup() || h.leave.is_some() {
             return;
         }
-        if (incarnation, source) < self.age_key(cx) {
+        if (incarnation, source) < self.age_key(h.cx) {
             // It is older: offer it our subgroup (when idle: a change in
             // progress would make the offer stale at once).
             if self.busy() {
@@ -87,10 +85,10 @@ impl Joined {
             // One leader at a time: while an offer stands, only an older
             // subgroup than the one we offered to gets one.
             let key = (incarnation, source);
-            if now < self.merge_hold_until && self.offered_to.is_some_and(|k| k < key) {
+            if h.now < self.merge_hold_until && self.offered_to.is_some_and(|k| k < key) {
                 return;
             }
-            if !io.allow(now, source, MsgKind::MergeOffer) {
+            if !h.io.allow(h.now, source, MsgKind::MergeOffer) {
                 return;
             }
             self.offered_to = Some(key);
@@ -107,9 +105,9 @@ impl Joined {
                 .iter()
                 .filter_map(|m| self.table.by_rank(m.rank).map(|r| (r.addr, m.bits.clone())))
                 .collect();
-            io.stats.merge_offers += 1;
-            self.merge_hold_until = now + cx.t.announce_interval;
-            io.send(
+            h.io.stats.merge_offers += 1;
+            self.merge_hold_until = h.now + h.cx.t.announce_interval;
+            h.io.send(
                 source,
                 self.view,
                 Msg::MergeOffer {
@@ -120,37 +118,33 @@ impl Joined {
                     parent_group: self.table.tree.parent_group.clone(),
                 },
             );
-        } else if io.allow(now, cx.group_addr, MsgKind::Announce) {
+        } else if h.io.allow(h.now, h.cx.group_addr, MsgKind::Announce) {
             // We lead: announce ourselves to the whole group address at
             // once (not only to this subgroup), so that every younger
             // subgroup that hears us now offers now, and one AGREE_M
             // absorbs them all (rate-limited to one per reply timeout).
             let size = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
-            io.multicast(self.view, Msg::Announce { size });
+            h.io.multicast(self.view, Msg::Announce { size });
         }
     }
 
     /// A MERGE_OFFER from the lowest rank `source` of a younger subgroup in
     /// view `view`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_merge_offer(
         &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
+        h: &mut HandlerCtx<'_>,
         source: NodeId,
         incarnation: Incarnation,
         level: u8,
         offered: Absorbed,
     ) {
-        if !self.speaks_for_subgroup() || leave.is_some() {
-            io.stats.drops.unexpected += 1;
+        if !self.speaks_for_subgroup() || h.leave.is_some() {
+            h.io.stats.drops.unexpected += 1;
             return;
         }
         if level != self.table.tree.level {
             // A group of our name at another level: not a subgroup of ours.
-            io.stats.drops.wrong_group += 1;
+            h.io.stats.drops.wrong_group += 1;
             return;
         }
         let Absorbed {
@@ -162,31 +156,31 @@ impl Joined {
         } = offered;
         let well_formed = members.first() == Some(&(source, incarnation))
             && members.len() <= MAX_MEMBERS
-            && (incarnation, source) > self.age_key(cx)
+            && (incarnation, source) > self.age_key(h.cx)
             && view.number > 0;
         let mut addrs: Vec<NodeId> = members.iter().map(|(a, _)| *a).collect();
         addrs.sort();
         let distinct = addrs.windows(2).all(|w| w[0] != w[1])
             && addrs.iter().all(|a| !a.addr().ip().is_multicast());
         if !well_formed || !distinct {
-            io.stats.drops.malformed += 1;
+            h.io.stats.drops.malformed += 1;
             return;
         }
         if addrs.iter().any(|a| self.table.by_addr(*a).is_some()) {
             // A member of both: one side still lists a member that went to
             // the other. Our monitoring settles it (it answers NOT_MEMBER);
             // the next offer merges.
-            io.stats.drops.merge_overlap += 1;
+            h.io.stats.drops.merge_overlap += 1;
             return;
         }
         if self.merge_offers.len() >= MAX_OFFERS && !self.merge_offers.contains_key(&source) {
-            io.stats.drops.unexpected += 1;
+            h.io.stats.drops.unexpected += 1;
             return;
         }
         if self.merge_offers.is_empty() {
             // The first offer: wait a moment for the others that our
             // announcement brings, to absorb them in one change.
-            self.merge_collect_until = Some(now + merge_collect(cx));
+            self.merge_collect_until = Some(h.now + merge_collect(h.cx));
         }
         self.merge_offers.insert(
             source,
@@ -198,10 +192,10 @@ impl Joined {
                     bits,
                     parent_group,
                 },
-                heard: now,
+                heard: h.now,
             },
         );
-        self.maybe_propose(now, cx, io, leave);
+        self.maybe_propose(h);
     }
 
     /// The merge to propose now, if this member leads one: every fresh
@@ -260,20 +254,13 @@ impl Joined {
 
     /// A COMMIT from outside our table: a merge that absorbs our subgroup
     /// is installed if it absorbs exactly our view and table.
-    pub(crate) fn on_foreign_commit(
-        &mut self,
-        now: Instant,
-        cx: &Ctx,
-        io: &mut Io,
-        leave: Option<LeaveRequest>,
-        c: Commit,
-    ) {
+    pub(crate) fn on_foreign_commit(&mut self, h: &mut HandlerCtx<'_>, c: Commit) {
         if c.proposal.view == self.view {
-            io.stats.drops.duplicate += 1;
+            h.io.stats.drops.duplicate += 1;
             return;
         }
         let Some(a) = c.proposal.absorbs(self.view) else {
-            io.stats.drops.non_member += 1;
+            h.io.stats.drops.non_member += 1;
             return;
         };
         let ours: Vec<(NodeId, Incarnation)> = self
@@ -287,8 +274,8 @@ impl Joined {
             && c.proposal.view.position() > self.view.position()
             && c.table.validate().is_ok()
             && ours.iter().all(|(addr, inc)| c.table.contains(*addr, *inc));
-        if !fits || leave.is_some() {
-            io.stats.drops.commit_mismatch += 1;
+        if !fits || h.leave.is_some() {
+            h.io.stats.drops.commit_mismatch += 1;
             return;
         }
         // Our subgroup's own change in progress is superseded: everyone
@@ -296,17 +283,17 @@ impl Joined {
         self.drive = None;
         self.lock = None;
         self.drop_originated(None);
-        io.stats.merges_absorbed += 1;
-        self.install(now, cx, io, leave, c, now);
+        h.io.stats.merges_absorbed += 1;
+        self.install(h, c, h.now);
     }
 
     /// After our merge committed: the COMMIT by unicast to every absorbed
     /// member too (they do not ACK phase I, so a lost multicast would
     /// leave them behind).
-    pub(crate) fn send_merge_commit(&self, io: &mut Io, base: ViewId, c: &Commit) {
+    pub(crate) fn send_merge_commit(&self, h: &mut HandlerCtx<'_>, base: ViewId, c: &Commit) {
         for a in &c.proposal.merges {
             for (addr, _) in &a.members {
-                io.send(*addr, base, Msg::Commit(c.clone()));
+                h.io.send(*addr, base, Msg::Commit(c.clone()));
             }
         }
     }

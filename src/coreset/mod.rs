@@ -42,12 +42,29 @@
 //! - **Excluded members** rejoin with a new incarnation; stale messages
 //!   (old incarnation, old view) change nothing anywhere.
 //!
-//! [`invariants`] holds the view invariants of DESIGN.md section 5, one
-//! checker per file, for the simulator.
+//! The files, bottom-up (each imports only files listed before it):
+//! `config.rs` and [`table`] (the core table); `event.rs` (what the core
+//! reports: [`Member`], [`CoreSetEvent`], [`ViewSnapshot`]); [`msg`] (the
+//! messages, and applying a change to a table); `stats.rs`; `context.rs`
+//! (what every handler works with: timings, outputs, and the handler
+//! context made for each input); `holddown.rs` (flap records); `member.rs`
+//! (a member's state and the dispatch of what it receives); the handlers
+//! of a member, one `impl` each: `change.rs` (proposing, phases I and II),
+//! `election.rs` (coordinator failure), `admit.rs` (join requests),
+//! `monitor.rs` (ring monitoring), `merge.rs` (subgroup merges),
+//! `flap.rs` (one-way and flapping links); `join.rs` (the newcomer's
+//! side); this file, [`CoreSet`], which composes them; and
+//! [`invariants`], the view invariants of DESIGN.md section 5, one checker
+//! per file, for the simulator.
 
+mod admit;
 mod change;
 mod config;
+mod context;
+mod election;
+mod event;
 mod flap;
+mod holddown;
 pub mod invariants;
 mod join;
 mod member;
@@ -64,14 +81,14 @@ mod tests;
 pub use config::{
     valid_group_name, ConfigError, CoreSetConfig, MAX_GROUP_NAME, MAX_RETRIES, MAX_TIMER,
 };
-pub use flap::HeldDown;
+pub use event::{ChangeRole, ChangeState, CoreSetEvent, HeldDown, Member, ViewSnapshot};
 pub use msg::{
     CoStatus, Commit, Envelope, JoinRefusal, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal,
     Removal, RemovalReason, Subject, MAX_APP_BATCH, MAX_APP_BATCH_BYTES, MAX_APP_PAYLOAD,
-    MAX_JOIN_BATCH, MAX_MEMBERS, NO_VIEW,
+    MAX_JOIN_BATCH, NO_VIEW,
 };
 pub use stats::{CoreSetStats, DropCounts, MsgCounts};
-pub use table::{Row, Table, FLAG_ACTIVE};
+pub use table::{Row, Table, FLAG_ACTIVE, MAX_MEMBERS};
 pub use tree::{
     ChildClaim, GroupRef, GroupRefError, MemberBits, TreeOp, TreeOpError, TreeRecord, TreeSettings,
     MAX_LEVEL, MAX_PARENTS, MAX_UPPER_MEMBERS,
@@ -80,12 +97,12 @@ pub use tree::{
 use crate::id::{Incarnation, NodeId, ProtocolId, ViewId};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
-use crate::wire::{decode_body, encode_body};
+use crate::wire::decode_body;
+use context::{Ctx, HandlerCtx, Io, LeaveRequest, Timings, Transition};
 use join::Joining;
 use member::Joined;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -124,368 +141,6 @@ pub enum TreeSubmitError {
     /// The change does not fit the group as it is now.
     #[error("{0}")]
     Invalid(TreeOpError),
-}
-
-/// Most (destination, kind) pairs remembered for answer rate limits.
-const MAX_RATE_LIMITS: usize = 256;
-
-/// A member as the layer above sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Member {
-    /// Its rank (0 for the founder; never reused). While this mserver is
-    /// not a member yet, its own `me.rank` is `u64::MAX`.
-    pub rank: u64,
-    /// Its address.
-    pub addr: NodeId,
-    /// Its incarnation.
-    pub incarnation: Incarnation,
-}
-
-impl From<&Row> for Member {
-    fn from(r: &Row) -> Self {
-        Member {
-            rank: r.rank,
-            addr: r.addr,
-            incarnation: r.incarnation,
-        }
-    }
-}
-
-/// Whether a change is in progress at this member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeState {
-    /// No change in progress: ring monitoring runs.
-    Idle,
-    /// This member holds a change (ACKed or coordinates it), or is joining.
-    Changing,
-}
-
-/// What `msctl view --json` shows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ViewSnapshot {
-    /// The group name.
-    pub group: String,
-    /// The latest commit: the view number and the application commits
-    /// since ([`NO_VIEW`] while joining).
-    pub view: ViewId,
-    /// The membership change that installed the view (its number, commit
-    /// 0, and the member that coordinated it; [`NO_VIEW`] while joining).
-    pub installed: ViewId,
-    /// Idle or changing.
-    pub state: ChangeState,
-    /// This mserver.
-    pub me: Member,
-    /// The members, sorted by rank (empty while joining).
-    pub members: Vec<Member>,
-    /// Whether this mserver is a member of a view.
-    pub joined: bool,
-    /// Addresses whose rejoin the group holds down (they were failed
-    /// again and again after rejoining: a one-way or flapping link).
-    pub held_down: Vec<HeldDown>,
-    /// The group's tree record (level, parent group, parent bits); while
-    /// joining, the level this member joins at and nothing else.
-    pub tree: TreeRecord,
-}
-
-/// What the core reports to the daemon.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CoreSetEvent {
-    /// A new view is installed here.
-    ViewInstalled {
-        /// Its id.
-        view: ViewId,
-        /// Its members, sorted by rank.
-        members: Vec<Member>,
-        /// Members admitted by this change (a newcomer also lists itself).
-        joined: Vec<Member>,
-        /// Members removed as failed.
-        failed: Vec<Member>,
-        /// Members removed because they left.
-        left: Vec<Member>,
-        /// When this member first learned of the change: the coordinator
-        /// when it detected the failure, got the first join request or was
-        /// asked to leave; a member when the AGREE came; a newcomer when it
-        /// started joining.
-        change_started: Instant,
-        /// This member in the new view.
-        me: Member,
-        /// The table's rank high-water mark (part of the table, so that
-        /// checkers can compare whole tables).
-        next_rank: u64,
-        /// The view came from a merge of subgroups: its number may jump
-        /// (by more than one) and every member's rank is new.
-        merged: bool,
-    },
-    /// This member took a new incarnation (on a rejoin after exclusion):
-    /// the daemon must stamp its packets with it from now on (the runtime's
-    /// `SetIncarnation`). The core sends nothing with the new incarnation
-    /// until a later input.
-    NewIncarnation(Incarnation),
-    /// This member learned that the group failed it (`NOT_MEMBER`, a view
-    /// without it, or a member already past its view); a rejoin with a new
-    /// incarnation follows at once.
-    Excluded {
-        /// The last view it had installed.
-        view: ViewId,
-    },
-    /// The voluntary leave is done (or timed out); the daemon exits.
-    Left,
-    /// A tree change committed (in the view `view`, right after its
-    /// `ViewInstalled`): every member of the view gets it, views in order.
-    TreeCommitted {
-        /// The view the change installed.
-        view: ViewId,
-        /// The member that submitted it (in the base view).
-        originator: Option<Member>,
-        /// The change.
-        op: TreeOp,
-    },
-    /// A tree change submitted here no longer fits the group (a failure or
-    /// another change went first and made it invalid): it was dropped.
-    TreeRefused {
-        /// The change.
-        op: TreeOp,
-        /// Why it does not fit.
-        error: TreeOpError,
-    },
-    /// While joining: the group's coordinator refused this member for
-    /// good (a claim that does not fit the group's level). The core keeps
-    /// asking (the refusal may come from a stale group of the same name);
-    /// the layer above decides whether to give up.
-    JoinRefused {
-        /// Why.
-        reason: JoinRefusal,
-    },
-    /// Application changes committed by the core-set (in the view `view`,
-    /// right after its `ViewInstalled`): every member of the view gets the
-    /// same payloads in the same order, views in order.
-    AppCommitted {
-        /// The view the change installed.
-        view: ViewId,
-        /// The member that submitted them (in the base view).
-        originator: Option<Member>,
-        /// The payloads, in submission order.
-        payloads: Vec<Vec<u8>>,
-    },
-    /// The group holds this (rejoining) member down: it was failed again
-    /// and again after rejoining (a one-way or flapping link). It keeps
-    /// asking, and is admitted when the hold-down ends.
-    HeldDown {
-        /// How long the group said the hold-down still lasts.
-        remaining: Duration,
-    },
-    /// The member this one monitors (its clockwise neighbour) changed: the
-    /// daemon keeps an OS-level watch on it (e.g. a TCP connection) and
-    /// reports its death with [`Core::handle_unreachable`].
-    Watch(Option<NodeId>),
-}
-
-/// This member's part in the change in progress, for tests and tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeRole {
-    /// It coordinates the change.
-    Coordinator {
-        /// The change's id (the view it installs).
-        proposal: ViewId,
-        /// It took over from a failed coordinator.
-        takeover: bool,
-        /// Phase I is over and it waits `commit_delay` before the COMMIT.
-        delaying: bool,
-        /// ACKs received.
-        acked: usize,
-        /// ACKs expected.
-        expected: usize,
-        /// An AGREE_J (a join) rather than an AGREE_L.
-        join: bool,
-    },
-    /// It ACKed the change and waits for the COMMIT.
-    Participant {
-        /// The change's id.
-        proposal: ViewId,
-        /// The coordinator it waits for.
-        coordinator: NodeId,
-        /// A coordinator-failure election is running.
-        electing: bool,
-    },
-}
-
-/// The timers, resolved from the config (see [`CoreSetConfig`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Timings {
-    pub(crate) query_interval: Duration,
-    pub(crate) reply_timeout: Duration,
-    pub(crate) retries: u32,
-    pub(crate) change_retries: u32,
-    pub(crate) commit_timeout: Duration,
-    pub(crate) commit_delay: Option<Duration>,
-    pub(crate) join_timeout: Duration,
-    pub(crate) join_timeout_max: Duration,
-    pub(crate) announce_interval: Duration,
-    pub(crate) leave_timeout: Duration,
-    /// A heartbeat is overdue this long after the last one.
-    pub(crate) overdue_after: Duration,
-    /// A member that keeps refusing an AGREE this long is taken as failed.
-    pub(crate) refuse_limit: Duration,
-    /// A member waiting for its COMMIT re-sends its ACK this often.
-    pub(crate) nudge_interval: Duration,
-    /// A queued join request is forgotten this long after it was last heard.
-    pub(crate) join_ttl: Duration,
-    /// A rejoin's first request waits this long (so the daemon switches
-    /// its socket to the new incarnation first).
-    pub(crate) rejoin_delay: Duration,
-    /// After withdrawing its change, a coordinator waits this long before
-    /// proposing again.
-    pub(crate) abort_backoff: Duration,
-    /// See [`CoreSetConfig::flap_window`].
-    pub(crate) flap_window: Duration,
-    /// See [`CoreSetConfig::hold_down`].
-    pub(crate) hold_down: Duration,
-    /// See [`CoreSetConfig::hold_down_max`].
-    pub(crate) hold_down_max: Duration,
-    /// An exclusion learned this soon after a late timer was caused by a
-    /// pause (SIGSTOP, a starved process): the rejoin is not a flap.
-    pub(crate) pause_memory: Duration,
-    /// An exclusion this soon after this member saw members of its own
-    /// view fail was a cut both ways: the rejoin is not a flap.
-    pub(crate) cut_memory: Duration,
-}
-
-impl Timings {
-    fn from_config(c: &CoreSetConfig) -> Self {
-        Timings {
-            query_interval: c.query_interval,
-            reply_timeout: c.reply_timeout,
-            retries: c.retries,
-            change_retries: c.change_retries(),
-            commit_timeout: c.commit_timeout(),
-            commit_delay: c.commit_delay.filter(|d| !d.is_zero()),
-            join_timeout: c.join_timeout(),
-            join_timeout_max: c.join_timeout_max(),
-            announce_interval: c.announce_interval(),
-            leave_timeout: c.leave_timeout(),
-            overdue_after: c.query_interval + c.reply_timeout / 2,
-            refuse_limit: c.commit_timeout().saturating_mul(2),
-            nudge_interval: c.reply_timeout.saturating_mul(2),
-            join_ttl: c.join_timeout_max().saturating_mul(3),
-            rejoin_delay: (c.reply_timeout / 100).max(Duration::from_micros(1)),
-            abort_backoff: c.reply_timeout.saturating_mul(2),
-            flap_window: c.flap_window,
-            hold_down: c.hold_down,
-            hold_down_max: c.hold_down_max.max(c.hold_down),
-            pause_memory: (c.query_interval + c.reply_timeout).saturating_mul(4),
-            cut_memory: (c.query_interval + c.reply_timeout).saturating_mul(8),
-        }
-    }
-}
-
-/// Who this node is (changes only on a rejoin).
-#[derive(Clone, Debug)]
-pub(crate) struct Ctx {
-    pub(crate) me: NodeId,
-    pub(crate) incarnation: Incarnation,
-    pub(crate) group_addr: NodeId,
-    pub(crate) t: Timings,
-    /// The group's place in the tree (what a founder records, what a
-    /// joiner claims).
-    pub(crate) tree: TreeSettings,
-}
-
-/// A change of the whole state that a handler asks for; applied by
-/// [`CoreSet`] after the handler returns. Once one is set, nothing more is
-/// sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Transition {
-    /// We learned we are not a member: rejoin with a new incarnation.
-    Exclude,
-    /// The voluntary leave is done.
-    Leave,
-}
-
-/// Outputs and counters, kept apart from the protocol state so that
-/// handlers can borrow both.
-pub(crate) struct Io {
-    group: String,
-    /// Above level 1: our life, sent in every envelope.
-    life: Option<Incarnation>,
-    group_addr: NodeId,
-    reply_timeout: Duration,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<CoreSetEvent>,
-    pub(crate) stats: CoreSetStats,
-    limits: BTreeMap<(NodeId, MsgKind), Instant>,
-    pub(crate) transition: Option<Transition>,
-}
-
-impl Io {
-    /// Sends `msg` with envelope view `view` to `to` (a member, or the
-    /// group address).
-    pub(crate) fn send(&mut self, to: NodeId, view: ViewId, msg: Msg) {
-        if self.transition.is_some() {
-            return;
-        }
-        let kind = msg.kind();
-        let env = Envelope {
-            group: self.group.clone(),
-            view,
-            msg,
-            life: self.life,
-        };
-        // A body over the limit would be a table above MAX_MEMBERS, which
-        // validation prevents; if it ever happens, nothing is sent.
-        if let Ok(body) = encode_body(&env) {
-            self.stats.sent.count(kind);
-            self.transmits
-                .push_back(Transmit::new(to, ProtocolId::CoreSet, body));
-        }
-    }
-
-    /// Sends `msg` to the group address.
-    pub(crate) fn multicast(&mut self, view: ViewId, msg: Msg) {
-        self.send(self.group_addr, view, msg);
-    }
-
-    /// Reports an event.
-    pub(crate) fn event(&mut self, e: CoreSetEvent) {
-        self.events.push_back(e);
-    }
-
-    /// Whether an answer of `kind` to `to` may go now (at most one per
-    /// reply timeout per destination and kind); records it if so.
-    pub(crate) fn allow(&mut self, now: Instant, to: NodeId, kind: MsgKind) -> bool {
-        let key = (to, kind);
-        if let Some(t) = self.limits.get(&key) {
-            if now < *t + self.reply_timeout {
-                return false;
-            }
-        }
-        if self.limits.len() >= MAX_RATE_LIMITS && !self.limits.contains_key(&key) {
-            let oldest = self
-                .limits
-                .iter()
-                .min_by_key(|(k, t)| (**t, **k))
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                self.limits.remove(&k);
-            }
-        }
-        self.limits.insert(key, now);
-        true
-    }
-
-    /// Asks for a transition (the first one asked wins).
-    pub(crate) fn transition(&mut self, t: Transition) {
-        if self.transition.is_none() {
-            self.transition = Some(t);
-        }
-    }
-}
-
-/// A voluntary leave in progress.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LeaveRequest {
-    pub(crate) since: Instant,
-    pub(crate) deadline: Instant,
 }
 
 enum State {
@@ -575,7 +230,8 @@ impl CoreSet {
                 if j.table.len() <= 1 {
                     self.io.transition(Transition::Leave);
                 } else {
-                    j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+                    let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
+                    j.maybe_propose(&mut h);
                 }
             }
         }
@@ -607,7 +263,12 @@ impl CoreSet {
             return Err(AppSubmitError::QueueFull);
         }
         j.app_queue.push_back((payload, now));
-        j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+        j.maybe_propose(&mut HandlerCtx::new(
+            now,
+            &self.cx,
+            &mut self.io,
+            self.leave,
+        ));
         self.apply_transition(now);
         self.rearm();
         Ok(())
@@ -638,7 +299,12 @@ impl CoreSet {
             .check(&op, j.my_rank, &ranks)
             .map_err(TreeSubmitError::Invalid)?;
         j.tree_queue.push_back((op, now));
-        j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
+        j.maybe_propose(&mut HandlerCtx::new(
+            now,
+            &self.cx,
+            &mut self.io,
+            self.leave,
+        ));
         self.apply_transition(now);
         self.rearm();
         Ok(())
@@ -878,11 +544,10 @@ impl CoreSet {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        if let Some(joined) = jn.on_packet(now, &self.cx, &mut self.io, source, env) {
+        let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
+        if let Some(mut joined) = jn.on_packet(&mut h, source, env) {
+            joined.maybe_propose(&mut h);
             self.state = State::Joined(joined);
-            if let State::Joined(j) = &mut self.state {
-                j.maybe_propose(now, &self.cx, &mut self.io, self.leave);
-            }
         }
     }
 
@@ -897,7 +562,8 @@ impl CoreSet {
         let State::Joining(jn) = &mut self.state else {
             return;
         };
-        if let Some(joined) = jn.on_timeout(now, late, jitter, &self.cx, &mut self.io) {
+        let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
+        if let Some(joined) = jn.on_timeout(&mut h, late, jitter) {
             self.state = State::Joined(joined);
         }
     }
@@ -955,15 +621,10 @@ impl Core for CoreSet {
         match &mut self.state {
             State::Left => self.io.stats.drops.after_leave += 1,
             State::Joining(_) => self.joining_packet(now, packet.source, env),
-            State::Joined(j) => j.on_packet(
-                now,
-                &self.cx,
-                &mut self.io,
-                self.leave,
-                packet.source,
-                source_incarnation,
-                env,
-            ),
+            State::Joined(j) => {
+                let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
+                j.on_packet(&mut h, packet.source, source_incarnation, env);
+            }
         }
         self.apply_transition(now);
         self.rearm();
@@ -988,7 +649,10 @@ impl Core for CoreSet {
                 if self.leave.is_some_and(|l| now >= l.deadline) {
                     self.io.transition(Transition::Leave);
                 } else {
-                    j.on_timeout(now, late, &self.cx, &mut self.io, self.leave);
+                    j.on_timeout(
+                        &mut HandlerCtx::new(now, &self.cx, &mut self.io, self.leave),
+                        late,
+                    );
                 }
             }
         }
@@ -998,7 +662,10 @@ impl Core for CoreSet {
 
     fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
         match &mut self.state {
-            State::Joined(j) => j.on_unreachable(now, &self.cx, &mut self.io, self.leave, node),
+            State::Joined(j) => {
+                let mut h = HandlerCtx::new(now, &self.cx, &mut self.io, self.leave);
+                j.on_unreachable(&mut h, node);
+            }
             _ => self.io.stats.drops.unreachable_non_member += 1,
         }
         self.apply_transition(now);

@@ -8,15 +8,11 @@
 //! incarnation are trusted instead. `docs/protocol.md` lists every message
 //! with its fields and when it is sent.
 
-use super::table::Table;
-use super::tree::{ChildClaim, GroupRef, MemberBits, TreeOp, TreeOpError, MAX_LEVEL};
+use super::table::{Row, Table, FLAG_ACTIVE, MAX_MEMBERS};
+use super::tree::{ChildClaim, GroupRef, MemberBits, TreeOp, TreeOpError, TreeRecord, MAX_LEVEL};
 use crate::id::{Incarnation, NodeId, ViewId};
 use serde::{Deserialize, Serialize};
 use std::cmp::{Ordering, Reverse};
-
-/// Most members a table may hold (a COMMIT with 1024 rows is about 32 KB,
-/// well inside one datagram).
-pub const MAX_MEMBERS: usize = 1024;
 
 /// Most newcomers one AGREE_J admits.
 pub const MAX_JOIN_BATCH: usize = 64;
@@ -372,6 +368,131 @@ impl Proposal {
     }
 }
 
+/// Applying a committed change to the core table: the twin of
+/// [`Proposal::validate`], kept beside the proposal so that the table
+/// (below the messages) knows nothing of them.
+impl Table {
+    /// The table after `proposal`: its removals taken out, its joiners
+    /// added in address order with ranks `next_rank`, `next_rank + 1`, ...
+    /// The caller has checked the proposal against this table
+    /// ([`Proposal::validate`]).
+    pub fn apply(&self, proposal: &Proposal) -> Table {
+        if proposal.is_merge() {
+            return self.merged(proposal);
+        }
+        let mut rows: Vec<Row> = self
+            .rows
+            .iter()
+            .filter(|r| !proposal.removals.iter().any(|x| x.rank == r.rank))
+            .copied()
+            .collect();
+        let mut tree = self.tree.clone();
+        tree.retain(|rank| !proposal.removes(rank));
+        let mut next_rank = self.next_rank;
+        for j in &proposal.joins {
+            tree.set(
+                next_rank,
+                MemberBits {
+                    parent: false,
+                    declined: j.declined,
+                    child_group: j.child_group.clone(),
+                },
+            );
+            rows.push(Row {
+                addr: j.addr,
+                incarnation: j.incarnation,
+                rank: next_rank,
+                cw: 0,
+                ccw: 0,
+                flag: FLAG_ACTIVE,
+            });
+            next_rank = next_rank.saturating_add(1);
+        }
+        for op in &proposal.tree {
+            tree.apply(op);
+        }
+        rows.sort_by_key(|r| r.rank);
+        let mut t = Table {
+            rows,
+            next_rank,
+            tree,
+        };
+        t.relink();
+        t
+    }
+
+    /// The table of a merge: every side's members in age order, ranked
+    /// anew above every side's high-water mark so that no rank is reused.
+    /// Each side keeps its own order (its ranks are its committed age
+    /// order); between sides the older incarnation (UUID v7, time-ordered)
+    /// goes first, ties by address. Every member keeps its tree bits; the
+    /// group keeps its own record, and takes the parent group of the
+    /// first absorbed side that has one if it has none.
+    fn merged(&self, proposal: &Proposal) -> Table {
+        let mut bits: std::collections::BTreeMap<NodeId, MemberBits> = self
+            .tree
+            .members
+            .iter()
+            .filter_map(|m| self.by_rank(m.rank).map(|r| (r.addr, m.bits.clone())))
+            .collect();
+        for a in &proposal.merges {
+            bits.extend(a.bits.iter().cloned());
+        }
+        let mut tree = TreeRecord {
+            members: Vec::new(),
+            ..self.tree.clone()
+        };
+        if tree.parent_group.is_none() {
+            tree.parent_group = proposal.merges.iter().find_map(|a| a.parent_group.clone());
+        }
+        let mut sides: Vec<std::collections::VecDeque<(NodeId, Incarnation)>> =
+            Vec::with_capacity(proposal.merges.len() + 1);
+        sides.push(self.rows.iter().map(|r| (r.addr, r.incarnation)).collect());
+        for a in &proposal.merges {
+            sides.push(a.members.iter().copied().collect());
+        }
+        let start = proposal
+            .merges
+            .iter()
+            .map(|a| a.next_rank)
+            .fold(self.next_rank, u64::max);
+        let mut rows = Vec::new();
+        let mut rank = start;
+        loop {
+            let next = sides
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.front().map(|(a, inc)| (*inc, *a, i)))
+                .min();
+            let Some((_, _, i)) = next else {
+                break;
+            };
+            let Some((addr, incarnation)) = sides.get_mut(i).and_then(|s| s.pop_front()) else {
+                break;
+            };
+            if let Some(b) = bits.remove(&addr) {
+                tree.set(rank, b);
+            }
+            rows.push(Row {
+                addr,
+                incarnation,
+                rank,
+                cw: 0,
+                ccw: 0,
+                flag: FLAG_ACTIVE,
+            });
+            rank = rank.saturating_add(1);
+        }
+        let mut t = Table {
+            rows,
+            next_rank: rank,
+            tree,
+        };
+        t.relink();
+        t
+    }
+}
+
 /// The subject of a change, for priority rule 4: members by rank (older
 /// first), newcomers (which have no rank yet) by address, after members.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -600,6 +721,19 @@ impl JoinRefusal {
             }
         }
     }
+}
+
+/// The fields of a CO_FAIL ([`Msg::CoFail`]), as its handler takes them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoFail {
+    /// The change whose COMMIT is overdue.
+    pub(crate) proposal: ViewId,
+    /// The rank of the suspected coordinator.
+    pub(crate) suspect: u64,
+    /// Where the sender stands in that change.
+    pub(crate) status: CoStatus,
+    /// It answers another CO_FAIL.
+    pub(crate) reply: bool,
 }
 
 /// The kinds of [`Msg`], for counters.

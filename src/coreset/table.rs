@@ -7,11 +7,11 @@
 //! (`cw`, the one it monitors) is the next higher rank, wrapping from the
 //! highest to the lowest; `ccw` is the next lower rank, wrapping the other
 //! way. A table is only ever built by [`Table::founding`] and
-//! [`Table::apply`], which recompute the ring, and a table that arrives in a
+//! [`Table::apply`] (beside the proposal it applies, in `msg.rs`), which
+//! recompute the ring, and a table that arrives in a
 //! COMMIT is accepted only if [`Table::validate`] finds it well formed.
 
-use super::msg::{Proposal, MAX_MEMBERS};
-use super::tree::{MemberBits, RecordError, TreeRecord};
+use super::tree::{RecordError, TreeRecord};
 use crate::id::{Incarnation, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 /// thesis's `flag`, "status flag for each member"; more bits may come with
 /// the hierarchy).
 pub const FLAG_ACTIVE: u8 = 1;
+
+/// Most members a table may hold (a COMMIT with 1024 rows is about 32 KB,
+/// well inside one datagram).
+pub const MAX_MEMBERS: usize = 1024;
 
 /// One row of the core table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -127,7 +131,7 @@ impl Table {
     }
 
     /// Recomputes `cw`, `ccw` and `flag` from the rank order.
-    fn relink(&mut self) {
+    pub(super) fn relink(&mut self) {
         let n = self.rows.len();
         if n == 0 {
             return;
@@ -138,126 +142,6 @@ impl Table {
             row.ccw = ranks[(i + n - 1) % n];
             row.flag = FLAG_ACTIVE;
         }
-    }
-
-    /// The table after `proposal`: its removals taken out, its joiners
-    /// added in address order with ranks `next_rank`, `next_rank + 1`, ...
-    /// The caller has checked the proposal against this table
-    /// ([`Proposal::validate`]).
-    pub fn apply(&self, proposal: &Proposal) -> Table {
-        if proposal.is_merge() {
-            return self.merged(proposal);
-        }
-        let mut rows: Vec<Row> = self
-            .rows
-            .iter()
-            .filter(|r| !proposal.removals.iter().any(|x| x.rank == r.rank))
-            .copied()
-            .collect();
-        let mut tree = self.tree.clone();
-        tree.retain(|rank| !proposal.removes(rank));
-        let mut next_rank = self.next_rank;
-        for j in &proposal.joins {
-            tree.set(
-                next_rank,
-                MemberBits {
-                    parent: false,
-                    declined: j.declined,
-                    child_group: j.child_group.clone(),
-                },
-            );
-            rows.push(Row {
-                addr: j.addr,
-                incarnation: j.incarnation,
-                rank: next_rank,
-                cw: 0,
-                ccw: 0,
-                flag: FLAG_ACTIVE,
-            });
-            next_rank = next_rank.saturating_add(1);
-        }
-        for op in &proposal.tree {
-            tree.apply(op);
-        }
-        rows.sort_by_key(|r| r.rank);
-        let mut t = Table {
-            rows,
-            next_rank,
-            tree,
-        };
-        t.relink();
-        t
-    }
-
-    /// The table of a merge: every side's members in age order, ranked
-    /// anew above every side's high-water mark so that no rank is reused.
-    /// Each side keeps its own order (its ranks are its committed age
-    /// order); between sides the older incarnation (UUID v7, time-ordered)
-    /// goes first, ties by address. Every member keeps its tree bits; the
-    /// group keeps its own record, and takes the parent group of the
-    /// first absorbed side that has one if it has none.
-    fn merged(&self, proposal: &Proposal) -> Table {
-        let mut bits: std::collections::BTreeMap<NodeId, MemberBits> = self
-            .tree
-            .members
-            .iter()
-            .filter_map(|m| self.by_rank(m.rank).map(|r| (r.addr, m.bits.clone())))
-            .collect();
-        for a in &proposal.merges {
-            bits.extend(a.bits.iter().cloned());
-        }
-        let mut tree = TreeRecord {
-            members: Vec::new(),
-            ..self.tree.clone()
-        };
-        if tree.parent_group.is_none() {
-            tree.parent_group = proposal.merges.iter().find_map(|a| a.parent_group.clone());
-        }
-        let mut sides: Vec<std::collections::VecDeque<(NodeId, Incarnation)>> =
-            Vec::with_capacity(proposal.merges.len() + 1);
-        sides.push(self.rows.iter().map(|r| (r.addr, r.incarnation)).collect());
-        for a in &proposal.merges {
-            sides.push(a.members.iter().copied().collect());
-        }
-        let start = proposal
-            .merges
-            .iter()
-            .map(|a| a.next_rank)
-            .fold(self.next_rank, u64::max);
-        let mut rows = Vec::new();
-        let mut rank = start;
-        loop {
-            let next = sides
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.front().map(|(a, inc)| (*inc, *a, i)))
-                .min();
-            let Some((_, _, i)) = next else {
-                break;
-            };
-            let Some((addr, incarnation)) = sides.get_mut(i).and_then(|s| s.pop_front()) else {
-                break;
-            };
-            if let Some(b) = bits.remove(&addr) {
-                tree.set(rank, b);
-            }
-            rows.push(Row {
-                addr,
-                incarnation,
-                rank,
-                cw: 0,
-                ccw: 0,
-                flag: FLAG_ACTIVE,
-            });
-            rank = rank.saturating_add(1);
-        }
-        let mut t = Table {
-            rows,
-            next_rank: rank,
-            tree,
-        };
-        t.relink();
-        t
     }
 
     /// Checks a table that came from the wire.
@@ -292,7 +176,7 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
-    use super::super::msg::{Joiner, Layer, Removal, RemovalReason};
+    use super::super::msg::{Joiner, Layer, Proposal, Removal, RemovalReason};
     use super::*;
     use crate::id::ViewId;
 

@@ -3,9 +3,11 @@
 //! hints, leaving. The protocol under faults is tested in
 //! `tests/sim_coreset.rs`.
 
+use super::context::MAX_RATE_LIMITS;
 use super::*;
 use crate::coreset::msg::ProposalError;
 use crate::sansio::{Core, Incoming};
+use crate::wire::encode_body;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

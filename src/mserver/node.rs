@@ -18,7 +18,7 @@
 //!   endpoint, fed with the core-set's `ViewInstalled` and `AppCommitted`
 //!   events in the order they happen.
 
-use crate::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
+use crate::appgroup::service::{AppService, AppServiceConfig, InstalledView, ServiceCtx};
 use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, TreeRecord, ViewSnapshot};
 use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
@@ -396,9 +396,15 @@ impl MserverNode {
                         members,
                         joined,
                         merged,
-                    } => self
-                        .apps
-                        .on_view_installed(now, ctx, number, &members, &joined, merged),
+                    } => {
+                        let view = InstalledView {
+                            number,
+                            members: &members,
+                            joined: &joined,
+                            merged,
+                        };
+                        self.apps.on_view_installed(now, ctx, view)
+                    }
                     AppInput::Committed { view, payloads } => {
                         self.apps.on_app_committed(now, ctx, view, payloads)
                     }

@@ -758,7 +758,7 @@ where
     pub async fn set_faults(
         &self,
         faults: super::interceptor::FaultConfig,
-    ) -> Result<super::interceptor::FaultConfig, super::RuntimeError> {
+    ) -> Result<super::interceptor::FaultConfig, RuntimeError> {
         Ok(self.socket.send(super::socket::SetFaults(faults)).await??)
     }
 
@@ -777,4 +777,18 @@ where
         self.driver.do_send(StopDriver);
         self.socket.do_send(super::socket::StopSocket);
     }
+}
+
+/// Errors of the runtime's convenience calls.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The actor is gone (stopped) or did not answer.
+    #[error("actor mailbox: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// A fault configuration was refused.
+    #[error(transparent)]
+    Faults(#[from] super::interceptor::FaultConfigError),
+    /// A socket call failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }

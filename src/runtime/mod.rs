@@ -145,12 +145,13 @@ pub mod queue;
 mod recverr;
 pub mod socket;
 mod socket_io;
+mod socket_types;
 pub mod watch;
 
 pub use clock::{new_incarnation, Clock};
 pub use driver::{
     CoreDriver, CoreEvent, CoreHandle, DriverStats, EventSink, GetDriverStats, NodeUnreachable,
-    StopDriver, WithCore,
+    RuntimeError, StopDriver, WithCore,
 };
 pub use group_socket::GroupSocket;
 pub use interceptor::{
@@ -173,20 +174,6 @@ use crate::time::Instant;
 use actix::prelude::*;
 use std::io;
 use tokio::sync::mpsc;
-
-/// Errors of the runtime's convenience calls.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// The actor is gone (stopped) or did not answer.
-    #[error("actor mailbox: {0}")]
-    Mailbox(#[from] MailboxError),
-    /// A fault configuration was refused.
-    #[error(transparent)]
-    Faults(#[from] FaultConfigError),
-    /// A socket call failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
 
 /// What a core factory gets to build its core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

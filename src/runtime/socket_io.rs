@@ -34,7 +34,7 @@ use super::interceptor::{Direction, PacketInfo, Pipeline, Verdict};
 use super::multicast::{self, MulticastOptions};
 use super::queue::{InboundPacket, PacketQueue};
 use super::recverr::{self, ErrorWatch, HintLimiter, QueuedError};
-use super::socket::{LocalInfo, PacketsReady, ProtocolStats, SocketOptions, SocketStats};
+use super::socket_types::{LocalInfo, PacketsReady, ProtocolStats, SocketOptions, SocketStats};
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Incoming, Transmit};
 use crate::time::Instant;

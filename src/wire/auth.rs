@@ -18,7 +18,7 @@
 //!   heard first; replay checks only run on authenticated datagrams, since
 //!   without a key anyone can forge a counter.
 
-use super::DecodeError;
+use super::error::DecodeError;
 use crate::id::{Incarnation, NodeId};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

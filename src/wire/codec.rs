@@ -6,7 +6,8 @@
 //! small). A body must be consumed exactly: trailing bytes are an error, so
 //! that one valid value has one valid encoding.
 
-use super::{BodyError, EncodeError, MAX_BODY, MAX_MESSAGE};
+use super::error::{BodyError, EncodeError};
+use super::limits::{MAX_BODY, MAX_MESSAGE};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -16,7 +16,7 @@
 //! | 60 | 4 | body length |
 //! | 64 | 4 | CRC-32 (IEEE) of the datagram with this field zeroed, up to the tag |
 
-use super::DecodeError;
+use super::error::DecodeError;
 use crate::id::{Incarnation, NodeId, ProtocolId};
 
 /// Bytes in the fixed header.

@@ -17,24 +17,12 @@ pub mod auth;
 pub mod codec;
 pub mod error;
 pub mod header;
+mod limits;
 mod packet;
 
 pub use auth::{AuthConfig, ClusterKey, KeyRing, ReplayWindow};
 pub use codec::{decode_body, decode_message, encode_body};
 pub use error::{BodyError, DecodeError, DropCounters, EncodeError};
 pub use header::{Flags, Header, HEADER_LEN};
+pub use limits::{AUTH_TRAILER_LEN, MAX_BODY, MAX_DATAGRAM, MAX_MESSAGE};
 pub use packet::{Packet, WireCodec};
-
-/// Largest UDP payload we ever send or accept (the IPv4 UDP maximum).
-pub const MAX_DATAGRAM: usize = 65_507;
-
-/// Length of the authentication trailer: an 8-byte counter and a 16-byte tag.
-pub const AUTH_TRAILER_LEN: usize = 24;
-
-/// Largest body that fits in one datagram with header and auth trailer.
-pub const MAX_BODY: usize = MAX_DATAGRAM - HEADER_LEN - AUTH_TRAILER_LEN;
-
-/// Largest message (BLAST reassembly, rmcast parcel) the codec decodes: 4 MiB.
-/// Messages of up to 1 MiB are the supported size; this leaves room for
-/// framing and bounds every allocation the decoder can be talked into.
-pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;

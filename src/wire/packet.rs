@@ -1,8 +1,9 @@
 //! Sealing and opening whole datagrams.
 
 use super::auth::{AuthConfig, TAG_LEN};
+use super::error::{DecodeError, DropCounters, EncodeError};
 use super::header::{Flags, Header, HEADER_LEN, OFF_CHECKSUM};
-use super::{DecodeError, DropCounters, EncodeError, AUTH_TRAILER_LEN, MAX_BODY, MAX_DATAGRAM};
+use super::limits::{AUTH_TRAILER_LEN, MAX_BODY, MAX_DATAGRAM};
 
 /// A datagram that passed every check: its header and a borrowed body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

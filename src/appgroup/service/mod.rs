@@ -152,6 +152,20 @@ pub struct ServiceCtx<'a> {
     pub rpc: &'a mut Rpc,
 }
 
+/// A view the core-set installed, as [`AppService::on_view_installed`]
+/// takes it (the fields of `CoreSetEvent::ViewInstalled` it needs).
+#[derive(Clone, Copy, Debug)]
+pub struct InstalledView<'a> {
+    /// The view's number.
+    pub number: u64,
+    /// Its members, sorted by rank.
+    pub members: &'a [Member],
+    /// The members it admitted (after a merge: the other sides).
+    pub joined: &'a [Member],
+    /// It came from a merge of subgroups.
+    pub merged: bool,
+}
+
 /// The service's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceStats {
@@ -313,16 +327,18 @@ impl AppService {
     /// The core-set installed a view (`CoreSetEvent::ViewInstalled`;
     /// `joined` as it reports it: after a merge, the members of the other
     /// sides).
-    #[allow(clippy::too_many_arguments)]
     pub fn on_view_installed(
         &mut self,
         now: Instant,
         ctx: ServiceCtx<'_>,
-        number: u64,
-        members: &[Member],
-        joined: &[Member],
-        merged: bool,
+        view: InstalledView<'_>,
     ) {
+        let InstalledView {
+            number,
+            members,
+            joined,
+            merged,
+        } = view;
         let me = self.config.me;
         let first = !self.member;
         self.member = members.iter().any(|m| m.addr == me);

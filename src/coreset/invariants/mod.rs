@@ -21,50 +21,21 @@
 //! mserver's chain of levels, `tree::Chain`): they are generic over
 //! [`CoreSets`], and key what they record by group as well.
 
+mod life;
 pub mod same_sequence;
 pub mod same_view_same_table;
 pub mod self_inclusion;
 pub mod view_numbers;
 
+pub use life::{CoreSets, Life};
 pub use same_sequence::{Fork, SameSequence, SequenceReport};
 pub use same_view_same_table::SameViewSameTable;
 pub use self_inclusion::SelfInclusion;
 pub use view_numbers::ViewNumbers;
 
-use super::{CoreSet, CoreSetEvent};
-use crate::id::{Incarnation, NodeId};
-use crate::sansio::Core;
+use super::CoreSet;
 use crate::sim::Simulator;
 use std::time::Duration;
-
-/// One life of a node.
-pub type Life = (NodeId, Incarnation);
-
-/// A node that holds one or more core-sets, one per group (the checkers'
-/// view of it).
-pub trait CoreSets: Core {
-    /// The core-set event inside `event`, with the group it is about
-    /// (`None` for a node of one group).
-    fn coreset_event(event: &Self::Event) -> Option<(Option<&str>, &CoreSetEvent)>;
-
-    /// The core-sets of `group` (`None`: the node's only one): more than
-    /// one while a node leaves a group it is rejoining.
-    fn coresets(&self, group: Option<&str>) -> Vec<&CoreSet>;
-}
-
-impl CoreSets for CoreSet {
-    fn coreset_event(event: &CoreSetEvent) -> Option<(Option<&str>, &CoreSetEvent)> {
-        Some((None, event))
-    }
-
-    fn coresets(&self, group: Option<&str>) -> Vec<&CoreSet> {
-        if group.is_none() {
-            vec![self]
-        } else {
-            Vec::new()
-        }
-    }
-}
 
 /// Registers (a), (b), (c) and (d) on `sim`, with `fork_bound` for (d);
 /// returns the handle of (d) for a final check.

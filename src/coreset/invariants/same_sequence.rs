@@ -12,7 +12,7 @@
 //! bound fails the run;
 //! [`SequenceReport::open_forks`] lists the open ones for a final check.
 
-use super::Life;
+use super::life::Life;
 use crate::coreset::{CoreSet, CoreSetEvent};
 use crate::id::ViewId;
 use crate::sim::{CheckView, Invariant};

@@ -7,7 +7,7 @@
 //! still shows that view after the step, its whole table (cw, ccw, flags)
 //! is recorded and compared too.
 
-use super::CoreSets;
+use super::life::CoreSets;
 use crate::coreset::{CoreSetEvent, Member, Table};
 use crate::id::{NodeId, ViewId};
 use crate::sim::{CheckView, Invariant};

@@ -7,7 +7,7 @@
 //! the same step also took a new one or ended that life with a leave; a
 //! node of several groups may then hold a new core-set for that group).
 
-use super::CoreSets;
+use super::life::CoreSets;
 use crate::coreset::CoreSetEvent;
 use crate::sim::{CheckView, Invariant};
 

@@ -10,7 +10,7 @@
 //! section 5); it must still increase. [`ViewNumbers::allow_jumps_when`]
 //! replaces that rule.
 
-use super::CoreSets;
+use super::life::CoreSets;
 use crate::coreset::CoreSetEvent;
 use crate::id::{Incarnation, NodeId};
 use crate::sim::{CheckView, Invariant};

@@ -80,11 +80,10 @@ use super::timers::Timers;
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
-use crate::wire::{self, DropCounters, MAX_BODY};
+use crate::wire;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use thiserror::Error;
 
 pub mod config;
 pub mod packet;
@@ -94,141 +93,13 @@ pub use packet::{
     BlastPacket, Fragment, Srr, FRAGMENT_OVERHEAD, MAX_FRAGMENTS, MAX_FRAGMENT_PAYLOAD,
     MIN_FRAGMENT_PAYLOAD,
 };
-
-/// What BLAST reports to the layer above.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlastEvent {
-    /// A whole message arrived.
-    Delivered {
-        /// The sender.
-        from: NodeId,
-        /// The sender's incarnation (from the packet header).
-        from_incarnation: Incarnation,
-        /// The reassembled message.
-        message: Vec<u8>,
-    },
-    /// The receiver confirmed every fragment of a multi-fragment message.
-    Acked {
-        /// The destination.
-        to: NodeId,
-        /// The message id returned by [`Blast::send`].
-        mid: u64,
-    },
-    /// DONE expired: the sender gave up on a multi-fragment message.
-    Abandoned {
-        /// The destination.
-        to: NodeId,
-        /// The message id returned by [`Blast::send`].
-        mid: u64,
-    },
-}
-
-/// Why [`Blast::send`] refused a message.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum BlastError {
-    /// Larger than [`BlastConfig::max_message`].
-    #[error("message of {len} bytes exceeds the limit of {limit}")]
-    TooLarge {
-        /// Bytes asked for.
-        len: usize,
-        /// Bytes allowed.
-        limit: usize,
-    },
-}
-
-/// What [`Blast::send`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendInfo {
-    /// The message id (appears in [`BlastEvent::Acked`] / `Abandoned`).
-    pub mid: u64,
-    /// Number of fragments; 1 means no state was kept and no event follows.
-    pub fragments: u32,
-}
-
-/// BLAST counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BlastStats {
-    /// Messages handed to [`Blast::send`].
-    pub messages_sent: u64,
-    /// Of which fit in one fragment.
-    pub single_fragment_messages: u64,
-    /// Fragment datagrams transmitted (first sends, resends and polls).
-    pub fragments_sent: u64,
-    /// Of which were resends requested by an SRR.
-    pub fragments_retransmitted: u64,
-    /// Of which were POLLs.
-    pub polls_sent: u64,
-    /// Multi-fragment messages fully acknowledged.
-    pub messages_acked: u64,
-    /// Multi-fragment messages given up by DONE.
-    pub messages_abandoned: u64,
-    /// SRRs transmitted.
-    pub srrs_sent: u64,
-    /// SRRs accepted.
-    pub srrs_received: u64,
-    /// SRRs for messages no longer (or never) held (e.g. duplicates).
-    pub srrs_unknown: u64,
-    /// Messages delivered up.
-    pub messages_delivered: u64,
-    /// Reassemblies begun.
-    pub reassemblies_started: u64,
-    /// Reassemblies completed.
-    pub reassemblies_completed: u64,
-    /// Reassemblies freed after the last RETRY.
-    pub reassemblies_given_up: u64,
-    /// Reassemblies evicted to admit another (limits).
-    pub reassemblies_evicted: u64,
-    /// Fragments already held, or of an already delivered message.
-    pub duplicate_fragments: u64,
-    /// Dropped datagrams and fragments, by kind.
-    pub drops: DropCounters,
-}
+pub use shared::{BlastError, BlastEvent, BlastStats, SendInfo};
 
 mod receiver;
 mod sender;
+mod shared;
 
-type ReasmKey = (NodeId, Incarnation, u64);
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKey {
-    /// A held message's POLL or DONE.
-    Sender(u64),
-    /// A reassembly's LAST_FRAG or RETRY.
-    Receiver(ReasmKey),
-}
-
-/// What the sender and the receiver of a BLAST endpoint share: its identity
-/// and settings, the timers, the outgoing datagrams, the events and the
-/// counters.
-#[derive(Debug)]
-struct Shared {
-    incarnation: Incarnation,
-    config: BlastConfig,
-    timers: Timers<TimerKey>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<BlastEvent>,
-    stats: BlastStats,
-}
-
-impl Shared {
-    /// Fragments a message of `len` bytes takes.
-    fn fragments_for(&self, len: usize) -> u32 {
-        let n = len.div_ceil(self.config.fragment_payload).max(1);
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-
-    /// Queues `packet` for `dest`.
-    fn push_packet(&mut self, dest: NodeId, packet: &BlastPacket) {
-        match wire::encode_body(packet) {
-            Ok(body) if body.len() <= MAX_BODY => {
-                self.transmits
-                    .push_back(Transmit::new(dest, ProtocolId::Rpc, body))
-            }
-            // Unreachable with sanitized limits; counted rather than panicking.
-            _ => self.stats.drops.record_kind("encode_failed"),
-        }
-    }
-}
+use shared::{Shared, TimerKey};
 
 /// The BLAST core: a sender and a receiver (`sender.rs`, `receiver.rs`)
 /// sharing timers and output. It implements [`Core`] on its own (for tests

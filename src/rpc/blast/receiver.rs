@@ -6,8 +6,9 @@
 //! recently completed messages so that a late fragment is answered with a
 //! "complete" SRR; see the [`blast`](super) module docs.
 
+use super::config::MAX_RTT_HINT;
 use super::packet::{bitmap_len, check_fragment, BlastPacket, Fragment, Srr, MAX_FRAGMENTS};
-use super::{BlastEvent, ReasmKey, Shared, TimerKey, MAX_RTT_HINT};
+use super::shared::{BlastEvent, ReasmKey, Shared, TimerKey};
 use crate::id::{Incarnation, NodeId};
 use crate::rpc::bytes::Bytes;
 use crate::time::Instant;

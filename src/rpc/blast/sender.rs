@@ -6,8 +6,10 @@
 //! the per-transmission sequence numbers an SRR echoes) are explained in the
 //! [`blast`](super) module docs.
 
+use super::config::BlastConfig;
+use super::config::MAX_RTT_HINT;
 use super::packet::{bit, bitmap_len, BlastPacket, Fragment, Srr};
-use super::{BlastConfig, BlastError, BlastEvent, SendInfo, Shared, TimerKey, MAX_RTT_HINT};
+use super::shared::{BlastError, BlastEvent, SendInfo, Shared, TimerKey};
 use crate::id::NodeId;
 use crate::rpc::bytes::Bytes;
 use crate::time::Instant;

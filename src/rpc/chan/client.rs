@@ -17,7 +17,7 @@
 use super::config::{CallOptions, ChanConfig};
 use super::message::{ChanMessage, Outcome, Request, MAX_ACKS};
 use super::rtt::{self, PeerRto, RttEstimator};
-use super::{CallError, CallId, ChanEvent, Shared, TimerKey};
+use super::shared::{CallError, CallId, ChanEvent, Shared, TimerKey};
 use crate::id::{Incarnation, NodeId};
 use crate::rpc::bytes::Bytes;
 use crate::time::Instant;

@@ -16,7 +16,7 @@
 
 use super::config::ChanConfig;
 use super::message::{stamp_reply, ChanMessage, Outcome, Request, MAX_ACKS};
-use super::{ChanEvent, RequestToken, Shared, TimerKey};
+use super::shared::{ChanEvent, RequestToken, Shared, TimerKey};
 use crate::id::{Incarnation, NodeId};
 use crate::rpc::blast::MAX_RTT_HINT;
 use crate::time::Instant;
