@@ -2,7 +2,7 @@
 //! section 7: query interval 200 ms, reply timeout 100 ms, 2 retries; the
 //! derived timers are explained in `docs/protocol.md`, "Timers").
 
-use super::tree::{TreeSettings, MAX_PARENTS};
+use super::tree::{valid_group_name, TreeSettings, MAX_PARENTS};
 use crate::id::{Incarnation, NodeId};
 use std::time::Duration;
 use thiserror::Error;
@@ -10,9 +10,6 @@ use thiserror::Error;
 fn is_group(id: NodeId) -> bool {
     id.addr().ip().is_multicast()
 }
-
-/// Longest group name, in characters.
-pub const MAX_GROUP_NAME: usize = 64;
 
 /// Longest duration any timer may be configured to (one hour): keeps every
 /// deadline far from overflow and catches unit mistakes.
@@ -34,7 +31,7 @@ pub struct CoreSetConfig {
     /// This life's incarnation (it changes on a rejoin after exclusion; see
     /// [`CoreSetEvent::NewIncarnation`](super::CoreSetEvent::NewIncarnation)).
     pub incarnation: Incarnation,
-    /// The group name: 1 to [`MAX_GROUP_NAME`] characters of `[A-Za-z0-9._-]`.
+    /// The group name: 1 to [`MAX_GROUP_NAME`](super::tree::MAX_GROUP_NAME) characters of `[A-Za-z0-9._-]`.
     pub group: String,
     /// Where group messages go: a multicast address and port (in the
     /// simulator, a group joined with `Simulator::join_group`).
@@ -131,15 +128,6 @@ pub enum ConfigError {
         /// Its value.
         value: u32,
     },
-}
-
-/// Whether `name` is a valid group name.
-pub fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_GROUP_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 impl CoreSetConfig {

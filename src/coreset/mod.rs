@@ -78,9 +78,7 @@ pub mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use config::{
-    valid_group_name, ConfigError, CoreSetConfig, MAX_GROUP_NAME, MAX_RETRIES, MAX_TIMER,
-};
+pub use config::{ConfigError, CoreSetConfig, MAX_RETRIES, MAX_TIMER};
 pub use event::{ChangeRole, ChangeState, CoreSetEvent, HeldDown, Member, ViewSnapshot};
 pub use msg::{
     CoStatus, Commit, Envelope, JoinRefusal, Joiner, Layer, Msg, MsgKind, PriorityKey, Proposal,
@@ -90,8 +88,8 @@ pub use msg::{
 pub use stats::{CoreSetStats, DropCounts, MsgCounts};
 pub use table::{Row, Table, FLAG_ACTIVE, MAX_MEMBERS};
 pub use tree::{
-    ChildClaim, GroupRef, GroupRefError, MemberBits, TreeOp, TreeOpError, TreeRecord, TreeSettings,
-    MAX_LEVEL, MAX_PARENTS, MAX_UPPER_MEMBERS,
+    valid_group_name, ChildClaim, GroupRef, GroupRefError, MemberBits, TreeOp, TreeOpError,
+    TreeRecord, TreeSettings, MAX_GROUP_NAME, MAX_LEVEL, MAX_PARENTS, MAX_UPPER_MEMBERS,
 };
 
 use crate::id::{Incarnation, NodeId, ProtocolId, ViewId};

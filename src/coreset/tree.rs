@@ -11,11 +11,22 @@
 //! change handlers pass around, and a level-1 group whose members are all
 //! plain carries an empty list.
 
-use super::config::{valid_group_name, MAX_GROUP_NAME};
 use crate::id::NodeId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+
+/// Longest group name, in characters.
+pub const MAX_GROUP_NAME: usize = 64;
+
+/// Whether `name` is a valid group name.
+pub fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_GROUP_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
 
 /// The highest level a group may have (level 1 is the lowest mserver
 /// group; level 0 is the MIs).

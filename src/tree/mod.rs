@@ -48,8 +48,8 @@ mod task;
 
 use crate::coreset::invariants::CoreSets;
 use crate::coreset::{
-    ChildClaim, ConfigError, CoreSet, CoreSetConfig, CoreSetEvent, GroupRef, TreeOp, TreeOpError,
-    TreeSettings, TreeSubmitError, MAX_LEVEL,
+    ChildClaim, ConfigError, CoreSet, CoreSetConfig, CoreSetEvent, GroupRef, TreeOp, TreeSettings,
+    TreeSubmitError, MAX_LEVEL,
 };
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
@@ -59,7 +59,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
-use task::{AddParent, DelParent, Outcome};
+pub use task::StandbyReason;
+use task::{AddParent, DelParent, Outcome, TaskHost};
 
 /// The settings of one level above level 1 (a `--parent` entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,22 +246,6 @@ pub enum ChainEvent {
         /// The parent group it joined.
         group: GroupRef,
     },
-}
-
-/// Why an mserver stays below the top of its configured chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum StandbyReason {
-    /// The child set refused the flag (it keeps `max_parents` parents
-    /// already, or they belong to another parent group).
-    #[error("the child set did not take us as a parent: {0}")]
-    Refused(TreeOpError),
-    /// The parent group refused the claim (it is of another level).
-    #[error("the parent group is of another level")]
-    LevelMismatch,
-    /// The parent group did not admit us within the parent join timeout
-    /// (held down, or busy for too long); the flag was undone.
-    #[error("the parent group did not admit us in time")]
-    NotAdmitted,
 }
 
 /// Counters of the chain itself (each level counts its own in
@@ -706,24 +691,6 @@ impl Chain {
             },
         }
     }
-
-    /// How long a flagged parent waits to be admitted to `group` before it
-    /// undoes its flag: three of that level's longest join waits (owned by
-    /// its core-set settings).
-    fn parent_join_timeout(&self, group: &GroupRef) -> Duration {
-        self.config
-            .level_config(group, self.config.level1.incarnation, None)
-            .join_timeout_max()
-            .saturating_mul(3)
-    }
-
-    /// Submits a tree change at `level` (the tasks' steps).
-    fn submit_tree(&mut self, now: Instant, level: u8, op: TreeOp) -> Result<(), TreeSubmitError> {
-        match self.levels.get_mut(usize::from(level).saturating_sub(1)) {
-            Some(l) => l.core.submit_tree(now, op),
-            None => Err(TreeSubmitError::NotMember),
-        }
-    }
 }
 
 impl Core for Chain {
@@ -818,5 +785,45 @@ impl CoreSets for Chain {
             .filter(|l| Some(l.group.name.as_str()) == group)
             .map(|l| &l.core)
             .collect()
+    }
+}
+
+impl TaskHost for Chain {
+    fn level(&self, level: u8) -> Option<&CoreSet> {
+        Chain::level(self, level)
+    }
+
+    fn submit_tree(&mut self, now: Instant, level: u8, op: TreeOp) -> Result<(), TreeSubmitError> {
+        match self.levels.get_mut(usize::from(level).saturating_sub(1)) {
+            Some(l) => l.core.submit_tree(now, op),
+            None => Err(TreeSubmitError::NotMember),
+        }
+    }
+
+    fn add_level(&mut self, now: Instant, group: &GroupRef) -> bool {
+        Chain::add_level(self, now, group)
+    }
+
+    fn drop_levels_above(&mut self, now: Instant, level: u8) {
+        Chain::drop_levels_above(self, now, level);
+    }
+
+    fn leaves_done(&self) -> bool {
+        self.leaving.is_empty()
+    }
+
+    fn parent_join_timeout(&self, group: &GroupRef) -> Duration {
+        self.config
+            .level_config(group, self.config.level1.incarnation, None)
+            .join_timeout_max()
+            .saturating_mul(3)
+    }
+
+    fn declines(&self) -> bool {
+        self.config.level1.tree.declined
+    }
+
+    fn retry_after(&mut self, at: Instant) {
+        self.retry_after = Some(at);
     }
 }

@@ -22,10 +22,46 @@
 //! many parents after a merge, or a parent in another group than X
 //! records) leaves the member a candidate (`declined` false).
 
-use super::{Chain, StandbyReason};
-use crate::coreset::TreeOpError;
-use crate::coreset::{CoreSetEvent, GroupRef, TreeOp, TreeSubmitError};
+use crate::coreset::{CoreSet, CoreSetEvent, GroupRef, TreeOp, TreeOpError, TreeSubmitError};
 use crate::time::Instant;
+use std::time::Duration;
+
+/// Why an mserver stays below the top of its configured chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyReason {
+    /// The child set refused the flag (it keeps `max_parents` parents
+    /// already, or they belong to another parent group).
+    #[error("the child set did not take us as a parent: {0}")]
+    Refused(TreeOpError),
+    /// The parent group refused the claim (it is of another level).
+    #[error("the parent group is of another level")]
+    LevelMismatch,
+    /// The parent group did not admit us within the parent join timeout
+    /// (held down, or busy for too long); the flag was undone.
+    #[error("the parent group did not admit us in time")]
+    NotAdmitted,
+}
+
+/// What the tasks need of the chain that runs them (the chain implements
+/// it; the tasks know nothing else of it).
+pub(super) trait TaskHost {
+    /// The core-set of `level`, if the chain has that level.
+    fn level(&self, level: u8) -> Option<&CoreSet>;
+    /// Submits a tree change at `level`.
+    fn submit_tree(&mut self, now: Instant, level: u8, op: TreeOp) -> Result<(), TreeSubmitError>;
+    /// Adds `group` as the level above the top (joining it at once).
+    fn add_level(&mut self, now: Instant, group: &GroupRef) -> bool;
+    /// Leaves every level above `level`, top first.
+    fn drop_levels_above(&mut self, now: Instant, level: u8);
+    /// Whether every level the chain dropped has finished its leave.
+    fn leaves_done(&self) -> bool;
+    /// How long a flagged parent waits to be admitted to `group`.
+    fn parent_join_timeout(&self, group: &GroupRef) -> Duration;
+    /// Whether this mserver declines automatic re-parenting.
+    fn declines(&self) -> bool;
+    /// Automatic re-parenting waits until `at`.
+    fn retry_after(&mut self, at: Instant);
+}
 
 /// Where the task is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +160,7 @@ impl AddParent {
     }
 
     /// Advances the task as far as it can go now.
-    pub(super) fn advance(&mut self, now: Instant, chain: &mut Chain) -> Outcome {
+    pub(super) fn advance(&mut self, now: Instant, chain: &mut impl TaskHost) -> Outcome {
         let k = self.child_level;
         match self.phase.clone() {
             Phase::Flag => {
@@ -142,7 +178,7 @@ impl AddParent {
                 let op = TreeOp::SetParent {
                     rank,
                     parent: true,
-                    declined: chain.config.level1.tree.declined,
+                    declined: chain.declines(),
                     group: Some(self.group.clone()),
                 };
                 match chain.submit_tree(now, k, op.clone()) {
@@ -197,7 +233,7 @@ impl AddParent {
     /// the child set (declined after a level mismatch, so the next
     /// candidate is chosen; after a timeout it stays the candidate and
     /// automatic re-parenting waits one more parent join timeout).
-    fn undo(&mut self, now: Instant, chain: &mut Chain, reason: StandbyReason) -> Outcome {
+    fn undo(&mut self, now: Instant, chain: &mut impl TaskHost, reason: StandbyReason) -> Outcome {
         let k = self.child_level;
         chain.drop_levels_above(now, k);
         // A parent group of the wrong level is a configuration mistake:
@@ -206,7 +242,8 @@ impl AddParent {
         // try again after a while.
         let declined = reason == StandbyReason::LevelMismatch;
         if !declined {
-            chain.retry_after = Some(now + chain.parent_join_timeout(&self.group));
+            let at = now + chain.parent_join_timeout(&self.group);
+            chain.retry_after(at);
         }
         if let Some(rank) = chain.level(k).and_then(|c| c.my_rank()) {
             let op = TreeOp::SetParent {
@@ -279,7 +316,7 @@ impl DelParent {
     }
 
     /// Advances the step-down as far as it can go now.
-    pub(super) fn advance(&mut self, now: Instant, chain: &mut Chain) -> Outcome {
+    pub(super) fn advance(&mut self, now: Instant, chain: &mut impl TaskHost) -> Outcome {
         let k = self.child_level;
         match self.phase.clone() {
             DelPhase::Leave => {
@@ -288,7 +325,7 @@ impl DelParent {
                 Outcome::Running { acted: true }
             }
             DelPhase::WaitLeft => {
-                if !chain.leaving.is_empty() {
+                if !chain.leaves_done() {
                     return Outcome::Running { acted: false };
                 }
                 self.phase = DelPhase::Unflag;
