@@ -19,7 +19,7 @@ pub mod error;
 pub mod header;
 mod packet;
 
-pub use auth::{AuthConfig, ClusterKey, KeyRing, ReplayWindow};
+pub use auth::{AuthConfig, ClusterKey, KeyError, KeyRing, ReplayWindow};
 pub use codec::{decode_body, decode_message, encode_body};
 pub use error::{BodyError, DecodeError, DropCounters, EncodeError};
 pub use header::{Flags, Header, HEADER_LEN};
