@@ -52,12 +52,35 @@ pub struct KeyFlags {
     pub key_file: Option<PathBuf>,
 }
 
+impl KeyFlags {
+    /// The ring of these flags; without `--cluster-key`, the keys of
+    /// `MS_CLUSTER_KEYS` (comma-separated) come first. For `msctl` and the
+    /// member interface, which have no settings file.
+    pub fn ring(&self) -> anyhow::Result<Option<KeyRing>> {
+        let mut specs: Vec<KeySpec> = self
+            .cluster_key
+            .iter()
+            .map(|k| KeySpec(k.clone()))
+            .collect();
+        if specs.is_empty() {
+            if let Ok(v) = std::env::var("MS_CLUSTER_KEYS") {
+                specs = v
+                    .split(',')
+                    .filter(|k| !k.trim().is_empty())
+                    .map(|k| KeySpec(k.trim().to_string()))
+                    .collect();
+            }
+        }
+        key_ring(&specs, self.key_file.as_deref())
+    }
+}
+
 /// Refuses a key file that group or others may read or write (one line).
 #[cfg(unix)]
 fn check_private(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
     if !meta.is_file() {
         bail!("key file {}: not a file", path.display());
     }
@@ -85,7 +108,8 @@ pub fn parse_key_lines(text: &str, what: &str) -> anyhow::Result<Vec<ClusterKey>
         if line.is_empty() {
             continue;
         }
-        let k = ClusterKey::parse(line).map_err(|e| anyhow::anyhow!("{what}, line {}: {e}", n + 1))?;
+        let k =
+            ClusterKey::parse(line).map_err(|e| anyhow::anyhow!("{what}, line {}: {e}", n + 1))?;
         keys.push(k);
     }
     Ok(keys)
@@ -137,7 +161,8 @@ pub fn load_keyring_file(path: &Path) -> anyhow::Result<Option<KeyRing>> {
 /// Writes `ring` to a key-ring file (mode 0600, written to a temporary
 /// file first and renamed, so a crash never leaves half a ring).
 pub fn save_keyring_file(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
-    let mut text = String::from("# cluster key ring, written by the mserver; the first key signs\n");
+    let mut text =
+        String::from("# cluster key ring, written by the mserver; the first key signs\n");
     for k in ring.keys() {
         text.push_str(&k.to_spec());
         text.push('\n');
@@ -217,7 +242,9 @@ mod tests {
         write_mode(&p, &format!("# ring\n{K2}\n\n{K1} # old\n"), 0o600);
         let ring = key_ring(&[], Some(&p)).expect("ok").expect("ring");
         assert_eq!(ring.ids(), vec![2, 1]);
-        let ring = key_ring(&[KeySpec(K1.into())], None).expect("ok").expect("ring");
+        let ring = key_ring(&[KeySpec(K1.into())], None)
+            .expect("ok")
+            .expect("ring");
         assert_eq!(ring.ids(), vec![1]);
         let e = key_ring(&[KeySpec(K1.into())], Some(&p)).expect_err("dup");
         assert!(e.to_string().contains("twice"), "{e}");

@@ -101,7 +101,13 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
 
     let group_socket = if multicast {
         let send = MulticastSend::new(s.multicast_interface);
-        match open_group_socket(group_addr, send, ring.clone(), &[ProtocolId::CoreSet], &handle) {
+        match open_group_socket(
+            group_addr,
+            send,
+            ring.clone(),
+            &[ProtocolId::CoreSet],
+            &handle,
+        ) {
             Ok(g) => Some(g),
             Err(e) => {
                 handle.stop();
@@ -246,10 +252,15 @@ impl Daemon {
             Some(ring) => {
                 tracing::info!(keys = %daemon_shell::keys::describe(Some(&ring)), "SIGHUP: cluster key ring reloaded");
                 let r = ring.clone();
-                let _ = self.handle.with_core(move |n, _| n.set_key_ring(Some(r))).await;
+                let _ = self
+                    .handle
+                    .with_core(move |n, _| n.set_key_ring(Some(r)))
+                    .await;
                 self.apply_ring(ring).await;
             }
-            None if self.ring.is_none() => tracing::info!("SIGHUP: no cluster key configured; nothing to reload"),
+            None if self.ring.is_none() => {
+                tracing::info!("SIGHUP: no cluster key configured; nothing to reload")
+            }
             None => {}
         }
     }

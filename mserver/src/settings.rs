@@ -262,7 +262,10 @@ impl Settings {
         flags.set("log_level", cli.log_level.as_ref());
         flags.set_list("cluster_keys", &cli.keys.cluster_key);
         flags.set("key_file", cli.keys.key_file.as_ref().map(|p| p.display()));
-        flags.set("keyring_file", cli.keyring_file.as_ref().map(|p| p.display()));
+        flags.set(
+            "keyring_file",
+            cli.keyring_file.as_ref().map(|p| p.display()),
+        );
         flags.set("allow_faults", cli.allow_faults.then_some(true));
         flags.set_list("admin_from", &cli.admin_from);
         for spec in &cli.fault {

@@ -46,7 +46,9 @@ impl Cidr {
         let ip = canonical(ip);
         match (canonical(self.net), ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -96,20 +98,26 @@ impl AdminPolicy {
         AdminPolicy {
             keyed: false,
             allow_faults: true,
-            admin_from: vec![Cidr {
-                net: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-                prefix: 0,
-            }, Cidr {
-                net: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                prefix: 0,
-            }],
+            admin_from: vec![
+                Cidr {
+                    net: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                    prefix: 0,
+                },
+                Cidr {
+                    net: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    prefix: 0,
+                },
+            ],
         }
     }
 
     /// Whether a caller at UDP address `peer` may change something; the
     /// refusal otherwise.
     pub fn may_change(&self, peer: IpAddr) -> Result<(), String> {
-        if self.keyed || canonical(peer).is_loopback() || self.admin_from.iter().any(|c| c.contains(peer)) {
+        if self.keyed
+            || canonical(peer).is_loopback()
+            || self.admin_from.iter().any(|c| c.contains(peer))
+        {
             return Ok(());
         }
         let nets: Vec<String> = self.admin_from.iter().map(|c| c.to_string()).collect();
@@ -139,9 +147,15 @@ mod tests {
         assert!(c.contains("10.1.200.3".parse().expect("ip")));
         assert!(!c.contains("10.2.0.1".parse().expect("ip")));
         assert!(c.contains("::ffff:10.1.0.9".parse().expect("ip")));
-        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("8.8.8.8".parse().expect("ip")));
-        assert!(Cidr::parse("10.0.0.1").expect("host").contains("10.0.0.1".parse().expect("ip")));
-        assert!(Cidr::parse("::1/128").expect("v6").contains("::1".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("all")
+            .contains("8.8.8.8".parse().expect("ip")));
+        assert!(Cidr::parse("10.0.0.1")
+            .expect("host")
+            .contains("10.0.0.1".parse().expect("ip")));
+        assert!(Cidr::parse("::1/128")
+            .expect("v6")
+            .contains("::1".parse().expect("ip")));
         for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129", ""] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
@@ -161,7 +175,10 @@ mod tests {
             ..AdminPolicy::default()
         };
         assert!(p.may_fault(far).is_ok());
-        let keyed = AdminPolicy { keyed: true, ..AdminPolicy::default() };
+        let keyed = AdminPolicy {
+            keyed: true,
+            ..AdminPolicy::default()
+        };
         assert!(keyed.may_change(far).is_ok());
         assert!(AdminPolicy::open().may_fault(far).is_ok());
     }

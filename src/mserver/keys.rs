@@ -114,7 +114,10 @@ pub fn key_infos(ring: Option<&KeyRing>) -> Vec<KeyInfo> {
             .ids()
             .into_iter()
             .enumerate()
-            .map(|(i, id)| KeyInfo { id, primary: i == 0 })
+            .map(|(i, id)| KeyInfo {
+                id,
+                primary: i == 0,
+            })
             .collect(),
     }
 }

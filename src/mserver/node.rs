@@ -22,15 +22,15 @@ use crate::appgroup::service::{AppService, AppServiceConfig, ServiceCtx};
 use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
 use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
+use crate::mserver::access::AdminPolicy;
 use crate::mserver::admin::{
     FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
     PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
+use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
-use crate::mserver::access::AdminPolicy;
-use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use crate::wire::{decode_body, encode_body, KeyRing};
 use std::collections::VecDeque;
 
@@ -287,7 +287,9 @@ impl MserverNode {
         let op = match decode_body::<KeysRequest>(body) {
             Ok(KeysRequest::List) => return self.respond_keys(now, token, None),
             Ok(KeysRequest::Change(op)) => op,
-            Err(e) => return self.respond_keys(now, token, Some(format!("unreadable request: {e}"))),
+            Err(e) => {
+                return self.respond_keys(now, token, Some(format!("unreadable request: {e}")))
+            }
         };
         if let Err(e) = self.may_change(peer) {
             return self.respond_keys(now, token, Some(e));
@@ -308,7 +310,11 @@ impl MserverNode {
         }
         match self.coreset.submit_app(now, op.to_payload()) {
             Ok(()) => self.key_waiters.push((token, op)),
-            Err(e) => self.respond_keys(now, token, Some(format!("the group cannot take the change now: {e}"))),
+            Err(e) => self.respond_keys(
+                now,
+                token,
+                Some(format!("the group cannot take the change now: {e}")),
+            ),
         }
     }
 
@@ -332,7 +338,8 @@ impl MserverNode {
                 Ok(ring) => {
                     tracing::info!(?op, ids = ?ring.ids(), "key ring change committed");
                     self.ring = Some(ring.clone());
-                    self.events.push_back(NodeEvent::KeyRingChanged { ring, at });
+                    self.events
+                        .push_back(NodeEvent::KeyRingChanged { ring, at });
                     None
                 }
                 Err(e) => {

@@ -141,7 +141,13 @@ impl InboundPacket {
         match body {
             std::borrow::Cow::Borrowed(b) => {
                 let start = crate::wire::HEADER_LEN;
-                Self::new(header, from, received_at, datagram.to_vec(), start..start + b.len())
+                Self::new(
+                    header,
+                    from,
+                    received_at,
+                    datagram.to_vec(),
+                    start..start + b.len(),
+                )
             }
             std::borrow::Cow::Owned(b) => {
                 let mut all = Vec::with_capacity(datagram.len() + b.len());

@@ -291,12 +291,7 @@ impl KeyRing {
             return Err(DecodeError::BadTag);
         }
         key.cipher
-            .decrypt_in_place_detached(
-                &nonce(prefix, counter),
-                aad,
-                body,
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(&nonce(prefix, counter), aad, body, Tag::from_slice(tag))
             .map_err(|_| DecodeError::BadTag)
     }
 }

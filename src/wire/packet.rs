@@ -3,9 +3,11 @@
 //! protocol core sees a datagram.
 
 use super::auth::{nonce_prefix, AuthConfig, TAG_LEN};
-use super::header::{Flags, Header, HEADER_LEN, OFF_CHECKSUM, OFF_FLAGS, OFF_INCARNATION, OFF_SOURCE};
-use std::borrow::Cow;
+use super::header::{
+    Flags, Header, HEADER_LEN, OFF_CHECKSUM, OFF_FLAGS, OFF_INCARNATION, OFF_SOURCE,
+};
 use super::{DecodeError, DropCounters, EncodeError, AUTH_TRAILER_LEN, MAX_BODY, MAX_DATAGRAM};
+use std::borrow::Cow;
 
 /// A datagram that passed every check: its header and its body (borrowed
 /// from the datagram when it travelled in the clear, decrypted into a

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use membership::appgroup::link::{GroupInfo, ReadReply, ReadRequest, PROC_MI_READ};
 use membership::appgroup::{GroupName, GroupOptions, MemberInfo, MemberKind, MemberName};
 use membership::id::{NodeId, ProtocolId};
+use membership::mserver::keys::{KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use membership::rpc::{CallError, CallOptions, Rpc, RpcConfig, RpcEvent};
 use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
 use membership::wire::{decode_message, encode_body};
@@ -27,7 +28,6 @@ use mserver::admin::{
     FaultReply, FaultRequest, LeaveReply, LeaveRequest, StatsReply, StatsRequest, ViewReply,
     ViewRequest, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
-use membership::mserver::keys::{KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -454,28 +454,9 @@ enum Failure {
 /// `main`).
 static RING: std::sync::OnceLock<Option<membership::wire::KeyRing>> = std::sync::OnceLock::new();
 
-/// The ring from the flags, else `MS_CLUSTER_KEYS`.
-fn ring_of(flags: &daemon_shell::keys::KeyFlags) -> anyhow::Result<Option<membership::wire::KeyRing>> {
-    let mut specs: Vec<daemon_shell::keys::KeySpec> = flags
-        .cluster_key
-        .iter()
-        .map(|k| daemon_shell::keys::KeySpec(k.clone()))
-        .collect();
-    if specs.is_empty() {
-        if let Ok(v) = std::env::var("MS_CLUSTER_KEYS") {
-            specs = v
-                .split(',')
-                .filter(|k| !k.trim().is_empty())
-                .map(|k| daemon_shell::keys::KeySpec(k.trim().to_string()))
-                .collect();
-        }
-    }
-    daemon_shell::keys::key_ring(&specs, flags.key_file.as_deref())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match ring_of(&cli.keys) {
+    match cli.keys.ring() {
         Ok(r) => {
             let _ = RING.set(r);
         }
@@ -605,9 +586,23 @@ async fn keys(server: SocketAddr, timeout: Duration, op: KeysCommand) -> anyhow:
                             let ids: Vec<String> = k
                                 .keys
                                 .iter()
-                                .map(|k| if k.primary { format!("{}*", k.id) } else { k.id.to_string() })
+                                .map(|k| {
+                                    if k.primary {
+                                        format!("{}*", k.id)
+                                    } else {
+                                        k.id.to_string()
+                                    }
+                                })
                                 .collect();
-                            println!("{addr:<22} view {:<4} keys {}", k.view, if ids.is_empty() { "none".into() } else { ids.join(" ") });
+                            println!(
+                                "{addr:<22} view {:<4} keys {}",
+                                k.view,
+                                if ids.is_empty() {
+                                    "none".into()
+                                } else {
+                                    ids.join(" ")
+                                }
+                            );
                         }
                         Err(e) => println!("{addr:<22} no answer: {e}"),
                     }
