@@ -294,28 +294,36 @@ impl MserverNode {
         if let Err(e) = self.may_change(peer) {
             return self.respond_keys(now, token, Some(e));
         }
-        let Some(ring) = self.ring.as_ref() else {
-            return self.respond_keys(
-                now,
-                token,
-                Some("this mserver has no cluster key ring (start it with --cluster-key or --key-file)".into()),
-            );
-        };
-        if let Err(e) = op.apply(ring) {
-            return self.respond_keys(now, token, Some(e.to_string()));
-        }
         if self.key_waiters.len() >= MAX_PENDING_ADMIN {
             self.admin_dropped += 1;
             return self.respond_keys(now, token, Some("too many key changes pending".into()));
         }
-        match self.coreset.submit_app(now, op.to_payload()) {
+        match self.submit_key_op_inner(now, op.clone()) {
             Ok(()) => self.key_waiters.push((token, op)),
-            Err(e) => self.respond_keys(
-                now,
-                token,
-                Some(format!("the group cannot take the change now: {e}")),
-            ),
+            Err(e) => self.respond_keys(now, token, Some(e)),
         }
+    }
+
+    /// Submits a key change for the core-set to commit (checked against
+    /// the current ring first); every member then reports
+    /// [`NodeEvent::KeyRingChanged`] at the same commit position.
+    pub fn submit_key_op(&mut self, now: Instant, op: KeyOp) -> Result<(), String> {
+        let r = self.submit_key_op_inner(now, op);
+        self.pump(now);
+        r
+    }
+
+    fn submit_key_op_inner(&mut self, now: Instant, op: KeyOp) -> Result<(), String> {
+        let Some(ring) = self.ring.as_ref() else {
+            return Err(
+                "this mserver has no cluster key ring (start it with --cluster-key or --key-file)"
+                    .into(),
+            );
+        };
+        op.apply(ring).map_err(|e| e.to_string())?;
+        self.coreset
+            .submit_app(now, op.to_payload())
+            .map_err(|e| format!("the group cannot take the change now: {e}"))
     }
 
     fn may_change(&self, peer: Option<NodeId>) -> Result<(), String> {
