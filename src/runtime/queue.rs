@@ -131,6 +131,7 @@ impl InboundPacket {
     /// datagram's own bytes when it travelled in the clear, or the
     /// decrypted copy (kept after the datagram, which stays as received
     /// for a relay to forward).
+    #[allow(clippy::ptr_arg)] // borrowed or owned decides where the body goes
     pub fn opened(
         header: Header,
         from: SocketAddr,
