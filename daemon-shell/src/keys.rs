@@ -10,9 +10,9 @@
 //! so that a ring rotated with `msctl keys` survives a restart; the ring in
 //! that file, when it exists, wins over the configured keys.
 //!
-//! SIGHUP reloads the key file on every daemon: each daemon's loop calls
-//! [`reload_ring`] (through its own settings loader) from the handler of
-//! [`crate::signals::Signal::Hangup`].
+//! SIGHUP reloads the key file on every daemon: each daemon's handler of
+//! [`crate::signals::Signal::Hangup`] re-reads it with [`key_ring`] (or
+//! [`KeyFlags::ring`]) and hands the ring to its sockets.
 
 use anyhow::{bail, Context as _};
 use membership::wire::{ClusterKey, KeyRing};
@@ -192,18 +192,6 @@ pub fn save_keyring_file(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, path).with_context(|| format!("key-ring file {}", path.display()))?;
     Ok(())
-}
-
-/// SIGHUP: the key ring reloaded from `load` (the daemon's settings
-/// loader, which re-reads the key file). `Err` keeps the current ring; the
-/// caller logs it. Called from every daemon's SIGHUP handler.
-pub fn reload_ring<S>(
-    load: impl FnOnce() -> anyhow::Result<S>,
-    ring_of: impl FnOnce(&S) -> anyhow::Result<Option<KeyRing>>,
-) -> anyhow::Result<(S, Option<KeyRing>)> {
-    let s = load()?;
-    let ring = ring_of(&s)?;
-    Ok((s, ring))
 }
 
 /// A short description of a ring for logs: `ids [2 1], signing 2`.

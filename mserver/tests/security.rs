@@ -217,3 +217,38 @@ fn fault_needs_allow_faults_and_world_readable_key_files_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_reloads_the_mservers_key_file() {
+    let dir = temp_dir("sighup");
+    let keys = dir.join("keys");
+    write_keys(&keys, &[K1], 0o600);
+    let addr = SocketAddr::from(([127, 0, 0, 31], testkit::free_port()));
+    let group_addr = SocketAddr::from(([239, 255, 72, 3], testkit::free_port()));
+    let mcaster = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let mut cmd = mserver_command(&mserver_bin(), "hup", group_addr, addr, mcaster);
+    cmd.arg("--key-file").arg(&keys);
+    let server = Proc::spawn_logged("mserver", &mut cmd, &dir.join("mserver.log"));
+    let answered = |key: &str| msctl(addr, Some(key), &["view", "--json"]).0 == Some(0);
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(100), || answered(K1)),
+        "{}",
+        server.log_tail(20)
+    );
+    assert!(!answered(K2), "key 2 is not in the ring yet");
+    // The new key first: after SIGHUP the mserver seals with it, opens both.
+    write_keys(&keys, &[K2, K1], 0o600);
+    server.signal("HUP");
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(100), || answered(K2)),
+        "SIGHUP did not reload the key file:\n{}",
+        server.log_tail(20)
+    );
+    // A key file made readable by others is refused; the ring stays.
+    write_keys(&keys, &[K1], 0o644);
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(answered(K2), "a refused reload changed the ring");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
