@@ -486,7 +486,7 @@ async fn garbage_is_dropped_and_counted_and_never_reaches_the_core() {
     .expect("a pong to the valid ping");
     let pong = codec.open(&reply).expect("a valid pong");
     assert_eq!(pong.header.source, b.local);
-    assert_eq!(pong.body, &body(PONG, 7)[..]);
+    assert_eq!(&*pong.body, &body(PONG, 7)[..]);
 
     assert_eq!(counts(&b).await, (1, 0));
     assert_eq!(b.with_core(|c, _| c.bad).await.unwrap(), 0);

@@ -95,7 +95,7 @@ proptest! {
         let p = rx.open(&out).expect("opens");
         prop_assert_eq!(p.header, h);
         prop_assert_eq!(p.authenticated, authed);
-        prop_assert_eq!(decode_body::<Msg>(p.body).expect("decodes"), m);
+        prop_assert_eq!(decode_body::<Msg>(&p.body).expect("decodes"), m);
     }
 
     #[test]
@@ -131,7 +131,7 @@ proptest! {
                     prop_assert_eq!(&mutated, &out, "authenticated packet accepted after mutation");
                 }
                 prop_assert!(p.body.len() + HEADER_LEN <= mutated.len());
-                let _ = decode_body::<Msg>(p.body);
+                let _ = decode_body::<Msg>(&p.body);
             }
         }
     }

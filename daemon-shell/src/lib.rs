@@ -9,10 +9,13 @@
 //! - [`multicast`]: the startup probe for `--multicast auto` and the group
 //!   sockets (class D address joined, datagrams to the daemon's core).
 //! - [`signals`]: SIGTERM, SIGINT and SIGHUP as one stream.
+//! - [`keys`]: the cluster key ring settings (inline keys, key file,
+//!   key-ring file) every daemon and `msctl` share.
 //! - [`exit`]: the exit codes every daemon and tool uses.
 #![forbid(unsafe_code)]
 
 pub mod exit;
+pub mod keys;
 pub mod multicast;
 pub mod settings;
 pub mod signals;

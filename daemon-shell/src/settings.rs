@@ -153,7 +153,34 @@ fn read_file(
     }
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("config file {shown}: {e}"))?;
-    let file = config::File::from_str(&text, config::FileFormat::Toml);
+    check_text(&shown.to_string(), &text, known)
+}
+
+/// The settings `T` from the text of a TOML file over `T`'s defaults,
+/// checked as [`load`] checks a file (the environment and flags left out):
+/// what the config-file fuzz target and its corpus replay run.
+pub fn from_toml_text<T>(text: &str) -> anyhow::Result<T>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let known = known_keys(&T::default())?;
+    let file = check_text("(text)", text, &known)?;
+    let defaults = config::Config::try_from(&T::default()).context("built-in defaults")?;
+    config::Config::builder()
+        .add_source(defaults)
+        .add_source(file)
+        .build()
+        .and_then(|c| c.try_deserialize::<T>())
+        .map_err(|e| anyhow::anyhow!("config file: {e}"))
+}
+
+/// Parses TOML text and checks that it holds only known keys.
+fn check_text(
+    shown: &str,
+    text: &str,
+    known: &[String],
+) -> anyhow::Result<config::File<config::FileSourceString, config::FileFormat>> {
+    let file = config::File::from_str(text, config::FileFormat::Toml);
     let table = config::Config::builder()
         .add_source(file.clone())
         .build()

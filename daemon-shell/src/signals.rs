@@ -1,6 +1,10 @@
 //! The signals a daemon acts on: SIGTERM and SIGINT (stop: the mserver and
 //! the member-interface leave gracefully first, as does `msctl --mi join`),
-//! and for the mcaster SIGHUP (reload its cluster key ring).
+//! and SIGHUP: every daemon reloads its cluster key file then (the shared
+//! loading and checks are [`crate::keys`]; each daemon's handler calls its
+//! own key-reload function: the mcaster's `reload_keys`, the mserver's
+//! `Daemon::reload_keys` over `mserver::security::reload`, the member
+//! interface's `reload_keys`).
 
 use std::fmt;
 use std::io;

@@ -4,27 +4,13 @@
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use daemon_shell::settings::{Overrides, Sources};
-use membership::wire::{ClusterKey, KeyRing};
+use membership::wire::KeyRing;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// One cluster key as configured, `ID:HEX` (id 1-255, a secret of at least
-/// 16 bytes in hex), the form of `ClusterKey::parse`. Its `Debug` output
-/// never shows the secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeySpec(pub String);
-
-impl std::fmt::Debug for KeySpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.split_once(':') {
-            Some((id, _)) => write!(f, "{}:<redacted>", id.trim()),
-            None => f.write_str("<redacted>"),
-        }
-    }
-}
+pub use daemon_shell::keys::KeySpec;
 
 /// Whether the mcaster uses IP multicast itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -82,12 +68,10 @@ pub struct Cli {
     /// mcaster drops its own copies) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub multicast_loop: Option<bool>,
-    /// A cluster key, ID:HEX (id 1-255, secret of at least 16 bytes in
-    /// hex); repeat for a key ring: the first signs, every one verifies.
-    /// Replaces cluster_keys / MS_CLUSTER_KEYS (comma-separated). Command
-    /// lines are visible to other local users: prefer the config file.
-    #[arg(long = "cluster-key", value_name = "ID:HEX")]
-    pub cluster_key: Vec<String>,
+    /// The cluster key ring: --cluster-key ID:HEX (repeatable) and
+    /// --key-file PATH.
+    #[command(flatten)]
+    pub keys: daemon_shell::keys::KeyFlags,
     /// A member not refreshed for this long is removed [default: 3000].
     #[arg(long, value_name = "MS")]
     pub member_ttl_ms: Option<u64>,
@@ -129,6 +113,8 @@ pub struct Settings {
     /// The cluster key ring, first key signing (empty: no authentication).
     #[serde(default)]
     pub cluster_keys: Vec<KeySpec>,
+    /// A file of cluster keys (owner-only), after `cluster_keys`.
+    pub key_file: Option<PathBuf>,
     /// Member expiry, in milliseconds.
     pub member_ttl_ms: u64,
     /// Bound on groups.
@@ -153,6 +139,7 @@ impl Default for Settings {
             multicast_ttl: 1,
             multicast_loop: true,
             cluster_keys: Vec::new(),
+            key_file: None,
             member_ttl_ms: 3000,
             max_groups: membership::mcaster::DEFAULT_MAX_GROUPS,
             max_members: membership::mcaster::DEFAULT_MAX_MEMBERS,
@@ -182,7 +169,8 @@ impl Settings {
         flags.set("summary_interval_secs", cli.summary_interval_secs);
         flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
         flags.set("log_level", cli.log_level.as_ref());
-        flags.set_list("cluster_keys", &cli.cluster_key);
+        flags.set_list("cluster_keys", &cli.keys.cluster_key);
+        flags.set("key_file", cli.keys.key_file.as_ref().map(|p| p.display()));
         let s: Settings = daemon_shell::settings::load(
             Sources {
                 daemon: "mcaster",
@@ -222,17 +210,7 @@ impl Settings {
     /// authentication). Errors name the key by position and id, never its
     /// secret.
     pub fn key_ring(&self) -> anyhow::Result<Option<KeyRing>> {
-        if self.cluster_keys.is_empty() {
-            return Ok(None);
-        }
-        let mut keys = Vec::with_capacity(self.cluster_keys.len());
-        for (i, spec) in self.cluster_keys.iter().enumerate() {
-            let k = ClusterKey::parse(spec.0.trim())
-                .map_err(|e| anyhow::anyhow!("cluster key {} ({spec:?}): {e}", i + 1))?;
-            keys.push(k);
-        }
-        let ring = KeyRing::new(keys).map_err(|e| anyhow::anyhow!("cluster keys: {e}"))?;
-        Ok(Some(ring))
+        daemon_shell::keys::key_ring(&self.cluster_keys, self.key_file.as_deref())
     }
 }
 

@@ -8,7 +8,7 @@
 
 use clap::Parser;
 use daemon_shell::exit;
-use daemon_shell::signals::Signals;
+use daemon_shell::signals::{Signal, Signals};
 use daemon_shell::startup::Fatal;
 use member_interface::daemon::{uplink, Args, LogFormat, Server};
 use std::process::ExitCode;
@@ -30,6 +30,10 @@ use std::time::Duration;
 struct Cli {
     #[command(flatten)]
     args: Args,
+    /// The cluster key ring of the mserver link (--cluster-key ID:HEX,
+    /// --key-file PATH, MS_CLUSTER_KEYS); SIGHUP reloads the key file.
+    #[command(flatten)]
+    keys: daemon_shell::keys::KeyFlags,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(
         long,
@@ -61,14 +65,28 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
     config.validate().map_err(Fatal::usage)?;
     let core_config = config.clone();
     let server = Server::bind(config).await.map_err(Fatal::usage)?;
-    let link = uplink::start(cli.args.listen, &cli.args.mservers, &core_config)
+    let ring = cli
+        .keys
+        .ring()
+        .map_err(|e| Fatal::usage(format!("{e:#}")))?;
+    let keyed = ring.is_some();
+    let link = uplink::start_with_ring(cli.args.listen, &cli.args.mservers, &core_config, ring)
         .map_err(|e| Fatal::usage(format!("cannot listen on {}: {e}", cli.args.listen)))?;
     tracing::info!(socket = %server.path().display(), mi = %link.mi, udp = %link.local, "member-interface ready");
     let mut signals =
-        Signals::stop().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
+        Signals::stop_and_reload().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
+    let socket = link.handle.socket.clone();
+    let keys = cli.keys.clone();
     let shutdown = async move {
-        let signal = signals.recv().await;
-        tracing::info!("{signal}: leaving");
+        loop {
+            let signal = signals.recv().await;
+            if signal == Signal::Hangup {
+                reload_keys(&keys, keyed, &socket).await;
+                continue;
+            }
+            tracing::info!("{signal}: leaving");
+            break;
+        }
     };
     let result = server.run(link.port, shutdown).await;
     // Every connection's close reached the core (the bridge ends after
@@ -90,4 +108,28 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
     link.handle.stop();
     result.map_err(Fatal::failure)?;
     Ok(exit::OK)
+}
+
+/// SIGHUP: reloads the key file into the mserver link's socket.
+async fn reload_keys(
+    keys: &daemon_shell::keys::KeyFlags,
+    keyed: bool,
+    socket: &actix::Addr<membership::runtime::SocketActor>,
+) {
+    match keys.ring() {
+        Ok(Some(ring)) if keyed => {
+            let desc = daemon_shell::keys::describe(Some(&ring));
+            let applied = socket
+                .send(membership::runtime::SetKeyRing(ring))
+                .await
+                .unwrap_or(false);
+            tracing::info!(keys = %desc, applied, "SIGHUP: cluster key ring reloaded");
+        }
+        Ok(_) => tracing::warn!(
+            "SIGHUP: turning authentication on or off needs a restart; the key ring is unchanged"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "SIGHUP: key file not reloaded; the key ring is unchanged")
+        }
+    }
 }

@@ -13,8 +13,11 @@
 //! mservers; and 64 simulated ones split in 2 and in 4 parts). `app`
 //! (application groups: join and process death -> view at every member,
 //! with real member interfaces; and a 2,000-member bootstrap simulated).
+//! `crypto` (the cost of the cluster key ring on RPC, view changes and
+//! rmcast, without and with it in one run).
 
 mod app;
+mod crypto;
 mod mcast;
 mod membership;
 mod partition;
@@ -75,6 +78,11 @@ enum Scenario {
     /// mservers; and in the simulator, one group of 2,000 members joining
     /// at once across 100 MIs.
     App(app::AppArgs),
+    /// The cost of the cluster key ring: RPC round trip, view change
+    /// latency (real mservers) and rmcast throughput through the mcaster,
+    /// each without and with a ring in the same run (target: <= 10%
+    /// slower).
+    Crypto(crypto::CryptoArgs),
 }
 
 fn main() {
@@ -88,6 +96,7 @@ fn main() {
         Scenario::Membership(args) => membership::run(&args),
         Scenario::Partition(args) => partition::run(&args),
         Scenario::App(args) => app::run(&args),
+        Scenario::Crypto(args) => crypto::run(&args),
     };
     match result {
         Ok(()) => {}

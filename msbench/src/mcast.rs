@@ -518,12 +518,21 @@ fn transport_cases(hosts: &Hosts, args: &McastArgs) -> Value {
 /// The relay core on its own thread (as the `mcaster` daemon runs it);
 /// stopped by sending on the returned channel, which answers its counters.
 fn start_relay() -> anyhow::Result<(SocketAddr, mpsc::Sender<mpsc::Sender<McasterCounters>>)> {
+    start_relay_keyed(None)
+}
+
+/// The in-process relay, sealing and opening with `ring` when given.
+fn start_relay_keyed(
+    ring: Option<membership::wire::KeyRing>,
+) -> anyhow::Result<(SocketAddr, mpsc::Sender<mpsc::Sender<McasterCounters>>)> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<mpsc::Sender<McasterCounters>>();
     std::thread::spawn(move || {
         actix::System::new().block_on(async move {
             let bind = SocketAddr::from(([127, 0, 0, 1], 0));
-            let spawned = spawn_core(SocketOptions::new(bind), &ProtocolId::ALL, |ctx| {
+            let mut options = SocketOptions::new(bind);
+            options.auth = ring.map(membership::wire::AuthConfig::new);
+            let spawned = spawn_core(options, &ProtocolId::ALL, |ctx| {
                 Mcaster::new(ctx.local, McasterConfig::default())
             });
             let Ok(mut spawned) = spawned else {
@@ -660,4 +669,51 @@ fn print_readable(out: &Value) {
             );
         }
     }
+}
+
+/// rmcast throughput through the relay on loopback, every datagram sealed
+/// with `key` (`ID:HEX`) when given: `parcels` parcels of `size` bytes to
+/// `receivers` receivers (for `msbench crypto`).
+pub fn loopback_throughput(
+    key: Option<&str>,
+    receivers: usize,
+    size: usize,
+    parcels: u64,
+) -> anyhow::Result<Value> {
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: McastArgs,
+    }
+    use clap::Parser as _;
+    let mut argv = vec![
+        "mcast".to_string(),
+        "--receivers".into(),
+        receivers.to_string(),
+    ];
+    if let Some(k) = key {
+        argv.push(format!("--peer-args=--cluster-key {k}"));
+    }
+    let args = Wrap::try_parse_from(argv)?.args;
+    let ring = match key {
+        Some(k) => Some(
+            membership::wire::KeyRing::new(vec![
+                membership::wire::ClusterKey::parse(k).map_err(|e| anyhow!("{e}"))?
+            ])
+            .map_err(|e| anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
+    let (relay, stop) = start_relay_keyed(ring)?;
+    let ips = (0..=receivers)
+        .map(|i| format!("127.0.0.{}", 20 + i))
+        .collect();
+    let hosts = Hosts::Loopback {
+        mcaster: relay,
+        ips,
+    };
+    let out = rmcast_case(&hosts, &args, size, parcels, 0.0);
+    let (tx, _rx) = mpsc::channel();
+    let _ = stop.send(tx);
+    out
 }

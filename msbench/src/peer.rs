@@ -46,6 +46,10 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Options of `msbench mcast-peer`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PeerArgs {
+    /// A cluster key, ID:HEX: seal and open every datagram with it (the
+    /// encryption-cost benchmark, `msbench crypto`).
+    #[arg(long = "cluster-key", value_name = "ID:HEX")]
+    pub cluster_key: Option<String>,
     /// The address to bind (e.g. 127.0.0.2:0, or 0.0.0.0:PORT for an mc
     /// member, with --advertise).
     #[arg(long)]
@@ -262,6 +266,13 @@ fn transport(args: &PeerArgs) -> Transport {
 fn socket_options(args: &PeerArgs) -> anyhow::Result<SocketOptions> {
     let mut o = SocketOptions::new(args.listen);
     o.advertise = args.advertise.map(NodeId::new);
+    if let Some(spec) = &args.cluster_key {
+        let key = membership::wire::ClusterKey::parse(spec)
+            .map_err(|e| anyhow::anyhow!("--cluster-key: {e}"))?;
+        let ring = membership::wire::KeyRing::new(vec![key])
+            .map_err(|e| anyhow::anyhow!("--cluster-key: {e}"))?;
+        o.auth = Some(membership::wire::AuthConfig::new(ring));
+    }
     if args.kind == "mc" {
         let IpAddr::V4(group) = args.group.ip() else {
             bail!("only IPv4 groups can be joined");

@@ -22,6 +22,11 @@ impl Latencies {
         self.micros.push(d.as_secs_f64() * 1e6);
     }
 
+    /// Adds every sample of `other`.
+    pub fn extend(&mut self, other: &Latencies) {
+        self.micros.extend_from_slice(&other.micros);
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.micros.len()

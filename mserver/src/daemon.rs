@@ -14,15 +14,16 @@ use crate::admin::{FaultReply, ProtocolTraffic};
 use crate::node::{MserverNode, NodeEvent};
 use crate::settings::{MulticastMode, Settings};
 use daemon_shell::multicast::{open_group_socket, use_multicast};
-use daemon_shell::signals::Signals;
+use daemon_shell::signals::{Signal, Signals};
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
 use membership::id::{NodeId, ProtocolId};
 use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
 use membership::rpc::{Rpc, RpcConfig};
 use membership::runtime::{
     new_incarnation, spawn_core, Clock, CoreHandle, CrashWatch, CrashWatchListener, GetFaults,
-    MulticastSend, SetIncarnation, SocketOptions, SpawnedCore,
+    GroupSocket, MulticastSend, SetIncarnation, SetKeyRing, SocketOptions, SpawnedCore,
 };
+use membership::wire::{AuthConfig, KeyRing};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -78,11 +79,15 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     };
     let registration = Registration::new(RegistrationConfig::new(NodeId::new(s.mcaster), kind));
     let rpc = Rpc::new(me, incarnation, RpcConfig::default(), seed ^ 0x5eed_5eed);
-    let node = MserverNode::new(now, group_addr, coreset, Some(registration), rpc);
+    let ring = crate::security::start_ring(&s)?;
+    let policy = crate::security::policy(&s, ring.is_some())?;
+    let node = MserverNode::new(now, group_addr, coreset, Some(registration), rpc)
+        .with_security(policy, ring.clone());
 
     let mut options = SocketOptions::new(s.listen);
     options.advertise = s.advertise.map(NodeId::new);
     options.incarnation = Some(incarnation);
+    options.auth = ring.clone().map(AuthConfig::new);
     if !multicast {
         // Group messages go by unicast to the mcaster, which relays them.
         options.mcaster = Some(s.mcaster);
@@ -96,7 +101,13 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
 
     let group_socket = if multicast {
         let send = MulticastSend::new(s.multicast_interface);
-        match open_group_socket(group_addr, send, None, &[ProtocolId::CoreSet], &handle) {
+        match open_group_socket(
+            group_addr,
+            send,
+            ring.clone(),
+            &[ProtocolId::CoreSet],
+            &handle,
+        ) {
             Ok(g) => Some(g),
             Err(e) => {
                 handle.stop();
@@ -144,9 +155,12 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         started: std::time::Instant::now(),
         deregistering: None,
         multicast,
+        settings: s.clone(),
+        group_socket,
+        ring,
     };
     let exit = daemon.event_loop(events).await;
-    if let Some(g) = group_socket {
+    if let Some(g) = daemon.group_socket.take() {
         g.stop();
     }
     drop(daemon.watch.take());
@@ -176,6 +190,12 @@ struct Daemon {
     deregistering: Option<tokio::time::Instant>,
     /// Group traffic goes by IP multicast (else through the mcaster).
     multicast: bool,
+    /// The settings it started with (key reload, key-ring file).
+    settings: Settings,
+    /// The class D socket, with IP multicast.
+    group_socket: Option<GroupSocket>,
+    /// The cluster key ring in force.
+    ring: Option<KeyRing>,
 }
 
 /// How long a member that left waits for the mcaster's LEAVE answer
@@ -184,7 +204,7 @@ const DEREGISTER_GRACE: Duration = Duration::from_millis(300);
 
 impl Daemon {
     async fn event_loop(&mut self, mut events: UnboundedReceiver<NodeEvent>) -> Exit {
-        let Ok(mut signals) = Signals::stop() else {
+        let Ok(mut signals) = Signals::stop_and_reload() else {
             tracing::error!("cannot install signal handlers; SIGTERM will not leave gracefully");
             return self.loop_without_signals(&mut events).await;
         };
@@ -201,7 +221,10 @@ impl Daemon {
                         return Exit::CoreStopped;
                     }
                 },
-                signal = signals.recv() => self.start_leave(signal.name()).await,
+                signal = signals.recv() => match signal {
+                    Signal::Hangup => self.reload_keys().await,
+                    _ => self.start_leave(signal.name()).await,
+                },
                 _ = sleep_until(deregistered) => {
                     tracing::info!("the mcaster did not confirm our deregistration; exiting anyway");
                     return Exit::Left;
@@ -221,6 +244,35 @@ impl Daemon {
             }
         }
         Exit::CoreStopped
+    }
+
+    /// SIGHUP: reloads the key file (`crate::security::reload`).
+    async fn reload_keys(&mut self) {
+        match crate::security::reload(&self.settings, self.ring.as_ref()) {
+            Some(ring) => {
+                tracing::info!(keys = %daemon_shell::keys::describe(Some(&ring)), "SIGHUP: cluster key ring reloaded");
+                let r = ring.clone();
+                let _ = self
+                    .handle
+                    .with_core(move |n, _| n.set_key_ring(Some(r)))
+                    .await;
+                self.apply_ring(ring).await;
+            }
+            None if self.ring.is_none() => {
+                tracing::info!("SIGHUP: no cluster key configured; nothing to reload")
+            }
+            None => {}
+        }
+    }
+
+    /// Hands `ring` to the sockets and persists it.
+    async fn apply_ring(&mut self, ring: KeyRing) {
+        let _ = self.handle.socket.send(SetKeyRing(ring.clone())).await;
+        if let Some(g) = &self.group_socket {
+            let _ = g.socket().send(SetKeyRing(ring.clone())).await;
+        }
+        crate::security::persist(&self.settings, &ring);
+        self.ring = Some(ring);
     }
 
     async fn start_leave(&mut self, why: &str) {
@@ -339,6 +391,10 @@ impl Daemon {
                     .handle
                     .with_core(move |n, now| n.answer_stats(now, token, reply))
                     .await;
+            }
+            NodeEvent::KeyRingChanged { ring, at } => {
+                tracing::info!(view = at.view, commit = at.seq, keys = %daemon_shell::keys::describe(Some(&ring)), "key ring changed by the group");
+                self.apply_ring(ring).await;
             }
             NodeEvent::LeaveRequested => {
                 tracing::info!("msctl leave: leaving the group gracefully");

@@ -117,6 +117,22 @@ pub struct Cli {
     /// coordinates (the thesis's "fmserver").
     #[arg(long, value_name = "KEY=VALUE")]
     pub fault: Vec<String>,
+    /// The cluster key ring: --cluster-key ID:HEX (repeatable) and
+    /// --key-file PATH (docs/security.md).
+    #[command(flatten)]
+    pub keys: daemon_shell::keys::KeyFlags,
+    /// Where the ring is kept across restarts (rotated with `msctl keys`);
+    /// when the file exists its ring wins over the configured keys.
+    #[arg(long, value_name = "PATH")]
+    pub keyring_file: Option<PathBuf>,
+    /// Allow `msctl fault` to change this mserver's fault interceptor
+    /// (testing only).
+    #[arg(long)]
+    pub allow_faults: bool,
+    /// Without a key ring, accept admin changes (leave, fault, keys) from
+    /// this network besides loopback (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub admin_from: Vec<String>,
     /// Log format [default: human].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -160,6 +176,16 @@ pub struct Settings {
     pub crash_watch: bool,
     /// Testing fault: delay before phase II, ms (0: none).
     pub commit_delay_ms: u64,
+    /// The cluster key ring, first key signing (empty: none).
+    pub cluster_keys: Vec<daemon_shell::keys::KeySpec>,
+    /// A file of cluster keys (owner-only), after `cluster_keys`.
+    pub key_file: Option<PathBuf>,
+    /// Where the ring persists across restarts.
+    pub keyring_file: Option<PathBuf>,
+    /// Whether `msctl fault` may set faults.
+    pub allow_faults: bool,
+    /// Networks besides loopback allowed admin changes without a ring.
+    pub admin_from: Vec<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -184,6 +210,11 @@ impl Default for Settings {
             hold_down_max_ms: 300_000,
             crash_watch: true,
             commit_delay_ms: 0,
+            cluster_keys: Vec::new(),
+            key_file: None,
+            keyring_file: None,
+            allow_faults: false,
+            admin_from: Vec::new(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
         }
@@ -229,6 +260,14 @@ impl Settings {
         flags.set("crash_watch", cli.crash_watch);
         flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
         flags.set("log_level", cli.log_level.as_ref());
+        flags.set_list("cluster_keys", &cli.keys.cluster_key);
+        flags.set("key_file", cli.keys.key_file.as_ref().map(|p| p.display()));
+        flags.set(
+            "keyring_file",
+            cli.keyring_file.as_ref().map(|p| p.display()),
+        );
+        flags.set("allow_faults", cli.allow_faults.then_some(true));
+        flags.set_list("admin_from", &cli.admin_from);
         for spec in &cli.fault {
             let (k, v) = parse_fault(spec)?;
             flags.set(&k, Some(v));
@@ -238,7 +277,7 @@ impl Settings {
                 daemon: "mserver",
                 file: cli.config.as_deref(),
                 env,
-                env_list_keys: &[],
+                env_list_keys: &["cluster_keys", "admin_from"],
             },
             flags,
         )?;
@@ -306,6 +345,7 @@ impl Settings {
                 self.hold_down_ms
             );
         }
+        crate::security::check(self)?;
         if self.commit_delay_ms > 600_000 {
             bail!(
                 "commit-delay-ms {} is more than 10 minutes",

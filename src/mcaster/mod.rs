@@ -42,7 +42,7 @@
 //! - **Authentication** (DESIGN.md section 4) happens before this core: the
 //!   daemon's sockets open every datagram with a
 //!   [`crate::wire::WireCodec`] holding the cluster key ring (header, CRC,
-//!   HMAC tag, and a replay window per header source, as every member
+//!   AEAD tag, and a replay window per header source, as every member
 //!   does), so forged, unauthenticated and replayed datagrams are dropped
 //!   and counted there and never reach the core; the core's own answers
 //!   are sealed, so signed with the ring's first key, by the same codec.

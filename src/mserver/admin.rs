@@ -196,6 +196,9 @@ pub struct LeaveReply {
     /// Whether the leave was committed by the group (false: it gave up,
     /// e.g. the group did not answer; the mserver exits anyway).
     pub committed: bool,
+    /// Set when the request was refused (admin access): the mserver stays.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// Arguments of `fault`.

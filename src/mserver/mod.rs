@@ -6,7 +6,11 @@
 //! - [`node`]: [`node::MserverNode`], the core-set, the mcaster
 //!   registration, the application-group service and the admin procedures
 //!   side by side on one socket;
-//! - [`admin`]: the requests and replies `msctl` exchanges with an mserver.
+//! - [`admin`]: the requests and replies `msctl` exchanges with an mserver;
+//! - [`access`]: who may use the admin procedures that change something;
+//! - [`keys`]: key rotation committed through the core-set (`msctl keys`).
 
+pub mod access;
 pub mod admin;
+pub mod keys;
 pub mod node;

@@ -22,14 +22,16 @@ use crate::appgroup::service::{AppService, AppServiceConfig, InstalledView, Serv
 use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, TreeRecord, ViewSnapshot};
 use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
+use crate::mserver::access::AdminPolicy;
 use crate::mserver::admin::{
     FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, MemberInfo, StatsReply,
     ViewReply, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
+use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
-use crate::wire::{decode_body, encode_body};
+use crate::wire::{decode_body, encode_body, KeyRing};
 use std::collections::VecDeque;
 
 /// Most admin requests waiting for an answer at once (further ones are
@@ -53,6 +55,15 @@ pub enum NodeEvent {
     },
     /// `msctl leave` was asked (the leave is under way).
     LeaveRequested,
+    /// A key change committed (`msctl keys install|use|remove`): every
+    /// member's ring is now `ring`. The daemon hands it to its sockets (and
+    /// persists it); the datagrams sealed after this use its signing key.
+    KeyRingChanged {
+        /// The ring in force from this commit on.
+        ring: KeyRing,
+        /// Where in the core-set's history it committed.
+        at: CommitPosition,
+    },
     /// `msctl stats`: add the socket's counters to `reply` and answer with
     /// [`MserverNode::answer_stats`].
     StatsRequested {
@@ -102,9 +113,21 @@ pub struct MserverNode {
     leave_waiters: Vec<RequestToken>,
     /// Our leave committed: withdraw the mcaster registration.
     deregister: bool,
-    pending_admin: Vec<(RequestToken, u16, Vec<u8>)>,
+    pending_admin: Vec<(RequestToken, u16, Vec<u8>, Option<NodeId>)>,
     pending_replies: Vec<(RequestToken, Vec<u8>)>,
     admin_dropped: u64,
+    /// Who may change things (`leave`, `fault`, `keys`).
+    policy: AdminPolicy,
+    /// The cluster key ring as committed (`None`: no authentication).
+    ring: Option<KeyRing>,
+    /// The UDP peer of the RPC datagram being handled (admin access).
+    rpc_peer: Option<NodeId>,
+    /// `keys` changes waiting for their commit.
+    key_waiters: Vec<(RequestToken, KeyOp)>,
+    /// `keys` changes committed, to be answered.
+    key_replies: Vec<(RequestToken, Option<String>)>,
+    /// Where the last commit stands (for `keys` replies).
+    last_commit: CommitPosition,
 }
 
 impl MserverNode {
@@ -118,7 +141,7 @@ impl MserverNode {
         registration: Option<Registration>,
         mut rpc: Rpc,
     ) -> Self {
-        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS]
+        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS, PROC_KEYS]
             .into_iter()
             .chain(AppService::PROCEDURES)
         {
@@ -145,6 +168,12 @@ impl MserverNode {
             pending_admin: Vec::new(),
             pending_replies: Vec::new(),
             admin_dropped: 0,
+            policy: AdminPolicy::open(),
+            ring: None,
+            rpc_peer: None,
+            key_waiters: Vec::new(),
+            key_replies: Vec::new(),
+            last_commit: CommitPosition::default(),
         };
         let group = node.coreset.snapshot(now).group;
         if let Some(reg) = node.registration.as_mut() {
@@ -152,6 +181,27 @@ impl MserverNode {
         }
         node.pump(now);
         node
+    }
+
+    /// Sets the admin access policy (the daemon's `--allow-faults`,
+    /// `--admin-from` and whether it has a ring) and the key ring it
+    /// started with. Without this call everything is allowed (the
+    /// simulator, the benchmarks) and there is no ring.
+    pub fn with_security(mut self, policy: AdminPolicy, ring: Option<KeyRing>) -> Self {
+        self.policy = policy;
+        self.ring = ring;
+        self
+    }
+
+    /// The cluster key ring as committed.
+    pub fn key_ring(&self) -> Option<&KeyRing> {
+        self.ring.as_ref()
+    }
+
+    /// Sets the ring without a commit (SIGHUP reloaded the key file on
+    /// this member only).
+    pub fn set_key_ring(&mut self, ring: Option<KeyRing>) {
+        self.ring = ring;
     }
 
     /// The core-set core.
@@ -216,8 +266,133 @@ impl MserverNode {
         view_reply(&self.coreset.snapshot(now))
     }
 
-    fn on_admin(&mut self, now: Instant, token: RequestToken, procedure: u16, body: &[u8]) {
+    fn keys_reply(&self, now: Instant, error: Option<String>) -> KeysReply {
+        let v = self.coreset.snapshot(now);
+        KeysReply {
+            error,
+            member: v.me.addr.to_string(),
+            view: v.view.number,
+            commit: v.view.seq,
+            keys: key_infos(self.ring.as_ref()),
+        }
+    }
+
+    fn respond_keys(&mut self, now: Instant, token: RequestToken, error: Option<String>) {
+        if let Ok(body) = encode_body(&self.keys_reply(now, error)) {
+            self.rpc.respond(now, token, body);
+        }
+    }
+
+    fn on_keys(&mut self, now: Instant, token: RequestToken, body: &[u8], peer: Option<NodeId>) {
+        let op = match decode_body::<KeysRequest>(body) {
+            Ok(KeysRequest::List) => return self.respond_keys(now, token, None),
+            Ok(KeysRequest::Change(op)) => op,
+            Err(e) => {
+                return self.respond_keys(now, token, Some(format!("unreadable request: {e}")))
+            }
+        };
+        if let Err(e) = self.may_change(peer) {
+            return self.respond_keys(now, token, Some(e));
+        }
+        if self.key_waiters.len() >= MAX_PENDING_ADMIN {
+            self.admin_dropped += 1;
+            return self.respond_keys(now, token, Some("too many key changes pending".into()));
+        }
+        match self.submit_key_op_inner(now, op.clone()) {
+            Ok(()) => self.key_waiters.push((token, op)),
+            Err(e) => self.respond_keys(now, token, Some(e)),
+        }
+    }
+
+    /// Submits a key change for the core-set to commit (checked against
+    /// the current ring first); every member then reports
+    /// [`NodeEvent::KeyRingChanged`] at the same commit position.
+    pub fn submit_key_op(&mut self, now: Instant, op: KeyOp) -> Result<(), String> {
+        let r = self.submit_key_op_inner(now, op);
+        self.pump(now);
+        r
+    }
+
+    fn submit_key_op_inner(&mut self, now: Instant, op: KeyOp) -> Result<(), String> {
+        let Some(ring) = self.ring.as_ref() else {
+            return Err(
+                "this mserver has no cluster key ring (start it with --cluster-key or --key-file)"
+                    .into(),
+            );
+        };
+        op.apply(ring).map_err(|e| e.to_string())?;
+        self.coreset
+            .submit_app(now, op.to_payload())
+            .map_err(|e| format!("the group cannot take the change now: {e}"))
+    }
+
+    fn may_change(&self, peer: Option<NodeId>) -> Result<(), String> {
+        match peer {
+            Some(p) => self.policy.may_change(p.addr().ip()),
+            None if self.policy.keyed => Ok(()),
+            None => Err("refused: the caller's address is unknown".into()),
+        }
+    }
+
+    /// Applies the key ops of one commit (every member, same order), and
+    /// answers the `keys` requests they complete.
+    fn apply_key_ops(&mut self, at: CommitPosition, ops: Vec<KeyOp>) {
+        for op in ops {
+            let result = match self.ring.as_ref() {
+                Some(r) => op.apply(r).map_err(|e| e.to_string()),
+                None => Err("no key ring".to_string()),
+            };
+            let error = match result {
+                Ok(ring) => {
+                    tracing::info!(?op, ids = ?ring.ids(), "key ring change committed");
+                    self.ring = Some(ring.clone());
+                    self.events
+                        .push_back(NodeEvent::KeyRingChanged { ring, at });
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(?op, error = %e, "a committed key change does not apply here");
+                    Some(e)
+                }
+            };
+            let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.key_waiters)
+                .into_iter()
+                .partition(|(_, w)| *w == op);
+            self.key_waiters = rest;
+            for (token, _) in done {
+                self.key_replies.push((token, error.clone()));
+            }
+        }
+    }
+
+    fn on_admin(
+        &mut self,
+        now: Instant,
+        token: RequestToken,
+        procedure: u16,
+        body: &[u8],
+        peer: Option<NodeId>,
+    ) {
         match procedure {
+            PROC_KEYS => self.on_keys(now, token, body, peer),
+            PROC_LEAVE if self.may_change(peer).is_err() => {
+                let refused = self.may_change(peer).err();
+                if let Ok(body) = encode_body(&LeaveReply {
+                    committed: false,
+                    refused,
+                }) {
+                    self.rpc.respond(now, token, body);
+                }
+            }
+            PROC_FAULT if self.fault_refusal(peer).is_some() => {
+                let reply = FaultReply {
+                    error: self.fault_refusal(peer),
+                    now: String::new(),
+                };
+                if let Ok(body) = encode_body(&reply) {
+                    self.rpc.respond(now, token, body);
+                }
+            }
             PROC_VIEW => {
                 if let Ok(reply) = encode_body(&self.view_reply(now)) {
                     self.rpc.respond(now, token, reply);
@@ -258,6 +433,13 @@ impl MserverNode {
             }
             _ => self.admin_dropped += 1,
         }
+    }
+
+    fn fault_refusal(&self, peer: Option<NodeId>) -> Option<String> {
+        if !self.policy.allow_faults {
+            return Some(crate::mserver::access::FAULTS_OFF.to_string());
+        }
+        self.may_change(peer).err()
     }
 
     /// Moves everything the inner cores produced to our queues, handling
@@ -301,9 +483,20 @@ impl MserverNode {
                         merged: *merged,
                     }),
                     CoreSetEvent::AppCommitted { view, payloads, .. } => {
+                        // Key changes are the node's; the rest is the
+                        // application groups'.
+                        let (keys, apps): (Vec<_>, Vec<_>) = payloads
+                            .iter()
+                            .cloned()
+                            .partition(|p| KeyOp::is_key_payload(p));
+                        self.last_commit = view.position();
+                        if !keys.is_empty() {
+                            let ops = keys.iter().filter_map(|p| KeyOp::from_payload(p)).collect();
+                            self.apply_key_ops(view.position(), ops);
+                        }
                         self.app_inputs.push_back(AppInput::Committed {
                             view: view.position(),
-                            payloads: payloads.clone(),
+                            payloads: apps,
                         })
                     }
                     _ => {}
@@ -338,7 +531,7 @@ impl MserverNode {
                                 body,
                             });
                         } else {
-                            admin.push((token, procedure.0, body));
+                            admin.push((token, procedure.0, body, self.rpc_peer));
                         }
                     }
                     RpcEvent::CallCompleted { id, result, .. } if self.apps.owns_call(id) => {
@@ -359,7 +552,10 @@ impl MserverNode {
         if waiters.is_empty() {
             return;
         }
-        if let Ok(body) = encode_body(&LeaveReply { committed }) {
+        if let Ok(body) = encode_body(&LeaveReply {
+            committed,
+            refused: None,
+        }) {
             for token in waiters {
                 self.pending_replies.push((token, body.clone()));
             }
@@ -381,6 +577,7 @@ impl MserverNode {
         for _ in 0..8 {
             if self.pending_admin.is_empty()
                 && self.pending_replies.is_empty()
+                && self.key_replies.is_empty()
                 && self.app_inputs.is_empty()
             {
                 break;
@@ -425,8 +622,11 @@ impl MserverNode {
             for (token, body) in std::mem::take(&mut self.pending_replies) {
                 self.rpc.respond(now, token, body);
             }
-            for (token, procedure, body) in std::mem::take(&mut self.pending_admin) {
-                self.on_admin(now, token, procedure, &body);
+            for (token, error) in std::mem::take(&mut self.key_replies) {
+                self.respond_keys(now, token, error);
+            }
+            for (token, procedure, body, peer) in std::mem::take(&mut self.pending_admin) {
+                self.on_admin(now, token, procedure, &body, peer);
             }
             self.drain();
         }
@@ -488,7 +688,14 @@ impl Core for MserverNode {
     fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
         match packet.protocol {
             ProtocolId::CoreSet => self.coreset.handle_packet(now, packet),
-            ProtocolId::Rpc => self.rpc.handle_packet(now, packet),
+            ProtocolId::Rpc => {
+                self.rpc_peer = Some(packet.peer);
+                self.rpc.handle_packet(now, packet);
+                // The requests this datagram completed are collected now,
+                // with its peer.
+                self.drain();
+                self.rpc_peer = None;
+            }
             ProtocolId::Mcaster => {
                 if let Some(reg) = self.registration.as_mut() {
                     reg.handle(now, &packet);
@@ -592,10 +799,10 @@ mod tests {
         let mut n = node();
         let now = Instant::ZERO;
         // An unknown procedure number is counted, never a panic.
-        n.on_admin(now, RequestToken(1), 999, &[1, 2, 3]);
+        n.on_admin(now, RequestToken(1), 999, &[1, 2, 3], None);
         assert_eq!(n.admin_dropped(), 1);
         // An unreadable fault request is answered with an error.
-        n.on_admin(now, RequestToken(2), PROC_FAULT, &[0xff; 3]);
+        n.on_admin(now, RequestToken(2), PROC_FAULT, &[0xff; 3], None);
         assert!(!n
             .events
             .iter()

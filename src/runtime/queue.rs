@@ -98,7 +98,10 @@ pub struct InboundPacket {
     pub from: SocketAddr,
     /// When the socket received it.
     pub received_at: Instant,
+    /// The datagram as received, then (under a key ring) the decrypted body.
     datagram: Vec<u8>,
+    /// Bytes of `datagram` that arrived on the socket.
+    sealed_len: usize,
     body: Range<usize>,
 }
 
@@ -118,8 +121,48 @@ impl InboundPacket {
             header,
             from,
             received_at,
+            sealed_len: datagram.len(),
             datagram,
             body: start..end,
+        }
+    }
+
+    /// A packet from a datagram the codec opened: its body is the
+    /// datagram's own bytes when it travelled in the clear, or the
+    /// decrypted copy (kept after the datagram, which stays as received
+    /// for a relay to forward).
+    #[allow(clippy::ptr_arg)] // borrowed or owned decides where the body goes
+    pub fn opened(
+        header: Header,
+        from: SocketAddr,
+        received_at: Instant,
+        datagram: &[u8],
+        body: &std::borrow::Cow<'_, [u8]>,
+    ) -> Self {
+        match body {
+            std::borrow::Cow::Borrowed(b) => {
+                let start = crate::wire::HEADER_LEN;
+                Self::new(
+                    header,
+                    from,
+                    received_at,
+                    datagram.to_vec(),
+                    start..start + b.len(),
+                )
+            }
+            std::borrow::Cow::Owned(b) => {
+                let mut all = Vec::with_capacity(datagram.len() + b.len());
+                all.extend_from_slice(datagram);
+                all.extend_from_slice(b);
+                InboundPacket {
+                    header,
+                    from,
+                    received_at,
+                    sealed_len: datagram.len(),
+                    body: datagram.len()..all.len(),
+                    datagram: all,
+                }
+            }
         }
     }
 
@@ -131,7 +174,7 @@ impl InboundPacket {
     /// The whole datagram as received (header, body, trailer), e.g. for an
     /// mcaster relaying it unchanged.
     pub fn datagram(&self) -> &[u8] {
-        &self.datagram
+        &self.datagram[..self.sealed_len]
     }
 
     /// The original sender named in the header.
@@ -150,7 +193,7 @@ impl InboundPacket {
             relayed: self.header.relayed || peer != self.header.source,
             body: self.body(),
             peer,
-            datagram: &self.datagram,
+            datagram: self.datagram(),
         }
     }
 }

@@ -38,7 +38,7 @@ use super::socket_types::{LocalInfo, PacketsReady, ProtocolStats, SocketOptions,
 use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Incoming, Transmit};
 use crate::time::Instant;
-use crate::wire::{DecodeError, DropCounters, Header, WireCodec, HEADER_LEN};
+use crate::wire::{DecodeError, DropCounters, Header, WireCodec};
 use actix::Recipient;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -507,14 +507,13 @@ impl SocketIo {
             return;
         }
         let copies = 1 + verdict.extra_copies as usize;
-        let body_range = HEADER_LEN..HEADER_LEN + body.len();
         if !verdict.delay.is_zero() {
             if self.delayed + copies > self.max_delayed {
                 self.drop_packet("delay_overflow");
             } else {
                 self.delayed += copies;
                 deferred.push(Deferred::DeliverLater {
-                    packet: InboundPacket::new(header, from, now, data.to_vec(), body_range),
+                    packet: InboundPacket::opened(header, from, now, data, &body),
                     copies,
                     delay: verdict.delay,
                 });
@@ -534,7 +533,7 @@ impl SocketIo {
                     destination: header.destination,
                     protocol,
                     relayed: header.relayed || peer != header.source,
-                    body,
+                    body: &body,
                     peer,
                     datagram: data,
                 };
@@ -544,7 +543,7 @@ impl SocketIo {
                 return;
             }
         }
-        let packet = InboundPacket::new(header, from, now, data.to_vec(), body_range);
+        let packet = InboundPacket::opened(header, from, now, data, &body);
         self.enqueue_copies(packet, copies);
     }
 

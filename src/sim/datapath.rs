@@ -560,13 +560,13 @@ impl<C: Core> Simulator<C> {
                         destination: h.destination,
                         protocol: h.protocol,
                         relayed: h.relayed || peer != h.source,
-                        body: packet.body,
+                        body: &packet.body,
                         peer,
                         datagram: bytes,
                     },
                 );
                 self.trace.line(now, || {
-                    let what = C::describe_packet(packet.body)
+                    let what = C::describe_packet(&packet.body)
                         .unwrap_or_else(|| format!("{} bytes", bytes.len()));
                     format!("deliver {} -> {to} ({what})", h.source)
                 });

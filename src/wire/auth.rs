@@ -5,9 +5,14 @@
 //!   first key signs; any key in the ring verifies (looked up by the id in the
 //!   header). To rotate: add the new key second everywhere, then move it
 //!   first everywhere, then remove the old one; no restart, no downtime.
-//! - **Tag.** HMAC-SHA256 over the whole datagram up to the tag (header with
-//!   its checksum, body, counter), truncated to 16 bytes, compared in
-//!   constant time.
+//! - **Seal.** XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`, an AEAD):
+//!   the body is encrypted, the header (all of it but the checksum) is the
+//!   associated data, and the 16-byte Poly1305 tag closes the datagram. The
+//!   cipher key is derived from the configured secret with HMAC-SHA256
+//!   (`HMAC(secret, "membership-service wire aead v1")`). The 24-byte nonce
+//!   is `SHA-256(flags | source | incarnation)[..16] | counter`: unique per
+//!   key as long as no sender reuses a counter within one incarnation
+//!   (counters start at 1 for each incarnation and only grow).
 //! - **Replay.** Every sealed datagram carries a counter that starts at 1 for
 //!   each incarnation and increases by one per datagram. [`ReplayWindow`]
 //!   keeps, per source address, the newest incarnation seen and a 1024-wide
@@ -20,23 +25,40 @@
 
 use super::error::DecodeError;
 use crate::id::{Incarnation, NodeId};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Length of the truncated tag.
+/// Length of the AEAD tag (Poly1305).
 pub const TAG_LEN: usize = 16;
+/// Length of the AEAD nonce (XChaCha20).
+pub const NONCE_LEN: usize = 24;
+/// The label the cipher key is derived with.
+const KDF_LABEL: &[u8] = b"membership-service wire aead v1";
 /// Shortest secret accepted for a cluster key.
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// One key of the cluster key ring.
-#[derive(Clone, PartialEq, Eq)]
+/// One key of the cluster key ring: an id, the configured secret and the
+/// AEAD cipher derived from it.
+#[derive(Clone)]
 pub struct ClusterKey {
     id: u8,
     secret: Vec<u8>,
+    cipher: XChaCha20Poly1305,
 }
+
+impl PartialEq for ClusterKey {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.id == other.id && bool::from(self.secret.ct_eq(&other.secret))
+    }
+}
+
+impl Eq for ClusterKey {}
 
 impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,6 +90,12 @@ pub enum KeyError {
     /// An empty ring.
     #[error("the key ring is empty")]
     Empty,
+    /// A key id the ring does not hold.
+    #[error("key {0} is not in the key ring")]
+    NotInRing(u8),
+    /// The signing (primary) key cannot be removed.
+    #[error("key {0} is the primary key and cannot be removed; `keys use` another key first")]
+    RemovePrimary(u8),
 }
 
 impl ClusterKey {
@@ -80,7 +108,14 @@ impl ClusterKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(KeyError::TooShort(secret.len()));
         }
-        Ok(ClusterKey { id, secret })
+        let mut kdf = match <HmacSha256 as Mac>::new_from_slice(&secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        kdf.update(KDF_LABEL);
+        let derived = kdf.finalize().into_bytes();
+        let cipher = XChaCha20Poly1305::new(&derived);
+        Ok(ClusterKey { id, secret, cipher })
     }
 
     /// Parses `ID:HEXSECRET`, the form used in configuration files.
@@ -101,13 +136,32 @@ impl ClusterKey {
         self.id
     }
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; this cannot fail.
-        match HmacSha256::new_from_slice(&self.secret) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        }
+    /// The key as `ID:HEX`, the form [`ClusterKey::parse`] reads: what a
+    /// key-ring file holds and what `keys install` carries (encrypted, as
+    /// every datagram under a ring). Never log it.
+    pub fn to_spec(&self) -> String {
+        format!("{}:{}", self.id, hex::encode(&self.secret))
     }
+}
+
+/// The nonce of a datagram: a digest of the flags byte, the source and its
+/// incarnation (`prefix_input`: header bytes 4 and 8..42), then the counter.
+pub(crate) fn nonce_prefix(flags: u8, source_and_incarnation: &[u8]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"ms-nonce");
+    h.update([flags]);
+    h.update(source_and_incarnation);
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+fn nonce(prefix: &[u8; 16], counter: u64) -> XNonce {
+    let mut n = [0u8; NONCE_LEN];
+    n[..16].copy_from_slice(prefix);
+    n[16..].copy_from_slice(&counter.to_be_bytes());
+    XNonce::from(n)
 }
 
 fn redact(spec: &str) -> String {
@@ -148,23 +202,96 @@ impl KeyRing {
         self.keys.iter().find(|k| k.id == id)
     }
 
-    /// Computes the truncated tag of `data` with the signing key.
-    pub(crate) fn sign(&self, data: &[u8]) -> (u8, [u8; TAG_LEN]) {
-        let key = self.signing_key();
-        let mut mac = key.mac();
-        mac.update(data);
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&full[..TAG_LEN]);
-        (key.id, tag)
+    /// Every key, the signing key first.
+    pub fn keys(&self) -> &[ClusterKey] {
+        &self.keys
     }
 
-    /// Verifies `tag` over `data` with key `id`, in constant time.
-    pub(crate) fn verify(&self, id: u8, data: &[u8], tag: &[u8]) -> Result<(), DecodeError> {
+    /// The key ids, the signing key's first.
+    pub fn ids(&self) -> Vec<u8> {
+        self.keys.iter().map(|k| k.id).collect()
+    }
+
+    /// This ring with `key` added last (a verifying key). Installing a key
+    /// the ring already holds with the same secret changes nothing; the
+    /// same id with another secret is refused.
+    pub fn with_installed(&self, key: ClusterKey) -> Result<KeyRing, KeyError> {
+        match self.key(key.id) {
+            Some(k) if *k == key => Ok(self.clone()),
+            Some(_) => Err(KeyError::DuplicateId(key.id)),
+            None => {
+                let mut keys = self.keys.clone();
+                keys.push(key);
+                KeyRing::new(keys)
+            }
+        }
+    }
+
+    /// This ring with key `id` made the signing key.
+    pub fn with_primary(&self, id: u8) -> Result<KeyRing, KeyError> {
+        let pos = self
+            .keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or(KeyError::NotInRing(id))?;
+        let mut keys = self.keys.clone();
+        let k = keys.remove(pos);
+        keys.insert(0, k);
+        KeyRing::new(keys)
+    }
+
+    /// This ring without key `id`; the signing key cannot be removed.
+    pub fn without(&self, id: u8) -> Result<KeyRing, KeyError> {
+        if self.signing_key().id == id {
+            return Err(KeyError::RemovePrimary(id));
+        }
+        if self.key(id).is_none() {
+            return Err(KeyError::NotInRing(id));
+        }
+        KeyRing::new(self.keys.iter().filter(|k| k.id != id).cloned().collect())
+    }
+
+    /// Encrypts `body` in place with the signing key; `aad` is the
+    /// associated data (the header without its checksum). Returns the key
+    /// id and the tag.
+    pub(crate) fn seal(
+        &self,
+        prefix: &[u8; 16],
+        counter: u64,
+        aad: &[u8],
+        body: &mut [u8],
+    ) -> (u8, [u8; TAG_LEN]) {
+        let key = self.signing_key();
+        let tag = match key
+            .cipher
+            .encrypt_in_place_detached(&nonce(prefix, counter), aad, body)
+        {
+            Ok(t) => t,
+            // Only for buffers beyond 256 GiB; datagrams are < 64 KiB.
+            Err(_) => unreachable!("XChaCha20-Poly1305 seals any datagram-sized buffer"),
+        };
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(&tag);
+        (key.id, out)
+    }
+
+    /// Decrypts `body` in place with key `id` if `tag` verifies over it and
+    /// `aad` (constant time); on failure `body` is unspecified.
+    pub(crate) fn open(
+        &self,
+        id: u8,
+        prefix: &[u8; 16],
+        counter: u64,
+        aad: &[u8],
+        body: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), DecodeError> {
         let key = self.key(id).ok_or(DecodeError::UnknownKey(id))?;
-        let mut mac = key.mac();
-        mac.update(data);
-        mac.verify_truncated_left(tag)
+        if tag.len() != TAG_LEN {
+            return Err(DecodeError::BadTag);
+        }
+        key.cipher
+            .decrypt_in_place_detached(&nonce(prefix, counter), aad, body, Tag::from_slice(tag))
             .map_err(|_| DecodeError::BadTag)
     }
 }
@@ -391,23 +518,55 @@ mod tests {
     }
 
     #[test]
-    fn any_key_verifies_first_signs() {
+    fn any_key_opens_first_seals() {
         let old = ClusterKey::new(1, [1u8; 16]).unwrap();
         let new = ClusterKey::new(2, [2u8; 16]).unwrap();
         let signer = KeyRing::new(vec![new.clone(), old.clone()]).unwrap();
         let verifier_old_first = KeyRing::new(vec![old.clone(), new]).unwrap();
         let verifier_old_only = KeyRing::new(vec![old]).unwrap();
-        let (id, tag) = signer.sign(b"hello");
+        let prefix = nonce_prefix(1, b"src");
+        let mut body = *b"hello";
+        let (id, tag) = signer.seal(&prefix, 1, b"aad", &mut body);
         assert_eq!(id, 2);
-        assert!(verifier_old_first.verify(id, b"hello", &tag).is_ok());
+        assert_ne!(&body, b"hello", "encrypted");
+        let mut b = body;
+        assert!(verifier_old_first
+            .open(id, &prefix, 1, b"aad", &mut b, &tag)
+            .is_ok());
+        assert_eq!(&b, b"hello");
+        let mut b = body;
         assert_eq!(
-            verifier_old_only.verify(id, b"hello", &tag),
+            verifier_old_only.open(id, &prefix, 1, b"aad", &mut b, &tag),
             Err(DecodeError::UnknownKey(2))
         );
+        for (aad, counter) in [(&b"aaD"[..], 1), (&b"aad"[..], 2)] {
+            let mut b = body;
+            assert_eq!(
+                verifier_old_first.open(id, &prefix, counter, aad, &mut b, &tag),
+                Err(DecodeError::BadTag)
+            );
+        }
+    }
+
+    #[test]
+    fn ring_edits() {
+        let a = ClusterKey::new(1, [1u8; 16]).unwrap();
+        let b = ClusterKey::new(2, [2u8; 16]).unwrap();
+        let r = KeyRing::new(vec![a.clone()]).unwrap();
+        let r2 = r.with_installed(b.clone()).unwrap();
+        assert_eq!(r2.ids(), vec![1, 2]);
+        assert_eq!(r2.with_installed(b).unwrap(), r2, "idempotent");
         assert_eq!(
-            verifier_old_first.verify(id, b"hellO", &tag),
-            Err(DecodeError::BadTag)
+            r2.with_installed(ClusterKey::new(2, [9u8; 16]).unwrap()),
+            Err(KeyError::DuplicateId(2))
         );
+        let r3 = r2.with_primary(2).unwrap();
+        assert_eq!(r3.ids(), vec![2, 1]);
+        assert_eq!(r3.without(2), Err(KeyError::RemovePrimary(2)));
+        assert_eq!(r3.without(7), Err(KeyError::NotInRing(7)));
+        assert_eq!(r3.without(1).unwrap().ids(), vec![2]);
+        assert_eq!(r.with_primary(5), Err(KeyError::NotInRing(5)));
+        assert_eq!(ClusterKey::parse(&a.to_spec()).unwrap(), a);
     }
 
     #[test]

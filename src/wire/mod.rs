@@ -4,8 +4,8 @@
 //! protocol, flags, key id, source node and incarnation, destination, body
 //! length, CRC-32), then a body encoded with serde + bincode 2 under an
 //! explicit size limit ([`codec`]), then, when a cluster key is configured, an
-//! authentication trailer (a per-sender counter and a truncated HMAC-SHA256
-//! tag, [`auth`]).
+//! authentication trailer (a per-sender counter and the XChaCha20-Poly1305
+//! tag of the encrypted body, [`auth`]).
 //!
 //! [`WireCodec`] puts the pieces together: `seal` builds a datagram,
 //! `open` checks one and either hands back a [`Packet`] or a typed
@@ -20,7 +20,7 @@ pub mod header;
 mod limits;
 mod packet;
 
-pub use auth::{AuthConfig, ClusterKey, KeyRing, ReplayWindow};
+pub use auth::{AuthConfig, ClusterKey, KeyError, KeyRing, ReplayWindow};
 pub use codec::{decode_body, decode_message, encode_body};
 pub use error::{BodyError, DecodeError, DropCounters, EncodeError};
 pub use header::{Flags, Header, HEADER_LEN};

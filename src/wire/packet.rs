@@ -1,20 +1,31 @@
-//! Sealing and opening whole datagrams.
+//! Sealing and opening whole datagrams: pure functions over bytes that the
+//! drivers (the runtime's socket layer, the simulator) call before any
+//! protocol core sees a datagram.
 
-use super::auth::{AuthConfig, TAG_LEN};
+use super::auth::{nonce_prefix, AuthConfig, TAG_LEN};
 use super::error::{DecodeError, DropCounters, EncodeError};
-use super::header::{Flags, Header, HEADER_LEN, OFF_CHECKSUM};
+use super::header::{
+    Flags, Header, HEADER_LEN, OFF_CHECKSUM, OFF_FLAGS, OFF_INCARNATION, OFF_SOURCE,
+};
 use super::limits::{AUTH_TRAILER_LEN, MAX_BODY, MAX_DATAGRAM};
+use std::borrow::Cow;
 
-/// A datagram that passed every check: its header and a borrowed body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A datagram that passed every check: its header and its body (borrowed
+/// from the datagram when it travelled in the clear, decrypted into a
+/// buffer of its own under a key ring).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<'a> {
     /// The typed header.
     pub header: Header,
-    /// Whether it carried a valid authentication tag.
+    /// Whether it carried a valid authentication tag (and was decrypted).
     pub authenticated: bool,
-    /// The body bytes (still bincode-encoded; the protocol core decodes them).
-    pub body: &'a [u8],
+    /// The body bytes in the clear (still bincode-encoded; the protocol
+    /// core decodes them).
+    pub body: Cow<'a, [u8]>,
 }
+
+/// Header bytes 8..42: the source node and its incarnation.
+const NONCE_SPAN: std::ops::Range<usize> = OFF_SOURCE..OFF_INCARNATION + 16;
 
 /// One endpoint's codec: seals outbound datagrams and opens inbound ones,
 /// with optional authentication and its replay window, and counts drops.
@@ -70,15 +81,18 @@ impl WireCodec {
         header.write(flags, key_id, body.len() as u32, &mut h);
         out.extend_from_slice(&h);
         out.extend_from_slice(body);
+        let mut tag = None;
         if let Some(a) = &mut self.auth {
             let counter = a.next_counter;
             a.next_counter = a.next_counter.wrapping_add(1).max(1);
+            let prefix = nonce_prefix(h[OFF_FLAGS], &h[NONCE_SPAN]);
+            let (head, rest) = out.split_at_mut(HEADER_LEN);
+            tag = Some(a.ring.seal(&prefix, counter, &head[..OFF_CHECKSUM], rest));
             out.extend_from_slice(&counter.to_be_bytes());
         }
         let crc = crc32fast::hash(out);
         out[OFF_CHECKSUM..OFF_CHECKSUM + 4].copy_from_slice(&crc.to_be_bytes());
-        if let Some(a) = &self.auth {
-            let (_, tag) = a.ring.sign(out);
+        if let Some((_, tag)) = tag {
             out.extend_from_slice(&tag);
         }
         Ok(())
@@ -95,7 +109,9 @@ impl WireCodec {
     }
 
     /// Checks a datagram: length, magic, version, protocol, flags, length
-    /// field, checksum, then (when configured) tag and replay window.
+    /// field, checksum, then (when configured) replay window, tag and
+    /// decryption (the window records the counter only after the tag
+    /// verified).
     pub fn open<'a>(&mut self, bytes: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
         if bytes.len() > MAX_DATAGRAM {
             return Err(DecodeError::TooLong(bytes.len()));
@@ -125,8 +141,8 @@ impl WireCodec {
             return Err(DecodeError::BadChecksum);
         }
         let body = &bytes[HEADER_LEN..HEADER_LEN + raw.body_len];
-        match (&mut self.auth, has_auth) {
-            (None, false) => {}
+        let body = match (&mut self.auth, has_auth) {
+            (None, false) => Cow::Borrowed(body),
             (None, true) => return Err(DecodeError::UnexpectedAuth),
             (Some(_), false) => return Err(DecodeError::MissingAuth),
             (Some(a), true) => {
@@ -135,11 +151,20 @@ impl WireCodec {
                 let counter = u64::from_be_bytes(c);
                 let h = &raw.header;
                 a.replay.check(h.source, h.source_incarnation, counter)?;
-                a.ring
-                    .verify(raw.key_id, &bytes[..signed_len], &bytes[signed_len..])?;
+                let prefix = nonce_prefix(bytes[OFF_FLAGS], &bytes[NONCE_SPAN]);
+                let mut clear = body.to_vec();
+                a.ring.open(
+                    raw.key_id,
+                    &prefix,
+                    counter,
+                    &bytes[..OFF_CHECKSUM],
+                    &mut clear,
+                    &bytes[signed_len..],
+                )?;
                 a.replay.accept(h.source, h.source_incarnation, counter);
+                Cow::Owned(clear)
             }
-        }
+        };
         Ok(Packet {
             header: raw.header,
             authenticated: has_auth,
@@ -184,7 +209,7 @@ mod tests {
         assert_eq!(out.len(), HEADER_LEN + 4);
         let p = c.open(&out).unwrap();
         assert_eq!(p.header, h);
-        assert_eq!(p.body, b"body");
+        assert_eq!(&*p.body, b"body");
         assert!(!p.authenticated);
     }
 
@@ -208,7 +233,9 @@ mod tests {
         let mut out = Vec::new();
         tx.seal(&header(), b"x", &mut out).unwrap();
         assert_eq!(out.len(), HEADER_LEN + 1 + AUTH_TRAILER_LEN);
-        assert!(rx.open(&out).unwrap().authenticated);
+        let p = rx.open(&out).unwrap();
+        assert!(p.authenticated);
+        assert_eq!(&*p.body, b"x");
         assert_eq!(rx.open(&out), Err(DecodeError::Replayed));
         assert_eq!(plain.open(&out), Err(DecodeError::UnexpectedAuth));
         let mut p = Vec::new();
@@ -237,6 +264,42 @@ mod tests {
         std::mem::swap(&mut h.source, &mut h.destination);
         b.seal(&h, b"s", &mut out).unwrap();
         assert!(a.open(&out).is_ok());
+    }
+
+    #[test]
+    fn the_body_is_encrypted_and_every_flip_or_truncation_is_refused() {
+        let mut tx = WireCodec::with_auth(auth(&[(1, 1)]));
+        let mut out = Vec::new();
+        let secret_body = b"a secret body that must not show";
+        tx.seal(&header(), secret_body, &mut out).unwrap();
+        assert!(
+            !out.windows(8).any(|w| w == &secret_body[..8]),
+            "body travels encrypted"
+        );
+        for i in 0..out.len() * 8 {
+            let mut rx = WireCodec::with_auth(auth(&[(1, 1)]));
+            let mut m = out.clone();
+            m[i / 8] ^= 1 << (i % 8);
+            assert!(rx.open(&m).is_err(), "bit {i} flipped but accepted");
+        }
+        for n in 0..out.len() {
+            let mut rx = WireCodec::with_auth(auth(&[(1, 1)]));
+            assert!(rx.open(&out[..n]).is_err(), "truncated to {n}");
+        }
+        // A forgery with a valid CRC (an attacker can always recompute
+        // it) is refused by the tag, and does not move the replay window.
+        let mut rx = WireCodec::with_auth(auth(&[(1, 1)]));
+        let mut forged = out.clone();
+        forged[HEADER_LEN] ^= 0x55;
+        let tag_at = forged.len() - TAG_LEN;
+        forged[OFF_CHECKSUM..OFF_CHECKSUM + 4].fill(0);
+        let crc = crc32fast::hash(&forged[..tag_at]);
+        forged[OFF_CHECKSUM..OFF_CHECKSUM + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(rx.open(&forged), Err(DecodeError::BadTag));
+        assert_eq!(&*rx.open(&out).unwrap().body, secret_body);
+        // A removed key: the ring no longer opens what it sealed.
+        let mut rotated = WireCodec::with_auth(auth(&[(2, 2)]));
+        assert_eq!(rotated.open(&out), Err(DecodeError::UnknownKey(1)));
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub fn mcaster_command(mcaster: &Path, listen: SocketAddr) -> Command {
 }
 
 /// `mserver --group GROUP --group-addr GROUP_ADDR --listen LISTEN
-/// --mcaster MCASTER --multicast off` (stdin closed), not yet started.
+/// --mcaster MCASTER --multicast off --allow-faults` (stdin closed), not
+/// yet started: tests and benchmarks steer the fault interceptor with
+/// `msctl fault`, which an mserver refuses without `--allow-faults`.
 pub fn mserver_command(
     mserver: &Path,
     group: &str,
@@ -36,7 +38,7 @@ pub fn mserver_command(
         .args(["--group-addr", &group_addr.to_string()])
         .args(["--listen", &listen.to_string()])
         .args(["--mcaster", &mcaster.to_string()])
-        .args(["--multicast", "off"])
+        .args(["--multicast", "off", "--allow-faults"])
         .stdin(Stdio::null());
     cmd
 }

@@ -39,10 +39,24 @@ pub fn start(
     mservers: &[SocketAddr],
     server: &ServerConfig,
 ) -> std::io::Result<Uplink> {
+    start_with_ring(listen, mservers, server, None)
+}
+
+/// [`start`] with a cluster key ring on the mserver link (`None`: no
+/// authentication): every datagram is sealed with it and anything it does
+/// not open is dropped and counted before the core sees it.
+#[allow(clippy::disallowed_methods)] // a daemon owns the clock and draws its id
+pub fn start_with_ring(
+    listen: SocketAddr,
+    mservers: &[SocketAddr],
+    server: &ServerConfig,
+    ring: Option<membership::wire::KeyRing>,
+) -> std::io::Result<Uplink> {
     let incarnation = new_incarnation();
     let mi = Uuid::now_v7();
     let mut options = SocketOptions::new(listen);
     options.incarnation = Some(incarnation);
+    options.auth = ring.map(membership::wire::AuthConfig::new);
     let servers: Vec<NodeId> = mservers.iter().map(|a| NodeId::new(*a)).collect();
     let seed = u64::from_le_bytes(incarnation.to_bytes()[..8].try_into().unwrap_or([7; 8]));
     // The Unix time at the core's `Instant::ZERO`: member ids are stamped

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::cluster::{agreement, mcaster_command, msctl_command, msctl_json, mserver_command};
+use testkit::cluster::{agreement, mcaster_command, msctl_command, mserver_command};
 use testkit::Proc;
 
 /// Longest stderr line kept (longer ones are cut; the rest is skipped).
@@ -258,6 +258,8 @@ pub struct Cluster {
     pub log: Vec<LogEvent>,
     /// Warnings and errors seen, by message (whole run).
     pub warnings: BTreeMap<String, u64>,
+    /// Extra flags of every daemon and msctl (e.g. `--key-file PATH`).
+    key_args: Vec<String>,
 }
 
 /// A free port on 127.0.0.1 for UDP and TCP (never the same twice).
@@ -269,6 +271,16 @@ impl Cluster {
     /// A new cluster with its own mcaster; no mserver yet. `tag` makes the
     /// group name and ports distinct between runs.
     pub fn new(bins: &Binaries, tag: u16) -> anyhow::Result<Cluster> {
+        Cluster::with_key_args(bins, tag, Vec::new())
+    }
+
+    /// [`Cluster::new`] with `key_args` (e.g. `--key-file PATH`) given to
+    /// the mcaster, every mserver and every msctl.
+    pub fn with_key_args(
+        bins: &Binaries,
+        tag: u16,
+        key_args: Vec<String>,
+    ) -> anyhow::Result<Cluster> {
         let mcaster_port = free_port()?;
         let port = free_port()?;
         let group_port = free_port()?;
@@ -288,8 +300,10 @@ impl Cluster {
             latest: BTreeMap::new(),
             log: Vec::new(),
             warnings: BTreeMap::new(),
+            key_args,
         };
         let mut cmd = mcaster_command(&c.bins.mcaster, c.mcaster_addr);
+        cmd.args(&c.key_args);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         c.mcaster = Some(Proc::try_spawn("mcaster", &mut cmd).context("cannot start the mcaster")?);
         Ok(c)
@@ -326,6 +340,7 @@ impl Cluster {
             addr,
             self.mcaster_addr,
         );
+        cmd.args(&self.key_args);
         cmd.args(["--log-format", "json", "--log-level"])
             .arg(std::env::var("MSBENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
             .env_remove("RUST_LOG")
@@ -540,19 +555,21 @@ impl Cluster {
 
     /// `msctl view --json` of mserver `i`.
     pub fn msctl_view(&self, i: usize) -> Option<Value> {
-        msctl_json(&self.bins.msctl, self.addr(i), "view")
+        testkit::cluster::json_output(&mut self.msctl_command(i, &["view", "--json"]))
     }
 
     /// `msctl stats --json` of mserver `i`.
     pub fn msctl_stats(&self, i: usize) -> Option<Value> {
-        msctl_json(&self.bins.msctl, self.addr(i), "stats")
+        testkit::cluster::json_output(&mut self.msctl_command(i, &["stats", "--json"]))
     }
 
     /// A `msctl --server <mserver i> --timeout-ms 1000 ARGS` command, not
     /// yet run (stdin closed, output piped), so that callers can run
     /// several at once.
     pub fn msctl_command(&self, i: usize, args: &[&str]) -> Command {
-        msctl_command(&self.bins.msctl, self.addr(i), args)
+        let mut cmd = msctl_command(&self.bins.msctl, self.addr(i), &[]);
+        cmd.args(&self.key_args).args(args);
+        cmd
     }
 
     /// Checks with msctl that every mserver is idle in the same view with

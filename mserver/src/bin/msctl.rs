@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use membership::appgroup::link::{GroupInfo, ReadReply, ReadRequest, PROC_MI_READ};
 use membership::appgroup::{GroupName, GroupOptions, MemberInfo, MemberKind, MemberName};
 use membership::id::{NodeId, ProtocolId};
+use membership::mserver::keys::{KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use membership::rpc::{CallError, CallOptions, Rpc, RpcConfig, RpcEvent};
 use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
 use membership::wire::{decode_message, encode_body};
@@ -70,6 +71,10 @@ struct Cli {
     /// How long to wait for an answer, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 3000, global = true)]
     timeout_ms: u64,
+    /// The cluster key ring (--cluster-key ID:HEX, --key-file PATH;
+    /// MS_CLUSTER_KEYS): needed to talk to an mserver that has one.
+    #[command(flatten)]
+    keys: daemon_shell::keys::KeyFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,6 +115,13 @@ enum Command {
         /// Clear every fault first (alone: clear all).
         #[arg(long)]
         clear: bool,
+    },
+    /// The cluster key ring: list which members hold which keys, install a
+    /// key, make one primary, remove one (docs/operations.md, "Rotating the
+    /// cluster key"). Changes need the current key.
+    Keys {
+        #[command(subcommand)]
+        op: KeysCommand,
     },
     /// Print the application groups the mserver knows and their current
     /// views (--server).
@@ -179,9 +191,40 @@ enum Command {
     },
 }
 
+/// `msctl keys ...`.
+#[derive(Debug, Clone, Subcommand)]
+enum KeysCommand {
+    /// Every member's key ids (the primary marked).
+    List {
+        /// One JSON object: {"members": [{"member", "view", "commit",
+        /// "keys": [{"id", "primary"}]}, ...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a key (ID:HEX) to every member's ring, as a verifying key.
+    Install {
+        /// The key, ID:HEX (id 1-255, at least 16 bytes of secret in hex).
+        #[arg(value_name = "ID:HEX")]
+        key: String,
+    },
+    /// Make key ID the primary (signing) key on every member.
+    Use {
+        /// The key id.
+        #[arg(value_name = "ID")]
+        id: u8,
+    },
+    /// Remove key ID from every member's ring (not the primary).
+    Remove {
+        /// The key id.
+        #[arg(value_name = "ID")]
+        id: u8,
+    },
+}
+
 /// What a server command does (the commands that talk to an mserver).
 #[derive(Debug)]
 enum ServerCommand {
+    Keys(KeysCommand),
     View { json: bool },
     Leave,
     Stats { json: bool },
@@ -273,6 +316,13 @@ fn check(
             )
         }
         Command::Leave => Target::Server(need_server()?, ServerCommand::Leave),
+        Command::Keys { op } => {
+            if let KeysCommand::Install { key } = &op {
+                membership::wire::ClusterKey::parse(key)
+                    .map_err(|e| format!("keys install: {e}"))?;
+            }
+            Target::Server(need_server()?, ServerCommand::Keys(op))
+        }
         Command::Stats { json } => Target::Server(need_server()?, ServerCommand::Stats { json }),
         Command::Groups { json } => Target::Server(need_server()?, ServerCommand::Groups { json }),
         Command::Fault {
@@ -383,6 +433,7 @@ fn command_name(command: &Command) -> &'static str {
     match command {
         Command::View { .. } => "view",
         Command::Leave => "leave",
+        Command::Keys { .. } => "keys",
         Command::Stats { .. } => "stats",
         Command::Fault { .. } => "fault",
         Command::Groups { .. } => "groups",
@@ -399,8 +450,21 @@ enum Failure {
     Call(String),
 }
 
+/// The cluster key ring `msctl` seals its requests with (set once in
+/// `main`).
+static RING: std::sync::OnceLock<Option<membership::wire::KeyRing>> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.keys.ring() {
+        Ok(r) => {
+            let _ = RING.set(r);
+        }
+        Err(e) => {
+            eprintln!("msctl: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let timeout = Duration::from_millis(cli.timeout_ms.clamp(1, 600_000));
     let target = match check(cli.server, cli.mi, cli.command) {
         Ok(t) => t,
@@ -441,8 +505,12 @@ async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> a
                 print!("{}", stats_text(&stats));
             }
         }
+        ServerCommand::Keys(op) => keys(server, timeout, op).await?,
         ServerCommand::Leave => {
             let reply: LeaveReply = call(server, timeout, PROC_LEAVE, &LeaveRequest {}).await?;
+            if let Some(why) = reply.refused {
+                return Err(Failure::Call(format!("the mserver refused to leave: {why}")).into());
+            }
             if reply.committed {
                 println!("left: the group committed the leave; the mserver exits");
             } else {
@@ -478,6 +546,86 @@ async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> a
             }
         }
     }
+    Ok(())
+}
+
+/// `msctl keys ...`.
+async fn keys(server: SocketAddr, timeout: Duration, op: KeysCommand) -> anyhow::Result<()> {
+    let change = match op {
+        KeysCommand::List { json } => {
+            let here: KeysReply = call(server, timeout, PROC_KEYS, &KeysRequest::List).await?;
+            let view: ViewReply = call(server, timeout, PROC_VIEW, &ViewRequest {}).await?;
+            let mut members = Vec::new();
+            for m in &view.members {
+                let addr: Option<SocketAddr> = m.addr.parse().ok();
+                let reply = match addr {
+                    Some(_) if m.addr == here.member => Ok(here.clone()),
+                    Some(a) => call::<_, KeysReply>(a, timeout, PROC_KEYS, &KeysRequest::List)
+                        .await
+                        .map_err(|e| format!("{e:#}")),
+                    None => Err("unreadable address".into()),
+                };
+                members.push((m.addr.clone(), reply));
+            }
+            if members.is_empty() {
+                members.push((here.member.clone(), Ok(here.clone())));
+            }
+            if json {
+                let list: Vec<serde_json::Value> = members
+                    .iter()
+                    .map(|(addr, r)| match r {
+                        Ok(k) => serde_json::json!({"member": addr, "view": k.view, "commit": k.commit, "keys": k.keys}),
+                        Err(e) => serde_json::json!({"member": addr, "error": e}),
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "members": list }));
+            } else {
+                for (addr, r) in &members {
+                    match r {
+                        Ok(k) => {
+                            let ids: Vec<String> = k
+                                .keys
+                                .iter()
+                                .map(|k| {
+                                    if k.primary {
+                                        format!("{}*", k.id)
+                                    } else {
+                                        k.id.to_string()
+                                    }
+                                })
+                                .collect();
+                            println!(
+                                "{addr:<22} view {:<4} keys {}",
+                                k.view,
+                                if ids.is_empty() {
+                                    "none".into()
+                                } else {
+                                    ids.join(" ")
+                                }
+                            );
+                        }
+                        Err(e) => println!("{addr:<22} no answer: {e}"),
+                    }
+                }
+            }
+            return Ok(());
+        }
+        KeysCommand::Install { key } => KeyOp::Install(key),
+        KeysCommand::Use { id } => KeyOp::Use(id),
+        KeysCommand::Remove { id } => KeyOp::Remove(id),
+    };
+    let what = format!("{change:?}");
+    let reply: KeysReply = call(server, timeout, PROC_KEYS, &KeysRequest::Change(change)).await?;
+    if let Some(e) = reply.error {
+        return Err(Failure::Call(format!("the mserver refused {what}: {e}")).into());
+    }
+    let ids: Vec<String> = reply.keys.iter().map(|k| k.id.to_string()).collect();
+    println!(
+        "committed at view {} (commit {}): keys {} (primary first)",
+        reply.view,
+        reply.commit,
+        ids.join(" ")
+    );
     Ok(())
 }
 
@@ -689,7 +837,12 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
     request: &Q,
 ) -> anyhow::Result<R> {
     let body = encode_body(request)?;
-    let options = SocketOptions::new(SocketAddr::new(local_ip_for(server), 0));
+    let mut options = SocketOptions::new(SocketAddr::new(local_ip_for(server), 0));
+    options.auth = RING
+        .get()
+        .cloned()
+        .flatten()
+        .map(membership::wire::AuthConfig::new);
     let SpawnedCore { handle, mut events } = spawn_core(options, &[ProtocolId::Rpc], |ctx| {
         Rpc::new(
             ctx.local,

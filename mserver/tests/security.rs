@@ -1,0 +1,254 @@
+//! Real processes with a cluster key ring (docs/security.md): a group of
+//! three mservers (and their mcaster) under a key rotates it with the
+//! three commands (`msctl keys install`, `use`, `remove`) without leaving
+//! its view; `msctl` without the key (or with the removed one) is not
+//! answered; `msctl fault` on an mserver without `--allow-faults` is
+//! refused; a key file others can read is refused with one line.
+#![allow(clippy::disallowed_methods)] // process tests use the wall clock
+
+mod common;
+
+use common::{mcaster_bin, msctl_bin, mserver_bin, Proc, PATIENCE};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use testkit::cluster::{mcaster_command, mserver_command, wait_agreement};
+
+const K1: &str = "1:11111111111111111111111111111111";
+const K2: &str = "2:22222222222222222222222222222222";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ms-sec-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn write_keys(path: &Path, keys: &[&str], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, keys.join("\n") + "\n").expect("key file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `msctl --server SERVER --timeout-ms 1000 [--cluster-key KEY] ARGS`:
+/// exit code, stdout, stderr.
+fn msctl(server: SocketAddr, key: Option<&str>, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(msctl_bin());
+    cmd.args(["--server", &server.to_string(), "--timeout-ms", "1000"])
+        .env_remove("MS_CLUSTER_KEYS");
+    if let Some(k) = key {
+        cmd.args(["--cluster-key", k]);
+    }
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("msctl runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn view(server: SocketAddr, key: &str) -> Option<Value> {
+    let (code, out, _) = msctl(server, Some(key), &["view", "--json"]);
+    (code == Some(0)).then(|| serde_json::from_str(&out).ok())?
+}
+
+#[test]
+fn a_keyed_group_rotates_its_key_with_three_commands_in_one_view() {
+    let dir = temp_dir("rotate");
+    let mc_keys = dir.join("mcaster.keys");
+    write_keys(&mc_keys, &[K1], 0o600);
+    let keys = dir.join("cluster.keys");
+    write_keys(&keys, &[K1], 0o600);
+    let mcaster_addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let group_addr = SocketAddr::from(([239, 255, 72, 1], testkit::free_port()));
+    let port = testkit::free_port();
+    let mut cmd = mcaster_command(&mcaster_bin(), mcaster_addr);
+    cmd.arg("--key-file").arg(&mc_keys);
+    let mcaster = Proc::spawn_logged("mcaster", &mut cmd, &dir.join("mcaster.log"));
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|i| SocketAddr::from(([127, 0, 0, 20 + i as u8], port)))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut cmd = mserver_command(&mserver_bin(), "keyed", group_addr, *addr, mcaster_addr);
+        cmd.arg("--key-file")
+            .arg(&keys)
+            .arg("--keyring-file")
+            .arg(dir.join(format!("ring-{i}")))
+            .env("RUST_LOG", "info");
+        servers.push(Proc::spawn_logged(
+            &format!("mserver {i}"),
+            &mut cmd,
+            &dir.join(format!("mserver-{i}.log")),
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let want: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let views = |key: &'static str| {
+        let addrs = addrs.clone();
+        move || addrs.iter().map(|a| view(*a, key)).collect::<Vec<_>>()
+    };
+    let before = wait_agreement(PATIENCE, Duration::from_millis(100), &want, views(K1))
+        .unwrap_or_else(|e| panic!("{e}\n{}", servers[0].log_tail(30)));
+
+    // Without the key, msctl gets no answer (its datagrams are dropped
+    // before any core sees them); so does a wrong key.
+    let (code, _, err) = msctl(addrs[0], None, &["view", "--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    let (code, _, _) = msctl(addrs[0], Some(K2), &["leave"]);
+    assert_eq!(code, Some(1));
+
+    // The mcaster relays group traffic and checks it with its own ring:
+    // the new key goes into its key file first (SIGHUP reloads it).
+    write_keys(&mc_keys, &[K1, K2], 0o600);
+    mcaster.signal("HUP");
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The three commands. During the rotation the operator's msctl holds
+    // both keys (the first signs, either opens the answers, which are
+    // sealed with the new key once `use` committed).
+    let (code, out, err) = msctl(
+        addrs[0],
+        Some(K1),
+        &["--cluster-key", K2, "keys", "install", K2],
+    );
+    assert_eq!(code, Some(0), "install: {out} {err}");
+    let (code, out, err) = msctl(
+        addrs[1],
+        Some(K1),
+        &["--cluster-key", K2, "keys", "use", "2"],
+    );
+    assert_eq!(code, Some(0), "use: {out} {err}");
+    let (code, out, err) = msctl(addrs[2], Some(K2), &["keys", "remove", "1"]);
+    assert_eq!(code, Some(0), "remove: {out} {err}");
+    let (code, _, err) = msctl(addrs[2], Some(K2), &["keys", "remove", "2"]);
+    assert_eq!(code, Some(1), "the primary cannot be removed");
+    assert!(err.contains("primary"), "{err}");
+
+    // Every member holds key 2 alone, and the group never left its view.
+    let listed = testkit::wait::until(PATIENCE, Duration::from_millis(100), || {
+        let (code, out, _) = msctl(addrs[0], Some(K2), &["keys", "list", "--json"]);
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let members = v["members"].as_array()?;
+        let all_two = members.len() == 3
+            && members
+                .iter()
+                .all(|m| m["keys"] == serde_json::json!([{"id": 2, "primary": true}]));
+        (code == Some(0) && all_two).then_some(v)
+    });
+    assert!(
+        listed.is_some(),
+        "keys list never showed key 2 alone everywhere"
+    );
+    let after = wait_agreement(PATIENCE, Duration::from_millis(100), &want, views(K2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        after["view"], before["view"],
+        "the rotation changed the view"
+    );
+    assert_eq!(after["coordinator"], before["coordinator"]);
+    // The removed key opens nothing any more.
+    assert_eq!(msctl(addrs[1], Some(K1), &["view", "--json"]).0, Some(1));
+    // The rings were persisted, owner-only.
+    for i in 0..3 {
+        use std::os::unix::fs::PermissionsExt;
+        let ring = dir.join(format!("ring-{i}"));
+        let text = std::fs::read_to_string(&ring).expect("ring file");
+        assert!(
+            text.contains("2:2222") && !text.contains("1:1111"),
+            "{text}"
+        );
+        let mode = std::fs::metadata(&ring).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    drop(servers);
+    drop(mcaster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fault_needs_allow_faults_and_world_readable_key_files_are_refused() {
+    let dir = temp_dir("faults");
+    let addr = SocketAddr::from(([127, 0, 0, 30], testkit::free_port()));
+    let group_addr = SocketAddr::from(([239, 255, 72, 2], testkit::free_port()));
+    let mcaster = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let mut cmd = Command::new(mserver_bin());
+    cmd.args(["--group", "nofaults", "--listen", &addr.to_string()])
+        .args(["--group-addr", &group_addr.to_string()])
+        .args(["--mcaster", &mcaster.to_string(), "--multicast", "off"])
+        .stdin(Stdio::null());
+    let server = Proc::spawn_logged("mserver", &mut cmd, &dir.join("mserver.log"));
+    let answered = testkit::wait::until(PATIENCE, Duration::from_millis(100), || {
+        let (code, out, err) = msctl(addr, None, &["fault", "--drop", "10"]);
+        (code.is_some() && !err.contains("did not answer")).then_some((code, out, err))
+    });
+    let (code, _, err) = answered.expect("the mserver answers");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--allow-faults"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    drop(server);
+
+    // A key file others can read: one line, exit 2, no secret shown.
+    let keys = dir.join("open.keys");
+    write_keys(&keys, &[K1], 0o644);
+    let out = Command::new(mserver_bin())
+        .args(["--listen", &addr.to_string(), "--key-file"])
+        .arg(&keys)
+        .stdin(Stdio::null())
+        .output()
+        .expect("mserver runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("readable by group or others"), "{err}");
+    assert!(!err.contains("1111"), "{err}");
+    let out = Command::new(msctl_bin())
+        .args(["--server", &addr.to_string(), "--key-file"])
+        .arg(&keys)
+        .arg("view")
+        .stdin(Stdio::null())
+        .output()
+        .expect("msctl runs");
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_reloads_the_mservers_key_file() {
+    let dir = temp_dir("sighup");
+    let keys = dir.join("keys");
+    write_keys(&keys, &[K1], 0o600);
+    let addr = SocketAddr::from(([127, 0, 0, 31], testkit::free_port()));
+    let group_addr = SocketAddr::from(([239, 255, 72, 3], testkit::free_port()));
+    let mcaster = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let mut cmd = mserver_command(&mserver_bin(), "hup", group_addr, addr, mcaster);
+    cmd.arg("--key-file").arg(&keys);
+    let server = Proc::spawn_logged("mserver", &mut cmd, &dir.join("mserver.log"));
+    let answered = |key: &str| msctl(addr, Some(key), &["view", "--json"]).0 == Some(0);
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(100), || answered(K1)),
+        "{}",
+        server.log_tail(20)
+    );
+    assert!(!answered(K2), "key 2 is not in the ring yet");
+    // The new key first: after SIGHUP the mserver seals with it, opens both.
+    write_keys(&keys, &[K2, K1], 0o600);
+    server.signal("HUP");
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(100), || answered(K2)),
+        "SIGHUP did not reload the key file:\n{}",
+        server.log_tail(20)
+    );
+    // A key file made readable by others is refused; the ring stays.
+    write_keys(&keys, &[K1], 0o644);
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(answered(K2), "a refused reload changed the ring");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
