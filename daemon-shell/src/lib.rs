@@ -10,9 +10,12 @@
 //!   sockets (class D address joined, datagrams to the daemon's core).
 //! - [`signals`]: SIGTERM, SIGINT and SIGHUP as one stream.
 //! - [`exit`]: the exit codes every daemon and tool uses.
+//! - [`http`]: the `--http` endpoint (actix-web): `/healthz`, `/metrics`
+//!   in the Prometheus text format, the metrics every socket has.
 #![forbid(unsafe_code)]
 
 pub mod exit;
+pub mod http;
 pub mod multicast;
 pub mod settings;
 pub mod signals;

@@ -106,6 +106,26 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     } else {
         None
     };
+    let http_state = crate::http::HttpState::new(handle.clone());
+    let metrics = http_state.metrics().clone();
+    let http = match s.http_addr() {
+        (Some(addr), is_default) => match daemon_shell::http::start(
+            "mserver",
+            addr,
+            is_default,
+            crate::http::routes(http_state),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(g) = group_socket {
+                    g.stop();
+                }
+                handle.stop();
+                return Err(e);
+            }
+        },
+        (None, _) => None,
+    };
     let listener = if s.crash_watch {
         match CrashWatchListener::bind(s.listen) {
             Ok(l) => Some(l),
@@ -144,6 +164,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         started: std::time::Instant::now(),
         deregistering: None,
         multicast,
+        metrics,
+        group: s.group.clone(),
     };
     let exit = daemon.event_loop(events).await;
     if let Some(g) = group_socket {
@@ -151,6 +173,9 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     }
     drop(daemon.watch.take());
     drop(listener);
+    if let Some(h) = http {
+        h.stop().await;
+    }
     handle.stop();
     Ok(exit)
 }
@@ -176,6 +201,10 @@ struct Daemon {
     deregistering: Option<tokio::time::Instant>,
     /// Group traffic goes by IP multicast (else through the mcaster).
     multicast: bool,
+    /// The metrics the HTTP endpoint exports (counted here from events).
+    metrics: std::sync::Arc<crate::http::metrics::MserverMetrics>,
+    /// The group's name, for the metrics' labels.
+    group: String,
 }
 
 /// How long a member that left waits for the mcaster's LEAVE answer
@@ -351,6 +380,10 @@ impl Daemon {
     }
 
     fn on_coreset(&mut self, e: CoreSetEvent) -> Option<Exit> {
+        if let CoreSetEvent::ViewInstalled { change_started, .. } = &e {
+            let took = Clock::now().saturating_duration_since(*change_started);
+            self.metrics.on_coreset_event(&self.group, &e, took);
+        }
         match e {
             CoreSetEvent::ViewInstalled {
                 view,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod http;
 pub mod settings;
 
 /// The admin protocol shared with `msctl` (in the library:

@@ -24,6 +24,8 @@ pub const DEFAULT_MCASTER: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 7100);
 /// Default group name.
 pub const DEFAULT_GROUP: &str = "lan";
+/// Default HTTP endpoint (metrics, health, the status page).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9200";
 
 /// How group messages travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -124,6 +126,11 @@ pub struct Cli {
     /// [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Serve /metrics, /healthz, /readyz, /v1/... and the status page on
+    /// this address, or `off` [default: 127.0.0.1:9200; when that port is
+    /// taken, a warning and no endpoint].
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<String>,
 }
 
 /// The merged settings.
@@ -164,6 +171,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The HTTP endpoint's address, or `off`.
+    pub http: String,
 }
 
 impl Default for Settings {
@@ -186,6 +195,7 @@ impl Default for Settings {
             commit_delay_ms: 0,
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            http: DEFAULT_HTTP.into(),
         }
     }
 }
@@ -229,6 +239,7 @@ impl Settings {
         flags.set("crash_watch", cli.crash_watch);
         flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
         flags.set("log_level", cli.log_level.as_ref());
+        flags.set("http", cli.http.as_ref());
         for spec in &cli.fault {
             let (k, v) = parse_fault(spec)?;
             flags.set(&k, Some(v));
@@ -306,6 +317,7 @@ impl Settings {
                 self.hold_down_ms
             );
         }
+        daemon_shell::http::parse_http(&self.http)?;
         if self.commit_delay_ms > 600_000 {
             bail!(
                 "commit-delay-ms {} is more than 10 minutes",
@@ -328,6 +340,15 @@ impl Settings {
     /// The commit delay fault, if any.
     pub fn commit_delay(&self) -> Option<Duration> {
         (self.commit_delay_ms > 0).then(|| Duration::from_millis(self.commit_delay_ms))
+    }
+
+    /// The HTTP endpoint's address (`None`: off), and whether it is the
+    /// built-in default (a port in use is then a warning, not an error).
+    pub fn http_addr(&self) -> (Option<std::net::SocketAddr>, bool) {
+        (
+            daemon_shell::http::parse_http(&self.http).unwrap_or(None),
+            self.http == DEFAULT_HTTP,
+        )
     }
 
     /// The address other mservers know us by.

@@ -6,7 +6,10 @@
 //! - [`node`]: [`node::MserverNode`], the core-set, the mcaster
 //!   registration, the application-group service and the admin procedures
 //!   side by side on one socket;
-//! - [`admin`]: the requests and replies `msctl` exchanges with an mserver.
+//! - [`admin`]: the requests and replies `msctl` exchanges with an mserver;
+//! - [`events`]: the bounded log of view changes and failure detections
+//!   that `msctl events` streams and the status page shows.
 
 pub mod admin;
+pub mod events;
 pub mod node;

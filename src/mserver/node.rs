@@ -26,6 +26,7 @@ use crate::mserver::admin::{
     FaultReply, FaultRequest, HeldDownInfo, LeaveReply, MemberInfo, StatsReply, ViewReply,
     PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
+use crate::mserver::events::{EventLog, EventsRequest, PROC_EVENTS};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
@@ -105,6 +106,9 @@ pub struct MserverNode {
     pending_admin: Vec<(RequestToken, u16, Vec<u8>)>,
     pending_replies: Vec<(RequestToken, Vec<u8>)>,
     admin_dropped: u64,
+    /// View changes and failure detections (`msctl events`, the status
+    /// page).
+    log: EventLog,
 }
 
 impl MserverNode {
@@ -118,7 +122,7 @@ impl MserverNode {
         registration: Option<Registration>,
         mut rpc: Rpc,
     ) -> Self {
-        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS]
+        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS, PROC_EVENTS]
             .into_iter()
             .chain(AppService::PROCEDURES)
         {
@@ -131,6 +135,10 @@ impl MserverNode {
             reply_timeout,
             retries,
         ));
+        // A change that lasts longer than this is stuck (`/readyz`): four
+        // times the longest a change's phase may wait, at least 5 s.
+        let stuck_after = (reply_timeout * (retries + 1) * 4 + query_interval)
+            .max(std::time::Duration::from_secs(5));
         let mut node = MserverNode {
             coreset,
             apps,
@@ -145,6 +153,7 @@ impl MserverNode {
             pending_admin: Vec::new(),
             pending_replies: Vec::new(),
             admin_dropped: 0,
+            log: EventLog::new(1, stuck_after),
         };
         let group = node.coreset.snapshot(now).group;
         if let Some(reg) = node.registration.as_mut() {
@@ -172,6 +181,17 @@ impl MserverNode {
     /// The application-group service.
     pub fn apps(&self) -> &AppService {
         &self.apps
+    }
+
+    /// The event log (view changes, failure detections).
+    pub fn events(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Whether this mserver is in a view and not stuck in a change
+    /// (`/readyz`); `Err` says why not.
+    pub fn ready(&self, now: Instant) -> Result<(), String> {
+        self.log.ready(now, &self.coreset)
     }
 
     /// Admin requests refused because too many were pending.
@@ -248,6 +268,16 @@ impl MserverNode {
                     }
                 }
             },
+            PROC_EVENTS => match decode_body::<EventsRequest>(body) {
+                Ok(req) => {
+                    if let Some(reply) = self.log.request(now, token, &req) {
+                        if let Ok(body) = encode_body(&reply) {
+                            self.rpc.respond(now, token, body);
+                        }
+                    }
+                }
+                Err(_) => self.admin_dropped += 1,
+            },
             PROC_STATS => {
                 let reply = StatsReply {
                     coreset: crate::mserver::admin::counters_of(self.coreset.stats()),
@@ -262,7 +292,7 @@ impl MserverNode {
 
     /// Moves everything the inner cores produced to our queues, handling
     /// admin requests and answering `leave` once it is over.
-    fn drain(&mut self) {
+    fn drain(&mut self, now: Instant) {
         let mut admin = Vec::new();
         loop {
             let mut progressed = false;
@@ -281,6 +311,8 @@ impl MserverNode {
             }
             while let Some(e) = self.coreset.poll_event() {
                 progressed = true;
+                self.log
+                    .on_coreset_event(now, self.coreset.group_name(), &e);
                 match &e {
                     CoreSetEvent::Left => {
                         self.finish_leave(true);
@@ -369,12 +401,12 @@ impl MserverNode {
     /// Drains the inner cores, then runs the admin requests and replies
     /// collected, until nothing is left.
     fn pump(&mut self, now: Instant) {
-        self.drain();
+        self.drain(now);
         if std::mem::take(&mut self.deregister) {
             if let Some(reg) = self.registration.as_mut() {
                 reg.leave(now, self.group_addr);
             }
-            self.drain();
+            self.drain(now);
         }
         // Bounded: a round only has work if the previous one produced new
         // requests, which are finite per input.
@@ -422,7 +454,19 @@ impl MserverNode {
             for (token, procedure, body) in std::mem::take(&mut self.pending_admin) {
                 self.on_admin(now, token, procedure, &body);
             }
-            self.drain();
+            self.drain(now);
+        }
+        // The event log looks at the core-set after every input, and
+        // answers the subscribers waiting for an entry.
+        self.log.observe(now, &self.coreset);
+        let answers = self.log.poll_answers(now);
+        if !answers.is_empty() {
+            for (token, reply) in answers {
+                if let Ok(body) = encode_body(&reply) {
+                    self.rpc.respond(now, token, body);
+                }
+            }
+            self.drain(now);
         }
     }
 }
@@ -519,7 +563,7 @@ impl Core for MserverNode {
                 earliest(self.coreset.poll_timeout(), reg),
                 self.rpc.poll_timeout(),
             ),
-            self.apps.poll_timeout(),
+            earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
         )
     }
 }

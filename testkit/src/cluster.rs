@@ -23,7 +23,10 @@ pub fn mcaster_command(mcaster: &Path, listen: SocketAddr) -> Command {
 }
 
 /// `mserver --group GROUP --group-addr GROUP_ADDR --listen LISTEN
-/// --mcaster MCASTER --multicast off` (stdin closed), not yet started.
+/// --mcaster MCASTER --multicast off --http off` (stdin closed), not yet
+/// started. The HTTP endpoint is off so that tests never race for its
+/// default port (127.0.0.1:9200); a test that wants it adds `--http
+/// 127.0.0.1:PORT` (a later flag wins).
 pub fn mserver_command(
     mserver: &Path,
     group: &str,
@@ -36,7 +39,7 @@ pub fn mserver_command(
         .args(["--group-addr", &group_addr.to_string()])
         .args(["--listen", &listen.to_string()])
         .args(["--mcaster", &mcaster.to_string()])
-        .args(["--multicast", "off"])
+        .args(["--multicast", "off", "--http", "off"])
         .stdin(Stdio::null());
     cmd
 }

@@ -11,6 +11,8 @@
 //! and 4 a `join` whose membership ended (excluded; connection lost).
 #![forbid(unsafe_code)]
 
+#[path = "msctl/events.rs"]
+mod events;
 #[path = "msctl/mi.rs"]
 mod mi;
 #[path = "msctl/presets.rs"]
@@ -36,7 +38,7 @@ use std::time::Duration;
 /// `msctl`: the Membership Service's inspection and control tool.
 ///
 /// Every command talks to one of --server ADDR (an mserver: view, stats,
-/// leave, fault, groups; default 127.0.0.1:7200) or --mi PATH (the host's
+/// leave, fault, groups, events; default 127.0.0.1:7200) or --mi PATH (the host's
 /// member interface: join, create, view GROUP, lookup; default
 /// $XDG_RUNTIME_DIR/member-interface.sock, else /tmp/member-interface.sock),
 /// not both.
@@ -47,6 +49,7 @@ use std::time::Duration;
 ///   msctl --server 127.0.0.1:7200 fault --clear
 ///   msctl --server 127.0.0.1:7200 leave
 ///   msctl --server 127.0.0.1:7200 groups --json
+///   msctl --server 127.0.0.1:7200 events --json
 ///   msctl --mi /tmp/member-interface.sock create chat --survive keep-majority
 ///   msctl --mi /tmp/member-interface.sock join chat --name alice --json
 ///   msctl --mi /tmp/member-interface.sock view chat
@@ -60,7 +63,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "msctl", version, verbatim_doc_comment)]
 struct Cli {
-    /// The mserver to talk to (for view, stats, leave, fault, groups).
+    /// The mserver to talk to (for view, stats, leave, fault, groups, events).
     #[arg(long, value_name = "ADDR", global = true)]
     server: Option<SocketAddr>,
     /// The member interface's Unix socket (for join, create, view GROUP,
@@ -110,6 +113,14 @@ enum Command {
         /// Clear every fault first (alone: clear all).
         #[arg(long)]
         clear: bool,
+    },
+    /// Stream the mserver's view changes and failure detections as they
+    /// happen, one line each, until interrupted (--server).
+    Events {
+        /// One JSON object per line: {"kind": "view" | "failure_detected" |
+        /// "excluded" | "left" | "missed", "seq", "time", ...}.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the application groups the mserver knows and their current
     /// views (--server).
@@ -187,6 +198,7 @@ enum ServerCommand {
     Stats { json: bool },
     Fault(FaultArgs),
     Groups { json: bool },
+    Events { json: bool },
 }
 
 #[derive(Debug)]
@@ -275,6 +287,7 @@ fn check(
         Command::Leave => Target::Server(need_server()?, ServerCommand::Leave),
         Command::Stats { json } => Target::Server(need_server()?, ServerCommand::Stats { json }),
         Command::Groups { json } => Target::Server(need_server()?, ServerCommand::Groups { json }),
+        Command::Events { json } => Target::Server(need_server()?, ServerCommand::Events { json }),
         Command::Fault {
             drop,
             block,
@@ -386,6 +399,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Stats { .. } => "stats",
         Command::Fault { .. } => "fault",
         Command::Groups { .. } => "groups",
+        Command::Events { .. } => "events",
         Command::Join { .. } => "join",
         Command::Create { .. } => "create",
         Command::Lookup { .. } => "lookup",
@@ -466,6 +480,9 @@ async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> a
                 return Err(Failure::Call(format!("the mserver refused the faults: {e}")).into());
             }
             println!("faults now: {}", reply.now);
+        }
+        ServerCommand::Events { json } => {
+            events::run(server, timeout, json, |e| call_failure(server, timeout, e)).await?;
         }
         ServerCommand::Groups { json } => {
             let reply: ReadReply =
