@@ -5,8 +5,9 @@
 //! adds its own routes and metrics; what they share is here:
 //!
 //! - [`parse_http`]: the setting's value, an address or `off`;
-//! - [`start`]: binds and runs the server. A port in use is fatal (exit 2)
-//!   when the address was asked for, and one warning line when it is the
+//! - [`bind`] then [`serve`]: binds (first, before the daemon starts
+//!   anything) and runs the server. A port in use is fatal (exit 2) when
+//!   the address was asked for, and one warning line when it is the
 //!   daemon's built-in default, so that a second mserver on one host still
 //!   runs (without its HTTP endpoint);
 //! - [`Exporter`]: the registry and the scrape (counters read from a
@@ -70,10 +71,10 @@ impl Running {
     }
 }
 
-/// Starts the endpoint of `daemon` on `addr` with the routes `configure`
-/// adds (plus `/healthz`, and 404 for anything else), in the current actix
-/// system. `is_default`: the address is the daemon's built-in default
-/// rather than one the operator gave.
+/// Binds the endpoint of `daemon` on `addr`, before anything else of the
+/// daemon starts (a port in use then stops nothing half-started).
+/// `is_default`: the address is the daemon's built-in default rather than
+/// one the operator gave.
 ///
 /// Answers `Ok(None)` when the default address cannot be bound (a warning
 /// line says so and how to choose another).
@@ -82,15 +83,37 @@ impl Running {
 ///
 /// An address the operator gave cannot be bound: one line
 /// (`cannot serve HTTP on ADDR: ...`), a startup error (exit 2).
-pub fn start<F>(
+pub fn bind(
     daemon: &str,
     addr: SocketAddr,
     is_default: bool,
-    configure: F,
-) -> anyhow::Result<Option<Running>>
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if is_default => {
+            tracing::warn!(
+                http = %addr,
+                "cannot serve HTTP on {addr} (the default): {e}; /metrics and the status page are off \
+                 for this {daemon} (another daemon has the port? give --http ADDR, or --http off)"
+            );
+            Ok(None)
+        }
+        Err(e) => anyhow::bail!("cannot serve HTTP on {addr}: {e}"),
+    }
+}
+
+/// Serves the routes `configure` adds (plus `/healthz`, and 404 for
+/// anything else) on `listener` (from [`bind`]), in the current actix
+/// system, with one worker thread.
+///
+/// # Errors
+///
+/// The listener cannot be used (rare: it was bound a moment ago).
+pub fn serve<F>(listener: std::net::TcpListener, configure: F) -> anyhow::Result<Running>
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let addr = listener.local_addr()?;
     let server = HttpServer::new(move || {
         App::new()
             .route("/healthz", web::get().to(healthz))
@@ -102,20 +125,8 @@ where
     .shutdown_timeout(1)
     .max_connections(256)
     .client_request_timeout(Duration::from_secs(5))
-    .bind(addr);
-    let server = match server {
-        Ok(s) => s,
-        Err(e) if is_default => {
-            tracing::warn!(
-                http = %addr,
-                "cannot serve HTTP on {addr} (the default): {e}; /metrics and the status page are off \
-                 for this {daemon} (another daemon has the port? give --http ADDR, or --http off)"
-            );
-            return Ok(None);
-        }
-        Err(e) => anyhow::bail!("cannot serve HTTP on {addr}: {e}"),
-    };
-    let bound = server.addrs().first().copied().unwrap_or(addr);
+    .listen(listener)
+    .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?;
     let server = server.run();
     let handle = server.handle();
     actix::spawn(async move {
@@ -123,11 +134,8 @@ where
             tracing::warn!(error = %e, "the HTTP endpoint stopped");
         }
     });
-    tracing::info!(http = %bound, "serving /metrics, /healthz and the status page on http://{bound}/");
-    Ok(Some(Running {
-        addr: bound,
-        handle,
-    }))
+    tracing::info!(http = %addr, "serving /metrics, /healthz and the status page on http://{addr}/");
+    Ok(Running { addr, handle })
 }
 
 async fn healthz() -> HttpResponse {

@@ -52,6 +52,11 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         MulticastMode::On => Some(true),
         MulticastMode::Auto => None,
     };
+    // The HTTP port first: a port in use stops nothing half-started.
+    let http_listener = match s.http_addr() {
+        (Some(addr), is_default) => daemon_shell::http::bind("mserver", addr, is_default)?,
+        (None, _) => None,
+    };
     let multicast = use_multicast(forced, PROBE_GROUP, s.multicast_interface).await;
     let me = NodeId::new(s.node_addr());
     let group_addr = NodeId::new(s.group_addr);
@@ -108,23 +113,12 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     };
     let http_state = crate::http::HttpState::new(handle.clone());
     let metrics = http_state.metrics().clone();
-    let http = match s.http_addr() {
-        (Some(addr), is_default) => match daemon_shell::http::start(
-            "mserver",
-            addr,
-            is_default,
+    let http = match http_listener {
+        Some(l) => Some(daemon_shell::http::serve(
+            l,
             crate::http::routes(http_state),
-        ) {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(g) = group_socket {
-                    g.stop();
-                }
-                handle.stop();
-                return Err(e);
-            }
-        },
-        (None, _) => None,
+        )?),
+        None => None,
     };
     let listener = if s.crash_watch {
         match CrashWatchListener::bind(s.listen) {

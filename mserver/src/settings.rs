@@ -171,8 +171,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
-    /// The HTTP endpoint's address, or `off`.
-    pub http: String,
+    /// The HTTP endpoint's address, or `off`; `None`: the built-in
+    /// default, [`DEFAULT_HTTP`].
+    pub http: Option<String>,
 }
 
 impl Default for Settings {
@@ -195,7 +196,7 @@ impl Default for Settings {
             commit_delay_ms: 0,
             log_format: LogFormat::Human,
             log_level: "info".into(),
-            http: DEFAULT_HTTP.into(),
+            http: None,
         }
     }
 }
@@ -317,7 +318,9 @@ impl Settings {
                 self.hold_down_ms
             );
         }
-        daemon_shell::http::parse_http(&self.http)?;
+        if let Some(http) = &self.http {
+            daemon_shell::http::parse_http(http)?;
+        }
         if self.commit_delay_ms > 600_000 {
             bail!(
                 "commit-delay-ms {} is more than 10 minutes",
@@ -345,10 +348,13 @@ impl Settings {
     /// The HTTP endpoint's address (`None`: off), and whether it is the
     /// built-in default (a port in use is then a warning, not an error).
     pub fn http_addr(&self) -> (Option<std::net::SocketAddr>, bool) {
-        (
-            daemon_shell::http::parse_http(&self.http).unwrap_or(None),
-            self.http == DEFAULT_HTTP,
-        )
+        match &self.http {
+            Some(http) => (daemon_shell::http::parse_http(http).unwrap_or(None), false),
+            None => (
+                daemon_shell::http::parse_http(DEFAULT_HTTP).unwrap_or(None),
+                true,
+            ),
+        }
     }
 
     /// The address other mservers know us by.

@@ -23,10 +23,10 @@ pub fn mcaster_command(mcaster: &Path, listen: SocketAddr) -> Command {
 }
 
 /// `mserver --group GROUP --group-addr GROUP_ADDR --listen LISTEN
-/// --mcaster MCASTER --multicast off --http off` (stdin closed), not yet
-/// started. The HTTP endpoint is off so that tests never race for its
-/// default port (127.0.0.1:9200); a test that wants it adds `--http
-/// 127.0.0.1:PORT` (a later flag wins).
+/// --mcaster MCASTER --multicast off` with `MS_HTTP=off` (stdin closed),
+/// not yet started. The HTTP endpoint is off so that tests never race for
+/// its default port (127.0.0.1:9200); a test that wants it adds `--http
+/// 127.0.0.1:PORT` (a flag wins over the environment).
 pub fn mserver_command(
     mserver: &Path,
     group: &str,
@@ -39,7 +39,8 @@ pub fn mserver_command(
         .args(["--group-addr", &group_addr.to_string()])
         .args(["--listen", &listen.to_string()])
         .args(["--mcaster", &mcaster.to_string()])
-        .args(["--multicast", "off", "--http", "off"])
+        .args(["--multicast", "off"])
+        .env("MS_HTTP", "off")
         .stdin(Stdio::null());
     cmd
 }
