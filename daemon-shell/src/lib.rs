@@ -9,6 +9,8 @@
 //! - [`multicast`]: the startup probe for `--multicast auto` and the group
 //!   sockets (class D address joined, datagrams to the daemon's core).
 //! - [`signals`]: SIGTERM, SIGINT and SIGHUP as one stream.
+//! - [`reload`]: what SIGHUP reloads (the log level through a reload
+//!   layer; reload functions registered by the daemons).
 //! - [`exit`]: the exit codes every daemon and tool uses.
 //! - [`http`]: the `--http` endpoint (actix-web): `/healthz`, `/metrics`
 //!   in the Prometheus text format, the metrics every socket has.
@@ -17,6 +19,7 @@
 pub mod exit;
 pub mod http;
 pub mod multicast;
+pub mod reload;
 pub mod settings;
 pub mod signals;
 pub mod startup;

@@ -108,6 +108,9 @@ pub struct Cli {
     /// [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Serve /metrics and /healthz on this address [default: off].
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<String>,
 }
 
 /// The merged settings.
@@ -141,6 +144,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The HTTP endpoint (`/metrics`, `/healthz`), or `off`/`None`.
+    pub http: Option<String>,
 }
 
 impl Default for Settings {
@@ -159,6 +164,7 @@ impl Default for Settings {
             summary_interval_secs: 10,
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            http: None,
         }
     }
 }
@@ -182,6 +188,7 @@ impl Settings {
         flags.set("summary_interval_secs", cli.summary_interval_secs);
         flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
         flags.set("log_level", cli.log_level.as_ref());
+        flags.set("http", cli.http.as_ref());
         flags.set_list("cluster_keys", &cli.cluster_key);
         let s: Settings = daemon_shell::settings::load(
             Sources {
@@ -197,6 +204,9 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(http) = &self.http {
+            daemon_shell::http::parse_http(http)?;
+        }
         if self.member_ttl_ms == 0 {
             bail!("member_ttl_ms must be at least 1");
         }

@@ -6,6 +6,8 @@
 //! and `docs/api.md`.
 #![forbid(unsafe_code)]
 
+mod http;
+
 use clap::Parser;
 use daemon_shell::exit;
 use daemon_shell::signals::Signals;
@@ -38,11 +40,18 @@ struct Cli {
         env = "MS_LOG_LEVEL"
     )]
     log_level: String,
+    /// Serve /metrics and /healthz on this address (or `off`)
+    /// [default: off].
+    #[arg(long, value_name = "ADDR|off", env = "MS_MI_HTTP")]
+    http: Option<String>,
 }
 
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
     let cli = Cli::parse();
+    // SIGHUP: the log level again (flags and environment: the MI has no
+    // settings file).
+    daemon_shell::reload::register_log_level(|| Ok(Cli::parse().log_level));
     let format = match cli.args.log_format {
         LogFormat::Human => membership::runtime::logging::LogFormat::Human,
         LogFormat::Json => membership::runtime::logging::LogFormat::Json,
@@ -60,15 +69,39 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
     let config = cli.args.server_config();
     config.validate().map_err(Fatal::usage)?;
     let core_config = config.clone();
+    // The HTTP port first: a port in use stops nothing half-started.
+    let http_listener = match cli.http.as_deref().map(daemon_shell::http::parse_http) {
+        Some(Ok(Some(addr))) => {
+            daemon_shell::http::bind("member-interface", addr, false).map_err(Fatal::from)?
+        }
+        Some(Err(e)) => return Err(Fatal::from(e)),
+        _ => None,
+    };
     let server = Server::bind(config).await.map_err(Fatal::usage)?;
     let link = uplink::start(cli.args.listen, &cli.args.mservers, &core_config)
         .map_err(|e| Fatal::usage(format!("cannot listen on {}: {e}", cli.args.listen)))?;
+    let http = match http_listener {
+        Some(l) => Some(
+            daemon_shell::http::serve(l, http::routes(http::HttpState::new(link.handle.clone())))
+                .map_err(Fatal::from)?,
+        ),
+        None => None,
+    };
     tracing::info!(socket = %server.path().display(), mi = %link.mi, udp = %link.local, "member-interface ready");
     let mut signals =
-        Signals::stop().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
+        Signals::stop_and_reload().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
     let shutdown = async move {
-        let signal = signals.recv().await;
-        tracing::info!("{signal}: leaving");
+        // Bounded by the signals that come: each SIGHUP reloads, any other
+        // stops.
+        loop {
+            let signal = signals.recv().await;
+            if signal == daemon_shell::signals::Signal::Hangup {
+                daemon_shell::reload::on_hangup();
+                continue;
+            }
+            tracing::info!("{signal}: leaving");
+            break;
+        }
     };
     let result = server.run(link.port, shutdown).await;
     // Every connection's close reached the core (the bridge ends after
@@ -86,6 +119,9 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
         if busy == 0 {
             break;
         }
+    }
+    if let Some(h) = http {
+        h.stop().await;
     }
     link.handle.stop();
     result.map_err(Fatal::failure)?;

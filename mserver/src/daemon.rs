@@ -14,7 +14,7 @@ use crate::admin::{FaultReply, ProtocolTraffic};
 use crate::node::{MserverNode, NodeEvent};
 use crate::settings::{MulticastMode, Settings};
 use daemon_shell::multicast::{open_group_socket, use_multicast};
-use daemon_shell::signals::Signals;
+use daemon_shell::signals::{Signal, Signals};
 use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
 use membership::id::{NodeId, ProtocolId};
 use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
@@ -207,7 +207,7 @@ const DEREGISTER_GRACE: Duration = Duration::from_millis(300);
 
 impl Daemon {
     async fn event_loop(&mut self, mut events: UnboundedReceiver<NodeEvent>) -> Exit {
-        let Ok(mut signals) = Signals::stop() else {
+        let Ok(mut signals) = Signals::stop_and_reload() else {
             tracing::error!("cannot install signal handlers; SIGTERM will not leave gracefully");
             return self.loop_without_signals(&mut events).await;
         };
@@ -224,7 +224,12 @@ impl Daemon {
                         return Exit::CoreStopped;
                     }
                 },
-                signal = signals.recv() => self.start_leave(signal.name()).await,
+                signal = signals.recv() => match signal {
+                    Signal::Hangup => {
+                        daemon_shell::reload::on_hangup();
+                    }
+                    _ => self.start_leave(signal.name()).await,
+                },
                 _ = sleep_until(deregistered) => {
                     tracing::info!("the mcaster did not confirm our deregistration; exiting anyway");
                     return Exit::Left;

@@ -360,3 +360,82 @@ fn msctl_events_streams_a_crash_and_slow_subscribers_block_nothing() {
     );
     drop(subscribers);
 }
+
+/// SIGHUP reloads the log level from the config file; the mcaster and the
+/// member interface serve `/metrics` when given `--http`.
+#[test]
+fn sighup_reloads_the_log_level_and_every_daemon_serves_metrics() {
+    let mut c = Cluster::new("sighup");
+    let toml = c.dir.join("ms.toml");
+    std::fs::write(&toml, "log_level = \"warn\"\n").expect("config file");
+    let log = c.dir.join("reload.log");
+    let addr = c.addr(0);
+    let mut cmd = testkit::cluster::mserver_command(
+        &mserver_bin(),
+        &c.name,
+        c.group_addr,
+        addr,
+        c.mcaster_addr,
+    );
+    cmd.arg("--config").arg(&toml).env_remove("RUST_LOG");
+    let p = Proc::spawn_logged("mserver reload", &mut cmd, &log);
+    c.servers.insert(0, p);
+    c.addrs.insert(0, addr);
+    c.wait_converged(&[0], PATIENCE);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !read().contains("view installed"),
+        "info lines at warn: {}",
+        read()
+    );
+    std::fs::write(&toml, "log_level = \"info\"\n").expect("config file");
+    c.signal(0, "HUP");
+    let reloaded = wait::until_true(PATIENCE, Duration::from_millis(50), || {
+        read().contains("SIGHUP: reloaded log level \"info\"")
+    });
+    assert!(reloaded, "no reload line: {}", read());
+    c.start(1, &[]);
+    c.wait_converged(&[0, 1], PATIENCE);
+    let seen = wait::until_true(PATIENCE, Duration::from_millis(50), || {
+        read().contains("view installed")
+    });
+    assert!(seen, "the new level is not in force: {}", read());
+    // A bad file keeps the old level, in one line, and the daemon runs on.
+    std::fs::write(&toml, "log_level = \"=[bad\"\n").expect("config file");
+    c.signal(0, "HUP");
+    let refused = wait::until_true(PATIENCE, Duration::from_millis(50), || {
+        read().contains("SIGHUP: cannot reload the log level")
+    });
+    assert!(refused, "{}", read());
+    assert!(c.view(0).is_some(), "the mserver stopped answering");
+
+    // The mcaster and a member interface with --http.
+    let mc_http = http_addr();
+    let mut cmd = testkit::cluster::mcaster_command(&common::mcaster_bin(), {
+        SocketAddr::from(([127, 0, 0, 1], testkit::free_port()))
+    });
+    cmd.args(["--http", &mc_http.to_string()]);
+    let _mc = Proc::spawn_logged("mcaster http", &mut cmd, &c.dir.join("mc-http.log"));
+    let mi_http = http_addr();
+    let sock = c.dir.join("mi.sock");
+    let mut cmd = Command::new(testkit::bin("member-interface", "member-interface"));
+    cmd.args(["--mserver", &addr.to_string(), "--listen", "127.0.0.1:0"])
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--http", &mi_http.to_string()]);
+    let _mi = Proc::spawn_logged("mi http", &mut cmd, &c.dir.join("mi-http.log"));
+    for (h, name) in [
+        (mc_http, "ms_relayed_datagrams_total"),
+        (mi_http, "ms_mi_attached"),
+    ] {
+        let ok = wait::until_true(PATIENCE, Duration::from_millis(100), || {
+            get(h, "/metrics", HTTP_LIMIT).is_ok_and(|(s, b)| s == 200 && b.contains(name))
+        });
+        assert!(ok, "{name} at {h}: {:?}", get(h, "/metrics", HTTP_LIMIT));
+        assert_eq!(get_ok(h, "/healthz").trim(), "ok");
+    }
+    let attached = wait::until_true(PATIENCE, Duration::from_millis(100), || {
+        sample(&get_ok(mi_http, "/metrics"), "ms_mi_attached") == Some(1.0)
+    });
+    assert!(attached, "the MI did not attach");
+}
