@@ -13,6 +13,7 @@
 //! mservers; and 64 simulated ones split in 2 and in 4 parts). `app`
 //! (application groups: join and process death -> view at every member,
 //! with real member interfaces; and a 2,000-member bootstrap simulated).
+//! `soak` (false failures in a long run with the CPU cores busy).
 
 mod app;
 mod mcast;
@@ -22,6 +23,7 @@ mod peer;
 mod raw;
 mod rpc;
 mod rpc_core;
+mod soak;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +77,10 @@ enum Scenario {
     /// mservers; and in the simulator, one group of 2,000 members joining
     /// at once across 100 MIs.
     App(app::AppArgs),
+    /// False failures under load: 5 mservers and 2 member interfaces with
+    /// members, both CPU cores kept busy by spinning processes, nothing
+    /// killed for --minutes: every view installed is a false failure.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -88,6 +94,7 @@ fn main() {
         Scenario::Membership(args) => membership::run(&args),
         Scenario::Partition(args) => partition::run(&args),
         Scenario::App(args) => app::run(&args),
+        Scenario::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => {}
