@@ -653,12 +653,9 @@ mod tests {
     fn change_kinds() {
         let (a, b) = (member(0), member(1));
         assert_eq!(change_kind(true, &[], &[], &[], &[]), "merge");
-        assert_eq!(change_kind(false, &[], &[b.clone()], &[], &[]), "failure");
-        assert_eq!(change_kind(false, &[], &[], &[b.clone()], &[]), "leave");
-        assert_eq!(
-            change_kind(false, &[a.clone()], &[], &[], &[a.clone()]),
-            "found"
-        );
-        assert_eq!(change_kind(false, &[b.clone()], &[], &[], &[a, b]), "join");
+        assert_eq!(change_kind(false, &[], &[b], &[], &[]), "failure");
+        assert_eq!(change_kind(false, &[], &[], &[b], &[]), "leave");
+        assert_eq!(change_kind(false, &[a], &[], &[], &[a]), "found");
+        assert_eq!(change_kind(false, &[b], &[], &[], &[a, b]), "join");
     }
 }
