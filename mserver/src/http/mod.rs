@@ -62,7 +62,7 @@ impl HttpState {
     }
 }
 
-/// The routes, for [`daemon_shell::http::start`].
+/// The routes, for [`daemon_shell::http::serve`].
 pub fn routes(state: HttpState) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state.clone()))
