@@ -126,8 +126,31 @@ fn status_page_shows_members_and_a_killed_one_disappears() {
             .stdout(testkit::procs::log_file(&dom))
             .stderr(testkit::procs::log_file(&dir.join("chromium-2.log"))),
     );
-    // Give the page time to load and show the three members.
-    std::thread::sleep(Duration::from_secs(6));
+    // Wait until the page has loaded and rendered (its first /v1/status
+    // answered, the second asked), then a moment more.
+    let asked = |n: f64| {
+        testkit::wait::until_true(Duration::from_secs(90), Duration::from_millis(100), || {
+            testkit::http::get(http, "/metrics", Duration::from_secs(5)).is_ok_and(|(_, m)| {
+                m.lines().any(|l| {
+                    l.strip_prefix("ms_http_requests_total{path=\"/v1/status\"} ")
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v >= n)
+                })
+            })
+        })
+    };
+    // The first page (step 1) asked a few times already: count from there.
+    let before = testkit::http::get(http, "/metrics", Duration::from_secs(5))
+        .ok()
+        .and_then(|(_, m)| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("ms_http_requests_total{path=\"/v1/status\"} ")
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .unwrap_or(0.0);
+    assert!(asked(before + 2.0), "the live page never asked /v1/status");
+    std::thread::sleep(Duration::from_millis(500));
     let killed = c.addr(2).to_string();
     c.kill(2);
     c.wait_converged(&[0, 1], PATIENCE);
@@ -160,8 +183,7 @@ fn status_page_shows_members_and_a_killed_one_disappears() {
             .map_or(text.len(), |e| gone_start + e)];
     assert!(
         gone.contains(&killed),
-        "the page did not see {killed} go (it loaded {:?} before the kill): {gone}",
-        Duration::from_secs(6)
+        "the page did not see {killed} go: {gone}"
     );
     assert!(
         text.contains("failed "),

@@ -34,6 +34,13 @@ pub struct ChangeLabels {
     pub kind: &'static str,
 }
 
+/// An HTTP path of the endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    /// `/metrics`, `/v1/status`, ...
+    pub path: &'static str,
+}
+
 /// A detected failure's group, level and cause.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CauseLabels {
@@ -96,6 +103,7 @@ pub struct MserverMetrics {
     app_members: Gauge,
     attached_mis: Gauge,
     event_subscribers: Gauge,
+    http_requests: Family<PathLabels, Counter>,
 }
 
 impl MserverMetrics {
@@ -117,7 +125,13 @@ impl MserverMetrics {
             app_members: Gauge::default(),
             attached_mis: Gauge::default(),
             event_subscribers: Gauge::default(),
+            http_requests: Family::default(),
         };
+        registry.register(
+            "http_requests",
+            "Requests answered by this endpoint, by path (the status page asks /v1/status)",
+            m.http_requests.clone(),
+        );
         registry.register(
             "view",
             "The number of the view installed here, by group and level",
@@ -185,6 +199,11 @@ impl MserverMetrics {
             m.event_subscribers.clone(),
         );
         m
+    }
+
+    /// Counts a request to `path`.
+    pub fn request(&self, path: &'static str) {
+        self.http_requests.get_or_create(&PathLabels { path }).inc();
     }
 
     fn labels(&self, group: &str) -> GroupLabels {

@@ -84,7 +84,8 @@ fn unavailable() -> HttpResponse {
     )
 }
 
-async fn status_page() -> HttpResponse {
+async fn status_page(state: web::Data<HttpState>) -> HttpResponse {
+    state.metrics.request("/");
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
@@ -92,6 +93,7 @@ async fn status_page() -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
+    state.metrics.request("/metrics");
     let socket = state.handle.socket_stats().await;
     let snapshot = state
         .handle
@@ -127,6 +129,7 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    state.metrics.request("/readyz");
     match state.handle.with_core(|n, now| n.ready(now)).await {
         Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
         Ok(Err(why)) => text(
@@ -282,6 +285,7 @@ const MAX_STATUS_WAIT: Duration = Duration::from_secs(5);
 const STATUS_POLL: Duration = Duration::from_millis(50);
 
 async fn status(state: web::Data<HttpState>, q: web::Query<After>) -> HttpResponse {
+    state.metrics.request("/v1/status");
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_STATUS_WAIT);
     if let Some(after) = q.after {
         // Held until an entry after `after` or the wait ends: a bounded
