@@ -11,12 +11,18 @@
 //! - [`signals`]: SIGTERM, SIGINT and SIGHUP as one stream.
 //! - [`keys`]: the cluster key ring settings (inline keys, key file,
 //!   key-ring file) every daemon and `msctl` share.
+//! - [`reload`]: what SIGHUP reloads (the log level through a reload
+//!   layer; reload functions registered by the daemons).
 //! - [`exit`]: the exit codes every daemon and tool uses.
+//! - [`http`]: the `--http` endpoint (actix-web): `/healthz`, `/metrics`
+//!   in the Prometheus text format, the metrics every socket has.
 #![forbid(unsafe_code)]
 
 pub mod exit;
+pub mod http;
 pub mod keys;
 pub mod multicast;
+pub mod reload;
 pub mod settings;
 pub mod signals;
 pub mod startup;

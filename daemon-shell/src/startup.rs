@@ -3,7 +3,8 @@
 //! with ([`crate::exit`]).
 
 use crate::exit;
-use membership::runtime::logging::{init_logging, LogFormat};
+use crate::reload::init_logging;
+use membership::runtime::logging::LogFormat;
 use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;

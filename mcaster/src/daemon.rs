@@ -73,10 +73,22 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         multicast,
         ..McasterConfig::default()
     };
+    // The HTTP port first: a port in use stops nothing half-started.
+    let http_listener = match s.http.as_deref().map(daemon_shell::http::parse_http) {
+        Some(Ok(Some(addr))) => daemon_shell::http::bind("mcaster", addr, false)?,
+        _ => None,
+    };
     let SpawnedCore { handle, mut events } = spawn_core(options, &ProtocolId::ALL, move |ctx| {
         Mcaster::new(ctx.local, config)
     })
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
+    let http = match http_listener {
+        Some(l) => Some(daemon_shell::http::serve(
+            l,
+            crate::http::routes(crate::http::HttpState::new(handle.clone())),
+        )?),
+        None => None,
+    };
     // Before "mcaster running": a SIGTERM sent on that line is handled.
     let mut signals = Signals::stop_and_reload()?;
     tracing::info!(
@@ -122,7 +134,10 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
                 d.watch.check(&drops);
             }
             signal = signals.recv() => match signal {
-                Signal::Hangup => d.reload_keys(reload()).await,
+                Signal::Hangup => {
+                    daemon_shell::reload::on_hangup();
+                    d.reload_keys(reload()).await
+                }
                 Signal::Terminate | Signal::Interrupt => {
                     tracing::info!("{signal}: shutting down");
                     break;
@@ -133,6 +148,9 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
     d.log_summary("final summary").await;
     for (_, g) in std::mem::take(&mut d.groups) {
         g.stop();
+    }
+    if let Some(h) = http {
+        h.stop().await;
     }
     d.handle.stop();
     Ok(())

@@ -92,6 +92,9 @@ pub struct Cli {
     /// [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Serve /metrics and /healthz on this address [default: off].
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<String>,
 }
 
 /// The merged settings.
@@ -127,6 +130,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The HTTP endpoint (`/metrics`, `/healthz`), or `off`/`None`.
+    pub http: Option<String>,
 }
 
 impl Default for Settings {
@@ -146,6 +151,7 @@ impl Default for Settings {
             summary_interval_secs: 10,
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            http: None,
         }
     }
 }
@@ -169,6 +175,7 @@ impl Settings {
         flags.set("summary_interval_secs", cli.summary_interval_secs);
         flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
         flags.set("log_level", cli.log_level.as_ref());
+        flags.set("http", cli.http.as_ref());
         flags.set_list("cluster_keys", &cli.keys.cluster_key);
         flags.set("key_file", cli.keys.key_file.as_ref().map(|p| p.display()));
         let s: Settings = daemon_shell::settings::load(
@@ -185,6 +192,9 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(http) = &self.http {
+            daemon_shell::http::parse_http(http)?;
+        }
         if self.member_ttl_ms == 0 {
             bail!("member_ttl_ms must be at least 1");
         }

@@ -6,6 +6,8 @@
 //! and `docs/api.md`.
 #![forbid(unsafe_code)]
 
+mod http;
+
 use clap::Parser;
 use daemon_shell::exit;
 use daemon_shell::signals::{Signal, Signals};
@@ -42,11 +44,18 @@ struct Cli {
         env = "MS_LOG_LEVEL"
     )]
     log_level: String,
+    /// Serve /metrics and /healthz on this address (or `off`)
+    /// [default: off].
+    #[arg(long, value_name = "ADDR|off", env = "MS_MI_HTTP")]
+    http: Option<String>,
 }
 
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
     let cli = Cli::parse();
+    // SIGHUP: the log level again (flags and environment: the MI has no
+    // settings file).
+    daemon_shell::reload::register_log_level(|| Ok(Cli::parse().log_level));
     let format = match cli.args.log_format {
         LogFormat::Human => membership::runtime::logging::LogFormat::Human,
         LogFormat::Json => membership::runtime::logging::LogFormat::Json,
@@ -64,6 +73,14 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
     let config = cli.args.server_config();
     config.validate().map_err(Fatal::usage)?;
     let core_config = config.clone();
+    // The HTTP port first: a port in use stops nothing half-started.
+    let http_listener = match cli.http.as_deref().map(daemon_shell::http::parse_http) {
+        Some(Ok(Some(addr))) => {
+            daemon_shell::http::bind("member-interface", addr, false).map_err(Fatal::from)?
+        }
+        Some(Err(e)) => return Err(Fatal::from(e)),
+        _ => None,
+    };
     let server = Server::bind(config).await.map_err(Fatal::usage)?;
     let ring = cli
         .keys
@@ -72,15 +89,25 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
     let keyed = ring.is_some();
     let link = uplink::start_with_ring(cli.args.listen, &cli.args.mservers, &core_config, ring)
         .map_err(|e| Fatal::usage(format!("cannot listen on {}: {e}", cli.args.listen)))?;
+    let http = match http_listener {
+        Some(l) => Some(
+            daemon_shell::http::serve(l, http::routes(http::HttpState::new(link.handle.clone())))
+                .map_err(Fatal::from)?,
+        ),
+        None => None,
+    };
     tracing::info!(socket = %server.path().display(), mi = %link.mi, udp = %link.local, "member-interface ready");
     let mut signals =
         Signals::stop_and_reload().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
     let socket = link.handle.socket.clone();
     let keys = cli.keys.clone();
     let shutdown = async move {
+        // Bounded by the signals that come: each SIGHUP reloads (the log
+        // level, then the key file), any other stops.
         loop {
             let signal = signals.recv().await;
             if signal == Signal::Hangup {
+                daemon_shell::reload::on_hangup();
                 reload_keys(&keys, keyed, &socket).await;
                 continue;
             }
@@ -104,6 +131,9 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
         if busy == 0 {
             break;
         }
+    }
+    if let Some(h) = http {
+        h.stop().await;
     }
     link.handle.stop();
     result.map_err(Fatal::failure)?;

@@ -15,6 +15,7 @@
 //! with real member interfaces; and a 2,000-member bootstrap simulated).
 //! `crypto` (the cost of the cluster key ring on RPC, view changes and
 //! rmcast, without and with it in one run).
+//! `soak` (false failures in a long run with the CPU cores busy).
 
 mod app;
 mod crypto;
@@ -25,6 +26,7 @@ mod peer;
 mod raw;
 mod rpc;
 mod rpc_core;
+mod soak;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -83,6 +85,10 @@ enum Scenario {
     /// each without and with a ring in the same run (target: <= 10%
     /// slower).
     Crypto(crypto::CryptoArgs),
+    /// False failures under load: 5 mservers and 2 member interfaces with
+    /// members, both CPU cores kept busy by spinning processes, nothing
+    /// killed for --minutes: every view installed is a false failure.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -97,6 +103,7 @@ fn main() {
         Scenario::Partition(args) => partition::run(&args),
         Scenario::App(args) => app::run(&args),
         Scenario::Crypto(args) => crypto::run(&args),
+        Scenario::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => {}

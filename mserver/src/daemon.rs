@@ -53,6 +53,11 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         MulticastMode::On => Some(true),
         MulticastMode::Auto => None,
     };
+    // The HTTP port first: a port in use stops nothing half-started.
+    let http_listener = match s.http_addr() {
+        (Some(addr), is_default) => daemon_shell::http::bind("mserver", addr, is_default)?,
+        (None, _) => None,
+    };
     let multicast = use_multicast(forced, PROBE_GROUP, s.multicast_interface).await;
     let me = NodeId::new(s.node_addr());
     let group_addr = NodeId::new(s.group_addr);
@@ -117,6 +122,15 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     } else {
         None
     };
+    let http_state = crate::http::HttpState::new(handle.clone());
+    let metrics = http_state.metrics().clone();
+    let http = match http_listener {
+        Some(l) => Some(daemon_shell::http::serve(
+            l,
+            crate::http::routes(http_state),
+        )?),
+        None => None,
+    };
     let listener = if s.crash_watch {
         match CrashWatchListener::bind(s.listen) {
             Ok(l) => Some(l),
@@ -158,6 +172,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         settings: s.clone(),
         group_socket,
         ring,
+        metrics,
+        group: s.group.clone(),
     };
     let exit = daemon.event_loop(events).await;
     if let Some(g) = daemon.group_socket.take() {
@@ -165,6 +181,9 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     }
     drop(daemon.watch.take());
     drop(listener);
+    if let Some(h) = http {
+        h.stop().await;
+    }
     handle.stop();
     Ok(exit)
 }
@@ -196,6 +215,10 @@ struct Daemon {
     group_socket: Option<GroupSocket>,
     /// The cluster key ring in force.
     ring: Option<KeyRing>,
+    /// The metrics the HTTP endpoint exports (counted here from events).
+    metrics: std::sync::Arc<crate::http::metrics::MserverMetrics>,
+    /// The group's name, for the metrics' labels.
+    group: String,
 }
 
 /// How long a member that left waits for the mcaster's LEAVE answer
@@ -222,7 +245,10 @@ impl Daemon {
                     }
                 },
                 signal = signals.recv() => match signal {
-                    Signal::Hangup => self.reload_keys().await,
+                    Signal::Hangup => {
+                        daemon_shell::reload::on_hangup();
+                        self.reload_keys().await;
+                    }
                     _ => self.start_leave(signal.name()).await,
                 },
                 _ = sleep_until(deregistered) => {
@@ -407,6 +433,10 @@ impl Daemon {
     }
 
     fn on_coreset(&mut self, e: CoreSetEvent) -> Option<Exit> {
+        if let CoreSetEvent::ViewInstalled { change_started, .. } = &e {
+            let took = Clock::now().saturating_duration_since(*change_started);
+            self.metrics.on_coreset_event(&self.group, &e, took);
+        }
         match e {
             CoreSetEvent::ViewInstalled {
                 view,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod http;
 pub mod security;
 pub mod settings;
 

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // clap prints usage errors and exits with code 2 itself.
     let cli = Cli::parse();
+    // SIGHUP: the log level from the file and environment again (flags
+    // still win).
+    daemon_shell::reload::register_log_level(|| Ok(Settings::load(&Cli::parse(), None)?.log_level));
     daemon_shell::startup::run(
         "mserver",
         Settings::load(&cli, None),

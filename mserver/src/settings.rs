@@ -24,6 +24,8 @@ pub const DEFAULT_MCASTER: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 7100);
 /// Default group name.
 pub const DEFAULT_GROUP: &str = "lan";
+/// Default HTTP endpoint (metrics, health, the status page).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9200";
 
 /// How group messages travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -140,6 +142,11 @@ pub struct Cli {
     /// [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Serve /metrics, /healthz, /readyz, /v1/... and the status page on
+    /// this address, or `off` [default: 127.0.0.1:9200; when that port is
+    /// taken, a warning and no endpoint].
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<String>,
 }
 
 /// The merged settings.
@@ -190,6 +197,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The HTTP endpoint's address, or `off`; `None`: the built-in
+    /// default, [`DEFAULT_HTTP`].
+    pub http: Option<String>,
 }
 
 impl Default for Settings {
@@ -217,6 +227,7 @@ impl Default for Settings {
             admin_from: Vec::new(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            http: None,
         }
     }
 }
@@ -260,6 +271,7 @@ impl Settings {
         flags.set("crash_watch", cli.crash_watch);
         flags.set("log_format", cli.log_format.map(|m| enum_name(&m)));
         flags.set("log_level", cli.log_level.as_ref());
+        flags.set("http", cli.http.as_ref());
         flags.set_list("cluster_keys", &cli.keys.cluster_key);
         flags.set("key_file", cli.keys.key_file.as_ref().map(|p| p.display()));
         flags.set(
@@ -346,6 +358,9 @@ impl Settings {
             );
         }
         crate::security::check(self)?;
+        if let Some(http) = &self.http {
+            daemon_shell::http::parse_http(http)?;
+        }
         if self.commit_delay_ms > 600_000 {
             bail!(
                 "commit-delay-ms {} is more than 10 minutes",
@@ -368,6 +383,18 @@ impl Settings {
     /// The commit delay fault, if any.
     pub fn commit_delay(&self) -> Option<Duration> {
         (self.commit_delay_ms > 0).then(|| Duration::from_millis(self.commit_delay_ms))
+    }
+
+    /// The HTTP endpoint's address (`None`: off), and whether it is the
+    /// built-in default (a port in use is then a warning, not an error).
+    pub fn http_addr(&self) -> (Option<std::net::SocketAddr>, bool) {
+        match &self.http {
+            Some(http) => (daemon_shell::http::parse_http(http).unwrap_or(None), false),
+            None => (
+                daemon_shell::http::parse_http(DEFAULT_HTTP).unwrap_or(None),
+                true,
+            ),
+        }
     }
 
     /// The address other mservers know us by.

@@ -410,6 +410,21 @@ impl CoreSet {
         matches!(self.state, State::Joined(_))
     }
 
+    /// Idle or changing, as [`CoreSet::snapshot`] says it, without building
+    /// the snapshot (a joining or departed mserver is idle here).
+    pub fn change_state(&self) -> ChangeState {
+        match &self.state {
+            State::Joined(j) if j.busy() => ChangeState::Changing,
+            _ => ChangeState::Idle,
+        }
+    }
+
+    /// The group's name (it changes when an abandoned subgroup renames
+    /// itself).
+    pub fn group_name(&self) -> &str {
+        &self.group
+    }
+
     /// Whether the voluntary leave completed.
     pub fn has_left(&self) -> bool {
         matches!(self.state, State::Left)

@@ -8,6 +8,7 @@
 //! [`ViewReply`] are the public contract of `msctl view --json` and are
 //! never renamed (fields may be added).
 
+use crate::coreset::{Member, TreeRecord};
 use crate::fault::FaultConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -242,6 +243,21 @@ pub struct FaultReply {
     pub error: Option<String>,
     /// The configuration in force afterwards, in words.
     pub now: String,
+}
+
+/// A member as the admin JSON shows it, with its tree bits from `tree`
+/// (the group's record; a default record shows a plain member).
+pub fn member_info(m: &Member, tree: &TreeRecord) -> MemberInfo {
+    let bits = tree.bits(m.rank);
+    MemberInfo {
+        rank: m.rank,
+        addr: m.addr.to_string(),
+        incarnation: m.incarnation.to_string(),
+        parent: bits.parent,
+        declined: bits.declined,
+        child_group: bits.child_group.as_ref().map(|g| g.name.clone()),
+        child_group_addr: bits.child_group.as_ref().map(|g| g.addr.to_string()),
+    }
 }
 
 #[cfg(test)]

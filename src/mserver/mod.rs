@@ -9,8 +9,11 @@
 //! - [`admin`]: the requests and replies `msctl` exchanges with an mserver;
 //! - [`access`]: who may use the admin procedures that change something;
 //! - [`keys`]: key rotation committed through the core-set (`msctl keys`).
+//! - [`events`]: the bounded log of view changes and failure detections
+//!   that `msctl events` streams and the status page shows.
 
 pub mod access;
 pub mod admin;
+pub mod events;
 pub mod keys;
 pub mod node;

@@ -19,14 +19,15 @@
 //!   events in the order they happen.
 
 use crate::appgroup::service::{AppService, AppServiceConfig, InstalledView, ServiceCtx};
-use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, TreeRecord, ViewSnapshot};
+use crate::coreset::{ChangeState, CoreSet, CoreSetEvent, Member, ViewSnapshot};
 use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
 use crate::mserver::access::AdminPolicy;
 use crate::mserver::admin::{
-    FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, MemberInfo, StatsReply,
-    ViewReply, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
+    self, FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, StatsReply, ViewReply,
+    PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
 };
+use crate::mserver::events::{EventLog, EventsRequest, PROC_EVENTS};
 use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
@@ -128,6 +129,9 @@ pub struct MserverNode {
     key_replies: Vec<(RequestToken, Option<String>)>,
     /// Where the last commit stands (for `keys` replies).
     last_commit: CommitPosition,
+    /// View changes and failure detections (`msctl events`, the status
+    /// page).
+    log: EventLog,
 }
 
 impl MserverNode {
@@ -141,9 +145,16 @@ impl MserverNode {
         registration: Option<Registration>,
         mut rpc: Rpc,
     ) -> Self {
-        for procedure in [PROC_VIEW, PROC_LEAVE, PROC_FAULT, PROC_STATS, PROC_KEYS]
-            .into_iter()
-            .chain(AppService::PROCEDURES)
+        for procedure in [
+            PROC_VIEW,
+            PROC_LEAVE,
+            PROC_FAULT,
+            PROC_STATS,
+            PROC_KEYS,
+            PROC_EVENTS,
+        ]
+        .into_iter()
+        .chain(AppService::PROCEDURES)
         {
             rpc.register(procedure, |_, _| HandlerResult::Deferred);
         }
@@ -154,6 +165,10 @@ impl MserverNode {
             reply_timeout,
             retries,
         ));
+        // A change that lasts longer than this is stuck (`/readyz`): four
+        // times the longest a change's phase may wait, at least 5 s.
+        let stuck_after = (reply_timeout * (retries + 1) * 4 + query_interval)
+            .max(std::time::Duration::from_secs(5));
         let mut node = MserverNode {
             coreset,
             apps,
@@ -174,6 +189,7 @@ impl MserverNode {
             key_waiters: Vec::new(),
             key_replies: Vec::new(),
             last_commit: CommitPosition::default(),
+            log: EventLog::new(1, stuck_after),
         };
         let group = node.coreset.snapshot(now).group;
         if let Some(reg) = node.registration.as_mut() {
@@ -222,6 +238,17 @@ impl MserverNode {
     /// The application-group service.
     pub fn apps(&self) -> &AppService {
         &self.apps
+    }
+
+    /// The event log (view changes, failure detections).
+    pub fn events(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Whether this mserver is in a view and not stuck in a change
+    /// (`/readyz`); `Err` says why not.
+    pub fn ready(&self, now: Instant) -> Result<(), String> {
+        self.log.ready(now, &self.coreset)
     }
 
     /// Admin requests refused because too many were pending.
@@ -423,6 +450,16 @@ impl MserverNode {
                     }
                 }
             },
+            PROC_EVENTS => match decode_body::<EventsRequest>(body) {
+                Ok(req) => {
+                    if let Some(reply) = self.log.request(now, token, &req) {
+                        if let Ok(body) = encode_body(&reply) {
+                            self.rpc.respond(now, token, body);
+                        }
+                    }
+                }
+                Err(_) => self.admin_dropped += 1,
+            },
             PROC_STATS => {
                 let reply = StatsReply {
                     coreset: crate::mserver::admin::counters_of(self.coreset.stats()),
@@ -444,7 +481,7 @@ impl MserverNode {
 
     /// Moves everything the inner cores produced to our queues, handling
     /// admin requests and answering `leave` once it is over.
-    fn drain(&mut self) {
+    fn drain(&mut self, now: Instant) {
         let mut admin = Vec::new();
         loop {
             let mut progressed = false;
@@ -463,6 +500,8 @@ impl MserverNode {
             }
             while let Some(e) = self.coreset.poll_event() {
                 progressed = true;
+                self.log
+                    .on_coreset_event(now, self.coreset.group_name(), &e);
                 match &e {
                     CoreSetEvent::Left => {
                         self.finish_leave(true);
@@ -565,12 +604,12 @@ impl MserverNode {
     /// Drains the inner cores, then runs the admin requests and replies
     /// collected, until nothing is left.
     fn pump(&mut self, now: Instant) {
-        self.drain();
+        self.drain(now);
         if std::mem::take(&mut self.deregister) {
             if let Some(reg) = self.registration.as_mut() {
                 reg.leave(now, self.group_addr);
             }
-            self.drain();
+            self.drain(now);
         }
         // Bounded: a round only has work if the previous one produced new
         // requests, which are finite per input.
@@ -628,21 +667,20 @@ impl MserverNode {
             for (token, procedure, body, peer) in std::mem::take(&mut self.pending_admin) {
                 self.on_admin(now, token, procedure, &body, peer);
             }
-            self.drain();
+            self.drain(now);
         }
-    }
-}
-
-fn member_info(m: &Member, tree: &TreeRecord) -> MemberInfo {
-    let bits = tree.bits(m.rank);
-    MemberInfo {
-        rank: m.rank,
-        addr: m.addr.to_string(),
-        incarnation: m.incarnation.to_string(),
-        parent: bits.parent,
-        declined: bits.declined,
-        child_group: bits.child_group.as_ref().map(|g| g.name.clone()),
-        child_group_addr: bits.child_group.as_ref().map(|g| g.addr.to_string()),
+        // The event log looks at the core-set after every input, and
+        // answers the subscribers waiting for an entry.
+        self.log.observe(now, &self.coreset);
+        let answers = self.log.poll_answers(now);
+        if !answers.is_empty() {
+            for (token, reply) in answers {
+                if let Ok(body) = encode_body(&reply) {
+                    self.rpc.respond(now, token, body);
+                }
+            }
+            self.drain(now);
+        }
     }
 }
 
@@ -668,8 +706,12 @@ pub fn view_reply(s: &ViewSnapshot) -> ViewReply {
             addr: g.addr.to_string(),
         }),
         max_parents: s.tree.max_parents,
-        me: member_info(&s.me, &s.tree),
-        members: s.members.iter().map(|m| member_info(m, &s.tree)).collect(),
+        me: admin::member_info(&s.me, &s.tree),
+        members: s
+            .members
+            .iter()
+            .map(|m| admin::member_info(m, &s.tree))
+            .collect(),
         held_down: s
             .held_down
             .iter()
@@ -693,7 +735,7 @@ impl Core for MserverNode {
                 self.rpc.handle_packet(now, packet);
                 // The requests this datagram completed are collected now,
                 // with its peer.
-                self.drain();
+                self.drain(now);
                 self.rpc_peer = None;
             }
             ProtocolId::Mcaster => {
@@ -743,7 +785,7 @@ impl Core for MserverNode {
                 earliest(self.coreset.poll_timeout(), reg),
                 self.rpc.poll_timeout(),
             ),
-            self.apps.poll_timeout(),
+            earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
         )
     }
 }

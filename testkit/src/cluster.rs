@@ -23,9 +23,12 @@ pub fn mcaster_command(mcaster: &Path, listen: SocketAddr) -> Command {
 }
 
 /// `mserver --group GROUP --group-addr GROUP_ADDR --listen LISTEN
-/// --mcaster MCASTER --multicast off --allow-faults` (stdin closed), not
-/// yet started: tests and benchmarks steer the fault interceptor with
-/// `msctl fault`, which an mserver refuses without `--allow-faults`.
+/// --mcaster MCASTER --multicast off --allow-faults` with `MS_HTTP=off`
+/// (stdin closed), not yet started: tests and benchmarks steer the fault
+/// interceptor with `msctl fault`, which an mserver refuses without
+/// `--allow-faults`. The HTTP endpoint is off so that tests never race for
+/// its default port (127.0.0.1:9200); a test that wants it adds `--http
+/// 127.0.0.1:PORT` (a flag wins over the environment).
 pub fn mserver_command(
     mserver: &Path,
     group: &str,
@@ -39,6 +42,7 @@ pub fn mserver_command(
         .args(["--listen", &listen.to_string()])
         .args(["--mcaster", &mcaster.to_string()])
         .args(["--multicast", "off", "--allow-faults"])
+        .env("MS_HTTP", "off")
         .stdin(Stdio::null());
     cmd
 }

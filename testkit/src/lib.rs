@@ -13,6 +13,7 @@
 //! - [`wait`]: polling a condition until it holds or a deadline passes;
 //! - [`cluster`]: an mcaster and mservers on a loopback LAN as the mserver
 //!   tests and `msbench` start them, and agreement of `msctl view` answers;
+//! - [`http`]: a minimal GET for the daemons' `--http` endpoints;
 //! - [`netns`]: a LAN of network namespaces (bridges, veth pairs, real IP
 //!   multicast), deleted when dropped, also when a test fails.
 //!
@@ -52,6 +53,7 @@
 
 pub mod bins;
 pub mod cluster;
+pub mod http;
 pub mod lines;
 pub mod netns;
 pub mod ports;

@@ -11,6 +11,8 @@
 //! and 4 a `join` whose membership ended (excluded; connection lost).
 #![forbid(unsafe_code)]
 
+#[path = "msctl/events.rs"]
+mod events;
 #[path = "msctl/mi.rs"]
 mod mi;
 #[path = "msctl/presets.rs"]
@@ -37,7 +39,7 @@ use std::time::Duration;
 /// `msctl`: the Membership Service's inspection and control tool.
 ///
 /// Every command talks to one of --server ADDR (an mserver: view, stats,
-/// leave, fault, groups; default 127.0.0.1:7200) or --mi PATH (the host's
+/// leave, fault, groups, events; default 127.0.0.1:7200) or --mi PATH (the host's
 /// member interface: join, create, view GROUP, lookup; default
 /// $XDG_RUNTIME_DIR/member-interface.sock, else /tmp/member-interface.sock),
 /// not both.
@@ -48,6 +50,7 @@ use std::time::Duration;
 ///   msctl --server 127.0.0.1:7200 fault --clear
 ///   msctl --server 127.0.0.1:7200 leave
 ///   msctl --server 127.0.0.1:7200 groups --json
+///   msctl --server 127.0.0.1:7200 events --json
 ///   msctl --mi /tmp/member-interface.sock create chat --survive keep-majority
 ///   msctl --mi /tmp/member-interface.sock join chat --name alice --json
 ///   msctl --mi /tmp/member-interface.sock view chat
@@ -61,7 +64,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "msctl", version, verbatim_doc_comment)]
 struct Cli {
-    /// The mserver to talk to (for view, stats, leave, fault, groups).
+    /// The mserver to talk to (for view, stats, leave, fault, groups, events).
     #[arg(long, value_name = "ADDR", global = true)]
     server: Option<SocketAddr>,
     /// The member interface's Unix socket (for join, create, view GROUP,
@@ -122,6 +125,14 @@ enum Command {
     Keys {
         #[command(subcommand)]
         op: KeysCommand,
+    },
+    /// Stream the mserver's view changes and failure detections as they
+    /// happen, one line each, until interrupted (--server).
+    Events {
+        /// One JSON object per line: {"kind": "view" | "failure_detected" |
+        /// "excluded" | "left" | "missed", "seq", "time", ...}.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the application groups the mserver knows and their current
     /// views (--server).
@@ -230,6 +241,7 @@ enum ServerCommand {
     Stats { json: bool },
     Fault(FaultArgs),
     Groups { json: bool },
+    Events { json: bool },
 }
 
 #[derive(Debug)]
@@ -325,6 +337,7 @@ fn check(
         }
         Command::Stats { json } => Target::Server(need_server()?, ServerCommand::Stats { json }),
         Command::Groups { json } => Target::Server(need_server()?, ServerCommand::Groups { json }),
+        Command::Events { json } => Target::Server(need_server()?, ServerCommand::Events { json }),
         Command::Fault {
             drop,
             block,
@@ -437,6 +450,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Stats { .. } => "stats",
         Command::Fault { .. } => "fault",
         Command::Groups { .. } => "groups",
+        Command::Events { .. } => "events",
         Command::Join { .. } => "join",
         Command::Create { .. } => "create",
         Command::Lookup { .. } => "lookup",
@@ -534,6 +548,9 @@ async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> a
                 return Err(Failure::Call(format!("the mserver refused the faults: {e}")).into());
             }
             println!("faults now: {}", reply.now);
+        }
+        ServerCommand::Events { json } => {
+            events::run(server, timeout, json, |e| call_failure(server, timeout, e)).await?;
         }
         ServerCommand::Groups { json } => {
             let reply: ReadReply =
