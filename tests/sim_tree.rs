@@ -264,6 +264,28 @@ impl Harness {
     }
 }
 
+/// Every live chain with each level's view, for failure messages.
+fn describe(h: &Harness) -> String {
+    let mut s = String::new();
+    for (n, c) in h.chains() {
+        s.push_str(&format!(
+            "\n  {n}: top {} task {} standby {:?}",
+            c.top(),
+            c.has_task(),
+            c.standby()
+        ));
+        for level in 1..=c.top() {
+            if let Some(core) = c.level(level) {
+                s.push_str(&format!(
+                    "\n    level {level}: {:?}",
+                    core.snapshot(h.sim.now())
+                ));
+            }
+        }
+    }
+    s
+}
+
 /// The tables each group's members hold, by group name.
 fn tables(h: &Harness) -> BTreeMap<String, Vec<(NodeId, ViewId, Table)>> {
     let mut out: BTreeMap<String, Vec<(NodeId, ViewId, Table)>> = BTreeMap::new();
@@ -418,23 +440,7 @@ fn form(seed: u64, test: &str, layout: Layout, link: LinkConfig, stagger_ms: u64
     let bound = Duration::from_secs(15);
     let ok = h.run_until(bound, |h| h.settled() && h.one_view_per_group());
     if !ok {
-        let mut s = String::new();
-        for (n, c) in h.chains() {
-            s.push_str(&format!(
-                "\n  {n}: top {} task {} standby {:?}",
-                c.top(),
-                c.has_task(),
-                c.standby()
-            ));
-            for level in 1..=c.top() {
-                if let Some(core) = c.level(level) {
-                    s.push_str(&format!(
-                        "\n    level {level}: {:?}",
-                        core.snapshot(h.sim.now())
-                    ));
-                }
-            }
-        }
+        let s = describe(&h);
         h.sim
             .fail(format!("the tree did not settle within {bound:?}:{s}"));
     }
@@ -677,23 +683,7 @@ fn reform_run(seed: u64, tally: &mut Tally) {
             && check_one_parent_each(h).is_ok()
     });
     if !ok {
-        let mut s = String::new();
-        for (n, c) in h.chains() {
-            s.push_str(&format!(
-                "\n  {n}: top {} task {} standby {:?}",
-                c.top(),
-                c.has_task(),
-                c.standby()
-            ));
-            for level in 1..=c.top() {
-                if let Some(core) = c.level(level) {
-                    s.push_str(&format!(
-                        "\n    level {level}: {:?}",
-                        core.snapshot(h.sim.now())
-                    ));
-                }
-            }
-        }
+        let s = describe(&h);
         let why = check_tree(&h)
             .and_then(|()| check_one_parent_each(&h))
             .err()

@@ -261,14 +261,7 @@ impl CoreSet {
             return Err(AppSubmitError::QueueFull);
         }
         j.app_queue.push_back((payload, now));
-        j.maybe_propose(&mut HandlerCtx::new(
-            now,
-            &self.cx,
-            &mut self.io,
-            self.leave,
-        ));
-        self.apply_transition(now);
-        self.rearm();
+        self.propose_queued(now);
         Ok(())
     }
 
@@ -297,15 +290,23 @@ impl CoreSet {
             .check(&op, j.my_rank, &ranks)
             .map_err(TreeSubmitError::Invalid)?;
         j.tree_queue.push_back((op, now));
-        j.maybe_propose(&mut HandlerCtx::new(
-            now,
-            &self.cx,
-            &mut self.io,
-            self.leave,
-        ));
+        self.propose_queued(now);
+        Ok(())
+    }
+
+    /// After a submission: proposes what is queued if this member can now,
+    /// then carries out what that asked for.
+    fn propose_queued(&mut self, now: Instant) {
+        if let State::Joined(j) = &mut self.state {
+            j.maybe_propose(&mut HandlerCtx::new(
+                now,
+                &self.cx,
+                &mut self.io,
+                self.leave,
+            ));
+        }
         self.apply_transition(now);
         self.rearm();
-        Ok(())
     }
 
     /// This member's rank in its view, if a member.
