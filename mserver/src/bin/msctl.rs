@@ -846,21 +846,16 @@ fn local_ip_for(server: SocketAddr) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// One admin call: request `procedure` with `request`, decode the reply.
-async fn call<Q: serde::Serialize, R: DeserializeOwned>(
-    server: SocketAddr,
-    timeout: Duration,
-    procedure: u16,
-    request: &Q,
-) -> anyhow::Result<R> {
-    let body = encode_body(request)?;
+/// A local RPC endpoint for talking to `server`: a socket on the address
+/// that reaches it, sealed with the cluster key ring when one was given.
+fn rpc_endpoint(server: SocketAddr) -> anyhow::Result<SpawnedCore<Rpc>> {
     let mut options = SocketOptions::new(SocketAddr::new(local_ip_for(server), 0));
     options.auth = RING
         .get()
         .cloned()
         .flatten()
         .map(membership::wire::AuthConfig::new);
-    let SpawnedCore { handle, mut events } = spawn_core(options, &[ProtocolId::Rpc], |ctx| {
+    spawn_core(options, &[ProtocolId::Rpc], |ctx| {
         Rpc::new(
             ctx.local,
             ctx.incarnation,
@@ -872,9 +867,22 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
             ),
         )
     })
-    .map_err(|e| Failure::Call(format!("cannot open a local socket: {e}")))?;
-    let target = NodeId::new(server);
-    let id = handle
+    .map_err(|e| Failure::Call(format!("cannot open a local socket: {e}")).into())
+}
+
+/// Calls `procedure` on `target` through `endpoint` and waits for its
+/// completion: the reply's bytes, or why there is none. The call times out
+/// after `timeout`; the wait is bounded a second later as a second line of
+/// defence.
+async fn call_once(
+    endpoint: &mut SpawnedCore<Rpc>,
+    target: NodeId,
+    procedure: u16,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> anyhow::Result<Result<Vec<u8>, CallError>> {
+    let id = endpoint
+        .handle
         .with_core(move |rpc, now| {
             rpc.call(
                 now,
@@ -885,6 +893,7 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
             )
         })
         .await?;
+    let events = &mut endpoint.events;
     let wait = async {
         while let Some(event) = events.recv().await {
             if let RpcEvent::CallCompleted {
@@ -898,16 +907,26 @@ async fn call<Q: serde::Serialize, R: DeserializeOwned>(
         }
         None
     };
-    // The call itself times out; this bound is a second line of defence.
-    let outcome = tokio::time::timeout(timeout + Duration::from_secs(1), wait).await;
-    handle.stop();
-    let result = match outcome {
-        Ok(Some(r)) => r,
-        Ok(None) | Err(_) => {
-            return Err(Failure::Call(call_failure(server, timeout, &CallError::Timeout)).into())
-        }
-    };
-    let reply = result.map_err(|e| Failure::Call(call_failure(server, timeout, &e)))?;
+    Ok(
+        match tokio::time::timeout(timeout + Duration::from_secs(1), wait).await {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(_) => Err(CallError::Timeout),
+        },
+    )
+}
+
+/// One admin call: request `procedure` with `request`, decode the reply.
+async fn call<Q: serde::Serialize, R: DeserializeOwned>(
+    server: SocketAddr,
+    timeout: Duration,
+    procedure: u16,
+    request: &Q,
+) -> anyhow::Result<R> {
+    let body = encode_body(request)?;
+    let mut endpoint = rpc_endpoint(server)?;
+    let result = call_once(&mut endpoint, NodeId::new(server), procedure, body, timeout).await;
+    endpoint.handle.stop();
+    let reply = result?.map_err(|e| Failure::Call(call_failure(server, timeout, &e)))?;
     decode_message::<R>(&reply)
         .map_err(|e| Failure::Call(format!("{server} answered something unreadable: {e}")).into())
 }

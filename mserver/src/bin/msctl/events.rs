@@ -1,7 +1,8 @@
 //! `msctl --server ADDR events [--json]`: the mserver's view changes and
 //! failure detections as they happen, one line each (Serf's `monitor`).
 //!
-//! One local RPC endpoint asks `PROC_EVENTS` again and again: the first
+//! One local RPC endpoint (sealed with the cluster key ring when one is
+//! given, like every other msctl call) asks `PROC_EVENTS` again and again: the first
 //! request takes the log's position (only what happens from now on is
 //! printed), each next one waits up to a second at the mserver for an
 //! entry after the last one printed. The mserver holds no state for us but
@@ -10,10 +11,9 @@
 //! are reported as missed. Runs until interrupted; a call the mserver does
 //! not answer ends it with exit code 1.
 
-use membership::id::{NodeId, ProtocolId};
+use membership::id::NodeId;
 use membership::mserver::events::{Event, EventsReply, EventsRequest, LoggedEvent, PROC_EVENTS};
-use membership::rpc::{CallError, CallOptions, Rpc, RpcConfig, RpcEvent};
-use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
+use membership::rpc::CallError;
 use membership::wire::{decode_message, encode_body};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,20 +29,7 @@ pub async fn run(
     json: bool,
     failure: impl Fn(&CallError) -> String,
 ) -> anyhow::Result<()> {
-    let options = SocketOptions::new(SocketAddr::new(super::local_ip_for(server), 0));
-    let SpawnedCore { handle, mut events } = spawn_core(options, &[ProtocolId::Rpc], |ctx| {
-        Rpc::new(
-            ctx.local,
-            ctx.incarnation,
-            RpcConfig::default(),
-            u64::from_le_bytes(
-                ctx.incarnation.to_bytes()[8..16]
-                    .try_into()
-                    .unwrap_or([7; 8]),
-            ),
-        )
-    })
-    .map_err(|e| anyhow::anyhow!("cannot open a local socket: {e}"))?;
+    let mut endpoint = super::rpc_endpoint(server)?;
     let target = NodeId::new(server);
     let mut after: Option<u64> = None;
     let mut said_hello = false;
@@ -57,39 +44,13 @@ pub async fn run(
         };
         let body = encode_body(&request)?;
         let call_timeout = timeout + WAIT;
-        let id = handle
-            .with_core(move |rpc, now| {
-                rpc.call(
-                    now,
-                    target,
-                    PROC_EVENTS,
-                    body,
-                    CallOptions::default().with_timeout(call_timeout),
-                )
-            })
-            .await?;
-        let wait = async {
-            while let Some(event) = events.recv().await {
-                if let RpcEvent::CallCompleted {
-                    id: done, result, ..
-                } = event
-                {
-                    if done == id {
-                        return Some(result);
-                    }
-                }
-            }
-            None
-        };
-        let result = match tokio::time::timeout(call_timeout + Duration::from_secs(1), wait).await {
-            Ok(Some(r)) => r,
-            Ok(None) | Err(_) => Err(CallError::Timeout),
-        };
+        let result =
+            super::call_once(&mut endpoint, target, PROC_EVENTS, body, call_timeout).await?;
         let reply = match result {
             Ok(bytes) => decode_message::<EventsReply>(&bytes)
                 .map_err(|e| anyhow::anyhow!("{server} answered something unreadable: {e}"))?,
             Err(e) => {
-                handle.stop();
+                endpoint.handle.stop();
                 anyhow::bail!("{}", failure(&e));
             }
         };
