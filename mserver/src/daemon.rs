@@ -2,11 +2,13 @@
 //! [`MserverNode`] (DESIGN.md section 3: no protocol logic here).
 //!
 //! - one UDP socket on `--listen`, driven by the runtime's core driver;
-//! - with IP multicast, a second socket bound to the group's port and
-//!   joined to its class D address, whose datagrams go to the same core;
+//! - with IP multicast, one more socket per group of the chain (one per
+//!   level: [`ChainEvent::JoinGroup`] / [`ChainEvent::LeaveGroup`]), bound
+//!   to the group's port and joined to its class D address, whose
+//!   datagrams go to the same core;
 //! - the crash watch: a TCP listener on the `--listen` port, and an idle
-//!   TCP connection to the neighbour the core-set monitors
-//!   ([`CoreSetEvent::Watch`]), whose loss is reported to the core as a
+//!   TCP connection to each neighbour the levels monitor
+//!   ([`ChainEvent::Watch`]), whose loss is reported to the core as a
 //!   "port unreachable" hint;
 //! - SIGTERM / SIGINT: a graceful leave (bounded in time), then exit.
 
@@ -15,7 +17,7 @@ use crate::node::{MserverNode, NodeEvent};
 use crate::settings::{MulticastMode, Settings};
 use daemon_shell::multicast::{open_group_socket, use_multicast};
 use daemon_shell::signals::{Signal, Signals};
-use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent, Member};
+use membership::coreset::{CoreSetConfig, CoreSetEvent, GroupRef, Member, TreeSettings};
 use membership::id::{NodeId, ProtocolId};
 use membership::mcaster_reg::{ReceiveMode, Registration, RegistrationConfig, RegistrationEvent};
 use membership::rpc::{Rpc, RpcConfig};
@@ -23,7 +25,9 @@ use membership::runtime::{
     new_incarnation, spawn_core, Clock, CoreHandle, CrashWatch, CrashWatchListener, GetFaults,
     GroupSocket, MulticastSend, SetIncarnation, SetKeyRing, SocketOptions, SpawnedCore,
 };
+use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings};
 use membership::wire::{AuthConfig, KeyRing};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -64,19 +68,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     let incarnation = new_incarnation();
     let now = Clock::now();
     let seed = seed_from(incarnation.to_bytes());
-    let config = CoreSetConfig {
-        query_interval: s.query_interval(),
-        reply_timeout: s.reply_timeout(),
-        retries: s.retries,
-        commit_delay: s.commit_delay(),
-        flap_window: Duration::from_millis(s.flap_window_ms),
-        hold_down: Duration::from_millis(s.hold_down_ms),
-        hold_down_max: Duration::from_millis(s.hold_down_max_ms),
-        ..CoreSetConfig::new(me, incarnation, s.group.clone(), group_addr)
-    };
-    let leave_budget = leave_budget(&config);
-    let coreset = CoreSet::new(config, now, seed)
-        .map_err(|e| anyhow::anyhow!("invalid core-set settings: {e}"))?;
+    let chain = Chain::new(chain_config(&s, me, incarnation)?, now, seed)
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let kind = if multicast {
         ReceiveMode::Mc
     } else {
@@ -86,8 +79,9 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     let rpc = Rpc::new(me, incarnation, RpcConfig::default(), seed ^ 0x5eed_5eed);
     let ring = crate::security::start_ring(&s)?;
     let policy = crate::security::policy(&s, ring.is_some())?;
-    let node = MserverNode::new(now, group_addr, coreset, Some(registration), rpc)
-        .with_security(policy, ring.clone());
+    let node =
+        MserverNode::new(now, chain, Some(registration), rpc).with_security(policy, ring.clone());
+    let leave_budget = node.leave_budget();
 
     let mut options = SocketOptions::new(s.listen);
     options.advertise = s.advertise.map(NodeId::new);
@@ -104,7 +98,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     )
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.listen))?;
 
-    let group_socket = if multicast {
+    let mut group_sockets = BTreeMap::new();
+    if multicast {
         let send = MulticastSend::new(s.multicast_interface);
         match open_group_socket(
             group_addr,
@@ -113,15 +108,15 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
             &[ProtocolId::CoreSet],
             &handle,
         ) {
-            Ok(g) => Some(g),
+            Ok(g) => {
+                group_sockets.insert(group_addr, g);
+            }
             Err(e) => {
                 handle.stop();
                 anyhow::bail!("cannot join the group address {}: {e}", s.group_addr);
             }
         }
-    } else {
-        None
-    };
+    }
     let http_state = crate::http::HttpState::new(handle.clone());
     let metrics = http_state.metrics().clone();
     let http = match http_listener {
@@ -146,9 +141,16 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     } else {
         None
     };
+    let parents: Vec<String> = s
+        .parents()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.group.to_string())
+        .collect();
     tracing::info!(
         group = %s.group,
         group_addr = %s.group_addr,
+        parents = %if parents.is_empty() { "-".to_string() } else { parents.join(" ") },
         node = %me,
         %incarnation,
         transport = if multicast { "ip-multicast" } else { "mcaster" },
@@ -170,13 +172,12 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
         deregistering: None,
         multicast,
         settings: s.clone(),
-        group_socket,
+        group_sockets,
         ring,
         metrics,
-        group: s.group.clone(),
     };
     let exit = daemon.event_loop(events).await;
-    if let Some(g) = daemon.group_socket.take() {
+    for (_, g) in std::mem::take(&mut daemon.group_sockets) {
         g.stop();
     }
     drop(daemon.watch.take());
@@ -188,13 +189,39 @@ pub async fn run(s: Settings) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
-/// How long a graceful leave may take before the daemon exits anyway. One
-/// owner: the core-set's own leave bound ([`CoreSetConfig::leave_timeout`];
-/// a leave that has not committed by then completes anyway and the core
-/// reports `Left`), plus one reply timeout for that report to reach the
-/// daemon's loop. The daemon's deadline is only a backstop.
-fn leave_budget(config: &CoreSetConfig) -> Duration {
-    config.leave_timeout() + config.reply_timeout
+/// The chain this mserver runs: level 1 from the flags, the levels above
+/// from `--parent` / `[[parent]]` (each with its own timings).
+fn chain_config(
+    s: &Settings,
+    me: NodeId,
+    incarnation: membership::id::Incarnation,
+) -> anyhow::Result<ChainConfig> {
+    let level1 = CoreSetConfig {
+        query_interval: s.query_interval(),
+        reply_timeout: s.reply_timeout(),
+        retries: s.retries,
+        commit_delay: s.commit_delay(),
+        flap_window: Duration::from_millis(s.flap_window_ms),
+        hold_down: Duration::from_millis(s.hold_down_ms),
+        hold_down_max: Duration::from_millis(s.hold_down_max_ms),
+        tree: TreeSettings {
+            max_parents: s.max_parents,
+            declined: !s.auto_parent,
+            ..TreeSettings::default()
+        },
+        ..CoreSetConfig::new(me, incarnation, s.group.clone(), NodeId::new(s.group_addr))
+    };
+    let parents = s
+        .parents()?
+        .into_iter()
+        .map(|p| LevelSettings {
+            group: p.group,
+            query_interval: Duration::from_millis(p.query_interval_ms),
+            reply_timeout: Duration::from_millis(p.reply_timeout_ms),
+            retries: p.retries,
+        })
+        .collect();
+    Ok(ChainConfig { level1, parents })
 }
 
 /// The loop's state.
@@ -211,14 +238,13 @@ struct Daemon {
     multicast: bool,
     /// The settings it started with (key reload, key-ring file).
     settings: Settings,
-    /// The class D socket, with IP multicast.
-    group_socket: Option<GroupSocket>,
+    /// The class D sockets, with IP multicast: one per group of the
+    /// chain, by group address.
+    group_sockets: BTreeMap<NodeId, GroupSocket>,
     /// The cluster key ring in force.
     ring: Option<KeyRing>,
     /// The metrics the HTTP endpoint exports (counted here from events).
     metrics: std::sync::Arc<crate::http::metrics::MserverMetrics>,
-    /// The group's name, for the metrics' labels.
-    group: String,
 }
 
 /// How long a member that left waits for the mcaster's LEAVE answer
@@ -294,7 +320,7 @@ impl Daemon {
     /// Hands `ring` to the sockets and persists it.
     async fn apply_ring(&mut self, ring: KeyRing) {
         let _ = self.handle.socket.send(SetKeyRing(ring.clone())).await;
-        if let Some(g) = &self.group_socket {
+        for g in self.group_sockets.values() {
             let _ = g.socket().send(SetKeyRing(ring.clone())).await;
         }
         crate::security::persist(&self.settings, &ring);
@@ -316,7 +342,13 @@ impl Daemon {
     /// Acts on one event; `Some` ends the daemon.
     async fn on_event(&mut self, e: NodeEvent) -> Option<Exit> {
         match e {
-            NodeEvent::CoreSet(e) => return self.on_coreset(e),
+            NodeEvent::Chain(e) => self.on_chain(e),
+            NodeEvent::Left => {
+                // The node withdraws the mcaster registrations now; their
+                // answer (or the grace) ends the daemon.
+                tracing::info!("left every group");
+                self.deregistering = Some(tokio::time::Instant::now() + DEREGISTER_GRACE);
+            }
             NodeEvent::Registration(e) => match e {
                 RegistrationEvent::Registered { group } => {
                     tracing::info!(%group, "registered with the mcaster")
@@ -432,11 +464,85 @@ impl Daemon {
         None
     }
 
-    fn on_coreset(&mut self, e: CoreSetEvent) -> Option<Exit> {
+    /// Carries out a chain event: group sockets, crash watches, the
+    /// header's incarnation; logs the rest.
+    fn on_chain(&mut self, e: ChainEvent) {
+        match e {
+            ChainEvent::Level {
+                level,
+                group,
+                event,
+            } => self.on_coreset(level, &group, event),
+            ChainEvent::JoinGroup(group) => {
+                tracing::info!(group = %group.name, group_addr = %group.addr, "joining the group of the level above");
+                self.open_group_socket(&group);
+            }
+            ChainEvent::LeaveGroup(group) => {
+                tracing::info!(group = %group.name, group_addr = %group.addr, "left the group of the level above");
+                if let Some(g) = self.group_sockets.remove(&group.addr) {
+                    g.stop();
+                }
+            }
+            ChainEvent::Watch(targets) => {
+                if let Some(w) = self.watch.as_mut() {
+                    tracing::debug!(targets = ?targets, "crash watch targets");
+                    w.watch_all(&targets);
+                }
+            }
+            ChainEvent::NewIncarnation(inc) => {
+                tracing::info!(incarnation = %inc, "new incarnation: rejoining");
+                self.handle.socket.do_send(SetIncarnation(inc));
+            }
+            ChainEvent::Standby { level, reason } => {
+                tracing::info!(level, %reason, "standby: staying at level {level} ({reason})");
+            }
+            ChainEvent::SteppedDown { level } => {
+                tracing::info!(level, "stepped down as a parent of our level-{level} group");
+            }
+            ChainEvent::Parent { level, group } => {
+                tracing::info!(
+                    level,
+                    parent_group = %group,
+                    "became a parent of our level-{level} group, a member of {}",
+                    group.name
+                );
+            }
+        }
+    }
+
+    /// With IP multicast, listens on `group`'s class D address (a level
+    /// was added); through the mcaster, nothing to open (the node
+    /// registered the group).
+    fn open_group_socket(&mut self, group: &GroupRef) {
+        if !self.multicast || self.group_sockets.contains_key(&group.addr) {
+            return;
+        }
+        let send = MulticastSend::new(self.settings.multicast_interface);
+        match open_group_socket(
+            group.addr,
+            send,
+            self.ring.clone(),
+            &[ProtocolId::CoreSet],
+            &self.handle,
+        ) {
+            Ok(g) => {
+                self.group_sockets.insert(group.addr, g);
+            }
+            Err(e) => tracing::error!(
+                group = %group.name,
+                group_addr = %group.addr,
+                error = %e,
+                "cannot join the group address of the level above; that level hears only unicast"
+            ),
+        }
+    }
+
+    fn on_coreset(&mut self, level: u8, group: &GroupRef, e: CoreSetEvent) {
         if let CoreSetEvent::ViewInstalled { change_started, .. } = &e {
             let took = Clock::now().saturating_duration_since(*change_started);
-            self.metrics.on_coreset_event(&self.group, &e, took);
+            self.metrics.on_coreset_event(&group.name, level, &e, took);
         }
+        let name = group.name.as_str();
         match e {
             CoreSetEvent::ViewInstalled {
                 view,
@@ -449,6 +555,8 @@ impl Daemon {
             } => {
                 let took = Clock::now().saturating_duration_since(change_started);
                 tracing::info!(
+                    group = name,
+                    level,
                     view = view.number,
                     coordinator = %view.coordinator,
                     members = %list(&members),
@@ -459,12 +567,13 @@ impl Daemon {
                     "view installed"
                 );
             }
-            CoreSetEvent::NewIncarnation(inc) => {
-                tracing::info!(incarnation = %inc, "new incarnation: rejoining");
-                self.handle.socket.do_send(SetIncarnation(inc));
-            }
+            // The chain reports level 1's new life (and keeps the upper
+            // levels' lives in their envelopes).
+            CoreSetEvent::NewIncarnation(_) => {}
             CoreSetEvent::Excluded { view } => {
                 tracing::warn!(
+                    group = name,
+                    level,
                     view = view.number,
                     "the group excluded us (we were paused or cut off); rejoining with a new incarnation"
                 );
@@ -477,6 +586,8 @@ impl Daemon {
                 // The node's application-group service applies them; the
                 // core-set's view (its membership) stays as it is.
                 tracing::info!(
+                    group = name,
+                    level,
                     view = view.number,
                     commit = view.seq,
                     changes = payloads.len(),
@@ -486,6 +597,8 @@ impl Daemon {
             }
             CoreSetEvent::HeldDown { remaining } => {
                 tracing::warn!(
+                    group = name,
+                    level,
                     remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
                     "the group holds our rejoin down: we were failed again and again after rejoining \
                      (a one-way or flapping link to a member?); we keep asking"
@@ -497,6 +610,8 @@ impl Daemon {
                 op,
             } => {
                 tracing::info!(
+                    group = name,
+                    level,
                     view = view.number,
                     originator = %originator.map_or_else(|| "-".to_string(), |m| m.addr.to_string()),
                     change = ?op,
@@ -504,29 +619,21 @@ impl Daemon {
                 );
             }
             CoreSetEvent::TreeRefused { op, error } => {
-                tracing::warn!(change = ?op, %error, "tree change dropped: it no longer fits the group");
+                tracing::warn!(group = name, level, change = ?op, %error, "tree change dropped: it no longer fits the group");
             }
             CoreSetEvent::JoinRefused { reason } => {
                 tracing::warn!(
+                    group = name,
+                    level,
                     reason = ?reason,
                     "a group of our name at this address refuses us: it is a group of another \
                      level of the hierarchy; choose another --group or --group-addr (we keep asking)"
                 );
             }
-            CoreSetEvent::Watch(target) => {
-                if let Some(w) = self.watch.as_mut() {
-                    tracing::debug!(target = ?target, "crash watch target");
-                    w.watch(target);
-                }
-            }
-            CoreSetEvent::Left => {
-                // The node withdraws the mcaster registration now; its
-                // answer (or the grace) ends the daemon.
-                tracing::info!("left the group");
-                self.deregistering = Some(tokio::time::Instant::now() + DEREGISTER_GRACE);
-            }
+            // The chain watches the union of the levels' targets.
+            CoreSetEvent::Watch(_) => {}
+            CoreSetEvent::Left => tracing::info!(group = name, level, "left the group"),
         }
-        None
     }
 }
 

@@ -7,6 +7,7 @@
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use daemon_shell::settings::{Overrides, Sources};
+use membership::coreset::{GroupRef, MAX_LEVEL, MAX_PARENTS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,6 +43,51 @@ pub enum MulticastMode {
 }
 
 pub use membership::runtime::logging::LogFormat;
+
+/// One level above the mserver's own group: a `--parent NAME@IP:PORT`
+/// (level 1's timings), or a `[[parent]]` table of the TOML file with its
+/// own timings (upper levels often cross slower links).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParentSpec {
+    /// `NAME@IP:PORT`.
+    Short(String),
+    /// `[[parent]]`: `name`, `addr` and optionally `query_interval_ms`,
+    /// `reply_timeout_ms`, `retries`.
+    Table(ParentTable),
+}
+
+/// A `[[parent]]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentTable {
+    /// The group's name.
+    pub name: String,
+    /// The group's address (IPv4 multicast).
+    pub addr: SocketAddr,
+    /// This level's monitoring interval (default: level 1's).
+    #[serde(default)]
+    pub query_interval_ms: Option<u64>,
+    /// This level's reply timeout (default: level 1's).
+    #[serde(default)]
+    pub reply_timeout_ms: Option<u64>,
+    /// This level's retries (default: level 1's).
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// A level above level 1, checked: its group and timings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentLevel {
+    /// The group.
+    pub group: GroupRef,
+    /// Monitoring interval, ms.
+    pub query_interval_ms: u64,
+    /// Reply timeout, ms.
+    pub reply_timeout_ms: u64,
+    /// Retries.
+    pub retries: u32,
+}
 
 /// `mserver`: a member of an mserver group (core-set) of the Membership
 /// Service.
@@ -147,6 +193,21 @@ pub struct Cli {
     /// taken, a warning and no endpoint].
     #[arg(long, value_name = "ADDR|off")]
     pub http: Option<String>,
+    /// A group above ours, lowest level first (repeatable): `--parent
+    /// building-1@239.255.1.1:7301 --parent campus@239.255.1.2:7302`
+    /// makes this mserver a candidate parent of our group in building-1,
+    /// and of building-1 in campus (docs/hierarchy.md). The flags replace
+    /// the file's `[[parent]]` list as a whole.
+    #[arg(long, value_name = "NAME@IP:PORT")]
+    pub parent: Vec<String>,
+    /// When our group records a parent group but has no parent left, its
+    /// lowest-rank member becomes one [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub auto_parent: Option<bool>,
+    /// Most parents a group this mserver founds keeps (1 to 8); extra ones
+    /// step down [default: 1].
+    #[arg(long, value_name = "N")]
+    pub max_parents: Option<u8>,
 }
 
 /// The merged settings.
@@ -200,6 +261,12 @@ pub struct Settings {
     /// The HTTP endpoint's address, or `off`; `None`: the built-in
     /// default, [`DEFAULT_HTTP`].
     pub http: Option<String>,
+    /// The groups above ours, lowest level first.
+    pub parent: Vec<ParentSpec>,
+    /// Automatic re-parenting.
+    pub auto_parent: bool,
+    /// Most parents a group we found keeps.
+    pub max_parents: u8,
 }
 
 impl Default for Settings {
@@ -228,6 +295,9 @@ impl Default for Settings {
             log_format: LogFormat::Human,
             log_level: "info".into(),
             http: None,
+            parent: Vec::new(),
+            auto_parent: true,
+            max_parents: 1,
         }
     }
 }
@@ -280,6 +350,9 @@ impl Settings {
         );
         flags.set("allow_faults", cli.allow_faults.then_some(true));
         flags.set_list("admin_from", &cli.admin_from);
+        flags.set_list("parent", &cli.parent);
+        flags.set("auto_parent", cli.auto_parent);
+        flags.set("max_parents", cli.max_parents);
         for spec in &cli.fault {
             let (k, v) = parse_fault(spec)?;
             flags.set(&k, Some(v));
@@ -289,7 +362,7 @@ impl Settings {
                 daemon: "mserver",
                 file: cli.config.as_deref(),
                 env,
-                env_list_keys: &["cluster_keys", "admin_from"],
+                env_list_keys: &["cluster_keys", "admin_from", "parent"],
             },
             flags,
         )?;
@@ -326,21 +399,12 @@ impl Settings {
                 self.listen
             );
         }
-        if !(10..=60_000).contains(&self.query_interval_ms) {
-            bail!(
-                "query_interval_ms {} is out of range 10..=60000",
-                self.query_interval_ms
-            );
-        }
-        if !(1..=60_000).contains(&self.reply_timeout_ms) {
-            bail!(
-                "reply_timeout_ms {} is out of range 1..=60000",
-                self.reply_timeout_ms
-            );
-        }
-        if self.retries > 100 {
-            bail!("retries {} is out of range 0..=100", self.retries);
-        }
+        check_timings(
+            "",
+            self.query_interval_ms,
+            self.reply_timeout_ms,
+            self.retries,
+        )?;
         for (name, value) in [
             ("flap_window_ms", self.flap_window_ms),
             ("hold_down_ms", self.hold_down_ms),
@@ -361,6 +425,13 @@ impl Settings {
         if let Some(http) = &self.http {
             daemon_shell::http::parse_http(http)?;
         }
+        if !(1..=MAX_PARENTS).contains(&self.max_parents) {
+            bail!(
+                "max_parents {} is out of range 1..={MAX_PARENTS}",
+                self.max_parents
+            );
+        }
+        self.parents()?;
         if self.commit_delay_ms > 600_000 {
             bail!(
                 "commit-delay-ms {} is more than 10 minutes",
@@ -368,6 +439,82 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The levels above ours, checked: names and addresses valid and all
+    /// different along the chain (ours included), at most
+    /// [`MAX_LEVEL`] levels, timings in range.
+    pub fn parents(&self) -> anyhow::Result<Vec<ParentLevel>> {
+        if self.parent.len() >= usize::from(MAX_LEVEL) {
+            bail!(
+                "{} --parent entries: a chain has at most {MAX_LEVEL} levels",
+                self.parent.len()
+            );
+        }
+        let mut names = vec![self.group.clone()];
+        let mut addrs = vec![self.group_addr];
+        let mut out = Vec::new();
+        for (i, spec) in self.parent.iter().enumerate() {
+            let level = i + 2;
+            let (name, addr, q, r, n) = match spec {
+                ParentSpec::Short(text) => {
+                    let (name, addr) = text.split_once('@').with_context(|| {
+                        format!(
+                            "parent {text:?} (level {level}): expected NAME@IP:PORT, e.g. building-1@239.255.1.1:7301"
+                        )
+                    })?;
+                    let addr: SocketAddr = addr.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "parent {text:?} (level {level}): {addr:?} is not an IP:PORT address"
+                        )
+                    })?;
+                    (name.to_string(), addr, None, None, None)
+                }
+                ParentSpec::Table(t) => (
+                    t.name.clone(),
+                    t.addr,
+                    t.query_interval_ms,
+                    t.reply_timeout_ms,
+                    t.retries,
+                ),
+            };
+            if !membership::coreset::valid_group_name(&name) {
+                bail!(
+                    "parent group name {name:?} (level {level}) must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
+                );
+            }
+            match addr.ip() {
+                IpAddr::V4(ip) if ip.is_multicast() && addr.port() != 0 => {}
+                _ => bail!(
+                    "parent group {name} (level {level}): {addr} is not an IPv4 multicast address with a port, e.g. 239.255.1.1:7301"
+                ),
+            }
+            if names.contains(&name) {
+                bail!("group {name} appears twice in the chain (--group and --parent must all differ)");
+            }
+            if addrs.contains(&addr) {
+                bail!(
+                    "group address {addr} appears twice in the chain (every level needs its own)"
+                );
+            }
+            names.push(name.clone());
+            addrs.push(addr);
+            let level = ParentLevel {
+                group: GroupRef::new(&name, membership::id::NodeId::new(addr))
+                    .map_err(|e| anyhow::anyhow!("parent group {name}: {e}"))?,
+                query_interval_ms: q.unwrap_or(self.query_interval_ms),
+                reply_timeout_ms: r.unwrap_or(self.reply_timeout_ms),
+                retries: n.unwrap_or(self.retries),
+            };
+            check_timings(
+                &format!("parent {name} (level {})", i + 2),
+                level.query_interval_ms,
+                level.reply_timeout_ms,
+                level.retries,
+            )?;
+            out.push(level);
+        }
+        Ok(out)
     }
 
     /// The monitoring interval.
@@ -401,6 +548,31 @@ impl Settings {
     pub fn node_addr(&self) -> SocketAddr {
         self.advertise.unwrap_or(self.listen)
     }
+}
+
+/// Checks one level's timings; `what` names the level in the message
+/// (empty: level 1).
+fn check_timings(
+    what: &str,
+    query_interval_ms: u64,
+    reply_timeout_ms: u64,
+    retries: u32,
+) -> anyhow::Result<()> {
+    let of = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" of {what}")
+    };
+    if !(10..=60_000).contains(&query_interval_ms) {
+        bail!("query_interval_ms {query_interval_ms}{of} is out of range 10..=60000");
+    }
+    if !(1..=60_000).contains(&reply_timeout_ms) {
+        bail!("reply_timeout_ms {reply_timeout_ms}{of} is out of range 1..=60000");
+    }
+    if retries > 100 {
+        bail!("retries {retries}{of} is out of range 0..=100");
+    }
+    Ok(())
 }
 
 fn enum_name<T: ValueEnum>(v: &T) -> String {
@@ -503,5 +675,116 @@ mod tests {
         assert_eq!((ok.hold_down_ms, ok.hold_down_max_ms), (2000, 300_000));
         assert!(Settings::load(&cli(&[]), env(&[("MS_RETRIES", "many")])).is_err());
         assert!(Cli::try_parse_from(["mserver", "--listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn parents_from_flags_file_and_env() {
+        let s = Settings::load(
+            &cli(&[
+                "--group",
+                "dept-a",
+                "--parent",
+                "building-1@239.255.1.1:7301",
+                "--parent",
+                "campus@239.255.1.2:7302",
+                "--max-parents",
+                "2",
+                "--auto-parent",
+                "false",
+            ]),
+            env(&[]),
+        )
+        .expect("valid chain");
+        let p = s.parents().expect("parents");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].group.to_string(), "building-1@239.255.1.1:7301");
+        assert_eq!(p[1].group.name, "campus");
+        assert_eq!((p[1].query_interval_ms, p[1].retries), (200, 2));
+        assert_eq!((s.max_parents, s.auto_parent), (2, false));
+
+        let dir = std::env::temp_dir().join(format!("mserver-parents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("m.toml");
+        std::fs::write(
+            &path,
+            "group = \"dept-a\"\n\n[[parent]]\nname = \"building-1\"\naddr = \"239.255.1.1:7301\"\nquery_interval_ms = 500\nretries = 3\n\n[[parent]]\nname = \"campus\"\naddr = \"239.255.1.2:7302\"\n",
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let s = Settings::load(&cli(&["--config", file]), env(&[])).expect("file");
+        let p = s.parents().expect("parents");
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].query_interval_ms, p[0].reply_timeout_ms, p[0].retries),
+            (500, 100, 3)
+        );
+        assert_eq!(p[1].query_interval_ms, 200);
+        // The flags replace the file's list as a whole.
+        let s = Settings::load(
+            &cli(&["--config", file, "--parent", "other@239.255.1.9:7309"]),
+            env(&[]),
+        )
+        .expect("flags over file");
+        let p = s.parents().expect("parents");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].group.name, "other");
+        // The environment, comma-separated.
+        let s = Settings::load(
+            &cli(&[]),
+            env(&[("MS_PARENT", "b@239.255.1.1:7301,c@239.255.1.2:7302")]),
+        )
+        .expect("env");
+        assert_eq!(s.parents().expect("parents").len(), 2);
+        // A table with an unknown key is refused.
+        std::fs::write(
+            &path,
+            "[[parent]]\nname = \"b\"\naddr = \"239.255.1.1:7301\"\nqueryinterval = 5\n",
+        )
+        .expect("write");
+        assert!(Settings::load(&cli(&["--config", file]), env(&[])).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_chains_are_errors() {
+        let err = |args: &[&str]| {
+            Settings::load(&cli(args), env(&[]))
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        let e = err(&["--group", "a", "--parent", "a@239.255.1.1:7301"]);
+        assert!(e.contains("appears twice"), "{e}");
+        let e = err(&[
+            "--parent",
+            "b@239.255.1.1:7301",
+            "--parent",
+            "b@239.255.1.2:7302",
+        ]);
+        assert!(e.contains("appears twice"), "{e}");
+        let e = err(&["--parent", "b@239.255.70.1:7300"]);
+        assert!(e.contains("appears twice"), "same address as level 1: {e}");
+        let e = err(&["--parent", "b@10.0.0.1:7301"]);
+        assert!(e.contains("not an IPv4 multicast"), "{e}");
+        let e = err(&["--parent", "b@239.255.1.1:0"]);
+        assert!(e.contains("not an IPv4 multicast"), "{e}");
+        let e = err(&["--parent", "no-at-sign"]);
+        assert!(e.contains("NAME@IP:PORT"), "{e}");
+        let e = err(&["--parent", "bad name@239.255.1.1:7301"]);
+        assert!(e.contains("must be 1 to 64"), "{e}");
+        let e = err(&["--max-parents", "0"]);
+        assert!(e.contains("max_parents"), "{e}");
+        let e = err(&["--max-parents", "9"]);
+        assert!(e.contains("max_parents"), "{e}");
+        let many: Vec<String> = (0..16)
+            .map(|i| format!("g{i}@239.255.9.{}:7301", i + 1))
+            .collect();
+        let mut args = Vec::new();
+        for m in &many {
+            args.push("--parent");
+            args.push(m.as_str());
+        }
+        let e = err(&args);
+        assert!(e.contains("at most"), "{e}");
     }
 }

@@ -24,7 +24,7 @@
 
 use membership::appgroup::agent::MiAgentConfig;
 use membership::appgroup::{AppError, AppView, GroupName, GroupOptions, MemberInfo, MemberName};
-use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent};
+use membership::coreset::{CoreSetConfig, CoreSetEvent};
 use membership::id::NodeId;
 use membership::mi::{
     ConnId, Event, MembershipId, MiNode, MiNodeEvent, Op, Reply, SessionConfig, ToClient,
@@ -33,6 +33,7 @@ use membership::rpc::{Rpc, RpcConfig};
 use membership::sim::{run_seeds, Either, EitherEvent, SimConfig, Simulator};
 use membership::sim_replay;
 use membership::time::Instant;
+use membership::tree::{Chain, ChainConfig, ChainEvent};
 use mserver::node::{MserverNode, NodeEvent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -81,20 +82,15 @@ fn simulator_with(seed: u64, name: &'static str, query_interval: Duration) -> Si
         if spawn.id.addr().port() == 7200 {
             let mut c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr());
             c.query_interval = query_interval;
-            let coreset = CoreSet::new(c, spawn.now, spawn.seed).expect("config");
+            let chain =
+                Chain::new(ChainConfig::one_level(c), spawn.now, spawn.seed).expect("config");
             let rpc = Rpc::new(
                 spawn.id,
                 spawn.incarnation,
                 RpcConfig::default(),
                 spawn.seed ^ 0x5eed,
             );
-            Host::Left(Box::new(MserverNode::new(
-                spawn.now,
-                group_addr(),
-                coreset,
-                None,
-                rpc,
-            )))
+            Host::Left(Box::new(MserverNode::new(spawn.now, chain, None, rpc)))
         } else {
             // Each MI prefers "its" mserver, then the others.
             // A fresh MI id per life, as the daemon draws one per start.
@@ -127,7 +123,7 @@ fn simulator_with(seed: u64, name: &'static str, query_interval: Duration) -> Si
     // A rejoin after an exclusion takes a new incarnation, which the
     // simulator's codec must stamp (the daemon does it on its socket).
     sim.track_incarnation(|e| match e {
-        HostEvent::Left(NodeEvent::CoreSet(CoreSetEvent::NewIncarnation(i))) => Some(*i),
+        HostEvent::Left(NodeEvent::Chain(ChainEvent::NewIncarnation(i))) => Some(*i),
         _ => None,
     });
     for i in 1..=SERVERS {
@@ -194,9 +190,8 @@ fn collect(sim: &mut Simulator<Host>, rec: &mut Record, lives: &BTreeMap<NodeId,
     for (t, node, e) in sim.take_events() {
         if debug {
             match &e {
-                HostEvent::Left(NodeEvent::CoreSet(CoreSetEvent::AppCommitted {
-                    view,
-                    payloads,
+                HostEvent::Left(NodeEvent::Chain(ChainEvent::Level {
+                    event: CoreSetEvent::AppCommitted { view, payloads, .. },
                     ..
                 })) => {
                     for p in payloads {

@@ -15,13 +15,14 @@
 //! `SIM_RUNS=N` runs more seeds, `SIM_SEED=S` one seed; a failure prints
 //! its replay line.
 
-use membership::coreset::{CoreSet, CoreSetConfig, CoreSetEvent};
+use membership::coreset::CoreSetConfig;
 use membership::id::{CommitPosition, NodeId};
 use membership::mserver::access::AdminPolicy;
 use membership::mserver::keys::KeyOp;
 use membership::rpc::{Rpc, RpcConfig};
 use membership::sim::{run_seeds, LinkConfig, SimConfig, Simulator};
 use membership::sim_replay;
+use membership::tree::{Chain, ChainConfig, ChainEvent};
 use membership::wire::{ClusterKey, KeyRing};
 use mserver::node::{MserverNode, NodeEvent};
 use rand::{Rng, SeedableRng};
@@ -60,8 +61,13 @@ fn run(seed: u64) {
         .with_link(link)
         .with_auth(ring1());
     let mut sim = Simulator::new(config, move |spawn| {
-        let coreset = CoreSet::new(
-            CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", group_addr()),
+        let chain = Chain::new(
+            ChainConfig::one_level(CoreSetConfig::new(
+                spawn.id,
+                spawn.incarnation,
+                "lan",
+                group_addr(),
+            )),
             spawn.now,
             spawn.seed,
         )
@@ -72,11 +78,11 @@ fn run(seed: u64) {
             RpcConfig::default(),
             spawn.seed ^ 0x5eed,
         );
-        MserverNode::new(spawn.now, group_addr(), coreset, None, rpc)
+        MserverNode::new(spawn.now, chain, None, rpc)
             .with_security(AdminPolicy::open(), Some(ring1()))
     });
     sim.track_incarnation(|e| match e {
-        NodeEvent::CoreSet(CoreSetEvent::NewIncarnation(i)) => Some(*i),
+        NodeEvent::Chain(ChainEvent::NewIncarnation(i)) => Some(*i),
         _ => None,
     });
     let changes: Changes = Rc::default();

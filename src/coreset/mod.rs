@@ -385,6 +385,12 @@ impl CoreSet {
         )
     }
 
+    /// How long a voluntary leave may take before it completes anyway
+    /// ([`CoreSetConfig::leave_timeout`], as derived for this core-set).
+    pub fn leave_timeout(&self) -> Duration {
+        self.cx.t.leave_timeout
+    }
+
     /// The counters.
     pub fn stats(&self) -> &CoreSetStats {
         &self.io.stats

@@ -103,9 +103,35 @@ fn flatten(
     }
 }
 
-/// Arguments of `view` (none yet).
+/// `tree`: every level this mserver belongs to. Request: empty; reply:
+/// [`TreeReply`]. (5 and 6 are `keys` and `events`.)
+pub const PROC_TREE: u16 = 7;
+
+/// Arguments of `view`. An empty request body asks for level 1 (the
+/// `msctl` of one level sends one); the reply is `Result<ViewReply,
+/// String>`, the error naming the levels this mserver has.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ViewRequest {}
+pub struct ViewRequest {
+    /// The level whose view is asked (1: the mserver's own group).
+    pub level: u8,
+}
+
+/// The reply to `tree`: the JSON object of `msctl tree --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeReply {
+    /// Every level's view, level 1 first.
+    pub levels: Vec<ViewReply>,
+    /// The tree task in progress (`add-parent`, `step-down`), if any.
+    pub task: Option<String>,
+    /// Why this mserver stays below the top of its configured chain, if
+    /// it does (`level 1: the child set did not take us as a parent`).
+    pub standby: Option<String>,
+    /// How many levels the configuration names (`--parent` entries + 1).
+    pub configured_levels: u8,
+    /// Our top group records a parent group but has no parent (it is
+    /// re-parenting).
+    pub parentless: bool,
+}
 
 /// One member, as `msctl view --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

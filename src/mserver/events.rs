@@ -298,9 +298,11 @@ impl EventLog {
         self.next_seq += 1;
     }
 
-    /// Records what the core-set reported, in `group`.
-    pub fn on_coreset_event(&mut self, now: Instant, group: &str, e: &CoreSetEvent) {
+    /// Records what the core-set of `group` (at `level` of the hierarchy)
+    /// reported.
+    pub fn on_coreset_event(&mut self, now: Instant, group: &str, level: u8, e: &CoreSetEvent) {
         let group = group.to_string();
+        let level = u32::from(level);
         match e {
             CoreSetEvent::ViewInstalled {
                 view,
@@ -315,7 +317,7 @@ impl EventLog {
                 let took = now.saturating_duration_since(*change_started);
                 let event = Event::View {
                     group,
-                    level: self.level,
+                    level,
                     view: view.number,
                     coordinator: view.coordinator.to_string(),
                     change: change_kind(*merged, joined, failed, left, members).into(),
@@ -550,7 +552,7 @@ mod tests {
         let mut log = EventLog::new(1, Duration::from_secs(5));
         let now = Instant::ZERO.saturating_add(Duration::from_millis(3));
         for n in 0..(LOG_CAPACITY as u64 + 10) {
-            log.on_coreset_event(now, "lan", &view_event(n + 1, vec![member(2)]));
+            log.on_coreset_event(now, "lan", 1, &view_event(n + 1, vec![member(2)]));
         }
         assert_eq!(log.last_seq(), LOG_CAPACITY as u64 + 10);
         let r = log.since(now, Some(0));
@@ -598,7 +600,7 @@ mod tests {
             Some(t0.saturating_add(Duration::from_secs(1)))
         );
         assert!(log.poll_answers(t0).is_empty());
-        log.on_coreset_event(t0, "lan", &view_event(2, Vec::new()));
+        log.on_coreset_event(t0, "lan", 1, &view_event(2, Vec::new()));
         let answers = log.poll_answers(t0);
         assert_eq!(answers.len(), MAX_EVENT_WAITERS);
         assert!(answers.iter().all(|(_, r)| r.events.len() == 1));
@@ -636,7 +638,7 @@ mod tests {
     #[test]
     fn entries_travel_by_bincode_and_show_as_flat_json() {
         let mut log = EventLog::new(1, Duration::from_secs(5));
-        log.on_coreset_event(Instant::ZERO, "lan", &view_event(2, vec![member(1)]));
+        log.on_coreset_event(Instant::ZERO, "lan", 1, &view_event(2, vec![member(1)]));
         let reply = log.since(Instant::ZERO, Some(0));
         let bytes = crate::wire::encode_body(&reply).expect("encode");
         let back: EventsReply = crate::wire::decode_body(&bytes).expect("decode");

@@ -1,21 +1,25 @@
 //! The mserver's composite core: what runs on the mserver's one UDP socket.
 //!
-//! It is a sans-IO [`Core`] that puts three cores side by side and only
+//! It is a sans-IO [`Core`] that puts four cores side by side and only
 //! dispatches between them (DESIGN.md section 3: no protocol decision is
 //! taken here):
 //!
-//! - [`CoreSet`]: the core-set protocol ([`ProtocolId::CoreSet`]);
+//! - [`Chain`]: the mserver groups this mserver belongs to, one
+//!   [`CoreSet`] per level of the hierarchy (`docs/hierarchy.md`;
+//!   [`ProtocolId::CoreSet`]);
 //! - [`Registration`]: the soft-state registration with the LAN's mcaster
-//!   ([`ProtocolId::Mcaster`]), when there is one to register with;
+//!   ([`ProtocolId::Mcaster`]), when there is one to register with: one
+//!   registration for every group of the chain;
 //! - [`Rpc`]: the admin procedures of [`crate::mserver::admin`] for `msctl`
 //!   ([`ProtocolId::Rpc`]). `view` is answered from
-//!   [`CoreSet::snapshot`]; `leave` starts [`CoreSet::leave`] and is
-//!   answered when the leave is over; `fault` is handed to the daemon
-//!   ([`NodeEvent::FaultRequested`]), which owns the socket's interceptor
-//!   and answers with [`MserverNode::answer_fault`];
+//!   [`CoreSet::snapshot`] of the level asked, `tree` from every level;
+//!   `leave` starts [`Chain::leave`] and is answered when the leave is
+//!   over; `fault` is handed to the daemon ([`NodeEvent::FaultRequested`]),
+//!   which owns the socket's interceptor and answers with
+//!   [`MserverNode::answer_fault`];
 //! - [`AppService`]: the application groups (seed 003, chapter II): the
 //!   procedures of [`crate::appgroup::link`] on the same RPC
-//!   endpoint, fed with the core-set's `ViewInstalled` and `AppCommitted`
+//!   endpoint, fed with level 1's `ViewInstalled` and `AppCommitted`
 //!   events in the order they happen.
 
 use crate::appgroup::service::{AppService, AppServiceConfig, InstalledView, ServiceCtx};
@@ -24,14 +28,15 @@ use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
 use crate::mserver::access::AdminPolicy;
 use crate::mserver::admin::{
-    self, FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, StatsReply, ViewReply,
-    PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
+    self, FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, StatsReply, TreeReply,
+    ViewReply, ViewRequest, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_TREE, PROC_VIEW,
 };
 use crate::mserver::events::{EventLog, EventsRequest, PROC_EVENTS};
 use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
+use crate::tree::{Chain, ChainEvent};
 use crate::wire::{decode_body, encode_body, KeyRing};
 use std::collections::VecDeque;
 
@@ -42,8 +47,12 @@ pub const MAX_PENDING_ADMIN: usize = 64;
 /// What the node reports to the daemon.
 #[derive(Debug)]
 pub enum NodeEvent {
-    /// From the core-set protocol.
-    CoreSet(CoreSetEvent),
+    /// From the chain of core-sets (one per level).
+    Chain(ChainEvent),
+    /// Every level of the chain has left ([`MserverNode::leave`] or
+    /// `msctl leave` is over) and the mcaster registrations are being
+    /// withdrawn: the daemon exits once they are (or after a grace).
+    Left,
     /// From the mcaster registration.
     Registration(RegistrationEvent),
     /// `msctl fault`: apply `request` to the socket's fault interceptor and
@@ -103,7 +112,7 @@ enum AppInput {
 
 /// The mserver's composite core (see the module docs).
 pub struct MserverNode {
-    coreset: CoreSet,
+    chain: Chain,
     apps: AppService,
     app_inputs: VecDeque<AppInput>,
     registration: Option<Registration>,
@@ -114,6 +123,8 @@ pub struct MserverNode {
     leave_waiters: Vec<RequestToken>,
     /// Our leave committed: withdraw the mcaster registration.
     deregister: bool,
+    /// [`NodeEvent::Left`] was reported.
+    left: bool,
     pending_admin: Vec<(RequestToken, u16, Vec<u8>, Option<NodeId>)>,
     pending_replies: Vec<(RequestToken, Vec<u8>)>,
     admin_dropped: u64,
@@ -135,13 +146,12 @@ pub struct MserverNode {
 }
 
 impl MserverNode {
-    /// Puts the three cores together. `registration` is `None` when the
-    /// mserver neither needs nor serves an mcaster. The group name given to
-    /// the mcaster is the core-set's.
+    /// Puts the cores together. `registration` is `None` when the
+    /// mserver neither needs nor serves an mcaster; it registers every
+    /// group of the chain under that group's name.
     pub fn new(
         now: Instant,
-        group_addr: NodeId,
-        coreset: CoreSet,
+        chain: Chain,
         registration: Option<Registration>,
         mut rpc: Rpc,
     ) -> Self {
@@ -152,15 +162,17 @@ impl MserverNode {
             PROC_STATS,
             PROC_KEYS,
             PROC_EVENTS,
+            PROC_TREE,
         ]
         .into_iter()
         .chain(AppService::PROCEDURES)
         {
             rpc.register(procedure, |_, _| HandlerResult::Deferred);
         }
-        let (query_interval, reply_timeout, retries) = coreset.monitor_timings();
+        let (query_interval, reply_timeout, retries) = chain.base().monitor_timings();
+        let group_addr = chain.config().level1.group_addr;
         let apps = AppService::new(AppServiceConfig::new(
-            coreset.me(),
+            chain.base().me(),
             query_interval,
             reply_timeout,
             retries,
@@ -170,7 +182,7 @@ impl MserverNode {
         let stuck_after = (reply_timeout * (retries + 1) * 4 + query_interval)
             .max(std::time::Duration::from_secs(5));
         let mut node = MserverNode {
-            coreset,
+            chain,
             apps,
             app_inputs: VecDeque::new(),
             registration,
@@ -180,6 +192,7 @@ impl MserverNode {
             group_addr,
             leave_waiters: Vec::new(),
             deregister: false,
+            left: false,
             pending_admin: Vec::new(),
             pending_replies: Vec::new(),
             admin_dropped: 0,
@@ -191,7 +204,7 @@ impl MserverNode {
             last_commit: CommitPosition::default(),
             log: EventLog::new(1, stuck_after),
         };
-        let group = node.coreset.snapshot(now).group;
+        let group = node.chain.base().group_name().to_string();
         if let Some(reg) = node.registration.as_mut() {
             reg.join(now, group_addr, &group);
         }
@@ -220,9 +233,14 @@ impl MserverNode {
         self.ring = ring;
     }
 
-    /// The core-set core.
+    /// Level 1's core-set (the mserver's own LAN group).
     pub fn coreset(&self) -> &CoreSet {
-        &self.coreset
+        self.chain.base()
+    }
+
+    /// The chain of core-sets, one per level.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
     }
 
     /// The registration, if any.
@@ -248,7 +266,7 @@ impl MserverNode {
     /// Whether this mserver is in a view and not stuck in a change
     /// (`/readyz`); `Err` says why not.
     pub fn ready(&self, now: Instant) -> Result<(), String> {
-        self.log.ready(now, &self.coreset)
+        self.log.ready(now, self.chain.base())
     }
 
     /// Admin requests refused because too many were pending.
@@ -256,14 +274,21 @@ impl MserverNode {
         self.admin_dropped
     }
 
-    /// Starts a graceful leave (SIGTERM). A [`CoreSetEvent::Left`] follows.
+    /// Starts a graceful leave of every level (SIGTERM). A
+    /// [`NodeEvent::Left`] follows once all of them are over.
     ///
-    /// The mcaster registration is withdrawn only once the leave change
+    /// The mcaster registrations are withdrawn only once each leave change
     /// committed: the change's own multicasts travel through the mcaster,
     /// which drops group traffic from members it no longer knows.
     pub fn leave(&mut self, now: Instant) {
-        self.coreset.leave(now);
+        self.chain.leave(now);
         self.pump(now);
+    }
+
+    /// How long a graceful leave of every level may take (the daemon's
+    /// backstop; see [`Chain::leave_budget`]).
+    pub fn leave_budget(&self) -> std::time::Duration {
+        self.chain.leave_budget()
     }
 
     /// Answers a [`NodeEvent::FaultRequested`].
@@ -288,13 +313,45 @@ impl MserverNode {
         self.pump(now);
     }
 
-    /// The `msctl view` answer.
+    /// The `msctl view` answer for level 1.
     pub fn view_reply(&self, now: Instant) -> ViewReply {
-        view_reply(&self.coreset.snapshot(now))
+        view_reply(&self.chain.base().snapshot(now))
+    }
+
+    /// The `msctl view --level N` answer (`None`: this mserver is not in a
+    /// group of that level).
+    pub fn view_reply_at(&self, now: Instant, level: u8) -> Option<ViewReply> {
+        self.chain
+            .level(level)
+            .map(|c| view_reply(&c.snapshot(now)))
+    }
+
+    /// The `msctl tree` answer: every level's view, lowest first, and what
+    /// the chain is doing.
+    pub fn tree_reply(&self, now: Instant) -> TreeReply {
+        let levels = (1..=self.chain.top())
+            .filter_map(|l| self.view_reply_at(now, l))
+            .collect();
+        let top = self.chain.top();
+        let parentless = self
+            .chain
+            .level(top)
+            .and_then(CoreSet::table)
+            .is_some_and(|t| t.tree.parent_group.is_some() && t.tree.parents().is_empty());
+        TreeReply {
+            levels,
+            task: self.chain.task_kind().map(str::to_string),
+            standby: self
+                .chain
+                .standby()
+                .map(|(level, reason)| format!("level {level}: {reason}")),
+            configured_levels: self.chain.config().top(),
+            parentless,
+        }
     }
 
     fn keys_reply(&self, now: Instant, error: Option<String>) -> KeysReply {
-        let v = self.coreset.snapshot(now);
+        let v = self.chain.base().snapshot(now);
         KeysReply {
             error,
             member: v.me.addr.to_string(),
@@ -348,9 +405,13 @@ impl MserverNode {
             );
         };
         op.apply(ring).map_err(|e| e.to_string())?;
-        self.coreset
+        let r = self
+            .chain
+            .base_mut()
             .submit_app(now, op.to_payload())
-            .map_err(|e| format!("the group cannot take the change now: {e}"))
+            .map_err(|e| format!("the group cannot take the change now: {e}"));
+        self.chain.flush(now);
+        r
     }
 
     fn may_change(&self, peer: Option<NodeId>) -> Result<(), String> {
@@ -421,8 +482,29 @@ impl MserverNode {
                 }
             }
             PROC_VIEW => {
-                if let Ok(reply) = encode_body(&self.view_reply(now)) {
-                    self.rpc.respond(now, token, reply);
+                // An empty request is level 1 (the msctl of one level).
+                let level = if body.is_empty() {
+                    Ok(1)
+                } else {
+                    decode_body::<ViewRequest>(body).map(|r| r.level.max(1))
+                };
+                let reply = match level {
+                    Ok(level) => self.view_reply_at(now, level).ok_or_else(|| {
+                        format!(
+                            "no level {level}: this mserver belongs to levels 1 to {}",
+                            self.chain.top()
+                        )
+                    }),
+                    Err(e) => Err(format!("unreadable request: {e}")),
+                };
+                let reply: Result<ViewReply, String> = reply;
+                if let Ok(body) = encode_body(&reply) {
+                    self.rpc.respond(now, token, body);
+                }
+            }
+            PROC_TREE => {
+                if let Ok(body) = encode_body(&self.tree_reply(now)) {
+                    self.rpc.respond(now, token, body);
                 }
             }
             PROC_LEAVE => {
@@ -433,7 +515,7 @@ impl MserverNode {
                 self.leave_waiters.push(token);
                 if self.leave_waiters.len() == 1 {
                     self.events.push_back(NodeEvent::LeaveRequested);
-                    self.coreset.leave(now);
+                    self.chain.leave(now);
                 }
             }
             PROC_FAULT => match decode_body::<FaultRequest>(body) {
@@ -461,8 +543,18 @@ impl MserverNode {
                 Err(_) => self.admin_dropped += 1,
             },
             PROC_STATS => {
+                let mut coreset = crate::mserver::admin::counters_of(self.chain.base().stats());
+                let chain = self.chain.stats();
+                for (name, value) in [
+                    ("chain.wrong_group", chain.wrong_group),
+                    ("chain.parent_tasks_done", chain.parent_tasks_done),
+                    ("chain.parent_tasks_failed", chain.parent_tasks_failed),
+                    ("chain.step_downs", chain.step_downs),
+                ] {
+                    coreset.insert(name.to_string(), value);
+                }
                 let reply = StatsReply {
-                    coreset: crate::mserver::admin::counters_of(self.coreset.stats()),
+                    coreset,
                     ..StatsReply::default()
                 };
                 self.events
@@ -494,53 +586,22 @@ impl MserverNode {
                     progressed = true;
                 }
             }
-            while let Some(t) = self.coreset.poll_transmit() {
+            self.chain.flush(now);
+            while let Some(t) = self.chain.poll_transmit() {
                 self.transmits.push_back(t);
                 progressed = true;
             }
-            while let Some(e) = self.coreset.poll_event() {
+            while let Some(e) = self.chain.poll_event() {
                 progressed = true;
-                self.log
-                    .on_coreset_event(now, self.coreset.group_name(), &e);
-                match &e {
-                    CoreSetEvent::Left => {
-                        self.finish_leave(true);
-                        self.deregister = true;
-                        self.app_inputs.push_back(AppInput::Excluded);
-                    }
-                    CoreSetEvent::Excluded { .. } => self.app_inputs.push_back(AppInput::Excluded),
-                    CoreSetEvent::ViewInstalled {
-                        view,
-                        members,
-                        joined,
-                        merged,
-                        ..
-                    } => self.app_inputs.push_back(AppInput::View {
-                        number: view.number,
-                        members: members.clone(),
-                        joined: joined.clone(),
-                        merged: *merged,
-                    }),
-                    CoreSetEvent::AppCommitted { view, payloads, .. } => {
-                        // Key changes are the node's; the rest is the
-                        // application groups'.
-                        let (keys, apps): (Vec<_>, Vec<_>) = payloads
-                            .iter()
-                            .cloned()
-                            .partition(|p| KeyOp::is_key_payload(p));
-                        self.last_commit = view.position();
-                        if !keys.is_empty() {
-                            let ops = keys.iter().filter_map(|p| KeyOp::from_payload(p)).collect();
-                            self.apply_key_ops(view.position(), ops);
-                        }
-                        self.app_inputs.push_back(AppInput::Committed {
-                            view: view.position(),
-                            payloads: apps,
-                        })
-                    }
-                    _ => {}
-                }
-                self.events.push_back(NodeEvent::CoreSet(e));
+                self.on_chain_event(now, &e);
+                self.events.push_back(NodeEvent::Chain(e));
+            }
+            if self.chain.has_left() && !self.left {
+                self.left = true;
+                self.finish_leave(true);
+                self.deregister = true;
+                self.events.push_back(NodeEvent::Left);
+                progressed = true;
             }
             if let Some(reg) = self.registration.as_mut() {
                 while let Some(e) = reg.poll_event() {
@@ -586,6 +647,73 @@ impl MserverNode {
         self.pending_admin.extend(admin);
     }
 
+    /// What the node itself does with a chain event: logs it; feeds level
+    /// 1's views and commits to the application groups and the key ring;
+    /// keeps one mcaster registration per group of the chain.
+    fn on_chain_event(&mut self, now: Instant, event: &ChainEvent) {
+        match event {
+            ChainEvent::Level {
+                level,
+                group,
+                event,
+            } => {
+                self.log.on_coreset_event(now, &group.name, *level, event);
+                if *level == 1 {
+                    self.on_base_event(event);
+                }
+            }
+            ChainEvent::JoinGroup(group) => {
+                if let Some(reg) = self.registration.as_mut() {
+                    reg.join(now, group.addr, &group.name);
+                }
+            }
+            ChainEvent::LeaveGroup(group) => {
+                if let Some(reg) = self.registration.as_mut() {
+                    reg.leave(now, group.addr);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Level 1's events for the application groups and the key ring.
+    fn on_base_event(&mut self, event: &CoreSetEvent) {
+        match event {
+            CoreSetEvent::Left => self.app_inputs.push_back(AppInput::Excluded),
+            CoreSetEvent::Excluded { .. } => self.app_inputs.push_back(AppInput::Excluded),
+            CoreSetEvent::ViewInstalled {
+                view,
+                members,
+                joined,
+                merged,
+                ..
+            } => self.app_inputs.push_back(AppInput::View {
+                number: view.number,
+                members: members.clone(),
+                joined: joined.clone(),
+                merged: *merged,
+            }),
+            CoreSetEvent::AppCommitted { view, payloads, .. } => {
+                // Key changes are the node's; the rest is the
+                // application groups'.
+                let (keys, apps): (Vec<_>, Vec<_>) = payloads
+                    .iter()
+                    .cloned()
+                    .partition(|p| KeyOp::is_key_payload(p));
+                self.last_commit = view.position();
+                if !keys.is_empty() {
+                    let ops = keys.iter().filter_map(|p| KeyOp::from_payload(p)).collect();
+                    self.apply_key_ops(view.position(), ops);
+                }
+                self.app_inputs.push_back(AppInput::Committed {
+                    view: view.position(),
+                    payloads: apps,
+                })
+            }
+            _ => {}
+        }
+    }
+
     fn finish_leave(&mut self, committed: bool) {
         let waiters = std::mem::take(&mut self.leave_waiters);
         if waiters.is_empty() {
@@ -623,7 +751,7 @@ impl MserverNode {
             }
             while let Some(input) = self.app_inputs.pop_front() {
                 let ctx = ServiceCtx {
-                    coreset: &mut self.coreset,
+                    coreset: self.chain.base_mut(),
                     rpc: &mut self.rpc,
                 };
                 match input {
@@ -671,7 +799,7 @@ impl MserverNode {
         }
         // The event log looks at the core-set after every input, and
         // answers the subscribers waiting for an entry.
-        self.log.observe(now, &self.coreset);
+        self.log.observe(now, self.chain.base());
         let answers = self.log.poll_answers(now);
         if !answers.is_empty() {
             for (token, reply) in answers {
@@ -729,7 +857,7 @@ impl Core for MserverNode {
 
     fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
         match packet.protocol {
-            ProtocolId::CoreSet => self.coreset.handle_packet(now, packet),
+            ProtocolId::CoreSet => self.chain.handle_packet(now, packet),
             ProtocolId::Rpc => {
                 self.rpc_peer = Some(packet.peer);
                 self.rpc.handle_packet(now, packet);
@@ -749,11 +877,11 @@ impl Core for MserverNode {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.coreset.handle_timeout(now);
+        self.chain.handle_timeout(now);
         self.apps.on_timeout(
             now,
             ServiceCtx {
-                coreset: &mut self.coreset,
+                coreset: self.chain.base_mut(),
                 rpc: &mut self.rpc,
             },
         );
@@ -765,7 +893,7 @@ impl Core for MserverNode {
     }
 
     fn handle_unreachable(&mut self, now: Instant, node: NodeId) {
-        self.coreset.handle_unreachable(now, node);
+        self.chain.handle_unreachable(now, node);
         self.rpc.handle_unreachable(now, node);
         self.pump(now);
     }
@@ -782,7 +910,7 @@ impl Core for MserverNode {
         let reg = self.registration.as_ref().and_then(|r| r.poll_timeout());
         earliest(
             earliest(
-                earliest(self.coreset.poll_timeout(), reg),
+                earliest(self.chain.poll_timeout(), reg),
                 self.rpc.poll_timeout(),
             ),
             earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
@@ -797,20 +925,25 @@ mod tests {
     use crate::id::Incarnation;
     use crate::mcaster_reg::{ReceiveMode, RegistrationConfig};
     use crate::rpc::RpcConfig;
+    use crate::tree::ChainConfig;
 
     fn node() -> MserverNode {
         let me = NodeId::v4(127, 0, 0, 10, 7200);
         let group = NodeId::v4(239, 255, 70, 1, 7300);
         let inc = Incarnation::from_parts(1_000, [1; 10]);
         let now = Instant::ZERO;
-        let coreset =
-            CoreSet::new(CoreSetConfig::new(me, inc, "lan", group), now, 1).expect("valid config");
+        let chain = Chain::new(
+            ChainConfig::one_level(CoreSetConfig::new(me, inc, "lan", group)),
+            now,
+            1,
+        )
+        .expect("valid config");
         let reg = Registration::new(RegistrationConfig::new(
             NodeId::v4(127, 0, 0, 1, 7100),
             ReceiveMode::Uc,
         ));
         let rpc = Rpc::new(me, inc, RpcConfig::default(), 2);
-        MserverNode::new(now, group, coreset, Some(reg), rpc)
+        MserverNode::new(now, chain, Some(reg), rpc)
     }
 
     #[test]

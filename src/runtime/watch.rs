@@ -30,6 +30,7 @@
 use super::driver::NodeUnreachable;
 use crate::id::NodeId;
 use actix::Recipient;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,13 +139,14 @@ pub struct CrashWatchStats {
     pub hints: AtomicUsize,
 }
 
-/// The active side: one idle TCP connection to the node being monitored,
-/// reporting [`NodeUnreachable`] when the connection closes and again when
-/// a reconnection is refused. Dropping it stops the watch.
+/// The active side: one idle TCP connection to each node being monitored
+/// (one per level of the hierarchy this mserver belongs to), reporting
+/// [`NodeUnreachable`] when a connection closes and again when a
+/// reconnection is refused. Dropping it stops the watch.
 #[derive(Debug)]
 pub struct CrashWatch {
     report: Recipient<NodeUnreachable>,
-    current: Option<(NodeId, JoinHandle<()>)>,
+    current: BTreeMap<NodeId, JoinHandle<()>>,
     stats: Arc<CrashWatchStats>,
 }
 
@@ -153,14 +155,19 @@ impl CrashWatch {
     pub fn new(report: Recipient<NodeUnreachable>) -> Self {
         CrashWatch {
             report,
-            current: None,
+            current: BTreeMap::new(),
             stats: Arc::new(CrashWatchStats::default()),
         }
     }
 
-    /// The node watched now.
+    /// The node watched now (the lowest, when several are).
     pub fn target(&self) -> Option<NodeId> {
-        self.current.as_ref().map(|(node, _)| *node)
+        self.current.keys().next().copied()
+    }
+
+    /// The nodes watched now.
+    pub fn targets(&self) -> BTreeSet<NodeId> {
+        self.current.keys().copied().collect()
     }
 
     /// The counters.
@@ -172,22 +179,32 @@ impl CrashWatch {
     /// Watching the same node again changes nothing. Must be called inside
     /// a tokio runtime.
     pub fn watch(&mut self, target: Option<NodeId>) {
-        if self.target() == target {
-            return;
-        }
-        if let Some((_, task)) = self.current.take() {
-            task.abort();
-        }
-        if let Some(node) = target {
-            let task = tokio::spawn(watch_loop(node, self.report.clone(), self.stats.clone()));
-            self.current = Some((node, task));
+        self.watch_all(&target.into_iter().collect());
+    }
+
+    /// Watches exactly `targets`: connections to nodes no longer in it
+    /// close, nodes new in it are connected to, the others stay as they
+    /// are. Must be called inside a tokio runtime.
+    pub fn watch_all(&mut self, targets: &BTreeSet<NodeId>) {
+        self.current.retain(|node, task| {
+            let keep = targets.contains(node);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for node in targets {
+            if !self.current.contains_key(node) {
+                let task = tokio::spawn(watch_loop(*node, self.report.clone(), self.stats.clone()));
+                self.current.insert(*node, task);
+            }
         }
     }
 }
 
 impl Drop for CrashWatch {
     fn drop(&mut self) {
-        if let Some((_, task)) = self.current.take() {
+        for (_, task) in std::mem::take(&mut self.current) {
             task.abort();
         }
     }

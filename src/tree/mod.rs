@@ -108,6 +108,15 @@ pub enum ChainError {
 }
 
 impl ChainConfig {
+    /// A chain of one level: an mserver of `level1`'s group and nothing
+    /// above (no `--parent`).
+    pub fn one_level(level1: CoreSetConfig) -> Self {
+        ChainConfig {
+            level1,
+            parents: Vec::new(),
+        }
+    }
+
     /// Checks the whole chain.
     pub fn validate(&self) -> Result<(), ChainError> {
         if self.parents.len() >= usize::from(MAX_LEVEL) {
@@ -321,6 +330,8 @@ pub struct Chain {
     events: VecDeque<ChainEvent>,
     watching: BTreeSet<NodeId>,
     stats: ChainStats,
+    /// The whole chain is leaving (`leave`): no new task starts.
+    leaving_all: bool,
 }
 
 impl Chain {
@@ -351,9 +362,72 @@ impl Chain {
             events: VecDeque::new(),
             watching: BTreeSet::new(),
             stats: ChainStats::default(),
+            leaving_all: false,
         };
         chain.step(now);
         Ok(chain)
+    }
+
+    /// What the chain was configured with.
+    pub fn config(&self) -> &ChainConfig {
+        &self.config
+    }
+
+    /// Level 1's core-set (always there: the chain starts with it and
+    /// never drops it).
+    pub fn base(&self) -> &CoreSet {
+        &self.levels[0].core
+    }
+
+    /// Level 1's core-set, to submit application changes to (the
+    /// application groups live at level 1 for now). Call
+    /// [`Chain::flush`] after using it, so that what it queued is
+    /// collected.
+    pub fn base_mut(&mut self) -> &mut CoreSet {
+        &mut self.levels[0].core
+    }
+
+    /// Collects what the levels queued outside the chain's own inputs
+    /// (after [`Chain::base_mut`]) and acts on it.
+    pub fn flush(&mut self, now: Instant) {
+        self.step(now);
+    }
+
+    /// Leaves every level (SIGTERM, `msctl leave`): the levels above 1 top
+    /// first, level 1 at the same time, each voluntarily (the groups see a
+    /// leave, not a failure). No task starts any more; the one in progress
+    /// ends. Level 1's [`CoreSetEvent::Left`] comes last-but-not-least:
+    /// [`Chain::has_left`] says when every level is done.
+    pub fn leave(&mut self, now: Instant) {
+        self.leaving_all = true;
+        if self.task.take().is_some() {
+            self.stats.parent_tasks_failed += 1;
+        }
+        self.drop_levels_above(now, 1);
+        self.levels[0].core.leave(now);
+        self.step(now);
+    }
+
+    /// Whether [`Chain::leave`] completed at every level.
+    pub fn has_left(&self) -> bool {
+        self.leaving_all && self.leaving.is_empty() && self.levels[0].core.has_left()
+    }
+
+    /// The longest a leave of the whole chain may take: the slowest
+    /// level's leave bound (each level's own, derived from its timings)
+    /// plus one reply timeout for its report to arrive.
+    pub fn leave_budget(&self) -> Duration {
+        self.levels
+            .iter()
+            .chain(self.leaving.iter())
+            .map(|l| l.core.leave_timeout() + l.core.monitor_timings().1)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The levels' groups, level 1 first.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupRef> {
+        self.levels.iter().map(|l| &l.group)
     }
 
     /// The number of levels this mserver belongs to (or is joining).
@@ -379,6 +453,15 @@ impl Chain {
     /// progress.
     pub fn has_task(&self) -> bool {
         self.task.is_some()
+    }
+
+    /// The task in progress, in words: `add-parent` (becoming a parent of
+    /// our top group) or `step-down`.
+    pub fn task_kind(&self) -> Option<&'static str> {
+        self.task.as_ref().map(|t| match t {
+            Task::Add(_) => "add-parent",
+            Task::Del(_) => "step-down",
+        })
     }
 
     /// The level this mserver stays at as a standby, and why, if so.
@@ -594,6 +677,9 @@ impl Chain {
     /// 3. the *configured chain*: our top has room for a parent and the
     ///    configuration names a group above it.
     fn next_task(&self, now: Instant) -> Option<Task> {
+        if self.leaving_all {
+            return None;
+        }
         for k in 1..self.top() {
             let core = self.level(k)?;
             let (table, rank) = (core.table()?, core.my_rank()?);

@@ -6,11 +6,12 @@
 use super::{progress, round3, AppArgs, SIM_BOOTSTRAP_S};
 use membership::appgroup::agent::{MiAgent, MiAgentConfig, MiAnswer, MiEvent, MiRequest};
 use membership::appgroup::{AppMember, GroupName, GroupOptions, MemberKind, MemberName};
-use membership::coreset::{CoreSet, CoreSetConfig};
+use membership::coreset::CoreSetConfig;
 use membership::id::NodeId;
 use membership::mserver::node::{MserverNode, NodeEvent};
 use membership::rpc::{Rpc, RpcConfig};
 use membership::sim::{Either, EitherEvent, SimConfig, Simulator};
+use membership::tree::{Chain, ChainConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -51,8 +52,8 @@ fn simulator(seed: u64) -> Simulator<Host> {
     let mut sim = Simulator::new(config, move |spawn| {
         if spawn.id.addr().port() == 7200 {
             let c = CoreSetConfig::new(spawn.id, spawn.incarnation, "lan", sim_group_addr());
-            let coreset = match CoreSet::new(c, spawn.now, spawn.seed) {
-                Ok(core) => core,
+            let chain = match Chain::new(ChainConfig::one_level(c), spawn.now, spawn.seed) {
+                Ok(chain) => chain,
                 // The configuration is fixed and valid; a failure here is a
                 // bug in this program.
                 Err(e) => panic!("core-set config: {e}"),
@@ -63,13 +64,7 @@ fn simulator(seed: u64) -> Simulator<Host> {
                 RpcConfig::default(),
                 spawn.seed ^ 0x5eed,
             );
-            Host::Left(Box::new(MserverNode::new(
-                spawn.now,
-                sim_group_addr(),
-                coreset,
-                None,
-                rpc,
-            )))
+            Host::Left(Box::new(MserverNode::new(spawn.now, chain, None, rpc)))
         } else {
             let ip = spawn.id.addr().ip().to_string();
             let k: usize = ip

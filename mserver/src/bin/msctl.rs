@@ -27,8 +27,8 @@ use membership::rpc::{CallError, CallOptions, Rpc, RpcConfig, RpcEvent};
 use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
 use membership::wire::{decode_message, encode_body};
 use mserver::admin::{
-    FaultReply, FaultRequest, LeaveReply, LeaveRequest, StatsReply, StatsRequest, ViewReply,
-    ViewRequest, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_VIEW,
+    FaultReply, FaultRequest, LeaveReply, LeaveRequest, StatsReply, StatsRequest, TreeReply,
+    ViewReply, ViewRequest, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_TREE, PROC_VIEW,
 };
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -90,8 +90,21 @@ enum Command {
         /// The application group (only with --mi).
         #[arg(value_name = "GROUP")]
         group: Option<String>,
-        /// One JSON object: {"group", "view", "state", "me", "members", ...}
-        /// (--server), {"group", "view", "members"} (--mi).
+        /// One JSON object: {"group", "level", "view", "state",
+        /// "parent_group", "me", "members", ...} (--server), {"group",
+        /// "view", "members"} (--mi).
+        #[arg(long)]
+        json: bool,
+        /// The level of the hierarchy whose group to show (--server; 1,
+        /// the mserver's own group, by default).
+        #[arg(long, value_name = "N")]
+        level: Option<u8>,
+    },
+    /// Print every group the mserver belongs to, one per level of the
+    /// hierarchy, lowest first, as an indented tree (--server).
+    Tree {
+        /// One JSON object: {"levels": [<view object>, ...], "task",
+        /// "standby", "configured_levels", "parentless"}.
         #[arg(long)]
         json: bool,
     },
@@ -236,7 +249,8 @@ enum KeysCommand {
 #[derive(Debug)]
 enum ServerCommand {
     Keys(KeysCommand),
-    View { json: bool },
+    View { json: bool, level: u8 },
+    Tree { json: bool },
     Leave,
     Stats { json: bool },
     Fault(FaultArgs),
@@ -303,16 +317,34 @@ fn check(
     };
     let group = |g: &str| GroupName::parse(g).map_err(|e| format!("{name}: {g:?}: {e}"));
     Ok(match command {
-        Command::View { group: None, json } => {
+        Command::View {
+            group: None,
+            json,
+            level,
+        } => {
             if mi_path.is_some() && !defaulted {
                 return Err("view with --mi needs a GROUP: msctl --mi PATH view GROUP".into());
             }
-            Target::Server(need_server()?, ServerCommand::View { json })
+            let level = level.unwrap_or(1);
+            if !(1..=membership::coreset::MAX_LEVEL).contains(&level) {
+                return Err(format!(
+                    "view --level {level}: levels go from 1 (the mserver's own group) to {}",
+                    membership::coreset::MAX_LEVEL
+                ));
+            }
+            Target::Server(need_server()?, ServerCommand::View { json, level })
         }
+        Command::Tree { json } => Target::Server(need_server()?, ServerCommand::Tree { json }),
         Command::View {
             group: Some(g),
             json,
+            level,
         } => {
+            if level.is_some() {
+                return Err(format!(
+                    "view {g} --level: levels are the mserver groups' (--server), not an application group's"
+                ));
+            }
             if server.is_some() && !defaulted {
                 return Err(format!(
                     "view {g}: an application group's view comes from a member interface: give --mi PATH (with --server, view takes no GROUP)"
@@ -445,6 +477,7 @@ fn check(
 fn command_name(command: &Command) -> &'static str {
     match command {
         Command::View { .. } => "view",
+        Command::Tree { .. } => "tree",
         Command::Leave => "leave",
         Command::Keys { .. } => "keys",
         Command::Stats { .. } => "stats",
@@ -503,12 +536,20 @@ fn main() -> ExitCode {
 
 async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> anyhow::Result<()> {
     match command {
-        ServerCommand::View { json } => {
-            let view: ViewReply = call(server, timeout, PROC_VIEW, &ViewRequest {}).await?;
+        ServerCommand::View { json, level } => {
+            let view = view_at(server, timeout, level).await?;
             if json {
                 println!("{}", serde_json::to_string(&view)?);
             } else {
                 print_view(&view);
+            }
+        }
+        ServerCommand::Tree { json } => {
+            let tree: TreeReply = call(server, timeout, PROC_TREE, &()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&tree)?);
+            } else {
+                print!("{}", tree_text(&tree));
             }
         }
         ServerCommand::Stats { json } => {
@@ -571,7 +612,7 @@ async fn keys(server: SocketAddr, timeout: Duration, op: KeysCommand) -> anyhow:
     let change = match op {
         KeysCommand::List { json } => {
             let here: KeysReply = call(server, timeout, PROC_KEYS, &KeysRequest::List).await?;
-            let view: ViewReply = call(server, timeout, PROC_VIEW, &ViewRequest {}).await?;
+            let view = view_at(server, timeout, 1).await?;
             let mut members = Vec::new();
             for m in &view.members {
                 let addr: Option<SocketAddr> = m.addr.parse().ok();
@@ -804,9 +845,72 @@ fn fmt_uptime(d: Duration) -> String {
     }
 }
 
+/// The view of the mserver's group at `level`.
+async fn view_at(server: SocketAddr, timeout: Duration, level: u8) -> anyhow::Result<ViewReply> {
+    let reply: Result<ViewReply, String> =
+        call(server, timeout, PROC_VIEW, &ViewRequest { level }).await?;
+    reply.map_err(|e| Failure::Call(format!("view --level {level}: {e}")).into())
+}
+
+/// `msctl tree` for people: every level, lowest first, indented, the
+/// parents marked.
+fn tree_text(t: &TreeReply) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (i, v) in t.levels.iter().enumerate() {
+        let pad = "  ".repeat(i);
+        let above = v.parent_group.as_ref().map_or_else(
+            || "top".to_string(),
+            |g| format!("parent group {}@{}", g.name, g.addr),
+        );
+        let _ = writeln!(
+            out,
+            "{pad}level {} {}  view {}  {}  ({above}, max {} parents)",
+            v.level, v.group, v.view, v.state, v.max_parents
+        );
+        for m in &v.members {
+            let mut tags = Vec::new();
+            if m.parent {
+                tags.push("parent".to_string());
+            }
+            if let Some(c) = &m.child_group {
+                tags.push(format!("of {c}"));
+            }
+            if m.declined {
+                tags.push("declined".into());
+            }
+            if m.addr == v.me.addr {
+                tags.push("<- this mserver".into());
+            }
+            let _ = writeln!(
+                out,
+                "{pad}  {:>4}  {:<22} {}",
+                m.rank,
+                m.addr,
+                tags.join(" ")
+            );
+        }
+    }
+    if let Some(task) = &t.task {
+        let _ = writeln!(out, "in progress: {task}");
+    }
+    if let Some(why) = &t.standby {
+        let _ = writeln!(out, "standby at {why}");
+    }
+    if t.parentless {
+        let _ = writeln!(out, "our top group has no parent yet (re-parenting)");
+    }
+    out
+}
+
 fn print_view(v: &ViewReply) {
+    let level = if v.level > 1 {
+        format!("level {}  ", v.level)
+    } else {
+        String::new()
+    };
     println!(
-        "group {}  view {} (coordinator {})  {}",
+        "group {}  {level}view {} (coordinator {})  {}",
         v.group, v.view, v.coordinator, v.state
     );
     if v.commit > 0 {
@@ -1025,7 +1129,13 @@ mod tests {
     fn targets() {
         assert!(matches!(
             parse(&["--server", "127.0.0.1:7200", "view"]),
-            Ok(Target::Server(_, ServerCommand::View { json: false }))
+            Ok(Target::Server(
+                _,
+                ServerCommand::View {
+                    json: false,
+                    level: 1
+                }
+            ))
         ));
         assert!(matches!(
             parse(&["--mi", "/x", "view", "chat", "--json"]),

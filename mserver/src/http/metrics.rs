@@ -213,9 +213,10 @@ impl MserverMetrics {
         }
     }
 
-    /// Counts a core-set event (the daemon calls it for each one), with
-    /// `took` the change's duration for a view.
-    pub fn on_coreset_event(&self, group: &str, e: &CoreSetEvent, took: Duration) {
+    /// Counts a core-set event of `group` at `level` (the daemon calls it
+    /// for each one), with `took` the change's duration for a view.
+    pub fn on_coreset_event(&self, group: &str, level: u8, e: &CoreSetEvent, took: Duration) {
+        let level = u32::from(level);
         if let CoreSetEvent::ViewInstalled {
             view,
             members,
@@ -226,12 +227,15 @@ impl MserverMetrics {
             ..
         } = e
         {
-            let labels = self.labels(group);
+            let labels = GroupLabels {
+                group: group.to_string(),
+                level,
+            };
             self.views_installed.get_or_create(&labels).inc();
             self.view_changes
                 .get_or_create(&ChangeLabels {
                     group: group.to_string(),
-                    level: self.level,
+                    level,
                     kind: change_kind(*merged, joined, failed, left, members),
                 })
                 .inc();

@@ -8,7 +8,7 @@
 //! | `/healthz` | 200 `ok` while the daemon runs |
 //! | `/readyz` | 200 in a view and not stuck in a change, else 503 and why |
 //! | `/v1/view` | the object `msctl view --json` prints |
-//! | `/v1/tree` | `{"levels": [view, ...]}`, lowest first (`msctl tree --json`) |
+//! | `/v1/tree` | `{"levels": [view, ...], ...}`, lowest first (`msctl tree --json`) |
 //! | `/v1/groups` | the application groups |
 //! | `/v1/events?after=SEQ` | the event log after SEQ (`msctl events --json`'s entries) |
 //! | `/v1/status?after=SEQ&wait_ms=MS` | what the status page shows, held up to MS (at most 5000) until an event after SEQ |
@@ -148,8 +148,8 @@ async fn view(state: web::Data<HttpState>) -> HttpResponse {
 }
 
 async fn tree(state: web::Data<HttpState>) -> HttpResponse {
-    match state.handle.with_core(|n, now| n.view_reply(now)).await {
-        Ok(v) => json(&serde_json::json!({ "levels": [v] })),
+    match state.handle.with_core(|n, now| n.tree_reply(now)).await {
+        Ok(t) => json(&t),
         Err(_) => unavailable(),
     }
 }
@@ -228,6 +228,9 @@ struct Status {
     not_ready: Option<String>,
     me: String,
     members: Vec<StatusMember>,
+    /// The groups of the levels above ours this mserver belongs to (as a
+    /// parent), lowest first: `msctl view --level N --json` objects.
+    upper: Vec<membership::mserver::admin::ViewReply>,
     groups: Vec<AppGroup>,
     /// The newest entries of the event log, oldest first
     /// ([`LoggedEvent::to_json`]).
@@ -250,7 +253,7 @@ fn status_of(n: &MserverNode, now: membership::time::Instant) -> Status {
                 rank: m.rank,
                 addr: m.addr.clone(),
                 incarnation: m.incarnation.clone(),
-                parent: false,
+                parent: m.parent,
                 state: if suspected.contains(&m.rank) {
                     "suspected"
                 } else {
@@ -259,8 +262,11 @@ fn status_of(n: &MserverNode, now: membership::time::Instant) -> Status {
                 me: m.addr == v.me.addr,
             })
             .collect(),
+        upper: (2..=n.chain().top())
+            .filter_map(|l| n.view_reply_at(now, l))
+            .collect(),
         group: v.group,
-        level: 1,
+        level: u32::from(v.level),
         view: v.view,
         coordinator: v.coordinator,
         state: v.state,
