@@ -499,6 +499,10 @@ impl Daemon {
             ChainEvent::SteppedDown { level } => {
                 tracing::info!(level, "stepped down as a parent of our level-{level} group");
             }
+            ChainEvent::RequestDone { id, result } => match result {
+                Ok(level) => tracing::info!(request = id, level, "tree request done"),
+                Err(e) => tracing::warn!(request = id, error = %e, "tree request failed"),
+            },
             ChainEvent::Parent { level, group } => {
                 tracing::info!(
                     level,

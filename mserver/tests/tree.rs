@@ -108,6 +108,27 @@ impl Tree {
             .is_ok_and(|o| o.status.success())
     }
 
+    /// `msctl ARGS` at mserver `i`: (exit code, stdout, stderr).
+    fn msctl_out(&self, i: usize, args: &[&str]) -> (Option<i32>, String, String) {
+        match msctl_command(&msctl_bin(), self.addr(i), args).output() {
+            Ok(o) => (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            ),
+            Err(e) => (None, String::new(), e.to_string()),
+        }
+    }
+
+    /// `msctl ARGS` at mserver `i` must fail with exit code `code` and an
+    /// error naming `kind`.
+    fn refused(&self, i: usize, args: &[&str], code: i32, kind: &str) {
+        let (c, out, err) = self.msctl_out(i, args);
+        assert_eq!(c, Some(code), "msctl {args:?} at {i}: {out}{err}");
+        assert!(err.contains(kind), "msctl {args:?} at {i}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+
     /// Whether the tree of the running mservers is whole now: every child
     /// set (its running members) one idle level-1 view of exactly them,
     /// with exactly one parent; the parents' level-2 views one idle view
@@ -318,4 +339,94 @@ fn two_level_tree_forms_and_reforms_after_kill_stop_and_cut() {
         );
     }
     t.wait_whole("after the cut healed");
+}
+
+#[test]
+fn operator_changes_and_their_errors() {
+    let mut t = Tree::new("operator");
+    for i in 0..8 {
+        t.start(i);
+    }
+    let parents = t.wait_whole("formation");
+    let parent_of = |ps: &BTreeMap<usize, usize>, k: usize| {
+        ps.iter()
+            .find(|(_, s)| **s == k)
+            .map(|(i, _)| *i)
+            .expect("a parent")
+    };
+    let p = parent_of(&parents, 0);
+    let plain = SETS[0]
+        .iter()
+        .copied()
+        .find(|i| *i != p)
+        .expect("a plain member");
+
+    // Bad requests: typed errors, one line, nothing changes.
+    t.refused(plain, &["del-parent"], 1, "del-parent-at-level-1");
+    t.refused(plain, &["view", "--level", "2"], 1, "no level 2");
+    t.refused(plain, &["view", "--level", "0"], 2, "levels go from 1");
+    t.refused(plain, &["leave", "--level", "0"], 2, "levels start at 1");
+    t.refused(plain, &["add-parent", "not-a-group"], 2, "NAME@IP:PORT");
+    t.refused(
+        plain,
+        &["add-parent", "top@10.1.1.1:7301"],
+        2,
+        "not a multicast",
+    );
+    t.refused(
+        plain,
+        &["add-parent", "set-0@239.255.99.1:7301"],
+        1,
+        "in-chain",
+    );
+    t.refused(plain, &["add-parent", &t.top.clone()], 1, "max-parents");
+    t.refused(p, &["leave", "--level", "3"], 1, "no-such-level");
+    assert_eq!(t.whole().map(|ps| ps == parents), Ok(true));
+
+    // del-parent: the parent leaves the top group and declines; its child
+    // set re-parents with another member.
+    let (code, out, err) = t.msctl_out(p, &["del-parent", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let view: Value = serde_json::from_str(&out).expect("a view");
+    assert_eq!(view["level"], 1, "{view}");
+    let after = t.wait_whole("after del-parent");
+    let q = parent_of(&after, 0);
+    assert_ne!(q, p, "the one that stepped down came back: {after:?}");
+    let tree = t.tree(p).expect("tree");
+    let me = tree["levels"][0]["members"]
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m["addr"] == t.addr(p).to_string())
+                .cloned()
+        })
+        .expect("row");
+    assert_eq!(me["declined"], true, "{me}");
+
+    // leave --level 2 at the new parent: the same, the third member takes
+    // over.
+    let (code, out, err) = t.msctl_out(q, &["leave", "--level", "2"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let after = t.wait_whole("after leave --level 2");
+    let r = parent_of(&after, 0);
+    assert!(r != p && r != q, "{after:?}");
+
+    // add-parent at a group that has its parent: refused; after its
+    // parent steps down, the declined member p asks to be parent again.
+    t.refused(p, &["add-parent", &t.top.clone()], 1, "max-parents");
+    let (code, out, err) = t.msctl_out(r, &["del-parent"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // Nobody in set-0 is a candidate now (all declined): no parent until
+    // an operator adds one.
+    let (code, out, err) = t.msctl_out(p, &["add-parent", &t.top.clone(), "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let view: Value = serde_json::from_str(&out).expect("a view");
+    assert_eq!(
+        (view["level"].clone(), view["group"].clone()),
+        (2.into(), "top".into()),
+        "{view}"
+    );
+    let after = t.wait_whole("after add-parent");
+    assert_eq!(parent_of(&after, 0), p, "{after:?}");
+    println!("operator changes: {} -> {} -> {} -> {}", p, q, r, p);
 }

@@ -465,7 +465,7 @@ impl TreeOp {
 }
 
 /// Why a tree change does not fit the group's record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum TreeOpError {
     /// The member it concerns is not in the view.
     #[error("not a member of the group")]

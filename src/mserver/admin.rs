@@ -103,6 +103,30 @@ fn flatten(
     }
 }
 
+/// `add-parent`: become a parent of our top group in another group (one
+/// level up). Request: [`AddParentRequest`]; reply: `Result<ViewReply,
+/// TreeError>` (the parent group's view), sent when the change is over.
+pub const PROC_ADD_PARENT: u16 = 8;
+/// `del-parent` and `leave --level N` (N > 1): leave the levels from N
+/// (default: our top) up, stepping down as a parent of level N-1.
+/// Request: [`DelParentRequest`]; reply: `Result<ViewReply, TreeError>`
+/// (level N-1's view), sent when the change is over.
+pub const PROC_DEL_PARENT: u16 = 9;
+
+/// Arguments of `add-parent`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddParentRequest {
+    /// The parent group, `NAME@IP:PORT`.
+    pub group: String,
+}
+
+/// Arguments of `del-parent` / `leave --level N`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelParentRequest {
+    /// The lowest level to leave (`None`: our top).
+    pub level: Option<u8>,
+}
+
 /// `tree`: every level this mserver belongs to. Request: empty; reply:
 /// [`TreeReply`]. (5 and 6 are `keys` and `events`.)
 pub const PROC_TREE: u16 = 7;

@@ -28,15 +28,16 @@ use crate::id::{CommitPosition, NodeId, ProtocolId};
 use crate::mcaster_reg::{Registration, RegistrationEvent};
 use crate::mserver::access::AdminPolicy;
 use crate::mserver::admin::{
-    self, FaultReply, FaultRequest, GroupInfo, HeldDownInfo, LeaveReply, StatsReply, TreeReply,
-    ViewReply, ViewRequest, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_TREE, PROC_VIEW,
+    self, AddParentRequest, DelParentRequest, FaultReply, FaultRequest, GroupInfo, HeldDownInfo,
+    LeaveReply, StatsReply, TreeReply, ViewReply, ViewRequest, PROC_ADD_PARENT, PROC_DEL_PARENT,
+    PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_TREE, PROC_VIEW,
 };
 use crate::mserver::events::{EventLog, EventsRequest, PROC_EVENTS};
 use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
-use crate::tree::{Chain, ChainEvent};
+use crate::tree::{Chain, ChainEvent, TreeError, TreeRequest};
 use crate::wire::{decode_body, encode_body, KeyRing};
 use std::collections::VecDeque;
 
@@ -143,6 +144,10 @@ pub struct MserverNode {
     /// View changes and failure detections (`msctl events`, the status
     /// page).
     log: EventLog,
+    /// Operator tree requests waiting for their answer, by request id.
+    tree_waiters: std::collections::BTreeMap<u64, RequestToken>,
+    /// The next tree request id.
+    next_tree_request: u64,
 }
 
 impl MserverNode {
@@ -163,6 +168,8 @@ impl MserverNode {
             PROC_KEYS,
             PROC_EVENTS,
             PROC_TREE,
+            PROC_ADD_PARENT,
+            PROC_DEL_PARENT,
         ]
         .into_iter()
         .chain(AppService::PROCEDURES)
@@ -203,6 +210,8 @@ impl MserverNode {
             key_replies: Vec::new(),
             last_commit: CommitPosition::default(),
             log: EventLog::new(1, stuck_after),
+            tree_waiters: std::collections::BTreeMap::new(),
+            next_tree_request: 1,
         };
         let group = node.chain.base().group_name().to_string();
         if let Some(reg) = node.registration.as_mut() {
@@ -507,6 +516,9 @@ impl MserverNode {
                     self.rpc.respond(now, token, body);
                 }
             }
+            PROC_ADD_PARENT | PROC_DEL_PARENT => {
+                self.on_tree_request(now, token, procedure, body, peer)
+            }
             PROC_LEAVE => {
                 if self.leave_waiters.len() >= MAX_PENDING_ADMIN {
                     self.admin_dropped += 1;
@@ -561,6 +573,55 @@ impl MserverNode {
                     .push_back(NodeEvent::StatsRequested { token, reply });
             }
             _ => self.admin_dropped += 1,
+        }
+    }
+
+    /// `add-parent`, `del-parent`, `leave --level N`: checked for access
+    /// and shape here, handed to the chain, answered on its
+    /// [`ChainEvent::RequestDone`].
+    fn on_tree_request(
+        &mut self,
+        now: Instant,
+        token: RequestToken,
+        procedure: u16,
+        body: &[u8],
+        peer: Option<NodeId>,
+    ) {
+        let request = match procedure {
+            PROC_ADD_PARENT => decode_body::<AddParentRequest>(body)
+                .map_err(|e| format!("unreadable request: {e}"))
+                .and_then(|r| r.group.parse().map_err(|e| format!("{:?}: {e}", r.group)))
+                .map(TreeRequest::AddParent),
+            _ => decode_body::<DelParentRequest>(body)
+                .map_err(|e| format!("unreadable request: {e}"))
+                .map(|r| TreeRequest::LeaveFrom(r.level)),
+        };
+        if let Err(e) = self.may_change(peer) {
+            return self.respond_tree(now, token, Err(TreeError::Denied(e)));
+        }
+        match request {
+            Err(e) => self.respond_tree(now, token, Err(TreeError::BadRequest(e))),
+            Ok(_) if self.tree_waiters.len() >= MAX_PENDING_ADMIN => {
+                self.admin_dropped += 1;
+                self.respond_tree(now, token, Err(TreeError::Busy(self.tree_waiters.len())));
+            }
+            Ok(request) => {
+                let id = self.next_tree_request;
+                self.next_tree_request += 1;
+                self.tree_waiters.insert(id, token);
+                self.chain.request(now, id, request);
+            }
+        }
+    }
+
+    fn respond_tree(
+        &mut self,
+        now: Instant,
+        token: RequestToken,
+        result: Result<ViewReply, TreeError>,
+    ) {
+        if let Ok(body) = encode_body(&result) {
+            self.rpc.respond(now, token, body);
         }
     }
 
@@ -660,6 +721,20 @@ impl MserverNode {
                 self.log.on_coreset_event(now, &group.name, *level, event);
                 if *level == 1 {
                     self.on_base_event(event);
+                }
+            }
+            ChainEvent::RequestDone { id, result } => {
+                if let Some(token) = self.tree_waiters.remove(id) {
+                    let reply = result.clone().and_then(|level| {
+                        self.view_reply_at(now, level)
+                            .ok_or(TreeError::NoSuchLevel {
+                                level,
+                                top: self.chain.top(),
+                            })
+                    });
+                    if let Ok(body) = encode_body(&reply) {
+                        self.pending_replies.push((token, body));
+                    }
                 }
             }
             ChainEvent::JoinGroup(group) => {

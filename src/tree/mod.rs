@@ -44,6 +44,8 @@
 //! The operator's changes (`add-parent`, `del-parent`, `split`, `merge`)
 //! and the daemon's use of the chain come with the next steps.
 
+mod error;
+mod request;
 mod task;
 
 use crate::coreset::invariants::CoreSets;
@@ -55,8 +57,11 @@ use crate::id::{Incarnation, NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
 use crate::wire::decode_body;
+pub use error::TreeError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use request::{ChainView, Pending, Start};
+pub use request::{TreeRequest, MAX_QUEUED_REQUESTS};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 pub use task::StandbyReason;
@@ -247,6 +252,15 @@ pub enum ChainEvent {
         /// The child set's level.
         level: u8,
     },
+    /// An operator's request ([`Chain::request`]) is over: `Ok(level)`
+    /// names the level whose view shows the result (the parent group's
+    /// after an Add_parent, the child set's after a step-down).
+    RequestDone {
+        /// The id given with the request.
+        id: u64,
+        /// How it ended.
+        result: Result<u8, TreeError>,
+    },
     /// This mserver became a parent of `level` and a member of the group
     /// above it.
     Parent {
@@ -332,6 +346,13 @@ pub struct Chain {
     stats: ChainStats,
     /// The whole chain is leaving (`leave`): no new task starts.
     leaving_all: bool,
+    /// Operator requests waiting for their turn.
+    requests: VecDeque<Pending>,
+    /// The operator request the task in progress serves.
+    running: Option<Pending>,
+    /// The operator stepped this mserver down: the configured chain is
+    /// not followed up again (until an operator's add-parent).
+    withdrawn: bool,
 }
 
 impl Chain {
@@ -363,6 +384,9 @@ impl Chain {
             watching: BTreeSet::new(),
             stats: ChainStats::default(),
             leaving_all: false,
+            requests: VecDeque::new(),
+            running: None,
+            withdrawn: false,
         };
         chain.step(now);
         Ok(chain)
@@ -403,9 +427,132 @@ impl Chain {
         if self.task.take().is_some() {
             self.stats.parent_tasks_failed += 1;
         }
+        for p in std::mem::take(&mut self.requests)
+            .into_iter()
+            .chain(self.running.take())
+        {
+            self.answer(
+                p.id,
+                Err(TreeError::Cancelled("the mserver is leaving".into())),
+            );
+        }
         self.drop_levels_above(now, 1);
         self.levels[0].core.leave(now);
         self.step(now);
+    }
+
+    /// Queues an operator's request (answered by
+    /// [`ChainEvent::RequestDone`] with `id`, also when it is refused at
+    /// once).
+    pub fn request(&mut self, now: Instant, id: u64, request: TreeRequest) {
+        if self.leaving_all {
+            self.answer(
+                id,
+                Err(TreeError::Cancelled("the mserver is leaving".into())),
+            );
+        } else if self.requests.len() >= MAX_QUEUED_REQUESTS {
+            self.answer(id, Err(TreeError::Busy(self.requests.len())));
+        } else {
+            let deadline = now + self.request_timeout();
+            self.requests.push_back(Pending {
+                id,
+                request,
+                deadline,
+            });
+        }
+        self.step(now);
+    }
+
+    /// How long an operator's request may take before it is answered with
+    /// [`TreeError::Timeout`]: a leave of the whole chain plus two parent
+    /// join timeouts (a step-down and an Add_parent, the longest a request
+    /// waits behind another and runs).
+    pub fn request_timeout(&self) -> Duration {
+        let join = self
+            .levels
+            .iter()
+            .map(|l| TaskHost::parent_join_timeout(self, &l.group))
+            .max()
+            .unwrap_or_default();
+        self.leave_budget() + join * 2
+    }
+
+    fn answer(&mut self, id: u64, result: Result<u8, TreeError>) {
+        self.events
+            .push_back(ChainEvent::RequestDone { id, result });
+    }
+
+    /// What the checks of a request need to know of the chain now.
+    fn view_for_requests(&self) -> ChainView<'_> {
+        let top = self.top();
+        let core = self.level(top);
+        let table = core.and_then(CoreSet::table);
+        ChainView {
+            top,
+            names: self
+                .levels
+                .iter()
+                .chain(self.leaving.iter())
+                .map(|l| l.group.name.as_str())
+                .collect(),
+            top_member: core.is_some_and(CoreSet::is_member),
+            top_parents: table.map_or(0, |t| t.tree.parents().len()),
+            top_max_parents: table.map_or(1, |t| t.tree.max_parents),
+            top_parent_group: table.and_then(|t| t.tree.parent_group.clone()),
+        }
+    }
+
+    /// Answers the requests whose time is up (a running one's task goes
+    /// on).
+    fn expire_requests(&mut self, now: Instant) {
+        let timeout = u64::try_from(self.request_timeout().as_millis()).unwrap_or(u64::MAX);
+        if self.running.as_ref().is_some_and(|p| now >= p.deadline) {
+            if let Some(p) = self.running.take() {
+                let phase = self.task_kind().unwrap_or("ending").to_string();
+                self.answer(
+                    p.id,
+                    Err(TreeError::Timeout {
+                        phase,
+                        timeout_ms: timeout,
+                    }),
+                );
+            }
+        }
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
+            .into_iter()
+            .partition(|p| now >= p.deadline);
+        self.requests = waiting.into();
+        for p in late {
+            self.answer(
+                p.id,
+                Err(TreeError::Timeout {
+                    phase: "queued".into(),
+                    timeout_ms: timeout,
+                }),
+            );
+        }
+    }
+
+    /// The next operator request that passes its checks, as the task to
+    /// run (the ones that do not are answered).
+    fn next_request(&mut self) -> Option<Task> {
+        while let Some(p) = self.requests.pop_front() {
+            match request::start(&p.request, &self.view_for_requests()) {
+                Ok(Start::Add(t)) => {
+                    self.withdrawn = false;
+                    self.standby = None;
+                    self.running = Some(p);
+                    return Some(Task::Add(t));
+                }
+                Ok(Start::Del(t)) => {
+                    self.withdrawn = true;
+                    self.running = Some(p);
+                    return Some(Task::Del(t));
+                }
+                Err(e) => self.answer(p.id, Err(e)),
+            }
+        }
+        None
     }
 
     /// Whether [`Chain::leave`] completed at every level.
@@ -645,6 +792,14 @@ impl Chain {
                 if self.task.as_ref().is_some_and(|t| t.child_level() >= level) {
                     self.task = None;
                     self.stats.parent_tasks_failed += 1;
+                    if let Some(p) = self.running.take() {
+                        self.answer(
+                            p.id,
+                            Err(TreeError::Cancelled(format!(
+                                "our level-{level} group excluded us meanwhile (paused or cut off)"
+                            ))),
+                        );
+                    }
                 }
             }
             _ => {}
@@ -716,7 +871,7 @@ impl Chain {
                 return Some(Task::Add(AddParent::new(top, p)));
             }
         }
-        if self.standby.is_none() && top < self.config.top() {
+        if self.standby.is_none() && !self.withdrawn && top < self.config.top() {
             // Tried once: the child set decides (a full set refuses it,
             // and this mserver stays a standby).
             let group = self.config.group(top + 1)?;
@@ -732,8 +887,12 @@ impl Chain {
         if self.retry_after.is_some_and(|t| now >= t) {
             self.retry_after = None;
         }
-        if self.task.is_none() {
-            self.task = self.next_task(now);
+        self.expire_requests(now);
+        if self.task.is_none() && !self.leaving_all {
+            self.task = self.next_request();
+            if self.task.is_none() {
+                self.task = self.next_task(now);
+            }
             acted = self.task.is_some();
         }
         let Some(task) = self.task.take() else {
@@ -752,6 +911,9 @@ impl Chain {
                         level: t.child_level(),
                         group: t.group().clone(),
                     });
+                    if let Some(p) = self.running.take() {
+                        self.answer(p.id, Ok(t.child_level() + 1));
+                    }
                     true
                 }
                 Outcome::Standby(reason) => {
@@ -759,6 +921,10 @@ impl Chain {
                     let level = self.top();
                     self.standby = Some((level, reason));
                     self.events.push_back(ChainEvent::Standby { level, reason });
+                    if let Some(p) = self.running.take() {
+                        let error = request::standby_error(reason, t.child_level());
+                        self.answer(p.id, Err(error));
+                    }
                     true
                 }
             },
@@ -772,6 +938,9 @@ impl Chain {
                     self.events.push_back(ChainEvent::SteppedDown {
                         level: t.child_level(),
                     });
+                    if let Some(p) = self.running.take() {
+                        self.answer(p.id, Ok(t.child_level()));
+                    }
                     true
                 }
             },
@@ -849,9 +1018,15 @@ impl Core for Chain {
             .chain(self.leaving.iter())
             .filter_map(|l| l.core.poll_timeout())
             .min();
+        let requests = self
+            .requests
+            .iter()
+            .chain(self.running.iter())
+            .map(|p| p.deadline)
+            .min();
         earliest(
             earliest(levels, self.task.as_ref().and_then(Task::deadline)),
-            self.retry_after,
+            earliest(self.retry_after, requests),
         )
     }
 }

@@ -25,10 +25,12 @@ use membership::id::{NodeId, ProtocolId};
 use membership::mserver::keys::{KeyOp, KeysReply, KeysRequest, PROC_KEYS};
 use membership::rpc::{CallError, CallOptions, Rpc, RpcConfig, RpcEvent};
 use membership::runtime::{spawn_core, SocketOptions, SpawnedCore};
+use membership::tree::TreeError;
 use membership::wire::{decode_message, encode_body};
 use mserver::admin::{
-    FaultReply, FaultRequest, LeaveReply, LeaveRequest, StatsReply, StatsRequest, TreeReply,
-    ViewReply, ViewRequest, PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_TREE, PROC_VIEW,
+    AddParentRequest, DelParentRequest, FaultReply, FaultRequest, LeaveReply, LeaveRequest,
+    StatsReply, StatsRequest, TreeReply, ViewReply, ViewRequest, PROC_ADD_PARENT, PROC_DEL_PARENT,
+    PROC_FAULT, PROC_LEAVE, PROC_STATS, PROC_TREE, PROC_VIEW,
 };
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -109,7 +111,35 @@ enum Command {
         json: bool,
     },
     /// Make the mserver leave its group gracefully; it exits afterwards.
-    Leave,
+    /// With --level N above 1: leave only the groups of levels N and up
+    /// (stepping down as a parent of level N-1) and keep running.
+    Leave {
+        /// The lowest level to leave (1, the default: every level, then
+        /// exit).
+        #[arg(long, value_name = "N")]
+        level: Option<u8>,
+        /// With --level above 1: one JSON object, the view of level N-1.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the mserver a parent of its top group: it joins NAME@IP:PORT,
+    /// one level up (docs/hierarchy.md). Prints the parent group's view.
+    AddParent {
+        /// The parent group.
+        #[arg(value_name = "NAME@IP:PORT")]
+        group: String,
+        /// One JSON object: the parent group's view.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the mserver stop being a parent: it leaves its top group (above
+    /// level 1) and declines automatic re-parenting. Prints the view of the
+    /// level below.
+    DelParent {
+        /// One JSON object: the view of the level below.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the mserver's counters (traffic per protocol, drops, the
     /// core-set protocol's counters).
     Stats {
@@ -252,6 +282,8 @@ enum ServerCommand {
     View { json: bool, level: u8 },
     Tree { json: bool },
     Leave,
+    AddParent { group: String, json: bool },
+    DelParent { level: Option<u8>, json: bool },
     Stats { json: bool },
     Fault(FaultArgs),
     Groups { json: bool },
@@ -359,7 +391,33 @@ fn check(
                 },
             )
         }
-        Command::Leave => Target::Server(need_server()?, ServerCommand::Leave),
+        Command::Leave { level, json } => match level {
+            None | Some(1) => Target::Server(need_server()?, ServerCommand::Leave),
+            Some(0) => return Err("leave --level 0: levels start at 1".into()),
+            Some(n) => Target::Server(
+                need_server()?,
+                ServerCommand::DelParent {
+                    level: Some(n),
+                    json,
+                },
+            ),
+        },
+        Command::AddParent { group, json } => {
+            let g: membership::coreset::GroupRef = group.parse().map_err(|e| {
+                format!("add-parent {group:?}: {e} (expected NAME@IP:PORT, e.g. building-1@239.255.1.1:7301)")
+            })?;
+            Target::Server(
+                need_server()?,
+                ServerCommand::AddParent {
+                    group: g.to_string(),
+                    json,
+                },
+            )
+        }
+        Command::DelParent { json } => Target::Server(
+            need_server()?,
+            ServerCommand::DelParent { level: None, json },
+        ),
         Command::Keys { op } => {
             if let KeysCommand::Install { key } = &op {
                 membership::wire::ClusterKey::parse(key)
@@ -478,7 +536,9 @@ fn command_name(command: &Command) -> &'static str {
     match command {
         Command::View { .. } => "view",
         Command::Tree { .. } => "tree",
-        Command::Leave => "leave",
+        Command::Leave { .. } => "leave",
+        Command::AddParent { .. } => "add-parent",
+        Command::DelParent { .. } => "del-parent",
         Command::Keys { .. } => "keys",
         Command::Stats { .. } => "stats",
         Command::Fault { .. } => "fault",
@@ -561,6 +621,26 @@ async fn run(server: SocketAddr, timeout: Duration, command: ServerCommand) -> a
             }
         }
         ServerCommand::Keys(op) => keys(server, timeout, op).await?,
+        ServerCommand::AddParent { group, json } => {
+            let reply: Result<ViewReply, TreeError> = call(
+                server,
+                tree_timeout(timeout),
+                PROC_ADD_PARENT,
+                &AddParentRequest { group },
+            )
+            .await?;
+            print_tree_result(reply, json)?;
+        }
+        ServerCommand::DelParent { level, json } => {
+            let reply: Result<ViewReply, TreeError> = call(
+                server,
+                tree_timeout(timeout),
+                PROC_DEL_PARENT,
+                &DelParentRequest { level },
+            )
+            .await?;
+            print_tree_result(reply, json)?;
+        }
         ServerCommand::Leave => {
             let reply: LeaveReply = call(server, timeout, PROC_LEAVE, &LeaveRequest {}).await?;
             if let Some(why) = reply.refused {
@@ -843,6 +923,24 @@ fn fmt_uptime(d: Duration) -> String {
         (0, m, sec) => format!("{m}m {sec:02}s"),
         (h, m, sec) => format!("{h}h {m:02}m {sec:02}s"),
     }
+}
+
+/// How long to wait for the answer to a tree change: the change itself
+/// may take a few seconds (the mserver answers a timeout error at the
+/// latest after its own request timeout), so at least 30 s.
+fn tree_timeout(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_secs(30))
+}
+
+/// Prints the view a tree change resulted in, or fails with its error
+/// (`error: <kind>: <detail>`, exit code 1).
+fn print_tree_result(reply: Result<ViewReply, TreeError>, json: bool) -> anyhow::Result<()> {
+    match reply {
+        Ok(view) if json => println!("{}", serde_json::to_string(&view)?),
+        Ok(view) => print_view(&view),
+        Err(e) => return Err(Failure::Call(format!("error: {}: {e}", e.kind())).into()),
+    }
+    Ok(())
 }
 
 /// The view of the mserver's group at `level`.
