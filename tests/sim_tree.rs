@@ -31,7 +31,7 @@ use membership::coreset::{CoreSetConfig, GroupRef, Table};
 use membership::id::{NodeId, ViewId};
 use membership::sim::{self, LinkConfig, SimConfig, Simulator};
 use membership::sim_replay;
-use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings};
+use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings, TreeError, TreeRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -109,6 +109,14 @@ struct Harness {
     /// Upper-level group addresses each host listens on (from its
     /// `JoinGroup`s), dropped when its process dies.
     upper: BTreeMap<NodeId, Vec<NodeId>>,
+    /// Operator requests not answered yet, per host (forgotten when the
+    /// host dies: its chain is gone).
+    asked: BTreeMap<NodeId, Vec<u64>>,
+    /// Answers to operator requests: Ok, and each error kind.
+    answers: BTreeMap<String, u64>,
+    /// Requests of hosts that were killed since (not waited for).
+    forgotten: std::collections::BTreeSet<u64>,
+    next_request: u64,
 }
 
 impl Harness {
@@ -133,6 +141,10 @@ impl Harness {
             sim,
             layout,
             upper: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            forgotten: std::collections::BTreeSet::new(),
+            next_request: 1,
         }
     }
 
@@ -158,6 +170,26 @@ impl Harness {
                         v.retain(|a| *a != g.addr);
                     }
                 }
+                ChainEvent::RequestDone { id, result } => {
+                    if std::env::var("SIM_DEBUG").is_ok() {
+                        eprintln!("{:?} {n} answers {id}: {result:?}", self.sim.now());
+                    }
+                    if self.forgotten.remove(&id) {
+                        continue;
+                    }
+                    let asked = self.asked.entry(n).or_default();
+                    let Some(i) = asked.iter().position(|x| *x == id) else {
+                        self.sim.fail(format!(
+                            "{n} answered request {id} it was not asked (or twice)"
+                        ));
+                    };
+                    asked.remove(i);
+                    let kind = match &result {
+                        Ok(_) => "ok",
+                        Err(e) => e.kind(),
+                    };
+                    *self.answers.entry(kind.to_string()).or_default() += 1;
+                }
                 _ => {}
             }
         }
@@ -167,9 +199,31 @@ impl Harness {
     /// the process.
     fn crash(&mut self, n: NodeId) {
         self.sim.crash(n);
+        // A paused process dies only once continued: what it was asked
+        // may still be answered; nobody waits for it any more.
+        self.forgotten
+            .extend(self.asked.remove(&n).unwrap_or_default());
         for g in self.upper.remove(&n).unwrap_or_default() {
             self.sim.leave_group(n, g);
         }
+    }
+
+    /// An operator's request at `n` (msctl add-parent, del-parent, leave
+    /// --level N).
+    fn request(&mut self, n: NodeId, request: TreeRequest) {
+        let id = self.next_request;
+        self.next_request += 1;
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!("{:?} request {id} at {n}: {request:?}", self.sim.now());
+        }
+        if self
+            .sim
+            .with_core(n, |c, now| c.request(now, id, request))
+            .is_some()
+        {
+            self.asked.entry(n).or_default().push(id);
+        }
+        self.drain();
     }
 
     /// Starts `n` again with its configuration (a new life).
@@ -240,7 +294,9 @@ impl Harness {
     fn settled(&self) -> bool {
         self.chains().iter().all(|(n, c)| {
             let configured = 1 + self.layout.chains.get(n).map_or(0, |(_, p)| p.len());
-            c.is_settled() && (usize::from(c.top()) == configured || c.standby().is_some())
+            c.is_settled()
+                && c.requests_pending() == 0
+                && (usize::from(c.top()) == configured || c.standby().is_some() || c.withdrawn())
         })
     }
 
@@ -547,6 +603,9 @@ struct Tally {
     max_settle_seed: u64,
     /// Seeds that took longer than 2 s per level and 1 s (a hold-down).
     over_design_bound: u64,
+    /// Operator requests made, and how they ended (by kind).
+    requests: u64,
+    answers: BTreeMap<String, u64>,
 }
 
 /// The hosts flagged as parents anywhere, as live hosts see it.
@@ -633,6 +692,34 @@ fn reform_run(seed: u64, tally: &mut Tally) {
                     tally.pauses += 1;
                 }
             }
+            85..=94 => {
+                // An operator's request at a random member, racing the
+                // faults: become a parent in its configured group (or a
+                // wrong one), step down, leave from a level.
+                if let Some(&n) = live.get(rng.random_range(0..live.len().max(1))) {
+                    let (g1, ps) = layout.chains.get(&n).cloned().expect("a host");
+                    let top = h.sim.core(n).map_or(1, Chain::top);
+                    let request = match rng.random_range(0..5) {
+                        0 | 1 => {
+                            let target = usize::from(top).saturating_sub(1);
+                            TreeRequest::AddParent(ps.get(target).cloned().unwrap_or(g1))
+                        }
+                        // Refused at once: a group of our own chain,
+                        // or not a multicast address. (A parent group
+                        // outside the layout would grow the tree past
+                        // what the final checks know.)
+                        2 if rng.random_bool(0.5) => TreeRequest::AddParent(g1),
+                        2 => TreeRequest::AddParent(GroupRef {
+                            name: "stray".into(),
+                            addr: NodeId::v4(10, 9, 9, 9, 7000),
+                        }),
+                        3 => TreeRequest::LeaveFrom(None),
+                        _ => TreeRequest::LeaveFrom(Some(rng.random_range(1..=3))),
+                    };
+                    h.request(n, request);
+                    tally.requests += 1;
+                }
+            }
             70..=84 => {
                 // Cut one child set off from everything else for a while.
                 let (g1, _) = layout
@@ -666,6 +753,24 @@ fn reform_run(seed: u64, tally: &mut Tally) {
     }
     for n in down.drain(..) {
         h.restart(n);
+    }
+    // The operator undoes the step-downs: every host that declined asks to
+    // be a parent in its configured group again (one per child set wins;
+    // the others are refused: the group has its parent).
+    h.run_for(Duration::from_millis(500));
+    for n in h.live() {
+        let declined = h.sim.core(n).is_some_and(|c| {
+            c.level(1)
+                .and_then(|x| x.table().zip(x.my_rank()))
+                .is_some_and(|(t, r)| t.tree.bits(r).declined)
+        });
+        if declined {
+            if let Some((_, ps)) = layout.chains.get(&n).cloned() {
+                if let Some(g) = ps.first() {
+                    h.request(n, TreeRequest::AddParent(g.clone()));
+                }
+            }
+        }
     }
     let _ = hosts;
     let from = h.sim.now();
@@ -707,19 +812,32 @@ fn reform_run(seed: u64, tally: &mut Tally) {
     for (_, c) in h.chains() {
         tally.step_downs += c.stats().step_downs;
     }
+    // Every request of a living host was answered exactly once.
+    let unanswered: usize = h.asked.values().map(Vec::len).sum();
+    if unanswered > 0 {
+        h.sim.fail(format!(
+            "{unanswered} operator requests were never answered: {:?}",
+            h.asked
+        ));
+    }
+    for (k, v) in &h.answers {
+        *tally.answers.entry(k.clone()).or_default() += v;
+    }
 }
 
 /// The tree reforms by itself after parents die, pause and are cut off:
 /// automatic re-parenting, step-down of extra parents after heals, the
-/// exclusion cascade. 300 seeds (more with `SIM_RUNS`); `SIM_SEED=N`
+/// exclusion cascade; operators' add-parent, del-parent and leave --level
+/// racing all of it. 1,000 seeds (more with `SIM_RUNS`); `SIM_SEED=N`
 /// replays one.
 #[test]
 fn tree_reforms_after_faults() {
     let replay = sim_replay!("tree_reforms_after_faults");
     let mut tally = Tally::default();
-    sim::run_seeds(&replay, 300, |seed| reform_run(seed, &mut tally));
+    sim::run_seeds(&replay, 1000, |seed| reform_run(seed, &mut tally));
     eprintln!("{tally:#?}");
     if tally.seeds >= 50 {
         assert!(tally.parent_kills > 0 && tally.partitions > 0 && tally.pauses > 0);
+        assert!(tally.answers.get("ok").copied().unwrap_or(0) > 0);
     }
 }

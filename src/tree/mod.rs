@@ -611,6 +611,18 @@ impl Chain {
         })
     }
 
+    /// Whether an operator stepped this mserver down (`del-parent`,
+    /// `leave --level N`): the configured chain is not followed up again
+    /// until an operator's `add-parent`.
+    pub fn withdrawn(&self) -> bool {
+        self.withdrawn
+    }
+
+    /// Operator requests not answered yet (waiting or running).
+    pub fn requests_pending(&self) -> usize {
+        self.requests.len() + usize::from(self.running.is_some())
+    }
+
     /// The level this mserver stays at as a standby, and why, if so.
     pub fn standby(&self) -> Option<(u8, StandbyReason)> {
         self.standby
