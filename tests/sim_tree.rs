@@ -31,7 +31,7 @@ use membership::coreset::{CoreSetConfig, GroupRef, Table};
 use membership::id::{NodeId, ViewId};
 use membership::sim::{self, LinkConfig, SimConfig, Simulator};
 use membership::sim_replay;
-use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings, TreeError, TreeRequest};
+use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings, TreeRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
