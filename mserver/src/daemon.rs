@@ -559,7 +559,7 @@ impl Daemon {
             } => {
                 let took = Clock::now().saturating_duration_since(change_started);
                 tracing::info!(
-                    group = name,
+                    group = %name,
                     level,
                     view = view.number,
                     coordinator = %view.coordinator,
@@ -576,7 +576,7 @@ impl Daemon {
             CoreSetEvent::NewIncarnation(_) => {}
             CoreSetEvent::Excluded { view } => {
                 tracing::warn!(
-                    group = name,
+                    group = %name,
                     level,
                     view = view.number,
                     "the group excluded us (we were paused or cut off); rejoining with a new incarnation"
@@ -590,7 +590,7 @@ impl Daemon {
                 // The node's application-group service applies them; the
                 // core-set's view (its membership) stays as it is.
                 tracing::info!(
-                    group = name,
+                    group = %name,
                     level,
                     view = view.number,
                     commit = view.seq,
@@ -601,7 +601,7 @@ impl Daemon {
             }
             CoreSetEvent::HeldDown { remaining } => {
                 tracing::warn!(
-                    group = name,
+                    group = %name,
                     level,
                     remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
                     "the group holds our rejoin down: we were failed again and again after rejoining \
@@ -614,7 +614,7 @@ impl Daemon {
                 op,
             } => {
                 tracing::info!(
-                    group = name,
+                    group = %name,
                     level,
                     view = view.number,
                     originator = %originator.map_or_else(|| "-".to_string(), |m| m.addr.to_string()),
@@ -623,11 +623,11 @@ impl Daemon {
                 );
             }
             CoreSetEvent::TreeRefused { op, error } => {
-                tracing::warn!(group = name, level, change = ?op, %error, "tree change dropped: it no longer fits the group");
+                tracing::warn!(group = %name, level, change = ?op, %error, "tree change dropped: it no longer fits the group");
             }
             CoreSetEvent::JoinRefused { reason } => {
                 tracing::warn!(
-                    group = name,
+                    group = %name,
                     level,
                     reason = ?reason,
                     "a group of our name at this address refuses us: it is a group of another \
@@ -636,7 +636,7 @@ impl Daemon {
             }
             // The chain watches the union of the levels' targets.
             CoreSetEvent::Watch(_) => {}
-            CoreSetEvent::Left => tracing::info!(group = name, level, "left the group"),
+            CoreSetEvent::Left => tracing::info!(group = %name, level, "left the group"),
         }
     }
 }

@@ -993,7 +993,7 @@ fn tree_text(t: &TreeReply) -> String {
         let _ = writeln!(out, "in progress: {task}");
     }
     if let Some(why) = &t.standby {
-        let _ = writeln!(out, "standby at {why}");
+        let _ = writeln!(out, "not a parent (a standby) at {why}");
     }
     if t.parentless {
         let _ = writeln!(out, "our top group has no parent yet (re-parenting)");
