@@ -23,6 +23,16 @@
 //! `max_parents`), and each upper group holds exactly the parents of its
 //! child sets.
 //!
+//! Two more run after every step: **(d)** per group (members that stay
+//! connected install the same sequence of views; a fork must end one of
+//! its lives within [`FORK_BOUND`]), and **T1 within a bound**: a member
+//! that a running member of child set X holds flagged as a parent is held
+//! as a member of X's parent group by some running mserver, except for at
+//! most [`T1_BOUND`] at a time (the window between the two commits of an
+//! Add_parent or a Del_parent, and the detection of a parent that died
+//! between them). `crash_between_the_two_steps` kills mservers exactly
+//! in that window.
+//!
 //! `SIM_SEED=N cargo test --test sim_tree -- tree_forms_many_seeds`
 //! replays one seed.
 
@@ -34,8 +44,17 @@ use membership::sim_replay;
 use membership::tree::{Chain, ChainConfig, ChainEvent, LevelSettings, TreeRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+/// (d): a fork must end one of its two lives within this.
+const FORK_BOUND: Duration = Duration::from_secs(10);
+
+/// T1 may be broken for one member of one child set for at most this
+/// long: a parent join timeout (2.4 s at the default timings: an
+/// Add_parent's flag waits that long for the parent group before it is
+/// undone), plus the undo's commit and a detection period.
+const T1_BOUND: Duration = Duration::from_millis(3400);
 
 fn host(i: u8) -> NodeId {
     NodeId::v4(10, 0, 1, i, 7000)
@@ -137,6 +156,8 @@ impl Harness {
         sim.add_invariant(Box::new(invariants::SameViewSameTable::new()));
         sim.add_invariant(Box::new(invariants::ViewNumbers::new()));
         sim.add_invariant(Box::new(invariants::SelfInclusion::new()));
+        sim.add_invariant(Box::new(invariants::SameSequence::new(FORK_BOUND)));
+        add_bounded_t1(&mut sim, T1_BOUND);
         Harness {
             sim,
             layout,
@@ -321,6 +342,59 @@ impl Harness {
 }
 
 /// Every live chain with each level's view, for failure messages.
+/// Registers T1 within a bound (see the module docs).
+fn add_bounded_t1(sim: &mut Simulator<Chain>, bound: Duration) {
+    let mut since: BTreeMap<(String, NodeId), membership::time::Instant> = BTreeMap::new();
+    sim.add_checker("T1 within a bound", move |view| {
+        let now = view.now();
+        let running: Vec<(NodeId, &Chain)> = view
+            .nodes()
+            .filter(|n| !n.paused)
+            .filter_map(|n| n.core.map(|c| (n.id, c)))
+            .collect();
+        // Who is held as a member of which group, by some running mserver.
+        let mut held: BTreeSet<(String, NodeId)> = BTreeSet::new();
+        for (_, c) in &running {
+            for level in 1..=c.top() {
+                if let (Some(core), Some(g)) = (c.level(level), c.group(level)) {
+                    for r in core.table().map(|t| t.rows.clone()).unwrap_or_default() {
+                        held.insert((g.name.clone(), r.addr));
+                    }
+                }
+            }
+        }
+        let mut broken: BTreeSet<(String, NodeId)> = BTreeSet::new();
+        for (_, c) in &running {
+            for level in 1..=c.top() {
+                let (Some(core), Some(g)) = (c.level(level), c.group(level)) else {
+                    continue;
+                };
+                let Some(t) = core.table() else { continue };
+                let Some(p) = t.tree.parent_group.as_ref() else {
+                    continue;
+                };
+                for r in &t.rows {
+                    if t.tree.is_parent(r.rank) && !held.contains(&(p.name.clone(), r.addr)) {
+                        broken.insert((g.name.clone(), r.addr));
+                    }
+                }
+            }
+        }
+        since.retain(|k, _| broken.contains(k));
+        for k in broken {
+            let t0 = *since.entry(k.clone()).or_insert(now);
+            if now.saturating_duration_since(t0) > bound {
+                return Err(format!(
+                    "{} has been flagged as a parent in {} without being in its parent group \
+                     for more than {bound:?}",
+                    k.1, k.0
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
 fn describe(h: &Harness) -> String {
     let mut s = String::new();
     for (n, c) in h.chains() {
@@ -840,4 +914,128 @@ fn tree_reforms_after_faults() {
         assert!(tally.parent_kills > 0 && tally.partitions > 0 && tally.pauses > 0);
         assert!(tally.answers.get("ok").copied().unwrap_or(0) > 0);
     }
+}
+
+/// Where a targeted crash hits.
+#[derive(Clone, Copy, Debug)]
+enum Between {
+    /// An Add_parent flagged in its child set, not yet admitted above.
+    AddParent,
+    /// A Del_parent out of the parent group, not yet unflagged below.
+    DelParent,
+}
+
+/// Whether `c` (at `n`) is between the two commits of `which`: flagged in
+/// its level-1 group and not a member of the group above.
+fn between(c: &Chain, which: Between) -> bool {
+    let flagged = c
+        .level(1)
+        .and_then(|x| x.table().zip(x.my_rank()))
+        .is_some_and(|(t, r)| t.tree.is_parent(r));
+    let above = c.level(2).is_some_and(|x| x.is_member());
+    let task = match which {
+        Between::AddParent => "add-parent",
+        Between::DelParent => "step-down",
+    };
+    flagged && !above && c.task_kind() == Some(task)
+}
+
+/// One seed: a two-level tree forms; a parent is made to start a task
+/// (killed, so that its child set's next member runs Add_parent; or told
+/// to step down, so that it runs Del_parent), the simulation steps one
+/// event at a time until that mserver is between the task's two commits,
+/// and it is killed there. T1 within a bound runs after every step, and
+/// the tree must reform.
+fn between_run(seed: u64, which: Between) -> bool {
+    let test = "crash_between_the_two_steps";
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB7);
+    let sets: Vec<u8> = (0..rng.random_range(2..=3))
+        .map(|_| rng.random_range(2..=4))
+        .collect();
+    let layout = Layout::new(&sets, 8, 2);
+    let mut h = form(seed, test, layout, LinkConfig::lan(), 0);
+    let ps = parents(&h);
+    let Some(&p) = ps.get(rng.random_range(0..ps.len().max(1))) else {
+        return false;
+    };
+    let candidates: Vec<NodeId> = match which {
+        Between::AddParent => {
+            // The child set's others: one of them will run Add_parent.
+            let g1 = h.layout.chains.get(&p).map(|x| x.0.clone());
+            let others: Vec<NodeId> = h
+                .layout
+                .chains
+                .iter()
+                .filter(|(n, (g, _))| Some(g) == g1.as_ref() && **n != p)
+                .map(|(n, _)| *n)
+                .collect();
+            h.crash(p);
+            others
+        }
+        Between::DelParent => {
+            h.request(p, TreeRequest::LeaveFrom(None));
+            vec![p]
+        }
+    };
+    // Step until one of them is between the two commits (bounded).
+    let mut hit = None;
+    let end = h.sim.now() + Duration::from_secs(5);
+    while hit.is_none() && h.sim.now() < end {
+        if !h.sim.step() {
+            h.run_for(Duration::from_millis(5));
+        }
+        h.drain();
+        hit = candidates
+            .iter()
+            .copied()
+            .find(|n| h.sim.core(*n).is_some_and(|c| between(c, which)));
+    }
+    let Some(victim) = hit else {
+        return false;
+    };
+    h.crash(victim);
+    let bound = Duration::from_secs(10);
+    let ok = h.run_until(bound, |h| {
+        h.settled()
+            && h.one_view_per_group()
+            && h.no_dead_members()
+            && check_tree(h).is_ok()
+            && check_one_parent_each(h).is_ok()
+    });
+    if !ok {
+        let s = describe(&h);
+        let why = check_tree(&h)
+            .and_then(|()| check_one_parent_each(&h))
+            .err()
+            .unwrap_or_default();
+        h.sim.fail(format!(
+            "after killing {victim} between the two steps of {which:?}, the tree did not \
+             reform within {bound:?} ({why}):{s}"
+        ));
+    }
+    true
+}
+
+/// Kills mservers between the two commits of Add_parent and of
+/// Del_parent (`docs/hierarchy.md`, "The one rule that orders every
+/// two-level change"): the child set removes the dead flagged member
+/// within the bound of T1 (checked after every step), and the tree
+/// reforms. 200 seeds per kind (more with `SIM_RUNS`).
+#[test]
+fn crash_between_the_two_steps() {
+    let replay = sim_replay!("crash_between_the_two_steps");
+    let mut hits = [0u64; 2];
+    sim::run_seeds(&replay, 200, |seed| {
+        if between_run(seed, Between::AddParent) {
+            hits[0] += 1;
+        }
+        if between_run(seed ^ 1, Between::DelParent) {
+            hits[1] += 1;
+        }
+    });
+    eprintln!(
+        "killed between the steps: Add_parent {}, Del_parent {}",
+        hits[0], hits[1]
+    );
+    assert!(hits[0] > 0 && hits[1] > 0, "{hits:?}");
 }

@@ -17,9 +17,9 @@
 //! taken from the `me` of each `ViewInstalled`. [`add_all`] registers the
 //! four on a simulator of [`CoreSet`]s.
 //!
-//! (a), (b) and (c) also run on nodes that hold several core-sets (an
-//! mserver's chain of levels, `tree::Chain`): they are generic over
-//! [`CoreSets`], and key what they record by group as well.
+//! All four also run on nodes that hold several core-sets (an mserver's
+//! chain of levels, `tree::Chain`): they are generic over [`CoreSets`],
+//! and key what they record by group as well.
 
 mod life;
 pub mod same_sequence;

@@ -11,9 +11,14 @@
 //! subgroups merged, DESIGN.md section 5). A fork still open after the
 //! bound fails the run;
 //! [`SequenceReport::open_forks`] lists the open ones for a final check.
+//!
+//! On nodes that hold several core-sets (an mserver's chain of levels,
+//! [`CoreSets`]) sequences are per group: a life is then one incarnation
+//! of one node in one group (an upper level's life is its own), and only
+//! lives of the same group can fork.
 
-use super::life::Life;
-use crate::coreset::{CoreSet, CoreSetEvent};
+use super::life::{CoreSets, Life};
+use crate::coreset::CoreSetEvent;
 use crate::id::ViewId;
 use crate::sim::{CheckView, Invariant};
 use crate::time::Instant;
@@ -28,6 +33,8 @@ const MAX_KEPT: usize = 16;
 /// A fork between two lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fork {
+    /// The group (`None`: the node's only one).
+    pub group: Option<String>,
     /// The view both installed.
     pub from: ViewId,
     /// One life and its next view.
@@ -45,12 +52,16 @@ struct OpenFork {
     b_since: BTreeSet<ViewId>,
 }
 
+/// A life in a group.
+type GroupLife = (Option<String>, Life);
+
 #[derive(Default)]
 struct State {
     /// The last view each life installed.
-    last: BTreeMap<Life, ViewId>,
-    /// For each view, the next view each life installed after it.
-    next: BTreeMap<ViewId, BTreeMap<Life, ViewId>>,
+    last: BTreeMap<GroupLife, ViewId>,
+    /// For each view of a group, the next view each life installed after
+    /// it.
+    next: BTreeMap<(Option<String>, ViewId), BTreeMap<Life, ViewId>>,
     open: Vec<OpenFork>,
     /// The first forks seen (at most [`MAX_KEPT`]), for reports.
     kept: Vec<Fork>,
@@ -111,26 +122,33 @@ impl SameSequence {
     }
 }
 
-/// Whether `life` still runs as a member: its node is up with that
-/// incarnation, a member, and has not left.
-fn alive(view: &CheckView<'_, CoreSet>, life: Life) -> bool {
-    view.core(life.0)
-        .is_some_and(|c| c.incarnation() == life.1 && c.is_member() && !c.has_left())
+/// Whether `life` still runs as a member of `group`: its node is up with
+/// a core-set of that group and incarnation, a member, and has not left.
+fn alive<C: CoreSets>(view: &CheckView<'_, C>, group: Option<&str>, life: Life) -> bool {
+    view.core(life.0).is_some_and(|c| {
+        c.coresets(group)
+            .iter()
+            .any(|c| c.incarnation() == life.1 && c.is_member() && !c.has_left())
+    })
 }
 
-impl Invariant<CoreSet> for SameSequence {
+impl<C: CoreSets> Invariant<C> for SameSequence {
     fn name(&self) -> &str {
         "(d) connected members install the same sequence"
     }
 
-    fn check(&mut self, view: &CheckView<'_, CoreSet>) -> Result<(), String> {
+    fn check(&mut self, view: &CheckView<'_, C>) -> Result<(), String> {
         let mut st = self.state.0.borrow_mut();
         for (now, node, ev) in view.new_events() {
+            let Some((group, ev)) = C::coreset_event(ev) else {
+                continue;
+            };
             let CoreSetEvent::ViewInstalled { view: w, me, .. } = ev else {
                 continue;
             };
+            let group = group.map(str::to_string);
             let life = (*node, me.incarnation);
-            for o in st.open.iter_mut() {
+            for o in st.open.iter_mut().filter(|o| o.fork.group == group) {
                 if o.fork.a.0 == life {
                     o.a_since.insert(*w);
                 }
@@ -138,10 +156,10 @@ impl Invariant<CoreSet> for SameSequence {
                     o.b_since.insert(*w);
                 }
             }
-            if let Some(v) = st.last.insert(life, *w) {
+            if let Some(v) = st.last.insert((group.clone(), life), *w) {
                 let others: Vec<(Life, ViewId)> = st
                     .next
-                    .get(&v)
+                    .get(&(group.clone(), v))
                     .map(|m| {
                         m.iter()
                             .filter(|(l, w2)| **l != life && *w2 != w)
@@ -152,6 +170,7 @@ impl Invariant<CoreSet> for SameSequence {
                 for (other, w2) in others {
                     st.forks_seen += 1;
                     let fork = Fork {
+                        group: group.clone(),
                         from: v,
                         a: (life, *w),
                         b: (other, w2),
@@ -161,7 +180,7 @@ impl Invariant<CoreSet> for SameSequence {
                         st.kept.push(fork.clone());
                     }
                     let mut b_since = BTreeSet::new();
-                    if let Some(last) = st.last.get(&other) {
+                    if let Some(last) = st.last.get(&(group.clone(), other)) {
                         b_since.insert(*last);
                     }
                     st.open.push(OpenFork {
@@ -170,7 +189,10 @@ impl Invariant<CoreSet> for SameSequence {
                         fork,
                     });
                 }
-                st.next.entry(v).or_default().insert(life, *w);
+                st.next
+                    .entry((group.clone(), v))
+                    .or_default()
+                    .insert(life, *w);
             }
         }
         if st.open.is_empty() {
@@ -178,7 +200,10 @@ impl Invariant<CoreSet> for SameSequence {
         }
         let before = st.open.len();
         st.open.retain(|o| {
-            alive(view, o.fork.a.0) && alive(view, o.fork.b.0) && o.a_since.is_disjoint(&o.b_since)
+            let g = o.fork.group.as_deref();
+            alive(view, g, o.fork.a.0)
+                && alive(view, g, o.fork.b.0)
+                && o.a_since.is_disjoint(&o.b_since)
         });
         st.resolved += (before - st.open.len()) as u64;
         let now = view.now();
@@ -189,9 +214,9 @@ impl Invariant<CoreSet> for SameSequence {
             .find(|f| now.saturating_duration_since(f.at) > self.bound)
         {
             return Err(format!(
-                "sequences forked at {:?} and both lives still run after {:?}: {:?} -> {:?}, \
-                 {:?} -> {:?}",
-                f.from, self.bound, f.a.0, f.a.1, f.b.0, f.b.1
+                "sequences forked at {:?} (group {:?}) and both lives still run after {:?}: \
+                 {:?} -> {:?}, {:?} -> {:?}",
+                f.from, f.group, self.bound, f.a.0, f.a.1, f.b.0, f.b.1
             ));
         }
         Ok(())
