@@ -29,6 +29,7 @@ use crate::mserver::admin::{
 };
 use crate::mserver::events::{EventLog, EventsRequest, PROC_EVENTS};
 use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
+use crate::mserver::rollout::{KeyRollout, Receivers};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
@@ -132,6 +133,8 @@ pub struct MserverNode {
     /// View changes and failure detections (`msctl events`, the status
     /// page).
     log: EventLog,
+    /// Committed rings on their way to the sockets, MIs and mcaster.
+    rollout: KeyRollout,
 }
 
 impl MserverNode {
@@ -190,6 +193,7 @@ impl MserverNode {
             key_replies: Vec::new(),
             last_commit: CommitPosition::default(),
             log: EventLog::new(1, stuck_after),
+            rollout: KeyRollout::default(),
         };
         let group = node.coreset.snapshot(now).group;
         if let Some(reg) = node.registration.as_mut() {
@@ -205,6 +209,7 @@ impl MserverNode {
     /// simulator, the benchmarks) and there is no ring.
     pub fn with_security(mut self, policy: AdminPolicy, ring: Option<KeyRing>) -> Self {
         self.policy = policy;
+        self.rollout = KeyRollout::new(ring.clone());
         self.ring = ring;
         self
     }
@@ -217,6 +222,7 @@ impl MserverNode {
     /// Sets the ring without a commit (SIGHUP reloaded the key file on
     /// this member only).
     pub fn set_key_ring(&mut self, ring: Option<KeyRing>) {
+        self.rollout.set_applied(ring.clone());
         self.ring = ring;
     }
 
@@ -373,8 +379,7 @@ impl MserverNode {
                 Ok(ring) => {
                     tracing::info!(?op, ids = ?ring.ids(), "key ring change committed");
                     self.ring = Some(ring.clone());
-                    self.events
-                        .push_back(NodeEvent::KeyRingChanged { ring, at });
+                    self.rollout.committed(at, ring);
                     None
                 }
                 Err(e) => {
@@ -669,6 +674,23 @@ impl MserverNode {
             }
             self.drain(now);
         }
+        // Committed rings go to the MIs and the mcaster, then (a new
+        // signing key once they hold it) to the sockets.
+        let step = self.rollout.run(
+            now,
+            &mut Receivers {
+                apps: &mut self.apps,
+                rpc: &mut self.rpc,
+                registration: self.registration.as_mut(),
+            },
+        );
+        for (ring, at) in step.released {
+            self.events
+                .push_back(NodeEvent::KeyRingChanged { ring, at });
+        }
+        if step.pushed {
+            self.drain(now);
+        }
         // The event log looks at the core-set after every input, and
         // answers the subscribers waiting for an entry.
         self.log.observe(now, &self.coreset);
@@ -785,7 +807,10 @@ impl Core for MserverNode {
                 earliest(self.coreset.poll_timeout(), reg),
                 self.rpc.poll_timeout(),
             ),
-            earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
+            earliest(
+                earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
+                self.rollout.poll_timeout(),
+            ),
         )
     }
 }

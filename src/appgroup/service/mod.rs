@@ -61,9 +61,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod keyring;
 mod polling;
 mod requests;
 mod transfer;
+
+pub use keyring::RING_CALLS;
 
 /// Most requests waiting for their op to commit (more are refused with
 /// [`AppError::Busy`]).
@@ -179,6 +182,10 @@ pub struct ServiceStats {
     pub refused: u64,
     /// Registry copies installed (state transfers).
     pub transfers: u64,
+    /// Key rings MIs acknowledged.
+    pub rings_pushed: u64,
+    /// Key rings given up on after [`RING_CALLS`] failed calls to an MI.
+    pub rings_abandoned: u64,
 }
 
 enum PendingKind {
@@ -213,6 +220,7 @@ struct LocalMi {
 enum CallTag {
     Query { mi: Uuid, lost: usize },
     Fetch,
+    Ring { mi: Uuid },
 }
 
 enum SyncState {
@@ -255,6 +263,10 @@ pub struct AppService {
     /// committed, with when they were last submitted.
     merge_ops: Vec<(Vec<u8>, Instant)>,
     stats: ServiceStats,
+    /// The last cluster key ring handed to the MIs, with its epoch.
+    ring: Option<(u64, crate::wire::SharedRing)>,
+    /// Where each attached MI stands with it.
+    ring_mis: BTreeMap<Uuid, keyring::MiRing>,
 }
 
 impl AppService {
@@ -283,6 +295,8 @@ impl AppService {
             premerge: None,
             merge_ops: Vec::new(),
             stats: ServiceStats::default(),
+            ring: None,
+            ring_mis: BTreeMap::new(),
         }
     }
 
@@ -580,6 +594,7 @@ impl AppService {
         match self.calls.remove(&id) {
             Some(CallTag::Query { mi, lost }) => self.on_query_done(now, ctx, mi, id, lost, result),
             Some(CallTag::Fetch) => self.on_fetch_done(now, ctx, id, result),
+            Some(CallTag::Ring { mi }) => self.on_ring_done(now, ctx.rpc, mi, id, result),
             None => {}
         }
     }
