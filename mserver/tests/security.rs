@@ -381,3 +381,166 @@ fn sighup_reloads_the_mservers_key_file() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn msctl_events_streams_a_keyed_mservers_view_changes_only_with_the_key() {
+    use testkit::lines::Lines;
+    let dir = temp_dir("events");
+    let keys = dir.join("keys");
+    write_keys(&keys, &[K1], 0o600);
+    let mcaster_addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let group_addr = SocketAddr::from(([239, 255, 72, 4], testkit::free_port()));
+    let port = testkit::free_port();
+    let a = SocketAddr::from(([127, 0, 0, 40], port));
+    let b = SocketAddr::from(([127, 0, 0, 41], port));
+    let mut cmd = mcaster_command(&mcaster_bin(), mcaster_addr);
+    cmd.arg("--key-file").arg(&keys);
+    let mcaster = Proc::spawn_logged("mcaster", &mut cmd, &dir.join("mcaster.log"));
+    let mut cmd = mserver_command(&mserver_bin(), "evk", group_addr, a, mcaster_addr);
+    cmd.arg("--key-file").arg(&keys);
+    let first = Proc::spawn_logged("mserver a", &mut cmd, &dir.join("a.log"));
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(100), || view(a, K1)
+            .is_some()),
+        "{}",
+        first.log_tail(20)
+    );
+    let events = |key: Option<&str>| {
+        let mut cmd = Command::new(msctl_bin());
+        cmd.args(["--server", &a.to_string(), "--timeout-ms", "1500"])
+            .env_remove("MS_CLUSTER_KEYS");
+        if let Some(k) = key {
+            cmd.args(["--cluster-key", k]);
+        }
+        cmd.args(["events", "--json"]);
+        cmd
+    };
+    let mut lines = Lines::new();
+    let _keyed = lines.spawn("keyed", events(Some(K1)));
+    let mut unkeyed = lines.spawn("unkeyed", events(None));
+    assert!(
+        lines.wait(PATIENCE, |l| {
+            l.log
+                .iter()
+                .any(|x| x.starts_with("keyed (stderr): msctl: watching the view changes"))
+        }),
+        "the keyed subscriber did not start: {}",
+        lines.tail(20)
+    );
+    // A second mserver joins: a view change, streamed to the key holder.
+    let mut cmd = mserver_command(&mserver_bin(), "evk", group_addr, b, mcaster_addr);
+    cmd.arg("--key-file").arg(&keys);
+    let second = Proc::spawn_logged("mserver b", &mut cmd, &dir.join("b.log"));
+    let b_str = b.to_string();
+    let streamed = lines.wait(PATIENCE, |l| {
+        l.json.get("keyed").is_some_and(|v| {
+            v.iter().any(|e| {
+                e["kind"] == "view"
+                    && e["joined"]
+                        .as_array()
+                        .is_some_and(|j| j.iter().any(|m| m["addr"] == b_str.as_str()))
+            })
+        })
+    });
+    assert!(
+        streamed,
+        "no view change streamed: {}\n{}",
+        lines.tail(30),
+        second.log_tail(20)
+    );
+    // Without the key: nothing on stdout, a clear error and exit 1.
+    let code = unkeyed.wait_exit(PATIENCE);
+    lines.pump(Duration::from_millis(200), |_| false);
+    assert_eq!(code, Some(Some(1)), "{}", lines.tail(20));
+    assert!(
+        lines.json.get("unkeyed").map_or(true, |v| v.is_empty()),
+        "{}",
+        lines.tail(20)
+    );
+    let said: Vec<&String> = lines
+        .log
+        .iter()
+        .filter(|l| l.starts_with("unkeyed (stderr)"))
+        .collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("no answer from") && l.contains("--cluster-key")),
+        "{}",
+        lines.tail(20)
+    );
+    drop(second);
+    drop(first);
+    drop(mcaster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_reloads_the_member_interfaces_key_file() {
+    let dir = temp_dir("mi-hup");
+    let keys = dir.join("server.keys");
+    write_keys(&keys, &[K1], 0o600);
+    let addr = SocketAddr::from(([127, 0, 0, 42], testkit::free_port()));
+    let group_addr = SocketAddr::from(([239, 255, 72, 5], testkit::free_port()));
+    let mcaster = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let mut cmd = mserver_command(&mserver_bin(), "mihup", group_addr, addr, mcaster);
+    cmd.arg("--key-file").arg(&keys);
+    let server = Proc::spawn_logged("mserver", &mut cmd, &dir.join("mserver.log"));
+    // The MI starts with the wrong key: it cannot attach.
+    let mi_keys = dir.join("mi.keys");
+    write_keys(&mi_keys, &[K2], 0o600);
+    let sock = dir.join("mi.sock");
+    let mut cmd = Command::new(testkit::bin("member-interface", "member-interface"));
+    cmd.args(["--mserver", &addr.to_string()])
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--key-file")
+        .arg(&mi_keys)
+        .env("MS_LOG_LEVEL", "info")
+        .env_remove("MS_CLUSTER_KEYS")
+        .stdin(Stdio::null());
+    let mi = Proc::spawn_logged("member-interface", &mut cmd, &dir.join("mi.log"));
+    // A fresh group name each time: a create that timed out at msctl may
+    // still commit later.
+    let n = std::cell::Cell::new(0);
+    let create = || {
+        n.set(n.get() + 1);
+        Command::new(msctl_bin())
+            .arg("--mi")
+            .arg(&sock)
+            .args(["--timeout-ms", "1500", "create", &format!("g{}", n.get())])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(20), || sock.exists()),
+        "{}",
+        mi.log_tail(20)
+    );
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(100), || view(addr, K1)
+            .is_some()),
+        "{}",
+        server.log_tail(20)
+    );
+    assert!(!create(), "an MI with the wrong key got an answer");
+    // The right key goes into its key file; SIGHUP reloads it (no
+    // restart): it attaches and serves.
+    write_keys(&mi_keys, &[K1], 0o600);
+    mi.signal("HUP");
+    assert!(
+        testkit::wait::until_true(PATIENCE, Duration::from_millis(200), create),
+        "SIGHUP did not reload the MI's key file:\n{}",
+        mi.log_tail(20)
+    );
+    assert!(
+        mi.log_tail(50)
+            .contains("SIGHUP: cluster key ring reloaded"),
+        "{}",
+        mi.log_tail(50)
+    );
+    drop(mi);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
