@@ -86,8 +86,8 @@ fn last_members(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
     let Some(view) = text
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
     else {
         return Vec::new();
     };

@@ -182,7 +182,7 @@ fn a_registration_repeats_the_ring_until_acknowledged_within_bounds() {
     let mut sent = ring_sends(&reg_out(&mut m)).len();
     let mut now = t(1000);
     for _ in 0..(2 * RING_ATTEMPTS) {
-        now = now + RING_RESEND;
+        now += RING_RESEND;
         m.handle_timeout(now);
         sent += ring_sends(&reg_out(&mut m)).len();
         // Keep the registration answered (the refreshes).

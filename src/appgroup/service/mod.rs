@@ -6,8 +6,9 @@
 //!
 //! This file holds the service's state, its inputs from the core-set and
 //! its timers; `requests.rs` the MI requests, `polling.rs` the MI polls
-//! (views out, liveness, orphans, MI failures) and `transfer.rs` the
-//! registry state transfer and the merge ops.
+//! (views out, liveness, orphans, MI failures), `transfer.rs` the
+//! registry state transfer and the merge ops, and `keyring.rs` the
+//! hand-over of a committed cluster key ring to the MIs attached here.
 //!
 //! It drives no socket and reads no clock: the mserver's composite core
 //! hands it the RPC requests of [`super::link`]'s procedures, the
