@@ -6,9 +6,11 @@
 //! first of them signs), then the file's; without inline keys the file's
 //! first key signs.
 //!
-//! The mserver also persists its ring (`--keyring-file`, the same format),
-//! so that a ring rotated with `msctl keys` survives a restart; the ring in
-//! that file, when it exists, wins over the configured keys.
+//! The mserver, the member interface and the mcaster also persist their
+//! ring (`--keyring-file`, the same format), so that a ring rotated with
+//! `msctl keys` (and handed by the mserver to its member interfaces and
+//! its mcaster) survives a restart; the ring in that file, when it exists,
+//! wins over the configured keys.
 //!
 //! SIGHUP reloads the key file on every daemon: each daemon's handler of
 //! [`crate::signals::Signal::Hangup`] re-reads it with [`key_ring`] (or
@@ -161,8 +163,7 @@ pub fn load_keyring_file(path: &Path) -> anyhow::Result<Option<KeyRing>> {
 /// Writes `ring` to a key-ring file (mode 0600, written to a temporary
 /// file first and renamed, so a crash never leaves half a ring).
 pub fn save_keyring_file(path: &Path, ring: &KeyRing) -> anyhow::Result<()> {
-    let mut text =
-        String::from("# cluster key ring, written by the mserver; the first key signs\n");
+    let mut text = String::from("# cluster key ring, written by the daemon; the first key signs\n");
     for k in ring.keys() {
         text.push_str(&k.to_spec());
         text.push('\n');

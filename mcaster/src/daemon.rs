@@ -6,7 +6,9 @@
 //! one) opens datagrams with an authenticating codec, so forged,
 //! unauthenticated and replayed datagrams are dropped and counted before
 //! the core sees them, and the core's answers are signed; SIGHUP applies
-//! a reloaded ring to every socket (key rotation). Authentication failures
+//! a reloaded ring to every socket, and so does a ring a registered
+//! mserver hands over after `msctl keys` committed
+//! ([`McasterEvent::KeyRing`]); both are written to `--keyring-file`. Authentication failures
 //! (or, without a key, signed datagrams) are explained in a warning at a
 //! limited rate ([`AuthWatch`]). The class D copies leave from the main
 //! socket with explicit multicast send options (interface, TTL, loopback).
@@ -54,7 +56,7 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
         MulticastMode::Auto => None,
     };
     let multicast = use_multicast(forced, PROBE_GROUP, s.multicast_interface).await;
-    let ring = s.key_ring()?;
+    let ring = s.start_ring()?;
     let send = MulticastSend {
         interface: s.multicast_interface,
         loopback: s.multicast_loop,
@@ -122,6 +124,7 @@ pub async fn run(s: Settings, reload: impl Fn() -> anyhow::Result<Settings>) -> 
     loop {
         tokio::select! {
             e = events.recv() => match e {
+                Some(McasterEvent::KeyRing { from, ring }) => d.ring_handed_over(from, ring).await,
                 Some(e) => d.on_event(e),
                 None => {
                     tracing::error!("the relay stopped");
@@ -238,6 +241,50 @@ impl Daemon {
             McasterEvent::MemberExpired { group, member } => {
                 tracing::info!(%group, %member, "member expired (no refresh)")
             }
+            McasterEvent::KeyRing { from, .. } => {
+                tracing::debug!(%from, "key ring event handled by the loop")
+            }
+        }
+    }
+
+    /// A registered mserver handed over the ring its core-set committed:
+    /// to every socket, and to the key-ring file.
+    async fn ring_handed_over(&mut self, from: NodeId, ring: KeyRing) {
+        if self.ring.is_none() {
+            tracing::warn!(%from, "an mserver handed over a cluster key ring, but this mcaster runs without authentication; turning it on needs a restart");
+            return;
+        }
+        let applied = self.apply_ring(ring.clone()).await;
+        self.persist(&ring);
+        tracing::info!(%from, authentication = %describe(Some(&ring)), applied, "cluster key ring changed by the group");
+    }
+
+    /// Hands `ring` to the main socket and every class D socket; answers
+    /// whether every one took it.
+    async fn apply_ring(&mut self, ring: KeyRing) -> bool {
+        let mut applied = self
+            .handle
+            .socket
+            .send(SetKeyRing(ring.clone()))
+            .await
+            .unwrap_or(false);
+        for g in self.groups.values() {
+            applied &= g
+                .socket()
+                .send(SetKeyRing(ring.clone()))
+                .await
+                .unwrap_or(false);
+        }
+        self.ring = Some(ring);
+        applied
+    }
+
+    /// Writes `ring` to the key-ring file, when there is one.
+    fn persist(&self, ring: &KeyRing) {
+        if let Some(path) = self.settings.keyring_file.as_deref() {
+            if let Err(e) = daemon_shell::keys::save_keyring_file(path, ring) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot persist the key ring");
+            }
         }
     }
 
@@ -281,25 +328,13 @@ impl Daemon {
         }
         match (&self.ring, ring) {
             (Some(_), Some(ring)) => {
-                let mut applied = self
-                    .handle
-                    .socket
-                    .send(SetKeyRing(ring.clone()))
-                    .await
-                    .unwrap_or(false);
-                for g in self.groups.values() {
-                    applied &= g
-                        .socket()
-                        .send(SetKeyRing(ring.clone()))
-                        .await
-                        .unwrap_or(false);
-                }
+                let applied = self.apply_ring(ring.clone()).await;
+                self.persist(&ring);
                 tracing::info!(
                     authentication = %describe(Some(&ring)),
                     applied,
                     "SIGHUP: cluster key ring reloaded"
                 );
-                self.ring = Some(ring);
             }
             (None, None) => tracing::info!("SIGHUP: no cluster key configured; nothing to reload"),
             (_, ring) => tracing::warn!(

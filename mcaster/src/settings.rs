@@ -72,6 +72,12 @@ pub struct Cli {
     /// --key-file PATH.
     #[command(flatten)]
     pub keys: daemon_shell::keys::KeyFlags,
+    /// Keep the cluster key ring in this file (mode 0600): the ring the
+    /// registered mservers hand over after `msctl keys` (and a ring SIGHUP
+    /// reloads) is written there; when the file exists at startup its ring
+    /// wins over the configured keys.
+    #[arg(long, value_name = "PATH")]
+    pub keyring_file: Option<PathBuf>,
     /// A member not refreshed for this long is removed [default: 3000].
     #[arg(long, value_name = "MS")]
     pub member_ttl_ms: Option<u64>,
@@ -118,6 +124,8 @@ pub struct Settings {
     pub cluster_keys: Vec<KeySpec>,
     /// A file of cluster keys (owner-only), after `cluster_keys`.
     pub key_file: Option<PathBuf>,
+    /// Where the ring is kept across restarts (the mservers' rotations).
+    pub keyring_file: Option<PathBuf>,
     /// Member expiry, in milliseconds.
     pub member_ttl_ms: u64,
     /// Bound on groups.
@@ -145,6 +153,7 @@ impl Default for Settings {
             multicast_loop: true,
             cluster_keys: Vec::new(),
             key_file: None,
+            keyring_file: None,
             member_ttl_ms: 3000,
             max_groups: membership::mcaster::DEFAULT_MAX_GROUPS,
             max_members: membership::mcaster::DEFAULT_MAX_MEMBERS,
@@ -178,6 +187,10 @@ impl Settings {
         flags.set("http", cli.http.as_ref());
         flags.set_list("cluster_keys", &cli.keys.cluster_key);
         flags.set("key_file", cli.keys.key_file.as_ref().map(|p| p.display()));
+        flags.set(
+            "keyring_file",
+            cli.keyring_file.as_ref().map(|p| p.display()),
+        );
         let s: Settings = daemon_shell::settings::load(
             Sources {
                 daemon: "mcaster",
@@ -221,6 +234,17 @@ impl Settings {
     /// secret.
     pub fn key_ring(&self) -> anyhow::Result<Option<KeyRing>> {
         daemon_shell::keys::key_ring(&self.cluster_keys, self.key_file.as_deref())
+    }
+
+    /// The ring to start with: the key-ring file's if it exists, else
+    /// [`Settings::key_ring`].
+    pub fn start_ring(&self) -> anyhow::Result<Option<KeyRing>> {
+        if let Some(path) = self.keyring_file.as_deref() {
+            if let Some(ring) = daemon_shell::keys::load_keyring_file(path)? {
+                return Ok(Some(ring));
+            }
+        }
+        self.key_ring()
     }
 }
 

@@ -36,6 +36,12 @@ struct Cli {
     /// --key-file PATH, MS_CLUSTER_KEYS); SIGHUP reloads the key file.
     #[command(flatten)]
     keys: daemon_shell::keys::KeyFlags,
+    /// Keep the cluster key ring in this file (mode 0600): the ring its
+    /// mserver hands over after `msctl keys` (and a ring SIGHUP reloads)
+    /// is written there, and when the file exists at startup its ring
+    /// wins over --cluster-key / --key-file.
+    #[arg(long, value_name = "PATH", env = "MS_MI_KEYRING_FILE")]
+    keyring_file: Option<std::path::PathBuf>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(
         long,
@@ -82,13 +88,16 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
         _ => None,
     };
     let server = Server::bind(config).await.map_err(Fatal::usage)?;
-    let ring = cli
-        .keys
-        .ring()
-        .map_err(|e| Fatal::usage(format!("{e:#}")))?;
+    let ring = start_ring(&cli).map_err(|e| Fatal::usage(format!("{e:#}")))?;
     let keyed = ring.is_some();
-    let link = uplink::start_with_ring(cli.args.listen, &cli.args.mservers, &core_config, ring)
-        .map_err(|e| Fatal::usage(format!("cannot listen on {}: {e}", cli.args.listen)))?;
+    let link = uplink::start_with_ring(
+        cli.args.listen,
+        &cli.args.mservers,
+        &core_config,
+        ring,
+        cli.keyring_file.clone(),
+    )
+    .map_err(|e| Fatal::usage(format!("cannot listen on {}: {e}", cli.args.listen)))?;
     let http = match http_listener {
         Some(l) => Some(
             daemon_shell::http::serve(l, http::routes(http::HttpState::new(link.handle.clone())))
@@ -101,6 +110,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
         Signals::stop_and_reload().map_err(|_| Fatal::usage("cannot install signal handlers"))?;
     let socket = link.handle.socket.clone();
     let keys = cli.keys.clone();
+    let keyring_file = cli.keyring_file.clone();
     let shutdown = async move {
         // Bounded by the signals that come: each SIGHUP reloads (the log
         // level, then the key file), any other stops.
@@ -108,7 +118,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             let signal = signals.recv().await;
             if signal == Signal::Hangup {
                 daemon_shell::reload::on_hangup();
-                reload_keys(&keys, keyed, &socket).await;
+                reload_keys(&keys, keyed, &socket, keyring_file.as_deref()).await;
                 continue;
             }
             tracing::info!("{signal}: leaving");
@@ -140,15 +150,33 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
     Ok(exit::OK)
 }
 
-/// SIGHUP: reloads the key file into the mserver link's socket.
+/// The ring to start with: the key-ring file's if it exists, else the
+/// configured keys (flags, environment, key file).
+fn start_ring(cli: &Cli) -> anyhow::Result<Option<membership::wire::KeyRing>> {
+    if let Some(path) = cli.keyring_file.as_deref() {
+        if let Some(ring) = daemon_shell::keys::load_keyring_file(path)? {
+            return Ok(Some(ring));
+        }
+    }
+    cli.keys.ring()
+}
+
+/// SIGHUP: reloads the key file into the mserver link's socket (and the
+/// key-ring file, when there is one).
 async fn reload_keys(
     keys: &daemon_shell::keys::KeyFlags,
     keyed: bool,
     socket: &actix::Addr<membership::runtime::SocketActor>,
+    keyring_file: Option<&std::path::Path>,
 ) {
     match keys.ring() {
         Ok(Some(ring)) if keyed => {
             let desc = daemon_shell::keys::describe(Some(&ring));
+            if let Some(path) = keyring_file {
+                if let Err(e) = daemon_shell::keys::save_keyring_file(path, &ring) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot persist the key ring");
+                }
+            }
             let applied = socket
                 .send(membership::runtime::SetKeyRing(ring))
                 .await

@@ -27,10 +27,17 @@
 //!   delivered once ([`MiEvent::View`], view numbers increasing per group).
 //!   A local member missing from a view of its group, without having asked
 //!   to leave, is reported [`MiEvent::Lost`].
+//! - **Key ring.** The mserver the MI is attached to hands it the cluster
+//!   key ring after every committed key change ([`PROC_MI_KEYRING`]); the
+//!   agent takes it only from that mserver and attachment, and only if it
+//!   is newer than the last one taken there, reports it
+//!   ([`MiEvent::KeyRing`]: the daemon applies it to its socket and
+//!   persists it) and acknowledges it in its reply.
 
 use super::link::{
-    AttachReply, AttachRequest, QueryReply, QueryRequest, ReadReply, ReadRequest, SubmitReply,
-    SubmitRequest, PROC_MI_ATTACH, PROC_MI_QUERY, PROC_MI_READ, PROC_MI_SUBMIT,
+    AttachReply, AttachRequest, KeyRingPush, KeyRingTaken, QueryReply, QueryRequest, ReadReply,
+    ReadRequest, SubmitReply, SubmitRequest, PROC_MI_ATTACH, PROC_MI_KEYRING, PROC_MI_QUERY,
+    PROC_MI_READ, PROC_MI_SUBMIT,
 };
 use super::{
     AppError, AppMember, AppOp, AppReply, AppView, GroupName, GroupOptions, MemberName, RequestId,
@@ -39,7 +46,7 @@ use crate::id::{Incarnation, NodeId};
 use crate::rpc::{CallError, CallId, CallOptions, HandlerResult, Rpc, RpcConfig, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
-use crate::wire::{decode_message, encode_body};
+use crate::wire::{decode_message, encode_body, KeyRing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
@@ -175,6 +182,15 @@ pub enum MiEvent {
         /// The mserver it had.
         mserver: NodeId,
     },
+    /// Its mserver handed over the cluster key ring its core-set
+    /// committed: apply it to the socket (and persist it). Already
+    /// acknowledged.
+    KeyRing {
+        /// The mserver it came from.
+        mserver: NodeId,
+        /// The ring.
+        ring: KeyRing,
+    },
 }
 
 struct Op {
@@ -237,6 +253,8 @@ pub struct MiAgent {
     resync: bool,
     /// The last view number delivered, per group.
     delivered: BTreeMap<GroupName, u64>,
+    /// The attachment (its seq) and epoch of the last key ring taken.
+    ring_taken: Option<(u64, u64)>,
     events: VecDeque<MiEvent>,
     transmits: VecDeque<Transmit>,
 }
@@ -250,6 +268,7 @@ impl MiAgent {
     pub fn new(now: Instant, config: MiAgentConfig, rpc_config: RpcConfig, seed: u64) -> Self {
         let mut rpc = Rpc::new(config.addr, config.incarnation, rpc_config, seed);
         rpc.register(PROC_MI_QUERY, |_, _| HandlerResult::Deferred);
+        rpc.register(PROC_MI_KEYRING, |_, _| HandlerResult::Deferred);
         let mut candidates = config.mservers.clone();
         candidates.truncate(MAX_CANDIDATES);
         let mut agent = MiAgent {
@@ -267,6 +286,7 @@ impl MiAgent {
             leaving: BTreeSet::new(),
             resync: false,
             delivered: BTreeMap::new(),
+            ring_taken: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
         };
@@ -685,6 +705,46 @@ impl MiAgent {
         }
     }
 
+    /// A key ring from an mserver: taken only from the mserver (and
+    /// attachment) the MI is attached or attaching to, and only if newer
+    /// than the last one taken there.
+    fn on_key_ring(&mut self, from: NodeId, body: &[u8]) -> KeyRingTaken {
+        let Ok(push) = decode_message::<KeyRingPush>(body) else {
+            return KeyRingTaken { taken: false };
+        };
+        let ours = match self.link {
+            Link::Attached { to, seq, .. } | Link::Attaching { to, seq } => {
+                to == from && seq == push.attach_seq && push.mi == self.config.mi
+            }
+            Link::Idle { .. } => false,
+        };
+        if !ours {
+            return KeyRingTaken { taken: false };
+        }
+        if self
+            .ring_taken
+            .is_some_and(|(seq, epoch)| seq == push.attach_seq && push.epoch <= epoch)
+        {
+            // A repeat, or older than the one taken.
+            return KeyRingTaken { taken: true };
+        }
+        match push.ring.ring() {
+            Ok(ring) => {
+                self.ring_taken = Some((push.attach_seq, push.epoch));
+                tracing::info!(mserver = %from, keys = ?ring.ids(), "cluster key ring handed over by the mserver");
+                self.events.push_back(MiEvent::KeyRing {
+                    mserver: from,
+                    ring,
+                });
+                KeyRingTaken { taken: true }
+            }
+            Err(e) => {
+                tracing::warn!(mserver = %from, error = %e, "the mserver handed over a key ring that is not valid; ignored");
+                KeyRingTaken { taken: false }
+            }
+        }
+    }
+
     fn send_ops(&mut self, now: Instant) {
         let Link::Attached { to, .. } = self.link else {
             return;
@@ -850,6 +910,18 @@ impl MiAgent {
                         ..
                     } if procedure.0 == PROC_MI_QUERY => {
                         let reply = self.on_query(now, from, &body);
+                        if let Ok(b) = encode_body(&reply) {
+                            self.rpc.respond(now, token, b);
+                        }
+                    }
+                    RpcEvent::Request {
+                        token,
+                        from,
+                        procedure,
+                        body,
+                        ..
+                    } if procedure.0 == PROC_MI_KEYRING => {
+                        let reply = self.on_key_ring(from, &body);
                         if let Ok(b) = encode_body(&reply) {
                             self.rpc.respond(now, token, b);
                         }

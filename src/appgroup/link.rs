@@ -13,15 +13,22 @@
 //! | [`PROC_MI_SUBMIT`] | MI -> mserver | [`SubmitRequest`] | [`SubmitReply`] (once committed) |
 //! | [`PROC_MI_READ`] | MI or msctl -> mserver | [`ReadRequest`] | [`ReadReply`] |
 //! | [`PROC_MI_QUERY`] | mserver -> MI | [`QueryRequest`] | [`QueryReply`] |
+//! | [`PROC_MI_KEYRING`] | mserver -> MI | [`KeyRingPush`] | [`KeyRingTaken`] |
 //! | [`PROC_REGISTRY_FETCH`] | mserver -> mserver | [`FetchRequest`] | [`FetchReply`] |
 //!
 //! The mserver's `QUERY` polls are also how it pushes views: a query
 //! carries the views committed since the last one the MI acknowledged,
 //! numbered by a per-MI sequence number, so an MI that answers a query has
 //! every view before it, in order.
+//!
+//! After a key change commits (`msctl keys`), the mserver hands the new
+//! cluster key ring to each MI attached to it ([`PROC_MI_KEYRING`]); like
+//! every call under a ring it travels sealed, so encrypted under the key
+//! the mserver signs with, which the MI holds.
 
 use super::{AppError, AppMember, AppOp, AppReply, AppView, GroupName, GroupOptions, MemberName};
 use crate::id::{CommitPosition, NodeId};
+use crate::wire::SharedRing;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use uuid::Uuid;
@@ -35,6 +42,8 @@ pub const PROC_MI_SUBMIT: u16 = 41;
 pub const PROC_MI_READ: u16 = 42;
 /// mserver -> MI: the liveness poll, carrying the views to deliver.
 pub const PROC_MI_QUERY: u16 = 43;
+/// mserver -> MI: the cluster key ring the core-set committed.
+pub const PROC_MI_KEYRING: u16 = 44;
 /// mserver -> mserver: a copy of the registry (state transfer to an
 /// mserver that joined the core-set).
 pub const PROC_REGISTRY_FETCH: u16 = 45;
@@ -218,4 +227,29 @@ pub struct FetchReply {
     /// committed up to this one is in it), and the registry's encoding
     /// ([`super::Registry::encode`]); or why not.
     pub result: Result<(CommitPosition, Vec<u8>), AppError>,
+}
+
+/// [`PROC_MI_KEYRING`]'s request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRingPush {
+    /// The MI it is for (another life of an MI at the same address does
+    /// not take it).
+    pub mi: Uuid,
+    /// The mserver's attachment epoch for this MI (as in
+    /// [`QueryRequest::attach_seq`]): only the MI's own mserver is heard.
+    pub attach_seq: u64,
+    /// The mserver's counter of rings handed to this MI: an older one
+    /// than the last taken is stale.
+    pub epoch: u64,
+    /// The ring.
+    pub ring: SharedRing,
+}
+
+/// [`PROC_MI_KEYRING`]'s reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRingTaken {
+    /// The MI took the ring (or already had a newer one from this
+    /// mserver); `false`: it is not attached to the caller, or the ring is
+    /// not valid.
+    pub taken: bool,
 }

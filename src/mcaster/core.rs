@@ -8,7 +8,7 @@ use crate::rmcast::nack_cache::{Forward, NackCache, NackCacheConfig};
 use crate::rmcast::{Envelope, RmcastPacket};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::Instant;
-use crate::wire::{decode_body, encode_body, DropCounters};
+use crate::wire::{decode_body, encode_body, DropCounters, KeyRing, SharedRing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_MEMBERS: usize = 256;
 /// newest are dropped and counted (`"outbox_full"`, `"events_full"`), so a
 /// driver that never drains cannot make the core grow.
 pub const MAX_PENDING: usize = 65_536;
+/// Most senders whose last key-ring epoch is remembered (further senders'
+/// rings are still taken, without the staleness check).
+pub const MAX_RING_SOURCES: usize = 1024;
 
 /// Settings of a [`Mcaster`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +102,15 @@ pub enum McasterEvent {
         /// The member.
         member: NodeId,
     },
+    /// A registered member (an mserver) handed over the cluster key ring
+    /// its core-set committed: the daemon applies it to its sockets (and
+    /// persists it). Already acknowledged.
+    KeyRing {
+        /// The member that sent it.
+        from: NodeId,
+        /// The ring.
+        ring: KeyRing,
+    },
 }
 
 /// The relay's counters.
@@ -119,10 +131,12 @@ pub struct McasterCounters {
     /// Members removed because they stopped refreshing.
     pub expired: u64,
     /// Dropped datagrams by kind: `malformed_control`, `relayed_control`,
-    /// `unexpected_reply`, `own_echo`, `not_group`, `no_datagram`,
+    /// `unexpected_reply`, `ring_not_member`, `bad_ring`, `stale_ring`, `own_echo`, `not_group`, `no_datagram`,
     /// `unknown_group`, `not_member`, `relayed_data`, `outbox_full`,
     /// `events_full`.
     pub dropped: DropCounters,
+    /// Key rings taken from registered members ([`McasterMsg::KeyRing`]).
+    pub rings_taken: u64,
     /// Rmcast NACKs from uc members answered (wholly or partly) from the
     /// cache.
     pub nacks_answered: u64,
@@ -188,6 +202,8 @@ pub struct Mcaster {
     /// The original sealed datagrams of cached data packets, resent
     /// unchanged.
     raw: RawCache,
+    /// Per sender: the incarnation and epoch of the last key ring taken.
+    ring_epochs: BTreeMap<NodeId, (Incarnation, u64)>,
 }
 
 impl Mcaster {
@@ -206,6 +222,7 @@ impl Mcaster {
                 config.nack_cache.cache_packets,
                 config.nack_cache.cache_bytes,
             ),
+            ring_epochs: BTreeMap::new(),
             config,
         }
     }
@@ -304,7 +321,42 @@ impl Mcaster {
                 let answer = self.leave(p.source, group);
                 self.reply(p.source, group, answer);
             }
-            McasterMsg::Reply { .. } => self.counters.dropped.record_kind("unexpected_reply"),
+            McasterMsg::KeyRing { epoch, ring } => self.key_ring(p, epoch, &ring),
+            McasterMsg::Reply { .. } | McasterMsg::KeyRingAck { .. } => {
+                self.counters.dropped.record_kind("unexpected_reply")
+            }
+        }
+    }
+
+    /// A key ring from a member: taken only from one registered in some
+    /// group (the datagram opened under our ring, and came straight from
+    /// its sender), acknowledged, and reported to the daemon unless it is
+    /// older than the last one that sender gave.
+    fn key_ring(&mut self, p: &Incoming<'_>, epoch: u64, ring: &SharedRing) {
+        let from = p.source;
+        if !self.groups.values().any(|g| g.members.contains_key(&from)) {
+            self.counters.dropped.record_kind("ring_not_member");
+            return;
+        }
+        let stale = self
+            .ring_epochs
+            .get(&from)
+            .is_some_and(|(inc, last)| *inc == p.source_incarnation && epoch <= *last);
+        if !stale {
+            let Ok(ring) = ring.ring() else {
+                self.counters.dropped.record_kind("bad_ring");
+                return;
+            };
+            if self.ring_epochs.len() < MAX_RING_SOURCES || self.ring_epochs.contains_key(&from) {
+                self.ring_epochs.insert(from, (p.source_incarnation, epoch));
+            }
+            self.counters.rings_taken += 1;
+            self.push_event(McasterEvent::KeyRing { from, ring });
+        } else {
+            self.counters.dropped.record_kind("stale_ring");
+        }
+        if let Ok(body) = encode_body(&McasterMsg::KeyRingAck { epoch }) {
+            self.push_out(Transmit::new(from, ProtocolId::Mcaster, body));
         }
     }
 

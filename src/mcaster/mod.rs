@@ -79,9 +79,11 @@ mod auth_tests;
 #[cfg(test)]
 mod nack_tests;
 #[cfg(test)]
+mod ring_tests;
+#[cfg(test)]
 mod tests;
 
 pub use self::core::{
     GroupInfo, Mcaster, McasterConfig, McasterCounters, McasterEvent, DEFAULT_MAX_GROUPS,
-    DEFAULT_MAX_MEMBERS, DEFAULT_MEMBER_TTL, MAX_PENDING, MAX_RESENT_TO,
+    DEFAULT_MAX_MEMBERS, DEFAULT_MEMBER_TTL, MAX_PENDING, MAX_RESENT_TO, MAX_RING_SOURCES,
 };

@@ -22,5 +22,5 @@ pub mod registration;
 pub use msg::{Answer, McasterMsg, ReceiveMode, MAX_NAME_LEN};
 pub use registration::{
     Registration, RegistrationConfig, RegistrationCounters, RegistrationEvent,
-    DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_REFRESH_INTERVAL, RING_ATTEMPTS, RING_RESEND,
 };

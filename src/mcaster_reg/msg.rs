@@ -6,6 +6,7 @@
 //! numeric codes are kept in [`Answer::code`] for logs and docs.
 
 use crate::id::NodeId;
+use crate::wire::SharedRing;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -57,6 +58,23 @@ pub enum McasterMsg {
         group: NodeId,
         /// The answer.
         answer: Answer,
+    },
+    /// A registered mserver hands the mcaster the cluster key ring its
+    /// core-set committed (`msctl keys`), sealed under the ring both
+    /// already hold. Repeated until [`McasterMsg::KeyRingAck`] names
+    /// `epoch` (bounded). Not in the thesis.
+    KeyRing {
+        /// The sender's counter of ring changes (per sender incarnation):
+        /// an older one than the last taken from that sender is stale.
+        epoch: u64,
+        /// The ring.
+        ring: SharedRing,
+    },
+    /// The mcaster's acknowledgement of [`McasterMsg::KeyRing`] `epoch`
+    /// (sent for a stale one too, so the sender stops repeating it).
+    KeyRingAck {
+        /// The epoch taken.
+        epoch: u64,
     },
 }
 

@@ -16,12 +16,18 @@
 //! drain its transmits and events with the embedding core's. For group
 //! traffic of a unicast-only member, [`Registration::route`] sends a
 //! transmit addressed to a group by unicast to the mcaster.
+//!
+//! An mserver also hands the mcaster its core-set's cluster key ring after
+//! every committed change ([`Registration::push_key_ring`]): a
+//! [`McasterMsg::KeyRing`] repeated every [`RING_RESEND`] until the mcaster
+//! acknowledges it, at most [`RING_ATTEMPTS`] times, and sent again with a
+//! fresh budget when the mcaster relearns us (it restarted).
 
 use super::msg::{Answer, McasterMsg, ReceiveMode};
 use crate::id::{NodeId, ProtocolId};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
-use crate::wire::{decode_body, encode_body};
+use crate::wire::{decode_body, encode_body, KeyRing, SharedRing};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -43,6 +49,12 @@ const SILENT_JOINS: u32 = 3;
 /// Most groups one member registers at once (further joins are refused
 /// locally with [`RegistrationEvent::Refused`] and `NEG_JOIN`).
 pub const MAX_REGISTERED_GROUPS: usize = 256;
+
+/// How often an unacknowledged key ring is sent again to the mcaster.
+pub const RING_RESEND: Duration = Duration::from_millis(100);
+/// Most times one key ring is sent before the registration gives up on
+/// it (the mcaster then needs its key file and SIGHUP).
+pub const RING_ATTEMPTS: u32 = 30;
 
 /// Settings of a [`Registration`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +176,33 @@ pub struct RegistrationCounters {
     /// Mcaster packets ignored: not from our mcaster, malformed, or about a
     /// group we do not know.
     pub ignored: u64,
+    /// Key rings sent to the mcaster (every repeat counts).
+    pub rings_sent: u64,
+    /// Key rings the mcaster acknowledged.
+    pub rings_acked: u64,
+    /// Key rings given up after [`RING_ATTEMPTS`] unacknowledged sends.
+    pub rings_abandoned: u64,
+}
+
+/// Where the hand-over of a key ring to the mcaster stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RingState {
+    /// Sent (or to send) until acknowledged.
+    Pending,
+    /// The mcaster acknowledged it.
+    Acked,
+    /// Not acknowledged after [`RING_ATTEMPTS`] sends.
+    Abandoned,
+}
+
+/// The key ring being handed to the mcaster.
+#[derive(Clone, Debug)]
+struct RingPush {
+    epoch: u64,
+    ring: SharedRing,
+    sent: u32,
+    next_at: Instant,
+    state: RingState,
 }
 
 /// The member side of the mcaster; see the module docs.
@@ -187,6 +226,10 @@ pub struct Registration {
     warned: bool,
     /// Joins sent since the silence started.
     unanswered_joins: u32,
+    /// The last key ring handed (or being handed) to the mcaster.
+    ring_push: Option<RingPush>,
+    /// Key rings handed over so far (the epoch of the next is one more).
+    ring_epoch: u64,
 }
 
 impl Registration {
@@ -204,7 +247,86 @@ impl Registration {
             next_warning: None,
             warned: false,
             unanswered_joins: 0,
+            ring_push: None,
+            ring_epoch: 0,
         }
+    }
+
+    /// Hands `ring` (the cluster key ring as just committed) to the
+    /// mcaster: sent at once if the mcaster lists us in some group (else
+    /// as soon as it does), then every [`RING_RESEND`] until acknowledged,
+    /// at most [`RING_ATTEMPTS`] times. A newer ring replaces one not yet
+    /// acknowledged.
+    pub fn push_key_ring(&mut self, now: Instant, ring: &KeyRing) {
+        self.ring_epoch += 1;
+        self.ring_push = Some(RingPush {
+            epoch: self.ring_epoch,
+            ring: SharedRing::of(ring),
+            sent: 0,
+            next_at: now,
+            state: RingState::Pending,
+        });
+        self.send_ring(now);
+    }
+
+    /// Whether the last key ring handed over is settled: acknowledged,
+    /// given up, or there is no mcaster to give it to (it lists us in no
+    /// group, e.g. an mserver with IP multicast and no mcaster running).
+    pub fn key_ring_settled(&self) -> bool {
+        match &self.ring_push {
+            None => true,
+            Some(p) => p.state != RingState::Pending || !self.registered_anywhere(),
+        }
+    }
+
+    fn registered_anywhere(&self) -> bool {
+        self.groups.values().any(|r| r.state == State::Joined)
+    }
+
+    /// Sends the pending key ring if it is due and the mcaster lists us.
+    fn send_ring(&mut self, now: Instant) {
+        if !self.registered_anywhere() {
+            return;
+        }
+        let Some(p) = self.ring_push.as_mut() else {
+            return;
+        };
+        if p.state != RingState::Pending || p.next_at > now {
+            return;
+        }
+        if p.sent >= RING_ATTEMPTS {
+            p.state = RingState::Abandoned;
+            self.counters.rings_abandoned += 1;
+            tracing::warn!(mcaster = %self.config.mcaster, epoch = p.epoch,
+                "the mcaster did not acknowledge the new cluster key ring; give it the ring in its key file and SIGHUP it");
+            return;
+        }
+        p.sent += 1;
+        p.next_at = now.saturating_add(RING_RESEND);
+        let msg = McasterMsg::KeyRing {
+            epoch: p.epoch,
+            ring: p.ring.clone(),
+        };
+        if let Ok(body) = encode_body(&msg) {
+            self.counters.rings_sent += 1;
+            self.out.push_back(Transmit::new(
+                self.config.mcaster,
+                ProtocolId::Mcaster,
+                body,
+            ));
+        }
+    }
+
+    /// The mcaster (re)listed us: it may not hold the ring (it restarted
+    /// from an older key file), so the last ring goes again, with a fresh
+    /// budget.
+    fn resend_ring(&mut self, now: Instant) {
+        if let Some(p) = self.ring_push.as_mut() {
+            p.state = RingState::Pending;
+            p.sent = 0;
+            p.next_at = now;
+        }
+        self.send_ring(now);
     }
 
     /// The settings.
@@ -332,9 +454,23 @@ impl Registration {
             self.counters.ignored += 1;
             return true;
         }
-        let Ok(McasterMsg::Reply { group, answer }) = decode_body::<McasterMsg>(p.body) else {
-            self.counters.ignored += 1;
-            return true;
+        let (group, answer) = match decode_body::<McasterMsg>(p.body) {
+            Ok(McasterMsg::Reply { group, answer }) => (group, answer),
+            Ok(McasterMsg::KeyRingAck { epoch }) => {
+                self.heard_from_mcaster(now);
+                match self.ring_push.as_mut() {
+                    Some(r) if r.epoch == epoch && r.state == RingState::Pending => {
+                        r.state = RingState::Acked;
+                        self.counters.rings_acked += 1;
+                    }
+                    _ => self.counters.ignored += 1,
+                }
+                return true;
+            }
+            _ => {
+                self.counters.ignored += 1;
+                return true;
+            }
         };
         self.heard_from_mcaster(now);
         let Some(r) = self.groups.get_mut(&group) else {
@@ -355,12 +491,14 @@ impl Registration {
                 self.counters.relearned += 1;
                 self.events
                     .push_back(RegistrationEvent::Relearned { group });
+                self.resend_ring(now);
             }
             (State::Joined, Answer::DupMember) => {}
             (State::Joining | State::Refused(_), a) if a.is_registered() => {
                 r.state = State::Joined;
                 self.events
                     .push_back(RegistrationEvent::Registered { group });
+                self.resend_ring(now);
             }
             (_, Answer::NegJoin | Answer::GroupExists) if r.state != State::Refused(answer) => {
                 r.state = State::Refused(answer);
@@ -447,6 +585,7 @@ impl Registration {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.refresh(now);
         self.check_silence(now);
+        self.send_ring(now);
     }
 
     /// Sends the refreshes (and repeated leaves) that are due.
@@ -501,7 +640,12 @@ impl Registration {
 
     /// The next refresh (or silence report).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.next_refresh, self.next_warning)
+        let ring = self
+            .ring_push
+            .as_ref()
+            .filter(|p| p.state == RingState::Pending && self.registered_anywhere())
+            .map(|p| p.next_at);
+        earliest(earliest(self.next_refresh, self.next_warning), ring)
     }
 
     /// The next transmit (to the mcaster).

@@ -41,6 +41,14 @@ pub enum MiNodeEvent {
         /// The mserver it had.
         mserver: NodeId,
     },
+    /// The mserver handed over the cluster key ring its core-set committed
+    /// (`msctl keys`): apply it to the socket, and persist it.
+    KeyRing {
+        /// The mserver it came from.
+        mserver: NodeId,
+        /// The ring.
+        ring: crate::wire::KeyRing,
+    },
     /// A local member was removed without asking (its membership ended
     /// with [`AppError::Excluded`]).
     Lost {
@@ -152,6 +160,9 @@ impl MiNode {
                     MiEvent::Detached { mserver } => {
                         self.events.push_back(MiNodeEvent::Detached { mserver })
                     }
+                    MiEvent::KeyRing { mserver, ring } => self
+                        .events
+                        .push_back(MiNodeEvent::KeyRing { mserver, ring }),
                 }
             }
             if !moved {

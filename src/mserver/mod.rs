@@ -9,6 +9,9 @@
 //! - [`admin`]: the requests and replies `msctl` exchanges with an mserver;
 //! - [`access`]: who may use the admin procedures that change something;
 //! - [`keys`]: key rotation committed through the core-set (`msctl keys`).
+//! - [`rollout`]: when a committed ring reaches this mserver's sockets,
+//!   its member interfaces and its mcaster (a new signing key waits for
+//!   them).
 //! - [`events`]: the bounded log of view changes and failure detections
 //!   that `msctl events` streams and the status page shows.
 
@@ -17,3 +20,4 @@ pub mod admin;
 pub mod events;
 pub mod keys;
 pub mod node;
+pub mod rollout;

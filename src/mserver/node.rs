@@ -34,6 +34,7 @@ use crate::mserver::admin::{
 };
 use crate::mserver::events::{EventLog, EventsRequest, PROC_EVENTS};
 use crate::mserver::keys::{key_infos, KeyOp, KeysReply, KeysRequest, PROC_KEYS};
+use crate::mserver::rollout::{KeyRollout, Receivers};
 use crate::rpc::{CallError, CallId, HandlerResult, RequestToken, Rpc, RpcEvent};
 use crate::sansio::{Core, Incoming, Transmit};
 use crate::time::{earliest, Instant};
@@ -148,6 +149,8 @@ pub struct MserverNode {
     tree_waiters: std::collections::BTreeMap<u64, RequestToken>,
     /// The next tree request id.
     next_tree_request: u64,
+    /// Committed rings on their way to the sockets, MIs and mcaster.
+    rollout: KeyRollout,
 }
 
 impl MserverNode {
@@ -212,6 +215,7 @@ impl MserverNode {
             log: EventLog::new(1, stuck_after),
             tree_waiters: std::collections::BTreeMap::new(),
             next_tree_request: 1,
+            rollout: KeyRollout::default(),
         };
         let group = node.chain.base().group_name().to_string();
         if let Some(reg) = node.registration.as_mut() {
@@ -227,6 +231,7 @@ impl MserverNode {
     /// simulator, the benchmarks) and there is no ring.
     pub fn with_security(mut self, policy: AdminPolicy, ring: Option<KeyRing>) -> Self {
         self.policy = policy;
+        self.rollout = KeyRollout::new(ring.clone());
         self.ring = ring;
         self
     }
@@ -239,6 +244,7 @@ impl MserverNode {
     /// Sets the ring without a commit (SIGHUP reloaded the key file on
     /// this member only).
     pub fn set_key_ring(&mut self, ring: Option<KeyRing>) {
+        self.rollout.set_applied(ring.clone());
         self.ring = ring;
     }
 
@@ -443,8 +449,7 @@ impl MserverNode {
                 Ok(ring) => {
                     tracing::info!(?op, ids = ?ring.ids(), "key ring change committed");
                     self.ring = Some(ring.clone());
-                    self.events
-                        .push_back(NodeEvent::KeyRingChanged { ring, at });
+                    self.rollout.committed(at, ring);
                     None
                 }
                 Err(e) => {
@@ -872,6 +877,23 @@ impl MserverNode {
             }
             self.drain(now);
         }
+        // Committed rings go to the MIs and the mcaster, then (a new
+        // signing key once they hold it) to the sockets.
+        let step = self.rollout.run(
+            now,
+            &mut Receivers {
+                apps: &mut self.apps,
+                rpc: &mut self.rpc,
+                registration: self.registration.as_mut(),
+            },
+        );
+        for (ring, at) in step.released {
+            self.events
+                .push_back(NodeEvent::KeyRingChanged { ring, at });
+        }
+        if step.pushed {
+            self.drain(now);
+        }
         // The event log looks at the core-set after every input, and
         // answers the subscribers waiting for an entry.
         self.log.observe(now, self.chain.base());
@@ -988,7 +1010,10 @@ impl Core for MserverNode {
                 earliest(self.chain.poll_timeout(), reg),
                 self.rpc.poll_timeout(),
             ),
-            earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
+            earliest(
+                earliest(self.apps.poll_timeout(), self.log.poll_timeout()),
+                self.rollout.poll_timeout(),
+            ),
         )
     }
 }

@@ -296,6 +296,50 @@ impl KeyRing {
     }
 }
 
+/// A key ring as one daemon hands it to another (the mserver to its
+/// member interfaces and its mcaster after `msctl keys` committed): every
+/// key as `ID:HEX`, the signing key first. It only travels inside sealed
+/// datagrams (so encrypted under the sender's signing key); its `Debug`
+/// output never shows a secret. Decoding is bounded like every body, and
+/// [`SharedRing::ring`] checks it as a ring (at most 255 keys, distinct
+/// ids, every secret long enough).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedRing(Vec<String>);
+
+impl SharedRing {
+    /// The ring `ring`, to send.
+    pub fn of(ring: &KeyRing) -> Self {
+        SharedRing(ring.keys().iter().map(ClusterKey::to_spec).collect())
+    }
+
+    /// The ring it carries, checked.
+    pub fn ring(&self) -> Result<KeyRing, KeyError> {
+        if self.0.len() > 255 {
+            return Err(KeyError::Syntax(format!("{} keys", self.0.len())));
+        }
+        let keys = self
+            .0
+            .iter()
+            .map(|s| ClusterKey::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        KeyRing::new(keys)
+    }
+
+    /// The key ids it carries, the signing key's first (no secret).
+    pub fn ids(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|s| s.split_once(':').map_or("?", |(id, _)| id).to_string())
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for SharedRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedRing(ids {:?})", self.ids())
+    }
+}
+
 /// Authentication settings of one endpoint: the key ring and the counter of
 /// the datagrams it has sealed.
 #[derive(Clone, Debug)]
@@ -505,6 +549,29 @@ mod tests {
         let e = ClusterKey::parse("x:deadbeefdeadbeefdeadbeefdeadbeef").unwrap_err();
         assert!(!e.to_string().contains("deadbeef"));
         assert!(!format!("{k:?}").contains("0011"));
+    }
+
+    #[test]
+    fn shared_rings_round_trip_checked_and_redacted() {
+        let ring = KeyRing::new(vec![
+            ClusterKey::new(2, [0xabu8; 16]).unwrap(),
+            ClusterKey::new(1, [0xcdu8; 16]).unwrap(),
+        ])
+        .unwrap();
+        let shared = SharedRing::of(&ring);
+        let bytes = crate::wire::encode_body(&shared).unwrap();
+        let back: SharedRing = crate::wire::decode_body(&bytes).unwrap();
+        assert_eq!(back.ring().unwrap(), ring);
+        assert_eq!(back.ids(), vec!["2", "1"]);
+        let dbg = format!("{back:?}");
+        assert!(!dbg.contains("abab") && !dbg.contains("cdcd"), "{dbg}");
+        // Not a ring: empty, duplicate ids, short or unreadable secrets.
+        assert_eq!(SharedRing(vec![]).ring(), Err(KeyError::Empty));
+        let dup = SharedRing(vec![ring.keys()[0].to_spec(), ring.keys()[0].to_spec()]);
+        assert_eq!(dup.ring(), Err(KeyError::DuplicateId(2)));
+        assert!(SharedRing(vec!["1:00".into()]).ring().is_err());
+        assert!(SharedRing(vec!["junk".into()]).ring().is_err());
+        assert!(SharedRing(vec!["1:00".into(); 300]).ring().is_err());
     }
 
     #[test]

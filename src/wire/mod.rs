@@ -20,7 +20,7 @@ pub mod header;
 mod limits;
 mod packet;
 
-pub use auth::{AuthConfig, ClusterKey, KeyError, KeyRing, ReplayWindow};
+pub use auth::{AuthConfig, ClusterKey, KeyError, KeyRing, ReplayWindow, SharedRing};
 pub use codec::{decode_body, decode_message, encode_body};
 pub use error::{BodyError, DecodeError, DropCounters, EncodeError};
 pub use header::{Flags, Header, HEADER_LEN};

@@ -2,7 +2,9 @@
 //! its mserver plus its local sessions) driven by the runtime's core driver
 //! on one UDP socket, and the bridge between it and the Unix-socket
 //! server's [`CorePort`] (seed 003, section II.B.4; DESIGN.md section 3:
-//! the protocol is in the core, this module only carries messages).
+//! the protocol is in the core, this module only carries messages). A key
+//! ring the mserver hands over ([`MiNodeEvent::KeyRing`]) goes to the
+//! socket, and to the key-ring file when there is one.
 
 use super::server::{CorePort, FromCore, ServerConfig, ToCore};
 use membership::appgroup::agent::MiAgentConfig;
@@ -39,18 +41,21 @@ pub fn start(
     mservers: &[SocketAddr],
     server: &ServerConfig,
 ) -> std::io::Result<Uplink> {
-    start_with_ring(listen, mservers, server, None)
+    start_with_ring(listen, mservers, server, None, None)
 }
 
 /// [`start`] with a cluster key ring on the mserver link (`None`: no
 /// authentication): every datagram is sealed with it and anything it does
-/// not open is dropped and counted before the core sees it.
+/// not open is dropped and counted before the core sees it. A ring the
+/// mserver hands over later replaces it, and is written to `keyring_file`
+/// when given (mode 0600).
 #[allow(clippy::disallowed_methods)] // a daemon owns the clock and draws its id
 pub fn start_with_ring(
     listen: SocketAddr,
     mservers: &[SocketAddr],
     server: &ServerConfig,
     ring: Option<membership::wire::KeyRing>,
+    keyring_file: Option<std::path::PathBuf>,
 ) -> std::io::Result<Uplink> {
     let incarnation = new_incarnation();
     let mi = Uuid::now_v7();
@@ -80,7 +85,8 @@ pub fn start_with_ring(
     let local = local.unwrap_or_else(|| NodeId::new(listen));
     let (to_core, inputs) = mpsc::unbounded_channel();
     let (out, from_core) = mpsc::unbounded_channel();
-    let bridge = tokio::task::spawn_local(bridge(handle.clone(), events, inputs, out));
+    let bridge =
+        tokio::task::spawn_local(bridge(handle.clone(), events, inputs, out, keyring_file));
     tracing::info!(%mi, %local, mservers = ?mservers, "member-interface uplink started");
     Ok(Uplink {
         port: CorePort { to_core, from_core },
@@ -99,6 +105,7 @@ async fn bridge(
     mut events: mpsc::UnboundedReceiver<MiNodeEvent>,
     mut inputs: mpsc::UnboundedReceiver<ToCore>,
     out: mpsc::UnboundedSender<FromCore>,
+    keyring_file: Option<std::path::PathBuf>,
 ) {
     loop {
         tokio::select! {
@@ -145,8 +152,33 @@ async fn bridge(
                     MiNodeEvent::Detached { mserver } => {
                         tracing::warn!(%mserver, "mserver silent: looking for another")
                     }
+                    MiNodeEvent::KeyRing { mserver, ring } => {
+                        apply_ring(&handle, keyring_file.as_deref(), mserver, ring).await
+                    }
                 }
             }
         }
     }
+}
+
+/// A ring the mserver handed over: to the socket, then to the key-ring
+/// file (a failure to write it is logged: the ring is in force anyway).
+async fn apply_ring(
+    handle: &CoreHandle<MiNode>,
+    keyring_file: Option<&std::path::Path>,
+    mserver: NodeId,
+    ring: membership::wire::KeyRing,
+) {
+    let keys = daemon_shell::keys::describe(Some(&ring));
+    let applied = handle
+        .socket
+        .send(membership::runtime::SetKeyRing(ring.clone()))
+        .await
+        .unwrap_or(false);
+    if let Some(path) = keyring_file {
+        if let Err(e) = daemon_shell::keys::save_keyring_file(path, &ring) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot persist the key ring");
+        }
+    }
+    tracing::info!(%mserver, %keys, applied, "cluster key ring changed by the group");
 }

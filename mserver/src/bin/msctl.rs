@@ -842,7 +842,9 @@ fn call_failure(server: SocketAddr, timeout: Duration, e: &CallError) -> String 
         CallError::Timeout => format!(
             "no answer from {server} within {}: is an mserver running there, and not suspended? \
              If that is another daemon's port (an mcaster's, a member-interface's), point --server at \
-             an mserver (default {DEFAULT_SERVER}); a busy network may need a longer --timeout-ms",
+             an mserver (default {DEFAULT_SERVER}); an mserver with a cluster key ring answers only a \
+             msctl that holds one of its keys (--cluster-key, --key-file, MS_CLUSTER_KEYS); a busy \
+             network may need a longer --timeout-ms",
             fmt_duration(timeout)
         ),
         CallError::NoSuchProcedure => format!(

@@ -6,8 +6,9 @@
 //!
 //! This file holds the service's state, its inputs from the core-set and
 //! its timers; `requests.rs` the MI requests, `polling.rs` the MI polls
-//! (views out, liveness, orphans, MI failures) and `transfer.rs` the
-//! registry state transfer and the merge ops.
+//! (views out, liveness, orphans, MI failures), `transfer.rs` the
+//! registry state transfer and the merge ops, and `keyring.rs` the
+//! hand-over of a committed cluster key ring to the MIs attached here.
 //!
 //! It drives no socket and reads no clock: the mserver's composite core
 //! hands it the RPC requests of [`super::link`]'s procedures, the
@@ -61,9 +62,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod keyring;
 mod polling;
 mod requests;
 mod transfer;
+
+pub use keyring::RING_CALLS;
 
 /// Most requests waiting for their op to commit (more are refused with
 /// [`AppError::Busy`]).
@@ -179,6 +183,10 @@ pub struct ServiceStats {
     pub refused: u64,
     /// Registry copies installed (state transfers).
     pub transfers: u64,
+    /// Key rings MIs acknowledged.
+    pub rings_pushed: u64,
+    /// Key rings given up on after [`RING_CALLS`] failed calls to an MI.
+    pub rings_abandoned: u64,
 }
 
 enum PendingKind {
@@ -213,6 +221,7 @@ struct LocalMi {
 enum CallTag {
     Query { mi: Uuid, lost: usize },
     Fetch,
+    Ring { mi: Uuid },
 }
 
 enum SyncState {
@@ -255,6 +264,10 @@ pub struct AppService {
     /// committed, with when they were last submitted.
     merge_ops: Vec<(Vec<u8>, Instant)>,
     stats: ServiceStats,
+    /// The last cluster key ring handed to the MIs, with its epoch.
+    ring: Option<(u64, crate::wire::SharedRing)>,
+    /// Where each attached MI stands with it.
+    ring_mis: BTreeMap<Uuid, keyring::MiRing>,
 }
 
 impl AppService {
@@ -283,6 +296,8 @@ impl AppService {
             premerge: None,
             merge_ops: Vec::new(),
             stats: ServiceStats::default(),
+            ring: None,
+            ring_mis: BTreeMap::new(),
         }
     }
 
@@ -580,6 +595,7 @@ impl AppService {
         match self.calls.remove(&id) {
             Some(CallTag::Query { mi, lost }) => self.on_query_done(now, ctx, mi, id, lost, result),
             Some(CallTag::Fetch) => self.on_fetch_done(now, ctx, id, result),
+            Some(CallTag::Ring { mi }) => self.on_ring_done(now, ctx.rpc, mi, id, result),
             None => {}
         }
     }

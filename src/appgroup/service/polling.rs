@@ -68,6 +68,8 @@ impl AppService {
         for mi in due {
             self.send_query(now, rpc, mi);
         }
+        // MIs that attached since the last key ring get it now.
+        self.sync_rings(now, rpc);
     }
 
     pub(super) fn send_query(&mut self, now: Instant, rpc: &mut Rpc, mi: Uuid) {
