@@ -30,6 +30,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use testkit::cluster::{json_output, mcaster_command, msctl_command, mserver_command};
 
+/// The `msctl events` entry a top member shows for a parent's crash.
+const DETECTION: &str = "failure_detected";
+
 /// Bound on every wait for the tree to be whole again.
 const TREE_PATIENCE: Duration = Duration::from_secs(40);
 
@@ -275,12 +278,58 @@ fn two_level_tree_forms_and_reforms_after_kill_stop_and_cut() {
         .iter()
         .find(|(_, k)| **k == 0)
         .expect("set-0 parent");
+    // The other top members stream their events meanwhile (`msctl
+    // events`): the one that detects the crash reports it (the others
+    // learn it from the failure change, a view event).
+    let watchers: Vec<usize> = parents.keys().copied().filter(|i| *i != killed).collect();
+    let mut streams = Vec::new();
+    for w in &watchers {
+        let file = t.dir.join(format!("events-{w}.jsonl"));
+        let p = Proc::spawn(
+            "msctl events",
+            std::process::Command::new(msctl_bin())
+                .args(["--server", &t.addr(*w).to_string(), "events", "--json"])
+                .stdout(testkit::procs::log_file(&file))
+                .stderr(std::process::Stdio::null()),
+        );
+        streams.push((p, file));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     if let Some(mut p) = t.servers.remove(&killed) {
         p.signal("KILL");
         let _ = p.wait_exit(Duration::from_secs(5));
     }
     let after_kill = t.wait_whole("after SIGKILL of a parent");
     assert!(!after_kill.contains_key(&killed));
+    let read_all = || -> Vec<Value> {
+        streams
+            .iter()
+            .flat_map(|(_, f)| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let addr = t.addr(killed).to_string();
+    let detected = testkit::wait::until_true(TREE_PATIENCE, Duration::from_millis(100), || {
+        read_all().iter().any(|e| {
+            e["kind"] == DETECTION
+                && e["level"] == 2
+                && e["group"] == "top"
+                && e["member"]["addr"] == addr
+        })
+    });
+    let seen = read_all();
+    for (mut p, _) in streams {
+        p.kill();
+    }
+    assert!(
+        detected,
+        "msctl events at the top group did not report the crash: {seen:#?}"
+    );
     // It comes back (same configuration): a standby member of set-0.
     t.start(killed);
     let back = t.wait_whole("after the killed parent restarted");

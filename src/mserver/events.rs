@@ -26,7 +26,7 @@ use crate::mserver::admin::{self, MemberInfo};
 use crate::rpc::RequestToken;
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// `events`: this mserver's view changes and failure detections after a
@@ -240,6 +240,13 @@ impl Causes {
     }
 }
 
+/// A core-set's fail list and failure counters as last observed.
+#[derive(Debug, Default)]
+struct Observed {
+    suspects: BTreeSet<u64>,
+    causes: Causes,
+}
+
 /// The event log (see the module docs).
 #[derive(Debug)]
 pub struct EventLog {
@@ -247,9 +254,10 @@ pub struct EventLog {
     next_seq: u64,
     level: u32,
     waiters: Vec<Waiter>,
-    /// The fail list at the last observation.
-    suspects: BTreeSet<u64>,
-    causes: Causes,
+    /// Level 1's fail list and failure counters at the last observation.
+    base: Observed,
+    /// The same for each group above level 1, by name.
+    upper: BTreeMap<String, Observed>,
     /// Since when this mserver has been in a change (or joining).
     changing_since: Option<Instant>,
     stuck_after: Duration,
@@ -264,8 +272,8 @@ impl EventLog {
             next_seq: 1,
             level,
             waiters: Vec::new(),
-            suspects: BTreeSet::new(),
-            causes: Causes::default(),
+            base: Observed::default(),
+            upper: BTreeMap::new(),
             changing_since: None,
             stuck_after,
         }
@@ -341,38 +349,67 @@ impl EventLog {
         }
     }
 
-    /// Looks at the core-set after an input: members new on its fail list
-    /// become [`Event::FailureDetected`] entries; the change state is
+    /// Looks at level 1's core-set after an input: members new on its fail
+    /// list become [`Event::FailureDetected`] entries; the change state is
     /// tracked for [`EventLog::ready`].
     pub fn observe(&mut self, now: Instant, coreset: &CoreSet) {
-        let causes = Causes::of(coreset.stats());
-        let fail_list = coreset.fail_list();
         let busy = !coreset.is_member() || coreset.change_state() == ChangeState::Changing;
         match (busy, self.changing_since) {
             (true, None) => self.changing_since = Some(now),
             (false, Some(_)) => self.changing_since = None,
             _ => {}
         }
+        let level = self.level;
+        let mut seen = std::mem::take(&mut self.base);
+        self.detect(now, level, coreset, &mut seen);
+        self.base = seen;
+    }
+
+    /// Looks at the core-set of a level above 1 after an input (failure
+    /// detections only: readiness is level 1's). `groups` are the names of
+    /// the levels above 1 the mserver belongs to now; what was kept for
+    /// others is dropped.
+    pub fn observe_upper<'c>(
+        &mut self,
+        now: Instant,
+        levels: impl Iterator<Item = (u8, &'c CoreSet)>,
+    ) {
+        let mut kept = BTreeMap::new();
+        for (level, coreset) in levels {
+            let name = coreset.group_name().to_string();
+            let mut seen = self.upper.remove(&name).unwrap_or_default();
+            self.detect(now, u32::from(level), coreset, &mut seen);
+            kept.insert(name, seen);
+        }
+        self.upper = kept;
+    }
+
+    /// Members new on `coreset`'s fail list since `seen` become
+    /// [`Event::FailureDetected`] entries, with the cause its counters
+    /// moved by.
+    fn detect(&mut self, now: Instant, level: u32, coreset: &CoreSet, seen: &mut Observed) {
+        let causes = Causes::of(coreset.stats());
+        let fail_list = coreset.fail_list();
         let fresh: Vec<u64> = fail_list
             .iter()
             .copied()
-            .filter(|r| !self.suspects.contains(r))
+            .filter(|r| !seen.suspects.contains(r))
             .collect();
         if !fresh.is_empty() {
             let snapshot = coreset.snapshot(now);
             let mut moved = [
                 (
                     "heartbeat",
-                    causes.monitor.saturating_sub(self.causes.monitor),
+                    causes.monitor.saturating_sub(seen.causes.monitor),
                 ),
-                ("crash", causes.hint.saturating_sub(self.causes.hint)),
+                ("crash", causes.hint.saturating_sub(seen.causes.hint)),
                 (
                     "unresponsive",
-                    causes.silent.saturating_sub(self.causes.silent),
+                    causes.silent.saturating_sub(seen.causes.silent),
                 ),
                 (
                     "restart",
-                    causes.restart.saturating_sub(self.causes.restart),
+                    causes.restart.saturating_sub(seen.causes.restart),
                 ),
             ];
             for rank in fresh {
@@ -401,15 +438,15 @@ impl EventLog {
                     now,
                     Event::FailureDetected {
                         group: snapshot.group.clone(),
-                        level: self.level,
+                        level,
                         member,
                         cause: cause.into(),
                     },
                 );
             }
         }
-        self.suspects = fail_list.into_iter().collect();
-        self.causes = causes;
+        seen.suspects = fail_list.into_iter().collect();
+        seen.causes = causes;
     }
 
     /// Whether this mserver is in a view and not stuck in a change, at

@@ -897,6 +897,10 @@ impl MserverNode {
         // The event log looks at the core-set after every input, and
         // answers the subscribers waiting for an entry.
         self.log.observe(now, self.chain.base());
+        self.log.observe_upper(
+            now,
+            (2..=self.chain.top()).filter_map(|l| self.chain.level(l).map(|c| (l, c))),
+        );
         let answers = self.log.poll_answers(now);
         if !answers.is_empty() {
             for (token, reply) in answers {
