@@ -295,7 +295,7 @@ fn print_summary(out: &Value) {
             }
         }
         for (k, v) in sim.as_object().into_iter().flatten() {
-            if !k.starts_with("crash_") || !v["trials"].is_number() {
+            if !v["trials"].is_number() {
                 continue;
             }
             println!("  {k} ({} trials)", v["trials"]);
@@ -305,8 +305,11 @@ fn print_summary(out: &Value) {
                 "reparented",
                 "consistent",
                 "restart_consistent",
+                "resume_consistent",
             ] {
-                println!("    {key:<18} {}", fmt_lat(&v[key]));
+                if v.get(key).is_some() {
+                    println!("    {key:<18} {}", fmt_lat(&v[key]));
+                }
             }
             let m = &v["messages"];
             println!(

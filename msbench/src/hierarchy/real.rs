@@ -25,7 +25,8 @@
 //!   at each of them, the top group one view of the three parents at each
 //!   of them), which must then stay unchanged for 1 s; `heal_whole`: the
 //!   same checked with `msctl tree --json` (one parent per child set, each
-//!   naming its set), polled every 100 ms.
+//!   naming its set), polled every 100 ms from the merged views on (so it
+//!   is a bound: merged + up to one poll + the msctl calls).
 //! - **idle traffic per role**: `msctl stats --json` before and after a
 //!   quiet window, bytes sent per second without `rpc` (msctl's own), for
 //!   plain members and for parents.
@@ -420,8 +421,10 @@ fn cut_trial(
         .map(|(j, s)| (set_name(j), s.to_vec()))
         .collect();
     groups.push((TOP.to_string(), parents.values().copied().collect()));
+    let mut whole_at = None;
     match wait_stable(t, &groups, heal) {
-        Some(at) => {
+        Some((at, w)) => {
+            whole_at = w;
             run.heal_merged.push(at.saturating_duration_since(heal));
             run.heal_views.push(
                 t.log
@@ -441,22 +444,36 @@ fn cut_trial(
         }
     }
     let (back, at) = whole(t, &format!("cut trial {n}, after the heal"))?;
-    run.heal_whole.push(at.saturating_duration_since(heal));
+    run.heal_whole
+        .push(whole_at.unwrap_or(at).saturating_duration_since(heal));
     Ok(back)
 }
 
 /// Waits until `groups` are each one view of their members and the views
-/// stay so for [`STABLE`]; the arrival of the last line of those views.
-/// Views installed before `since` count (a level the cut did not touch).
-fn wait_stable(t: &mut Tree, groups: &[(String, Vec<usize>)], since: Instant) -> Option<Instant> {
+/// stay so for [`STABLE`]: the arrival of the last line of those views,
+/// and the first instant within the stable window at which `msctl tree`
+/// found the tree whole (polled every [`WHOLE_POLL`]). Views installed
+/// before `since` count (a level the cut did not touch), but at least one
+/// must come after it.
+fn wait_stable(
+    t: &mut Tree,
+    groups: &[(String, Vec<usize>)],
+    since: Instant,
+) -> Option<(Instant, Option<Instant>)> {
     let end = Instant::now() + HEAL_LIMIT;
     loop {
         let left = end.saturating_duration_since(Instant::now());
-        // At least one view line after the clear (the top merged).
         let at = t.wait_for(left, |t| t.agreed(groups).filter(|a| *a >= since))?;
-        t.idle(STABLE);
+        let stable_end = Instant::now() + STABLE;
+        let mut whole_at = None;
+        while Instant::now() < stable_end {
+            if whole_at.is_none() && t.whole().is_ok() {
+                whole_at = Some(Instant::now());
+            }
+            t.idle(WHOLE_POLL.min(stable_end.saturating_duration_since(Instant::now())));
+        }
         if t.agreed(groups) == Some(at) {
-            return Some(at);
+            return Some((at, whole_at));
         }
         if Instant::now() >= end {
             return None;

@@ -29,6 +29,9 @@
 //!   set, and T1, T2, T4 of `docs/hierarchy.md`); then the crashed
 //!   mserver restarts with its configuration and the tree is consistent
 //!   again (`restart_consistent`);
+//! - the same for a pause (SIGSTOP) of a parent: the figures above from
+//!   the pause, the mserver paused until the tree is consistent without
+//!   it, then resumed -> consistent again (`resume_consistent`);
 //! - per crash, the change-protocol messages (joins, AGREE, ACK, COMMIT,
 //!   ...: everything but QUERY, REPLY and ANNOUNCE) sent and received per
 //!   mserver, for the mservers of the groups the crashed one was in and
@@ -577,7 +580,10 @@ struct CrashRun {
     upper_without: Latencies,
     reparented: Latencies,
     consistent: Latencies,
-    restart_consistent: Latencies,
+    /// Restart (crash) or resume (pause) -> consistent again.
+    back_consistent: Latencies,
+    /// Pause rather than crash.
+    pause: bool,
     /// Per trial, per concerned mserver: change messages.
     concerned: Vec<u64>,
     /// Per trial, per other mserver: change messages and wrong-group
@@ -603,21 +609,27 @@ impl CrashRun {
             self.concerned_mservers.iter().sum::<usize>() as f64
                 / self.concerned_mservers.len() as f64
         };
-        json!({
+        let mut v = json!({
             "trials": self.trials,
             "child": super::latency(&self.child, None),
             "upper_without": super::latency(&self.upper_without, None),
             "reparented": super::latency(&self.reparented, Some(super::REPARENT_P99_MS)),
             "consistent": super::latency(&self.consistent, None),
-            "restart_consistent": super::latency(&self.restart_consistent, None),
             "messages": {
-                "what": "change-protocol messages sent + received per mserver, crash to consistent",
+                "what": "change-protocol messages sent + received per mserver, fault to consistent",
                 "concerned_mservers_per_trial": round2(mean_concerned),
                 "concerned": stats(&self.concerned),
                 "others": stats(&self.others),
                 "others_wrong_group_datagrams": self.others_wrong_group,
             },
-        })
+        });
+        let back = if self.pause {
+            "resume_consistent"
+        } else {
+            "restart_consistent"
+        };
+        v[back] = super::latency(&self.back_consistent, None);
+        v
     }
 }
 
@@ -721,29 +733,42 @@ pub fn run(opts: &SimOptions, rng: &mut ChaCha8Rng) -> Value {
     }
     out["idle"] = idle;
 
-    for role in 2..=levels {
+    for (pause, role) in (2..=levels)
+        .map(|r| (false, r))
+        .chain((2..=levels).map(|r| (true, r)))
+    {
+        let what = if pause { "pause" } else { "crash" };
         progress(&format!(
-            "crash of a level-{role} parent, {} trials",
+            "{what} of a level-{role} parent, {} trials",
             opts.trials
         ));
-        let mut cr = CrashRun::default();
+        let mut cr = CrashRun {
+            pause,
+            ..CrashRun::default()
+        };
         for t in 0..opts.trials {
-            if let Err(e) = crash_trial(&mut h, role, rng, &mut cr) {
-                failures.push(format!("level-{role} parent crash trial {t}: {e}"));
+            if let Err(e) = fault_trial(&mut h, role, rng, &mut cr) {
+                failures.push(format!("level-{role} parent {what} trial {t}: {e}"));
+                for n in h.nodes.clone() {
+                    if h.sim.is_paused(n) {
+                        h.sim.resume(n);
+                    }
+                }
+                h.drain();
                 if h.run_until_coarse(TRIAL_LIMIT, Duration::from_millis(50), |h| {
                     h.consistent().is_ok()
                 })
                 .is_none()
                 {
                     failures.push("the tree did not recover; stopping".into());
-                    out[format!("crash_level{role}_parent")] = cr.json();
+                    out[format!("{what}_level{role}_parent")] = cr.json();
                     out["failures"] = json!(failures);
                     out["wall_s"] = json!(round2(wall.elapsed().as_secs_f64()));
                     return out;
                 }
             }
         }
-        out[format!("crash_level{role}_parent")] = cr.json();
+        out[format!("{what}_level{role}_parent")] = cr.json();
     }
     out["failures"] = json!(failures);
     out["wall_s"] = json!(round2(wall.elapsed().as_secs_f64()));
@@ -765,8 +790,9 @@ fn total_views(h: &Harness) -> u64 {
         .sum()
 }
 
-/// One crash of an mserver whose top is level `role`, then its restart.
-fn crash_trial(
+/// One crash (or pause) of an mserver whose top is level `role`, then its
+/// restart (or resume).
+fn fault_trial(
     h: &mut Harness,
     role: u8,
     rng: &mut ChaCha8Rng,
@@ -805,7 +831,12 @@ fn crash_trial(
     let before = h.counters();
     h.log = Some(Vec::new());
     let t0 = h.sim.now();
-    h.crash(victim);
+    if cr.pause {
+        h.sim.pause(victim);
+        h.drain();
+    } else {
+        h.crash(victim);
+    }
     let done = h.run_until(TRIAL_LIMIT, |h| h.consistent().is_ok());
     let log = h.log.take().unwrap_or_default();
     let Some(at) = done else {
@@ -866,9 +897,15 @@ fn crash_trial(
         }
     }
     cr.concerned_mservers.push(concerned.len());
-    // The restart: it rejoins its child set and stays a standby.
+    // The restart (or resume): it rejoins its child set and stays a
+    // standby.
     let t1 = h.sim.now();
-    h.restart(victim);
+    if cr.pause {
+        h.sim.resume(victim);
+        h.drain();
+    } else {
+        h.restart(victim);
+    }
     let back = h
         .run_until(TRIAL_LIMIT, |h| {
             h.consistent().is_ok()
@@ -882,8 +919,7 @@ fn crash_trial(
                 h.consistent().err().unwrap_or_default()
             )
         })?;
-    cr.restart_consistent
-        .push(back.saturating_duration_since(t1));
+    cr.back_consistent.push(back.saturating_duration_since(t1));
     Ok(())
 }
 
@@ -936,7 +972,12 @@ mod tests {
                 "{role}: {out:#}"
             );
         }
-        for kind in ["crash_level2_parent", "crash_level3_parent"] {
+        for kind in [
+            "crash_level2_parent",
+            "crash_level3_parent",
+            "pause_level2_parent",
+            "pause_level3_parent",
+        ] {
             let c = &out[kind];
             assert_eq!(c["trials"], 2, "{kind}: {c:#}");
             assert_eq!(c["reparented"]["samples"], 2, "{kind}: {c:#}");
