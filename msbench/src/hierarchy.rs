@@ -147,6 +147,9 @@ pub fn run(args: &HierarchyArgs) -> anyhow::Result<()> {
         out["real"] = real_json(&r, args.trials, &raw_rtt, &raw_after);
     }
     if !args.skip_sim {
+        // Its own random stream, so that the simulated figures do not
+        // depend on whether the real half ran.
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x51_u64.rotate_left(40));
         let layout = sim::Layout::new(args.sim_sets, args.sim_set_size, args.sim_fanout)
             .map_err(|e| anyhow::anyhow!(e))?;
         out["sim"] = sim::run(
@@ -175,6 +178,10 @@ fn fault_json(f: &real::ParentFault, raw: &Latencies, resume: bool) -> Value {
         "top_without": real_latency(&f.top_without, None, raw),
         "reparented": real_latency(&f.reparented, Some(REPARENT_P99_MS), raw),
         "new_parent_was_lowest_rank": format!("{lowest} of {}", f.new_parent_was_lowest.len()),
+        "per_trial_ms": {
+            "what": "[child, top_without, reparented] per trial",
+            "trials": f.per_trial.iter().map(|t| t.map(round2)).collect::<Vec<_>>(),
+        },
     });
     if resume {
         v["resume_whole_polled"] = ms_summary(&f.resume_whole);

@@ -91,6 +91,8 @@ pub struct ParentFault {
     /// Which rank of the child set became its parent, per trial (the
     /// lowest-rank survivor, by the rule).
     pub new_parent_was_lowest: Vec<bool>,
+    /// Per trial: [child, top_without, reparented] in milliseconds.
+    pub per_trial: Vec<[f64; 3]>,
 }
 
 /// What the real-process trials measured.
@@ -286,6 +288,9 @@ fn parent_trial(
             if let Some(l) = lowest {
                 sink.new_parent_was_lowest.push(l == np);
             }
+            let ms = |i: Instant| i.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+            sink.per_trial
+                .push([ms(child), ms(top_without), ms(reparented)]);
         }
         None => {
             let what = format!(

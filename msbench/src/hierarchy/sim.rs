@@ -592,6 +592,8 @@ struct CrashRun {
     others_wrong_group: u64,
     concerned_mservers: Vec<usize>,
     trials: usize,
+    /// Per trial: [child, upper_without, reparented] in milliseconds.
+    per_trial: Vec<[f64; 3]>,
 }
 
 impl CrashRun {
@@ -622,6 +624,10 @@ impl CrashRun {
                 "others": stats(&self.others),
                 "others_wrong_group_datagrams": self.others_wrong_group,
             },
+        });
+        v["per_trial_ms"] = json!({
+            "what": "[child, upper_without, reparented] per trial",
+            "trials": self.per_trial.iter().map(|t| t.map(round2)).collect::<Vec<_>>(),
         });
         let back = if self.pause {
             "resume_consistent"
@@ -880,6 +886,8 @@ fn fault_trial(
             reparented.max(latest(&holders, above, &p).ok_or("no view with the new parent")?);
     }
     cr.reparented.push(reparented.saturating_duration_since(t0));
+    let ms = |i: Instant| i.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+    cr.per_trial.push([ms(child), ms(upper), ms(reparented)]);
     // Messages.
     let after = h.counters();
     for (n, a) in &after {
