@@ -384,10 +384,10 @@ impl Tree {
                 continue; // a line of a life that has been killed since
             }
             match &ev.kind {
-                LogKind::Warning(m) => {
-                    if self.warnings.len() < 100 || self.warnings.contains_key(m) {
-                        *self.warnings.entry(m.clone()).or_default() += 1;
-                    }
+                LogKind::Warning(m)
+                    if self.warnings.len() < 100 || self.warnings.contains_key(m) =>
+                {
+                    *self.warnings.entry(m.clone()).or_default() += 1;
                 }
                 LogKind::ViewInstalled {
                     group,
