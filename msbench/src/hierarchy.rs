@@ -178,6 +178,7 @@ fn fault_json(f: &real::ParentFault, raw: &Latencies, resume: bool) -> Value {
         "top_without": real_latency(&f.top_without, None, raw),
         "reparented": real_latency(&f.reparented, Some(REPARENT_P99_MS), raw),
         "new_parent_was_lowest_rank": format!("{lowest} of {}", f.new_parent_was_lowest.len()),
+        "victim_was_top_coordinator": f.victim_was_top_coordinator,
         "per_trial_ms": {
             "what": "[child, top_without, reparented] per trial",
             "trials": f.per_trial.iter().map(|t| t.map(round2)).collect::<Vec<_>>(),

@@ -2,8 +2,8 @@
 //! [`procs`](super::procs) (8 mservers, 3 child sets, a top group of their
 //! parents) and its trials:
 //!
-//! - **SIGKILL of a parent** (the parent of set `t % 3`, so each child set
-//!   loses its parent in turn): kill -> (1) `child`: the child set's view
+//! - **SIGKILL of a parent** (each child set once per round of three
+//!   trials, in a random order within the round): kill -> (1) `child`: the child set's view
 //!   without it at every survivor of the set; (2) `top_without`: the top
 //!   group's view without it at every other top member; (3)
 //!   `reparented`: the top group's view with the set's new parent (and
@@ -15,7 +15,8 @@
 //!   mserver stays stopped until all three are seen, then SIGCONT ->
 //!   `resume_whole`: the tree whole again by `msctl tree --json`, polled
 //!   every 100 ms (a bound, not a precise figure).
-//! - **a subtree cut**: child set `t % 3` (its parent included) cut from
+//! - **a subtree cut**: one child set (its parent included; the same
+//!   order of sets as above) cut from
 //!   every other mserver, both ways (`msctl fault --clear --block ADDR...`
 //!   on all eight, run at once); `cut`: the cut parent alone in its top
 //!   group and the other parents in a top view without it. After a random
@@ -93,6 +94,8 @@ pub struct ParentFault {
     pub new_parent_was_lowest: Vec<bool>,
     /// Per trial: [child, top_without, reparented] in milliseconds.
     pub per_trial: Vec<[f64; 3]>,
+    /// Per trial: whether the victim was the top group's lowest rank.
+    pub victim_was_top_coordinator: Vec<bool>,
 }
 
 /// What the real-process trials measured.
@@ -192,8 +195,9 @@ fn trials(
 
     for (kind, name) in [(Fault::Kill, "SIGKILL"), (Fault::Stop, "SIGSTOP")] {
         progress(opts, &format!("{name} of a parent, {} trials", opts.trials));
-        for n in 0..opts.trials {
-            parents = parent_trial(t, kind, n, &parents, rng, run)?;
+        let order = set_order(opts.trials, rng);
+        for (n, k) in order.into_iter().enumerate() {
+            parents = parent_trial(t, kind, n, k, &parents, rng, run)?;
         }
     }
 
@@ -201,10 +205,27 @@ fn trials(
         opts,
         &format!("subtree cut and heal, {} trials", opts.trials),
     );
-    for n in 0..opts.trials {
-        parents = cut_trial(t, n, &parents, rng, run)?;
+    let order = set_order(opts.trials, rng);
+    for (n, k) in order.into_iter().enumerate() {
+        parents = cut_trial(t, n, k, &parents, rng, run)?;
     }
     Ok(())
+}
+
+/// Which child set each of `trials` trials hits: every set once per
+/// round of three, in a random order within the round. (A fixed rotation
+/// would always hit the parent that has been in the top group longest,
+/// its lowest rank, which is also its join coordinator.)
+fn set_order(trials: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut out = Vec::with_capacity(trials);
+    while out.len() < trials {
+        let mut round: Vec<usize> = (0..SETS.len()).collect();
+        round.shuffle(rng);
+        out.extend(round);
+    }
+    out.truncate(trials);
+    out
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -245,19 +266,21 @@ fn parent_figures(
     Some((child, top_without, reparented, np))
 }
 
-/// One SIGKILL or SIGSTOP trial: the parent of child set `n % 3`.
+/// One SIGKILL or SIGSTOP trial (number `n`): the parent of child set `k`.
 fn parent_trial(
     t: &mut Tree,
     kind: Fault,
     n: usize,
+    k: usize,
     parents: &Parents,
     rng: &mut ChaCha8Rng,
     run: &mut RealRun,
 ) -> anyhow::Result<Parents> {
-    let k = n % SETS.len();
     let victim = *parents
         .get(&k)
         .ok_or_else(|| anyhow!("{} has no parent", set_name(k)))?;
+    // Whether it is the top group's lowest rank (its join coordinator).
+    let coordinator = top_lowest_rank(t, victim) == Some(victim);
     // The rule: the lowest-rank survivor of the set becomes its parent.
     let lowest = lowest_rank_survivor(t, k, victim);
     settle(t, rng);
@@ -291,6 +314,7 @@ fn parent_trial(
             let ms = |i: Instant| i.saturating_duration_since(t0).as_secs_f64() * 1000.0;
             sink.per_trial
                 .push([ms(child), ms(top_without), ms(reparented)]);
+            sink.victim_was_top_coordinator.push(coordinator);
         }
         None => {
             let what = format!(
@@ -341,6 +365,21 @@ fn lowest_rank_survivor(t: &Tree, k: usize, victim: usize) -> Option<usize> {
         .map(|(_, i)| i)
 }
 
+/// The mserver with the lowest rank in `someone`'s top-group view (from
+/// `msctl tree`).
+fn top_lowest_rank(t: &Tree, someone: usize) -> Option<usize> {
+    let tree = t.msctl_tree(someone)?;
+    tree["levels"][1]["members"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| {
+            let addr: SocketAddr = m["addr"].as_str()?.parse().ok()?;
+            Some((m["rank"].as_u64()?, t.index_of(addr)?))
+        })
+        .min()
+        .map(|(_, i)| i)
+}
+
 /// `fault --clear --block ADDR...` with the addresses of `other`.
 fn block_args(t: &Tree, other: &[usize]) -> Vec<String> {
     let mut v = vec!["fault".to_string(), "--clear".to_string()];
@@ -351,16 +390,16 @@ fn block_args(t: &Tree, other: &[usize]) -> Vec<String> {
     v
 }
 
-/// One subtree cut and heal: child set `n % 3` cut from every other
-/// mserver and healed.
+/// One subtree cut and heal (number `n`): child set `k` cut from every
+/// other mserver and healed.
 fn cut_trial(
     t: &mut Tree,
     n: usize,
+    k: usize,
     parents: &Parents,
     rng: &mut ChaCha8Rng,
     run: &mut RealRun,
 ) -> anyhow::Result<Parents> {
-    let k = n % SETS.len();
     let inside: Vec<usize> = SETS[k].to_vec();
     let everyone = t.indexes();
     let outside: Vec<usize> = everyone
