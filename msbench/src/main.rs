@@ -16,9 +16,12 @@
 //! `crypto` (the cost of the cluster key ring on RPC, view changes and
 //! rmcast, without and with it in one run).
 //! `soak` (false failures in a long run with the CPU cores busy).
+//! `hierarchy` (the tree of mserver groups: parent faults, subtree cuts,
+//! idle cost per role; real and simulated).
 
 mod app;
 mod crypto;
+mod hierarchy;
 mod mcast;
 mod membership;
 mod partition;
@@ -89,6 +92,12 @@ enum Scenario {
     /// members, both CPU cores kept busy by spinning processes, nothing
     /// killed for --minutes: every view installed is a false failure.
     Soak(soak::SoakArgs),
+    /// The hierarchy of mserver groups: parent SIGKILL and SIGSTOP -> the
+    /// child set's view, the top group's view without it and with the new
+    /// parent; a subtree cut and healed -> every level merged; idle bytes
+    /// per role; with 8 real mservers in 3 child sets and a top group,
+    /// and 1,000 simulated ones in 3 levels.
+    Hierarchy(hierarchy::HierarchyArgs),
 }
 
 fn main() {
@@ -104,6 +113,7 @@ fn main() {
         Scenario::App(args) => app::run(&args),
         Scenario::Crypto(args) => crypto::run(&args),
         Scenario::Soak(args) => soak::run(&args),
+        Scenario::Hierarchy(args) => hierarchy::run(&args),
     };
     match result {
         Ok(()) => {}
