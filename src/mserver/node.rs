@@ -653,14 +653,24 @@ impl MserverNode {
                 }
             }
             self.chain.flush(now);
-            while let Some(t) = self.chain.poll_transmit() {
-                self.transmits.push_back(t);
-                progressed = true;
-            }
+            // The chain's events first: a level it adds must be registered
+            // with the mcaster (`JoinGroup`) before the level's first join
+            // request leaves, or the mcaster drops it and the join waits a
+            // reply timeout (as at level 1, above).
             while let Some(e) = self.chain.poll_event() {
                 progressed = true;
                 self.on_chain_event(now, &e);
                 self.events.push_back(NodeEvent::Chain(e));
+            }
+            if let Some(reg) = self.registration.as_mut() {
+                while let Some(t) = reg.poll_transmit() {
+                    self.transmits.push_back(t);
+                    progressed = true;
+                }
+            }
+            while let Some(t) = self.chain.poll_transmit() {
+                self.transmits.push_back(t);
+                progressed = true;
             }
             if self.chain.has_left() && !self.left {
                 self.left = true;
@@ -1062,6 +1072,57 @@ mod tests {
             "{protocols:?}"
         );
         assert!(first_mcaster < first_coreset, "{protocols:?}");
+    }
+
+    #[test]
+    fn an_upper_level_is_registered_before_its_first_join_request() {
+        use crate::coreset::GroupRef;
+        use crate::mcaster_reg::McasterMsg;
+        use crate::tree::LevelSettings;
+        let me = NodeId::v4(127, 0, 0, 10, 7200);
+        let group = NodeId::v4(239, 255, 70, 1, 7300);
+        let top = GroupRef::new("top", NodeId::v4(239, 255, 70, 9, 7301)).expect("group");
+        let inc = Incarnation::from_parts(1_000, [1; 10]);
+        let level1 = CoreSetConfig::new(me, inc, "lan", group);
+        let parents = vec![LevelSettings {
+            group: top.clone(),
+            query_interval: level1.query_interval,
+            reply_timeout: level1.reply_timeout,
+            retries: level1.retries,
+        }];
+        let mut now = Instant::ZERO;
+        let chain = Chain::new(ChainConfig { level1, parents }, now, 1).expect("valid config");
+        let reg = Registration::new(RegistrationConfig::new(
+            NodeId::v4(127, 0, 0, 1, 7100),
+            ReceiveMode::Uc,
+        ));
+        let rpc = Rpc::new(me, inc, RpcConfig::default(), 2);
+        let mut n = MserverNode::new(now, chain, Some(reg), rpc);
+        // Alone, it founds level 1, flags itself and joins `top`: the
+        // mcaster must hear of `top` before `top` hears of us.
+        let mut registered = false;
+        for _ in 0..500 {
+            while let Some(t) = n.poll_transmit() {
+                match t.protocol {
+                    ProtocolId::Mcaster => {
+                        if let Ok(McasterMsg::JoinGroup { group, .. }) =
+                            decode_body::<McasterMsg>(&t.body)
+                        {
+                            registered |= group == top.addr;
+                        }
+                    }
+                    ProtocolId::CoreSet if t.destination == top.addr => {
+                        assert!(registered, "a datagram to {top} before its registration");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(next) = n.poll_timeout() else { break };
+            now = next.max(now);
+            n.handle_timeout(now);
+        }
+        panic!("no datagram to {top} (registered: {registered})");
     }
 
     #[test]
