@@ -682,6 +682,33 @@ struct Tally {
     answers: BTreeMap<String, u64>,
 }
 
+/// Runs until the tree has reformed (liveness L: every chain settled,
+/// every group one view of live members, one parent per child set, T1,
+/// T2, T4), failing the run with the state after `bound`.
+fn wait_reformed(h: &mut Harness, bound: Duration, what: &str) {
+    let ok = h.run_until(bound, |h| {
+        h.settled()
+            && h.one_view_per_group()
+            && h.no_dead_members()
+            && check_tree(h).is_ok()
+            && check_one_parent_each(h).is_ok()
+    });
+    if !ok {
+        let s = describe(h);
+        let why = check_tree(h)
+            .and_then(|()| check_one_parent_each(h))
+            .err()
+            .unwrap_or_default();
+        h.sim.fail(format!(
+            "{what}: the tree did not reform within {bound:?} (settled {}, one view per group {}, \
+             no dead members {}, {why}):{s}",
+            h.settled(),
+            h.one_view_per_group(),
+            h.no_dead_members()
+        ));
+    }
+}
+
 /// The hosts flagged as parents anywhere, as live hosts see it.
 fn parents(h: &Harness) -> Vec<NodeId> {
     let mut out = Vec::new();
@@ -854,27 +881,7 @@ fn reform_run(seed: u64, tally: &mut Tally) {
     // (kept as it is), and waits that out before it is admitted again.
     let design_bound = Duration::from_secs(2 * u64::from(levels) + 1);
     let bound = design_bound + Duration::from_secs(5);
-    let ok = h.run_until(bound, |h| {
-        h.settled()
-            && h.one_view_per_group()
-            && h.no_dead_members()
-            && check_tree(h).is_ok()
-            && check_one_parent_each(h).is_ok()
-    });
-    if !ok {
-        let s = describe(&h);
-        let why = check_tree(&h)
-            .and_then(|()| check_one_parent_each(&h))
-            .err()
-            .unwrap_or_default();
-        h.sim.fail(format!(
-            "the tree did not reform within {bound:?} (settled {}, one view per group {}, \
-             no dead members {}, {why}):{s}",
-            h.settled(),
-            h.one_view_per_group(),
-            h.no_dead_members()
-        ));
-    }
+    wait_reformed(&mut h, bound, "after the faults");
     let took = h.sim.now() - from;
     if took > design_bound {
         tally.over_design_bound += 1;
@@ -994,25 +1001,8 @@ fn between_run(seed: u64, which: Between) -> bool {
         return false;
     };
     h.crash(victim);
-    let bound = Duration::from_secs(10);
-    let ok = h.run_until(bound, |h| {
-        h.settled()
-            && h.one_view_per_group()
-            && h.no_dead_members()
-            && check_tree(h).is_ok()
-            && check_one_parent_each(h).is_ok()
-    });
-    if !ok {
-        let s = describe(&h);
-        let why = check_tree(&h)
-            .and_then(|()| check_one_parent_each(&h))
-            .err()
-            .unwrap_or_default();
-        h.sim.fail(format!(
-            "after killing {victim} between the two steps of {which:?}, the tree did not \
-             reform within {bound:?} ({why}):{s}"
-        ));
-    }
+    let what = format!("after killing {victim} between the two steps of {which:?}");
+    wait_reformed(&mut h, Duration::from_secs(10), &what);
     true
 }
 

@@ -13,11 +13,11 @@
 // The benchmark owns the clock.
 #![allow(clippy::disallowed_methods)]
 
-use crate::membership::procs::{parse_members, Binaries, ViewMember};
+use crate::membership::procs::{free_port, parse_members, read_bounded_line, Binaries, ViewMember};
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -33,8 +33,6 @@ pub const SERVERS: usize = 8;
 /// The top group's name.
 pub const TOP: &str = "top";
 
-/// Longest stderr line kept (longer ones are cut; the rest is skipped).
-const MAX_LINE: usize = 64 * 1024;
 /// Log lines kept per mserver for failure reports.
 const TAIL_LINES: usize = 40;
 
@@ -116,31 +114,6 @@ pub fn parse_line(line: &[u8]) -> Option<LogKind> {
             Some("WARN") | Some("ERROR") => Some(LogKind::Warning(m.to_string())),
             _ => None,
         },
-    }
-}
-
-/// Reads one line of at most [`MAX_LINE`] bytes (the rest of a longer line
-/// is skipped). `Ok(false)` at end of file.
-fn read_bounded_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<bool> {
-    out.clear();
-    let mut any = false;
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(any);
-        }
-        any = true;
-        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (&buf[..i], i + 1),
-            None => (buf, buf.len()),
-        };
-        let room = MAX_LINE.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let newline = done > chunk.len();
-        r.consume(done);
-        if newline {
-            return Ok(true);
-        }
     }
 }
 
@@ -228,10 +201,6 @@ pub struct Held {
 /// What `msctl tree --json` on every mserver says when the tree is whole:
 /// each child set's parent (mserver index by set).
 pub type Parents = BTreeMap<usize, usize>;
-
-fn free_port() -> anyhow::Result<u16> {
-    testkit::ports::try_free_port().ok_or_else(|| anyhow!("no free port found on 127.0.0.1"))
-}
 
 impl Tree {
     /// A new tree with its own mcaster; no mserver yet.

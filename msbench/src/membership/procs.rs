@@ -142,7 +142,7 @@ pub fn parse_line(line: &[u8]) -> Option<LogKind> {
 
 /// Reads one line of at most [`MAX_LINE`] bytes (the rest of a longer line
 /// is skipped). `Ok(false)` at end of file.
-fn read_bounded_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<bool> {
+pub(crate) fn read_bounded_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<bool> {
     out.clear();
     let mut any = false;
     loop {
@@ -263,7 +263,7 @@ pub struct Cluster {
 }
 
 /// A free port on 127.0.0.1 for UDP and TCP (never the same twice).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     testkit::ports::try_free_port().ok_or_else(|| anyhow!("no free port found on 127.0.0.1"))
 }
 
