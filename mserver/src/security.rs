@@ -5,43 +5,20 @@
 //! to its sockets and persist it).
 
 use crate::settings::Settings;
-use membership::mserver::access::{AdminPolicy, Cidr};
+use membership::mserver::access::AdminPolicy;
 use membership::wire::KeyRing;
 
-/// Checks the security settings (one line on error).
-pub fn check(s: &Settings) -> anyhow::Result<()> {
-    policy(s, false)?;
-    start_ring(s)?;
-    Ok(())
-}
-
-/// The ring from the configured keys (inline, then the key file).
-pub fn configured_ring(s: &Settings) -> anyhow::Result<Option<KeyRing>> {
-    daemon_shell::keys::key_ring(&s.cluster_keys, s.key_file.as_deref())
-}
-
-/// The ring to start with: the key-ring file's if it exists, else the
-/// configured one.
+/// The ring to start with (see [`Settings::start_ring`]).
 pub fn start_ring(s: &Settings) -> anyhow::Result<Option<KeyRing>> {
-    if let Some(path) = s.keyring_file.as_deref() {
-        if let Some(ring) = daemon_shell::keys::load_keyring_file(path)? {
-            return Ok(Some(ring));
-        }
-    }
-    configured_ring(s)
+    s.start_ring()
 }
 
 /// The admin policy of these settings.
 pub fn policy(s: &Settings, keyed: bool) -> anyhow::Result<AdminPolicy> {
-    let admin_from = s
-        .admin_from
-        .iter()
-        .map(|c| Cidr::parse(c).map_err(|e| anyhow::anyhow!("--admin-from {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(AdminPolicy {
         keyed,
         allow_faults: s.allow_faults,
-        admin_from,
+        admin_from: s.admin_networks()?,
     })
 }
 
@@ -59,7 +36,7 @@ pub fn persist(s: &Settings, ring: &KeyRing) {
 /// (`None` with a warning when it cannot be read, or when it would turn
 /// authentication on or off, which needs a restart).
 pub fn reload(s: &Settings, current: Option<&KeyRing>) -> Option<KeyRing> {
-    match configured_ring(s) {
+    match s.configured_ring() {
         Ok(Some(ring)) if current.is_some() => Some(ring),
         Ok(ring) => {
             tracing::warn!(

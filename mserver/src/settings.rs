@@ -8,6 +8,8 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use daemon_shell::settings::{Overrides, Sources};
 use membership::coreset::{GroupRef, MAX_LEVEL, MAX_PARENTS};
+use membership::mserver::access::Cidr;
+use membership::wire::KeyRing;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -421,7 +423,8 @@ impl Settings {
                 self.hold_down_ms
             );
         }
-        crate::security::check(self)?;
+        self.admin_networks()?;
+        self.start_ring()?;
         if let Some(http) = &self.http {
             daemon_shell::http::parse_http(http)?;
         }
@@ -515,6 +518,30 @@ impl Settings {
             out.push(level);
         }
         Ok(out)
+    }
+
+    /// The networks of `--admin-from`, checked.
+    pub fn admin_networks(&self) -> anyhow::Result<Vec<Cidr>> {
+        self.admin_from
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| anyhow::anyhow!("--admin-from {e}")))
+            .collect()
+    }
+
+    /// The ring from the configured keys (inline, then the key file).
+    pub fn configured_ring(&self) -> anyhow::Result<Option<KeyRing>> {
+        daemon_shell::keys::key_ring(&self.cluster_keys, self.key_file.as_deref())
+    }
+
+    /// The ring to start with: the key-ring file's if it exists (the ring
+    /// as last committed), else the configured one.
+    pub fn start_ring(&self) -> anyhow::Result<Option<KeyRing>> {
+        if let Some(path) = self.keyring_file.as_deref() {
+            if let Some(ring) = daemon_shell::keys::load_keyring_file(path)? {
+                return Ok(Some(ring));
+            }
+        }
+        self.configured_ring()
     }
 
     /// The monitoring interval.
