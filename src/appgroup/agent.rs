@@ -228,6 +228,28 @@ enum Link {
     },
 }
 
+/// Where the MI's link to its mserver stands (for status pages and
+/// readiness; [`MiAgent::link_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// Not attached and no attach call in flight: the next attempt is
+    /// due at `retry_at`.
+    Idle {
+        /// When the next attach attempt goes out.
+        retry_at: Instant,
+    },
+    /// An attach call to `to` is in flight.
+    Attaching {
+        /// The mserver asked.
+        to: NodeId,
+    },
+    /// Attached to `to`.
+    Attached {
+        /// The mserver.
+        to: NodeId,
+    },
+}
+
 enum CallKind {
     Op(u64),
     Attach,
@@ -305,6 +327,21 @@ impl MiAgent {
             Link::Attached { to, .. } => Some(to),
             _ => None,
         }
+    }
+
+    /// Where the link to the mserver stands.
+    pub fn link_status(&self) -> LinkStatus {
+        match self.link {
+            Link::Idle { retry_at } => LinkStatus::Idle { retry_at },
+            Link::Attaching { to, .. } => LinkStatus::Attaching { to },
+            Link::Attached { to, .. } => LinkStatus::Attached { to },
+        }
+    }
+
+    /// The mservers it attaches to, in the order it tries them: the
+    /// configured ones, then the members of its core-set's views.
+    pub fn candidates(&self) -> &[NodeId] {
+        &self.candidates
     }
 
     /// The local members and their groups.
