@@ -619,6 +619,8 @@ impl MiAgent {
         self.next_candidate = (self.next_candidate + 1) % self.candidates.len();
         let seq = self.next_seq;
         self.next_seq += 1;
+        // This attach asks for every group with local members as of now.
+        self.resync = false;
         let request = AttachRequest {
             mi: self.config.mi,
             host: self.config.host.clone(),
@@ -677,6 +679,13 @@ impl MiAgent {
                     if let Some(c) = op.call.take() {
                         self.calls.remove(&c);
                     }
+                }
+                // A join answered while this attach was in flight (through
+                // the earlier attachment) is in no group of its `have`:
+                // the views committed between the join and this attach
+                // would never come. Attach again to catch up.
+                if std::mem::take(&mut self.resync) {
+                    self.reattach(now);
                 }
             }
             Err(e) => {
@@ -893,7 +902,12 @@ impl MiAgent {
             }
             Ok(result) => {
                 self.answer(now, key, result);
-                if std::mem::take(&mut self.resync) {
+                // Only an attachment can be caught up; while an attach is
+                // in flight (its `have` was made before this answer) the
+                // flag waits for it to commit, and a new attach made from
+                // idle asks with the join's group anyway.
+                if self.resync && matches!(self.link, Link::Attached { .. }) {
+                    self.resync = false;
                     self.reattach(now);
                 }
             }
