@@ -14,15 +14,23 @@
 //!   daemon's snapshot are brought up to date under one lock, then
 //!   encoded);
 //! - [`SocketMetrics`]: traffic by protocol and drops by reason of a
-//!   runtime socket, which every daemon has.
+//!   runtime socket, which every daemon has;
+//! - [`CoreEndpoint`]: what the handlers of a daemon around one core
+//!   share: asking the core (503 when it no longer runs), the scrape of
+//!   its socket and core, `/readyz` from a readiness check the daemon's
+//!   core answers ([`ready`]), and JSON from a snapshot of the core. A
+//!   daemon's own `http.rs` then holds only its routes and metrics.
 //!
 //! The handlers never block the daemon: they ask its actors (a message,
 //! answered from the actor's thread) and read atomics. Bad requests (an
 //! unknown path, a bad query) get a 4xx, never a panic.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use membership::id::ProtocolId;
-use membership::runtime::{ProtocolStats, SocketStats};
+use membership::runtime::{CoreHandle, ProtocolStats, SocketStats};
+use membership::sansio::Core;
+use membership::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,7 +39,7 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The value of `--http` that turns the endpoint off.
@@ -134,7 +142,7 @@ where
             tracing::warn!(error = %e, "the HTTP endpoint stopped");
         }
     });
-    tracing::info!(http = %addr, "serving /metrics, /healthz and the status page on http://{addr}/");
+    tracing::info!(http = %addr, "serving /metrics, /healthz and /readyz on http://{addr}/");
     Ok(Running { addr, handle })
 }
 
@@ -168,6 +176,163 @@ pub fn json<T: serde::Serialize>(value: &T) -> HttpResponse {
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode: {e}\n"),
         ),
+    }
+}
+
+/// The answer of `/readyz`: 200 `ready` for `Ok`, else 503 `not ready:
+/// WHY` (one line; a line break in `why` becomes a space).
+pub fn ready(check: Result<(), String>) -> HttpResponse {
+    match check {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => {
+            let why = why.replace(['\r', '\n'], " ");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}\n", why.trim()),
+            )
+        }
+    }
+}
+
+/// What the HTTP handlers of a daemon around one core share: the core's
+/// handle, the daemon's metrics [`Exporter`], and the answers every such
+/// daemon gives the same way. The daemon's own module adds its metrics
+/// and says what its core answers; nothing here knows a protocol.
+pub struct CoreEndpoint<C>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+{
+    daemon: &'static str,
+    handle: CoreHandle<C>,
+    exporter: Arc<Exporter>,
+}
+
+impl<C> Clone for CoreEndpoint<C>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+{
+    fn clone(&self) -> Self {
+        CoreEndpoint {
+            daemon: self.daemon,
+            handle: self.handle.clone(),
+            exporter: Arc::clone(&self.exporter),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for CoreEndpoint<C>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreEndpoint")
+            .field("daemon", &self.daemon)
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> CoreEndpoint<C>
+where
+    C: Core + Unpin + 'static,
+    C::Event: Send + 'static,
+{
+    /// The endpoint of `daemon` (`mcaster`, `member interface`: it names
+    /// the daemon in answers) whose core runs behind `handle`, with the
+    /// metrics in `registry` (from [`Exporter::registry`]).
+    pub fn new(daemon: &'static str, handle: CoreHandle<C>, registry: Registry) -> Self {
+        CoreEndpoint {
+            daemon,
+            handle,
+            exporter: Arc::new(Exporter::new(registry)),
+        }
+    }
+
+    /// The core's handle.
+    pub fn handle(&self) -> &CoreHandle<C> {
+        &self.handle
+    }
+
+    /// 503: the core (or its socket) no longer answers.
+    pub fn unavailable(&self) -> HttpResponse {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the {}'s core is not running\n", self.daemon),
+        )
+    }
+
+    /// Runs `f` on the core (one message, answered on the daemon's
+    /// thread); [`CoreEndpoint::unavailable`] when the core is gone.
+    pub async fn ask<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut C, Instant) -> R + Send + 'static,
+    ) -> Result<R, HttpResponse> {
+        self.handle
+            .with_core(f)
+            .await
+            .map_err(|_| self.unavailable())
+    }
+
+    /// The socket's counters, and `snapshot` of the core; either missing
+    /// is [`CoreEndpoint::unavailable`].
+    pub async fn socket_and_core<S: Send + 'static>(
+        &self,
+        snapshot: impl FnOnce(&mut C, Instant) -> S + Send + 'static,
+    ) -> Result<(SocketStats, S), HttpResponse> {
+        let socket = self.handle.socket_stats().await;
+        let core = self.handle.with_core(snapshot).await;
+        match (socket, core) {
+            (Ok(socket), Ok(core)) => Ok((socket, core)),
+            _ => Err(self.unavailable()),
+        }
+    }
+
+    /// `/metrics`: takes `snapshot` of the core and the socket's
+    /// counters, then `update` brings the daemon's metrics up to them
+    /// under the scrape lock, and every metric is encoded.
+    pub async fn scrape<S: Send + 'static>(
+        &self,
+        snapshot: impl FnOnce(&mut C, Instant) -> S + Send + 'static,
+        update: impl FnOnce(&SocketStats, S),
+    ) -> HttpResponse {
+        match self.socket_and_core(snapshot).await {
+            Ok((socket, core)) => self.exporter.scrape(|| update(&socket, core)),
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    /// `/readyz`: the daemon's socket answers (it is bound and its actor
+    /// runs) and its core's `check` is `Ok` ([`ready`]).
+    pub async fn readyz(
+        &self,
+        check: impl FnOnce(&mut C, Instant) -> Result<(), String> + Send + 'static,
+    ) -> HttpResponse {
+        match self.socket_and_core(check).await {
+            Ok((_, check)) => ready(check),
+            Err(_) => ready(Err(format!(
+                "the {}'s socket or core is not running",
+                self.daemon
+            ))),
+        }
+    }
+
+    /// A JSON answer made from the socket's counters and the core (see
+    /// [`json`]).
+    pub async fn json_from<T: serde::Serialize + Send + 'static>(
+        &self,
+        f: impl FnOnce(&SocketStats, &mut C, Instant) -> T + Send + 'static,
+    ) -> HttpResponse {
+        let socket = match self.handle.socket_stats().await {
+            Ok(s) => s,
+            Err(_) => return self.unavailable(),
+        };
+        match self.ask(move |c, now| f(&socket, c, now)).await {
+            Ok(value) => json(&value),
+            Err(unavailable) => unavailable,
+        }
     }
 }
 
@@ -361,6 +526,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE ms_uptime_seconds gauge"), "{text}");
+    }
+
+    #[test]
+    fn ready_is_200_or_503_with_one_line() {
+        let ok = ready(Ok(()));
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(body_text(ok), "ready\n");
+        let not = ready(Err("attaching to 127.0.0.1:7200\nagain".into()));
+        assert_eq!(not.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body_text(not),
+            "not ready: attaching to 127.0.0.1:7200 again\n"
+        );
+    }
+
+    fn body_text(response: HttpResponse) -> String {
+        let body =
+            futures_lite_block_on(actix_web::body::to_bytes(response.into_body())).expect("body");
+        String::from_utf8(body.to_vec()).expect("utf-8")
     }
 
     /// Runs a future that is ready without I/O.

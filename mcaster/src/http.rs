@@ -1,14 +1,23 @@
-//! The mcaster's HTTP endpoint (`--http ADDR`, off by default): `/healthz`
-//! and `/metrics` (socket traffic and drops, relayed datagrams and their
-//! copies, groups and members), read from the relay core's counters at
-//! each scrape.
+//! The mcaster's routes on its HTTP endpoint (`--http ADDR`, off by
+//! default; the plumbing is [`daemon_shell::http`]):
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/healthz` | 200 `ok` while the daemon runs |
+//! | `/readyz` | 200 `ready` while its socket is bound and its core answers, else 503 and why |
+//! | `/metrics` | socket traffic and drops, relayed datagrams and their copies, groups and members |
+//! | `/v1/status` | JSON: the socket, and the registered members of every group |
+//!
+//! Everything is read from the relay core at each request; nothing here
+//! decides anything about the protocol.
 
 use actix_web::{web, HttpResponse};
-use daemon_shell::http::{set_total, text, DropLabels, Exporter, SocketMetrics};
-use membership::mcaster::Mcaster;
+use daemon_shell::http::{set_total, CoreEndpoint, DropLabels, Exporter, SocketMetrics};
+use membership::mcaster::{GroupInfo, Mcaster};
 use membership::runtime::CoreHandle;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use serde::Serialize;
 use std::sync::Arc;
 
 /// The mcaster's metrics.
@@ -24,9 +33,8 @@ struct Metrics {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
-    handle: CoreHandle<Mcaster>,
+    endpoint: CoreEndpoint<Mcaster>,
     metrics: Arc<Metrics>,
-    exporter: Arc<Exporter>,
 }
 
 impl HttpState {
@@ -61,9 +69,8 @@ impl HttpState {
             metrics.members.clone(),
         );
         HttpState {
-            handle,
+            endpoint: CoreEndpoint::new("mcaster", handle, registry),
             metrics: Arc::new(metrics),
-            exporter: Arc::new(Exporter::new(registry)),
         }
     }
 }
@@ -72,35 +79,107 @@ impl HttpState {
 pub fn routes(state: HttpState) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state.clone()))
-            .route("/metrics", web::get().to(metrics_text));
+            .route("/metrics", web::get().to(metrics_text))
+            .route("/readyz", web::get().to(readyz))
+            .route("/v1/status", web::get().to(status));
     }
 }
 
 async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
-    let socket = state.handle.socket_stats().await;
-    let relay = state
-        .handle
-        .with_core(|r, _| (r.counters().clone(), r.group_count(), r.member_count()))
-        .await;
-    let (Ok(socket), Ok((c, groups, members))) = (socket, relay) else {
-        return text(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "the mcaster's core is not running\n",
-        );
-    };
     let m = &state.metrics;
-    state.exporter.scrape(|| {
-        m.socket.update(&socket);
-        set_total(&m.relayed, c.relayed);
-        set_total(&m.copies, c.copies);
-        for (reason, n) in c.dropped.iter() {
-            let labels = DropLabels {
-                layer: "mcaster",
-                reason: reason.to_string(),
-            };
-            set_total(&m.socket.drops.get_or_create(&labels), n);
+    state
+        .endpoint
+        .scrape(
+            |r, _| (r.counters().clone(), r.group_count(), r.member_count()),
+            |socket, (c, groups, members)| {
+                m.socket.update(socket);
+                set_total(&m.relayed, c.relayed);
+                set_total(&m.copies, c.copies);
+                for (reason, n) in c.dropped.iter() {
+                    let labels = DropLabels {
+                        layer: "mcaster",
+                        reason: reason.to_string(),
+                    };
+                    set_total(&m.socket.drops.get_or_create(&labels), n);
+                }
+                m.groups.set(groups as i64);
+                m.members.set(members as i64);
+            },
+        )
+        .await
+}
+
+/// Ready once the socket is bound and both its actor and the relay core
+/// answer: the mcaster relays from then on. (An mcaster with no group yet
+/// is ready: members register with it.)
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    state.endpoint.readyz(|_, _| Ok(())).await
+}
+
+/// `/v1/status`.
+#[derive(Debug, Serialize)]
+struct Status {
+    /// The address the socket is bound to.
+    listen: String,
+    /// The node id in the mcaster's headers.
+    node: String,
+    /// Groups served.
+    groups: usize,
+    /// Members over all groups.
+    members: usize,
+    /// Group datagrams accepted for relaying.
+    relayed: u64,
+    /// Every group, in address order.
+    group_list: Vec<GroupStatus>,
+}
+
+/// One group of `/v1/status`.
+#[derive(Debug, Serialize)]
+struct GroupStatus {
+    /// The class D address.
+    group: String,
+    /// Its name.
+    name: String,
+    /// Registered members, in address order.
+    members: Vec<MemberStatus>,
+}
+
+/// One registered member.
+#[derive(Debug, Serialize)]
+struct MemberStatus {
+    /// Its address.
+    addr: String,
+    /// `uc` (gets unicast copies) or `mc` (receives the class D address).
+    kind: String,
+}
+
+impl From<GroupInfo> for GroupStatus {
+    fn from(g: GroupInfo) -> Self {
+        GroupStatus {
+            group: g.group.to_string(),
+            name: g.name,
+            members: g
+                .members
+                .into_iter()
+                .map(|(addr, kind)| MemberStatus {
+                    addr: addr.to_string(),
+                    kind: kind.to_string(),
+                })
+                .collect(),
         }
-        m.groups.set(groups as i64);
-        m.members.set(members as i64);
-    })
+    }
+}
+
+async fn status(state: web::Data<HttpState>) -> HttpResponse {
+    state
+        .endpoint
+        .json_from(|socket, r, _| Status {
+            listen: socket.local.bound.to_string(),
+            node: socket.local.node.to_string(),
+            groups: r.group_count(),
+            members: r.member_count(),
+            relayed: r.counters().relayed,
+            group_list: r.groups().into_iter().map(GroupStatus::from).collect(),
+        })
+        .await
 }

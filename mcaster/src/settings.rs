@@ -98,7 +98,8 @@ pub struct Cli {
     /// [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// Serve /metrics and /healthz on this address [default: off].
+    /// Serve /metrics, /healthz, /readyz and /v1/status on this address
+    /// [default: off].
     #[arg(long, value_name = "ADDR|off")]
     pub http: Option<String>,
 }
@@ -138,7 +139,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
-    /// The HTTP endpoint (`/metrics`, `/healthz`), or `off`/`None`.
+    /// The HTTP endpoint (`/metrics`, `/healthz`, `/readyz`,
+    /// `/v1/status`), or `off`/`None`.
     pub http: Option<String>,
 }
 

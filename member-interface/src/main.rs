@@ -50,7 +50,8 @@ struct Cli {
         env = "MS_LOG_LEVEL"
     )]
     log_level: String,
-    /// Serve /metrics and /healthz on this address (or `off`)
+    /// Serve /metrics, /healthz, /readyz and /v1/status on this address
+    /// (or `off`)
     /// [default: off].
     #[arg(long, value_name = "ADDR|off", env = "MS_MI_HTTP")]
     http: Option<String>,

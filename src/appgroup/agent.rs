@@ -228,6 +228,28 @@ enum Link {
     },
 }
 
+/// Where the MI's link to its mserver stands (for status pages and
+/// readiness; [`MiAgent::link_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// Not attached and no attach call in flight: the next attempt is
+    /// due at `retry_at`.
+    Idle {
+        /// When the next attach attempt goes out.
+        retry_at: Instant,
+    },
+    /// An attach call to `to` is in flight.
+    Attaching {
+        /// The mserver asked.
+        to: NodeId,
+    },
+    /// Attached to `to`.
+    Attached {
+        /// The mserver.
+        to: NodeId,
+    },
+}
+
 enum CallKind {
     Op(u64),
     Attach,
@@ -305,6 +327,21 @@ impl MiAgent {
             Link::Attached { to, .. } => Some(to),
             _ => None,
         }
+    }
+
+    /// Where the link to the mserver stands.
+    pub fn link_status(&self) -> LinkStatus {
+        match self.link {
+            Link::Idle { retry_at } => LinkStatus::Idle { retry_at },
+            Link::Attaching { to, .. } => LinkStatus::Attaching { to },
+            Link::Attached { to, .. } => LinkStatus::Attached { to },
+        }
+    }
+
+    /// The mservers it attaches to, in the order it tries them: the
+    /// configured ones, then the members of its core-set's views.
+    pub fn candidates(&self) -> &[NodeId] {
+        &self.candidates
     }
 
     /// The local members and their groups.
@@ -582,6 +619,8 @@ impl MiAgent {
         self.next_candidate = (self.next_candidate + 1) % self.candidates.len();
         let seq = self.next_seq;
         self.next_seq += 1;
+        // This attach asks for every group with local members as of now.
+        self.resync = false;
         let request = AttachRequest {
             mi: self.config.mi,
             host: self.config.host.clone(),
@@ -640,6 +679,13 @@ impl MiAgent {
                     if let Some(c) = op.call.take() {
                         self.calls.remove(&c);
                     }
+                }
+                // A join answered while this attach was in flight (through
+                // the earlier attachment) is in no group of its `have`:
+                // the views committed between the join and this attach
+                // would never come. Attach again to catch up.
+                if std::mem::take(&mut self.resync) {
+                    self.reattach(now);
                 }
             }
             Err(e) => {
@@ -856,7 +902,12 @@ impl MiAgent {
             }
             Ok(result) => {
                 self.answer(now, key, result);
-                if std::mem::take(&mut self.resync) {
+                // Only an attachment can be caught up; while an attach is
+                // in flight (its `have` was made before this answer) the
+                // flag waits for it to commit, and a new attach made from
+                // idle asks with the join's group anyway.
+                if self.resync && matches!(self.link, Link::Attached { .. }) {
+                    self.resync = false;
                     self.reattach(now);
                 }
             }

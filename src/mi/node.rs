@@ -12,7 +12,7 @@
 //! hints go to the agent.
 
 use super::sessions::{ConnId, MembershipId, Op, SessionConfig, SessionOutput, Sessions, ToClient};
-use crate::appgroup::agent::{MiAgent, MiAgentConfig, MiEvent};
+use crate::appgroup::agent::{LinkStatus, MiAgent, MiAgentConfig, MiEvent};
 use crate::appgroup::{AppError, GroupName};
 use crate::id::NodeId;
 use crate::rpc::RpcConfig;
@@ -93,6 +93,38 @@ impl MiNode {
     /// The local sessions.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    /// Whether the MI can serve its local processes' requests: attached to
+    /// an mserver. Otherwise one line saying why (attaching to which
+    /// mserver, or when it tries again and whom).
+    pub fn ready(&self, now: Instant) -> Result<(), String> {
+        match self.agent.link_status() {
+            LinkStatus::Attached { .. } => Ok(()),
+            LinkStatus::Attaching { to } => {
+                Err(format!("not attached to an mserver: attaching to {to}"))
+            }
+            LinkStatus::Idle { retry_at } => {
+                let candidates = self.agent.candidates();
+                let who = if candidates.is_empty() {
+                    "no mserver known".to_string()
+                } else {
+                    let shown: Vec<String> =
+                        candidates.iter().take(4).map(|c| c.to_string()).collect();
+                    let more = candidates.len().saturating_sub(shown.len());
+                    let more = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    format!("mservers {}{more}", shown.join(", "))
+                };
+                let wait_ms = retry_at.saturating_duration_since(now).as_millis();
+                Err(format!(
+                    "not attached to an mserver: none answered yet ({who}); next attempt in {wait_ms} ms"
+                ))
+            }
+        }
     }
 
     /// Requests in progress (the local processes' and the MI's own, such
@@ -200,5 +232,62 @@ impl Core for MiNode {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.agent.poll_timeout()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Incarnation;
+
+    fn node(mservers: Vec<NodeId>) -> MiNode {
+        let addr = NodeId::v4(127, 0, 0, 1, 7300);
+        let mut config = MiAgentConfig::new(
+            addr,
+            Incarnation::from_parts(1, [1; 10]),
+            Uuid::from_u128(1),
+            "host".into(),
+        );
+        config.mservers = mservers;
+        let sessions = SessionConfig {
+            host: "host".into(),
+            max_inflight: 4,
+            max_buffered: 4,
+            unix_ms_at_zero: 0,
+            seed: 1,
+        };
+        MiNode::new(Instant::ZERO, config, sessions, RpcConfig::default(), 7)
+    }
+
+    #[test]
+    fn not_ready_until_attached_with_the_reason_on_one_line() {
+        let mserver = NodeId::v4(127, 0, 0, 1, 7200);
+        let mut n = node(vec![mserver]);
+        // The first attach call went out at once.
+        let why = n.ready(Instant::ZERO).expect_err("not attached");
+        assert!(why.contains("attaching to 127.0.0.1:7200"), "{why}");
+        assert!(!why.contains('\n'), "{why}");
+        // Nobody answers: after the call's timeout it waits for the next
+        // attempt, and says whom it tries.
+        let mut now = Instant::ZERO;
+        for _ in 0..100 {
+            let Some(t) = n.poll_timeout() else { break };
+            now = t;
+            n.handle_timeout(now);
+            while n.poll_transmit().is_some() {}
+            while n.poll_event().is_some() {}
+            if matches!(n.agent().link_status(), LinkStatus::Idle { .. }) {
+                break;
+            }
+        }
+        let why = n.ready(now).expect_err("not attached");
+        assert!(why.starts_with("not attached to an mserver"), "{why}");
+        assert!(
+            why.contains("127.0.0.1:7200") && !why.contains('\n'),
+            "{why}"
+        );
+        let none = node(Vec::new());
+        let why = none.ready(Instant::ZERO).expect_err("no mserver");
+        assert!(why.contains("no mserver known"), "{why}");
     }
 }

@@ -68,6 +68,7 @@ mod requests;
 mod transfer;
 
 pub use keyring::RING_CALLS;
+pub use polling::QUERY_ATTEMPTS;
 
 /// Most requests waiting for their op to commit (more are refused with
 /// [`AppError::Busy`]).
@@ -179,6 +180,9 @@ pub struct ServiceStats {
     pub views_pushed: u64,
     /// MIs failed by this mserver (poll unanswered, or orphaned).
     pub mis_failed: u64,
+    /// Polls asked again within their poll timeout after an attempt went
+    /// unanswered ([`QUERY_ATTEMPTS`]).
+    pub query_retries: u64,
     /// Requests refused before submission (busy, malformed).
     pub refused: u64,
     /// Registry copies installed (state transfers).
@@ -216,6 +220,12 @@ struct LocalMi {
     lost: Vec<(GroupName, Uuid)>,
     in_flight: Option<CallId>,
     next_query: Instant,
+    /// The poll in progress fails the MI if still unanswered then (its
+    /// first attempt's start plus the poll timeout).
+    poll_deadline: Instant,
+    /// Attempts of the poll in progress so far (at most
+    /// [`QUERY_ATTEMPTS`]).
+    poll_attempts: u32,
 }
 
 enum CallTag {
@@ -567,6 +577,8 @@ impl AppService {
                                     lost: Vec::new(),
                                     in_flight: None,
                                     next_query: now + self.config.query_interval,
+                                    poll_deadline: now,
+                                    poll_attempts: 0,
                                 },
                             );
                             Ok(self.catch_up(req.mi, &have))

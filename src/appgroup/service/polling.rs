@@ -1,8 +1,27 @@
 //! The application-group service's MI polling: `QUERY` polls that carry
 //! views to the MIs and check that they live, catch-up after a re-attach,
 //! orphans and MI failures.
+//!
+//! **One lost datagram does not fail an MI.** A poll fails the MI only
+//! when it stays unanswered for the whole poll timeout, and within that
+//! time it is asked up to [`QUERY_ATTEMPTS`] times, each a fresh RPC call
+//! with a share of the timeout. One call alone was not enough: once the
+//! RPC layer has acknowledged a request (a multi-fragment poll's transfer
+//! was acknowledged by BLAST, or the MI answered a duplicate with `Ack`),
+//! CHAN asks for a lost reply again only at its next probe, a whole probe
+//! interval (1 s) later, long after the 300 ms poll timeout; so one lost
+//! answer failed the MI and removed its members (2% loss in the
+//! simulator, `mserver/tests/sim_poll_loss.rs`). A poll is idempotent at
+//! the MI (it takes only views after the last one it acknowledged), so
+//! asking again is safe. The timeout, and so the detection time of a dead
+//! MI, is unchanged.
 
 use super::*;
+
+/// How many calls one poll may take within the poll timeout before the MI
+/// is failed: each gets an equal share of the timeout (the last one what
+/// is left), so a lost answer costs a third of the timeout, not the MI.
+pub const QUERY_ATTEMPTS: u32 = 3;
 
 impl AppService {
     /// MIs attached to mservers that are not in the view, or to us but not
@@ -72,11 +91,35 @@ impl AppService {
         self.sync_rings(now, rpc);
     }
 
+    /// Starts a poll of `mi`: its first attempt, with the whole poll
+    /// timeout ahead.
     pub(super) fn send_query(&mut self, now: Instant, rpc: &mut Rpc, mi: Uuid) {
-        let mservers = self.mservers.clone();
         let timeout = self.config.query_timeout;
         let Some(local) = self.local.get_mut(&mi) else {
             return;
+        };
+        local.poll_deadline = now + timeout;
+        local.poll_attempts = 0;
+        self.send_query_attempt(now, rpc, mi);
+    }
+
+    /// One attempt of the poll in progress: a call with an equal share of
+    /// the poll timeout, the last attempt with what is left of it.
+    fn send_query_attempt(&mut self, now: Instant, rpc: &mut Rpc, mi: Uuid) {
+        let mservers = self.mservers.clone();
+        let share = (self.config.query_timeout / QUERY_ATTEMPTS).max(Duration::from_millis(1));
+        let Some(local) = self.local.get_mut(&mi) else {
+            return;
+        };
+        local.poll_attempts = local.poll_attempts.saturating_add(1);
+        let left = local
+            .poll_deadline
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        let timeout = if local.poll_attempts >= QUERY_ATTEMPTS {
+            left
+        } else {
+            share.min(left)
         };
         // Bounded in views and in member entries, so the MI's decoder
         // (4 MiB) always takes it; at least one view.
@@ -141,6 +184,16 @@ impl AppService {
             // "not attached", which makes the old one an orphan).
             self.send_query(now, ctx.rpc, mi);
             return;
+        }
+        if let Err(e) = &result {
+            // Unanswered (lost on the way, or its answer was): ask again
+            // while the poll has attempts and time left.
+            if local.poll_attempts < QUERY_ATTEMPTS && now < local.poll_deadline {
+                tracing::debug!(%mi, addr = %local.addr, error = %e, attempt = local.poll_attempts, "MI poll unanswered: asking again");
+                self.stats.query_retries += 1;
+                self.send_query_attempt(now, ctx.rpc, mi);
+                return;
+            }
         }
         let reply = result
             .map_err(|e| e.to_string())
