@@ -13,11 +13,11 @@
 // The benchmark owns the clock.
 #![allow(clippy::disallowed_methods)]
 
-use crate::membership::procs::{free_port, parse_members, read_bounded_line, Binaries, ViewMember};
+use crate::membership::procs::{free_port, parse_members, read_log_lines, Binaries, ViewMember};
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -32,9 +32,6 @@ pub const SETS: [&[usize]; 3] = [&[0, 1, 2], &[3, 4, 5], &[6, 7]];
 pub const SERVERS: usize = 8;
 /// The top group's name.
 pub const TOP: &str = "top";
-
-/// Log lines kept per mserver for failure reports.
-const TAIL_LINES: usize = 40;
 
 /// The child set of mserver `i`.
 pub fn set_of(i: usize) -> usize {
@@ -121,24 +118,8 @@ type Tails = Arc<Mutex<BTreeMap<usize, VecDeque<String>>>>;
 
 /// Reads `stderr` until it closes, sending the lines of interest.
 fn reader_thread(server: usize, life: u64, stderr: impl Read, tx: Sender<LogEvent>, tail: Tails) {
-    let mut r = BufReader::new(stderr);
-    let mut line = Vec::new();
-    // `MSBENCH_LOG_DIR`: every line of every mserver's log, kept for
-    // debugging a run (one file per mserver, all its lives appended).
-    let mut keep = std::env::var_os("MSBENCH_LOG_DIR").and_then(|dir| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(std::path::Path::new(&dir).join(format!("hier-mserver-{server}.log")))
-            .ok()
-    });
-    while let Ok(true) = read_bounded_line(&mut r, &mut line) {
-        let at = Instant::now();
-        if let Some(f) = keep.as_mut() {
-            use std::io::Write as _;
-            let _ = f.write_all(&line).and_then(|()| f.write_all(b"\n"));
-        }
-        if let Some(kind) = parse_line(&line) {
+    read_log_lines(server, "hier-mserver", stderr, &tail, |line, at| {
+        if let Some(kind) = parse_line(line) {
             let _ = tx.send(LogEvent {
                 server,
                 life,
@@ -146,14 +127,7 @@ fn reader_thread(server: usize, life: u64, stderr: impl Read, tx: Sender<LogEven
                 kind,
             });
         }
-        if let Ok(mut t) = tail.lock() {
-            let q = t.entry(server).or_default();
-            if q.len() >= TAIL_LINES {
-                q.pop_front();
-            }
-            q.push_back(String::from_utf8_lossy(&line).into_owned());
-        }
-    }
+    });
 }
 
 /// One running (or stopped) mserver process.

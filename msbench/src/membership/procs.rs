@@ -173,15 +173,37 @@ fn reader_thread(
     tx: Sender<LogEvent>,
     tail: Arc<Mutex<BTreeMap<usize, VecDeque<String>>>>,
 ) {
+    read_log_lines(server, "mserver", stderr, &tail, |line, at| {
+        if let Some(kind) = parse_line(line) {
+            let _ = tx.send(LogEvent {
+                server,
+                life,
+                at,
+                kind,
+            });
+        }
+    });
+}
+
+/// Reads mserver `server`'s `stderr` line by line (bounded, see
+/// [`read_bounded_line`]) until it closes: each line goes to `on_line`
+/// with its arrival time, and into `tail` (the last [`TAIL_LINES`]).
+/// With `MSBENCH_LOG_DIR` set, every line is also appended to
+/// `<dir>/<prefix>-<server>.log` for debugging a run.
+pub(crate) fn read_log_lines(
+    server: usize,
+    prefix: &str,
+    stderr: impl Read,
+    tail: &Mutex<BTreeMap<usize, VecDeque<String>>>,
+    mut on_line: impl FnMut(&[u8], Instant),
+) {
     let mut r = BufReader::new(stderr);
     let mut line = Vec::new();
-    // `MSBENCH_LOG_DIR`: every line of every mserver's log, kept for
-    // debugging a run (one file per mserver, all its lives appended).
     let mut keep = std::env::var_os("MSBENCH_LOG_DIR").and_then(|dir| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(std::path::Path::new(&dir).join(format!("mserver-{server}.log")))
+            .open(std::path::Path::new(&dir).join(format!("{prefix}-{server}.log")))
             .ok()
     });
     while let Ok(true) = read_bounded_line(&mut r, &mut line) {
@@ -190,14 +212,7 @@ fn reader_thread(
             use std::io::Write as _;
             let _ = f.write_all(&line).and_then(|()| f.write_all(b"\n"));
         }
-        if let Some(kind) = parse_line(&line) {
-            let _ = tx.send(LogEvent {
-                server,
-                life,
-                at,
-                kind,
-            });
-        }
+        on_line(&line, at);
         if let Ok(mut t) = tail.lock() {
             let q = t.entry(server).or_default();
             if q.len() >= TAIL_LINES {
